@@ -1,0 +1,5 @@
+import sys
+
+from chipforge.cli import main
+
+sys.exit(main())

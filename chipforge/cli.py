@@ -1,0 +1,157 @@
+"""The ``chipforge`` command line.
+
+Three flows, as in the README: ``simulate`` (a compressed model on a virtual accelerator),
+``rtl`` (Verilog of the digital blocks, verified against the Python models) and ``sweep``
+(fault-injection and design-space sweeps). ``ref`` runs a block's reference model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+# Subcommands register here: name -> (help, add_arguments, run). Later flows add entries.
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str):
+    def register(add_arguments):
+        def wrap(run):
+            COMMANDS[name] = (help, add_arguments, run)
+            return run
+        return wrap
+    return register
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"chipforge {flow}: not built yet ({issue}). "
+              f"Available today: `chipforge rtl` and `chipforge ref crossbar`.", file=sys.stderr)
+        return 2
+    return run
+
+
+def _add_simulate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+COMMANDS["simulate"] = ("simulate a compressed model on a virtual accelerator (not built yet)",
+                        _add_simulate, _not_built("simulate", "the ReRAM crossbar issue"))
+COMMANDS["sweep"] = ("fault-injection and design-space sweeps (not built yet)",
+                     _add_simulate, _not_built("sweep", "the sweep engine issue"))
+
+
+def _add_rtl(p: argparse.ArgumentParser) -> None:
+    from chipforge.hw.generate import BLOCKS
+
+    p.add_argument("block", choices=[*BLOCKS, "all"], help="block to generate, or all")
+    p.add_argument("--out", type=Path, default=Path("rtl"),
+                   help="output directory (default: rtl/); files go to OUT/BLOCK/")
+    p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
+    p.add_argument("--synth", choices=["generic", "ice40", "xilinx"],
+                   help="synthesize with yosys and print the cell counts")
+
+
+@command("rtl", "write the Verilog of a hardware block plus manifest.json")(_add_rtl)
+def _run_rtl(args: argparse.Namespace) -> int:
+    from chipforge.hw.generate import BLOCKS, generate
+    from chipforge.toolchain import lint_verilog, synthesize
+
+    names = list(BLOCKS) if args.block == "all" else [args.block]
+    for name in names:
+        paths = generate(name, args.out)
+        print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
+        verilog_path, module = paths[0], BLOCKS[name].module
+        if args.lint:
+            lint_verilog(verilog_path, module)
+            print(f"{name}: verilator --lint-only -Wall: clean")
+        if args.synth:
+            counts = synthesize(verilog_path, module, args.synth)
+            print(f"{name}: yosys synth ({args.synth}, technology mapping only):")
+            for cell, count in sorted(counts.items()):
+                print(f"    {cell:<12} {count:>7}")
+    return 0
+
+
+def _add_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("block", choices=["crossbar"], help="reference model to run")
+    p.add_argument("--batch", type=int, default=256, help="input vectors (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("ref", "run a block's bit-exact reference model against numpy")(_add_ref)
+def _run_ref(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from chipforge.config import ISAAC_CROSSBAR
+    from chipforge.sim.ref.crossbar import adc_codes, encode_weights, shift_add
+
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, not {args.batch}")
+    cfg = ISAAC_CROSSBAR
+    rng = np.random.default_rng(args.seed)
+    weights = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, cfg.cols))
+    x = rng.integers(*cfg.input_range, endpoint=True, size=(args.batch, cfg.rows))
+    start = time.perf_counter()
+    cells = encode_weights(weights, cfg)
+    readout = adc_codes(x, cells, cfg)
+    result = shift_add(readout.codes, readout.unit, readout.flipped, cfg)
+    elapsed = time.perf_counter() - start
+    exact = x @ weights
+    mismatches = int((result != exact).sum())
+    print(f"ISAAC crossbar reference ({cfg.rows}x{cfg.cols}, {cfg.weight_bits}-bit weights in "
+          f"{cfg.slices} x {cfg.cell_bits}-bit cells, {cfg.input_bits}-bit inputs over "
+          f"{cfg.input_cycles} cycles, {cfg.adc_bits}-bit ADC, flip encoding "
+          f"{'on' if cfg.flip_encoding else 'off'})")
+    print(f"  batch {args.batch}, seed {args.seed}: {readout.codes.size + readout.unit.size} "
+          f"ADC conversions in {elapsed * 1e3:.1f} ms")
+    print(f"  flipped columns: {int(cells.flipped.sum())} of {cells.flipped.size}; "
+          f"largest ADC code {int(readout.codes.max())} of {cfg.adc_max_code}; "
+          f"saturated: {'yes' if readout.saturated else 'no'}")
+    print(f"  result vs numpy x @ W: {mismatches} mismatches of {exact.size}")
+    return 0 if mismatches == 0 or readout.saturated else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from chipforge import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="chipforge",
+        description="Simulate compressed neural networks on virtual accelerators (simulate), "
+                    "generate verified Verilog of their digital blocks (rtl), and sweep "
+                    "faults and design parameters (sweep).")
+    parser.add_argument("--version", action="version", version=f"chipforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except (UsageError, ValueError) as e:
+        print(f"chipforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from chipforge.toolchain import ToolMissingError
+
+        if isinstance(e, ToolMissingError):
+            print(f"chipforge {args.command}: error: {e}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Configuration dataclasses shared by the simulators and the hardware generators.
+
+Every config is a frozen dataclass that validates itself in ``__post_init__`` and raises
+``ValueError`` naming the field, the rule and the bad value. Choices are enums. Named
+presets are module constants, each citing the table it comes from.
+
+This module imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Self
+
+__all__ = [
+    "ISAAC_CROSSBAR",
+    "ConfigBase",
+    "CrossbarConfig",
+    "WeightEncoding",
+    "check_float",
+    "check_int",
+    "load_toml",
+]
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``value`` is an ``int`` (not a bool) in ``lo..hi``."""
+    bounds = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+    if (isinstance(value, bool) or not isinstance(value, int) or value < lo
+            or (hi is not None and value > hi)):
+        raise ValueError(f"{name} must be an integer in {bounds}, not {value!r}")
+
+
+def check_float(name: str, value: Any, lo: float, hi: float | None = None, *,
+                lo_open: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite real number in the given range."""
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value)
+          and (value > lo if lo_open else value >= lo)
+          and (hi is None or value <= hi))
+    if not ok:
+        left = "(" if lo_open else "["
+        right = f"{hi}]" if hi is not None else "inf)"
+        raise ValueError(f"{name} must be a finite number in {left}{lo}, {right}, not {value!r}")
+
+
+class ConfigBase:
+    """Mixin for the frozen config dataclasses: dict and TOML round trips, ``replace``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; enums become their values, nested configs become dicts."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, ConfigBase):
+                return value.to_dict()
+            if isinstance(value, tuple | list):
+                return [plain(v) for v in value]
+            return value
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build from a plain dict (as written by :meth:`to_dict` or read from TOML).
+
+        Unknown keys are an error, so a typo in a file never silently keeps a default.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; "
+                             f"known fields: {', '.join(fields)}")
+        kwargs = {}
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            kind = _resolve_type(cls, hints[name])
+            is_enum = isinstance(kind, type) and issubclass(kind, enum.Enum)
+            if is_enum and not isinstance(value, kind):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    choices = ", ".join(repr(m.value) for m in kind)
+                    raise ValueError(f"{cls.__name__}.{name} must be one of {choices}, "
+                                     f"not {value!r}") from None
+            elif (isinstance(kind, type) and issubclass(kind, ConfigBase)
+                  and isinstance(value, dict)):
+                value = kind.from_dict(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _resolve_type(cls: type, annotation: Any) -> Any:
+    if isinstance(annotation, str):
+        import sys
+        namespace = vars(sys.modules[cls.__module__])
+        try:
+            return eval(annotation, namespace)  # noqa: S307 - our own annotations only
+        except Exception:
+            return None
+    return annotation
+
+
+def load_toml(cls: type[ConfigBase], path: str | Path, table: str | None = None) -> ConfigBase:
+    """Load a config of type ``cls`` from a TOML file (optionally from one of its tables)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+    if table is not None:
+        if table not in data:
+            raise ValueError(f"config file {path} has no [{table}] table; "
+                             f"tables: {', '.join(data) or 'none'}")
+        data = data[table]
+    return cls.from_dict(data)
+
+
+class WeightEncoding(enum.Enum):
+    """How a signed weight is stored in non-negative cell conductances."""
+
+    OFFSET = "offset"
+    """``w + 2**(weight_bits-1)`` stored unsigned; an extra unit column counts the input
+    ones so the digital side subtracts the bias (ISAAC §4.3)."""
+
+    TWO_COLUMN = "two_column"
+    """``w = w+ - w-`` on two columns of magnitudes; the digital side subtracts."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CrossbarConfig(ConfigBase):
+    """One ReRAM crossbar with its DACs, ADCs and the digital shift-and-add behind them."""
+
+    rows: int = 128
+    """Word lines (inputs summed on one bit line)."""
+    cols: int = 128
+    """Logical weight columns (outputs) the crossbar holds."""
+    cell_bits: int = 2
+    """Bits stored per cell (conductance levels = 2**cell_bits)."""
+    weight_bits: int = 16
+    """Bits of a signed weight; it occupies ``slices = ceil(weight_bits / cell_bits)`` cells."""
+    input_bits: int = 16
+    """Bits of a two's-complement input, fed bit-serially through the DACs."""
+    dac_bits: int = 1
+    """Bits the DAC applies per cycle. The sign bit always takes a 1-bit cycle of its own
+    (it is subtracted); the other bits are grouped into ``dac_bits``-bit slices."""
+    adc_bits: int = 8
+    """ADC resolution; a column sum above ``2**adc_bits - 1`` saturates."""
+    adcs_per_crossbar: int = 1
+    """ADCs shared by the columns of one crossbar (time-multiplexed)."""
+    adc_rate: float = 1.2e9
+    """ADC conversions per second, each ADC."""
+    weight_encoding: WeightEncoding = WeightEncoding.OFFSET
+    """How signed weights become cell levels."""
+    flip_encoding: bool = False
+    """ISAAC's column flip (§4.4): a physical column whose cell levels sum to more than half
+    the maximum is stored complemented, ``(2**cell_bits - 1) - level``, so its partial sums
+    need one ADC bit less; the digital side corrects with the unit column. Requires
+    ``weight_encoding=OFFSET`` (it needs the unit column)."""
+    signed_inputs: bool = True
+    """Inputs are two's complement (the MSB cycle subtracts); False for unsigned
+    activations, e.g. after a ReLU."""
+
+    def __post_init__(self) -> None:
+        check_int("rows", self.rows, 1, 4096)
+        check_int("cols", self.cols, 1, 4096)
+        check_int("cell_bits", self.cell_bits, 1, 8)
+        check_int("weight_bits", self.weight_bits, 1, 32)
+        check_int("input_bits", self.input_bits, 1, 32)
+        check_int("dac_bits", self.dac_bits, 1, 8)
+        check_int("adc_bits", self.adc_bits, 1, 16)
+        check_int("adcs_per_crossbar", self.adcs_per_crossbar, 1, self.cols + 1)
+        check_float("adc_rate", self.adc_rate, 0.0, lo_open=True)
+        if not isinstance(self.weight_encoding, WeightEncoding):
+            choices = ", ".join(e.name for e in WeightEncoding)
+            raise ValueError(f"weight_encoding must be a WeightEncoding ({choices}), "
+                             f"not {self.weight_encoding!r}")
+        for name in ("flip_encoding", "signed_inputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        if self.flip_encoding and self.weight_encoding is not WeightEncoding.OFFSET:
+            raise ValueError("flip_encoding needs the unit column of weight_encoding=OFFSET, "
+                             f"not {self.weight_encoding.name}")
+        if self.signed_inputs and self.input_bits < 2:
+            raise ValueError(f"input_bits must be >= 2 for signed inputs, not {self.input_bits}")
+
+    @property
+    def slices(self) -> int:
+        """Cells (physical columns) per weight and polarity."""
+        return -(-self.weight_bits // self.cell_bits)
+
+    @property
+    def input_slice_widths(self) -> tuple[int, ...]:
+        """Bit width of each input cycle, most significant first (the DAC slices).
+
+        Signed inputs start with a 1-bit sign cycle whose contribution is subtracted; the
+        remaining bits go in ``dac_bits``-wide slices with any narrower one at the top.
+        """
+        magnitude = self.input_bits - 1 if self.signed_inputs else self.input_bits
+        full, rest = divmod(magnitude, self.dac_bits)
+        widths = ([rest] if rest else []) + [self.dac_bits] * full
+        return ((1,) if self.signed_inputs else ()) + tuple(widths)
+
+    @property
+    def input_cycles(self) -> int:
+        """Crossbar reads per input vector (one per DAC slice)."""
+        return len(self.input_slice_widths)
+
+    @property
+    def physical_cols_per_weight(self) -> int:
+        """Cell columns one logical weight column occupies (excluding the shared unit column)."""
+        per_polarity = self.slices
+        two = self.weight_encoding is WeightEncoding.TWO_COLUMN
+        return 2 * per_polarity if two else per_polarity
+
+    @property
+    def has_unit_column(self) -> bool:
+        """Whether the crossbar carries ISAAC's unit column (all cells at level 1)."""
+        return self.weight_encoding is WeightEncoding.OFFSET
+
+    @property
+    def adc_max_code(self) -> int:
+        return (1 << self.adc_bits) - 1
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """Inclusive range of a signed weight."""
+        return -(1 << (self.weight_bits - 1)), (1 << (self.weight_bits - 1)) - 1
+
+    @property
+    def input_range(self) -> tuple[int, int]:
+        """Inclusive range of an input."""
+        if self.signed_inputs:
+            return -(1 << (self.input_bits - 1)), (1 << (self.input_bits - 1)) - 1
+        return 0, (1 << self.input_bits) - 1
+
+
+# ISAAC-CE (Shafiee et al., ISCA'16), Table I and §4: 128x128 arrays of 2-bit cells,
+# 16-bit weights in 8 cells with a 2**15 bias and a unit column, 16-bit inputs through 1-bit
+# DACs, and 8 ADCs of 8 bits at 1.2 GSps per IMA of 8 arrays (so 1 per crossbar). A column
+# sum needs log2(128) + 1 + 2 - 1 = 9 bits (§4.4); the flip encoding saves one, hence 8.
+ISAAC_CROSSBAR = CrossbarConfig(
+    rows=128, cols=128, cell_bits=2, weight_bits=16, input_bits=16, dac_bits=1,
+    adc_bits=8, adcs_per_crossbar=1, adc_rate=1.2e9,
+    weight_encoding=WeightEncoding.OFFSET, flip_encoding=True, signed_inputs=True,
+)

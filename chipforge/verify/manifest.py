@@ -1,0 +1,112 @@
+"""Read a generated block's manifest and pack/unpack its stream payloads."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Manifest", "PayloadCodec", "load_manifest"]
+
+
+@dataclass(frozen=True)
+class PayloadCodec:
+    """Packs a nested dict (``{"codes": [..], "unit": ..}``) into a payload integer and back,
+    from the manifest's flat field table (names like ``codes[3]``)."""
+
+    fields: tuple[dict[str, Any], ...]
+    width: int
+
+    def pack(self, values: dict[str, Any]) -> int:
+        word = 0
+        for field in self.fields:
+            value = _lookup(values, field["name"])
+            word |= (int(value) & ((1 << field["width"]) - 1)) << field["offset"]
+        return word
+
+    def unpack(self, word: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in self.fields:
+            raw = (word >> field["offset"]) & ((1 << field["width"]) - 1)
+            if field["signed"] and raw >> (field["width"] - 1):
+                raw -= 1 << field["width"]
+            _store(out, field["name"], raw)
+        return out
+
+
+_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _parts(name: str) -> list[str | int]:
+    return [m[1] if m[1] else int(m[2]) for m in _PART.finditer(name)]
+
+
+def _lookup(values: Any, name: str) -> Any:
+    for part in _parts(name):
+        values = values[part]
+    return values
+
+
+def _store(out: dict[str, Any], name: str, value: int) -> None:
+    parts = _parts(name)
+    node: Any = out
+    for part, following in zip(parts, parts[1:], strict=False):
+        nxt = [] if isinstance(following, int) else {}
+        if isinstance(part, int):
+            while len(node) <= part:
+                node.append(None)
+            node[part] = node[part] if node[part] is not None else nxt
+        else:
+            node.setdefault(part, nxt)
+        node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        while len(node) <= last:
+            node.append(None)
+    node[last] = value
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def module(self) -> str:
+        return self.data["module"]
+
+    @property
+    def verilog(self) -> Path:
+        return self.path.parent / self.data["verilog"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data["config"]
+
+    def port_width(self, port: str) -> int:
+        return self.data["ports"][port]["width"]
+
+    def port_signed(self, port: str) -> bool:
+        return bool(self.data["ports"][port].get("signed", False))
+
+    def codec(self, port: str) -> PayloadCodec:
+        entry = self.data["ports"][port]
+        if "fields" not in entry:
+            raise ValueError(f"port {port} of {self.module} has no payload fields")
+        return PayloadCodec(tuple(entry["fields"]), entry["width"])
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load ``manifest.json`` (a file, or the block directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no manifest at {path}: run `chipforge rtl` first") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"manifest {path} is not valid JSON: {e}") from None
+    return Manifest(path=path, data=data)

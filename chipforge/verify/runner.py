@@ -1,0 +1,57 @@
+"""Build and run a cocotb testbench of a generated block from pytest."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from unittest import mock
+
+from chipforge.toolchain import cocotb_verilator_bin_dir, require_tool
+from chipforge.verify.manifest import load_manifest
+
+__all__ = ["run_cocotb"]
+
+SIMULATORS = ("icarus", "verilator")
+
+
+def run_cocotb(block_dir: str | Path, test_file: str | Path, *, simulator: str = "icarus",
+               build_root: str | Path = "build/cocotb", extra_env: dict[str, str] | None = None,
+               seed: int = 1) -> Path:
+    """Build ``block_dir``'s Verilog for ``simulator`` and run the cocotb tests in ``test_file``.
+
+    The testbench finds the manifest through ``CHIPFORGE_MANIFEST``. Raises
+    ``AssertionError`` when a cocotb test fails.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    manifest = load_manifest(block_dir)
+    test_file = Path(test_file).resolve()
+    build_dir = Path(build_root).resolve() / f"{manifest.module}-{test_file.stem}-{simulator}"
+    env_path = os.environ["PATH"]
+    if simulator == "verilator":
+        env_path = f"{cocotb_verilator_bin_dir()}{os.pathsep}{env_path}"
+        build_args = ["-Wno-fatal"]
+    else:
+        require_tool("iverilog")
+        build_args = []
+    env = {"CHIPFORGE_MANIFEST": str(manifest.path.resolve()), **(extra_env or {})}
+    # The runner exports sys.path as the simulator's PYTHONPATH: put the testbench's folder
+    # on it for this call only, so cocotb can import the test module by name.
+    with (mock.patch.dict(os.environ, {"PATH": env_path}),
+          mock.patch.object(sys, "path", [str(test_file.parent), *sys.path])):
+        runner = get_runner(simulator)
+        runner.build(sources=[manifest.verilog.resolve()], hdl_toplevel=manifest.module,
+                     build_dir=build_dir, timescale=("1ns", "1ps"), build_args=build_args,
+                     always=True)
+        results = runner.test(hdl_toplevel=manifest.module, test_module=test_file.stem,
+                              build_dir=build_dir, test_dir=build_dir, extra_env=env,
+                              seed=seed)
+    tests, failures = get_results(results)
+    if tests == 0 or failures:
+        raise AssertionError(f"cocotb: {failures} of {tests} tests of {test_file.name} failed "
+                             f"on {simulator}; log in {build_dir}")
+    return results

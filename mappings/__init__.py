@@ -1,0 +1,1 @@
+"""Compression and placement passes (imported as ``chipforge.mappings``)."""

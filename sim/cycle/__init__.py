@@ -1,0 +1,1 @@
+"""Cycle-level models (imported as ``chipforge.sim.cycle``)."""
