@@ -1,0 +1,201 @@
+"""The model IR: a small graph of layers with numpy parameters and compression metadata.
+
+A :class:`Graph` is a topologically ordered list of :class:`Node` s. Each node has an
+:class:`Op`, a unique name, the names of its inputs (the graph input is ``"input"``),
+JSON-able ``attrs`` (strides, bit widths, scales, fragment size, ...) and numpy ``params``
+(weights, biases, masks, fragment signs, ...). Frontends build it (the zoo, ONNX, PyTorch);
+mappings transform it; executors run it.
+
+Conventions:
+
+- Tensors are NCHW for images and (N, features) for vectors; ``LINEAR`` weights are
+  (out, in) and ``CONV2D`` weights (out, in/groups, kh, kw), as in PyTorch and ONNX.
+- A weighted node (``CONV2D``, ``LINEAR``) is *quantized* when its attrs hold
+  ``weight_bits``, ``weight_scale`` (a float, or a per-output-channel list), ``act_bits``,
+  ``act_scale`` and ``act_signed``: then its weights are exact multiples of the weight
+  scale and the executor quantizes its input to ``act_bits`` (see
+  :mod:`chipforge.sim.executor`).
+
+Files are ``.npz`` written without pickle: every array under ``"<node>/<param>"`` and the
+structure as JSON under ``"__graph__"``. :func:`load_graph` checks the file completely and
+raises ``ValueError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GRAPH_FORMAT_VERSION", "Graph", "Node", "Op", "load_graph", "save_graph"]
+
+GRAPH_FORMAT_VERSION = 1
+
+
+class Op(enum.Enum):
+    """Operations of the IR. Attributes in brackets, parameters in braces."""
+
+    CONV2D = "conv2d"            # [stride, padding, groups] {weight, bias?}
+    LINEAR = "linear"            # {weight (out, in), bias?}
+    BATCHNORM = "batchnorm"      # [eps] {gamma, beta, mean, var}; folded by a mapping pass
+    RELU = "relu"
+    MAXPOOL2D = "maxpool2d"      # [kernel, stride, padding]
+    AVGPOOL2D = "avgpool2d"      # [kernel, stride, padding]
+    GLOBAL_AVGPOOL = "global_avgpool"
+    FLATTEN = "flatten"          # keeps the batch axis
+    ADD = "add"                  # two inputs, same shape (residual)
+    SOFTMAX = "softmax"          # [axis]
+    SIGN = "sign"                # binarization to +-1 (BNNs)
+
+
+WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
+_QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
+
+
+@dataclass
+class Node:
+    op: Op
+    name: str
+    inputs: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def weighted(self) -> bool:
+        return self.op in WEIGHTED_OPS
+
+    @property
+    def quantized(self) -> bool:
+        return self.weighted and all(k in self.attrs for k in _QUANT_ATTRS)
+
+    def copy(self) -> Node:
+        return Node(self.op, self.name, tuple(self.inputs), json.loads(json.dumps(self.attrs)),
+                    {k: v.copy() for k, v in self.params.items()})
+
+
+@dataclass
+class Graph:
+    """A model: nodes in topological order, the input shape (without batch), metadata."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    nodes: list[Node]
+    output: str | None = None
+    """Name of the output node (default: the last node)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON-able facts: dataset, recipe, accuracy, class names, ..."""
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(d) for d in self.input_shape)
+        self.validate()
+
+    @property
+    def output_name(self) -> str:
+        return self.output or self.nodes[-1].name
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"graph {self.name!r} has no node {name!r}; "
+                       f"nodes: {', '.join(n.name for n in self.nodes)}")
+
+    def weighted_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.weighted]
+
+    def copy(self) -> Graph:
+        return Graph(self.name, self.input_shape, [n.copy() for n in self.nodes], self.output,
+                     json.loads(json.dumps(self.meta)))
+
+    def validate(self) -> None:
+        """Check names, ops, wiring and the parameters each op needs."""
+        if not self.nodes:
+            raise ValueError(f"graph {self.name!r} has no nodes")
+        seen = {"input"}
+        for n in self.nodes:
+            if not isinstance(n.op, Op):
+                raise ValueError(f"node {n.name!r} has op {n.op!r}, which is not an Op; "
+                                 f"supported: {', '.join(o.value for o in Op)}")
+            if n.name in seen:
+                raise ValueError(f"node name {n.name!r} is used twice (or is 'input')")
+            for i in n.inputs:
+                if i not in seen:
+                    raise ValueError(f"node {n.name!r} reads {i!r}, which is not defined "
+                                     "before it")
+            want = 2 if n.op is Op.ADD else 1
+            if len(n.inputs) != want:
+                raise ValueError(f"node {n.name!r} ({n.op.value}) needs {want} input(s), "
+                                 f"has {len(n.inputs)}")
+            if n.weighted:
+                w = n.params.get("weight")
+                ndim = 4 if n.op is Op.CONV2D else 2
+                if w is None or w.ndim != ndim:
+                    raise ValueError(f"node {n.name!r} ({n.op.value}) needs a {ndim}-D weight")
+            if n.op is Op.BATCHNORM:
+                missing = {"gamma", "beta", "mean", "var"} - set(n.params)
+                if missing:
+                    raise ValueError(f"batchnorm {n.name!r} lacks {', '.join(sorted(missing))}")
+            seen.add(n.name)
+        if self.output is not None and self.output not in seen:
+            raise ValueError(f"graph output {self.output!r} is not a node")
+
+
+def save_graph(graph: Graph, path: str | Path) -> Path:
+    """Write ``graph`` to an ``.npz`` (compressed, no pickle)."""
+    graph.validate()
+    structure = {
+        "format": GRAPH_FORMAT_VERSION,
+        "name": graph.name,
+        "input_shape": list(graph.input_shape),
+        "output": graph.output,
+        "meta": graph.meta,
+        "nodes": [{"op": n.op.value, "name": n.name, "inputs": list(n.inputs),
+                   "attrs": n.attrs, "params": sorted(n.params)} for n in graph.nodes],
+    }
+    arrays = {f"{n.name}/{k}": np.asarray(v) for n in graph.nodes for k, v in n.params.items()}
+    path = Path(path)
+    with path.open("wb") as f:
+        np.savez_compressed(f, __graph__=np.array(json.dumps(structure, sort_keys=True)),
+                            **arrays)
+    return path
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Read a graph written by :func:`save_graph`, without pickle, checking everything."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "__graph__" not in data.files:
+                raise ValueError(f"{path} is not a chipforge graph (no __graph__ entry)")
+            structure = json.loads(str(data["__graph__"]))
+            arrays = {k: data[k] for k in data.files if k != "__graph__"}
+    except FileNotFoundError:
+        raise ValueError(f"model file {path} does not exist") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"model file {path} is corrupt or truncated: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model file {path} has a corrupt structure entry: {e}") from None
+    if structure.get("format") != GRAPH_FORMAT_VERSION:
+        raise ValueError(f"model file {path} has format {structure.get('format')!r}; "
+                         f"this chipforge reads format {GRAPH_FORMAT_VERSION}")
+    nodes = []
+    for entry in structure["nodes"]:
+        try:
+            op = Op(entry["op"])
+        except ValueError:
+            raise ValueError(f"model file {path}: node {entry['name']!r} has unknown op "
+                             f"{entry['op']!r}") from None
+        params = {}
+        for k in entry["params"]:
+            key = f"{entry['name']}/{k}"
+            if key not in arrays:
+                raise ValueError(f"model file {path}: array {key!r} is missing")
+            params[k] = arrays[key]
+        nodes.append(Node(op, entry["name"], tuple(entry["inputs"]), entry["attrs"], params))
+    return Graph(structure["name"], tuple(structure["input_shape"]), nodes,
+                 structure.get("output"), structure.get("meta", {}))
