@@ -18,8 +18,10 @@ from typing import Any, Self
 
 __all__ = [
     "ISAAC_CROSSBAR",
+    "FORMS_FRAGMENT8",
     "ConfigBase",
     "CrossbarConfig",
+    "FormsFragmentConfig",
     "WeightEncoding",
     "check_float",
     "check_int",
@@ -254,3 +256,67 @@ ISAAC_CROSSBAR = CrossbarConfig(
     adc_bits=8, adcs_per_crossbar=1, adc_rate=1.2e9,
     weight_encoding=WeightEncoding.OFFSET, flip_encoding=True, signed_inputs=True,
 )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FormsFragmentConfig(ConfigBase):
+    """FORMS' fragment datapath (Yuan et al., ISCA'21, §IV-B/C, Figs. 5, 9, 11).
+
+    A fragment is ``fragment_size`` consecutive crossbar rows holding polarized weight
+    magnitudes of ``columns`` weight columns (``slices`` cells each); its unsigned inputs
+    enter parallel-in/serial-out shift registers and are fed LSB first, 1 bit per cycle,
+    until every bit still to shift is zero (zero-skipping: NOR per register, AND across
+    the fragment); then the ADC result is added to or subtracted from the column's
+    accumulator as the fragment's sign bit says.
+    """
+
+    fragment_size: int = 8
+    """Rows of a fragment (FORMS studies 4, 8 and 16; 8 is its default)."""
+    columns: int = 2
+    """Weight columns a fragment job carries (they share the inputs and the skip logic)."""
+    input_bits: int = 16
+    """Unsigned input (activation) width: at most this many shift cycles."""
+    cell_bits: int = 2
+    magnitude_bits: int = 8
+    """Bits of a weight magnitude; the sign is the fragment's (sign indicator)."""
+    adc_bits: int = 5
+    """ADC resolution; per-cycle sums above ``2**adc_bits - 1`` clip. 5 bits are exact for
+    fragments of 8 with 2-bit cells (8 x 3 = 24); FORMS uses 4-bit ADCs without saying how
+    the missing bit is handled (papers.md §1.2), so 4 here clips."""
+    max_fragments: int = 16
+    """Most fragments accumulated into one result (16 x 8 = one 128-row column); sizes the
+    accumulator."""
+
+    def __post_init__(self) -> None:
+        check_int("fragment_size", self.fragment_size, 1, 128)
+        check_int("columns", self.columns, 1, 64)
+        check_int("input_bits", self.input_bits, 1, 32)
+        check_int("cell_bits", self.cell_bits, 1, 4)
+        check_int("magnitude_bits", self.magnitude_bits, 1, 16)
+        check_int("adc_bits", self.adc_bits, 1, 16)
+        check_int("max_fragments", self.max_fragments, 1, 1 << 16)
+
+    @property
+    def slices(self) -> int:
+        """Cells per weight magnitude, least significant first."""
+        return -(-self.magnitude_bits // self.cell_bits)
+
+    @property
+    def adc_max_code(self) -> int:
+        return (1 << self.adc_bits) - 1
+
+    @property
+    def exact_adc_bits(self) -> int:
+        """ADC bits that never clip: the largest sum is fragment_size * (2**cell_bits - 1)."""
+        return (self.fragment_size * ((1 << self.cell_bits) - 1)).bit_length()
+
+    @property
+    def fragment_max(self) -> int:
+        """Largest value one fragment can produce (codes at full scale every cycle)."""
+        scale = sum(1 << (self.cell_bits * s) for s in range(self.slices))
+        return self.adc_max_code * ((1 << self.input_bits) - 1) * scale
+
+
+# FORMS fragment 8 (ISCA'21 §IV): 8 rows, 16-bit activations, 8-bit magnitudes in four 2-bit
+# cells. ADC: 5 bits (exact) instead of the paper's 4, see FormsFragmentConfig.adc_bits.
+FORMS_FRAGMENT8 = FormsFragmentConfig()

@@ -21,7 +21,8 @@ from amaranth.back import verilog
 from amaranth.lib import data, wiring
 
 from chipforge import __version__
-from chipforge.config import ISAAC_CROSSBAR, ConfigBase
+from chipforge.config import FORMS_FRAGMENT8, ISAAC_CROSSBAR, ConfigBase
+from chipforge.hw.forms_fragment import FormsFragment
 from chipforge.hw.shift_add import ShiftAdd
 
 __all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
@@ -47,6 +48,13 @@ BLOCKS: dict[str, Block] = {
         build=ShiftAdd,
         config=ISAAC_CROSSBAR,
         summary="ISAAC shift-and-add of one crossbar column (ISAAC preset)",
+    ),
+    "forms-fragment": Block(
+        module="forms_fragment",
+        build=FormsFragment,
+        config=FORMS_FRAGMENT8,
+        summary="FORMS fragment datapath: zero-skip detector, early ADC trigger, "
+                "sign-indicator accumulator (fragment 8, 2 columns)",
     ),
 }
 

@@ -1,0 +1,115 @@
+"""Reports of the cycle model: per-layer and per-model tables, the energy breakdown plot.
+
+:func:`cycle_reports` is the one call a front end needs (``chipforge simulate`` prints
+:func:`format_report` next to the accuracy): a graph, input images and architectures in,
+one :class:`~chipforge.sim.cycle.model.ModelReport` per architecture out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from chipforge.sim.cycle.arch import FORMS4, FORMS8, FORMS16, ISAAC, ISAAC8, ReramArchConfig
+from chipforge.sim.cycle.components import Category
+from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
+from chipforge.sim.graph import Graph
+
+__all__ = ["ARCHITECTURES", "breakdown_rows", "cycle_reports", "format_comparison",
+           "format_report", "plot_breakdown"]
+
+ARCHITECTURES: dict[str, ReramArchConfig] = {
+    "isaac": ISAAC, "isaac8": ISAAC8, "forms4": FORMS4, "forms8": FORMS8, "forms16": FORMS16,
+}
+"""Presets by the name ``chipforge simulate --cycle`` takes."""
+
+
+def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig | str]
+                  ) -> list[ModelReport]:
+    """Run ``graph`` on ``x`` once, then the cycle model of each architecture on its inputs."""
+    resolved = []
+    for a in archs:
+        if isinstance(a, str):
+            if a not in ARCHITECTURES:
+                raise ValueError(f"unknown architecture {a!r}; known: {', '.join(ARCHITECTURES)}")
+            a = ARCHITECTURES[a]
+        resolved.append(a)
+    workloads = capture_workloads(graph, x)
+    return [simulate_cycles(workloads, a, model=graph.name) for a in resolved]
+
+
+def format_report(report: ModelReport) -> str:
+    """Per-layer table plus the model totals, as text."""
+    a = report.arch
+    lines = [f"{a.name} on {report.model} ({report.frames} frames; cycle "
+             f"{a.cycle_ns:.2f} ns; fragment {a.fragment_size}; zero-skipping "
+             f"{'on' if a.zero_skipping else 'off'})",
+             f"  {'layer':<12} {'K x N':>11} {'vec':>5} {'xbar':>5} {'rep':>4} "
+             f"{'cyc/vec':>8} {'EIC':>5} {'skip':>6} {'time us':>9} {'energy nJ':>10}"]
+    for la in report.layers:
+        lines.append(f"  {la.name:<12} {f'{la.rows}x{la.cols}':>11} {la.vectors:>5.0f} "
+                     f"{la.crossbars:>5} {la.replicas:>4} {la.cycles_per_vector:>8.2f} "
+                     f"{la.mean_group_eic:>5.2f} {la.skip_saving:>6.1%} "
+                     f"{la.time_ns / 1e3:>9.3f} {la.energy_total_pj / 1e3:>10.3f}")
+    lines.append(f"  model: {report.cycles:.0f} cycles/frame (pipeline period), latency "
+                 f"{report.latency_ns / 1e3:.2f} us, {report.fps:,.0f} frames/s, "
+                 f"{report.energy_per_frame_j * 1e9:.2f} nJ/frame")
+    lines.append(f"  {report.crossbars} crossbars on {report.tiles} tiles "
+                 f"({report.area_mm2:.3f} mm2), {report.gops:.2f} GOPs/s, "
+                 f"{report.gops_per_mm2:.2f} GOPs/s/mm2, {report.gops_per_w:.1f} GOPs/W, "
+                 f"zero-skipping saves {report.skip_saving:.1%} of input cycles")
+    energy = report.energy_pj
+    total = sum(energy.values())
+    lines.append("  energy: " + ", ".join(f"{c.value} {v / total:.1%}" for c, v in energy.items()))
+    return "\n".join(lines)
+
+
+def breakdown_rows(reports: Sequence[ModelReport]) -> list[dict[str, float | str]]:
+    """Energy per frame by component (nJ), one row per report."""
+    rows = []
+    for r in reports:
+        row: dict[str, float | str] = {"arch": r.arch.name, "model": r.model}
+        row.update({c.value: v / 1e3 for c, v in r.energy_pj.items()})
+        rows.append(row)
+    return rows
+
+
+def format_comparison(reports: Sequence[ModelReport], baseline: int = 0) -> str:
+    """One line per architecture, throughput and efficiency relative to ``baseline``."""
+    base = reports[baseline]
+    lines = [f"  {'arch':<24} {'fps':>12} {'x':>6} {'GOPs/s/mm2':>11} {'x':>6} "
+             f"{'GOPs/W':>9} {'x':>6} {'skip':>6}"]
+    for r in reports:
+        lines.append(f"  {r.arch.name:<24} {r.fps:>12,.0f} {r.fps / base.fps:>6.2f} "
+                     f"{r.gops_per_mm2:>11.2f} {r.gops_per_mm2 / base.gops_per_mm2:>6.2f} "
+                     f"{r.gops_per_w:>9.1f} {r.gops_per_w / base.gops_per_w:>6.2f} "
+                     f"{r.skip_saving:>6.1%}")
+    return "\n".join(lines)
+
+
+def plot_breakdown(reports: Sequence[ModelReport], path: str | Path, *,
+                   title: str | None = None) -> Path:
+    """Stacked bars of energy per frame by component, one bar per report (PNG, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    labels = [f"{r.arch.name}\n{r.model}" for r in reports]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(reports), 4))
+    bottom = np.zeros(len(reports))
+    for cat in Category:
+        values = np.array([r.energy_pj[cat] / 1e3 for r in reports])
+        ax.bar(labels, values, bottom=bottom, label=cat.value)
+        bottom += values
+    ax.set_ylabel("energy per frame (nJ)")
+    ax.set_title(title or "energy per inference by component")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
