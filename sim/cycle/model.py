@@ -5,8 +5,9 @@ integer inputs it actually sees (M vectors of K, recorded through the executor's
 hook, so they are exactly what the crossbars would be fed), and counts:
 
 - **Mapping.** Pruned rows and columns (all zero) are dropped, as crossbar-aware structured
-  pruning intends; the remaining K' x N' matrix occupies ``ceil(K'/rows)`` row tiles times
-  ``ceil(N' * cells_per_weight / cols)`` column tiles of crossbars. A row tile holds
+  pruning intends (rows only in whole fragments when the layer was polarized with the
+  architecture's fragment size); the remaining K' x N' matrix occupies ``ceil(K'/rows)``
+  row tiles times ``ceil(N' * cells_per_weight / cols)`` column tiles of crossbars. A row tile holds
   ``rows / fragment_size`` row groups (ISAAC: one group of 128 rows; FORMS: fragments),
   converted one after the other (FORMS §IV-C) unless ``parallel_groups``.
   With a ``fragment_order`` attribute (``"W"``, ``"H"``, ``"C"``) a conv layer's rows are
@@ -83,6 +84,10 @@ class LayerWorkload:
     """Frames (images) the inputs cover."""
     input_bits_of_model: int | None = None
     """The model's activation width (``act_bits``), for reports."""
+    fragment_size: int | None = None
+    """The fragment size the weights were polarized with (attr ``fragment_size``): an
+    architecture with that fragment size keeps the fragments whole when it drops pruned
+    rows."""
 
 
 def _row_permutation(node: Node) -> np.ndarray | None:
@@ -154,7 +159,8 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
         if perm is not None and perm.size == w.shape[0]:
             w, inputs = w[perm], inputs[:, perm]
         out.append(LayerWorkload(name=name, weights=w, inputs=inputs, frames=len(x),
-                                 input_bits_of_model=node.attrs.get("act_bits")))
+                                 input_bits_of_model=node.attrs.get("act_bits"),
+                                 fragment_size=node.attrs.get("fragment_size")))
     return out
 
 
@@ -308,9 +314,22 @@ class ModelReport:
         }
 
 
-def _compact(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.flatnonzero(np.any(w != 0, axis=1))
+def _compact(w: np.ndarray, x: np.ndarray, fragment: int | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Drop pruned (all-zero) columns, and pruned rows; with ``fragment`` (the weights were
+    polarized in fragments of that many rows) only whole all-zero fragments go, so every
+    fragment keeps the rows its sign was chosen for."""
     cols = np.flatnonzero(np.any(w != 0, axis=0))
+    if fragment:
+        k = w.shape[0]
+        live = np.any(w != 0, axis=1)
+        groups = -(-k // fragment)
+        padded = np.zeros(groups * fragment, dtype=bool)
+        padded[:k] = live
+        keep_group = padded.reshape(groups, fragment).any(axis=1)
+        rows = np.flatnonzero(np.repeat(keep_group, fragment)[:k])
+    else:
+        rows = np.flatnonzero(np.any(w != 0, axis=1))
     return w[rows][:, cols], x[:, rows]
 
 
@@ -329,7 +348,9 @@ def _vector_cycles(group_cycles: np.ndarray, row_tiles: int, arch: ReramArchConf
 
 def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
     """Replication-independent costs of one layer: crossbars, cycles, activity, energy."""
-    w, x = _compact(np.asarray(work.weights), np.asarray(work.inputs, dtype=np.int64))
+    polarized = work.fragment_size == arch.fragment_size
+    w, x = _compact(np.asarray(work.weights), np.asarray(work.inputs, dtype=np.int64),
+                    arch.fragment_size if polarized else None)
     k, n = w.shape
     if k == 0 or n == 0:
         raise ValueError(f"layer {work.name!r} has no non-zero weights to map")

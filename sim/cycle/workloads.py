@@ -3,7 +3,8 @@
 :func:`resnet18_shaped` builds the layer shapes of ResNet-18 (CIFAR stem: 3x3 conv, no
 max-pool; 4 stages of 2 basic blocks, 1x1 downsample convs, global pooling, FC) as a
 quantized :class:`~chipforge.sim.graph.Graph`. Its weights are random (He), structurally
-pruned (a fraction of each layer's filter shapes, i.e. crossbar rows, removed) and polarized
+pruned (a fraction of each layer's fragments of filter-shape rows removed: crossbar rows
+freed on both architectures) and polarized
 per fragment (every fragment of ``fragment_size`` consecutive rows keeps only the weights of
 its majority sign, FORMS Eq. 2), then quantized to 8 bits; activations are 16-bit unsigned
 with per-layer scales calibrated on the given images. The point is shapes and real
@@ -36,9 +37,15 @@ def _conv_weight(rng, out_ch, in_ch, k, prune, fragment_size):
     w = rng.normal(0.0, np.sqrt(2.0 / (in_ch * k * k)), (out_ch, in_ch, k, k))
     w2d = w.reshape(out_ch, -1).T                                   # (K, N)
     if prune > 0:
-        keep = max(1, int(round(w2d.shape[0] * (1 - prune))))
-        norms = np.linalg.norm(w2d, axis=1)
-        w2d[np.argsort(norms)[: w2d.shape[0] - keep]] = 0.0
+        # Crossbar-aware: remove whole fragments of rows (the smallest by L2 norm), so the
+        # freed rows leave the crossbars on FORMS and ISAAC alike.
+        rows_total = w2d.shape[0]
+        groups = -(-rows_total // fragment_size)
+        starts = np.arange(groups) * fragment_size
+        norms = np.sqrt(np.add.reduceat((w2d ** 2).sum(axis=1), starts))
+        drop = np.argsort(norms)[: groups - max(1, int(round(groups * (1 - prune))))]
+        rows = (drop[:, None] * fragment_size + np.arange(fragment_size)).ravel()
+        w2d[rows[rows < rows_total]] = 0.0
     w2d = polarize(w2d, fragment_size)
     return w2d.T.reshape(out_ch, in_ch, k, k)
 
