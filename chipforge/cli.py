@@ -137,6 +137,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_cycles(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model .npz, a zoo model name, or 'resnet18-shaped'")
+    p.add_argument("--arch", nargs="+", default=["isaac8", "forms8"],
+                   help="architectures: isaac, isaac8, forms4, forms8, forms16 "
+                        "(default: isaac8 forms8)")
+    p.add_argument("--images", type=int, default=64,
+                   help="digits test images to run (default 64)")
+    p.add_argument("--plot", type=Path, help="write the energy breakdown as a PNG here")
+    p.add_argument("--components", action="store_true",
+                   help="also print the ISAAC / FORMS component tables and chip totals")
+
+
+@command("cycles", "cycle-level ISAAC / FORMS simulation: cycles, latency, fps, energy, "
+                   "area")(_add_cycles)
+def _run_cycles(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from chipforge.sim.cycle.components import FORMS8_CHIP, ISAAC_CHIP
+    from chipforge.sim.cycle.report import (
+        cycle_reports,
+        format_comparison,
+        format_report,
+        plot_breakdown,
+    )
+    from chipforge.zoo.data import digits
+
+    if args.images < 1:
+        raise UsageError(f"--images must be >= 1, not {args.images}")
+    if args.model == "resnet18-shaped":
+        from chipforge.sim.cycle.workloads import resnet18_shaped
+
+        x = np.repeat(digits(32).x_test[:args.images], 3, axis=1).astype(np.float64)
+        graph = resnet18_shaped(x)
+    else:
+        path = Path(args.model)
+        if path.suffix == ".npz" or path.exists():
+            from chipforge.sim.graph import load_graph
+
+            graph = load_graph(path)
+        else:
+            try:
+                from chipforge.zoo import load
+            except ImportError:
+                raise UsageError(f"{args.model!r} is not a file, and this chipforge has no "
+                                 "model zoo yet") from None
+            graph = load(args.model)
+        size = graph.input_shape[-1]
+        x = digits(size).x_test[:args.images]
+        if graph.input_shape[0] != x.shape[1]:
+            x = np.repeat(x, graph.input_shape[0], axis=1)
+    if args.components:
+        print(ISAAC_CHIP.table())
+        print(FORMS8_CHIP.table())
+    reports = cycle_reports(graph, x, args.arch)
+    for r in reports:
+        print(format_report(r))
+    print(f"relative to {reports[0].arch.name}:")
+    print(format_comparison(reports))
+    if args.plot:
+        print(f"wrote {plot_breakdown(reports, args.plot)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

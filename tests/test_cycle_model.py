@@ -156,3 +156,16 @@ def test_reports_table_and_plot(tmp_path):
     assert r.gops_per_w == pytest.approx(r.ops / (r.energy_per_frame_j * 1e9))
     with pytest.raises(ValueError, match="unknown architecture"):
         cycle_reports(digits_cnn(), digits().x_test[:2], ["tpu"])
+
+
+def test_cli_cycles_on_a_model_file(tmp_path, capsys):
+    from chipforge.cli import main
+    from chipforge.sim.graph import save_graph
+
+    path = save_graph(digits_cnn(), tmp_path / "m.npz")
+    assert main(["cycles", str(path), "--images", "8", "--arch", "isaac8", "forms8",
+                 "--components", "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "ISAAC-CE" in out and "FORMS-8" in out and "frames/s" in out
+    assert (tmp_path / "p.png").exists()
+    assert main(["cycles", str(path), "--images", "0"]) == 2

@@ -298,6 +298,11 @@ class ModelReport:
         return self.ops / self.energy_per_frame_j / 1e9
 
     @property
+    def gops_per_w_peak(self) -> float:
+        """GOPs/s over the used tiles' table power (ISAAC Table IV's way, HyperTransport out)."""
+        return self.gops / self.peak_power_w
+
+    @property
     def skip_saving(self) -> float:
         """Input cycles saved by zero-skipping, over all row groups of all layers."""
         used = sum(la.cycles_per_vector * la.vectors for la in self.layers)
@@ -309,7 +314,8 @@ class ModelReport:
             "arch": self.arch.name, "model": self.model, "cycles": self.cycles,
             "latency_us": self.latency_ns / 1e3, "fps": self.fps,
             "energy_uj": self.energy_per_frame_j * 1e6, "gops_per_s_mm2": self.gops_per_mm2,
-            "gops_per_w": self.gops_per_w, "crossbars": self.crossbars, "tiles": self.tiles,
+            "gops_per_w": self.gops_per_w, "gops_per_w_peak": self.gops_per_w_peak,
+            "crossbars": self.crossbars, "tiles": self.tiles,
             "skip_saving": self.skip_saving,
         }
 

@@ -58,7 +58,8 @@ def format_report(report: ModelReport) -> str:
                  f"{report.energy_per_frame_j * 1e9:.2f} nJ/frame")
     lines.append(f"  {report.crossbars} crossbars on {report.tiles} tiles "
                  f"({report.area_mm2:.3f} mm2), {report.gops:.2f} GOPs/s, "
-                 f"{report.gops_per_mm2:.2f} GOPs/s/mm2, {report.gops_per_w:.1f} GOPs/W, "
+                 f"{report.gops_per_mm2:.2f} GOPs/s/mm2, {report.gops_per_w:.1f} GOPs/W "
+                 f"(activity; {report.gops_per_w_peak:.1f} at the tiles' table power), "
                  f"zero-skipping saves {report.skip_saving:.1%} of input cycles")
     energy = report.energy_pj
     total = sum(energy.values())
