@@ -20,28 +20,8 @@ from chipforge.sim.cycle.report import (
     format_report,
     plot_breakdown,
 )
+from chipforge.sim.cycle.workloads import digits_cnn
 from chipforge.sim.executor import run_graph
-from chipforge.sim.graph import Graph, Node, Op
-
-
-def digits_cnn(seed=0):
-    """A small quantized LeNet-like CNN for 8x8 digits (random weights, 16-bit activations)."""
-    rng = np.random.default_rng(seed)
-    q = lambda scale, signed=False: dict(weight_bits=8, weight_scale=0.01,  # noqa: E731
-                                         act_bits=16, act_scale=scale, act_signed=signed)
-    nodes = [
-        Node(Op.CONV2D, "conv1", ("input",), dict(stride=1, padding=1) | q(1 / 65535),
-             {"weight": rng.integers(-127, 128, (6, 1, 3, 3)) * 0.01}),
-        Node(Op.RELU, "relu1", ("conv1",)),
-        Node(Op.MAXPOOL2D, "pool1", ("relu1",), dict(kernel=2)),
-        Node(Op.CONV2D, "conv2", ("pool1",), dict(stride=1, padding=1) | q(4 / 65535),
-             {"weight": rng.integers(-127, 128, (12, 6, 3, 3)) * 0.01}),
-        Node(Op.RELU, "relu2", ("conv2",)),
-        Node(Op.FLATTEN, "flat", ("relu2",)),
-        Node(Op.LINEAR, "fc", ("flat",), q(20 / 65535),
-             {"weight": rng.integers(-127, 128, (10, 12 * 16)) * 0.01}),
-    ]
-    return Graph("digits-cnn", (1, 8, 8), nodes)
 
 
 def test_cycle_times_of_the_presets():

@@ -19,7 +19,7 @@ import numpy as np
 from chipforge.sim.executor import im2col, run_graph
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["polarize", "resnet18_shaped"]
+__all__ = ["digits_cnn", "polarize", "resnet18_shaped"]
 
 
 def polarize(w2d: np.ndarray, fragment_size: int) -> np.ndarray:
@@ -102,3 +102,24 @@ def resnet18_shaped(images: np.ndarray, *, width: int = 64, prune: float = 0.5,
                           act_scale=top / ((1 << 16) - 1), act_signed=False,
                           fragment_size=fragment_size)
     return graph
+
+
+def digits_cnn(seed=0):
+    """A small quantized LeNet-like CNN for 8x8 digits: random 8-bit weights, 16-bit
+    activations (for tests and examples; the trained models are in the zoo)."""
+    rng = np.random.default_rng(seed)
+    q = lambda scale, signed=False: dict(weight_bits=8, weight_scale=0.01,  # noqa: E731
+                                         act_bits=16, act_scale=scale, act_signed=signed)
+    nodes = [
+        Node(Op.CONV2D, "conv1", ("input",), dict(stride=1, padding=1) | q(1 / 65535),
+             {"weight": rng.integers(-127, 128, (6, 1, 3, 3)) * 0.01}),
+        Node(Op.RELU, "relu1", ("conv1",)),
+        Node(Op.MAXPOOL2D, "pool1", ("relu1",), dict(kernel=2)),
+        Node(Op.CONV2D, "conv2", ("pool1",), dict(stride=1, padding=1) | q(4 / 65535),
+             {"weight": rng.integers(-127, 128, (12, 6, 3, 3)) * 0.01}),
+        Node(Op.RELU, "relu2", ("conv2",)),
+        Node(Op.FLATTEN, "flat", ("relu2",)),
+        Node(Op.LINEAR, "fc", ("flat",), q(20 / 65535),
+             {"weight": rng.integers(-127, 128, (10, 12 * 16)) * 0.01}),
+    ]
+    return Graph("digits-cnn", (1, 8, 8), nodes)
