@@ -157,7 +157,10 @@ async def forms_fragment_cycles_match_cycle_model(dut):
     assert dac_cycles[:len(eic)] == eic, "DAC cycles differ from the effective input cycles"
 
 
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+# Verilator's build of this block takes ~1-2 minutes on a loaded 2-core machine: it runs in
+# `make test-slow`; Icarus runs in `make test`.
+@pytest.mark.parametrize("simulator", ["icarus",
+                                       pytest.param("verilator", marks=pytest.mark.slow)])
 def test_forms_fragment_rtl(simulator, tmp_path):
     from chipforge.verify.runner import run_cocotb
 
