@@ -149,3 +149,17 @@ def test_cli_cycles_on_a_model_file(tmp_path, capsys):
     assert "ISAAC-CE" in out and "FORMS-8" in out and "frames/s" in out
     assert (tmp_path / "p.png").exists()
     assert main(["cycles", str(path), "--images", "0"]) == 2
+
+
+def test_float_graphs_are_quantized_for_the_cycle_count():
+    from chipforge.zoo.data import digits
+
+    graph = digits_cnn()
+    for node in graph.weighted_nodes():
+        for key in ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed"):
+            node.attrs.pop(key)
+    work = capture_workloads(graph, digits().x_test[:8], act_bits=12)
+    for w in work:
+        assert w.inputs.min() >= 0 and w.inputs.max() == (1 << 12) - 1   # max-abs scaled
+        assert np.abs(w.weights).max() == 127
+    assert simulate_cycles(work, FORMS8).skip_saving > 4 / 17     # 12-bit values in 16 bits
