@@ -157,6 +157,7 @@ def _run_cycles(args: argparse.Namespace) -> int:
     from chipforge.sim.cycle.components import FORMS8_CHIP, ISAAC_CHIP
     from chipforge.sim.cycle.report import (
         cycle_reports,
+        format_breakdown,
         format_comparison,
         format_report,
         plot_breakdown,
@@ -193,6 +194,8 @@ def _run_cycles(args: argparse.Namespace) -> int:
     reports = cycle_reports(graph, x, args.arch)
     for r in reports:
         print(format_report(r))
+    print("energy per frame by component (nJ):")
+    print(format_breakdown(reports))
     print(f"relative to {reports[0].arch.name}:")
     print(format_comparison(reports))
     if args.plot:

@@ -16,6 +16,7 @@ from chipforge.sim.cycle.model import (
 from chipforge.sim.cycle.report import (
     breakdown_rows,
     cycle_reports,
+    format_breakdown,
     format_comparison,
     format_report,
     plot_breakdown,
@@ -127,6 +128,8 @@ def test_reports_table_and_plot(tmp_path):
     for word in ("conv1", "fc", "frames/s", "GOPs/s/mm2", "GOPs/W", "crossbars", "energy:"):
         assert word in text
     assert "FORMS-8" in format_comparison(reports)
+    table = format_breakdown(reports)
+    assert "eDRAM" in table and "%" in table
     rows = breakdown_rows(reports)
     assert set(rows[0]) >= {"arch", "ADC", "DAC", "crossbar", "eDRAM", "digital"}
     png = plot_breakdown(reports, tmp_path / "b.png")

@@ -17,8 +17,8 @@ from chipforge.sim.cycle.components import Category
 from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
 from chipforge.sim.graph import Graph
 
-__all__ = ["ARCHITECTURES", "breakdown_rows", "cycle_reports", "format_comparison",
-           "format_report", "plot_breakdown"]
+__all__ = ["ARCHITECTURES", "breakdown_rows", "cycle_reports", "format_breakdown",
+           "format_comparison", "format_report", "plot_breakdown"]
 
 ARCHITECTURES: dict[str, ReramArchConfig] = {
     "isaac": ISAAC, "isaac8": ISAAC8, "forms4": FORMS4, "forms8": FORMS8, "forms16": FORMS16,
@@ -46,11 +46,14 @@ def format_report(report: ModelReport) -> str:
     lines = [f"{a.name} on {report.model} ({report.frames} frames; cycle "
              f"{a.cycle_ns:.2f} ns; fragment {a.fragment_size}; zero-skipping "
              f"{'on' if a.zero_skipping else 'off'})",
-             f"  {'layer':<12} {'K x N':>11} {'vec':>5} {'xbar':>5} {'rep':>4} "
+             f"  {'layer':<12} {'K x N':>11} {'vec':>5} {'xbar':>5} {'rep':>4} {'tiles':>6} "
              f"{'cyc/vec':>8} {'EIC':>5} {'skip':>6} {'time us':>9} {'energy nJ':>10}"]
+    per_tile = a.crossbars_per_tile
     for la in report.layers:
+        tiles = la.crossbars * la.replicas / per_tile
         lines.append(f"  {la.name:<12} {f'{la.rows}x{la.cols}':>11} {la.vectors:>5.0f} "
-                     f"{la.crossbars:>5} {la.replicas:>4} {la.cycles_per_vector:>8.2f} "
+                     f"{la.crossbars:>5} {la.replicas:>4} {tiles:>6.2f} "
+                     f"{la.cycles_per_vector:>8.2f} "
                      f"{la.mean_group_eic:>5.2f} {la.skip_saving:>6.1%} "
                      f"{la.time_ns / 1e3:>9.3f} {la.energy_total_pj / 1e3:>10.3f}")
     lines.append(f"  model: {report.cycles:.0f} cycles/frame (pipeline period), latency "
@@ -75,6 +78,19 @@ def breakdown_rows(reports: Sequence[ModelReport]) -> list[dict[str, float | str
         row.update({c.value: v / 1e3 for c, v in r.energy_pj.items()})
         rows.append(row)
     return rows
+
+
+def format_breakdown(reports: Sequence[ModelReport]) -> str:
+    """Energy per frame by component (nJ and share), one row per report."""
+    cats = list(Category)
+    lines = [f"  {'arch':<24} " + " ".join(f"{c.value:>12}" for c in cats) + f" {'total':>12}"]
+    for r in reports:
+        e = r.energy_pj
+        total = sum(e.values())
+        lines.append(f"  {r.arch.name:<24} "
+                     + " ".join(f"{e[c] / 1e3:>12.2f}" for c in cats) + f" {total / 1e3:>12.2f}")
+        lines.append(f"  {'':<24} " + " ".join(f"{e[c] / total:>12.1%}" for c in cats))
+    return "\n".join(lines)
 
 
 def format_comparison(reports: Sequence[ModelReport], baseline: int = 0) -> str:
