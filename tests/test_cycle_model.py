@@ -166,3 +166,21 @@ def test_float_graphs_are_quantized_for_the_cycle_count():
         assert w.inputs.min() >= 0 and w.inputs.max() == (1 << 12) - 1   # max-abs scaled
         assert np.abs(w.weights).max() == 127
     assert simulate_cycles(work, FORMS8).skip_saving > 4 / 17     # 12-bit values in 16 bits
+
+
+def test_a_placements_row_groups_and_crossbars_are_used_as_given():
+    """Same layer, rows given by a placement (reversed order, an empty row) vs our own."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(1, 9, (15, 4))
+    x = rng.integers(0, 1 << 16, (6, 15)) >> rng.integers(0, 16, (6, 15))
+    order = np.concatenate([np.arange(15)[::-1], [-1]]).reshape(2, 8)
+    placed = LayerWorkload(name="l", weights=w, inputs=x, frames=6, row_groups=order,
+                           crossbars=5)
+    own = LayerWorkload(name="l", weights=w[::-1], inputs=x[:, ::-1], frames=6)
+    a, b = simulate_cycles([placed], FORMS8).layers[0], simulate_cycles([own], FORMS8).layers[0]
+    assert a.crossbars == 5 and b.crossbars == 1
+    assert a.cycles_per_vector == b.cycles_per_vector
+    assert a.actions == b.actions
+    with pytest.raises(ValueError, match="row_groups must be"):
+        simulate_cycles([LayerWorkload(name="l", weights=w, inputs=x, frames=6,
+                                       row_groups=order.reshape(4, 4))], FORMS8)

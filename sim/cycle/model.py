@@ -84,6 +84,12 @@ class LayerWorkload:
     """Frames (images) the inputs cover."""
     input_bits_of_model: int | None = None
     """The model's activation width (``act_bits``), for reports."""
+    row_groups: np.ndarray | None = None
+    """From a placement: (groups, fragment_size) input-row indices of each row group in
+    crossbar order (-1: an empty row). Then the placement's rows are used as they are (no
+    compaction, no reordering here)."""
+    crossbars: int | None = None
+    """From a placement: crossbars of one copy of the layer (else computed here)."""
     fragment_size: int | None = None
     """The fragment size the weights were polarized with (attr ``fragment_size``): an
     architecture with that fragment size keeps the fragments whole when it drops pruned
@@ -354,27 +360,42 @@ def _vector_cycles(group_cycles: np.ndarray, row_tiles: int, arch: ReramArchConf
 
 def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
     """Replication-independent costs of one layer: crossbars, cycles, activity, energy."""
-    polarized = work.fragment_size == arch.fragment_size
-    w, x = _compact(np.asarray(work.weights), np.asarray(work.inputs, dtype=np.int64),
-                    arch.fragment_size if polarized else None)
-    k, n = w.shape
-    if k == 0 or n == 0:
-        raise ValueError(f"layer {work.name!r} has no non-zero weights to map")
+    x = np.asarray(work.inputs, dtype=np.int64)
     lo, hi = -(1 << (arch.input_bits - 1)), (1 << arch.input_bits) - 1
     if x.min(initial=0) < lo or x.max(initial=0) > hi:
         raise ValueError(f"layer {work.name!r}: inputs span {int(x.min())}..{int(x.max())}, "
                          f"which {arch.input_bits}-bit inputs cannot feed")
+    g = arch.fragment_size
+    if work.row_groups is not None:
+        # A placement decided the rows: group j holds inputs row_groups[j] (-1: empty row).
+        row_groups = np.asarray(work.row_groups, dtype=np.int64)
+        if row_groups.ndim != 2 or row_groups.shape[1] != g:
+            raise ValueError(f"layer {work.name!r}: row_groups must be (groups, {g}) for "
+                             f"fragment_size {g}, not {row_groups.shape}")
+        padded_x = np.concatenate([x, np.zeros((x.shape[0], 1), dtype=np.int64)], axis=1)
+        gathered = padded_x[:, np.where(row_groups >= 0, row_groups, x.shape[1])]  # (M, G, g)
+        eic_all = effective_bits(gathered, arch.input_bits).max(axis=2)
+        rows_in_group = (row_groups >= 0).sum(axis=1)
+        k, n = int(rows_in_group.sum()), int(np.asarray(work.weights).shape[1])
+        groups = row_groups.shape[0]
+        row_tiles = -(-groups * g // arch.crossbar_rows)
+    else:
+        polarized = work.fragment_size == arch.fragment_size
+        w, x = _compact(np.asarray(work.weights), x, arch.fragment_size if polarized else None)
+        k, n = w.shape
+        if k == 0 or n == 0:
+            raise ValueError(f"layer {work.name!r} has no non-zero weights to map")
+        groups = -(-k // g)
+        rows_in_group = np.minimum(g, k - g * np.arange(groups))        # (groups,)
+        eic_all = group_eic(x, arch.input_bits, g) if arch.zero_skipping else None
+        row_tiles = -(-k // arch.crossbar_rows)
     m = x.shape[0]
     vectors = m / work.frames
-    g = arch.fragment_size
-    row_tiles = -(-k // arch.crossbar_rows)
     phys_cols = n * arch.cells_per_weight
     col_tiles = -(-phys_cols // arch.crossbar_cols)
-    crossbars = row_tiles * col_tiles
-    groups = -(-k // g)
-    rows_in_group = np.minimum(g, k - g * np.arange(groups))            # (groups,)
+    crossbars = work.crossbars or row_tiles * col_tiles
     if arch.zero_skipping:
-        eic = group_eic(x, arch.input_bits, g)                           # (M, groups)
+        eic = eic_all                                                   # (M, groups)
     else:
         eic = np.full((m, groups), arch.input_bits, dtype=np.int64)
     vector_cycles = _vector_cycles(eic + arch.group_overhead_cycles, row_tiles, arch)
