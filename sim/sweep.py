@@ -400,6 +400,22 @@ def _install_shared(token: str, shared: Mapping[str, Any]) -> None:
     _WORKER_SHARED[token] = shared
 
 
+def _init_pool_worker(token: str, shared: Mapping[str, Any]) -> None:
+    """Process pool initializer: one BLAS/OpenMP thread per worker (the pool supplies the
+    parallelism, as Dask's nanny does with OMP_NUM_THREADS=1), then the shared inputs."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    else:
+        threadpool_limits(limits=1)
+    _install_shared(token, shared)
+
+
+def _started() -> int:
+    return os.getpid()
+
+
 def _run_trials(trial: Trial, jobs: Sequence[tuple[int, int, Point, int]], shared_ref: Any
                 ) -> list[tuple[int, int, int, dict[str, Any], float]]:
     """Worker side: run some trials. ``shared_ref`` is the inputs (Dask resolves its future
@@ -482,7 +498,10 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
         # initializer sends the shared inputs once per worker process.
         pool = stack.enter_context(cf.ProcessPoolExecutor(
             max_workers=n, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_install_shared, initargs=(token, dict(shared))))
+            initializer=_init_pool_worker, initargs=(token, dict(shared))))
+        # Start the workers now (they start on demand), so start-up is timed on its own.
+        for future in [pool.submit(_started) for _ in range(n)]:
+            future.result()
         yield _Backend(pool, _InstalledShared(token), n, f"process pool ({n} workers)")
 
 
@@ -500,7 +519,9 @@ class SweepResult:
     reused: int
     """Trials found in the results file and not computed again."""
     elapsed_s: float
-    """Wall time of the trial phase of this call."""
+    """Wall time of the trial phase of this call, worker start-up included."""
+    startup_s: float
+    """Part of ``elapsed_s`` spent starting the workers (process pool, Dask cluster)."""
     compute_s: float
     """Sum of the computed trials' own run times, measured inside the workers."""
     backend: str
@@ -586,7 +607,8 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
 
     todo = [(i, t, points[i], trial_seed(seed, points[i], t))
             for i in range(len(points)) for t in range(trials) if (i, t) not in done]
-    computed, compute_s, elapsed, where = 0, 0.0, 0.0, "none (all trials were done)"
+    computed, compute_s, elapsed, startup = 0, 0.0, 0.0, 0.0
+    where = "none (all trials were done)"
     writer = _ResultsWriter(results_path, layout.columns)
     try:
         if todo:
@@ -596,6 +618,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
             with _backend(executor=executor, workers=workers, scheduler=scheduler,
                           dask_local=dask_local, shared=shared_inputs) as backend:
                 where = backend.description
+                startup = time.perf_counter() - start
                 say(f"sweep {sweep.name}: {len(todo)} trials to run "
                     f"({len(points)} points x {trials} trials) on {backend.description}")
                 for rows in _drive(sweep, backend, todo, batch, layout, len(done),
@@ -627,6 +650,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
         + (f", {out_dir / PLOT_FILE}" if plot else ""))
     return SweepResult(out_dir=out_dir, summary=summary, computed=computed,
                        reused=len(points) * trials - computed, elapsed_s=elapsed,
+                       startup_s=startup,
                        compute_s=compute_s, backend=where)
 
 
@@ -652,38 +676,49 @@ def _drive(sweep: SweepDef, backend: _Backend, todo: list[tuple[int, int, Point,
             future = backend.executor.submit(_run_trials, sweep.trial, chunk, backend.shared_ref)
             in_flight[future] = chunk
 
+    def rows_of(future: cf.Future, chunk: list) -> list[tuple[list[str], tuple]]:
+        try:
+            results = future.result()
+        except Exception as e:
+            where = ", ".join(f"trial {t} of point {p} (seed {s})" for _, t, p, s in chunk)
+            raise SweepError(f"sweep {sweep.name}: {where} failed: "
+                             f"{type(e).__name__}: {e}") from e
+        rows = []
+        for index, t, seed, metrics, seconds in results:
+            point = layout.points[index]
+            if set(metrics) != expected:
+                raise SweepError(f"sweep {sweep.name}: trial {t} of point {point} returned "
+                                 f"metrics {sorted(metrics)}, not the declared "
+                                 f"{sorted(expected)}")
+            try:
+                values = {m: float(metrics[m]) for m in sweep.metrics}
+            except (TypeError, ValueError):
+                raise SweepError(f"sweep {sweep.name}: trial {t} of point {point} returned "
+                                 f"a non-number: {metrics}") from None
+            values[TIME_COLUMN] = float(seconds)
+            cells = [*layout.point_cells(point), str(t), str(seed),
+                     *(_cell(values[m]) for m in sweep.metrics), _cell(seconds)]
+            rows.append((cells, ((index, t), values)))
+        return rows
+
     try:
         top_up()
         while in_flight:
             finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+            rows, failure = [], None  # every task finished by now: one write and fsync
             for future in finished:
                 chunk = in_flight.pop(future)
                 try:
-                    results = future.result()
-                except Exception as e:
-                    where = ", ".join(f"trial {t} of point {p} (seed {s})"
-                                      for _, t, p, s in chunk)
-                    raise SweepError(f"sweep {sweep.name}: {where} failed: "
-                                     f"{type(e).__name__}: {e}") from e
-                rows = []
-                for index, t, seed, metrics, seconds in results:
-                    point = layout.points[index]
-                    if set(metrics) != expected:
-                        raise SweepError(
-                            f"sweep {sweep.name}: trial {t} of point {point} returned metrics "
-                            f"{sorted(metrics)}, not the declared {sorted(expected)}")
-                    try:
-                        values = {m: float(metrics[m]) for m in sweep.metrics}
-                    except (TypeError, ValueError):
-                        raise SweepError(f"sweep {sweep.name}: trial {t} of point {point} "
-                                         f"returned a non-number: {metrics}") from None
-                    values[TIME_COLUMN] = float(seconds)
-                    cells = [*layout.point_cells(point), str(t), str(seed),
-                             *(_cell(values[m]) for m in sweep.metrics), _cell(seconds)]
-                    rows.append((cells, ((index, t), values)))
-                yield rows
+                    rows += rows_of(future, chunk)
+                except SweepError as e:
+                    failure = failure or e
+            if failure is None:
+                top_up()  # keep the workers busy while the driver writes
+            if rows:
+                yield rows  # the good trials are kept even when another one failed
                 bar.update(len(rows))
-            top_up()
+            if failure is not None:
+                raise failure
     finally:
         for future in in_flight:
             future.cancel()
@@ -794,12 +829,15 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequen
                            label=label or None)
         panel.set_xlabel(x_axis)
         panel.set_ylabel(metric)
-        if not numeric:
+        if not numeric or len(xs) <= 12:
             panel.set_xticks(positions, [_cell(v) for v in xs])
         if log_x and numeric:
             panel.set_xscale("log")
         if metric in log_y:
+            # symlog shows exact zeros (no saturation, no error) that log would drop
             panel.set_yscale("symlog", linthresh=1e-6)
+            if all(row[f"{metric}_mean"] >= 0 for row in summary):
+                panel.set_ylim(bottom=0)
         panel.grid(alpha=0.3)
         if others:
             panel.legend(fontsize=7)

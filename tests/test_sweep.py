@@ -133,6 +133,29 @@ def test_dask_local_cluster_matches_and_ships_shared_inputs_once(reference_run, 
     assert len(unpickled) == 2 and len(set(unpickled)) == 2, unpickled
 
 
+def test_dask_scheduler_address_matches_the_reference(reference_run, tmp_path):
+    """``--scheduler ADDR``: the engine connects its own client to a running cluster."""
+    from distributed import LocalCluster
+
+    ref_out, _ = reference_run
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        result = run_sweep(helpers.TOY, tmp_path, seed=11, scheduler=cluster.scheduler_address,
+                           shared={}, **_quiet())
+    assert result.backend.startswith(f"Dask scheduler {cluster.scheduler_address}")
+    assert _metric_rows(tmp_path) == _metric_rows(ref_out)
+
+
+def test_cli_dask_local_cluster_matches_the_process_pool(tmp_path):
+    common = ["sweep", "crossbar-adc", "--grid", "adc_bits=6,7", "--grid", "rows=32",
+              "--grid", "cols=16", "--grid", "batch=2", "--trials", "2", "--no-plot",
+              "--seed", "3"]
+    assert main([*common, "--dask", "--workers", "1", "--out", str(tmp_path / "dask")]) == 0
+    assert main([*common, "--workers", "1", "--out", str(tmp_path / "pool")]) == 0
+    assert _metric_rows(tmp_path / "dask") == _metric_rows(tmp_path / "pool")
+    assert len(_metric_rows(tmp_path / "dask")) == 2 * 2 * 2 * 2
+
+
 def test_process_pool_ships_shared_inputs_once_per_worker(tmp_path):
     log = tmp_path / "unpickled.log"
     payload = helpers.Payload(np.full(50_000, 0.25), str(log))
