@@ -108,6 +108,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
                   plot=not args.no_plot, x_axis=args.x_axis)
     except SweepError as e:
         raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"\nchipforge sweep: interrupted; the finished trials are saved in {out}; "
+              f"run the same command with --resume to continue", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -496,9 +496,11 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
         token = uuid.uuid4().hex
         # forkserver: workers start clean (no threads inherited from the driver), and the
         # initializer sends the shared inputs once per worker process.
-        pool = stack.enter_context(cf.ProcessPoolExecutor(
+        pool = cf.ProcessPoolExecutor(
             max_workers=n, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_init_pool_worker, initargs=(token, dict(shared))))
+            initializer=_init_pool_worker, initargs=(token, dict(shared)))
+        # On an error or Ctrl-C, drop the queued trials and wait only for running ones.
+        stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         # Start the workers now (they start on demand), so start-up is timed on its own.
         for future in [pool.submit(_started) for _ in range(n)]:
             future.result()
@@ -585,6 +587,32 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
                 raise ValueError(f"point {point}: {e}") from None
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        return _run_locked(sweep, out_dir, grid, points, trials, seed, resume, executor,
+                           workers, scheduler, dask_local, shared, batch, progress, plot,
+                           x_axis, echo)
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """One sweep per output directory at a time (the OS drops the lock if we are killed)."""
+    import fcntl
+
+    with (out_dir / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"another sweep is running in {out_dir}") from None
+        yield
+
+
+def _run_locked(sweep: SweepDef, out_dir: Path, grid: dict[str, list[Any]],
+                points: list[Point], trials: int, seed: int, resume: bool,
+                executor: cf.Executor | None, workers: int | None, scheduler: str | None,
+                dask_local: bool, shared: Mapping[str, Any] | None, batch: int,
+                progress: bool | None, plot: bool, x_axis: str,
+                echo: Callable[[str], None] | None) -> SweepResult:
     layout = _Layout(tuple(grid), tuple(sweep.metrics), tuple(points))
     manifest = _manifest(sweep, grid, trials, seed, layout)
     results_path, manifest_path = out_dir / RESULTS_FILE, out_dir / MANIFEST_FILE
@@ -602,7 +630,6 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
                 "while writing it); that trial runs again")
         say(f"resuming: {len(done)} of {len(points) * trials} trials already in "
             f"{results_path}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(manifest_path, manifest)
 
     todo = [(i, t, points[i], trial_seed(seed, points[i], t))

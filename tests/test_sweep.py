@@ -264,6 +264,16 @@ def test_resume_refuses_a_different_sweep(tmp_path):
     pool.shutdown()
 
 
+def test_one_sweep_per_output_directory(tmp_path):
+    import fcntl
+
+    with (tmp_path / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
+        with pytest.raises(SweepError, match="another sweep is running in"):
+            run_sweep(helpers.TOY, tmp_path, executor=cf.ThreadPoolExecutor(1), **_quiet())
+    assert not (tmp_path / "results.csv").exists()
+
+
 # --- errors -------------------------------------------------------------------------------
 
 def test_failing_and_malformed_trials_are_reported_with_their_point(tmp_path):
