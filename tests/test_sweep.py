@@ -182,7 +182,7 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
     markers.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS),
                                                           os.environ.get("PYTHONPATH", "")]),
-           "SWEEP_TEST_MARKERS": str(markers), "SWEEP_TEST_DELAY": "0.04"}
+           "SWEEP_TEST_MARKERS": str(markers), "SWEEP_TEST_DELAY": "0.08"}
     cmd = [sys.executable, "-m", "chipforge", "sweep", "sweep_helpers:TOY", "--out", str(out),
            "--trials", "10", "--seed", "5", "--workers", "2", "--no-plot", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
