@@ -17,8 +17,8 @@ The engine (:func:`run_sweep`):
 - appends every finished trial to ``OUT/results.csv`` at once (flushed and fsync'd), with
   the point's fields, the trial index, the seed, the metrics and the trial's compute time,
   so a killed sweep resumes (``resume=True``) without recomputing or losing a trial; a
-  half-written last line is discarded; a file from a different sweep, grid, trial count or
-  seed is an error;
+  half-written last line is discarded; a file from a different sweep, grid or seed, or
+  with more trials per point, is an error (more trials than the file has extend it);
 - shows a tqdm progress bar, and at the end writes ``OUT/summary.csv`` (mean, standard
   deviation and 95% confidence interval per point and metric, printed as a table too) and
   ``OUT/plot.png`` (each metric against one axis, one curve per value of the other axes).
@@ -368,6 +368,9 @@ def _check_manifest(path: Path, expected: dict[str, Any]) -> None:
         raise SweepError(f"{path} is unreadable ({e}); choose another --out") from None
     differences = []
     for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
+        if key == "trials" and isinstance(found.get(key), int) \
+                and found[key] <= expected[key]:
+            continue  # more trials extend the sweep: seeds do not depend on the count
         if found.get(key) != expected[key]:
             differences.append(f"{key}: file has {found.get(key)!r}, requested "
                                f"{expected[key]!r}")

@@ -246,8 +246,8 @@ def test_resume_refuses_a_different_sweep(tmp_path):
         run_sweep(helpers.TOY, tmp_path, seed=3, executor=pool, shared={}, **_quiet())
     with pytest.raises(SweepError, match=r"cannot resume: .* \(seed: file has 3, requested 4\)"):
         run_sweep(helpers.TOY, tmp_path, seed=4, resume=True, executor=pool, **_quiet())
-    with pytest.raises(SweepError, match="trials: file has 6, requested 7"):
-        run_sweep(helpers.TOY, tmp_path, seed=3, trials=7, resume=True, executor=pool,
+    with pytest.raises(SweepError, match="trials: file has 6, requested 5"):
+        run_sweep(helpers.TOY, tmp_path, seed=3, trials=5, resume=True, executor=pool,
                   **_quiet())
     grid = {**helpers.GRID, "sigma": [0.5, 3.0]}
     with pytest.raises(SweepError, match="grid: file has"):
@@ -262,6 +262,17 @@ def test_resume_refuses_a_different_sweep(tmp_path):
     with pytest.raises(SweepError, match="not the seed of trial"):
         run_sweep(helpers.TOY, tmp_path, seed=9, resume=True, executor=pool, **_quiet())
     pool.shutdown()
+
+
+def test_resume_with_more_trials_extends_the_sweep(reference_run, tmp_path):
+    ref_out, _ = reference_run
+    with cf.ThreadPoolExecutor(1) as pool:
+        run_sweep(helpers.TOY, tmp_path, seed=11, trials=2, executor=pool, shared={},
+                  **_quiet())
+        result = run_sweep(helpers.TOY, tmp_path, seed=11, trials=6, resume=True,
+                           executor=pool, shared={}, **_quiet())
+    assert result.reused == 12 and result.computed == 24
+    assert _metric_rows(tmp_path) == _metric_rows(ref_out)
 
 
 def test_one_sweep_per_output_directory(tmp_path):
