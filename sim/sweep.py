@@ -60,6 +60,7 @@ __all__ = [
     "point_key",
     "run_sweep",
     "summarize",
+    "t_quantile_975",
     "trial_seed",
 ]
 
@@ -757,11 +758,44 @@ def _drive(sweep: SweepDef, backend: _Backend, todo: list[tuple[int, int, Point,
 
 # --- summary, table, plot -----------------------------------------------------------------
 
-def _t_quantile_975(dof: int) -> float:
-    """Two-sided 95% Student-t quantile (scipy is a dependency of scikit-learn)."""
-    from scipy.stats import t as student_t
+def _t_two_sided_mass(t: float, dof: int) -> float:
+    """P(|T| <= t) for Student's t with an integer number of degrees of freedom: the finite
+    series of Abramowitz & Stegun 26.7.3 (exact, no special functions needed)."""
+    theta = math.atan(t / math.sqrt(dof))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if dof % 2:
+        term, total = math.cos(theta), 0.0
+        for k in range(1, (dof - 1) // 2 + 1):  # cos + 2/3 cos^3 + 2*4/(3*5) cos^5 + ...
+            total += term
+            term *= c2 * (2 * k) / (2 * k + 1)
+        return (2 / math.pi) * (theta + s * total)
+    term, total = 1.0, 0.0
+    for k in range(1, dof // 2 + 1):  # 1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...
+        total += term
+        term *= c2 * (2 * k - 1) / (2 * k)
+    return s * total
 
-    return float(student_t.ppf(0.975, dof))
+
+def t_quantile_975(dof: int) -> float:
+    """The 97.5% quantile of Student's t (the 95% two-sided interval's factor).
+
+    Bisection on the exact CDF up to 1000 degrees of freedom, the Cornish-Fisher expansion
+    beyond (error < 1e-9 there). Saves importing scipy in every sweep.
+    """
+    if dof < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, not {dof}")
+    if dof > 1000:
+        z = 1.959963984540054
+        return (z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+                + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3))
+    lo, hi = 1.9, 13.0  # t(0.975) lies in (1.96, 12.71] for dof >= 1
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided_mass(mid, dof) < 0.95:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 def summarize(points: Sequence[Point], rows: Mapping[tuple[int, int], Mapping[str, float]],
@@ -778,7 +812,7 @@ def summarize(points: Sequence[Point], rows: Mapping[tuple[int, int], Mapping[st
             column = values[:, j] if n else np.empty(0)
             mean = float(column.mean()) if n else math.nan
             std = float(column.std(ddof=1)) if n > 1 else math.nan
-            ci = _t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+            ci = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
             row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_ci95"] = mean, std, ci
         summary.append(row)
     return summary

@@ -21,6 +21,7 @@ from chipforge.sim.sweep import (
     load_results,
     parse_grid_args,
     run_sweep,
+    t_quantile_975,
     trial_seed,
 )
 
@@ -71,6 +72,14 @@ def test_grid_parsing_types_values_like_the_defaults():
         parse_grid_args(["bits=4,4"], defaults)
     with pytest.raises(ValueError, match="AXIS=v1,v2"):
         parse_grid_args(["bits"], defaults)
+
+
+def test_student_t_quantile_matches_scipy():
+    from scipy.stats import t as student_t
+
+    for dof in [*range(1, 60), 99, 100, 101, 500, 999, 1000, 1001, 5000, 10**6]:
+        assert t_quantile_975(dof) == pytest.approx(student_t.ppf(0.975, dof), rel=1e-9), dof
+    assert t_quantile_975(5) == pytest.approx(2.5706, abs=1e-4)  # the textbook table
 
 
 # --- same results on any executor ---------------------------------------------------------
