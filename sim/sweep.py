@@ -487,9 +487,10 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
                 n = workers or os.cpu_count() or 1
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
-                    dashboard_address=None))
+                    dashboard_address=":0"))
                 client = stack.enter_context(Client(cluster))
-                where = f"Dask LocalCluster ({n} worker processes)"
+                where = (f"Dask LocalCluster ({n} worker processes, dashboard "
+                         f"{client.dashboard_link})")
             ref = stack.enter_context(_dask_shared(client, shared))
             n = sum(client.nthreads().values()) or 1
             yield _Backend(client.get_executor(pure=False), ref, n, f"{where}, {n} threads")

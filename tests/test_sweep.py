@@ -128,7 +128,7 @@ def test_dask_local_cluster_matches_and_ships_shared_inputs_once(reference_run, 
     log = tmp_path / "unpickled.log"
     payload = helpers.Payload(np.zeros(100_000), str(log))  # mean 0: results unchanged
     with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       dashboard_address=None) as cluster,
+                       dashboard_address=":0") as cluster,
           Client(cluster) as client):
         result = run_sweep(helpers.TOY, tmp_path / "dask", seed=11,
                            executor=client.get_executor(), shared={"payload": payload},
@@ -148,7 +148,7 @@ def test_dask_scheduler_address_matches_the_reference(reference_run, tmp_path):
 
     ref_out, _ = reference_run
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         result = run_sweep(helpers.TOY, tmp_path, seed=11, scheduler=cluster.scheduler_address,
                            shared={}, **_quiet())
     assert result.backend.startswith(f"Dask scheduler {cluster.scheduler_address}")
