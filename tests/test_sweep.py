@@ -183,7 +183,7 @@ def test_process_pool_ships_shared_inputs_once_per_worker(tmp_path):
 
 # --- resume ---------------------------------------------------------------------------------
 
-def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     """The CLI sweep runs as a subprocess (2 local workers) and is killed with SIGKILL
     (driver and workers, like a preempted job) after some trials; a resumed run recomputes
     none of the recorded trials and ends with the same table as an uninterrupted run."""
@@ -218,9 +218,14 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
     with results.open("a") as f:
         f.write("1.0,4.0,a,3,123")
 
-    result = run_sweep(helpers.TOY, out, trials=10, seed=5, resume=True, workers=2,
-                       shared={"marker_dir": str(markers)}, **_quiet())
-    assert result.reused == len(recorded) and result.computed == 60 - len(recorded)
+    # Resume with the same command plus --resume (in-process this time).
+    monkeypatch.setenv("SWEEP_TEST_MARKERS", str(markers))
+    monkeypatch.setenv("SWEEP_TEST_DELAY", "0")
+    assert main([*cmd[3:], "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "discarded a half-written last line" in printed
+    assert f"resuming: {len(recorded)} of 60 trials already in" in printed
+    assert f"{60 - len(recorded)} trials to run" in printed
     counts = {int(p.name): len(p.read_text()) for p in markers.iterdir()}
     assert len(counts) == 60  # every trial ran
     assert all(counts[s] == 1 for s in recorded)  # no recorded trial ran again
