@@ -422,8 +422,8 @@ def _started() -> int:
 
 def _run_trials(trial: Trial, jobs: Sequence[tuple[int, int, Point, int]], shared_ref: Any
                 ) -> list[tuple[int, int, int, dict[str, Any], float]]:
-    """Worker side: run some trials. ``shared_ref`` is the inputs (Dask resolves its future
-    to the worker's copy) or an :class:`_InstalledShared` token."""
+    """Worker side: run some trials. ``shared_ref`` is the inputs themselves or an
+    :class:`_InstalledShared` token naming the copy the worker already holds."""
     if isinstance(shared_ref, _InstalledShared):
         shared = _WORKER_SHARED[shared_ref.token]
     else:
@@ -449,16 +449,16 @@ def _is_dask_executor(executor: cf.Executor) -> bool:
 
 
 @contextmanager
-def _dask_shared(client, shared: Mapping[str, Any]) -> Iterator[_InstalledShared]:
-    from chipforge.sim import _dask_shared
+def _shared_on_dask(client, shared: Mapping[str, Any]) -> Iterator[_InstalledShared]:
+    from chipforge.sim import _dask_shared as plugin
 
     token = uuid.uuid4().hex
-    name = _dask_shared.install(client, token, shared)
+    name = plugin.install(client, token, shared)
     try:
         yield _InstalledShared(token)
     finally:
         try:
-            _dask_shared.uninstall(client, name)
+            plugin.uninstall(client, name)
         except Exception:  # the cluster may be gone already; nothing to free then
             pass
 
@@ -470,7 +470,7 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
         if executor is not None:
             if _is_dask_executor(executor):
                 client = executor._client
-                ref = stack.enter_context(_dask_shared(client, shared))
+                ref = stack.enter_context(_shared_on_dask(client, shared))
                 n = sum(client.nthreads().values()) or 1
                 yield _Backend(executor, ref, n, f"Dask executor ({n} threads)")
             else:  # an executor we cannot reach into: the inputs travel with each task
@@ -491,7 +491,7 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
                 client = stack.enter_context(Client(cluster))
                 where = (f"Dask LocalCluster ({n} worker processes, dashboard "
                          f"{client.dashboard_link})")
-            ref = stack.enter_context(_dask_shared(client, shared))
+            ref = stack.enter_context(_shared_on_dask(client, shared))
             n = sum(client.nthreads().values()) or 1
             yield _Backend(client.get_executor(pure=False), ref, n, f"{where}, {n} threads")
             return
