@@ -146,7 +146,7 @@ def _check_value(axis: str, value: Any) -> None:
 def _check_grid(grid: Mapping[str, Sequence[Any]], what: str) -> None:
     if not grid:
         raise ValueError(f"{what} must have at least one axis")
-    reserved = {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN}
+    reserved = {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN, "n"}  # "n": the summary's count
     for axis, values in grid.items():
         if not isinstance(axis, str) or not axis.isidentifier():
             raise ValueError(f"{what}: axis names must be identifiers, not {axis!r}")
@@ -623,7 +623,9 @@ def _run_locked(sweep: SweepDef, out_dir: Path, grid: dict[str, list[Any]],
     results_path, manifest_path = out_dir / RESULTS_FILE, out_dir / MANIFEST_FILE
     say = echo or (lambda _: None)
     done: dict[tuple[int, int], dict[str, float]] = {}
-    if results_path.exists() and results_path.stat().st_size > 0:
+    if results_path.exists() and results_path.read_bytes().count(b"\n") < 2:
+        results_path.unlink()  # a header at most (killed at the start): nothing to keep
+    if results_path.exists():
         if not resume:
             raise SweepError(f"{out_dir} already holds sweep results; pass --resume "
                              "(resume=True) to continue them, or choose another --out")
