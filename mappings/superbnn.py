@@ -198,6 +198,17 @@ def train_randomized_bnn(data, recipe: RbnnTrainConfig = BNN_DIGITS,
 
     if not isinstance(recipe, RbnnTrainConfig):
         raise ValueError(f"recipe must be a RbnnTrainConfig, not {type(recipe).__name__}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # tiny layers: threads only add contention
+    try:
+        return _train(data, recipe, hw, name, verbose)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data, recipe: RbnnTrainConfig, hw: AqfpConfig, name: str, verbose: bool) -> Graph:
+    import torch
+
     torch.manual_seed(recipe.seed)
     length = recipe.train_bitstream_length or hw.bitstream_length
     x = torch.tensor(np.asarray(data.x_train), dtype=torch.float32)
