@@ -2,7 +2,7 @@
 
 The reference model is ``chipforge.sim.ref.sc_accumulator.sc_accumulate`` with the same
 LFSR seeds (from the config in the manifest; every width comes from the manifest too).
-Stimulus: 300 vectors of random probability codes plus the extremes (all codes 0, all at
+Stimulus: 150 vectors of random probability codes plus the extremes (all codes 0, all at
 full scale, all at half scale, one stream high and the rest low), with random idle cycles
 on the input and random back-pressure on the output; then a stall-free run whose cycles
 are checked against the cycle model (``cfg.cycles_per_vector`` between vectors, result
@@ -59,7 +59,7 @@ async def sc_accumulator_random_idle_backpressure(dut):
     from chipforge.verify.cocotb_stream import Scoreboard
 
     cfg = ScAccumulatorConfig.from_dict(load_manifest(os.environ["CHIPFORGE_MANIFEST"]).config)
-    codes = _stimulus(cfg, seed=7, n=300)
+    codes = _stimulus(cfg, seed=7, n=150)
     ref = sc_accumulate(codes, cfg)
     _, beats, _, _ = await _run(dut, codes, idle_prob=0.3, ready_prob=0.5, seed=11)
     Scoreboard("sc_accumulator count").check(ref.count.tolist(), [b["count"] for b in beats],
