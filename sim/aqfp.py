@@ -222,7 +222,9 @@ class AqfpConfig(ConfigBase):
                                    accumulation=self.accumulation, seed=seed)
 
 
-# SupeRBNN (Li et al., MICRO'23; arXiv 2309.12212). Only the abstract is available, so:
+# SupeRBNN (Li et al., MICRO'23; arXiv 2309.12212). Only the abstract is available, so none
+# of these values is confirmed from the paper: the clock, junction energy and cell sizes are
+# AQFP-technology figures from the literature the paper builds on, the rest placeholders:
 # - clock 5 GHz, 4 phases (50 ps/phase): AQFP 4-phase tutorial (Takeuchi 2022) via the
 #   AQFP design textbook; SuperSIM's example config uses freq 5, phase 4 [V-2nd / V];
 # - 1.4 zJ per JJ at 4.2 K: Takeuchi et al., APL 114, 042602 (2019) [V-2nd];

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from chipforge.sc_config import ScAccumulation
+from chipforge.sc_config import SC_DIGITS, ScAccumulation
 from chipforge.sim.aqfp import (
     SUPERBNN,
     AqfpConfig,
@@ -66,6 +66,11 @@ def test_config_validation_names_field_and_rule():
     assert AqfpConfig.from_dict(SUPERBNN.to_dict()) == SUPERBNN
     table = AqfpConfig(attenuation_table=((16, 0.8), (64, 0.4)))
     assert AqfpConfig.from_dict(table.to_dict()) == table
+
+
+def test_the_rtl_preset_is_the_superbnn_arrays_accumulator():
+    # fc2 of bnn-digits: 128 inputs on 32-row crossbars -> 4 streams; same L and SNG width.
+    assert SUPERBNN.sc_config(streams=128 // SUPERBNN.crossbar_size, seed=1) == SC_DIGITS
 
 
 def test_attenuation_temperature_and_noise_in_mac_units():
