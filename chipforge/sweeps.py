@@ -23,6 +23,7 @@ __all__ = ["SWEEPS", "get_sweep"]
 
 SWEEPS: dict[str, str] = {
     "crossbar-adc": "chipforge.sim.sweeps.crossbar_adc:SWEEP",
+    "aqfp": "chipforge.sim.sweeps.aqfp:SWEEP",
 }
 
 
