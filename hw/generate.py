@@ -23,7 +23,9 @@ from amaranth.lib import data, wiring
 from chipforge import __version__
 from chipforge.config import FORMS_FRAGMENT8, ISAAC_CROSSBAR, ConfigBase
 from chipforge.hw.forms_fragment import FormsFragment
+from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
+from chipforge.sc_config import SC_DIGITS
 
 __all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
 
@@ -55,6 +57,13 @@ BLOCKS: dict[str, Block] = {
         config=FORMS_FRAGMENT8,
         summary="FORMS fragment datapath: zero-skip detector, early ADC trigger, "
                 "sign-indicator accumulator (fragment 8, 2 columns)",
+    ),
+    "sc-accumulator": Block(
+        module="sc_accumulator",
+        build=ScAccumulator,
+        config=SC_DIGITS,
+        summary="SupeRBNN-style stochastic-computing accumulator: LFSR SNGs, bitstream "
+                "counting, threshold to sign (SC_DIGITS preset)",
     ),
 }
 
