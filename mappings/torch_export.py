@@ -188,12 +188,14 @@ def to_graph(module: nn.Module, input_shape: tuple[int, ...], *, name: str = "mo
     return Graph(name, tuple(input_shape), nodes, meta=dict(meta or {}))
 
 
-def to_module(graph: Graph) -> nn.Sequential:
+def to_module(graph: Graph, *, keep_zeros: bool = True) -> nn.Sequential:
     """A float ``nn.Sequential`` computing ``graph`` (chain graphs only).
 
     Quantization attrs and fragment signs are re-attached as attributes of the weighted
     layers (``weight_bits``, ``act_scale``, ``fragment_signs``, ...), but no fake
     quantization is installed: call :func:`chipforge.mappings.quantize.prepare_qat` for that.
+    With ``keep_zeros`` a layer whose weights contain zeros gets a ``prune_mask`` buffer,
+    so constrained fine-tuning (:func:`chipforge.mappings.train.train`) keeps it pruned.
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     prev = "input"
@@ -237,6 +239,10 @@ def to_module(graph: Graph) -> nn.Sequential:
                 layer.act_bits = int(a["act_bits"])
                 layer.act_scale = float(a["act_scale"])
                 layer.act_signed = bool(a["act_signed"])
+            if keep_zeros and not n.params["weight"].all():
+                layer.register_buffer("prune_mask",
+                                      torch.from_numpy((n.params["weight"] != 0)
+                                                       .astype(np.float32)))
             if "fragment_signs" in n.params:
                 layer.register_buffer("fragment_signs",
                                       torch.from_numpy(n.params["fragment_signs"].copy()))

@@ -130,3 +130,24 @@ def test_progressive_pruning_with_clean_accuracy(data, dense):
     assert result.reference_accuracy - result.accuracy < 0.02
     assert result.accuracy == torch_accuracy(result.model, data.x_test, data.y_test)
     assert sparsity(result.model) >= 0.5 - 0.01
+
+
+def test_graph_level_passes_chain_prune_polarize_quantize(data, dense):
+    from chipforge.mappings import passes
+
+    ds = data.dataset
+    g = to_graph(dense, (1, 8, 8), name="mlp", meta={"note": "kept"})
+    gp = passes.prune(g, 0.7, ds, FAST, seed=5)
+    gpol = passes.polarize(gp, ds, PolarizeConfig(fragment_size=8, admm=FAST), seed=6)
+    gq = passes.quantize(gpol, ds, QuantizeConfig(qat_epochs=2), seed=7)
+    assert gq.name == "mlp" and gq.meta == {"note": "kept"}
+    stats = compression_stats(gq)
+    assert stats.polarized and stats.quantization_factor == 4.0
+    assert stats.sparsity >= 0.7 - 0.01                  # zeros survive polarize + quantize
+    acc = float((run_graph(gq, ds.x_test).argmax(1) == ds.y_test).mean())
+    dense_acc = float((run_graph(g, ds.x_test, quantized=False).argmax(1) == ds.y_test).mean())
+    assert acc >= dense_acc - 0.04      # bound: the whole chain costs < 4 points here
+    with pytest.raises(ValueError, match="already quantized"):
+        passes.prune(gq, 0.5, ds)
+    with pytest.raises(ValueError, match="dataset inputs have shape"):
+        passes.prune(g, 0.5, digits(16))
