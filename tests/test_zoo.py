@@ -79,3 +79,14 @@ def test_zoo_list_cli(capsys):
     for name in zoo.names():
         assert name in out
     assert main(["zoo", "train", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_retraining_forms8_reproduces_the_shipped_model():
+    """The whole chain (train, ADMM prune, ADMM polarize, QAT) from the recipe: accuracy
+    within 1 point of the shipped model (identical weights on the same torch build)."""
+    from chipforge.zoo.recipes import build
+
+    rebuilt, shipped = build("lenet-digits-forms8"), zoo.load("lenet-digits-forms8")
+    assert abs(_accuracy(rebuilt) - shipped.meta["accuracy_quantized"]) <= 0.01
+    assert compression_stats(rebuilt).polarized
