@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from chipforge.config import ConfigBase, check_float, check_int
+from chipforge.mappings.train import weighted_layers
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph
 
@@ -98,8 +99,6 @@ def calibrate_activations(model: nn.Module, x_calib: torch.Tensor,
                           cfg: QuantizeConfig) -> dict[str, tuple[float, bool]]:
     """Set ``act_bits``, ``act_scale``, ``act_signed`` on every weighted layer from the
     float inputs it sees on ``x_calib``; returns {layer: (scale, signed)}."""
-    from chipforge.mappings.train import weighted_layers
-
     seen: dict[str, torch.Tensor] = {}
     hooks = [layer.register_forward_pre_hook(
         lambda mod, args, name=name: seen.__setitem__(name, args[0].detach()))
@@ -132,8 +131,6 @@ def calibrate_activations(model: nn.Module, x_calib: torch.Tensor,
 def prepare_qat(model: nn.Module, x_calib: torch.Tensor, cfg: QuantizeConfig) -> nn.Module:
     """Install weight fake quantization (parametrization) and activation fake quantization
     (pre-hook) on every weighted layer, after calibrating the activation scales."""
-    from chipforge.mappings.train import weighted_layers
-
     calibrate_activations(model, x_calib, cfg)
     for layer in weighted_layers(model).values():
         layer.weight_bits = cfg.weight_bits

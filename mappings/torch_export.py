@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chipforge.mappings.quantize import quantize_weight_tensor
 from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["fold_batchnorm", "to_graph", "to_module"]
@@ -76,8 +77,6 @@ def fold_batchnorm(weight: np.ndarray, bias: np.ndarray | None, scale: np.ndarra
 
 def _export_weighted(name: str, layer: nn.Module, bn: nn.Module | None,
                      quant_weights: bool) -> tuple[dict, dict]:
-    from chipforge.mappings.quantize import quantize_weight_tensor
-
     weight = layer.weight.detach().double().numpy()      # a parametrized weight reads quantized
     if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
         weight = layer.parametrizations.weight.original.detach().double().numpy()

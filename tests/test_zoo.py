@@ -57,6 +57,16 @@ def test_forms_polarization_at_fragment_8_loses_under_one_point():
     assert forms8 > pruned - 0.01
 
 
+def test_registry_matches_the_recipes_and_pruning_axis_models_hit_their_ratio():
+    from chipforge.zoo.recipes import RECIPES
+
+    assert zoo.names() == list(RECIPES)
+    for ratio in (30, 60, 90):
+        s = compression_stats(zoo.load(f"lenet-digits-p{ratio}"))
+        # ADMM prunes to the ratio exactly; 8-bit rounding adds a few zeros
+        assert ratio / 100 <= s.sparsity <= ratio / 100 + 0.02
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown zoo model 'nope'"):
         zoo.load("nope")

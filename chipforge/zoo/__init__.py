@@ -21,7 +21,8 @@ ZOO_DIR = Path(__file__).resolve().parent
 
 # The shipped models, in listing order (the recipes are in chipforge.zoo.recipes).
 _NAMES = ("lenet-digits", "lenet-digits-pruned", "lenet-digits-forms4", "lenet-digits-forms8",
-          "lenet-digits-forms16", "mlp-digits")
+          "lenet-digits-forms16", "lenet-digits-p30", "lenet-digits-p60", "lenet-digits-p90",
+          "mlp-digits")
 
 
 def names() -> list[str]:

@@ -14,6 +14,8 @@ name                        recipe
 ``lenet-digits-forms4``     pruned + FORMS polarization, fragment 4 (W-major) + 8-bit
 ``lenet-digits-forms8``     pruned + FORMS polarization, fragment 8 (W-major) + 8-bit
 ``lenet-digits-forms16``    pruned + FORMS polarization, fragment 16 (W-major) + 8-bit
+``lenet-digits-p30|p60|p90`` LeNet, ADMM-pruned 30/60/90 % in every layer, 8-bit (the
+                            pruning-ratio axis of ISQED'21's fault-tolerance study)
 ``mlp-digits``              3-layer MLP 64-64-32-10, dense, 8-bit
 =========================== ================================================================
 
@@ -35,8 +37,10 @@ from collections import OrderedDict
 from chipforge.mappings.admm import AdmmConfig
 from chipforge.sim.fragments import FragmentOrder
 
-__all__ = ["LENET_PRUNE_RATIOS", "RECIPES", "Recipe", "build", "build_all", "lenet", "mlp"]
+__all__ = ["LENET_LAYERS", "LENET_PRUNE_RATIOS", "RECIPES", "Recipe", "build", "build_all",
+           "lenet", "mlp"]
 
+LENET_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 LENET_PRUNE_RATIOS = {"conv1": 0.4, "conv2": 0.7, "fc1": 0.9, "fc2": 0.85, "fc3": 0.6}
 """Fraction of zeros per layer of lenet-digits-pruned (the small first and last layers are
 pruned less, as usual); about 87 % zeros overall (pruning ratio ~7.7x)."""
@@ -75,6 +79,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     *[Recipe(f"lenet-digits-forms{m}", "lenet",
              f"LeNet-5-style CNN, ADMM-pruned, FORMS-polarized (fragment {m}, W-major), 8-bit",
              prune=LENET_PRUNE_RATIOS, fragment_size=m) for m in (4, 8, 16)],
+    *[Recipe(f"lenet-digits-p{int(100 * r)}", "lenet",
+             f"LeNet-5-style CNN, ADMM-pruned {r:.0%} in every layer, 8-bit "
+             "(ISQED'21 pruning-ratio axis)", prune=dict.fromkeys(LENET_LAYERS, r))
+      for r in (0.3, 0.6, 0.9)],
     Recipe("mlp-digits", "mlp", "MLP 64-64-32-10, dense, 8-bit weights/activations"),
 ]}
 
