@@ -2,8 +2,9 @@
 
 :func:`to_graph` exports a feed-forward module (an ``nn.Sequential``, nested Sequentials
 allowed) made of ``Conv2d``, ``Linear``, ``ReLU``, ``MaxPool2d``, ``AvgPool2d``,
-``Flatten``, ``BatchNorm1d/2d`` (folded into the preceding conv/linear), ``Dropout`` and
-``Identity`` (both dropped). Compression state that the passes of
+``AdaptiveAvgPool2d(1)`` (global average pooling), ``Flatten``, ``BatchNorm1d/2d``
+(folded into the preceding conv/linear; a standalone one becomes a batchnorm node),
+``Dropout`` and ``Identity`` (both dropped). Compression state that the passes of
 :mod:`chipforge.mappings` attach to a weighted layer is exported with it:
 
 - quantization (:mod:`chipforge.mappings.quantize`): attrs ``weight_bits``,
@@ -168,6 +169,12 @@ def to_graph(module: nn.Module, input_shape: tuple[int, ...], *, name: str = "mo
                 node = Node(op, lname, (prev,), {"kernel": kernel, "stride": stride,
                                                  "padding": _pair(layer.padding, "padding",
                                                                   lname)})
+            elif isinstance(layer, nn.AdaptiveAvgPool2d):
+                if layer.output_size not in (1, (1, 1)):
+                    raise ValueError(f"adaptive avgpool {lname!r}: only output_size 1 "
+                                     f"(global average pooling) is supported, not "
+                                     f"{layer.output_size}")
+                node = Node(Op.GLOBAL_AVGPOOL, lname, (prev,))
             elif isinstance(layer, nn.Flatten):
                 if layer.start_dim != 1 or layer.end_dim != -1:
                     raise ValueError(f"flatten {lname!r} must flatten dims 1..-1")
@@ -180,7 +187,8 @@ def to_graph(module: nn.Module, input_shape: tuple[int, ...], *, name: str = "mo
             else:
                 raise ValueError(f"layer {lname!r} is a {type(layer).__name__}, which to_graph "
                                  "does not export; supported: Conv2d, Linear, ReLU, MaxPool2d, "
-                                 "AvgPool2d, Flatten, BatchNorm1d/2d, Dropout, Identity")
+                                 "AvgPool2d, AdaptiveAvgPool2d(1), Flatten, BatchNorm1d/2d, "
+                                 "Dropout, Identity")
             nodes.append(node)
             i += 1
         prev = nodes[-1].name
@@ -221,6 +229,8 @@ def to_module(graph: Graph, *, keep_zeros: bool = True) -> nn.Sequential:
             case Op.AVGPOOL2D:
                 layer = nn.AvgPool2d(int(a["kernel"]), int(a.get("stride", a["kernel"])),
                                      int(a.get("padding", 0)))
+            case Op.GLOBAL_AVGPOOL:
+                layer = nn.AdaptiveAvgPool2d(1)
             case Op.FLATTEN:
                 layer = nn.Flatten()
             case _:

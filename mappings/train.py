@@ -1,13 +1,15 @@
 """Deterministic small-model training on CPU, shared by the compression passes and the zoo.
 
-Every run starts from :func:`seed_everything`: fixed seeds, deterministic algorithms and a
-fixed thread count, so the same recipe gives the same weights on the same machine and
+Every run starts from :func:`seed_everything` (fixed seeds) and trains under
+:func:`deterministic` (deterministic algorithms, a fixed thread count; the caller's settings
+are restored afterwards), so the same recipe gives the same weights on the same machine and
 torch version. Constraints (pruning masks, fragment signs) are re-applied after every
 optimizer step by :func:`apply_constraints` (projected gradient descent).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -16,19 +18,30 @@ from torch import nn
 
 from chipforge.sim.fragments import expand_signs
 
-__all__ = ["TrainData", "apply_constraints", "latent_weight", "seed_everything", "torch_accuracy",
-           "train", "weighted_layers"]
+__all__ = ["TrainData", "apply_constraints", "deterministic", "latent_weight", "seed_everything",
+           "torch_accuracy", "train", "weighted_layers"]
 
 TRAIN_THREADS = 1
 """Thread count for training: results are bit-reproducible only at a fixed count."""
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch, make it deterministic and single-threaded; return a seeded generator."""
+    """Seed torch's global generator (model initialization); return a seeded generator."""
     torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Deterministic algorithms and ``TRAIN_THREADS`` threads inside; restored on exit."""
+    algorithms, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(TRAIN_THREADS)
-    return torch.Generator().manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(algorithms)
+        torch.set_num_threads(threads)
 
 
 class TrainData:
@@ -86,6 +99,15 @@ def train(model: nn.Module, data: TrainData, *, epochs: int, lr: float, seed: in
 
     With ``constrained`` the layer constraints are re-applied after every step.
     """
+    with deterministic():
+        _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss,
+               on_epoch_end, constrained)
+    model.eval()
+    return model
+
+
+def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, on_epoch_end,
+           constrained) -> None:
     gen = seed_everything(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -105,5 +127,3 @@ def train(model: nn.Module, data: TrainData, *, epochs: int, lr: float, seed: in
                 apply_constraints(model)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-    model.eval()
-    return model

@@ -18,8 +18,9 @@ def _model():
         ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
         ("block", nn.Sequential(nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2),
                                 nn.ReLU(), nn.AvgPool2d(2))),
+        ("conv3", nn.Conv2d(6, 8, 1)), ("gap", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten()), ("drop", nn.Dropout(0.5)),
-        ("fc1", nn.Linear(36, 16)), ("bn2", nn.BatchNorm1d(16)), ("relu2", nn.ReLU()),
+        ("fc1", nn.Linear(8, 16)), ("bn2", nn.BatchNorm1d(16)), ("relu2", nn.ReLU()),
         ("fc2", nn.Linear(16, 5)),
     ]))
     for bn in (m.bn1, m.bn2):      # non-trivial running statistics to fold
@@ -35,7 +36,7 @@ def test_float_export_matches_torch_with_batchnorm_folded():
     x = torch.rand(32, 2, 8, 12)
     g = to_graph(m, (2, 8, 12), name="t")
     assert [n.op for n in g.nodes].count(Op.BATCHNORM) == 0
-    assert [n.name for n in g.weighted_nodes()] == ["conv1", "block.0", "fc1", "fc2"]
+    assert [n.name for n in g.weighted_nodes()] == ["conv1", "block.0", "conv3", "fc1", "fc2"]
     with torch.no_grad():
         ref = m(x).double().numpy()
     np.testing.assert_allclose(run_graph(g, x.numpy(), quantized=False), ref, atol=1e-5)

@@ -188,13 +188,20 @@ def build(name: str):
 def build_all(names=None) -> dict:
     """Train several models, sharing common stages (e.g. one pruned LeNet for all FORMS
     variants). Same result as building each alone."""
-    from chipforge.mappings.train import TrainData
-    from chipforge.zoo.data import digits
+    from chipforge.mappings.train import deterministic
 
     names = list(RECIPES) if names is None else list(names)
     for n in names:
         if n not in RECIPES:
             raise ValueError(f"unknown zoo model {n!r}; known: {', '.join(RECIPES)}")
+    with deterministic():           # calibration and evaluation too, not only training
+        return _build_all(names)
+
+
+def _build_all(names: list[str]) -> dict:
+    from chipforge.mappings.train import TrainData
+    from chipforge.zoo.data import digits
+
     cache: dict[tuple, object] = {}
     out = {}
     for n in names:
