@@ -23,7 +23,7 @@ __all__ = ["SWEEPS", "get_sweep"]
 
 SWEEPS: dict[str, str] = {
     "crossbar-adc": "chipforge.sim.sweeps.crossbar_adc:SWEEP",
-    "aqfp": "chipforge.sim.sweeps.aqfp:SWEEP",
+    "aqfp": "chipforge.mappings.sweeps.aqfp:SWEEP",
 }
 
 
