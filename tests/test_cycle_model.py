@@ -184,3 +184,19 @@ def test_a_placements_row_groups_and_crossbars_are_used_as_given():
     with pytest.raises(ValueError, match="row_groups must be"):
         simulate_cycles([LayerWorkload(name="l", weights=w, inputs=x, frames=6,
                                        row_groups=order.reshape(4, 4))], FORMS8)
+
+
+def test_arch_for_names_and_placement_passthrough():
+    from chipforge.sim.cycle.report import arch_for
+    from chipforge.zoo.data import digits
+
+    assert arch_for("forms8") is FORMS8 and arch_for("forms32").fragment_size == 32
+    assert arch_for("isaac", weight_bits=8).cells_per_weight == 4
+    with pytest.raises(ValueError, match="unknown architecture"):
+        arch_for("forms12x")
+    graph = digits_cnn()
+    k = 9    # conv1: 1 channel x 3 x 3 rows -> two fragments of 8 (7 empty rows)
+    groups = np.concatenate([np.arange(k), -np.ones(16 - k, dtype=np.int64)]).reshape(2, 8)
+    (r,) = cycle_reports(graph, digits().x_test[:8], ["forms8"],
+                         placement={"conv1": (groups, 3)})
+    assert r.layers[0].crossbars == 3 and r.layers[1].crossbars == 1

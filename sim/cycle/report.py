@@ -7,7 +7,7 @@ one :class:`~chipforge.sim.cycle.model.ModelReport` per architecture out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from chipforge.sim.cycle.components import Category
 from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
 from chipforge.sim.graph import Graph
 
-__all__ = ["ARCHITECTURES", "breakdown_rows", "cycle_reports", "format_breakdown",
+__all__ = ["ARCHITECTURES", "arch_for", "breakdown_rows", "cycle_reports", "format_breakdown",
            "format_comparison", "format_report", "plot_breakdown"]
 
 ARCHITECTURES: dict[str, ReramArchConfig] = {
@@ -26,17 +26,38 @@ ARCHITECTURES: dict[str, ReramArchConfig] = {
 """Presets by the name ``chipforge simulate --cycle`` takes."""
 
 
-def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig | str]
+def arch_for(name: str | ReramArchConfig, *, weight_bits: int | None = None,
+             input_bits: int | None = None) -> ReramArchConfig:
+    """An architecture preset by name (:data:`ARCHITECTURES`; also ``forms<m>`` for any
+    fragment size m dividing 128), optionally with other weight / input widths."""
+    if isinstance(name, ReramArchConfig):
+        arch = name
+    elif name in ARCHITECTURES:
+        arch = ARCHITECTURES[name]
+    elif name.startswith("forms") and name[5:].isdigit():
+        arch = FORMS8.replace(name=f"FORMS-{int(name[5:])}", fragment_size=int(name[5:]))
+    else:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    changes = {k: v for k, v in (("weight_bits", weight_bits), ("input_bits", input_bits))
+               if v is not None}
+    return arch.replace(**changes) if changes else arch
+
+
+def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig | str], *,
+                  placement: Mapping[str, tuple[np.ndarray, int]] | None = None
                   ) -> list[ModelReport]:
-    """Run ``graph`` on ``x`` once, then the cycle model of each architecture on its inputs."""
-    resolved = []
-    for a in archs:
-        if isinstance(a, str):
-            if a not in ARCHITECTURES:
-                raise ValueError(f"unknown architecture {a!r}; known: {', '.join(ARCHITECTURES)}")
-            a = ARCHITECTURES[a]
-        resolved.append(a)
+    """Run ``graph`` on ``x`` once, then the cycle model of each architecture on its inputs.
+
+    ``placement`` (from a placement pass, as plain data): layer name -> (row groups
+    ``(groups, rows_per_group)`` of input-row indices, -1 for empty rows; crossbars of one
+    copy). Then the cycle model uses those rows and counts instead of its own tiling.
+    """
+    resolved = [arch_for(a) for a in archs]
     workloads = capture_workloads(graph, x)
+    if placement is not None:
+        for w in workloads:
+            if w.name in placement:
+                w.row_groups, w.crossbars = placement[w.name]
     return [simulate_cycles(workloads, a, model=graph.name) for a in resolved]
 
 
