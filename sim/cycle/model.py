@@ -10,8 +10,8 @@ hook, so they are exactly what the crossbars would be fed), and counts:
   row tiles times ``ceil(N' * cells_per_weight / cols)`` column tiles of crossbars. A row tile holds
   ``rows / fragment_size`` row groups (ISAAC: one group of 128 rows; FORMS: fragments),
   converted one after the other (FORMS §IV-C) unless ``parallel_groups``.
-  With a ``fragment_order`` attribute (``"W"``, ``"H"``, ``"C"``) a conv layer's rows are
-  reordered the way FORMS polarizes them before grouping.
+  With a ``fragment_order`` attribute (``w-major``, ``h-major``, ``c-major``) a layer's rows
+  are reordered the way FORMS polarized them (:func:`chipforge.sim.fragments.row_order`).
 - **Input cycles.** A row group takes ``input_bits`` cycles, or with zero-skipping its
   effective input cycles EIC = max over its inputs of (bit width - leading zeros), plus
   ``group_overhead_cycles``. Row groups of one crossbar run one after the other (FORMS
@@ -43,6 +43,7 @@ import numpy as np
 from chipforge.sim.cycle.arch import Architecture, ReramArchConfig, action_energy, chip_model
 from chipforge.sim.cycle.components import Category
 from chipforge.sim.executor import integer_weights, run_graph, weight_matrix
+from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node, Op
 from chipforge.sim.ref.forms_fragment import effective_bits
 
@@ -97,23 +98,11 @@ class LayerWorkload:
 
 
 def _row_permutation(node: Node) -> np.ndarray | None:
-    """Input-row order for FORMS fragments of a conv (im2col order is C, kh, kw)."""
+    """Crossbar row order of a polarized layer (``chipforge.sim.fragments.row_order``)."""
     order = node.attrs.get("fragment_order")
-    if node.op is not Op.CONV2D or order is None:
+    if order is None:
         return None
-    _, c, kh, kw = node.params["weight"].shape
-    idx = np.arange(c * kh * kw).reshape(c, kh, kw)
-    key = str(order).upper()[:1]
-    if key == "W":       # consecutive rows walk along the kernel's width first
-        perm = idx
-    elif key == "H":
-        perm = idx.transpose(0, 2, 1)
-    elif key == "C":
-        perm = idx.transpose(1, 2, 0)
-    else:
-        raise ValueError(f"node {node.name!r}: fragment_order must be W, H or C (-major), "
-                         f"not {order!r}")
-    return perm.reshape(-1)
+    return row_order(tuple(node.params["weight"].shape), order)
 
 
 def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> list[LayerWorkload]:

@@ -17,20 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from chipforge.sim.executor import im2col, run_graph
+from chipforge.sim.fragments import fragment_sign_rule, polarize
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["digits_cnn", "polarize", "resnet18_shaped"]
-
-
-def polarize(w2d: np.ndarray, fragment_size: int) -> np.ndarray:
-    """Zero every weight against its fragment's sign: (K, N), fragments of rows."""
-    k, n = w2d.shape
-    frags = -(-k // fragment_size)
-    pad = frags * fragment_size - k
-    wp = np.pad(w2d, ((0, pad), (0, 0))).reshape(frags, fragment_size, n)
-    negative = wp.sum(axis=1, keepdims=True) < 0
-    wp = np.where(negative, np.minimum(wp, 0), np.maximum(wp, 0))
-    return wp.reshape(frags * fragment_size, n)[:k]
+__all__ = ["digits_cnn", "resnet18_shaped"]
 
 
 def _conv_weight(rng, out_ch, in_ch, k, prune, fragment_size):
@@ -46,8 +36,8 @@ def _conv_weight(rng, out_ch, in_ch, k, prune, fragment_size):
         drop = np.argsort(norms)[: groups - max(1, int(round(groups * (1 - prune))))]
         rows = (drop[:, None] * fragment_size + np.arange(fragment_size)).ravel()
         w2d[rows[rows < rows_total]] = 0.0
-    w2d = polarize(w2d, fragment_size)
-    return w2d.T.reshape(out_ch, in_ch, k, k)
+    w = w2d.T.reshape(out_ch, in_ch, k, k)
+    return polarize(w, fragment_sign_rule(w, fragment_size, "w-major"), fragment_size, "w-major")
 
 
 def resnet18_shaped(images: np.ndarray, *, width: int = 64, prune: float = 0.5,
@@ -83,7 +73,7 @@ def resnet18_shaped(images: np.ndarray, *, width: int = 64, prune: float = 0.5,
     nodes.append(Node(Op.GLOBAL_AVGPOOL, "gap", (x,)))
     nodes.append(Node(Op.FLATTEN, "flat", ("gap",)))
     fc = rng.normal(0.0, np.sqrt(1.0 / ch), (classes, ch))
-    fc = polarize(fc.T, fragment_size).T
+    fc = polarize(fc, fragment_sign_rule(fc, fragment_size, "w-major"), fragment_size, "w-major")
     nodes.append(Node(Op.LINEAR, "fc", ("flat",), {}, {"weight": fc}))
     graph = Graph("resnet18-shaped", tuple(images.shape[1:]), nodes,
                   meta={"note": "random pruned+polarized weights, ResNet-18 shapes"})
@@ -100,7 +90,7 @@ def resnet18_shaped(images: np.ndarray, *, width: int = 64, prune: float = 0.5,
         node.params["weight"] = np.rint(w / wscale) * wscale
         node.attrs.update(weight_bits=8, weight_scale=wscale, act_bits=16,
                           act_scale=top / ((1 << 16) - 1), act_signed=False,
-                          fragment_size=fragment_size)
+                          fragment_size=fragment_size, fragment_order="w-major")
     return graph
 
 
