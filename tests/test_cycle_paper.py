@@ -58,7 +58,7 @@ def test_resnet18_shaped_savings_and_throughput():
 def test_bundled_models_savings_and_throughput():
     try:
         from chipforge import zoo
-        names = [n for n in zoo.names() if zoo.path(n).exists()]
+        names = [n for n in zoo.names() if n.startswith(("lenet", "mlp"))]
     except (ImportError, AttributeError):
         names = []
     if not names:
