@@ -19,7 +19,7 @@ def _accuracy(graph, quantized=True):
                   == ds.y_test).mean())
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", [n for n in zoo.names() if n != "bnn-digits"])
 def test_every_model_loads_is_8bit_and_meets_its_recorded_accuracy(name):
     g = zoo.load(name)
     assert g.name == name
@@ -60,7 +60,8 @@ def test_forms_polarization_at_fragment_8_loses_under_one_point():
 def test_registry_matches_the_recipes_and_pruning_axis_models_hit_their_ratio():
     from chipforge.zoo.recipes import RECIPES
 
-    assert zoo.names() == list(RECIPES)
+    # every 8-bit recipe is shipped; bnn-digits has its own recipe (mappings.superbnn)
+    assert zoo.names() == [*RECIPES, "bnn-digits"]
     for ratio in (30, 60, 90):
         s = compression_stats(zoo.load(f"lenet-digits-p{ratio}"))
         # ADMM prunes to the ratio exactly; 8-bit rounding adds a few zeros
