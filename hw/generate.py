@@ -21,7 +21,14 @@ from amaranth.back import verilog
 from amaranth.lib import data, wiring
 
 from chipforge import __version__
-from chipforge.config import ISAAC_CROSSBAR, ConfigBase
+from chipforge.config import (
+    HEATVIT_GELU,
+    HEATVIT_PACKAGER,
+    HEATVIT_SIGMOID,
+    ISAAC_CROSSBAR,
+    ConfigBase,
+)
+from chipforge.hw.heatvit import PlanSigmoid, PolyGelu, TokenPackager
 from chipforge.hw.shift_add import ShiftAdd
 
 __all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
@@ -47,6 +54,24 @@ BLOCKS: dict[str, Block] = {
         build=ShiftAdd,
         config=ISAAC_CROSSBAR,
         summary="ISAAC shift-and-add of one crossbar column (ISAAC preset)",
+    ),
+    "poly-gelu": Block(
+        module="poly_gelu",
+        build=PolyGelu,
+        config=HEATVIT_GELU,
+        summary="HeatViT/I-BERT polynomial GELU, 8-bit Q3.4 in and out",
+    ),
+    "plan-sigmoid": Block(
+        module="plan_sigmoid",
+        build=PlanSigmoid,
+        config=HEATVIT_SIGMOID,
+        summary="HeatViT PLAN sigmoid, 8-bit Q3.4 in, Q0.7 out",
+    ),
+    "token-packager": Block(
+        module="token_packager",
+        build=TokenPackager,
+        config=HEATVIT_PACKAGER,
+        summary="HeatViT keep decision and package-token accumulation (Eq. 10)",
     ),
 }
 
