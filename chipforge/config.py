@@ -384,8 +384,8 @@ class TokenPackagerConfig(ConfigBase):
 # Presets of the HeatViT blocks generated into rtl/. The paper (§5.1 of papers.md) gives
 # 8-bit fixed point but not the fraction bits: these are the formats the vit-digits model
 # uses (GELU input Q3.4, sigmoid input Q3.4 and Q0.7 scores, softmax input Q4.5); the
-# packager is sized for a small token stream (8 channels of the 16-bit residual stream).
+# packager preset is a 4-channel slice of the 16-bit residual stream (the full model has 48).
 HEATVIT_GELU = PolyGeluConfig()
 HEATVIT_EXP = PolyExpConfig()
 HEATVIT_SIGMOID = PlanSigmoidConfig()
-HEATVIT_PACKAGER = TokenPackagerConfig()
+HEATVIT_PACKAGER = TokenPackagerConfig(channels=4)

@@ -104,3 +104,18 @@ def test_token_packager_throughput():
                  if (force[-1] or scores[-1] >= cfg.threshold)
                  and np.any(~force & (scores < cfg.threshold)))
     assert run.input_cycles[-1] - run.input_cycles[0] == len(beats) - 1 + stalls
+
+
+@pytest.mark.slow
+def test_xilinx_synthesis_counts(tmp_path):
+    # The GELU unit maps its three multipliers to DSP48E1s; PLAN needs none (shifts only).
+    from chipforge.hw.generate import BLOCKS, generate
+    from chipforge.toolchain import synthesize
+
+    counts = {}
+    for block in ("poly-gelu", "plan-sigmoid"):
+        path = generate(block, tmp_path)[0]
+        counts[block] = synthesize(path, BLOCKS[block].module, "xilinx")
+    assert counts["poly-gelu"].get("DSP48E1", 0) == 3
+    assert counts["plan-sigmoid"].get("DSP48E1", 0) == 0
+    assert sum(v for k, v in counts["plan-sigmoid"].items() if k.startswith("LUT")) < 100

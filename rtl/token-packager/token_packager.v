@@ -7,36 +7,24 @@ module token_packager(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   wire \$1 ;
   wire [23:0] \$10 ;
   wire [32:0] \$11 ;
-  wire [23:0] \$12 ;
-  wire [32:0] \$13 ;
-  wire [23:0] \$14 ;
-  wire [32:0] \$15 ;
-  wire [23:0] \$16 ;
-  wire [32:0] \$17 ;
-  wire [23:0] \$18 ;
-  wire [32:0] \$19 ;
+  wire [16:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  reg \$19 ;
   wire \$2 ;
-  wire [16:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg [273:0] \$29 ;
+  reg \$20 ;
+  reg [145:0] \$21 ;
+  reg \$22 ;
+  reg [15:0] \$23 ;
+  reg [31:0] \$24 ;
+  reg [31:0] \$25 ;
+  reg [31:0] \$26 ;
+  reg [31:0] \$27 ;
   wire \$3 ;
-  reg \$30 ;
-  reg [15:0] \$31 ;
-  reg [31:0] \$32 ;
-  reg [31:0] \$33 ;
-  reg [31:0] \$34 ;
-  reg [31:0] \$35 ;
-  reg [31:0] \$36 ;
-  reg [31:0] \$37 ;
-  reg [31:0] \$38 ;
-  reg [31:0] \$39 ;
   wire [23:0] \$4 ;
   wire [32:0] \$5 ;
   wire [23:0] \$6 ;
@@ -47,35 +35,23 @@ module token_packager(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   reg [31:0] acc1 = 32'd0;
   reg [31:0] acc2 = 32'd0;
   reg [31:0] acc3 = 32'd0;
-  reg [31:0] acc4 = 32'd0;
-  reg [31:0] acc5 = 32'd0;
-  reg [31:0] acc6 = 32'd0;
-  reg [31:0] acc7 = 32'd0;
   wire [31:0] acc_next0;
   wire [31:0] acc_next1;
   wire [31:0] acc_next2;
   wire [31:0] acc_next3;
-  wire [31:0] acc_next4;
-  wire [31:0] acc_next5;
-  wire [31:0] acc_next6;
-  wire [31:0] acc_next7;
   reg any_pruned = 1'h0;
   wire can_load;
   input clk;
   wire clk;
   reg [15:0] den = 16'h0000;
   wire [15:0] den_next;
-  input [137:0] i_stream__payload;
-  wire [137:0] i_stream__payload;
-  wire [127:0] \i_stream__payload.data ;
+  input [73:0] i_stream__payload;
+  wire [73:0] i_stream__payload;
+  wire [63:0] \i_stream__payload.data ;
   wire [15:0] \i_stream__payload.data[0] ;
   wire [15:0] \i_stream__payload.data[1] ;
   wire [15:0] \i_stream__payload.data[2] ;
   wire [15:0] \i_stream__payload.data[3] ;
-  wire [15:0] \i_stream__payload.data[4] ;
-  wire [15:0] \i_stream__payload.data[5] ;
-  wire [15:0] \i_stream__payload.data[6] ;
-  wire [15:0] \i_stream__payload.data[7] ;
   wire \i_stream__payload.force ;
   wire \i_stream__payload.last ;
   wire [7:0] \i_stream__payload.score ;
@@ -84,17 +60,13 @@ module token_packager(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   input i_stream__valid;
   wire i_stream__valid;
   wire keep;
-  output [273:0] o_stream__payload;
-  reg [273:0] o_stream__payload = 274'h000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [255:0] \o_stream__payload.data ;
+  output [145:0] o_stream__payload;
+  reg [145:0] o_stream__payload = 146'h0000000000000000000000000000000000000;
+  wire [127:0] \o_stream__payload.data ;
   wire [31:0] \o_stream__payload.data[0] ;
   wire [31:0] \o_stream__payload.data[1] ;
   wire [31:0] \o_stream__payload.data[2] ;
   wire [31:0] \o_stream__payload.data[3] ;
-  wire [31:0] \o_stream__payload.data[4] ;
-  wire [31:0] \o_stream__payload.data[5] ;
-  wire [31:0] \o_stream__payload.data[6] ;
-  wire [31:0] \o_stream__payload.data[7] ;
   wire \o_stream__payload.last ;
   wire \o_stream__payload.package ;
   wire [15:0] \o_stream__payload.weight ;
@@ -109,385 +81,261 @@ module token_packager(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   assign can_load = \$1  | o_stream__ready;
   assign \$2  = ~ pending;
   assign i_stream__ready = can_load & \$2 ;
-  assign \$3  = i_stream__payload[135:128] >= 7'h40;
-  assign keep = i_stream__payload[136] | \$3 ;
-  assign \$4  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[15:0]);
+  assign \$3  = i_stream__payload[71:64] >= 7'h40;
+  assign keep = i_stream__payload[72] | \$3 ;
+  assign \$4  = $signed({ 1'h0, i_stream__payload[71:64] }) * $signed(i_stream__payload[15:0]);
   assign \$5  = $signed(acc0) + $signed(\$4 );
-  assign \$6  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[31:16]);
+  assign \$6  = $signed({ 1'h0, i_stream__payload[71:64] }) * $signed(i_stream__payload[31:16]);
   assign \$7  = $signed(acc1) + $signed(\$6 );
-  assign \$8  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[47:32]);
+  assign \$8  = $signed({ 1'h0, i_stream__payload[71:64] }) * $signed(i_stream__payload[47:32]);
   assign \$9  = $signed(acc2) + $signed(\$8 );
-  assign \$10  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[63:48]);
+  assign \$10  = $signed({ 1'h0, i_stream__payload[71:64] }) * $signed(i_stream__payload[63:48]);
   assign \$11  = $signed(acc3) + $signed(\$10 );
-  assign \$12  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[79:64]);
-  assign \$13  = $signed(acc4) + $signed(\$12 );
-  assign \$14  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[95:80]);
-  assign \$15  = $signed(acc5) + $signed(\$14 );
-  assign \$16  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[111:96]);
-  assign \$17  = $signed(acc6) + $signed(\$16 );
-  assign \$18  = $signed({ 1'h0, i_stream__payload[135:128] }) * $signed(i_stream__payload[127:112]);
-  assign \$19  = $signed(acc7) + $signed(\$18 );
-  assign \$20  = den + i_stream__payload[135:128];
-  assign \$21  = o_stream__valid & o_stream__ready;
-  assign \$22  = pending & can_load;
-  assign \$23  = i_stream__valid & i_stream__ready;
-  assign \$24  = ~ any_pruned;
-  assign \$25  = i_stream__payload[137] & \$24 ;
-  assign \$26  = i_stream__payload[137] & any_pruned;
+  assign \$12  = den + i_stream__payload[71:64];
+  assign \$13  = o_stream__valid & o_stream__ready;
+  assign \$14  = pending & can_load;
+  assign \$15  = i_stream__valid & i_stream__ready;
+  assign \$16  = ~ any_pruned;
+  assign \$17  = i_stream__payload[73] & \$16 ;
+  assign \$18  = i_stream__payload[73] & any_pruned;
   always @(posedge clk)
-    o_stream__valid <= \$27 ;
+    o_stream__valid <= \$19 ;
   always @(posedge clk)
-    pending <= \$28 ;
+    pending <= \$20 ;
   always @(posedge clk)
-    o_stream__payload <= \$29 ;
+    o_stream__payload <= \$21 ;
   always @(posedge clk)
-    any_pruned <= \$30 ;
+    any_pruned <= \$22 ;
   always @(posedge clk)
-    den <= \$31 ;
+    den <= \$23 ;
   always @(posedge clk)
-    acc0 <= \$32 ;
+    acc0 <= \$24 ;
   always @(posedge clk)
-    acc1 <= \$33 ;
+    acc1 <= \$25 ;
   always @(posedge clk)
-    acc2 <= \$34 ;
+    acc2 <= \$26 ;
   always @(posedge clk)
-    acc3 <= \$35 ;
-  always @(posedge clk)
-    acc4 <= \$36 ;
-  always @(posedge clk)
-    acc5 <= \$37 ;
-  always @(posedge clk)
-    acc6 <= \$38 ;
-  always @(posedge clk)
-    acc7 <= \$39 ;
+    acc3 <= \$27 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = o_stream__valid;
-    if (\$21 ) begin
-      \$27  = 1'h0;
+    \$19  = o_stream__valid;
+    if (\$13 ) begin
+      \$19  = 1'h0;
     end
-    if (\$22 ) begin
-      \$27  = 1'h1;
-    end else if (\$23 ) begin
+    if (\$14 ) begin
+      \$19  = 1'h1;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
-        \$27  = 1'h1;
+        \$19  = 1'h1;
       end else begin
-        if (i_stream__payload[137]) begin
-          \$27  = 1'h1;
+        if (i_stream__payload[73]) begin
+          \$19  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$19  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = pending;
-    if (\$22 ) begin
-      \$28  = 1'h0;
-    end else if (\$23 ) begin
+    \$20  = pending;
+    if (\$14 ) begin
+      \$20  = 1'h0;
+    end else if (\$15 ) begin
       if (keep) begin
-        if (\$26 ) begin
-          \$28  = 1'h1;
+        if (\$18 ) begin
+          \$20  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$20  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = o_stream__payload;
-    if (\$22 ) begin
-      \$29 [272] = 1'h1;
-      \$29 [273] = 1'h1;
-      \$29 [271:256] = den;
-      \$29 [31:0] = acc0;
-      \$29 [63:32] = acc1;
-      \$29 [95:64] = acc2;
-      \$29 [127:96] = acc3;
-      \$29 [159:128] = acc4;
-      \$29 [191:160] = acc5;
-      \$29 [223:192] = acc6;
-      \$29 [255:224] = acc7;
-    end else if (\$23 ) begin
+    \$21  = o_stream__payload;
+    if (\$14 ) begin
+      \$21 [144] = 1'h1;
+      \$21 [145] = 1'h1;
+      \$21 [143:128] = den;
+      \$21 [31:0] = acc0;
+      \$21 [63:32] = acc1;
+      \$21 [95:64] = acc2;
+      \$21 [127:96] = acc3;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
-        \$29 [272] = 1'h0;
-        \$29 [271:256] = { 8'h00, i_stream__payload[135:128] };
-        \$29 [273] = \$25 ;
-        \$29 [31:0] = { i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15:0] };
-        \$29 [63:32] = { i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31:16] };
-        \$29 [95:64] = { i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47:32] };
-        \$29 [127:96] = { i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63:48] };
-        \$29 [159:128] = { i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79], i_stream__payload[79:64] };
-        \$29 [191:160] = { i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95], i_stream__payload[95:80] };
-        \$29 [223:192] = { i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111], i_stream__payload[111:96] };
-        \$29 [255:224] = { i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127], i_stream__payload[127:112] };
+        \$21 [144] = 1'h0;
+        \$21 [143:128] = { 8'h00, i_stream__payload[71:64] };
+        \$21 [145] = \$17 ;
+        \$21 [31:0] = { i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15], i_stream__payload[15:0] };
+        \$21 [63:32] = { i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31], i_stream__payload[31:16] };
+        \$21 [95:64] = { i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47], i_stream__payload[47:32] };
+        \$21 [127:96] = { i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63], i_stream__payload[63:48] };
       end else begin
-        if (i_stream__payload[137]) begin
-          \$29 [272] = 1'h1;
-          \$29 [273] = 1'h1;
-          \$29 [271:256] = \$20 [15:0];
-          \$29 [31:0] = \$5 [31:0];
-          \$29 [63:32] = \$7 [31:0];
-          \$29 [95:64] = \$9 [31:0];
-          \$29 [127:96] = \$11 [31:0];
-          \$29 [159:128] = \$13 [31:0];
-          \$29 [191:160] = \$15 [31:0];
-          \$29 [223:192] = \$17 [31:0];
-          \$29 [255:224] = \$19 [31:0];
+        if (i_stream__payload[73]) begin
+          \$21 [144] = 1'h1;
+          \$21 [145] = 1'h1;
+          \$21 [143:128] = \$12 [15:0];
+          \$21 [31:0] = \$5 [31:0];
+          \$21 [63:32] = \$7 [31:0];
+          \$21 [95:64] = \$9 [31:0];
+          \$21 [127:96] = \$11 [31:0];
         end
       end
     end
     if (rst) begin
-      \$29  = 274'h000000000000000000000000000000000000000000000000000000000000000000000;
+      \$21  = 146'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = any_pruned;
-    if (\$22 ) begin
-      \$30  = 1'h0;
-    end else if (\$23 ) begin
+    \$22  = any_pruned;
+    if (\$14 ) begin
+      \$22  = 1'h0;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$30  = 1'h0;
+        if (i_stream__payload[73]) begin
+          \$22  = 1'h0;
         end else begin
-          \$30  = 1'h1;
+          \$22  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = den;
-    if (\$22 ) begin
-      \$31  = 16'h0000;
-    end else if (\$23 ) begin
+    \$23  = den;
+    if (\$14 ) begin
+      \$23  = 16'h0000;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$31  = 16'h0000;
+        if (i_stream__payload[73]) begin
+          \$23  = 16'h0000;
         end else begin
-          \$31  = \$20 [15:0];
+          \$23  = \$12 [15:0];
         end
       end
     end
     if (rst) begin
-      \$31  = 16'h0000;
+      \$23  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = acc0;
-    if (\$22 ) begin
-      \$32  = 32'd0;
-    end else if (\$23 ) begin
+    \$24  = acc0;
+    if (\$14 ) begin
+      \$24  = 32'd0;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$32  = 32'd0;
+        if (i_stream__payload[73]) begin
+          \$24  = 32'd0;
         end else begin
-          \$32  = \$5 [31:0];
+          \$24  = \$5 [31:0];
         end
       end
     end
     if (rst) begin
-      \$32  = 32'd0;
+      \$24  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = acc1;
-    if (\$22 ) begin
-      \$33  = 32'd0;
-    end else if (\$23 ) begin
+    \$25  = acc1;
+    if (\$14 ) begin
+      \$25  = 32'd0;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$33  = 32'd0;
+        if (i_stream__payload[73]) begin
+          \$25  = 32'd0;
         end else begin
-          \$33  = \$7 [31:0];
+          \$25  = \$7 [31:0];
         end
       end
     end
     if (rst) begin
-      \$33  = 32'd0;
+      \$25  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = acc2;
-    if (\$22 ) begin
-      \$34  = 32'd0;
-    end else if (\$23 ) begin
+    \$26  = acc2;
+    if (\$14 ) begin
+      \$26  = 32'd0;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$34  = 32'd0;
+        if (i_stream__payload[73]) begin
+          \$26  = 32'd0;
         end else begin
-          \$34  = \$9 [31:0];
+          \$26  = \$9 [31:0];
         end
       end
     end
     if (rst) begin
-      \$34  = 32'd0;
+      \$26  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = acc3;
-    if (\$22 ) begin
-      \$35  = 32'd0;
-    end else if (\$23 ) begin
+    \$27  = acc3;
+    if (\$14 ) begin
+      \$27  = 32'd0;
+    end else if (\$15 ) begin
       (* full_case = 32'd1 *)
       if (keep) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$35  = 32'd0;
+        if (i_stream__payload[73]) begin
+          \$27  = 32'd0;
         end else begin
-          \$35  = \$11 [31:0];
+          \$27  = \$11 [31:0];
         end
       end
     end
     if (rst) begin
-      \$35  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = acc4;
-    if (\$22 ) begin
-      \$36  = 32'd0;
-    end else if (\$23 ) begin
-      (* full_case = 32'd1 *)
-      if (keep) begin
-      end else begin
-        (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$36  = 32'd0;
-        end else begin
-          \$36  = \$13 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$36  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = acc5;
-    if (\$22 ) begin
-      \$37  = 32'd0;
-    end else if (\$23 ) begin
-      (* full_case = 32'd1 *)
-      if (keep) begin
-      end else begin
-        (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$37  = 32'd0;
-        end else begin
-          \$37  = \$15 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = acc6;
-    if (\$22 ) begin
-      \$38  = 32'd0;
-    end else if (\$23 ) begin
-      (* full_case = 32'd1 *)
-      if (keep) begin
-      end else begin
-        (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$38  = 32'd0;
-        end else begin
-          \$38  = \$17 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$38  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = acc7;
-    if (\$22 ) begin
-      \$39  = 32'd0;
-    end else if (\$23 ) begin
-      (* full_case = 32'd1 *)
-      if (keep) begin
-      end else begin
-        (* full_case = 32'd1 *)
-        if (i_stream__payload[137]) begin
-          \$39  = 32'd0;
-        end else begin
-          \$39  = \$19 [31:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$39  = 32'd0;
+      \$27  = 32'd0;
     end
   end
   assign acc_next0 = \$5 [31:0];
   assign acc_next1 = \$7 [31:0];
   assign acc_next2 = \$9 [31:0];
   assign acc_next3 = \$11 [31:0];
-  assign acc_next4 = \$13 [31:0];
-  assign acc_next5 = \$15 [31:0];
-  assign acc_next6 = \$17 [31:0];
-  assign acc_next7 = \$19 [31:0];
-  assign den_next = \$20 [15:0];
-  assign \i_stream__payload.data  = i_stream__payload[127:0];
+  assign den_next = \$12 [15:0];
+  assign \i_stream__payload.data  = i_stream__payload[63:0];
   assign \i_stream__payload.data[0]  = i_stream__payload[15:0];
   assign \i_stream__payload.data[1]  = i_stream__payload[31:16];
   assign \i_stream__payload.data[2]  = i_stream__payload[47:32];
   assign \i_stream__payload.data[3]  = i_stream__payload[63:48];
-  assign \i_stream__payload.data[4]  = i_stream__payload[79:64];
-  assign \i_stream__payload.data[5]  = i_stream__payload[95:80];
-  assign \i_stream__payload.data[6]  = i_stream__payload[111:96];
-  assign \i_stream__payload.data[7]  = i_stream__payload[127:112];
-  assign \i_stream__payload.score  = i_stream__payload[135:128];
-  assign \i_stream__payload.force  = i_stream__payload[136];
-  assign \i_stream__payload.last  = i_stream__payload[137];
-  assign \o_stream__payload.data  = o_stream__payload[255:0];
+  assign \i_stream__payload.score  = i_stream__payload[71:64];
+  assign \i_stream__payload.force  = i_stream__payload[72];
+  assign \i_stream__payload.last  = i_stream__payload[73];
+  assign \o_stream__payload.data  = o_stream__payload[127:0];
   assign \o_stream__payload.data[0]  = o_stream__payload[31:0];
   assign \o_stream__payload.data[1]  = o_stream__payload[63:32];
   assign \o_stream__payload.data[2]  = o_stream__payload[95:64];
   assign \o_stream__payload.data[3]  = o_stream__payload[127:96];
-  assign \o_stream__payload.data[4]  = o_stream__payload[159:128];
-  assign \o_stream__payload.data[5]  = o_stream__payload[191:160];
-  assign \o_stream__payload.data[6]  = o_stream__payload[223:192];
-  assign \o_stream__payload.data[7]  = o_stream__payload[255:224];
-  assign \o_stream__payload.weight  = o_stream__payload[271:256];
-  assign \o_stream__payload.package  = o_stream__payload[272];
-  assign \o_stream__payload.last  = o_stream__payload[273];
+  assign \o_stream__payload.weight  = o_stream__payload[143:128];
+  assign \o_stream__payload.package  = o_stream__payload[144];
+  assign \o_stream__payload.last  = o_stream__payload[145];
 endmodule
