@@ -20,6 +20,7 @@ __all__ = [
     "HEATVIT_EXP",
     "HEATVIT_GELU",
     "HEATVIT_PACKAGER",
+    "HEATVIT_SELECTOR_LINEAR",
     "HEATVIT_SIGMOID",
     "ISAAC_CROSSBAR",
     "ConfigBase",
@@ -27,6 +28,7 @@ __all__ = [
     "PlanSigmoidConfig",
     "PolyExpConfig",
     "PolyGeluConfig",
+    "TokenLinearConfig",
     "TokenPackagerConfig",
     "WeightEncoding",
     "check_float",
@@ -381,6 +383,39 @@ class TokenPackagerConfig(ConfigBase):
         return self.data_bits + self.score_bits + (self.max_tokens - 1).bit_length()
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenLinearConfig(ConfigBase):
+    """A fixed-point linear layer over a token stream on a row of MACs: one output of one
+    token per cycle (``in_features`` MACs per cycle), requantized by a rounding shift."""
+
+    in_features: int = 16
+    """Inputs per token (the selector's head_dim)."""
+    out_features: int = 8
+    """Outputs per token (the selector's hidden width)."""
+    data_bits: int = 8
+    """Signed width of the inputs and the weights."""
+    bias_bits: int = 20
+    """Signed width of a bias (in accumulator units)."""
+    out_bits: int = 8
+    """Signed width of an output after the shift (saturating)."""
+    out_shift: int = 6
+    """Rounding right shift from the accumulator to the output (round half up)."""
+
+    def __post_init__(self) -> None:
+        check_int("in_features", self.in_features, 1, 256)
+        check_int("out_features", self.out_features, 1, 256)
+        check_int("data_bits", self.data_bits, 2, 16)
+        check_int("bias_bits", self.bias_bits, 2, 40)
+        check_int("out_bits", self.out_bits, 2, 32)
+        check_int("out_shift", self.out_shift, 0, 40)
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width: products, their sum and the bias never overflow it."""
+        product = 2 * self.data_bits - 1
+        return max(product + (self.in_features - 1).bit_length(), self.bias_bits) + 1
+
+
 # Presets of the HeatViT blocks generated into rtl/. The paper (§5.1 of papers.md) gives
 # 8-bit fixed point but not the fraction bits: these are the formats the vit-digits model
 # uses (GELU input Q3.4, sigmoid input Q3.4 and Q0.7 scores, softmax input Q4.5); the
@@ -389,3 +424,5 @@ HEATVIT_GELU = PolyGeluConfig()
 HEATVIT_EXP = PolyExpConfig()
 HEATVIT_SIGMOID = PlanSigmoidConfig()
 HEATVIT_PACKAGER = TokenPackagerConfig(channels=4)
+# The vit-digits selector's first layer: per head, 16 channels -> 8 hidden.
+HEATVIT_SELECTOR_LINEAR = TokenLinearConfig()

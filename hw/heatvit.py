@@ -1,26 +1,36 @@
-"""HeatViT's token-selector datapath blocks (Dong et al., HPCA'23): the polynomial GELU,
-the PLAN sigmoid and the keep-decision + token-packaging unit.
+"""HeatViT's token-selector datapath blocks (Dong et al., HPCA'23): a fixed-point linear
+layer over the token stream on a row of MACs, the polynomial GELU, the PLAN sigmoid, and
+the keep-decision + token-packaging unit.
 
-Each is bit-exact with its reference in ``chipforge.sim.ref`` (``poly_gelu``,
-``plan_sigmoid``, ``token_packager``). The selector's linear layers run on the backbone's
-GEMM engine (HeatViT's hardware reuse), which ``chipforge.sim.cycle.heatvit`` models.
+Each is bit-exact with its reference in ``chipforge.sim.ref`` (``token_linear``,
+``poly_gelu``, ``plan_sigmoid``, ``token_packager``). In HeatViT the selector's linear
+layers run on the backbone's GEMM engine (hardware reuse, modelled by
+``chipforge.sim.cycle.heatvit``); ``TokenLinear`` is one MAC row of such an engine, sized
+for the vit-digits selector.
 """
 
 from __future__ import annotations
 
 import math
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from chipforge.config import PlanSigmoidConfig, PolyGeluConfig, TokenPackagerConfig
+from chipforge.config import (
+    PlanSigmoidConfig,
+    PolyExpConfig,
+    PolyGeluConfig,
+    TokenLinearConfig,
+    TokenPackagerConfig,
+)
 
-__all__ = ["PlanSigmoid", "PolyGelu", "TokenPackager", "packager_in_layout",
-           "packager_out_layout"]
+__all__ = ["PlanSigmoid", "PolyExp", "PolyGelu", "TokenLinear", "TokenPackager",
+           "linear_weight_layout", "packager_in_layout", "packager_out_layout"]
 
-# The I-BERT erf constants (mirrors chipforge.sim.ref.poly_gelu; hw never imports sim).
+# The I-BERT constants (mirror chipforge.sim.ref.poly_gelu, poly_exp; hw never imports sim).
 _ERF_A, _ERF_B = -0.2888, -1.769
+_EXP_A, _EXP_B, _EXP_C = 0.3585, 1.353, 0.344
 
 
 def _gelu_constants(cfg: PolyGeluConfig) -> tuple[int, int]:
@@ -97,6 +107,74 @@ class PolyGelu(wiring.Component):
         m.d.comb += product.eq(x2 * factor + (1 << e))
         with m.If(stages[2][1]):
             m.d.sync += self.o_stream.payload.eq(product >> (e + 1))
+        return m
+
+
+def _reciprocal(divisor: int, max_dividend: int) -> tuple[int, int]:
+    """(M, S) with ``(n * M) >> S == n // divisor`` for every n in 0..max_dividend."""
+    n = list(range(max_dividend + 1))
+    for shift in range(1, 64):
+        mult = -(-(1 << shift) // divisor)
+        if all((k * mult) >> shift == k // divisor for k in n):
+            return mult, shift
+    raise ValueError(f"no reciprocal of {divisor} up to 2**63")  # pragma: no cover
+
+
+class PolyExp(wiring.Component):
+    """Polynomial exp unit of the integer softmax: a signed ``in_bits`` code ``x <= 0`` in
+    (the row maximum already subtracted), ``exp(x)`` out as an unsigned
+    ``out_frac_bits + 1``-bit code (see ``chipforge.sim.ref.poly_exp``). Inputs above 0
+    are outside its contract.
+
+    Stage 1 splits ``-x = z ln2 - p`` (the division by the constant ln2 is a multiply by
+    its reciprocal, checked exact over the whole input range at elaboration), stage 2
+    evaluates ``0.3585 (p + 1.353)**2 + 0.344``, stage 3 shifts right by z.
+
+    Latency: 3 cycles. Throughput: 1 value per cycle.
+    """
+
+    def __init__(self, cfg: PolyExpConfig):
+        if not isinstance(cfg, PolyExpConfig):
+            raise TypeError(f"cfg must be a PolyExpConfig, not {cfg!r}")
+        self.cfg = cfg
+        super().__init__({
+            "i_stream": In(stream.Signature(signed(cfg.in_bits))),
+            "o_stream": Out(stream.Signature(unsigned(cfg.out_bits))),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        f, e, k = cfg.frac_bits, cfg.out_frac_bits, cfg.coeff_frac_bits
+        ln2 = round(math.log(2) * (1 << f))
+        a, b, c = (round(_EXP_A * (1 << k)), round(_EXP_B * (1 << f)),
+                   round(_EXP_C * (1 << e)))
+        max_neg = 1 << (cfg.in_bits - 1)
+        mult, shift = _reciprocal(ln2, max_neg)
+        stages = [(Signal(name=f"valid{i}"), Signal(name=f"advance{i}")) for i in range(3)]
+        _pipeline(m, self.i_stream, self.o_stream, stages)
+
+        # Stage 1: z = (-x) // ln2, p = x + z ln2.
+        neg = Signal(unsigned(cfg.in_bits))
+        m.d.comb += neg.eq(-self.i_stream.payload)
+        z_now = Signal(range(max_neg // ln2 + 1))
+        m.d.comb += z_now.eq((neg * mult) >> shift)
+        z1 = Signal.like(z_now)
+        p1 = Signal(signed(ln2.bit_length() + 1))
+        with m.If(stages[0][1]):
+            m.d.sync += [z1.eq(z_now), p1.eq(z_now * ln2 - neg)]
+
+        # Stage 2: poly = ((A (p + B)**2) >> (2f + K - E)) + C.
+        z2 = Signal.like(z_now)
+        poly = Signal(unsigned(e + 2))
+        q = Signal(signed(p1.shape().width + 2))
+        m.d.comb += q.eq(p1 + b)
+        with m.If(stages[1][1]):
+            m.d.sync += [z2.eq(z1), poly.eq(((a * (q * q)) >> (2 * f + k - e)) + c)]
+
+        # Stage 3: exp = poly >> z, 0 beyond the output precision.
+        with m.If(stages[2][1]):
+            m.d.sync += self.o_stream.payload.eq(Mux(z2 > e + 1, 0, poly >> z2))
         return m
 
 
@@ -236,4 +314,89 @@ class TokenPackager(wiring.Component):
                 with m.Else():
                     m.d.sync += [acc[k].eq(acc_next[k]) for k in range(cfg.channels)]
                     m.d.sync += [den.eq(den_next), any_pruned.eq(1)]
+        return m
+
+
+def linear_weight_layout(cfg: TokenLinearConfig) -> data.StructLayout:
+    """One weight row (one output's ``in_features`` weights) and its bias."""
+    return data.StructLayout({
+        "row": data.ArrayLayout(signed(cfg.data_bits), cfg.in_features),
+        "bias": signed(cfg.bias_bits),
+    })
+
+
+class TokenLinear(wiring.Component):
+    """Fixed-point linear layer over a token stream on a row of ``in_features`` MACs.
+
+    ``w_stream`` loads the weight rows and biases, output 0 first (it wraps after
+    ``out_features`` rows; load them all before the tokens that use them). Each
+    ``i_stream`` beat is one token (``in_features`` signed codes); for it, the MAC row
+    computes one output per cycle, ``sat((row_o . x + bias_o) >> out_shift)`` with
+    rounding, and ``o_stream`` carries them token by token, output 0 first. Bit-exact
+    with ``chipforge.sim.ref.token_linear.token_linear``.
+
+    Latency: the first output of a token is valid 2 cycles after the token's transfer.
+    Throughput: one output per cycle, so one token every ``out_features`` cycles, back to
+    back (the next token is taken while the last output of the previous one is formed).
+    """
+
+    def __init__(self, cfg: TokenLinearConfig):
+        if not isinstance(cfg, TokenLinearConfig):
+            raise TypeError(f"cfg must be a TokenLinearConfig, not {cfg!r}")
+        self.cfg = cfg
+        super().__init__({
+            "w_stream": In(stream.Signature(linear_weight_layout(cfg))),
+            "i_stream": In(stream.Signature(data.ArrayLayout(signed(cfg.data_bits),
+                                                             cfg.in_features))),
+            "o_stream": Out(stream.Signature(signed(cfg.out_bits))),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        n_in, n_out = cfg.in_features, cfg.out_features
+        rows = [Signal(linear_weight_layout(cfg), name=f"w{o}") for o in range(n_out)]
+
+        # Weight loading, round robin.
+        load_index = Signal(range(max(n_out, 2)))
+        m.d.comb += self.w_stream.ready.eq(1)
+        with m.If(self.w_stream.valid):
+            for o in range(n_out):
+                with m.If(load_index == o):
+                    m.d.sync += rows[o].eq(self.w_stream.payload)
+            m.d.sync += load_index.eq(Mux(load_index == n_out - 1, 0, load_index + 1))
+
+        # The token being worked on and the output index.
+        token = Signal(data.ArrayLayout(signed(cfg.data_bits), n_in))
+        have_token = Signal()
+        index = Signal(range(max(n_out, 2)))
+        can_emit = Signal()
+        finishing = Signal()
+        m.d.comb += [
+            can_emit.eq(have_token & (~self.o_stream.valid | self.o_stream.ready)),
+            finishing.eq(can_emit & (index == n_out - 1)),
+            self.i_stream.ready.eq(~have_token | finishing),
+        ]
+        with m.If(self.o_stream.valid & self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+
+        # One MAC row: in_features products of the selected weight row, summed.
+        row = Array(rows)[index]
+        acc = Signal(signed(cfg.acc_bits))
+        m.d.comb += acc.eq(sum(row.row[i] * token[i] for i in range(n_in)) + row.bias)
+        shifted = Signal(signed(cfg.acc_bits + 1))
+        if cfg.out_shift:
+            m.d.comb += shifted.eq((acc + (1 << (cfg.out_shift - 1))) >> cfg.out_shift)
+        else:
+            m.d.comb += shifted.eq(acc)
+        lim = 1 << (cfg.out_bits - 1)
+        result = Mux(shifted > lim - 1, lim - 1, Mux(shifted < -lim, -lim, shifted))
+
+        with m.If(can_emit):
+            m.d.sync += [self.o_stream.payload.eq(result), self.o_stream.valid.eq(1),
+                         index.eq(Mux(finishing, 0, index + 1))]
+            with m.If(finishing):
+                m.d.sync += have_token.eq(0)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.sync += [token.eq(self.i_stream.payload), have_token.eq(1)]
         return m

@@ -5,17 +5,23 @@ import numpy as np
 import pytest
 
 from chipforge.config import (
+    HEATVIT_EXP,
     HEATVIT_GELU,
     HEATVIT_PACKAGER,
+    HEATVIT_SELECTOR_LINEAR,
     HEATVIT_SIGMOID,
     PlanSigmoidConfig,
+    PolyExpConfig,
     PolyGeluConfig,
+    TokenLinearConfig,
     TokenPackagerConfig,
 )
-from chipforge.hw.heatvit import PlanSigmoid, PolyGelu, TokenPackager
+from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
 from chipforge.hw.testing import run_stream
 from chipforge.sim.ref.plan_sigmoid import plan_sigmoid
+from chipforge.sim.ref.poly_exp import poly_exp
 from chipforge.sim.ref.poly_gelu import poly_gelu
+from chipforge.sim.ref.token_linear import token_linear
 from chipforge.sim.ref.token_packager import packager_beats
 
 
@@ -42,8 +48,18 @@ def test_plan_sigmoid_rtl_matches_reference(cfg):
     assert run.outputs == plan_sigmoid(x, cfg).tolist()
 
 
+@pytest.mark.parametrize("cfg", [HEATVIT_EXP, PolyExpConfig(in_bits=12, frac_bits=7,
+                                                             out_frac_bits=12)])
+def test_poly_exp_rtl_matches_reference(cfg):
+    codes = np.arange(-(1 << (cfg.in_bits - 1)), 1)
+    x = np.concatenate([codes, np.random.default_rng(2).choice(codes, codes.size)])
+    run = run_stream(PolyExp(cfg), x.tolist(), len(x), idle_prob=0.2, ready_prob=0.7, seed=7)
+    assert run.outputs == poly_exp(x, cfg).tolist()
+
+
 def test_units_stream_one_value_per_cycle_with_documented_latency():
     for dut, latency, x in [(PolyGelu(HEATVIT_GELU), 3, list(range(-50, 50))),
+                            (PolyExp(HEATVIT_EXP), 3, list(range(-100, 0))),
                             (PlanSigmoid(HEATVIT_SIGMOID), 1, list(range(-50, 50)))]:
         run = run_stream(dut, x, len(x))
         assert np.all(np.diff(run.input_cycles) == 1)
@@ -119,3 +135,82 @@ def test_xilinx_synthesis_counts(tmp_path):
     assert counts["poly-gelu"].get("DSP48E1", 0) == 3
     assert counts["plan-sigmoid"].get("DSP48E1", 0) == 0
     assert sum(v for k, v in counts["plan-sigmoid"].items() if k.startswith("LUT")) < 100
+
+
+@pytest.mark.parametrize("cfg", [HEATVIT_SELECTOR_LINEAR,
+                                 TokenLinearConfig(in_features=3, out_features=1, out_shift=0,
+                                                   out_bits=12),
+                                 TokenLinearConfig(in_features=5, out_features=4, out_shift=9,
+                                                   bias_bits=12, out_bits=6)])
+def test_token_linear_rtl_matches_reference(cfg):
+
+    rng = np.random.default_rng(cfg.in_features)
+    lim = 1 << (cfg.data_bits - 1)
+    w = rng.integers(-lim, lim, (cfg.out_features, cfg.in_features))
+    b = rng.integers(-(1 << (cfg.bias_bits - 1)), 1 << (cfg.bias_bits - 1), cfg.out_features)
+    x = rng.integers(-lim, lim, (40, cfg.in_features))
+    x[0], w[0] = -lim, -lim                       # the largest product sum
+    expected = token_linear(x, w, b, cfg).ravel().tolist()
+
+    outputs = _run_linear(cfg, w, b, x, len(expected))
+    assert outputs == expected
+
+
+def _run_linear(cfg, w, b, x, n_outputs, idle_prob=0.25, ready_prob=0.6, seed=2):
+    import random
+
+    from amaranth.sim import Simulator
+
+    dut = TokenLinear(cfg)
+    rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
+    outputs = []
+    state = {"cycles": []}
+
+    async def producer(ctx):
+        for o in range(cfg.out_features):
+            ctx.set(dut.w_stream.payload, {"row": w[o].tolist(), "bias": int(b[o])})
+            ctx.set(dut.w_stream.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.w_stream.valid, 0)
+        for token in x:
+            while rng_in.random() < idle_prob:
+                await ctx.tick()
+            ctx.set(dut.i_stream.payload, token.tolist())
+            ctx.set(dut.i_stream.valid, 1)
+            while True:
+                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
+                if ready:
+                    break
+            ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        cycle = 0
+        while len(outputs) < n_outputs:
+            ctx.set(dut.o_stream.ready, int(rng_out.random() < ready_prob))
+            _, _, valid, ready, payload = await ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
+            cycle += 1
+            if valid and ready:
+                outputs.append(payload)
+                state["cycles"].append(cycle)
+            assert cycle < 50 * n_outputs + 100
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    _run_linear.last_cycles = state["cycles"]
+    return outputs
+
+
+def test_token_linear_one_output_per_cycle():
+    cfg = HEATVIT_SELECTOR_LINEAR
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (cfg.out_features, cfg.in_features))
+    b = rng.integers(-1000, 1000, cfg.out_features)
+    x = rng.integers(-128, 128, (10, cfg.in_features))
+    out = _run_linear(cfg, w, b, x, 10 * cfg.out_features, idle_prob=0, ready_prob=1)
+    assert out == token_linear(x, w, b, cfg).ravel().tolist()
+    # Back to back: 80 outputs in 80 consecutive cycles.
+    assert np.all(np.diff(_run_linear.last_cycles) == 1)
