@@ -147,6 +147,8 @@ def _run_heatvit(args: argparse.Namespace) -> int:
     print(f"  engine cycles per image {cyc['mean']:.0f} (min {cyc['min']:.0f}, max "
           f"{cyc['max']:.0f}), {r['latency_us']:.2f} us; speedup {r['speedup']:.2f}x over "
           f"the same engine without selectors")
+    print(f"  cycles per block {', '.join(f'{c:.0f}' for c in r['cycles_per_block'])}; "
+          f"per selector {', '.join(f'{c:.0f}' for c in r['cycles_per_selector']) or '-'}")
     return 0
 
 

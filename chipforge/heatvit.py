@@ -35,7 +35,12 @@ def run_heatvit(model: str = "vit-digits", *, selectors: str | None = "keep50",
     block and kept per selector, MACs and engine cycles per image (mean, min, max), and the
     speedup over the same engine running the backbone without selectors.
     """
-    from chipforge.sim.cycle.heatvit import HEATVIT_ZCU102, model_cycles
+    from chipforge.sim.cycle.heatvit import (
+        HEATVIT_ZCU102,
+        block_cycles,
+        model_cycles,
+        selector_cycles,
+    )
     from chipforge.sim.vit import run_vit
     from chipforge.zoo.data import digits
     from chipforge.zoo.vit import load_vit
@@ -66,6 +71,9 @@ def run_heatvit(model: str = "vit-digits", *, selectors: str | None = "keep50",
         "mac_reduction": float(1 - result.macs.mean() / dense.macs.mean()),
         "cycles_per_image": {"mean": float(cycles.mean()), "min": float(cycles.min()),
                              "max": float(cycles.max())},
+        "cycles_per_block": block_cycles(result.tokens_per_block, shape, engine).mean(0).tolist(),
+        "cycles_per_selector": (selector_cycles(result.candidates, shape, engine).mean(0).tolist()
+                                if result.candidates.size else []),
         "latency_us": float(cycles.mean() / engine.clock_hz * 1e6),
         "speedup": float(dense_cycles.mean() / cycles.mean()),
         "engine": engine.to_dict(),

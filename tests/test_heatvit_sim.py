@@ -214,3 +214,26 @@ def test_run_heatvit_and_cli(capsys):
         run_heatvit(selectors="keep10")
     assert main(["heatvit", "--images", "20"]) == 0
     assert "speedup" in capsys.readouterr().out
+
+
+def test_sim_selector_layer_is_the_token_linear_reference():
+    # The fixed-point simulator's selector GEMM + requantization is exactly what the
+    # token-linear RTL computes (both equal chipforge.sim.ref.token_linear).
+    from chipforge.config import TokenLinearConfig
+    from chipforge.sim.ref.token_linear import token_linear
+    from chipforge.sim.vit import _Arith, _frac_for
+    from chipforge.zoo.vit import load_vit
+
+    model = load_vit("vit-digits-keep50")
+    w = model.params["selectors.0.fc1.weight"]
+    b = model.params["selectors.0.fc1.bias"]
+    x = np.random.default_rng(0).integers(-128, 128, (50, w.shape[1]))
+    x_frac, out_frac = 5, 4
+    arith = _Arith(True, {"out": out_frac}, None)
+    sim_out, _ = arith.linear("sel", x, w, b, x_frac, out="out")
+    w_frac = _frac_for(float(np.abs(w).max()))
+    w_q = np.round(w * 2.0 ** w_frac).astype(np.int64)
+    b_q = np.round(b * 2.0 ** (x_frac + w_frac)).astype(np.int64)
+    cfg = TokenLinearConfig(in_features=w.shape[1], out_features=w.shape[0],
+                            out_shift=x_frac + w_frac - out_frac)
+    assert np.array_equal(sim_out, token_linear(x, w_q, b_q, cfg))

@@ -36,8 +36,8 @@ import numpy as np
 from chipforge.config import ConfigBase, check_int
 
 __all__ = ["BASELINE_ZCU102_16BIT", "DEIT_B", "DEIT_S", "DEIT_T", "HEATVIT_ZCU102",
-           "FpgaEngineConfig", "SelectorShape", "VitShape", "deit_speedups", "gemm_cycles",
-           "model_cycles", "token_counts"]
+           "FpgaEngineConfig", "SelectorShape", "VitShape", "block_cycles", "deit_speedups",
+           "gemm_cycles", "model_cycles", "selector_cycles", "token_counts"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
