@@ -380,8 +380,10 @@ class TokenLinear(wiring.Component):
         with m.If(self.o_stream.valid & self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
 
-        # One MAC row: in_features products of the selected weight row, summed.
-        row = Array(rows)[index]
+        # One MAC row: in_features products of the selected weight row, summed. (The row
+        # goes through a signal so that the products are not replicated per row.)
+        row = Signal(linear_weight_layout(cfg))
+        m.d.comb += row.eq(Array(rows)[index])
         acc = Signal(signed(cfg.acc_bits))
         m.d.comb += acc.eq(sum(row.row[i] * token[i] for i in range(n_in)) + row.bias)
         shifted = Signal(signed(cfg.acc_bits + 1))

@@ -124,15 +124,17 @@ def test_token_packager_throughput():
 
 @pytest.mark.slow
 def test_xilinx_synthesis_counts(tmp_path):
-    # The GELU unit maps its three multipliers to DSP48E1s; PLAN needs none (shifts only).
+    # The GELU unit maps its three multipliers to DSP48E1s, the MAC row its 16; PLAN needs
+    # none (shifts only).
     from chipforge.hw.generate import BLOCKS, generate
     from chipforge.toolchain import synthesize
 
     counts = {}
-    for block in ("poly-gelu", "plan-sigmoid"):
+    for block in ("poly-gelu", "plan-sigmoid", "token-linear"):
         path = generate(block, tmp_path)[0]
         counts[block] = synthesize(path, BLOCKS[block].module, "xilinx")
     assert counts["poly-gelu"].get("DSP48E1", 0) == 3
+    assert counts["token-linear"].get("DSP48E1", 0) == 16
     assert counts["plan-sigmoid"].get("DSP48E1", 0) == 0
     assert sum(v for k, v in counts["plan-sigmoid"].items() if k.startswith("LUT")) < 100
 

@@ -5,92 +5,75 @@
 module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_stream__ready, clk, rst, w_stream__ready, i_stream__ready, o_stream__payload, o_stream__valid, w_stream__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  reg [7:0] \$11 ;
-  wire [15:0] \$12 ;
-  wire [18:0] \$13 ;
-  reg [7:0] \$14 ;
+  wire [18:0] \$10 ;
+  wire [15:0] \$11 ;
+  wire [19:0] \$12 ;
+  wire [15:0] \$13 ;
+  wire [20:0] \$14 ;
   wire [15:0] \$15 ;
-  wire [19:0] \$16 ;
-  reg [7:0] \$17 ;
-  wire [15:0] \$18 ;
-  wire [20:0] \$19 ;
+  wire [21:0] \$16 ;
+  wire [15:0] \$17 ;
+  wire [22:0] \$18 ;
+  wire [15:0] \$19 ;
   wire \$2 ;
-  reg [7:0] \$20 ;
+  wire [23:0] \$20 ;
   wire [15:0] \$21 ;
-  wire [21:0] \$22 ;
-  reg [7:0] \$23 ;
-  wire [15:0] \$24 ;
-  wire [22:0] \$25 ;
-  reg [7:0] \$26 ;
+  wire [24:0] \$22 ;
+  wire [15:0] \$23 ;
+  wire [25:0] \$24 ;
+  wire [15:0] \$25 ;
+  wire [26:0] \$26 ;
   wire [15:0] \$27 ;
-  wire [23:0] \$28 ;
-  reg [7:0] \$29 ;
+  wire [27:0] \$28 ;
+  wire [15:0] \$29 ;
   wire \$3 ;
-  wire [15:0] \$30 ;
-  wire [24:0] \$31 ;
-  reg [7:0] \$32 ;
+  wire [28:0] \$30 ;
+  wire [15:0] \$31 ;
+  wire [29:0] \$32 ;
   wire [15:0] \$33 ;
-  wire [25:0] \$34 ;
-  reg [7:0] \$35 ;
-  wire [15:0] \$36 ;
-  wire [26:0] \$37 ;
-  reg [7:0] \$38 ;
-  wire [15:0] \$39 ;
+  wire [30:0] \$34 ;
+  wire [15:0] \$35 ;
+  wire [31:0] \$36 ;
+  wire [32:0] \$37 ;
+  wire [21:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [27:0] \$40 ;
-  reg [7:0] \$41 ;
-  wire [15:0] \$42 ;
-  wire [28:0] \$43 ;
-  reg [7:0] \$44 ;
-  wire [15:0] \$45 ;
-  wire [29:0] \$46 ;
-  reg [7:0] \$47 ;
-  wire [15:0] \$48 ;
-  wire [30:0] \$49 ;
-  reg [7:0] \$5 ;
-  reg [7:0] \$50 ;
-  wire [15:0] \$51 ;
-  wire [31:0] \$52 ;
-  reg [19:0] \$53 ;
-  wire [32:0] \$54 ;
-  wire [21:0] \$55 ;
-  wire \$56 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [3:0] \$48 ;
+  wire [3:0] \$49 ;
+  wire [15:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [21:0] \$53 ;
+  wire [21:0] \$54 ;
+  wire [3:0] \$55 ;
+  wire [3:0] \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [15:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [3:0] \$65 ;
-  wire [3:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
-  wire [16:0] \$7 ;
-  wire [21:0] \$70 ;
-  wire [21:0] \$71 ;
-  wire [3:0] \$72 ;
-  wire [3:0] \$73 ;
-  wire \$74 ;
-  reg [147:0] \$75 ;
-  reg [147:0] \$76 ;
-  reg [147:0] \$77 ;
-  reg [147:0] \$78 ;
-  reg [147:0] \$79 ;
-  reg [7:0] \$8 ;
-  reg [147:0] \$80 ;
-  reg [147:0] \$81 ;
-  reg [147:0] \$82 ;
-  reg [2:0] \$83 ;
-  reg \$84 ;
-  reg [7:0] \$85 ;
-  reg [2:0] \$86 ;
-  reg \$87 ;
-  reg [127:0] \$88 ;
+  reg [147:0] \$58 ;
+  reg [147:0] \$59 ;
+  wire [16:0] \$6 ;
+  reg [147:0] \$60 ;
+  reg [147:0] \$61 ;
+  reg [147:0] \$62 ;
+  reg [147:0] \$63 ;
+  reg [147:0] \$64 ;
+  reg [147:0] \$65 ;
+  reg [2:0] \$66 ;
+  reg \$67 ;
+  reg [7:0] \$68 ;
+  reg [2:0] \$69 ;
+  wire [15:0] \$7 ;
+  reg \$70 ;
+  reg [127:0] \$71 ;
+  wire [17:0] \$8 ;
   wire [15:0] \$9 ;
   wire [20:0] acc;
   wire can_emit;
@@ -128,6 +111,25 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
   wire o_stream__ready;
   output o_stream__valid;
   reg o_stream__valid = 1'h0;
+  reg [147:0] row;
+  wire [19:0] \row.bias ;
+  wire [127:0] \row.row ;
+  wire [7:0] \row.row[0] ;
+  wire [7:0] \row.row[10] ;
+  wire [7:0] \row.row[11] ;
+  wire [7:0] \row.row[12] ;
+  wire [7:0] \row.row[13] ;
+  wire [7:0] \row.row[14] ;
+  wire [7:0] \row.row[15] ;
+  wire [7:0] \row.row[1] ;
+  wire [7:0] \row.row[2] ;
+  wire [7:0] \row.row[3] ;
+  wire [7:0] \row.row[4] ;
+  wire [7:0] \row.row[5] ;
+  wire [7:0] \row.row[6] ;
+  wire [7:0] \row.row[7] ;
+  wire [7:0] \row.row[8] ;
+  wire [7:0] \row.row[9] ;
   input rst;
   wire rst;
   wire [21:0] shifted;
@@ -324,85 +326,67 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
   wire w_stream__ready;
   input w_stream__valid;
   wire w_stream__valid;
-  assign \$9  = $signed(\$8 ) * $signed(token[15:8]);
-  assign \$10  = $signed(\$7 ) + $signed(\$9 );
-  assign \$12  = $signed(\$11 ) * $signed(token[23:16]);
-  assign \$13  = $signed(\$10 ) + $signed(\$12 );
-  assign \$15  = $signed(\$14 ) * $signed(token[31:24]);
-  assign \$16  = $signed(\$13 ) + $signed(\$15 );
-  assign \$18  = $signed(\$17 ) * $signed(token[39:32]);
-  assign \$19  = $signed(\$16 ) + $signed(\$18 );
-  assign \$21  = $signed(\$20 ) * $signed(token[47:40]);
-  assign \$22  = $signed(\$19 ) + $signed(\$21 );
-  assign \$24  = $signed(\$23 ) * $signed(token[55:48]);
-  assign \$25  = $signed(\$22 ) + $signed(\$24 );
-  assign \$27  = $signed(\$26 ) * $signed(token[63:56]);
-  assign \$28  = $signed(\$25 ) + $signed(\$27 );
-  assign \$30  = $signed(\$29 ) * $signed(token[71:64]);
-  assign \$31  = $signed(\$28 ) + $signed(\$30 );
-  assign \$33  = $signed(\$32 ) * $signed(token[79:72]);
-  assign \$34  = $signed(\$31 ) + $signed(\$33 );
-  assign \$36  = $signed(\$35 ) * $signed(token[87:80]);
-  assign \$37  = $signed(\$34 ) + $signed(\$36 );
-  assign \$39  = $signed(\$38 ) * $signed(token[95:88]);
-  assign \$40  = $signed(\$37 ) + $signed(\$39 );
-  assign \$42  = $signed(\$41 ) * $signed(token[103:96]);
-  assign \$43  = $signed(\$40 ) + $signed(\$42 );
-  assign \$45  = $signed(\$44 ) * $signed(token[111:104]);
-  assign \$46  = $signed(\$43 ) + $signed(\$45 );
-  assign \$48  = $signed(\$47 ) * $signed(token[119:112]);
-  assign \$49  = $signed(\$46 ) + $signed(\$48 );
-  assign \$51  = $signed(\$50 ) * $signed(token[127:120]);
-  assign \$52  = $signed(\$49 ) + $signed(\$51 );
-  assign \$54  = $signed(\$52 ) + $signed(\$53 );
-  assign \$55  = $signed(\$54 [20:0]) + $signed(7'h20);
-  assign \$56  = ! load_index;
-  assign \$57  = load_index == 1'h1;
-  assign \$58  = load_index == 2'h2;
-  assign \$59  = load_index == 2'h3;
-  assign \$60  = load_index == 3'h4;
-  assign \$61  = load_index == 3'h5;
-  assign \$62  = load_index == 3'h6;
-  assign \$63  = load_index == 3'h7;
-  assign \$64  = load_index == 3'h7;
-  assign \$65  = load_index + 1'h1;
-  assign \$66  = \$64  ? 4'h0 : \$65 ;
-  assign \$67  = o_stream__valid & o_stream__ready;
-  assign \$68  = $signed(shifted) > $signed(8'h7f);
-  assign \$69  = $signed(shifted) < $signed(8'h80);
-  assign \$70  = \$69  ? 22'h3fff80 : shifted;
-  assign \$71  = \$68  ? 22'h00007f : \$70 ;
-  assign \$72  = index + 1'h1;
-  assign \$73  = finishing ? 4'h0 : \$72 ;
-  assign \$74  = i_stream__valid & i_stream__ready;
+  assign \$25  = $signed(row[87:80]) * $signed(token[87:80]);
+  assign \$26  = $signed(\$24 ) + $signed(\$25 );
+  assign \$27  = $signed(row[95:88]) * $signed(token[95:88]);
+  assign \$28  = $signed(\$26 ) + $signed(\$27 );
+  assign \$29  = $signed(row[103:96]) * $signed(token[103:96]);
+  assign \$30  = $signed(\$28 ) + $signed(\$29 );
+  assign \$31  = $signed(row[111:104]) * $signed(token[111:104]);
+  assign \$32  = $signed(\$30 ) + $signed(\$31 );
+  assign \$33  = $signed(row[119:112]) * $signed(token[119:112]);
+  assign \$34  = $signed(\$32 ) + $signed(\$33 );
+  assign \$35  = $signed(row[127:120]) * $signed(token[127:120]);
+  assign \$36  = $signed(\$34 ) + $signed(\$35 );
+  assign \$37  = $signed(\$36 ) + $signed(row[147:128]);
+  assign \$38  = $signed(\$37 [20:0]) + $signed(7'h20);
+  assign \$39  = ! load_index;
+  assign \$40  = load_index == 1'h1;
+  assign \$41  = load_index == 2'h2;
+  assign \$42  = load_index == 2'h3;
+  assign \$43  = load_index == 3'h4;
+  assign \$44  = load_index == 3'h5;
+  assign \$45  = load_index == 3'h6;
+  assign \$46  = load_index == 3'h7;
+  assign \$47  = load_index == 3'h7;
+  assign \$48  = load_index + 1'h1;
+  assign \$49  = \$47  ? 4'h0 : \$48 ;
+  assign \$50  = o_stream__valid & o_stream__ready;
+  assign \$51  = $signed(shifted) > $signed(8'h7f);
+  assign \$52  = $signed(shifted) < $signed(8'h80);
+  assign \$53  = \$52  ? 22'h3fff80 : shifted;
+  assign \$54  = \$51  ? 22'h00007f : \$53 ;
+  assign \$55  = index + 1'h1;
+  assign \$56  = finishing ? 4'h0 : \$55 ;
+  assign \$57  = i_stream__valid & i_stream__ready;
   always @(posedge clk)
-    w0 <= \$75 ;
+    w0 <= \$58 ;
   always @(posedge clk)
-    w1 <= \$76 ;
+    w1 <= \$59 ;
   always @(posedge clk)
-    w2 <= \$77 ;
+    w2 <= \$60 ;
   always @(posedge clk)
-    w3 <= \$78 ;
+    w3 <= \$61 ;
   always @(posedge clk)
-    w4 <= \$79 ;
+    w4 <= \$62 ;
   always @(posedge clk)
-    w5 <= \$80 ;
+    w5 <= \$63 ;
   always @(posedge clk)
-    w6 <= \$81 ;
+    w6 <= \$64 ;
   always @(posedge clk)
-    w7 <= \$82 ;
+    w7 <= \$65 ;
   always @(posedge clk)
-    load_index <= \$83 ;
+    load_index <= \$66 ;
   always @(posedge clk)
-    o_stream__valid <= \$84 ;
+    o_stream__valid <= \$67 ;
   always @(posedge clk)
-    o_stream__payload <= \$85 ;
+    o_stream__payload <= \$68 ;
   always @(posedge clk)
-    index <= \$86 ;
+    index <= \$69 ;
   always @(posedge clk)
-    have_token <= \$87 ;
+    have_token <= \$70 ;
   always @(posedge clk)
-    token <= \$88 ;
+    token <= \$71 ;
   assign \$1  = ~ o_stream__valid;
   assign \$2  = \$1  | o_stream__ready;
   assign can_emit = have_token & \$2 ;
@@ -410,500 +394,188 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
   assign finishing = can_emit & \$3 ;
   assign \$4  = ~ have_token;
   assign i_stream__ready = \$4  | finishing;
-  assign \$6  = $signed(\$5 ) * $signed(token[7:0]);
-  assign \$7  = $signed(1'h0) + $signed(\$6 );
+  assign \$5  = $signed(row[7:0]) * $signed(token[7:0]);
+  assign \$6  = $signed(1'h0) + $signed(\$5 );
+  assign \$7  = $signed(row[15:8]) * $signed(token[15:8]);
+  assign \$8  = $signed(\$6 ) + $signed(\$7 );
+  assign \$9  = $signed(row[23:16]) * $signed(token[23:16]);
+  assign \$10  = $signed(\$8 ) + $signed(\$9 );
+  assign \$11  = $signed(row[31:24]) * $signed(token[31:24]);
+  assign \$12  = $signed(\$10 ) + $signed(\$11 );
+  assign \$13  = $signed(row[39:32]) * $signed(token[39:32]);
+  assign \$14  = $signed(\$12 ) + $signed(\$13 );
+  assign \$15  = $signed(row[47:40]) * $signed(token[47:40]);
+  assign \$16  = $signed(\$14 ) + $signed(\$15 );
+  assign \$17  = $signed(row[55:48]) * $signed(token[55:48]);
+  assign \$18  = $signed(\$16 ) + $signed(\$17 );
+  assign \$19  = $signed(row[63:56]) * $signed(token[63:56]);
+  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$21  = $signed(row[71:64]) * $signed(token[71:64]);
+  assign \$22  = $signed(\$20 ) + $signed(\$21 );
+  assign \$23  = $signed(row[79:72]) * $signed(token[79:72]);
+  assign \$24  = $signed(\$22 ) + $signed(\$23 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$11  = w0[23:16];
-      3'h1:
-          \$11  = w1[23:16];
-      3'h2:
-          \$11  = w2[23:16];
-      3'h3:
-          \$11  = w3[23:16];
-      3'h4:
-          \$11  = w4[23:16];
-      3'h5:
-          \$11  = w5[23:16];
-      3'h6:
-          \$11  = w6[23:16];
-      3'h7:
-          \$11  = w7[23:16];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$14  = w0[31:24];
-      3'h1:
-          \$14  = w1[31:24];
-      3'h2:
-          \$14  = w2[31:24];
-      3'h3:
-          \$14  = w3[31:24];
-      3'h4:
-          \$14  = w4[31:24];
-      3'h5:
-          \$14  = w5[31:24];
-      3'h6:
-          \$14  = w6[31:24];
-      3'h7:
-          \$14  = w7[31:24];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$17  = w0[39:32];
-      3'h1:
-          \$17  = w1[39:32];
-      3'h2:
-          \$17  = w2[39:32];
-      3'h3:
-          \$17  = w3[39:32];
-      3'h4:
-          \$17  = w4[39:32];
-      3'h5:
-          \$17  = w5[39:32];
-      3'h6:
-          \$17  = w6[39:32];
-      3'h7:
-          \$17  = w7[39:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$20  = w0[47:40];
-      3'h1:
-          \$20  = w1[47:40];
-      3'h2:
-          \$20  = w2[47:40];
-      3'h3:
-          \$20  = w3[47:40];
-      3'h4:
-          \$20  = w4[47:40];
-      3'h5:
-          \$20  = w5[47:40];
-      3'h6:
-          \$20  = w6[47:40];
-      3'h7:
-          \$20  = w7[47:40];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$23  = w0[55:48];
-      3'h1:
-          \$23  = w1[55:48];
-      3'h2:
-          \$23  = w2[55:48];
-      3'h3:
-          \$23  = w3[55:48];
-      3'h4:
-          \$23  = w4[55:48];
-      3'h5:
-          \$23  = w5[55:48];
-      3'h6:
-          \$23  = w6[55:48];
-      3'h7:
-          \$23  = w7[55:48];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$26  = w0[63:56];
-      3'h1:
-          \$26  = w1[63:56];
-      3'h2:
-          \$26  = w2[63:56];
-      3'h3:
-          \$26  = w3[63:56];
-      3'h4:
-          \$26  = w4[63:56];
-      3'h5:
-          \$26  = w5[63:56];
-      3'h6:
-          \$26  = w6[63:56];
-      3'h7:
-          \$26  = w7[63:56];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$29  = w0[71:64];
-      3'h1:
-          \$29  = w1[71:64];
-      3'h2:
-          \$29  = w2[71:64];
-      3'h3:
-          \$29  = w3[71:64];
-      3'h4:
-          \$29  = w4[71:64];
-      3'h5:
-          \$29  = w5[71:64];
-      3'h6:
-          \$29  = w6[71:64];
-      3'h7:
-          \$29  = w7[71:64];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$32  = w0[79:72];
-      3'h1:
-          \$32  = w1[79:72];
-      3'h2:
-          \$32  = w2[79:72];
-      3'h3:
-          \$32  = w3[79:72];
-      3'h4:
-          \$32  = w4[79:72];
-      3'h5:
-          \$32  = w5[79:72];
-      3'h6:
-          \$32  = w6[79:72];
-      3'h7:
-          \$32  = w7[79:72];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$35  = w0[87:80];
-      3'h1:
-          \$35  = w1[87:80];
-      3'h2:
-          \$35  = w2[87:80];
-      3'h3:
-          \$35  = w3[87:80];
-      3'h4:
-          \$35  = w4[87:80];
-      3'h5:
-          \$35  = w5[87:80];
-      3'h6:
-          \$35  = w6[87:80];
-      3'h7:
-          \$35  = w7[87:80];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$38  = w0[95:88];
-      3'h1:
-          \$38  = w1[95:88];
-      3'h2:
-          \$38  = w2[95:88];
-      3'h3:
-          \$38  = w3[95:88];
-      3'h4:
-          \$38  = w4[95:88];
-      3'h5:
-          \$38  = w5[95:88];
-      3'h6:
-          \$38  = w6[95:88];
-      3'h7:
-          \$38  = w7[95:88];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$41  = w0[103:96];
-      3'h1:
-          \$41  = w1[103:96];
-      3'h2:
-          \$41  = w2[103:96];
-      3'h3:
-          \$41  = w3[103:96];
-      3'h4:
-          \$41  = w4[103:96];
-      3'h5:
-          \$41  = w5[103:96];
-      3'h6:
-          \$41  = w6[103:96];
-      3'h7:
-          \$41  = w7[103:96];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$44  = w0[111:104];
-      3'h1:
-          \$44  = w1[111:104];
-      3'h2:
-          \$44  = w2[111:104];
-      3'h3:
-          \$44  = w3[111:104];
-      3'h4:
-          \$44  = w4[111:104];
-      3'h5:
-          \$44  = w5[111:104];
-      3'h6:
-          \$44  = w6[111:104];
-      3'h7:
-          \$44  = w7[111:104];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$47  = w0[119:112];
-      3'h1:
-          \$47  = w1[119:112];
-      3'h2:
-          \$47  = w2[119:112];
-      3'h3:
-          \$47  = w3[119:112];
-      3'h4:
-          \$47  = w4[119:112];
-      3'h5:
-          \$47  = w5[119:112];
-      3'h6:
-          \$47  = w6[119:112];
-      3'h7:
-          \$47  = w7[119:112];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$50  = w0[127:120];
-      3'h1:
-          \$50  = w1[127:120];
-      3'h2:
-          \$50  = w2[127:120];
-      3'h3:
-          \$50  = w3[127:120];
-      3'h4:
-          \$50  = w4[127:120];
-      3'h5:
-          \$50  = w5[127:120];
-      3'h6:
-          \$50  = w6[127:120];
-      3'h7:
-          \$50  = w7[127:120];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$53  = w0[147:128];
-      3'h1:
-          \$53  = w1[147:128];
-      3'h2:
-          \$53  = w2[147:128];
-      3'h3:
-          \$53  = w3[147:128];
-      3'h4:
-          \$53  = w4[147:128];
-      3'h5:
-          \$53  = w5[147:128];
-      3'h6:
-          \$53  = w6[147:128];
-      3'h7:
-          \$53  = w7[147:128];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$75  = w0;
+    \$58  = w0;
     if (w_stream__valid) begin
-      if (\$56 ) begin
-        \$75  = w_stream__payload;
+      if (\$39 ) begin
+        \$58  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$75  = 148'h0000000000000000000000000000000000000;
+      \$58  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$76  = w1;
+    \$59  = w1;
     if (w_stream__valid) begin
-      if (\$57 ) begin
-        \$76  = w_stream__payload;
+      if (\$40 ) begin
+        \$59  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$76  = 148'h0000000000000000000000000000000000000;
+      \$59  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$77  = w2;
+    \$60  = w2;
     if (w_stream__valid) begin
-      if (\$58 ) begin
-        \$77  = w_stream__payload;
+      if (\$41 ) begin
+        \$60  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$77  = 148'h0000000000000000000000000000000000000;
+      \$60  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$78  = w3;
+    \$61  = w3;
     if (w_stream__valid) begin
-      if (\$59 ) begin
-        \$78  = w_stream__payload;
+      if (\$42 ) begin
+        \$61  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$78  = 148'h0000000000000000000000000000000000000;
+      \$61  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$79  = w4;
+    \$62  = w4;
     if (w_stream__valid) begin
-      if (\$60 ) begin
-        \$79  = w_stream__payload;
+      if (\$43 ) begin
+        \$62  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$79  = 148'h0000000000000000000000000000000000000;
+      \$62  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$80  = w5;
+    \$63  = w5;
     if (w_stream__valid) begin
-      if (\$61 ) begin
-        \$80  = w_stream__payload;
+      if (\$44 ) begin
+        \$63  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$80  = 148'h0000000000000000000000000000000000000;
+      \$63  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = w6;
+    \$64  = w6;
     if (w_stream__valid) begin
-      if (\$62 ) begin
-        \$81  = w_stream__payload;
+      if (\$45 ) begin
+        \$64  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$81  = 148'h0000000000000000000000000000000000000;
+      \$64  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$82  = w7;
+    \$65  = w7;
     if (w_stream__valid) begin
-      if (\$63 ) begin
-        \$82  = w_stream__payload;
+      if (\$46 ) begin
+        \$65  = w_stream__payload;
       end
     end
     if (rst) begin
-      \$82  = 148'h0000000000000000000000000000000000000;
+      \$65  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = load_index;
+    \$66  = load_index;
     if (w_stream__valid) begin
-      \$83  = \$66 [2:0];
+      \$66  = \$49 [2:0];
     end
     if (rst) begin
-      \$83  = 3'h0;
+      \$66  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = o_stream__valid;
-    if (\$67 ) begin
-      \$84  = 1'h0;
+    \$67  = o_stream__valid;
+    if (\$50 ) begin
+      \$67  = 1'h0;
     end
     if (can_emit) begin
-      \$84  = 1'h1;
+      \$67  = 1'h1;
     end
     if (rst) begin
-      \$84  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = o_stream__payload;
+    \$68  = o_stream__payload;
     if (can_emit) begin
-      \$85  = \$71 [7:0];
+      \$68  = \$54 [7:0];
     end
     if (rst) begin
-      \$85  = 8'h00;
+      \$68  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = index;
+    \$69  = index;
     if (can_emit) begin
-      \$86  = \$73 [2:0];
+      \$69  = \$56 [2:0];
     end
     if (rst) begin
-      \$86  = 3'h0;
+      \$69  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = have_token;
+    \$70  = have_token;
     if (can_emit) begin
       if (finishing) begin
-        \$87  = 1'h0;
+        \$70  = 1'h0;
       end
     end
-    if (\$74 ) begin
-      \$87  = 1'h1;
+    if (\$57 ) begin
+      \$70  = 1'h1;
     end
     if (rst) begin
-      \$87  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = token;
-    if (\$74 ) begin
-      \$88  = i_stream__payload;
+    \$71  = token;
+    if (\$57 ) begin
+      \$71  = i_stream__payload;
     end
     if (rst) begin
-      \$88  = 128'h00000000000000000000000000000000;
+      \$71  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -911,46 +583,24 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
     (* full_case = 32'd1 *)
     casez (index)
       3'h0:
-          \$5  = w0[7:0];
+          row = w0;
       3'h1:
-          \$5  = w1[7:0];
+          row = w1;
       3'h2:
-          \$5  = w2[7:0];
+          row = w2;
       3'h3:
-          \$5  = w3[7:0];
+          row = w3;
       3'h4:
-          \$5  = w4[7:0];
+          row = w4;
       3'h5:
-          \$5  = w5[7:0];
+          row = w5;
       3'h6:
-          \$5  = w6[7:0];
+          row = w6;
       3'h7:
-          \$5  = w7[7:0];
+          row = w7;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (index)
-      3'h0:
-          \$8  = w0[15:8];
-      3'h1:
-          \$8  = w1[15:8];
-      3'h2:
-          \$8  = w2[15:8];
-      3'h3:
-          \$8  = w3[15:8];
-      3'h4:
-          \$8  = w4[15:8];
-      3'h5:
-          \$8  = w5[15:8];
-      3'h6:
-          \$8  = w6[15:8];
-      3'h7:
-          \$8  = w7[15:8];
-    endcase
-  end
-  assign acc = \$54 [20:0];
+  assign acc = \$37 [20:0];
   assign w_stream__ready = 1'h1;
   assign \w_stream__payload.row  = w_stream__payload[127:0];
   assign \w_stream__payload.row[0]  = w_stream__payload[7:0];
@@ -986,6 +636,24 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
   assign \i_stream__payload[13]  = i_stream__payload[111:104];
   assign \i_stream__payload[14]  = i_stream__payload[119:112];
   assign \i_stream__payload[15]  = i_stream__payload[127:120];
+  assign \row.row  = row[127:0];
+  assign \row.row[0]  = row[7:0];
+  assign \row.row[1]  = row[15:8];
+  assign \row.row[2]  = row[23:16];
+  assign \row.row[3]  = row[31:24];
+  assign \row.row[4]  = row[39:32];
+  assign \row.row[5]  = row[47:40];
+  assign \row.row[6]  = row[55:48];
+  assign \row.row[7]  = row[63:56];
+  assign \row.row[8]  = row[71:64];
+  assign \row.row[9]  = row[79:72];
+  assign \row.row[10]  = row[87:80];
+  assign \row.row[11]  = row[95:88];
+  assign \row.row[12]  = row[103:96];
+  assign \row.row[13]  = row[111:104];
+  assign \row.row[14]  = row[119:112];
+  assign \row.row[15]  = row[127:120];
+  assign \row.bias  = row[147:128];
   assign \w0.row  = w0[127:0];
   assign \w0.row[0]  = w0[7:0];
   assign \w0.row[1]  = w0[15:8];
@@ -1146,5 +814,5 @@ module token_linear(w_stream__valid, i_stream__payload, i_stream__valid, o_strea
   assign \token[13]  = token[111:104];
   assign \token[14]  = token[119:112];
   assign \token[15]  = token[127:120];
-  assign shifted = { \$55 [21], \$55 [21], \$55 [21], \$55 [21], \$55 [21], \$55 [21], \$55 [21:6] };
+  assign shifted = { \$38 [21], \$38 [21], \$38 [21], \$38 [21], \$38 [21], \$38 [21], \$38 [21:6] };
 endmodule
