@@ -31,7 +31,9 @@ from chipforge.config import (
     ConfigBase,
 )
 from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
+from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
+from chipforge.sc_config import SC_DIGITS
 
 __all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
 
@@ -86,6 +88,13 @@ BLOCKS: dict[str, Block] = {
         build=TokenPackager,
         config=HEATVIT_PACKAGER,
         summary="HeatViT keep decision and package-token accumulation (Eq. 10)",
+    ),
+    "sc-accumulator": Block(
+        module="sc_accumulator",
+        build=ScAccumulator,
+        config=SC_DIGITS,
+        summary="SupeRBNN-style stochastic-computing accumulator: LFSR SNGs, bitstream "
+                "counting, threshold to sign (SC_DIGITS preset)",
     ),
 }
 
