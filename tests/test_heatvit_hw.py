@@ -58,6 +58,8 @@ def test_poly_exp_rtl_matches_reference(cfg):
 
 
 def test_units_stream_one_value_per_cycle_with_documented_latency():
+    from chipforge.sim.cycle.heatvit import pipelined_unit_cycles
+
     for dut, latency, x in [(PolyGelu(HEATVIT_GELU), 3, list(range(-50, 50))),
                             (PolyExp(HEATVIT_EXP), 3, list(range(-100, 0))),
                             (PlanSigmoid(HEATVIT_SIGMOID), 1, list(range(-50, 50)))]:
@@ -65,6 +67,8 @@ def test_units_stream_one_value_per_cycle_with_documented_latency():
         assert np.all(np.diff(run.input_cycles) == 1)
         assert np.all(np.diff(run.output_cycles) == 1)
         assert run.output_cycles[0] - run.input_cycles[0] == latency
+        assert (run.output_cycles[-1] - run.input_cycles[0]
+                == pipelined_unit_cycles(len(x), latency))
 
 
 def _images(cfg, n_images, rng):
@@ -116,10 +120,17 @@ def test_token_packager_throughput():
     run = run_stream(TokenPackager(cfg), beats, len(expected))
     # One token per cycle, plus one stall cycle per image whose last token is kept and
     # followed by a package beat.
+    from chipforge.sim.cycle.heatvit import token_packager_cycles
+
     stalls = sum(1 for tokens, scores, force in images[:-1]
                  if (force[-1] or scores[-1] >= cfg.threshold)
                  and np.any(~force & (scores < cfg.threshold)))
     assert run.input_cycles[-1] - run.input_cycles[0] == len(beats) - 1 + stalls
+    kept_last = [bool((force[-1] or scores[-1] >= cfg.threshold)
+                      and np.any(~force & (scores < cfg.threshold)))
+                 for tokens, scores, force in images]
+    assert run.input_cycles[-1] - run.input_cycles[0] == token_packager_cycles(
+        kept_last, [len(t) for t, _, _ in images])
 
 
 @pytest.mark.slow
@@ -166,7 +177,7 @@ def _run_linear(cfg, w, b, x, n_outputs, idle_prob=0.25, ready_prob=0.6, seed=2)
     dut = TokenLinear(cfg)
     rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
     outputs = []
-    state = {"cycles": []}
+    state = {"cycles": [], "first_in": None}
 
     async def producer(ctx):
         for o in range(cfg.out_features):
@@ -174,14 +185,19 @@ def _run_linear(cfg, w, b, x, n_outputs, idle_prob=0.25, ready_prob=0.6, seed=2)
             ctx.set(dut.w_stream.valid, 1)
             await ctx.tick()
         ctx.set(dut.w_stream.valid, 0)
+        cycle = cfg.out_features
         for token in x:
             while rng_in.random() < idle_prob:
                 await ctx.tick()
+                cycle += 1
             ctx.set(dut.i_stream.payload, token.tolist())
             ctx.set(dut.i_stream.valid, 1)
             while True:
                 _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
+                cycle += 1
                 if ready:
+                    if state["first_in"] is None:
+                        state["first_in"] = cycle
                     break
             ctx.set(dut.i_stream.valid, 0)
 
@@ -203,6 +219,7 @@ def _run_linear(cfg, w, b, x, n_outputs, idle_prob=0.25, ready_prob=0.6, seed=2)
     sim.add_testbench(consumer)
     sim.run()
     _run_linear.last_cycles = state["cycles"]
+    _run_linear.first_in = state["first_in"]
     return outputs
 
 
@@ -214,5 +231,8 @@ def test_token_linear_one_output_per_cycle():
     x = rng.integers(-128, 128, (10, cfg.in_features))
     out = _run_linear(cfg, w, b, x, 10 * cfg.out_features, idle_prob=0, ready_prob=1)
     assert out == token_linear(x, w, b, cfg).ravel().tolist()
-    # Back to back: 80 outputs in 80 consecutive cycles.
+    # Back to back: 80 outputs in 80 consecutive cycles, as the cycle model counts.
+    from chipforge.sim.cycle.heatvit import token_linear_cycles
+
     assert np.all(np.diff(_run_linear.last_cycles) == 1)
+    assert _run_linear.last_cycles[-1] == token_linear_cycles(10, cfg) + _run_linear.first_in

@@ -37,7 +37,8 @@ from chipforge.config import ConfigBase, check_int
 
 __all__ = ["BASELINE_ZCU102_16BIT", "DEIT_B", "DEIT_S", "DEIT_T", "HEATVIT_ZCU102",
            "FpgaEngineConfig", "SelectorShape", "VitShape", "block_cycles", "deit_speedups",
-           "gemm_cycles", "model_cycles", "selector_cycles", "token_counts"]
+           "gemm_cycles", "model_cycles", "pipelined_unit_cycles", "selector_cycles",
+           "token_counts", "token_linear_cycles", "token_packager_cycles"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -223,3 +224,28 @@ def _macs(shape: VitShape, tokens, candidates=None) -> float:
         macs += sum(rows * np.asarray(candidates).sum() * k * n
                     for rows, k, n in shape.selector.layers)
     return float(macs)
+
+
+# --------------------------------------------------------------------------------------
+# Cycle counts of the selector blocks that have RTL (chipforge.hw.heatvit); the tests
+# check them against cycles measured in RTL simulation.
+
+
+def token_linear_cycles(n_tokens: int, cfg) -> int:
+    """Cycles from the first token's transfer into ``TokenLinear`` to its last output's
+    transfer, with tokens offered back to back and no back-pressure: one output per cycle
+    (``out_features`` per token) after a 2-cycle latency."""
+    return n_tokens * cfg.out_features + 1
+
+
+def pipelined_unit_cycles(n_values: int, latency: int) -> int:
+    """Same for the one-value-per-cycle polynomial units (GELU and exp: latency 3,
+    PLAN sigmoid: 1)."""
+    return n_values - 1 + latency
+
+
+def token_packager_cycles(kept_last_with_package: list[bool], tokens: list[int]) -> int:
+    """Cycles from the first token's transfer to the last token's transfer through the
+    packager for back-to-back images: one token per cycle, plus one cycle for each image
+    but the last whose last token is kept and followed by a package beat."""
+    return sum(tokens) - 1 + sum(kept_last_with_package[:-1])
