@@ -25,7 +25,7 @@ Fixed point (``fixed=True``), following HeatViT §5.1 of papers.md:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from chipforge.sim.ref.poly_gelu import poly_gelu
 from chipforge.sim.ref.token_packager import package_token
 from chipforge.zoo.vit import VitModel
 
-__all__ = ["VitResult", "calibrate", "macs_per_image", "run_vit"]
+__all__ = ["VitResult", "calibrate", "run_vit"]
 
 RESIDUAL_FRAC = 8
 RESIDUAL_BITS = 16
@@ -56,9 +56,8 @@ class VitResult:
     """(N, depth) live tokens entering each block (class + patches + packages)."""
     macs: np.ndarray
     """(N,) multiply-accumulates of each image (GEMMs, attention, selectors)."""
-    candidates: np.ndarray = None
+    candidates: np.ndarray
     """(N, selectors) patch tokens each selector scored (those alive before it)."""
-    ranges: dict[str, float] = field(default_factory=dict)
 
     def accuracy(self, labels: np.ndarray) -> float:
         return float((self.logits.argmax(1) == np.asarray(labels)).mean())
@@ -276,8 +275,8 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
     a = np.exp(p[pre + "head_logits"] - p[pre + "head_logits"].max())
     a = a / a.sum()
     if not ar.fixed:
-        hid = _gelu_exact(per_head @ p[pre + "fc1.weight"].T + p[pre + "fc1.bias"])
-        ar.observe(pre + "fc1", per_head @ p[pre + "fc1.weight"].T + p[pre + "fc1.bias"])
+        hid = _gelu_exact(ar.linear(pre + "fc1", per_head, p[pre + "fc1.weight"],
+                                    p[pre + "fc1.bias"], out=pre + "fc1"))
         logit = (hid @ p[pre + "fc2.weight"].T + p[pre + "fc2.bias"])[..., 0]
         return (sigmoid_float(logit) * a).sum(-1)
     hid, hid_frac = ar.linear(pre + "fc1", per_head, p[pre + "fc1.weight"],
@@ -301,13 +300,3 @@ def calibrate(model: VitModel, n_images: int = 256) -> dict[str, int]:
     fracs = {k: _frac_for(v) for k, v in record.items()}
     fracs["residual"] = RESIDUAL_FRAC
     return fracs
-
-
-def macs_per_image(model: VitModel, tokens_per_block: np.ndarray,
-                   kept_candidates: np.ndarray | None = None) -> np.ndarray:
-    """MACs of the backbone for given live token counts (helper for reporting)."""
-    c = model.config
-    d = c.dim
-    t = np.asarray(tokens_per_block, dtype=np.float64)
-    per_block = t * (4 * d * d + 2 * d * c.mlp_hidden) + 2 * t * t * d
-    return per_block.sum(-1) + c.num_patches * c.patch_dim * d + d * c.num_classes
