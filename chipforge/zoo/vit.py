@@ -398,7 +398,8 @@ def train_vit(name: str, *, seed: int = 0, backbone_epochs: int = 80,
     else:
         state = {k: torch.tensor(v) for k, v in backbone.params.items()}
         model.load_state_dict(state, strict=False)
-        info.update(backbone.info)
+        info.update({k: v for k, v in backbone.info.items() if k != "seed"},
+                    backbone_seed=backbone.info.get("seed"))
     info["float_accuracy_backbone"] = _accuracy(model, x_test, y_test, False)
 
     if blocks:
