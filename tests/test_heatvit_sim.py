@@ -237,3 +237,38 @@ def test_sim_selector_layer_is_the_token_linear_reference():
     cfg = TokenLinearConfig(in_features=w.shape[1], out_features=w.shape[0],
                             out_shift=x_frac + w_frac - out_frac)
     assert np.array_equal(sim_out, token_linear(x, w_q, b_q, cfg))
+
+
+@pytest.mark.slow
+def test_retraining_keep50_reproduces_the_shipped_model():
+    from chipforge.sim.vit import run_vit
+    from chipforge.zoo.data import digits
+    from chipforge.zoo.vit import load_vit, train_vit
+
+    data = digits(8)
+    rebuilt = train_vit("vit-digits-keep50", backbone=load_vit("vit-digits"))
+    shipped = load_vit("vit-digits-keep50")
+    for model in (rebuilt, shipped):
+        assert model.config.keep_thresholds
+    a, b = (run_vit(m, data.x_test, fixed=True) for m in (rebuilt, shipped))
+    assert abs(a.accuracy(data.y_test) - b.accuracy(data.y_test)) <= 0.01
+    assert abs(a.macs.mean() - b.macs.mean()) / b.macs.mean() <= 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_selector_claim_holds_for_other_fine_tuning_seeds(seed):
+    """Selectors fine-tuned with other seeds still cut >= 30 % of the MACs for <= 1 point
+    (measured, 8-bit: seed 1 97.5 % at 38.2 % fewer MACs, seed 2 98.1 % at 37.9 %; float
+    baseline 97.5 %)."""
+    from chipforge.sim.vit import run_vit
+    from chipforge.zoo.data import digits
+    from chipforge.zoo.vit import load_vit, train_vit
+
+    data = digits(8)
+    backbone = load_vit("vit-digits")
+    base = run_vit(backbone, data.x_test, fixed=False)
+    pruned = run_vit(train_vit("vit-digits-keep50", backbone=backbone, seed=seed),
+                     data.x_test, fixed=True)
+    assert 1 - pruned.macs.mean() / base.macs.mean() >= 0.30
+    assert pruned.accuracy(data.y_test) >= base.accuracy(data.y_test) - 0.01
