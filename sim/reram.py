@@ -44,11 +44,12 @@ from chipforge.sim.devices import (
     draw_fault_map,
     program_cells,
 )
+from chipforge.sim.executor import exact_int_matmul
 from chipforge.sim.graph import Node
 from chipforge.sim.ref.crossbar import adc_convert, input_slices
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
-           "crossbar_layer_matmul", "program_layer"]
+           "can_never_saturate", "crossbar_layer_matmul", "effective_weights", "program_layer"]
 
 # Working-set cap for one batch chunk of analog sums (bytes): keeps memory flat for big
 # batches and the arrays near the caches.
@@ -305,6 +306,41 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     return out
 
 
+def can_never_saturate(layer: MappedLayer) -> bool:
+    """Whether no column sum (nor the unit column) can exceed the ADC's full scale, for any
+    input and any cell levels (stuck cells included)."""
+    rows = layer.levels.shape[1]
+    worst = rows * ((1 << layer.dac_bits) - 1) * ((1 << layer.cell_bits) - 1)
+    return worst <= (1 << layer.adc_bits) - 1
+
+
+def effective_weights(programmed: ProgrammedLayer) -> np.ndarray | None:
+    """The integer (K, N) weights the programmed cells compute, or None if there are none.
+
+    When every cell holds an integer level (no programming variation; stuck-at faults are
+    fine), there is no read noise and no ADC can saturate, the bit-serial crossbar computes
+    exactly ``x_q @ W_eff`` with ``W_eff = sum_p coef * (unflipped level) - offset``: the
+    same integers as :func:`crossbar_layer_matmul`, with one matrix product instead of one
+    per input bit. (Tested equal to the bit-serial path.)
+    """
+    layer = programmed.layer
+    if programmed.device.programming_sigma > 0 or programmed.device.read_noise > 0:
+        return None
+    if not can_never_saturate(layer):
+        return None
+    mask = (1 << layer.cell_bits) - 1
+    levels = np.rint(programmed.conductance).astype(np.int64)              # (G, R, C)
+    levels = np.where(layer.flipped[:, None, :], mask - levels, levels)
+    g, r, c = levels.shape
+    per_col = levels * layer.coef[:, None, :]
+    w = per_col.reshape(g * r, layer.outputs, layer.per_output).sum(axis=2) - layer.offset
+    out = np.zeros((layer.rows, layer.outputs), dtype=np.int64)
+    index = layer.row_index.reshape(-1)
+    used = index >= 0
+    out[index[used]] = w[used]
+    return out
+
+
 class CrossbarMatmul:
     """The executor's ``matmul`` hook for a mapped model on one chip instance.
 
@@ -314,12 +350,19 @@ class CrossbarMatmul:
     """
 
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
-                 seed: int = 0) -> None:
+                 seed: int = 0, fast_path: bool = True) -> None:
         self.mapped = mapped
         self.device = device
         self.seed = seed
         self.programmed = {name: program_layer(layer, device, seed=seed, layer_index=i)
                            for i, (name, layer) in enumerate(mapped.layers.items())}
+        # Integer cells, no noise, no possible saturation: one exact product per layer.
+        self.effective = {}
+        if fast_path:
+            for name, programmed in self.programmed.items():
+                w_eff = effective_weights(programmed)
+                if w_eff is not None:
+                    self.effective[name] = w_eff
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0, _READ]))
         self.report: dict[str, int] = {}
 
@@ -332,6 +375,12 @@ class CrossbarMatmul:
         if w_q.shape != (layer.rows, layer.outputs) and w_q.shape[1] != layer.outputs:
             raise ValueError(f"node {node.name!r}: weights of shape {w_q.shape} do not match "
                              f"the mapped layer ({layer.rows}, {layer.outputs})")
+        w_eff = self.effective.get(node.name)
+        if w_eff is not None:
+            self.report["adc_reads"] = (self.report.get("adc_reads", 0)
+                                        + len(x_q) * layer.stats.adc_reads_per_vector)
+            self.report.setdefault("saturated", 0)
+            return exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
                                      signed_inputs=bool(node.attrs["act_signed"]),
                                      rng=self.rng, report=self.report)

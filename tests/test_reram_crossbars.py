@@ -301,3 +301,20 @@ def test_accelerator_round_trips_through_toml(tmp_path):
     path.write_text('scheme = "diagonal"\n')
     with pytest.raises(ValueError, match="scheme must be one of"):
         get_accelerator(str(path))
+
+
+@pytest.mark.parametrize("accel", [ISQED_TWO_COLUMN, ISQED_DIFFERENTIAL,
+                                   ISAAC.replace(name="isaac-9bit", adc_bits=9,
+                                                 adc_range=AdcRange.CLIP)],
+                         ids=lambda a: a.name)
+def test_fast_path_with_faults_equals_the_bit_serial_crossbar(accel):
+    """Integer cells + no noise + an ADC that cannot saturate: x @ W_eff is exact."""
+    graph = small_cnn()
+    mapped = place(graph, accel)
+    device = IDEAL_DEVICE.with_stuck_at_rate(0.02)
+    fast = CrossbarMatmul(mapped, device, seed=5)
+    slow = CrossbarMatmul(mapped, device, seed=5, fast_path=False)
+    assert set(fast.effective) == {"conv", "fc"} and not slow.effective
+    y_fast = run_graph(graph, X, matmul=fast)
+    assert np.array_equal(y_fast, run_graph(graph, X, matmul=slow))
+    assert not np.array_equal(y_fast, run_graph(graph, X))
