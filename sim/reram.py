@@ -53,7 +53,7 @@ __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "Progra
 
 # Working-set cap for one batch chunk of analog sums (bytes): keeps memory flat for big
 # batches and the arrays near the caches.
-_CHUNK_BYTES = 48 << 20
+_CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,11 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     mask = (1 << layer.cell_bits) - 1
     full = (1 << layer.adc_bits) - 1
     dtype = programmed.conductance.dtype
-    cells = programmed.conductance
+    # Work in slice-major column order (c' = p * N + n), so adding an output's slices
+    # reduces over contiguous blocks instead of a short strided axis.
+    order = np.arange(cols).reshape(n_out, per).T.reshape(-1)
+    cells = programmed.conductance[:, :, order]
+    noise_var = None if programmed.noise_var is None else programmed.noise_var[:, :, order]
 
     # Fold flips into the digital weights: value = code * (1 - 2f) + f * mask * unit.
     sign_coef = np.where(layer.flipped, -layer.coef, layer.coef)            # (G, C)
@@ -254,7 +258,7 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     # below 2**24; otherwise use float64.
     bound = full * float(np.abs(layer.coef).reshape(n_groups, n_out, per).sum(axis=(0, 2)).max())
     acc_dtype = np.float32 if bound < (1 << 24) else np.float64
-    sign_coef = sign_coef.astype(acc_dtype)[:, None, :]                       # (G, 1, C)
+    sign_coef = sign_coef[:, order].astype(acc_dtype)[:, None, :]             # (G, 1, C)
 
     # Row gather: a zero column at index K feeds the unused crossbar rows.
     gather = np.where(layer.row_index < 0, k, layer.row_index).reshape(-1)
@@ -263,7 +267,7 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
         indep_var = (device.read_noise * mask) ** 2
 
     cycles = cfg.input_cycles
-    per_row_bytes = cycles * n_groups * (cols + rows) * np.dtype(dtype).itemsize * 3
+    per_row_bytes = cycles * n_groups * cols * np.dtype(dtype).itemsize
     chunk = max(1, min(m_total, _CHUNK_BYTES // max(per_row_bytes, 1)))
     out = np.empty((m_total, n_out), dtype=np.int64)
     saturated = 0
@@ -278,22 +282,28 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
         unit = a.sum(axis=2)                                                 # (G, T*mb)
         if device.read_noise > 0:
             a2 = a if layer.dac_bits == 1 else a * a
-            if programmed.noise_var is not None:
-                var = np.matmul(a2, programmed.noise_var)
-            else:
-                var = np.broadcast_to((a2.sum(axis=2) * indep_var)[:, :, None], sums.shape)
             noise = rng.standard_normal(sums.shape, dtype=np.float32)
-            sums += np.sqrt(var, dtype=dtype) * noise
-        codes = adc_convert(sums, layer.adc_bits)
+            if noise_var is not None:
+                std = np.matmul(a2, noise_var)               # the variance: one more GEMM
+                np.sqrt(std, out=std)
+                std *= noise
+                sums += std
+            else:
+                noise *= np.sqrt(a2.sum(axis=2) * indep_var, dtype=np.float32)[:, :, None]
+                sums += noise
+            del noise
         if report is not None:
             saturated += int(np.count_nonzero(sums > full + 0.5))
+        codes = adc_convert(sums, layer.adc_bits, out=sums)
         unit_codes = np.minimum(unit, full).astype(np.float64)
         if layer.unit_column:
             saturated += int(np.count_nonzero(unit > full))
         # Digital side: weight the columns, add the groups, then the slices of each output.
         codes = codes.astype(acc_dtype, copy=False)
         codes *= sign_coef
-        per_cycle = codes.sum(axis=0).reshape(cycles * mb, n_out, per).sum(axis=2)
+        if n_groups > 1:
+            codes = codes.sum(axis=0, keepdims=True)
+        per_cycle = codes.reshape(cycles * mb, per, n_out).sum(axis=1)
         per_cycle = np.rint(per_cycle).astype(np.int64)
         if layer.unit_column:
             per_cycle += np.rint(unit_codes.T @ unit_coef).astype(np.int64)

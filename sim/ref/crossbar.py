@@ -147,18 +147,20 @@ def input_slices(x: np.ndarray, cfg: CrossbarConfig) -> np.ndarray:
     return out
 
 
-def adc_convert(sums: np.ndarray, adc_bits: int) -> np.ndarray:
+def adc_convert(sums: np.ndarray, adc_bits: int, out: np.ndarray | None = None) -> np.ndarray:
     """An ideal ADC: analog column sums (in units of one level step) to integer codes.
 
     Rounds to the nearest step and saturates to ``0 .. 2**adc_bits - 1``. Exact integer
     sums pass through unchanged while they fit. Returns an array of the input's float
     dtype (int64 for integer input) holding integers; the caller casts where it needs to.
+    ``out`` (float input only) receives the codes, e.g. ``out=sums`` converts in place.
     """
     sums = np.asarray(sums)
     full = (1 << adc_bits) - 1
     if np.issubdtype(sums.dtype, np.integer):
         return np.clip(sums, 0, full).astype(np.int64)
-    return np.clip(np.rint(sums), 0, full)
+    codes = np.rint(sums, out=out)
+    return np.clip(codes, 0, full, out=codes)
 
 
 def adc_codes(x: np.ndarray, cells: CrossbarCells, cfg: CrossbarConfig) -> AdcReadout:
