@@ -17,15 +17,14 @@ crossbars, 8-bit weights in four 2-bit cells per polarity, a 9-bit ADC that neve
 saturates), so the mapping is the only difference. The seed picks the chip instance (the
 fault map); it is independent of everything else.
 
-:func:`run_fault_sweep` runs a grid with a plain loop (or hands it to the generic sweep
-engine when given one), writes ``results.csv`` and ``plot.png`` and returns the rows;
-:func:`tolerated_rate` and :func:`tolerance_ratio` read the ISQED claim off the rows.
+``chipforge sweep faults`` (or :func:`run_fault_sweep`) runs the grid on the generic,
+resumable sweep engine (:mod:`chipforge.sim.sweep`, any executor, Dask included) and adds
+``faults.png``: accuracy vs failure rate, one curve per mapping, +-1 std over trials.
+:func:`tolerated_rate` and :func:`tolerance_ratio` read the ISQED claim off the results.
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
 import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -34,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_GRID", "METRICS", "MAPPINGS", "check_point", "plot_fault_sweep",
+from chipforge.sim.sweep import SweepDef
+
+__all__ = ["DEFAULT_GRID", "MAPPINGS", "METRICS", "SWEEP", "check_point", "plot_fault_sweep",
            "run_fault_sweep", "summarize", "tolerance_ratio", "tolerated_rate", "trial"]
 
 MAPPINGS = ("two_column", "differential", "offset")
@@ -94,42 +95,21 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
             "ideal_accuracy": result.accuracy_ideal, "pruning_ratio": pruning}
 
 
-def _points(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+def run_fault_sweep(out: str | Path, *, grid: dict[str, Sequence[Any]] | None = None,
+                    trials: int | None = None, seed: int = 0, executor: Any = None,
+                    workers: int | None = None, resume: bool = False,
+                    progress: bool | None = False) -> list[dict[str, Any]]:
+    """Run the sweep on the generic engine (:func:`chipforge.sim.sweep.run_sweep`): resumable
+    ``results.csv``, ``summary.csv`` and the engine's ``plot.png`` in ``out``, plus
+    ``faults.png`` (:func:`plot_fault_sweep`). Returns the result rows."""
+    from chipforge.sim.sweep import load_results, run_sweep
 
-
-def run_fault_sweep(out: str | Path | None = None, *, grid: dict[str, Sequence[Any]] | None = None,
-                    trials: int = 10, seed: int = 0, plot: bool = True,
-                    progress: bool = False) -> list[dict[str, Any]]:
-    """Run the grid with a plain loop: one row per (point, trial); CSV and PNG in ``out``.
-
-    Trial ``t`` of every point uses the chip seed ``seed * 100003 + t``: the same chip
-    instances for every mapping and rate (common random numbers; fault maps of one seed
-    are nested across rates), so the curves compare mappings on the same fault positions.
-    """
-    grid = {**DEFAULT_GRID, **(grid or {})}
-    points = _points(grid)
-    for point in points:
-        check_point(point)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be an integer >= 1, not {trials!r}")
-    rows = []
-    for i, point in enumerate(points):
-        for t in range(trials):
-            chip_seed = seed * 100003 + t
-            rows.append({**point, "trial": t, "seed": chip_seed, **trial(point, chip_seed)})
-        if progress:
-            print(f"  [{i + 1}/{len(points)}] {point}", flush=True)
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "results.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        if plot:
-            plot_fault_sweep(rows, out / "plot.png")
+    run_sweep(SWEEP, out, grid={**SWEEP.grid, **(grid or {})}, trials=trials, seed=seed,
+              executor=executor, workers=workers, resume=resume, progress=progress,
+              echo=None)
+    header, lines = load_results(out)
+    rows = [dict(zip(header, line, strict=True)) for line in lines]
+    plot_fault_sweep(rows, Path(out) / "faults.png")
     return rows
 
 
@@ -198,11 +178,11 @@ def plot_fault_sweep(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
             mean = 100 * np.array([r["accuracy_mean"] for r in curve])
             std = 100 * np.array([r["accuracy_std"] for r in curve])
             line, = ax.plot(rate, mean, styles[mi % len(styles)], marker="o", markersize=3,
-                            label=f"{mapping.replace('_', '-')} ({model}, pruned "
+                            label=f"{mapping.replace('_', '-')} ({Path(model).stem}, pruned "
                                   f"{100 * curve[0]['pruning_ratio']:.0f} %)")
             ax.fill_between(rate, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-        ax.axhline(100 * curve[0]["ideal_accuracy"], color="grey", lw=0.8,
-                   ls=styles[mi % len(styles)])
+        ideal = next(r["ideal_accuracy"] for r in summary if r["model"] == model)
+        ax.axhline(100 * ideal, color="grey", lw=0.8, ls=styles[mi % len(styles)])
     ax.set_xscale("log")
     ax.set_xlabel("total stuck-at failure rate (stuck-off : stuck-on = 1 : 5.2)")
     ax.set_ylabel("test accuracy (%)")
@@ -214,3 +194,16 @@ def plot_fault_sweep(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+SWEEP = SweepDef(
+    name="faults",
+    trial=trial,
+    grid=DEFAULT_GRID,
+    metrics=METRICS,
+    x_axis="fault_rate",
+    trials=10,
+    check_point=check_point,
+    description="ISQED'21: accuracy vs stuck-at rate (1:5.2) per mapping and pruning",
+    log_x=True,
+)
