@@ -238,6 +238,8 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
     }
     if not metrics["device"]:
         metrics["device"] = "ideal"
+    if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
+        metrics["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
     return SimulationResult(
         model=graph.name, accelerator=accel.name, samples=len(x), accuracy_float=acc_float,
         accuracy_ideal=_accuracy(ideal_logits, y), accuracy_hardware=_accuracy(logits, y),

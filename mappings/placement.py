@@ -4,7 +4,8 @@
 quantized ``CONV2D`` / ``LINEAR`` node, its integer weight matrix (K, N) (the executor's
 ``W2 = weight.reshape(out, -1).T``) is
 
-1. optionally reordered row-wise (FORMS fragment order, read from the node's attrs),
+1. optionally reordered row-wise (FORMS fragment order from the node's attrs, with the
+   models' contract :func:`chipforge.sim.fragments.row_order`),
 2. cut into *analog row groups* of R rows: whole crossbars (R = ``rows``) or FORMS
    fragments (R = ``fragment_size``), partial sums added digitally,
 3. encoded into cell levels by the reference slicing rule
@@ -29,32 +30,12 @@ from chipforge.accelerators import (
     get_accelerator,
 )
 from chipforge.sim.executor import integer_weights, weight_matrix
+from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node
 from chipforge.sim.ref.crossbar import weight_levels
 from chipforge.sim.reram import LayerStats, MappedLayer, MappedModel
 
-__all__ = ["fragment_rows", "fragment_signs", "place", "place_layer"]
-
-_ORDERS = ("w-major", "h-major", "c-major")
-
-
-def fragment_rows(weight_shape: tuple[int, ...], order: str) -> np.ndarray:
-    """Row permutation of a FORMS fragment order: crossbar row r holds matrix row perm[r].
-
-    Follows the models' contract (``chipforge.sim.fragments``): for a conv weight
-    (O, C, kh, kw) the matrix row is ``k = c*kh*kw + h*kw + w``; W-major walks (c, h, w),
-    H-major (c, w, h), C-major (h, w, c), the last index fastest. Linear layers keep their
-    order.
-    """
-    if order not in _ORDERS:
-        raise ValueError(f"fragment_order must be one of {', '.join(_ORDERS)}, not {order!r}")
-    if len(weight_shape) == 2:
-        return np.arange(weight_shape[1])
-    _, c, kh, kw = weight_shape
-    k = np.arange(c * kh * kw).reshape(c, kh, kw)
-    axes = {"w-major": (0, 1, 2), "h-major": (0, 2, 1), "c-major": (1, 2, 0)}[order]
-    return k.transpose(axes).reshape(-1)
-
+__all__ = ["fragment_signs", "place", "place_layer"]
 
 def fragment_signs(w2: np.ndarray, size: int, node: str = "?") -> np.ndarray:
     """Signs (G, N) of the fragments of a row-ordered (G*size, N) matrix; checks polarization.
@@ -97,7 +78,7 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
                              f"accelerator {accel.name!r} reads fragments of "
                              f"{accel.fragment_size}")
         order = str(node.attrs.get("fragment_order", "w-major"))
-        perm = fragment_rows(node.params["weight"].shape, order)
+        perm = row_order(node.params["weight"].shape, order)
     else:
         perm = np.arange(k)
     groups = -(-k // r)

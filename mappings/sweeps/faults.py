@@ -42,7 +42,7 @@ MAPPINGS = ("two_column", "differential", "offset")
 METRICS = ("accuracy", "accuracy_drop", "ideal_accuracy", "pruning_ratio")
 # ISQED Fig. 6 (CIFAR-10) x-axis, extended down: our small model is more fragile.
 DEFAULT_GRID: dict[str, list[Any]] = {
-    "model": ["lenet-digits-pruned", "lenet-digits"],
+    "model": ["lenet-digits-pruned", "lenet-digits-p60", "lenet-digits"],
     "mapping": ["two_column", "differential"],
     "fault_rate": [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05],
 }
@@ -202,7 +202,7 @@ SWEEP = SweepDef(
     grid=DEFAULT_GRID,
     metrics=METRICS,
     x_axis="fault_rate",
-    trials=10,
+    trials=5,
     check_point=check_point,
     description="ISQED'21: accuracy vs stuck-at rate (1:5.2) per mapping and pruning",
     log_x=True,
