@@ -64,15 +64,15 @@ class SimulationResult:
     def summary(self) -> str:
         lines = [f"{self.model} on {self.accelerator} ({self.samples} samples, seed {self.seed})"]
         if self.accuracy_float is not None:
-            lines.append(f"  accuracy float      {100 * self.accuracy_float:6.2f} %")
-        lines += [f"  accuracy ideal      {100 * self.accuracy_ideal:6.2f} %   "
+            lines.append(f"  accuracy float           {100 * self.accuracy_float:6.2f} %")
+        lines += [f"  accuracy ideal           {100 * self.accuracy_ideal:6.2f} %   "
                   "(quantized model, exact integer arithmetic)",
-                  f"  accuracy hardware   {100 * self.accuracy_hardware:6.2f} %   "
+                  f"  accuracy hardware        {100 * self.accuracy_hardware:6.2f} %   "
                   f"(drop {100 * self.accuracy_drop:+.2f} points; "
                   f"{100 * self.agreement:.1f} % same predictions)"]
         for key, value in self.metrics.items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
-            lines.append(f"  {key:<19} {text}")
+            lines.append(f"  {key:<24} {text}")
         if self.layers:
             keys = [k for k in ("node", "scheme", "weight_shape", "crossbars", "row_tiles",
                                 "col_tiles", "cells", "utilization", "nonzero_weights",

@@ -49,7 +49,8 @@ def fragment_signs(w2: np.ndarray, size: int, node: str = "?") -> np.ndarray:
     if mixed:
         raise ValueError(f"node {node!r} is not polarized for fragment size {size}: {mixed} "
                          f"of {has_neg.size} fragments mix positive and negative weights "
-                         "(polarize the model first, e.g. a zoo '-forms' model)")
+                         "(use a polarized model, e.g. the zoo's lenet-digits-forms8, or "
+                         "chipforge.mappings.passes.polarize)")
     return np.where(has_neg, -1, 1).astype(np.int64)
 
 

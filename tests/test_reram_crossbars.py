@@ -338,3 +338,14 @@ def test_zoo_models_run_exactly_on_ideal_crossbars(model, accel):
     hook = CrossbarMatmul(mapped, fast_path=False)
     assert np.array_equal(run_graph(graph, x, matmul=hook), run_graph(graph, x))
     assert hook.report["saturated"] == 0
+
+
+def test_shipped_toml_preset_loads():
+    from pathlib import Path
+
+    import chipforge
+
+    path = Path(chipforge.__file__).parent / "presets" / "forms8_clip.toml"
+    cfg = get_accelerator(str(path))
+    assert cfg == FORMS8.replace(name="forms8-clip", adc_range=AdcRange.CLIP,
+                                 device=ReramDeviceConfig(programming_sigma=0.1))

@@ -137,3 +137,29 @@ def test_cli_sweep_faults(model_file, tmp_path, capsys):
                  "--grid", "fault_rate=0.01", "--trials", "1", "--workers", "1",
                  "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "results.csv").exists() and (tmp_path / "s" / "plot.png").exists()
+
+
+@pytest.mark.slow
+def test_isqed_differential_mapping_tolerates_higher_fault_rates(tmp_path):
+    """ISQED'21 Fig. 6 on the bundled pruned LeNet (digits, not ResNet-18/CIFAR-10).
+
+    The differential mapping is the two-column mapping with every cell complemented and the
+    columns swapped, so it sees the two-column errors with the stuck-off and stuck-on rates
+    exchanged: for the same mean drop it tolerates up to 5.2x (the stuck-on : stuck-off
+    ratio) the failure rate, less the share of harm from faults on non-zero cells. The
+    issue asks for >= 5x (the paper reports ~10x). Tolerance: the geometric mean over the
+    5 / 10 / 20-point drops, 16 trials per point.
+    """
+    model = "lenet-digits-pruned"
+    rates = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05]
+    with cf.ThreadPoolExecutor(1) as pool:
+        rows = run_fault_sweep(tmp_path, grid={"model": [model],
+                                               "mapping": ["two_column", "differential"],
+                                               "fault_rate": rates}, trials=16, executor=pool)
+    table = summarize(rows)
+    ratios = [tolerance_ratio(table, model, t) for t in (0.05, 0.10, 0.20)]
+    geo = float(np.exp(np.mean(np.log(ratios))))
+    at = {r["mapping"]: r["drop_mean"] for r in table if r["fault_rate"] == 0.001}
+    print(f"tolerance ratios {ratios}, geometric mean {geo:.2f}; drop at 0.001: {at}")
+    assert at["differential"] < at["two_column"]
+    assert geo >= 5.0
