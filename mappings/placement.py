@@ -63,6 +63,9 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
         raise ValueError(f"node {node.name!r} is not quantized (needs weight_bits, "
                          "weight_scale, act_bits, act_scale, act_signed): crossbars store "
                          "integer weights; quantize the model first")
+    if int(node.attrs.get("groups", 1)) != 1:
+        raise ValueError(f"node {node.name!r}: grouped convolutions (groups="
+                         f"{node.attrs['groups']}) are not placed on crossbars yet")
     bits = int(node.attrs["weight_bits"])
     if bits > accel.weight_bits:
         raise ValueError(f"node {node.name!r} has {bits}-bit weights but accelerator "

@@ -51,9 +51,11 @@ from chipforge.sim.ref.crossbar import adc_convert, input_slices
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
            "can_never_saturate", "crossbar_layer_matmul", "effective_weights", "program_layer"]
 
-# Working-set cap for one batch chunk of analog sums (bytes): keeps memory flat for big
-# batches and the arrays near the caches.
-_CHUNK_BYTES = 8 << 20
+# Batch chunking: each chunk's GEMMs get at least _MIN_ROWS stacked rows (BLAS needs tall
+# operands to run near peak), and its analog-sum array stays below _CHUNK_BYTES (memory
+# stays flat for big batches).
+_CHUNK_BYTES = 96 << 20
+_MIN_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
 
     cycles = cfg.input_cycles
     per_row_bytes = cycles * n_groups * cols * np.dtype(dtype).itemsize
-    chunk = max(1, min(m_total, _CHUNK_BYTES // max(per_row_bytes, 1)))
+    chunk = max(1, -(-_MIN_ROWS // cycles), _CHUNK_BYTES // max(per_row_bytes, 1))
+    chunk = min(m_total, chunk)
     out = np.empty((m_total, n_out), dtype=np.int64)
     saturated = 0
     for start in range(0, m_total, chunk):
@@ -382,7 +385,7 @@ class CrossbarMatmul:
             raise ValueError(f"node {node.name!r} is not mapped onto the crossbars; mapped: "
                              f"{', '.join(self.programmed) or 'none'}")
         layer = programmed.layer
-        if w_q.shape != (layer.rows, layer.outputs) and w_q.shape[1] != layer.outputs:
+        if w_q.shape != (layer.rows, layer.outputs):
             raise ValueError(f"node {node.name!r}: weights of shape {w_q.shape} do not match "
                              f"the mapped layer ({layer.rows}, {layer.outputs})")
         w_eff = self.effective.get(node.name)
