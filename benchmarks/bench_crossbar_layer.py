@@ -52,7 +52,7 @@ def bench(size: int, noise_model: ReadNoiseModel, rows: int = 128) -> tuple[floa
     layer = place_layer(node, accel)
     programmed = program_layer(layer, device, seed=1)
     x = rng.integers(-128, 128, (BATCH, size))
-    noise_rng = np.random.default_rng(2)
+    noise_rng = np.random.Generator(np.random.SFC64(2))  # as CrossbarMatmul uses
 
     def crossbar():
         crossbar_layer_matmul(x, programmed, input_bits=INPUT_BITS, signed_inputs=True,
