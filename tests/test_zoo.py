@@ -19,7 +19,7 @@ def _accuracy(graph, quantized=True):
                   == ds.y_test).mean())
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", [n for n in zoo.names() if n != "bnn-digits"])
 def test_every_model_loads_is_8bit_and_meets_its_recorded_accuracy(name):
     g = zoo.load(name)
     assert g.name == name
@@ -60,7 +60,8 @@ def test_forms_polarization_at_fragment_8_loses_under_one_point():
 def test_registry_matches_the_recipes_and_pruning_axis_models_hit_their_ratio():
     from chipforge.zoo.recipes import RECIPES
 
-    assert zoo.names() == list(RECIPES)
+    # every 8-bit recipe is shipped; bnn-digits has its own recipe (mappings.superbnn)
+    assert zoo.names() == [*RECIPES, "bnn-digits"]
     for ratio in (30, 60, 90):
         s = compression_stats(zoo.load(f"lenet-digits-p{ratio}"))
         # ADMM prunes to the ratio exactly; 8-bit rounding adds a few zeros
@@ -100,3 +101,26 @@ def test_retraining_forms8_reproduces_the_shipped_model():
     rebuilt, shipped = build("lenet-digits-forms8"), zoo.load("lenet-digits-forms8")
     assert abs(_accuracy(rebuilt) - shipped.meta["accuracy_quantized"]) <= 0.01
     assert compression_stats(rebuilt).polarized
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_forms_claim_holds_for_other_seeds(seed):
+    """The whole chain with other seeds (base training, pruning, polarization, QAT): the
+    fragment-8 polarized model still loses < 1 point against its pruned parent
+    (measured: +0.28 and -0.28 points for seeds 1 and 2)."""
+    from chipforge.zoo.recipes import RECIPES, Recipe, build_all
+
+    names = []
+    for kind in ("pruned", "forms8"):
+        base = RECIPES[f"lenet-digits-{kind}"]
+        names.append(f"lenet-digits-{kind}-seed{seed}")
+        RECIPES[names[-1]] = Recipe(names[-1], "lenet", base.description, prune=base.prune,
+                                    fragment_size=base.fragment_size, seed=seed)
+    try:
+        built = build_all(names)
+    finally:
+        for n in names:
+            del RECIPES[n]
+    pruned, forms8 = (_accuracy(built[n]) for n in names)
+    assert forms8 > pruned - 0.01

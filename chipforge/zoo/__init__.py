@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ZOO_DIR", "load", "names", "path"]
+__all__ = ["ZOO_DIR", "load", "load_graph_file", "names", "path"]
 
 ZOO_DIR = Path(__file__).resolve().parent
 
 # The shipped models, in listing order (the recipes are in chipforge.zoo.recipes).
 _NAMES = ("lenet-digits", "lenet-digits-pruned", "lenet-digits-forms4", "lenet-digits-forms8",
           "lenet-digits-forms16", "lenet-digits-p30", "lenet-digits-p60", "lenet-digits-p90",
-          "mlp-digits")
+          "mlp-digits", "bnn-digits")
 
 
 def names() -> list[str]:
@@ -42,3 +42,10 @@ def load(name: str):
     from chipforge.sim.graph import load_graph
 
     return load_graph(path(name))
+
+
+def load_graph_file(file: str | Path):
+    """Load any chipforge ``.npz`` graph file (no pickle)."""
+    from chipforge.sim.graph import load_graph
+
+    return load_graph(file)

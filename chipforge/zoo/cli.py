@@ -28,15 +28,28 @@ def run(args: argparse.Namespace) -> int:
         for name in zoo.names():
             g = zoo.load(name)
             s = compression_stats(g)
-            print(f"{name:<22} {100 * g.meta['accuracy_float']:5.1f}% "
-                  f"{100 * g.meta['accuracy_quantized']:5.1f}% {100 * s.sparsity:5.1f}% "
-                  f"{s.crossbar_reduction:8.1f}x  {g.meta['description']}")
+            if name == "bnn-digits":  # binary weights and activations: no 8-bit variant
+                accuracy = f"{'-':>6} {100 * g.meta['test_accuracy_deterministic']:5.1f}%"
+                description = "binary MLP 64-128-128-10 for SupeRBNN AQFP arrays (1-bit)"
+            else:
+                accuracy = (f"{100 * g.meta['accuracy_float']:5.1f}% "
+                            f"{100 * g.meta['accuracy_quantized']:5.1f}%")
+                description = g.meta["description"]
+            print(f"{name:<22} {accuracy} {100 * s.sparsity:5.1f}% "
+                  f"{s.crossbar_reduction:8.1f}x  {description}")
         print("accuracy on the 360-image digits test split; 8-bit = run_graph (exact integer "
               "matmul); crossbar reduction = pruning x 32/bits x polarization (FORMS)")
         return 0
     from chipforge.sim.graph import save_graph
     from chipforge.zoo.recipes import RECIPES, build
 
+    if args.name == "bnn-digits":
+        from chipforge.mappings.superbnn import build_bnn_digits
+
+        out = build_bnn_digits(args.out or Path(f"{args.name}.npz"))
+        print(f"bnn-digits: deterministic test accuracy "
+              f"{100 * zoo.load_graph_file(out).meta['test_accuracy_deterministic']:.2f}% -> {out}")
+        return 0
     if args.name not in RECIPES:
         raise ValueError(f"unknown zoo model {args.name!r}; known: {', '.join(RECIPES)}")
     out = args.out or Path(f"{args.name}.npz")
