@@ -39,8 +39,9 @@ from torch import nn
 from chipforge.sim.adc import AdcConfig, AdcQuantizer, FullScale, Inl
 from chipforge.sim.pim import Decomposition, PimConfig
 
-__all__ = ["PimMode", "QuantPimConv2d", "QuantPimLinear", "ResNetDigits", "TorchPimAdc",
-           "bn_calibrate", "evaluate", "set_pim", "torch_pim_matmul", "train"]
+__all__ = ["PIM_SWEEP_CFG", "PIM_TRAIN_BITS", "PimMode", "QuantPimConv2d", "QuantPimLinear",
+           "ResNetDigits", "TorchPimAdc", "adc_variant", "bn_calibrate", "evaluate",
+           "load_pim_model", "set_pim", "torch_pim_matmul", "train", "train_pim_models"]
 
 
 class TorchPimAdc:
@@ -299,7 +300,7 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, mode: PimMode | Non
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            logits = model(torch.from_numpy(np.asarray(x[i:i + batch])))
+            logits = model(torch.from_numpy(np.array(x[i:i + batch])))
             correct += int((logits.argmax(1).numpy() == y[i:i + batch]).sum())
     set_pim(model, PimMode())
     return 100.0 * correct / len(x)
@@ -318,7 +319,7 @@ def bn_calibrate(model: nn.Module, x: np.ndarray, mode: PimMode, *, batches: int
     with torch.no_grad():
         for _ in range(batches):
             idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
-            model(torch.from_numpy(np.asarray(x[idx])))
+            model(torch.from_numpy(np.array(x[idx])))
     model.eval()
     set_pim(model, PimMode())
 
@@ -334,7 +335,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
     train_mode = dataclasses.replace(mode, track_gain=True) if mode and mode.cfg else PimMode()
     set_pim(model, train_mode)
     model.train()
-    xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
+    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     for _ in range(epochs):
         order = rng.permutation(len(x))
         for i in range(0, len(x), batch):
@@ -352,6 +353,72 @@ def adc_variant(bits: int, *, noisy: bool) -> AdcConfig:
     """The sweep's ADCs: ideal b-bit, or with CAP-RAM-like noise and nonlinearity."""
     if not noisy:
         return AdcConfig(bits=bits, full_scale=FullScale.HARDWARE)
+    # CAP-RAM: 0.35 LSB rms thermal noise; its per-ADC linear calibration removes gain and
+    # offset errors (modelled as exact here), leaving noise and the S-shaped INL.
     return AdcConfig(bits=bits, thermal_noise_lsb=0.35, gain_error_std=0.02,
                      offset_error_lsb=0.5, inl=Inl.S_CURVE, inl_nonlinearity=0.05,
-                     calibrate=False)
+                     calibrate=True)
+
+
+# --- The bundled models (chipforge/zoo/resnet-digits-pim.npz) -----------------------------
+
+PIM_SWEEP_CFG = PimConfig(decomposition=Decomposition.MULTIBIT_DAC, rows=32, dac_bits=4)
+"""The macro of the ADC sweep: 4-bit DAC inputs (CAP-RAM), 1-bit cells, 32-row arrays.
+
+CAP-RAM sums 128 rows; the bundled CNN's layers are only 9 to 288 inputs deep, so on
+128-row arrays the hardware-fixed full scale would leave most partial sums below one LSB
+at every resolution of interest. 32 rows keep the same physics (full scale fixed by the
+array: 32 x 15 = 480, an 9-bit exact width) at the bundled model's size."""
+
+PIM_TRAIN_BITS = (4, 5, 6, 7)
+"""ADC resolutions with a PIM-aware trained model (8 bits and up are exact)."""
+
+
+def state_to_arrays(model: nn.Module, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def arrays_to_state(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
+    start = f"{prefix}/"
+    return {k[len(start):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+            if k.startswith(start)}
+
+
+def model_key(bits: int | None, noisy: bool) -> str:
+    return "digital" if bits is None else f"pim{bits}{'-noisy' if noisy else ''}"
+
+
+def train_pim_models(*, digital_epochs: int = 15, pim_epochs: int = 10, seed: int = 0,
+                     bits: tuple[int, ...] = PIM_TRAIN_BITS, log=print) -> dict[str, np.ndarray]:
+    """The recipe of ``resnet-digits-pim``: a 4-bit QAT ResNet (the digital quantized
+    model), then one PIM-aware fine-tuned copy per ADC resolution, with and without ADC
+    noise and nonlinearity. Returns every state dict as named arrays (for ``np.savez``)."""
+    import copy
+
+    from chipforge.zoo.data import digits
+
+    torch.set_num_threads(1)
+    data = digits()
+    torch.manual_seed(seed)
+    digital = ResNetDigits(bits=4)
+    train(digital, data.x_train, data.y_train, epochs=digital_epochs, lr=0.05, seed=seed)
+    arrays = state_to_arrays(digital, model_key(None, False))
+    log(f"digital: {evaluate(digital, data.x_test, data.y_test):.2f} %")
+    for b in bits:
+        for noisy in (False, True):
+            mode = PimMode(cfg=PIM_SWEEP_CFG.replace(adc=adc_variant(b, noisy=noisy)),
+                           seed=seed)
+            model = copy.deepcopy(digital)
+            train(model, data.x_train, data.y_train, epochs=pim_epochs, lr=0.02, mode=mode,
+                  seed=seed)
+            bn_calibrate(model, data.x_train, mode, seed=seed)
+            arrays |= state_to_arrays(model, model_key(b, noisy))
+            log(f"{model_key(b, noisy)}: {evaluate(model, data.x_test, data.y_test, mode):.2f} %")
+    return arrays
+
+
+def load_pim_model(arrays: dict[str, np.ndarray], bits: int | None, noisy: bool) -> ResNetDigits:
+    model = ResNetDigits(bits=4)
+    model.load_state_dict(arrays_to_state(arrays, model_key(bits, noisy)))
+    model.eval()
+    return model

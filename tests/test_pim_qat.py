@@ -1,0 +1,54 @@
+"""PIM-aware training pieces (torch) and the bundled PIM-QAT models."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from chipforge.mappings.pim_qat import (  # noqa: E402
+    PIM_SWEEP_CFG,
+    PimMode,
+    QuantPimConv2d,
+    ResNetDigits,
+    adc_variant,
+    bn_calibrate,
+    set_pim,
+)
+from chipforge.sim.adc import AdcConfig  # noqa: E402
+
+
+def test_wide_ideal_pim_layer_equals_the_digital_layer():
+    torch.manual_seed(0)
+    conv = QuantPimConv2d(3, 8, 3, padding=1, act_clip=1.0)
+    x = torch.rand(4, 3, 6, 6)
+    digital = conv(x)
+    conv.mode = PimMode(cfg=PIM_SWEEP_CFG.replace(adc=AdcConfig(bits=16)), rescale=False)
+    assert torch.equal(conv(x), digital)
+    conv.mode = PimMode(cfg=PIM_SWEEP_CFG.replace(adc=AdcConfig(bits=4)), rescale=False)
+    assert not torch.allclose(conv(x), digital)
+
+
+def test_straight_through_gradient_reaches_weights_and_clip():
+    torch.manual_seed(1)
+    conv = QuantPimConv2d(2, 4, 3, padding=1)
+    conv.mode = PimMode(cfg=PIM_SWEEP_CFG.replace(adc=adc_variant(4, noisy=True)),
+                        track_gain=True)
+    conv(torch.rand(2, 2, 5, 5)).square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert conv.act_clip.grad is not None
+    assert float(conv.pim_gain) != 1.0  # the forward rescaling gain is tracked
+
+
+def test_bn_calibration_re_estimates_statistics_under_the_pim_model():
+    torch.manual_seed(2)
+    model = ResNetDigits(bits=4)
+    x = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32)
+    before = model.bn.running_var.clone()
+    bn_calibrate(model, x, PimMode(cfg=PIM_SWEEP_CFG.replace(adc=adc_variant(4, noisy=False))),
+                 batches=2, batch=32)
+    assert not torch.allclose(model.bn.running_var, before)
+    set_pim(model, PimMode())  # back to digital
+    assert all(dataclasses.asdict(m.mode)["cfg"] is None for m in model.modules()
+               if hasattr(m, "mode"))
