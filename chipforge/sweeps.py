@@ -25,6 +25,7 @@ SWEEPS: dict[str, str] = {
     "crossbar-adc": "chipforge.sim.sweeps.crossbar_adc:SWEEP",
     "aqfp": "chipforge.mappings.sweeps.aqfp:SWEEP",
     "adc": "chipforge.mappings.sweeps.adc:SWEEP",
+    "faults": "chipforge.mappings.sweeps.faults:SWEEP",
 }
 
 
