@@ -69,6 +69,9 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
     )
     from chipforge.zoo.data import digits
 
+    import torch
+
+    torch.set_num_threads(1)  # trials run side by side; threads would only oversubscribe
     bits, method, noisy = int(point["b_pim"]), point["method"], bool(point["noise"])
     data = digits()
     mode = PimMode(cfg=PIM_SWEEP_CFG.replace(adc=adc_variant(bits, noisy=noisy)), seed=seed)
