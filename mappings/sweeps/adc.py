@@ -58,6 +58,8 @@ def check_point(point: dict[str, Any]) -> None:
 
 
 def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
+    import torch
+
     from chipforge.mappings.pim_qat import (
         PIM_SWEEP_CFG,
         PIM_TRAIN_BITS,
@@ -68,8 +70,6 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
         load_pim_model,
     )
     from chipforge.zoo.data import digits
-
-    import torch
 
     torch.set_num_threads(1)  # trials run side by side; threads would only oversubscribe
     bits, method, noisy = int(point["b_pim"]), point["method"], bool(point["noise"])
