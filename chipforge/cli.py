@@ -122,6 +122,27 @@ def _run_ref(args: argparse.Namespace) -> int:
     return 0 if mismatches == 0 or readout.saturated else 1
 
 
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file (float or QDQ-quantized), an .npz graph, or a "
+                                 "zoo model name")
+    p.add_argument("--out", type=Path, help="write the imported graph to this .npz")
+
+
+@command("import", "import an ONNX model into chipforge's IR and list its layers")(_add_import)
+def _run_import(args: argparse.Namespace) -> int:
+    from chipforge.importers.model import layer_table, load_model
+    from chipforge.sim.graph import save_graph
+
+    graph = load_model(args.model)
+    print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "
+          f"{len(graph.weighted_nodes())} weighted")
+    print(layer_table(graph))
+    if args.out:
+        save_graph(graph, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chipforge import __version__
 
