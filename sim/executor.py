@@ -223,6 +223,13 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             return x.reshape((x.shape[0], *(int(d) for d in a["shape"])))
         case Op.MATMUL:
             return np.matmul(x, args[1])
+        case Op.SLICE:
+            index = [slice(None)] * x.ndim
+            index[int(a["axis"])] = slice(int(a["start"]), int(a["stop"]))
+            return x[tuple(index)]
+        case Op.MEAN:
+            return x.mean(axis=tuple(int(i) for i in a["axes"]),
+                          keepdims=bool(a.get("keepdims", True)))
         case Op.SOFTMAX:
             axis = int(a.get("axis", -1))
             e = np.exp(x - x.max(axis=axis, keepdims=True))

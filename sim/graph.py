@@ -60,6 +60,8 @@ class Op(enum.Enum):
     TRANSPOSE = "transpose"      # [perm]: permutation of the non-batch axes (1-based)
     RESHAPE = "reshape"          # [shape]: new per-sample shape (one -1 allowed)
     MATMUL = "matmul"            # two activations: a @ b over the last two axes
+    SLICE = "slice"              # [axis, start, stop]: x[..., start:stop, ...] (axis >= 1)
+    MEAN = "mean"                # [axes, keepdims]: mean over axes (all >= 1)
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})

@@ -373,3 +373,60 @@ def test_nonzero_activation_zero_point_into_a_layer_is_rejected(digits_cnn_onnx,
                                               r"'input_DequantizeLinear_Output' is quantized "
                                               r"with zero point -5[0-9]"):
         load_onnx(path)
+
+
+# -- transformer (ViT) ops ------------------------------------------------------------------
+
+class EncoderBlock(torch.nn.Module):
+    """Pre-norm ViT block written batch-first (heads split by reshape + transpose)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
+        self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(),
+                                       torch.nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+        q, k, v = (p.reshape(b, t, h, d // h).transpose(1, 2)
+                   for p in self.qkv(self.ln1(x)).chunk(3, dim=-1))
+        attention = ((q @ k.transpose(-2, -1)) * (d // h) ** -0.5).softmax(-1)
+        x = x + self.proj((attention @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyViT(torch.nn.Module):
+    def __init__(self, dim=16, heads=2, depth=2):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(1, dim, 4, 4)                 # 8x8 -> 2x2 patches
+        self.pos = torch.nn.Parameter(torch.randn(1, 4, dim) * 0.1)
+        self.blocks = torch.nn.Sequential(*[EncoderBlock(dim, heads) for _ in range(depth)])
+        self.norm, self.head = torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.norm(self.blocks(self.patch(x).flatten(2).transpose(1, 2) + self.pos))
+        return self.head(x[:, 0]) + self.head(x.mean(1))     # Gather + ReduceMean
+
+
+@pytest.mark.parametrize("opset", [17, 20])   # 17 writes GELU as Div/Erf/Add/Mul/Mul
+def test_small_vit_matches_onnxruntime(opset):
+    torch.manual_seed(3)
+    net = TinyViT().eval()
+    data = torch_to_onnx(net, torch.rand(2, 1, 8, 8), opset=opset)
+    graph = load_onnx(data)
+    ops = [n.op for n in graph.nodes]
+    for op in (Op.LAYERNORM, Op.GELU, Op.TRANSPOSE, Op.MATMUL, Op.SLICE, Op.MEAN):
+        assert op in ops, op
+    assert ops.count(Op.GELU) == 2 and ops.count(Op.MATMUL) == 4
+    x = np.random.default_rng(3).random((6, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run_graph(graph, x), ort_run(data, x), rtol=RTOL, atol=ATOL)
+
+
+def test_batch_moving_transpose_is_rejected():
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], "swap", perm=[1, 0, 2])]
+    with pytest.raises(OnnxImportError, match=r"node 'swap' \(Transpose\): perm \[1, 0, 2\] "
+                                              "moves the batch axis"):
+        load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))

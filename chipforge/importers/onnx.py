@@ -84,7 +84,12 @@ SUPPORTED_OPS: dict[str, str] = {
     "Div": "activation / constant",
     "Softmax": "over a non-batch axis",
     "LayerNormalization": "over the last axis",
-    "Gelu": "approximate none or tanh",
+    "Gelu": "approximate none or tanh; also the Div/Erf/Add/Mul/Mul pattern of older opsets",
+    "Split": "along a non-batch axis",
+    "ReduceMean": "over non-batch axes",
+    "Pow": "on constants",
+    "Sqrt": "on constants",
+    "Expand": "on constants",
     "Transpose": "batch axis stays first",
     "QuantizeLinear": "per-tensor on activations, per-tensor or per-channel on weights, "
                       "8/16/4-bit integers",
@@ -94,11 +99,11 @@ SUPPORTED_OPS: dict[str, str] = {
     "Constant": "",
     "Cast": "on constants, or to float on activations",
     "Shape": "shape computations on constants only",
-    "Gather": "on constants",
-    "Unsqueeze": "on constants",
-    "Squeeze": "on constants",
+    "Gather": "on constants, or one scalar index of a non-batch axis",
+    "Unsqueeze": "any non-batch axes",
+    "Squeeze": "any non-batch axes",
     "Concat": "on constants",
-    "Slice": "on constants",
+    "Slice": "step 1 along non-batch axes",
 }
 
 # Attributes each operator may carry, with a check of the value (None: any value).
@@ -153,6 +158,11 @@ _ATTRS: dict[str, dict[str, Any]] = {
     "Squeeze": {"axes": _ANY},
     "Concat": {"axis": _ANY},
     "Slice": {"starts": _ANY, "ends": _ANY, "axes": _ANY},
+    "Split": {"axis": _ANY, "split": _ANY, "num_outputs": _ANY},
+    "ReduceMean": {"axes": _ANY, "keepdims": _ANY,
+                   "noop_with_empty_axes": (lambda v: v == 0, "0")},
+    "Pow": {}, "Sqrt": {},
+    "Expand": {},
 }
 
 # The batch size inside folded shape computations: a value no real dimension takes.
@@ -215,6 +225,7 @@ def weight_density(graph: Graph) -> dict[str, float]:
 def import_onnx(model: onnx.ModelProto, *, name: str = "onnx_model",
                 label: str = "ONNX model") -> Graph:
     """Convert a checked ``ModelProto`` (see :func:`load_onnx`)."""
+    model = _fuse_erf_gelu(model)
     _check_supported(model, label)
     return _Converter(model, name, label).run()
 
@@ -224,6 +235,75 @@ def _attr(node: onnx.NodeProto, key: str, default=None):
         if a.name == key:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def _fuse_erf_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Exporters before opset 20 write GELU as x * (erf(x / sqrt 2) + 1) * 0.5 (five nodes);
+    turn each such pattern into one ``Gelu`` node, as the hardware has one GELU unit."""
+    nodes = list(model.graph.node)
+    if not any(n.op_type == "Erf" for n in nodes):
+        return model
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in nodes:
+        if n.op_type == "Constant" and _attr(n, "value") is not None:
+            consts[n.output[0]] = numpy_helper.to_array(_attr(n, "value"))
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+
+    def only_reader(t):
+        r = readers.get(t, [])
+        return r[0] if len(r) == 1 and t not in outputs else None
+
+    def other(node, t):      # the operand of a binary node that is not t
+        return node.input[1] if node.input[0] == t else node.input[0]
+
+    def is_const(t, value):
+        return t in consts and consts[t].size == 1 and np.isclose(float(consts[t]), value,
+                                                                  rtol=1e-5)
+
+    producer = {o: n for n in nodes for o in n.output}
+    remove, insert = set(), {}
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or not (div.op_type == "Div" and is_const(div.input[1], np.sqrt(2))
+                               or div.op_type == "Mul" and (is_const(div.input[1], 1 / np.sqrt(2))
+                                                            or is_const(div.input[0],
+                                                                        1 / np.sqrt(2)))):
+            continue
+        x = div.input[0] if div.op_type == "Div" or not is_const(div.input[0], 1 / np.sqrt(2)) \
+            else div.input[1]
+        add = only_reader(erf.output[0])
+        if add is None or add.op_type != "Add" or not is_const(other(add, erf.output[0]), 1.0):
+            continue
+        mul1 = only_reader(add.output[0])
+        if mul1 is None or mul1.op_type != "Mul":
+            continue
+        half = only_reader(mul1.output[0])
+        if other(mul1, add.output[0]) == x and half is not None and half.op_type == "Mul" \
+                and is_const(other(half, mul1.output[0]), 0.5):
+            chain, out = [div, erf, add, mul1, half], half.output[0]
+        else:
+            continue
+        if only_reader(div.output[0]) is not erf:
+            continue
+        gelu = onnx.helper.make_node("Gelu", [x], [out], name=erf.name.replace("Erf", "Gelu")
+                                     or out)
+        remove.update(id(c) for c in chain)
+        insert[id(half)] = gelu
+    if not remove:
+        return model
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    del fused.graph.node[:]
+    for n in nodes:
+        if id(n) in insert:
+            fused.graph.node.append(insert[id(n)])
+        elif id(n) not in remove:
+            fused.graph.node.append(n)
+    return fused
 
 
 def _check_supported(model: onnx.ModelProto, label: str) -> None:
@@ -496,9 +576,92 @@ class _Converter:
                                   "only, not on activations")
 
     def op_Gather(self, node):
-        self._const_only(node, "Gather")
+        if not self.all_const(node):
+            self._gather_activation(node)
+            return
         data, idx = self.consts[node.input[0]], self.consts[node.input[1]]
         self.fold(node, np.take(data, idx, axis=_attr(node, "axis", 0)))
+
+    def _batch_axis_check(self, node, axes, rank, what) -> list[int]:
+        axes = [a + rank if a < 0 else a for a in axes]
+        if 0 in axes:
+            raise self.fail(node, f"{what} the batch axis; not supported")
+        return axes
+
+    def _gather_activation(self, node):
+        """x[:, ..., i, ...] with one constant index: a slice, then the axis dropped."""
+        src = self.act(node, node.input[0])
+        idx = self.const(node, node.input[1], "the index")
+        shape = self.shape(src)
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
+                                         "gathers along")
+        if idx.ndim != 0:
+            raise self.fail(node, "only a scalar constant index is supported on activations")
+        i = int(idx) % shape[axis - 1]
+        sliced = self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=i, stop=i + 1),
+                           output=node.output[0] + "#slice", suffix=".slice")
+        rest = shape[:axis - 1] + shape[axis:]
+        self._reshape_to(node, sliced.name, rest)
+
+    def op_Split(self, node):
+        if self.all_const(node):
+            x = self.consts[node.input[0]]
+            axis = _attr(node, "axis", 0)
+            sizes = self._split_sizes(node, x.shape[axis])
+            for out, part in zip(node.output, np.split(x, np.cumsum(sizes)[:-1], axis=axis),
+                                 strict=True):
+                self.consts[out] = part
+            return
+        src = self.act(node, node.input[0])
+        shape = self.shape(src)
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
+                                         "splits")
+        start = 0
+        for k, (out, size) in enumerate(zip(node.output,
+                                            self._split_sizes(node, shape[axis - 1]),
+                                            strict=True)):
+            self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=start, stop=start + size),
+                      output=out, suffix=f".{k}")
+            start += size
+
+    def _split_sizes(self, node, length: int) -> list[int]:
+        split = _attr(node, "split")
+        if split is None and len(node.input) > 1 and node.input[1]:
+            split = self.const(node, node.input[1], "the split sizes")
+        if split is not None:
+            return [int(v) for v in split]
+        parts = len(node.output)
+        size = -(-length // parts)        # ceil, as ONNX num_outputs
+        return [min(size, length - k * size) for k in range(parts)]
+
+    def op_ReduceMean(self, node):
+        src = self.act(node, node.input[0])
+        rank = len(self.shape(src)) + 1
+        axes = _attr(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "the axes").tolist()
+        if axes is None:
+            raise self.fail(node, "reduces over all axes, the batch axis included")
+        axes = self._batch_axis_check(node, list(axes), rank, "averages over")
+        self.emit(node, Op.MEAN, (src,), dict(axes=sorted(axes),
+                                              keepdims=bool(_attr(node, "keepdims", 1))))
+
+    def op_Pow(self, node):
+        self._const_only(node, "Pow")
+        self.fold(node, np.power(self.consts[node.input[0]], self.consts[node.input[1]]))
+
+    def op_Sqrt(self, node):
+        self._const_only(node, "Sqrt")
+        self.fold(node, np.sqrt(self.consts[node.input[0]]))
+
+    def op_Expand(self, node):
+        self._const_only(node, "Expand")
+        shape = self.consts[node.input[1]]
+        if np.any(shape == _BATCH):
+            raise self.fail(node, "expands a constant over the batch (e.g. a class token); "
+                                  "not supported")
+        x = self.consts[node.input[0]]
+        self.fold(node, x * np.ones(shape, dtype=x.dtype))
 
     def _axes(self, node, index: int):
         axes = _attr(node, "axes")
@@ -507,18 +670,35 @@ class _Converter:
         return None if axes is None else [int(a) for a in np.atleast_1d(axes)]
 
     def op_Unsqueeze(self, node):
-        self._const_only(node, "Unsqueeze")
-        x = self.consts[node.input[0]]
         axes = self._axes(node, 1)
+        if not self.is_const(node.input[0]):
+            src = self.act(node, node.input[0])
+            shape = list(self.shape(src))
+            rank = len(shape) + 1 + len(axes)
+            for a in sorted(self._batch_axis_check(node, axes, rank, "inserts")):
+                shape.insert(a - 1, 1)
+            self._reshape_to(node, src, tuple(shape))
+            return
+        x = self.consts[node.input[0]]
         rank = x.ndim + len(axes)
         for a in sorted(a % rank for a in axes):
             x = np.expand_dims(x, a)
         self.fold(node, x)
 
     def op_Squeeze(self, node):
-        self._const_only(node, "Squeeze")
-        x = self.consts[node.input[0]]
         axes = self._axes(node, 1)
+        if not self.is_const(node.input[0]):
+            src = self.act(node, node.input[0])
+            shape = self.shape(src)
+            if axes is None:
+                axes = [i + 1 for i, d in enumerate(shape) if d == 1]
+            axes = self._batch_axis_check(node, axes, len(shape) + 1, "squeezes")
+            if any(shape[a - 1] != 1 for a in axes):
+                raise self.fail(node, f"squeezes axes {axes} of {shape}, which are not 1")
+            self._reshape_to(node, src, tuple(d for i, d in enumerate(shape)
+                                              if i + 1 not in axes))
+            return
+        x = self.consts[node.input[0]]
         self.fold(node, np.squeeze(x, axis=None if axes is None else tuple(axes)))
 
     def op_Concat(self, node):
@@ -527,6 +707,9 @@ class _Converter:
         self.fold(node, np.concatenate(arrays, axis=_attr(node, "axis")))
 
     def op_Slice(self, node):
+        if not self.is_const(node.input[0]):
+            self._slice_activation(node)
+            return
         self._const_only(node, "Slice")
         x = self.consts[node.input[0]]
         if self.opset < 10:
@@ -542,6 +725,31 @@ class _Converter:
         for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
             index[int(a)] = slice(int(s), int(e), int(st))
         self.fold(node, x[tuple(index)])
+
+    def _slice_activation(self, node):
+        src = self.act(node, node.input[0])
+        shape = self.shape(src)
+        if self.opset < 10:
+            starts, ends, axes, steps = (_attr(node, "starts"), _attr(node, "ends"),
+                                         _attr(node, "axes"), None)
+        else:
+            get = lambda i: (self.const(node, node.input[i], "a slice bound")  # noqa: E731
+                             if len(node.input) > i and node.input[i] else None)
+            starts, ends, axes, steps = get(1), get(2), get(3), get(4)
+        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+        axes = self._batch_axis_check(node, axes, len(shape) + 1, "slices")
+        if steps is not None and any(int(v) != 1 for v in steps):
+            raise self.fail(node, "only step 1 is supported")
+        src_name = src
+        for k, (s, e, a) in enumerate(zip(starts, ends, axes, strict=True)):
+            start, stop, _ = slice(int(s), int(e)).indices(self.shape(src_name)[a - 1])
+            if stop <= start:
+                raise self.fail(node, f"slice {s}:{e} of axis {a} is empty")
+            last = k == len(axes) - 1
+            src_name = self.emit(node, Op.SLICE, (src_name,), dict(axis=a, start=start,
+                                                                   stop=stop),
+                                 output=node.output[0] if last else f"{node.output[0]}#{k}",
+                                 suffix="" if last else f".{k}").name
 
     # -- quantization -------------------------------------------------------------------
     def _qparams(self, node) -> tuple[np.ndarray, np.ndarray, int, bool]:
@@ -956,7 +1164,9 @@ class _Converter:
 
     def op_Div(self, node):
         if self.all_const(node):
-            self.fold(node, self.consts[node.input[0]] / self.consts[node.input[1]])
+            a, b = self.consts[node.input[0]], self.consts[node.input[1]]
+            integer = np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)
+            self.fold(node, np.trunc(a / b).astype(a.dtype) if integer else a / b)
             return
         a, b = node.input
         if self.is_const(a) or not self.is_const(b):
