@@ -126,6 +126,9 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx file (float or QDQ-quantized), an .npz graph, or a "
                                  "zoo model name")
     p.add_argument("--out", type=Path, help="write the imported graph to this .npz")
+    p.add_argument("--to-onnx", type=Path, metavar="PATH",
+                   help="write the graph as ONNX (QDQ for quantized layers), e.g. to run a "
+                        "zoo model in onnxruntime")
 
 
 @command("import", "import an ONNX model into chipforge's IR and list its layers")(_add_import)
@@ -140,6 +143,11 @@ def _run_import(args: argparse.Namespace) -> int:
     if args.out:
         save_graph(graph, args.out)
         print(f"wrote {args.out}")
+    if args.to_onnx:
+        from chipforge.importers.onnx_export import save_onnx
+
+        save_onnx(graph, args.to_onnx)
+        print(f"wrote {args.to_onnx}")
     return 0
 
 

@@ -190,6 +190,10 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             return (x - p["mean"].reshape(shape)) * inv.reshape(shape) + p["beta"].reshape(shape)
         case Op.RELU:
             return np.maximum(x, 0.0)
+        case Op.CLIP:
+            lo, hi = a.get("min"), a.get("max")
+            return np.clip(x, -np.inf if lo is None else float(lo),
+                           np.inf if hi is None else float(hi))
         case Op.SIGN:
             return np.where(x >= 0, 1.0, -1.0)
         case Op.MAXPOOL2D | Op.AVGPOOL2D:

@@ -44,6 +44,7 @@ class Op(enum.Enum):
     LINEAR = "linear"            # {weight (out, in), bias?}
     BATCHNORM = "batchnorm"      # [eps] {gamma, beta, mean, var}; folded by a mapping pass
     RELU = "relu"
+    CLIP = "clip"                # [min, max] (either may be None): ReLU6, narrow code ranges
     MAXPOOL2D = "maxpool2d"      # [kernel, stride, padding]
     AVGPOOL2D = "avgpool2d"      # [kernel, stride, padding]
     GLOBAL_AVGPOOL = "global_avgpool"

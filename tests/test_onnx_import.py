@@ -101,14 +101,14 @@ def test_resnet_with_residual_adds_matches_onnxruntime():
     np.testing.assert_allclose(run_graph(graph, x), ort_run(data, x), rtol=RTOL, atol=ATOL)
 
 
-def test_from_torch_mlp_with_batchnorm1d_dropout_and_softmax():
+def test_from_torch_mlp_with_batchnorm1d_relu6_dropout_and_softmax():
     torch.manual_seed(1)
     net = randomize_batchnorm(torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU6(),
         torch.nn.Dropout(0.3), torch.nn.Linear(32, 10), torch.nn.Softmax(dim=1)))
     x = torch.rand(8, 1, 8, 8)
     graph = from_torch(net, x)                  # checks itself against the module
-    assert [n.op for n in graph.nodes] == [Op.FLATTEN, Op.LINEAR, Op.RELU, Op.LINEAR,
+    assert [n.op for n in graph.nodes] == [Op.FLATTEN, Op.LINEAR, Op.CLIP, Op.LINEAR,
                                            Op.SOFTMAX]   # BatchNorm1d folded into the Linear
     assert net.training                         # from_torch restores the module's mode
     xs = np.random.default_rng(1).random((20, 1, 8, 8)).astype(np.float32)
@@ -433,3 +433,58 @@ def test_batch_moving_transpose_is_rejected():
     with pytest.raises(OnnxImportError, match=r"node 'swap' \(Transpose\): perm \[1, 0, 2\] "
                                               "moves the batch axis"):
         load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+
+
+# -- chipforge graphs -> ONNX -> onnxruntime ----------------------------------------------
+
+def quantized_test_graphs():
+    """Quantized IR graphs as the zoo and the mapping passes write them (small_cnn of the
+    executor tests, per-tensor and per-channel; a 4-bit variant; a residual net)."""
+    from chipforge.sim.graph import Graph, Node
+
+    rng = np.random.default_rng(7)
+    q = lambda wb, ws, ab, a_s, signed: dict(weight_bits=wb, weight_scale=ws,  # noqa: E731
+                                             act_bits=ab, act_scale=a_s, act_signed=signed)
+    graphs = []
+    for wb, ab in ((8, 8), (4, 4), (3, 6)):
+        lim = (1 << (wb - 1)) - 1
+        conv_w = rng.integers(-lim, lim + 1, (4, 1, 3, 3)) * 0.05
+        scales = rng.uniform(0.005, 0.02, 3)
+        fc_w = rng.integers(-lim, lim + 1, (3, 36)) * scales[:, None]
+        graphs.append(Graph(f"cnn-w{wb}a{ab}", (1, 6, 6), [
+            Node(Op.CONV2D, "conv", ("input",), dict(stride=1, padding=1)
+                 | q(wb, 0.05, ab, 1 / 16, False), {"weight": conv_w, "bias": rng.normal(size=4)}),
+            Node(Op.RELU, "relu", ("conv",)),
+            Node(Op.MAXPOOL2D, "pool", ("relu",), dict(kernel=2, stride=2)),
+            Node(Op.FLATTEN, "flat", ("pool",)),
+            Node(Op.LINEAR, "fc", ("flat",), q(wb, scales.tolist(), ab, 0.25, False),
+                 {"weight": fc_w, "bias": rng.normal(size=3)}),
+            Node(Op.SOFTMAX, "prob", ("fc",), dict(axis=1))]))
+    w1 = rng.integers(-127, 128, (8, 8)) * 0.01
+    graphs.append(Graph("mlp-residual", (8,), [
+        Node(Op.LINEAR, "fc1", ("input",), q(8, 0.01, 8, 0.02, True), {"weight": w1}),
+        Node(Op.RELU, "r1", ("fc1",)),
+        Node(Op.ADD, "res", ("r1", "input")),
+        Node(Op.QUANTIZE, "q", ("res",), dict(scale=0.05, zero_point=3, bits=8, signed=False)),
+        Node(Op.LINEAR, "fc2", ("q",), {}, {"weight": rng.normal(size=(4, 8))})]))
+    return graphs
+
+
+@pytest.mark.parametrize("graph", quantized_test_graphs(), ids=lambda g: g.name)
+def test_exported_graph_runs_identically_in_onnxruntime_and_reimports(graph, tmp_path):
+    from chipforge.importers.onnx_export import save_onnx
+
+    save_onnx(graph, tmp_path / "g.onnx")
+    x = np.random.default_rng(8).random((200, *graph.input_shape))
+    ours = run_graph(graph, x)                       # the quantized model, exact integers
+    theirs = ort_run(onnx.load(tmp_path / "g.onnx"), x)
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    back = load_onnx(tmp_path / "g.onnx")
+    assert [n.name for n in back.weighted_nodes()] == [n.name for n in graph.weighted_nodes()]
+    for a, b in zip(graph.weighted_nodes(), back.weighted_nodes(), strict=True):
+        assert b.quantized == a.quantized
+        if a.quantized:
+            assert b.attrs["act_bits"] >= a.attrs["act_bits"]      # container width
+            np.testing.assert_allclose(b.attrs["weight_scale"], a.attrs["weight_scale"],
+                                       rtol=1e-7)
+    np.testing.assert_allclose(run_graph(back, x), ours, rtol=RTOL, atol=ATOL)

@@ -71,6 +71,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Gemm": "activation A (transA=0), constant B (transB 0 or 1), alpha, beta, constant C",
     "MatMul": "activation x constant 2-D weight (-> linear), or two activations",
     "Relu": "",
+    "Clip": "constant bounds (ReLU6; narrow activation codes before QuantizeLinear)",
     "BatchNormalization": "inference mode; folded into a preceding float Conv/Gemm",
     "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, dilation 1",
     "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
@@ -138,6 +139,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                     "count_include_pad": _ANY,
                     "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "Flatten": {"axis": _ANY},
+    "Clip": {"min": _ANY, "max": _ANY},
     "Reshape": {"allowzero": (lambda v: v == 0, "0")},
     "Softmax": {"axis": _ANY},
     "LayerNormalization": {"axis": _ANY, "epsilon": _ANY, "stash_type": _ANY},
@@ -823,11 +825,13 @@ class _Converter:
                   dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed))
 
     # -- activations --------------------------------------------------------------------
-    def quant_input(self, node: onnx.NodeProto, t: str) -> tuple[str, dict]:
-        """Input of a weighted node: absorbs a QDQ pair into the node's act_* attrs."""
+    def quant_input(self, node: onnx.NodeProto, t: str, weight_tensor: str
+                    ) -> tuple[str, dict]:
+        """Input of a weighted node with quantized weights: absorbs a QDQ pair into the
+        node's act_* attrs. (Before a float layer a QDQ pair stays a ``quantize`` node.)"""
         src = self.act(node, t)
         q = self.by_name.get(src)
-        if q is None or q.op is not Op.QUANTIZE:
+        if (q is None or q.op is not Op.QUANTIZE or weight_tensor not in self.weight_quant):
             return src, {}
         a = q.attrs
         # Dequantized values are (code - zero) * scale with code in the type's range, i.e.
@@ -850,7 +854,24 @@ class _Converter:
                                   "that are the same thing): quantize activations "
                                   "symmetrically (onnxruntime: extra_options="
                                   "{'ActivationSymmetric': True}) or only after a ReLU")
-        return q.inputs[0], dict(act_bits=bits, act_scale=a["scale"], act_signed=signed)
+        source = q.inputs[0]
+        clip = self.by_name.get(source)
+        if clip is not None and clip.op is Op.CLIP:
+            # Clip to a narrower code range, then QDQ: a narrower activation width (what
+            # to_onnx writes for, e.g., 3-bit codes in a uint4).
+            scale = a["scale"]
+            lo_code, hi_code = (clip.attrs["min"] / scale if clip.attrs["min"] is not None
+                                else None), (clip.attrs["max"] / scale
+                                             if clip.attrs["max"] is not None else None)
+            for narrow in range(1, bits):
+                want = ((-(1 << (narrow - 1)), (1 << (narrow - 1)) - 1) if signed
+                        else (0, (1 << narrow) - 1))
+                if (lo_code is not None and hi_code is not None
+                        and np.isclose(lo_code, want[0], atol=1e-6)
+                        and np.isclose(hi_code, want[1], atol=1e-6)):
+                    bits, source = narrow, clip.inputs[0]
+                    break
+        return source, dict(act_bits=bits, act_scale=a["scale"], act_signed=signed)
 
     def weight_attrs(self, node: onnx.NodeProto, t: str, out_axis: int) -> dict:
         """weight_bits/weight_scale of a weight tensor that came through DequantizeLinear."""
@@ -866,6 +887,16 @@ class _Converter:
                                   f"{wq.axis}; only per-output-channel scales (axis "
                                   f"{out_axis}) are supported")
         return dict(weight_bits=wq.bits, weight_scale=[float(s) for s in wq.scale])
+
+    def op_Clip(self, node):
+        src = self.act(node, node.input[0])
+        if self.opset < 11:
+            lo, hi = _attr(node, "min"), _attr(node, "max")
+        else:
+            get = lambda i: (float(self.const(node, node.input[i], "a clip bound"))  # noqa: E731
+                             if len(node.input) > i and node.input[i] else None)
+            lo, hi = get(1), get(2)
+        self.emit(node, Op.CLIP, (src,), dict(min=lo, max=hi))
 
     def op_Relu(self, node):
         self.emit(node, Op.RELU, (self.act(node, node.input[0]),))
@@ -888,7 +919,7 @@ class _Converter:
         self.emit(node, Op.SOFTMAX, (src,), dict(axis=axis))
 
     def op_Conv(self, node):
-        src, qattrs = self.quant_input(node, node.input[0])
+        src, qattrs = self.quant_input(node, node.input[0], node.input[1])
         w = self.const(node, node.input[1], "the weight")
         if w.ndim != 4 or len(self.shape(src)) != 3:
             raise self.fail(node, f"only 2-D convolutions are supported (weight shape "
@@ -911,7 +942,7 @@ class _Converter:
         self.emit(node, Op.LINEAR, (src,), wattrs | qattrs, params)
 
     def op_Gemm(self, node):
-        src, qattrs = self.quant_input(node, node.input[0])
+        src, qattrs = self.quant_input(node, node.input[0], node.input[1])
         if len(self.shape(src)) != 1:
             raise self.fail(node, f"input A must be (batch, features), is (batch, "
                                   f"{', '.join(map(str, self.shape(src)))})")
@@ -940,7 +971,7 @@ class _Converter:
             w = self.consts[b]
             if w.ndim != 2:
                 raise self.fail(node, f"a {w.ndim}-D constant weight is not supported (2-D)")
-            src, qattrs = self.quant_input(node, a)
+            src, qattrs = self.quant_input(node, a, b)
             self._linear(node, src, qattrs, w.T.astype(np.float64), None,
                          self.weight_attrs(node, b, 1))
             return
