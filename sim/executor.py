@@ -231,6 +231,13 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             index = [slice(None)] * x.ndim
             index[int(a["axis"])] = slice(int(a["start"]), int(a["stop"]))
             return x[tuple(index)]
+        case Op.CONCAT:
+            parts = list(args)
+            if "constant" in node.params:
+                c = node.params["constant"]
+                parts.insert(int(a.get("constant_index", 0)),
+                             np.broadcast_to(c, (x.shape[0], *c.shape[1:])))
+            return np.concatenate(parts, axis=int(a["axis"]))
         case Op.MEAN:
             return x.mean(axis=tuple(int(i) for i in a["axes"]),
                           keepdims=bool(a.get("keepdims", True)))

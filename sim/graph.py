@@ -63,6 +63,9 @@ class Op(enum.Enum):
     MATMUL = "matmul"            # two activations: a @ b over the last two axes
     SLICE = "slice"              # [axis, start, stop]: x[..., start:stop, ...] (axis >= 1)
     MEAN = "mean"                # [axes, keepdims]: mean over axes (all >= 1)
+    CONCAT = "concat"            # [axis, constant_index?] {constant?}: inputs joined along
+                                 # axis; the constant (batch axis of 1, e.g. a ViT class
+                                 # token) is repeated over the batch and goes at its index
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
@@ -143,6 +146,8 @@ class Graph:
                     raise ValueError(f"node {n.name!r} reads {i!r}, which is not defined "
                                      "before it")
             want = 2 if n.op in (Op.ADD, Op.MATMUL) else 1
+            if n.op is Op.CONCAT:
+                want = max(len(n.inputs), 1)
             if len(n.inputs) != want:
                 raise ValueError(f"node {n.name!r} ({n.op.value}) needs {want} input(s), "
                                  f"has {len(n.inputs)}")

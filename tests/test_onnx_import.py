@@ -405,12 +405,15 @@ class TinyViT(torch.nn.Module):
     def __init__(self, dim=16, heads=2, depth=2):
         super().__init__()
         self.patch = torch.nn.Conv2d(1, dim, 4, 4)                 # 8x8 -> 2x2 patches
-        self.pos = torch.nn.Parameter(torch.randn(1, 4, dim) * 0.1)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.1)   # class token
+        self.pos = torch.nn.Parameter(torch.randn(1, 5, dim) * 0.1)
         self.blocks = torch.nn.Sequential(*[EncoderBlock(dim, heads) for _ in range(depth)])
         self.norm, self.head = torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 10)
 
     def forward(self, x):
-        x = self.norm(self.blocks(self.patch(x).flatten(2).transpose(1, 2) + self.pos))
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        x = self.norm(self.blocks(x))
         return self.head(x[:, 0]) + self.head(x.mean(1))     # Gather + ReduceMean
 
 
@@ -421,11 +424,15 @@ def test_small_vit_matches_onnxruntime(opset):
     data = torch_to_onnx(net, torch.rand(2, 1, 8, 8), opset=opset)
     graph = load_onnx(data)
     ops = [n.op for n in graph.nodes]
-    for op in (Op.LAYERNORM, Op.GELU, Op.TRANSPOSE, Op.MATMUL, Op.SLICE, Op.MEAN):
+    for op in (Op.LAYERNORM, Op.GELU, Op.TRANSPOSE, Op.MATMUL, Op.SLICE, Op.MEAN, Op.CONCAT):
         assert op in ops, op
     assert ops.count(Op.GELU) == 2 and ops.count(Op.MATMUL) == 4
     x = np.random.default_rng(3).random((6, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(run_graph(graph, x), ort_run(data, x), rtol=RTOL, atol=ATOL)
+    # ... and back out: chipforge's own ONNX export of the imported ViT runs the same.
+    from chipforge.importers.onnx_export import to_onnx
+    np.testing.assert_allclose(ort_run(to_onnx(graph), x), ort_run(data, x), rtol=RTOL,
+                               atol=ATOL)
 
 
 def test_batch_moving_transpose_is_rejected():

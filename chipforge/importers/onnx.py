@@ -90,7 +90,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "ReduceMean": "over non-batch axes",
     "Pow": "on constants",
     "Sqrt": "on constants",
-    "Expand": "on constants",
+    "Expand": "on constants (over the batch only into a Concat)",
     "Transpose": "batch axis stays first",
     "QuantizeLinear": "per-tensor on activations, per-tensor or per-channel on weights, "
                       "8/16/4-bit integers",
@@ -103,7 +103,10 @@ SUPPORTED_OPS: dict[str, str] = {
     "Gather": "on constants, or one scalar index of a non-batch axis",
     "Unsqueeze": "any non-batch axes",
     "Squeeze": "any non-batch axes",
-    "Concat": "on constants",
+    "Concat": "on constants; activations along a non-batch axis, with constants expanded "
+              "over the batch (class tokens)",
+    "ConstantOfShape": "shape computations", "Equal": "shape computations",
+    "Where": "shape computations",
     "Slice": "step 1 along non-batch axes",
 }
 
@@ -165,6 +168,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                    "noop_with_empty_axes": (lambda v: v == 0, "0")},
     "Pow": {}, "Sqrt": {},
     "Expand": {},
+    "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {},
 }
 
 # The batch size inside folded shape computations: a value no real dimension takes.
@@ -392,6 +396,7 @@ class _Converter:
         self.onnx_name: dict[str, str] = {}       # IR node name -> ONNX node description
         self._int_kind: dict[str, tuple[int, bool]] = {}   # folded QuantizeLinear outputs
         self._weight_problem: dict[str, str] = {}  # asymmetric weights: error if used
+        self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
 
     # -- errors -------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> OnnxImportError:
@@ -658,12 +663,37 @@ class _Converter:
 
     def op_Expand(self, node):
         self._const_only(node, "Expand")
-        shape = self.consts[node.input[1]]
-        if np.any(shape == _BATCH):
-            raise self.fail(node, "expands a constant over the batch (e.g. a class token); "
-                                  "not supported")
+        shape = np.asarray(self.consts[node.input[1]]).copy()
         x = self.consts[node.input[0]]
+        if np.any(shape == _BATCH):
+            # A constant repeated over the batch (a ViT class token): kept with a batch axis
+            # of 1; only a Concat may read it.
+            if shape[0] != _BATCH or np.any(shape[1:] == _BATCH):
+                raise self.fail(node, "expands over the batch in an axis other than the "
+                                      "first; not supported")
+            shape[0] = 1
+            self.batch_consts[node.output[0]] = x * np.ones(shape, dtype=x.dtype)
+            return
         self.fold(node, x * np.ones(shape, dtype=x.dtype))
+
+    def op_ConstantOfShape(self, node):
+        self._const_only(node, "ConstantOfShape")
+        shape = self.consts[node.input[0]]
+        if np.any(shape == _BATCH):
+            raise self.fail(node, "a constant as large as the batch is not supported")
+        value = _attr(node, "value")
+        value = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+        self.fold(node, np.full(shape.astype(np.int64), value.reshape(-1)[0],
+                                dtype=value.dtype))
+
+    def op_Equal(self, node):
+        self._const_only(node, "Equal")
+        self.fold(node, np.equal(self.consts[node.input[0]], self.consts[node.input[1]]))
+
+    def op_Where(self, node):
+        self._const_only(node, "Where")
+        c, a, b = (self.consts[t] for t in node.input)
+        self.fold(node, np.where(c, a, b))
 
     def _axes(self, node, index: int):
         axes = _attr(node, "axes")
@@ -704,9 +734,27 @@ class _Converter:
         self.fold(node, np.squeeze(x, axis=None if axes is None else tuple(axes)))
 
     def op_Concat(self, node):
-        self._const_only(node, "Concat")
-        arrays = [self.consts[t] for t in node.input]
-        self.fold(node, np.concatenate(arrays, axis=_attr(node, "axis")))
+        if self.all_const(node):
+            arrays = [self.consts[t] for t in node.input]
+            self.fold(node, np.concatenate(arrays, axis=_attr(node, "axis")))
+            return
+        acts = [t for t in node.input if t not in self.batch_consts]
+        if any(self.is_const(t) for t in acts):
+            raise self.fail(node, "joins activations with a constant that is not expanded "
+                                  "over the batch; not supported")
+        sources = [self.act(node, t) for t in acts]
+        rank = len(self.shape(sources[0])) + 1
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis")], rank, "concatenates along")
+        const_pos = [i for i, t in enumerate(node.input) if t in self.batch_consts]
+        attrs, params = dict(axis=axis), {}
+        if const_pos:
+            if const_pos != list(range(const_pos[0], const_pos[0] + len(const_pos))):
+                raise self.fail(node, "its constants are not next to each other; only one "
+                                      "block of expanded constants is supported")
+            params["constant"] = np.concatenate([self.batch_consts[node.input[i]]
+                                                 for i in const_pos], axis=axis)
+            attrs["constant_index"] = const_pos[0]
+        self.emit(node, Op.CONCAT, tuple(sources), attrs, params)
 
     def op_Slice(self, node):
         if not self.is_const(node.input[0]):

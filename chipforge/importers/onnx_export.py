@@ -178,6 +178,19 @@ class _Writer:
                                           self.const(f"{out}.ends", [stop], np.int64),
                                           self.const(f"{out}.axes", [axis], np.int64)],
                                 out, out)
+            case Op.CONCAT:
+                inputs = [names[i] for i in node.inputs]
+                if "constant" in node.params:
+                    c = node.params["constant"]
+                    batch = self.add("Shape", [x], f"{out}.shape", f"{out}.shape", start=0,
+                                     end=1)
+                    shape = self.add("Concat", [batch, self.const(f"{out}.rest", c.shape[1:],
+                                                                  np.int64)],
+                                     f"{out}.expand_shape", f"{out}.expand_shape", axis=0)
+                    expanded = self.add("Expand", [self.const(f"{out}.constant", c), shape],
+                                        f"{out}.expanded", f"{out}.expand")
+                    inputs.insert(int(a.get("constant_index", 0)), expanded)
+                return self.add("Concat", inputs, out, out, axis=int(a["axis"]))
             case Op.MEAN:
                 axes = self.const(f"{out}.axes", [int(i) for i in a["axes"]], np.int64)
                 return self.add("ReduceMean", [x, axes], out, out,
