@@ -495,3 +495,37 @@ def test_exported_graph_runs_identically_in_onnxruntime_and_reimports(graph, tmp
             np.testing.assert_allclose(b.attrs["weight_scale"], a.attrs["weight_scale"],
                                        rtol=1e-7)
     np.testing.assert_allclose(run_graph(back, x), ours, rtol=RTOL, atol=ATOL)
+
+
+def test_model_and_data_specs_are_loaded_and_validated(tmp_path):
+    from chipforge.importers.model import load_data, load_model
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    (tmp_path / "m.onnx").write_bytes(torch_to_onnx(net, torch.rand(2, 1, 8, 8)))
+    graph = load_model(tmp_path / "m.onnx")
+    save_graph(graph, tmp_path / "m.npz")
+    assert load_model(str(tmp_path / "m.npz")).input_shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="not an .onnx file, an .npz graph or a zoo model"):
+        load_model("no-such-model")
+
+    x, y = load_data("digits", graph)
+    assert x.shape == (360, 1, 8, 8) and y.shape == (360,)
+    rng = np.random.default_rng(9)
+    np.savez(tmp_path / "d.npz", inputs=rng.random((5, 64)), labels=np.arange(5))
+    x, y = load_data(tmp_path / "d.npz", graph)      # flat samples reshaped to the input
+    assert x.shape == (5, 1, 8, 8) and y.tolist() == [0, 1, 2, 3, 4]
+    bad = {"objects.npz": dict(x=np.array([{"a": 1}] * 3, dtype=object), y=np.zeros(3, int)),
+           "short.npz": dict(x=rng.random((4, 64)), y=np.zeros(3, int)),
+           "shape.npz": dict(x=rng.random((3, 10)), y=np.zeros(3, int)),
+           "nan.npz": dict(x=np.full((3, 64), np.nan), y=np.zeros(3, int)),
+           "keys.npz": dict(a=rng.random((3, 64)))}
+    messages = {"objects.npz": "Python objects", "short.npz": "4 inputs and 3 labels",
+                "shape.npz": r"takes \(1, 8, 8\)", "nan.npz": "NaN",
+                "keys.npz": "must hold one input array"}
+    for name, arrays in bad.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(ValueError, match=messages[name]):
+            load_data(tmp_path / name, graph)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:50])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_data(tmp_path / "cut.npz", graph)
