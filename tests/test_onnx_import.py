@@ -381,11 +381,12 @@ def test_nonzero_activation_zero_point_into_a_layer_is_rejected(digits_cnn_onnx,
 # -- transformer (ViT) ops ------------------------------------------------------------------
 
 class EncoderBlock(torch.nn.Module):
-    """Pre-norm ViT block written batch-first (heads split by reshape + transpose)."""
+    """Pre-norm ViT block. ``timm_style``: q/k/v split as timm does, through a transpose
+    that moves the batch axis (``permute(2, 0, 3, 1, 4)``); else batch-first ``chunk``."""
 
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, timm_style):
         super().__init__()
-        self.heads = heads
+        self.heads, self.timm_style = heads, timm_style
         self.ln1, self.ln2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
         self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(),
@@ -394,8 +395,11 @@ class EncoderBlock(torch.nn.Module):
     def forward(self, x):
         b, t, d = x.shape
         h = self.heads
-        q, k, v = (p.reshape(b, t, h, d // h).transpose(1, 2)
-                   for p in self.qkv(self.ln1(x)).chunk(3, dim=-1))
+        if self.timm_style:
+            q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = (p.reshape(b, t, h, d // h).transpose(1, 2)
+                       for p in self.qkv(self.ln1(x)).chunk(3, dim=-1))
         attention = ((q @ k.transpose(-2, -1)) * (d // h) ** -0.5).softmax(-1)
         x = x + self.proj((attention @ v).transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.ln2(x))
@@ -407,7 +411,8 @@ class TinyViT(torch.nn.Module):
         self.patch = torch.nn.Conv2d(1, dim, 4, 4)                 # 8x8 -> 2x2 patches
         self.cls = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.1)   # class token
         self.pos = torch.nn.Parameter(torch.randn(1, 5, dim) * 0.1)
-        self.blocks = torch.nn.Sequential(*[EncoderBlock(dim, heads) for _ in range(depth)])
+        self.blocks = torch.nn.Sequential(*[EncoderBlock(dim, heads, timm_style=i % 2 == 1)
+                                            for i in range(depth)])
         self.norm, self.head = torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 10)
 
     def forward(self, x):
@@ -435,10 +440,11 @@ def test_small_vit_matches_onnxruntime(opset):
                                atol=ATOL)
 
 
-def test_batch_moving_transpose_is_rejected():
-    nodes = [helper.make_node("Transpose", ["x"], ["y"], "swap", perm=[1, 0, 2])]
-    with pytest.raises(OnnxImportError, match=r"node 'swap' \(Transpose\): perm \[1, 0, 2\] "
-                                              "moves the batch axis"):
+def test_a_batch_moving_transpose_must_be_undone_before_other_ops():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], "swap", perm=[1, 0, 2]),
+             helper.make_node("Relu", ["t"], ["y"], "relu")]
+    with pytest.raises(OnnxImportError, match=r"node 'relu' \(Relu\): reads 't', whose batch "
+                                              "axis a Transpose moved to axis 1"):
         load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
 
 

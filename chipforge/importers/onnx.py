@@ -397,6 +397,7 @@ class _Converter:
         self._int_kind: dict[str, tuple[int, bool]] = {}   # folded QuantizeLinear outputs
         self._weight_problem: dict[str, str] = {}  # asymmetric weights: error if used
         self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
+        self.virtual: dict[str, tuple[str, tuple[int, ...]]] = {}  # batch moved: see _settle
 
     # -- errors -------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> OnnxImportError:
@@ -445,6 +446,11 @@ class _Converter:
         """IR node name of activation tensor ``t``."""
         if t in self.tensor_node:
             return self.tensor_node[t]
+        if t in self.virtual:
+            raise self.fail(node, f"reads {t!r}, whose batch axis a Transpose moved to axis "
+                                  f"{self.virtual[t][1].index(0)}; only Split, Gather, Squeeze "
+                                  "and Transpose may read it until the batch axis is first "
+                                  "again")
         if t in self.pending:
             raise self.fail(node, f"reads the integer output {t!r} of a QuantizeLinear; "
                                   "only DequantizeLinear may read it (QOperator models, e.g. "
@@ -597,6 +603,16 @@ class _Converter:
 
     def _gather_activation(self, node):
         """x[:, ..., i, ...] with one constant index: a slice, then the axis dropped."""
+        t = node.input[0]
+        if t in self.virtual:
+            idx = self.const(node, node.input[1], "the index")
+            axis = _attr(node, "axis", 0) % self._virtual_rank(t)
+            if idx.ndim != 0:
+                raise self.fail(node, "only a scalar constant index is supported on "
+                                      "activations")
+            i = int(idx) % self._virtual_dim(t, axis)
+            self._virtual_take(node, node.output[0], axis, i, i + 1, drop=True)
+            return
         src = self.act(node, node.input[0])
         idx = self.const(node, node.input[1], "the index")
         shape = self.shape(src)
@@ -618,6 +634,17 @@ class _Converter:
             for out, part in zip(node.output, np.split(x, np.cumsum(sizes)[:-1], axis=axis),
                                  strict=True):
                 self.consts[out] = part
+            return
+        t = node.input[0]
+        if t in self.virtual:
+            axis = _attr(node, "axis", 0) % self._virtual_rank(t)
+            start = 0
+            for k, (out, size) in enumerate(zip(
+                    node.output, self._split_sizes(node, self._virtual_dim(t, axis)),
+                    strict=True)):
+                self._virtual_take(node, out, axis, start, start + size, drop=False,
+                                   suffix=f".{k}")
+                start += size
             return
         src = self.act(node, node.input[0])
         shape = self.shape(src)
@@ -719,6 +746,16 @@ class _Converter:
 
     def op_Squeeze(self, node):
         axes = self._axes(node, 1)
+        t = node.input[0]
+        if t in self.virtual:
+            src, perm = self.virtual[t]
+            rank = len(perm)
+            if axes is None:
+                axes = [a for a in range(1, rank) if self._virtual_dim(t, a) == 1]
+            src, perm = self._drop_axes(node, node.output[0], src, perm,
+                                        [a % rank for a in axes])
+            self._settle(node, node.output[0], src, perm, suffix=".transpose")
+            return
         if not self.is_const(node.input[0]):
             src = self.act(node, node.input[0])
             shape = self.shape(src)
@@ -1140,12 +1177,60 @@ class _Converter:
         if self.is_const(node.input[0]):
             self.fold(node, np.transpose(self.consts[node.input[0]], _attr(node, "perm")))
             return
-        src = self.act(node, node.input[0])
-        rank = len(self.shape(src)) + 1
-        perm = _attr(node, "perm", list(reversed(range(rank))))
+        if node.input[0] in self.virtual:
+            src, before = self.virtual[node.input[0]]
+        else:
+            src = self.act(node, node.input[0])
+            before = tuple(range(len(self.shape(src)) + 1))
+        perm = _attr(node, "perm", list(reversed(range(len(before)))))
+        self._settle(node, node.output[0], src, tuple(before[p] for p in perm))
+
+    # A Transpose that moves the batch axis (timm's qkv.reshape(B, N, 3, H, d).permute(2, 0,
+    # 3, 1, 4)) leaves a *virtual* tensor V = S.transpose(perm) of a batch-first IR value S.
+    # Split / Gather / Squeeze / Transpose of V become slices, reshapes and transposes of S,
+    # until the batch axis is first again; any other reader is an error.
+    def _settle(self, node, out: str, src: str, perm: tuple[int, ...], suffix: str = ""):
+        """Make ``out`` = S.transpose(perm): an IR value when the batch stays first."""
         if perm[0] != 0:
-            raise self.fail(node, f"perm {list(perm)} moves the batch axis; not supported")
-        self.emit(node, Op.TRANSPOSE, (src,), dict(perm=[int(p) for p in perm[1:]]))
+            self.virtual[out] = (src, perm)
+        elif perm == tuple(range(len(perm))):
+            self.tensor_node[out] = src
+        else:
+            self.emit(node, Op.TRANSPOSE, (src,), dict(perm=[int(p) for p in perm[1:]]),
+                      output=out, suffix=suffix)
+
+    def _virtual_take(self, node, out: str, v_axis: int, start: int, stop: int, drop: bool,
+                      suffix: str = ""):
+        src, perm = self.virtual[node.input[0]]
+        s_axis = perm[v_axis]
+        if s_axis == 0:
+            raise self.fail(node, "slices the batch axis (moved by a Transpose); not supported")
+        src = self.emit(node, Op.SLICE, (src,), dict(axis=s_axis, start=start, stop=stop),
+                        output=f"{out}#slice", suffix=f"{suffix}.slice" if drop else suffix).name
+        if drop:
+            src, perm = self._drop_axes(node, out, src, perm, [v_axis])
+        self._settle(node, out, src, perm, suffix=f"{suffix}.transpose")
+
+    def _drop_axes(self, node, out: str, src: str, perm: tuple[int, ...], v_axes: list[int]):
+        """Remove size-1 axes (V coordinates) from S; returns the new S and perm."""
+        s_axes = {perm[a] for a in v_axes}
+        shape = self.shape(src)
+        if 0 in s_axes or any(shape[a - 1] != 1 for a in s_axes):
+            raise self.fail(node, f"squeezes axes {v_axes}, which are not of size 1")
+        kept = tuple(d for i, d in enumerate(shape) if i + 1 not in s_axes)
+        if kept != shape:
+            src = self.emit(node, Op.RESHAPE if len(kept) > 1 else Op.FLATTEN, (src,),
+                            dict(shape=list(kept)) if len(kept) > 1 else {},
+                            output=f"{out}#squeeze", suffix=".squeeze").name
+        perm = tuple(p - sum(1 for a in s_axes if a < p) for p in perm if p not in s_axes)
+        return src, perm
+
+    def _virtual_rank(self, t: str) -> int:
+        return len(self.virtual[t][1])
+
+    def _virtual_dim(self, t: str, v_axis: int) -> int:
+        src, perm = self.virtual[t]
+        return (1, *self.shape(src))[perm[v_axis]]
 
     def op_LayerNormalization(self, node):
         src = self.act(node, node.input[0])
