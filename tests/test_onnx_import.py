@@ -535,3 +535,17 @@ def test_model_and_data_specs_are_loaded_and_validated(tmp_path):
     (tmp_path / "cut.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:50])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         load_data(tmp_path / "cut.npz", graph)
+
+
+def test_external_weight_data_is_read_and_a_missing_file_is_a_clear_error(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    model = onnx.load_from_string(torch_to_onnx(net, torch.rand(2, 1, 8, 8)))
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+              size_threshold=0)
+    x = np.random.default_rng(10).random((3, 1, 8, 8))
+    np.testing.assert_allclose(run_graph(load_onnx(tmp_path / "m.onnx"), x),
+                               net(torch.tensor(x, dtype=torch.float32)).detach().numpy(),
+                               rtol=RTOL, atol=ATOL)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(OnnxImportError, match="external weight data cannot be read"):
+        load_onnx(tmp_path / "m.onnx")

@@ -213,6 +213,15 @@ def load_onnx(source: str | Path | bytes | onnx.ModelProto, *, name: str | None 
         if not model.HasField("graph") or not model.graph.node:
             raise OnnxImportError(f"{label} is not a valid ONNX file (corrupt or truncated): "
                                   "it holds no graph nodes")
+        if not isinstance(source, bytes) and any(
+                t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            try:     # weights saved next to the model (files over 2 GB, or by choice)
+                load_external_data_for_model(model, str(Path(source).parent))
+            except Exception as e:  # OSError, or onnx's ValidationError for a missing file
+                raise OnnxImportError(f"{label}: its external weight data cannot be read: "
+                                      f"{e}") from None
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # ValidationError, or a protobuf error on half-written fields
