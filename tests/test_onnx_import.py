@@ -549,3 +549,23 @@ def test_external_weight_data_is_read_and_a_missing_file_is_a_clear_error(tmp_pa
     (tmp_path / "w.bin").unlink()
     with pytest.raises(OnnxImportError, match="external weight data cannot be read"):
         load_onnx(tmp_path / "m.onnx")
+
+
+def test_qdq_vit_with_symmetric_activations_matches_onnxruntime(tmp_path):
+    from chipforge.zoo.data import digits
+
+    torch.manual_seed(3)
+    data = digits()
+    (tmp_path / "vit.onnx").write_bytes(torch_to_onnx(TinyViT().eval(), torch.rand(2, 1, 8, 8)))
+    path = quantize(tmp_path / "vit.onnx", data, tmp_path / "vit-qdq.onnx",
+                    extra_options={"ActivationSymmetric": True})
+    graph = load_onnx(path)
+    weighted = graph.weighted_nodes()
+    assert len(weighted) == 11 and all(n.quantized and n.attrs["act_signed"] for n in weighted)
+    ours, theirs = run_graph(graph, data.x_test), ort_run(onnx.load(path), data.x_test)
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)   # measured: identical
+    # Default (asymmetric) activations: LayerNorm outputs get non-zero zero points.
+    path = quantize(tmp_path / "vit.onnx", data, tmp_path / "vit-asym.onnx")
+    with pytest.raises(OnnxImportError, match=r"qkv/MatMul' \(MatMul\): its input .* is "
+                                              "quantized with zero point"):
+        load_onnx(path)

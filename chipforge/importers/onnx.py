@@ -402,10 +402,10 @@ class _Converter:
             self.consumers[out.name] = self.consumers.get(out.name, 0) + 1
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)
-        self.onnx_name: dict[str, str] = {}       # IR node name -> ONNX node description
         self._int_kind: dict[str, tuple[int, bool]] = {}   # folded QuantizeLinear outputs
         self._weight_problem: dict[str, str] = {}  # asymmetric weights: error if used
         self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
+        self.batch_codes: dict[str, tuple] = {}    # ... quantized: (codes, scale, zero point)
         self.virtual: dict[str, tuple[str, tuple[int, ...]]] = {}  # batch moved: see _settle
 
     # -- errors -------------------------------------------------------------------------
@@ -481,7 +481,6 @@ class _Converter:
         self.probe(onnx_node, node)
         self.nodes.append(node)
         self.by_name[name] = node
-        self.onnx_name[name] = onnx_node.name
         self.tensor_node[output or onnx_node.output[0]] = name
         return node
 
@@ -509,7 +508,14 @@ class _Converter:
         self.values["input"] = np.zeros((1, *input_shape))
         for node in self.graph.node:
             handler = getattr(self, f"op_{node.op_type}")
-            handler(node)
+            try:
+                handler(node)
+            except OnnxImportError:
+                raise
+            except (ValueError, IndexError, TypeError, KeyError) as e:
+                # A malformed node that the checks above did not foresee: still one line
+                # naming the node, not a traceback from inside numpy.
+                raise self.fail(node, f"cannot be imported ({type(e).__name__}: {e})") from None
         if len(self.graph.output) != 1:
             raise OnnxImportError(f"{self.label}: the IR has one output, the model has "
                                   f"{len(self.graph.output)}: "
@@ -875,10 +881,15 @@ class _Converter:
             self.consts[node.output[0]] = q
             self._int_kind[node.output[0]] = (bits, signed)
             return
+        if x in self.batch_consts:      # a class token: quantize the constant itself
+            codes = np.clip(np.rint(self.batch_consts[x] / scale) + zero, lo, hi)
+            self.batch_codes[node.output[0]] = (codes, scale, zero)
+            return
         if scale.size != 1 or zero.size != 1:
             raise self.fail(node, "per-channel quantization of an activation is not "
                                   "supported (only of weights)")
-        self.act(node, x)
+        if x not in self.virtual:
+            self.act(node, x)
         self.pending[node.output[0]] = _PendingQuant(x, float(scale.reshape(())),
                                                      int(zero.reshape(())), bits, signed)
 
@@ -905,6 +916,10 @@ class _Converter:
                     scale.reshape(-1) if scale.size > 1 else scale.reshape(()),
                     axis % max(q.ndim, 1), kind[0])
             return
+        if x in self.batch_codes:
+            codes, q_scale, q_zero = self.batch_codes[x]
+            self.batch_consts[node.output[0]] = (codes - q_zero) * q_scale
+            return
         if x not in self.pending:
             raise self.fail(node, f"dequantizes {x!r}, which is not the output of a "
                                   "QuantizeLinear in this graph (integer model inputs are not "
@@ -914,9 +929,13 @@ class _Converter:
                 or int(zero.reshape(())) != p.zero_point or (bits, signed) != (p.bits, p.signed)):
             raise self.fail(node, "its scale, zero point or type differ from its "
                                   "QuantizeLinear's; only matching QDQ pairs are supported")
-        source = self.act(node, p.source)
-        self.emit(node, Op.QUANTIZE, (source,),
-                  dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed))
+        attrs = dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed)
+        if p.source in self.virtual:     # elementwise: quantize S, keep V's axis order
+            src, perm = self.virtual[p.source]
+            q = self.emit(node, Op.QUANTIZE, (src,), attrs, output=f"{node.output[0]}#q")
+            self.virtual[node.output[0]] = (q.name, perm)
+            return
+        self.emit(node, Op.QUANTIZE, (self.act(node, p.source),), attrs)
 
     # -- activations --------------------------------------------------------------------
     def quant_input(self, node: onnx.NodeProto, t: str, weight_tensor: str

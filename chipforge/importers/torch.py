@@ -25,8 +25,10 @@ from chipforge.sim.graph import Graph
 
 __all__ = ["from_torch", "torch_to_onnx"]
 
-OPSET = 17
-"""ONNX opset of the export (17 has LayerNormalization)."""
+OPSET = 20
+"""ONNX opset of the export: 20 writes GELU as one Gelu node (older opsets spell it out in
+five nodes, which quantization tools then split with Q/DQ pairs), 17+ has
+LayerNormalization."""
 
 
 def torch_to_onnx(module, example_input, *, opset: int = OPSET) -> bytes:
