@@ -569,3 +569,41 @@ def test_qdq_vit_with_symmetric_activations_matches_onnxruntime(tmp_path):
     with pytest.raises(OnnxImportError, match=r"qkv/MatMul' \(MatMul\): its input .* is "
                                               "quantized with zero point"):
         load_onnx(path)
+
+
+def zoo_names():
+    from chipforge import zoo
+
+    return zoo.names() if hasattr(zoo, "names") else []
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_zoo_model_equals_onnxruntime(name):
+    """Each zoo graph written as ONNX: the float view equals onnxruntime's within float
+    tolerance; the quantized model (QDQ) too, up to rare float32 near-tie roundings."""
+    from chipforge import zoo
+    from chipforge.importers.model import load_data
+    from chipforge.importers.onnx_export import to_onnx
+
+    graph = zoo.load(name)
+    x, y = load_data("digits", graph)
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False),
+                               ort_run(to_onnx(graph, quantized=False), x), rtol=RTOL,
+                               atol=ATOL)
+    # Quantized: onnxruntime without graph optimizations runs QDQ as written (float32
+    # quantize/dequantize); chipforge runs the graph imported from the same file (its
+    # scales are the file's float32 ones) with exact integer products.
+    model = to_onnx(graph)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"input": x.astype(np.float32)})[0]
+    imported = load_onnx(model)
+    assert [n.attrs.get("weight_bits") for n in imported.weighted_nodes()] == \
+        [n.attrs.get("weight_bits") for n in graph.weighted_nodes()]
+    ours = run_graph(imported, x)
+    close = np.isclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    assert close.mean() >= 0.99, f"{(~close).sum()} of {close.size} logits differ"
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+    assert (run_graph(graph, x).argmax(1) == ours.argmax(1)).mean() >= 0.99

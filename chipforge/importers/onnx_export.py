@@ -10,6 +10,11 @@ executor's) and ``DequantizeLinear`` of the integer weights (``int8``, ``int16``
 :func:`chipforge.importers.onnx.load_onnx` gives back the same computation; bit widths
 other than 4, 8 and 16 come back as their container's width.
 
+ONNX stores scales as float32. A scale that float32 cannot hold exactly (the zoo's input
+scale 1/255) moves exact rounding ties: a pixel of 0.5 is code 127.5 in float64, which
+rounds to 128, but just under 127.5 with the float32 scale, which rounds to 127. The
+re-imported graph carries the float32 scales, so it and onnxruntime agree.
+
 IR-only attributes that do not change the computation (FORMS fragment signs, masks) are not
 written: ONNX has no place for them.
 """
@@ -41,8 +46,8 @@ def _int_type(bits: int, signed: bool) -> tuple[int, int]:
 
 
 class _Writer:
-    def __init__(self, graph: Graph):
-        self.graph = graph
+    def __init__(self, graph: Graph, quantized: bool):
+        self.graph, self.quantized = graph, quantized
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
 
@@ -79,7 +84,7 @@ class _Writer:
     def weight(self, node: Node, transpose: bool) -> str:
         """The weight tensor (dequantized from integers when the layer is quantized)."""
         w = node.params["weight"]
-        if "weight_bits" not in node.attrs:
+        if "weight_bits" not in node.attrs or not self.quantized:
             return self.const(f"{node.name}.weight", w.T if transpose else w)
         q = integer_weights(node)
         scale = np.asarray(node.attrs["weight_scale"], dtype=np.float64).reshape(-1)
@@ -97,7 +102,7 @@ class _Writer:
         a, out, x = node.attrs, node.name, names[node.inputs[0]]
         match node.op:
             case Op.CONV2D | Op.LINEAR:
-                if node.quantized:
+                if node.quantized and self.quantized:
                     x = self.quantized_input(node, x)
                 if node.op is Op.CONV2D:
                     inputs = [x, self.weight(node, False)]
@@ -143,6 +148,8 @@ class _Writer:
                                 [x] + [self.const(f"{out}.{k}", p[k])
                                        for k in ("gamma", "beta", "mean", "var")],
                                 out, out, epsilon=float(a.get("eps", 1e-5)))
+            case Op.QUANTIZE if not self.quantized:
+                return self.add("Identity", [x], out, out)
             case Op.QUANTIZE:
                 elem, width = _int_type(int(a["bits"]), bool(a["signed"]))
                 if width != int(a["bits"]):
@@ -198,9 +205,13 @@ class _Writer:
         raise ValueError(f"node {out!r}: op {node.op.value} has no ONNX export")
 
 
-def to_onnx(graph: Graph) -> onnx.ModelProto:
-    """The ONNX model of ``graph`` (input ``"input"``, output ``"output"``)."""
-    writer = _Writer(graph)
+def to_onnx(graph: Graph, *, quantized: bool = True) -> onnx.ModelProto:
+    """The ONNX model of ``graph`` (input ``"input"``, output ``"output"``).
+
+    ``quantized=False`` writes the float view (what ``run_graph(..., quantized=False)``
+    computes): float weights, no Q/DQ nodes.
+    """
+    writer = _Writer(graph, quantized)
     names = {"input": "input"}
     for node in graph.nodes:
         names[node.name] = writer.node(node, names)
@@ -218,5 +229,5 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     return model
 
 
-def save_onnx(graph: Graph, path) -> None:
-    onnx.save(to_onnx(graph), str(path))
+def save_onnx(graph: Graph, path, *, quantized: bool = True) -> None:
+    onnx.save(to_onnx(graph, quantized=quantized), str(path))
