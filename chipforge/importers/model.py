@@ -13,7 +13,7 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, load_graph
 
-__all__ = ["layer_table", "load_data", "load_model"]
+__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
 _LABEL_KEYS = ("y", "labels", "targets")
@@ -67,6 +67,23 @@ def layer_table(graph: Graph) -> str:
     return "\n".join(lines)
 
 
+def _digits_for(graph: Graph):
+    from chipforge.zoo.data import digits
+
+    shape = graph.input_shape
+    side = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else 8
+    if side % 8 or int(np.prod(shape)) != side * side:
+        raise ValueError(f"--data digits: graph {graph.name!r} takes {shape}; digits come "
+                         "as 8x8 images (or 16, 24, 32 upsampled), one channel")
+    return digits(side)
+
+
+def digits_train_inputs(graph: Graph) -> np.ndarray:
+    """The digits training images, shaped for ``graph`` (calibration data)."""
+    x = _digits_for(graph).x_train
+    return x.astype(np.float64).reshape((len(x), *graph.input_shape))
+
+
 def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     """Test inputs and labels for ``graph``: ``"digits"`` (the shared test split, upsampled to
     the graph's image size) or an ``.npz`` with inputs under ``x``/``inputs``/``images`` and
@@ -77,20 +94,16 @@ def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     """
     per_sample = int(np.prod(graph.input_shape))
     if str(spec) == "digits":
-        from chipforge.zoo.data import digits
-
-        shape = graph.input_shape
-        side = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else 8
-        if side % 8:
-            raise ValueError(f"--data digits: graph {graph.name!r} takes {shape}; digits come "
-                             "as 8x8 images (or 16, 24, 32 upsampled)")
-        data = digits(side)
+        data = _digits_for(graph)
         x, y, label = data.x_test, data.y_test, "digits"
     else:
         path = Path(spec)
         label = str(path)
         if path.suffix.lower() != ".npz":
             raise ValueError(f"data {label!r} must be 'digits' or an .npz file")
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise ValueError(f"data file {label} is not an .npz archive (corrupt or "
+                             "truncated?)")
         try:
             with np.load(path, allow_pickle=False) as f:
                 keys = set(f.files)
