@@ -215,6 +215,19 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_zoo(p: argparse.ArgumentParser) -> None:
+    from chipforge.zoo.cli import add_arguments
+
+    add_arguments(p)
+
+
+@command("zoo", "list the bundled models, or retrain one from its recipe")(_add_zoo)
+def _run_zoo(args: argparse.Namespace) -> int:
+    from chipforge.zoo.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chipforge import __version__
 

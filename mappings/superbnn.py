@@ -304,7 +304,7 @@ def build_bnn_digits(path: str | Path | None = None, **kwargs: Any) -> Path:
 
 
 def load_bnn_digits() -> Graph:
-    """The bundled ``bnn-digits`` graph (until the zoo's ``chipforge.zoo.load`` exists)."""
+    """The bundled ``bnn-digits`` graph (also ``chipforge.zoo.load("bnn-digits")``)."""
     return load_graph(bnn_digits_path())
 
 
