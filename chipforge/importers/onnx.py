@@ -46,6 +46,7 @@ fraction of non-zero weights (:func:`weight_density`).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ SUPPORTED_OPS: dict[str, str] = {
     "Concat": "on constants; activations along a non-batch axis, with constants expanded "
               "over the batch (class tokens)",
     "ConstantOfShape": "shape computations", "Equal": "shape computations",
-    "Where": "shape computations",
+    "Where": "shape computations; Where(x >= 0, 1, -1) is the IR's sign (BNNs)",
+    "GreaterOrEqual": "x >= 0 inside Where(x >= 0, 1, -1)",
     "Slice": "step 1 along non-batch axes",
 }
 
@@ -168,7 +170,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                    "noop_with_empty_axes": (lambda v: v == 0, "0")},
     "Pow": {}, "Sqrt": {},
     "Expand": {},
-    "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {},
+    "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
 }
 
 # The batch size inside folded shape computations: a value no real dimension takes.
@@ -407,6 +409,7 @@ class _Converter:
         self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
         self.batch_codes: dict[str, tuple] = {}    # ... quantized: (codes, scale, zero point)
         self.virtual: dict[str, tuple[str, tuple[int, ...]]] = {}  # batch moved: see _settle
+        self.sign_conditions: dict[str, str] = {}  # x >= 0 tensors -> IR value x
 
     # -- errors -------------------------------------------------------------------------
     def fail(self, node: onnx.NodeProto, message: str) -> OnnxImportError:
@@ -530,8 +533,27 @@ class _Converter:
         meta = {"source": "onnx", "onnx_producer": self.model.producer_name, "onnx_opset":
                 self.opset}
         graph = Graph(_sanitize(self.name), input_shape, nodes, output=output, meta=meta)
+        self._restore_weight_bits(graph)
         graph.meta["density"] = weight_density(graph)
         return graph
+
+    def _restore_weight_bits(self, graph: Graph) -> None:
+        """chipforge's own export records weight widths without an ONNX type (2-bit BNN
+        weights stored in int4): take them back where the integer weights fit."""
+        from chipforge.sim.executor import integer_weights
+
+        props = {p.key: p.value for p in self.model.metadata_props}
+        try:
+            narrow = json.loads(props.get("chipforge.weight_bits", "{}"))
+        except json.JSONDecodeError:
+            return
+        for node in graph.weighted_nodes():
+            bits = narrow.get(node.name)
+            if isinstance(bits, int) and "weight_bits" in node.attrs and 1 < bits < \
+                    node.attrs["weight_bits"]:
+                q = integer_weights(node)
+                if q.size and -(1 << (bits - 1)) <= q.min() and q.max() < (1 << (bits - 1)):
+                    node.attrs["weight_bits"] = bits
 
     def _live_nodes(self, output: str) -> list[Node]:
         live, stack = set(), [output]
@@ -733,9 +755,26 @@ class _Converter:
         self.fold(node, np.equal(self.consts[node.input[0]], self.consts[node.input[1]]))
 
     def op_Where(self, node):
+        cond = node.input[0]
+        if cond in self.sign_conditions:     # Where(x >= 0, 1, -1): binarization
+            a, b = (self.const(node, t, "a Where branch") for t in node.input[1:])
+            if a.size != 1 or b.size != 1 or float(a) != 1.0 or float(b) != -1.0:
+                raise self.fail(node, "only Where(x >= 0, 1, -1) (sign) is supported on "
+                                      "activations")
+            self.emit(node, Op.SIGN, (self.sign_conditions[cond],))
+            return
         self._const_only(node, "Where")
         c, a, b = (self.consts[t] for t in node.input)
         self.fold(node, np.where(c, a, b))
+
+    def op_GreaterOrEqual(self, node):
+        if self.all_const(node):
+            self.fold(node, np.greater_equal(*(self.consts[t] for t in node.input)))
+            return
+        zero = self.const(node, node.input[1], "the threshold")
+        if zero.size != 1 or float(zero) != 0.0:
+            raise self.fail(node, "only x >= 0 (inside Where(x >= 0, 1, -1)) is supported")
+        self.sign_conditions[node.output[0]] = self.act(node, node.input[0])
 
     def _axes(self, node, index: int):
         axes = _attr(node, "axes")

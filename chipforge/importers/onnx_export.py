@@ -8,7 +8,7 @@ DequantizeLinear`` on the input (zero point 0, ``uint8``/``int8``, ``uint16``/``
 executor's) and ``DequantizeLinear`` of the integer weights (``int8``, ``int16`` or
 ``int4``; per output channel when ``weight_scale`` is a list). Re-importing with
 :func:`chipforge.importers.onnx.load_onnx` gives back the same computation; bit widths
-other than 4, 8 and 16 come back as their container's width.
+other than 4, 8 and 16 are kept in the model's metadata and restored.
 
 ONNX stores scales as float32. A scale that float32 cannot hold exactly (the zoo's input
 scale 1/255) moves exact rounding ties: a pixel of 0.5 is code 127.5 in float64, which
@@ -21,6 +21,8 @@ written: ONNX has no place for them.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -30,6 +32,7 @@ from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["OPSET", "save_onnx", "to_onnx"]
 
+WEIGHT_BITS_KEY = "chipforge.weight_bits"
 OPSET = 21
 """ONNX opset written (21: 4-bit QDQ types; Gelu needs 20)."""
 IR_VERSION = 10
@@ -48,6 +51,7 @@ def _int_type(bits: int, signed: bool) -> tuple[int, int]:
 class _Writer:
     def __init__(self, graph: Graph, quantized: bool):
         self.graph, self.quantized = graph, quantized
+        self.shapes: dict[str, tuple[int, ...]] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
 
@@ -142,8 +146,10 @@ class _Writer:
                 return self.add("MatMul", [x, names[node.inputs[1]]], out, out)
             case Op.SOFTMAX:
                 return self.add("Softmax", [x], out, out, axis=int(a.get("axis", -1)))
-            case Op.BATCHNORM:
-                p = node.params
+            case Op.BATCHNORM:     # ONNX wants one value per channel, the IR broadcasts
+                channels = self.shapes[node.inputs[0]][1]
+                p = {k: np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1),
+                                        (channels,)) for k, v in node.params.items()}
                 return self.add("BatchNormalization",
                                 [x] + [self.const(f"{out}.{k}", p[k])
                                        for k in ("gamma", "beta", "mean", "var")],
@@ -212,11 +218,14 @@ def to_onnx(graph: Graph, *, quantized: bool = True) -> onnx.ModelProto:
     computes): float weights, no Q/DQ nodes.
     """
     writer = _Writer(graph, quantized)
+    probe = run_graph(graph, np.zeros((1, *graph.input_shape)), quantized=False,
+                      return_all=True)
+    writer.shapes = {k: v.shape for k, v in probe.items()}
     names = {"input": "input"}
     for node in graph.nodes:
         names[node.name] = writer.node(node, names)
     last = writer.add("Identity", [names[graph.output_name]], "output", "output")
-    out_shape = run_graph(graph, np.zeros((1, *graph.input_shape)), quantized=False).shape[1:]
+    out_shape = writer.shapes[graph.output_name][1:]
     model = helper.make_model(
         helper.make_graph(
             writer.nodes, graph.name,
@@ -226,6 +235,13 @@ def to_onnx(graph: Graph, *, quantized: bool = True) -> onnx.ModelProto:
             writer.inits),
         opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
         producer_name="chipforge")
+    # Weight widths that no ONNX type has (2-bit BNN weights in an int4): recorded here, and
+    # restored by load_onnx.
+    narrow = {n.name: int(n.attrs["weight_bits"]) for n in graph.weighted_nodes()
+              if quantized and "weight_bits" in n.attrs
+              and int(n.attrs["weight_bits"]) not in (4, 8, 16)}
+    if narrow:
+        helper.set_model_props(model, {WEIGHT_BITS_KEY: json.dumps(narrow, sort_keys=True)})
     return model
 
 
