@@ -607,3 +607,63 @@ def test_every_zoo_model_equals_onnxruntime(name):
     assert close.mean() >= 0.99, f"{(~close).sum()} of {close.size} logits differ"
     assert (ours.argmax(1) == theirs.argmax(1)).all()
     assert (run_graph(graph, x).argmax(1) == ours.argmax(1)).mean() >= 0.99
+
+
+def test_bundled_vit_backbone_imports_through_pytorch_and_onnx():
+    """The bundled vit-digits (HeatViT's backbone, stored in its own format) rebuilt as a
+    plain PyTorch module from its parameters, imported with from_torch: the IR's float
+    output equals chipforge.sim.vit's float run of the same model (no token selectors)."""
+    vit = pytest.importorskip("chipforge.zoo.vit")
+    from chipforge.sim.vit import run_vit
+    from chipforge.zoo.data import digits
+
+    model = vit.load_vit("vit-digits")
+    c = model.config
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = torch.nn.LayerNorm(c.dim), torch.nn.LayerNorm(c.dim)
+            self.qkv, self.proj = torch.nn.Linear(c.dim, 3 * c.dim), torch.nn.Linear(c.dim, c.dim)
+            self.fc1 = torch.nn.Linear(c.dim, c.mlp_hidden)
+            self.fc2 = torch.nn.Linear(c.mlp_hidden, c.dim)
+
+        def forward(self, x):
+            n, t, _ = x.shape
+            q, k, v = self.qkv(self.norm1(x)).reshape(n, t, 3, c.heads, c.head_dim) \
+                .permute(2, 0, 3, 1, 4)
+            attention = (q @ k.transpose(-2, -1) / c.head_dim ** 0.5).softmax(-1)
+            x = x + self.proj((attention @ v).transpose(1, 2).reshape(n, t, c.dim))
+            return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
+
+    class Vit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = torch.nn.Linear(c.patch_dim, c.dim)
+            self.cls_token = torch.nn.Parameter(torch.zeros(1, 1, c.dim))
+            self.pos_embed = torch.nn.Parameter(torch.zeros(1, c.num_patches + 1, c.dim))
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(c.depth))
+            self.norm, self.head = torch.nn.LayerNorm(c.dim), torch.nn.Linear(c.dim,
+                                                                              c.num_classes)
+
+        def forward(self, images):
+            n, g, p = images.shape[0], c.image_size // c.patch_size, c.patch_size
+            patches = images.reshape(n, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(n, g * g,
+                                                                                   p * p)
+            x = torch.cat([self.cls_token.expand(n, -1, -1), self.patch_embed(patches)], 1)
+            x = x + self.pos_embed
+            for block in self.blocks:
+                x = block(x)
+            return self.head(self.norm(x[:, 0]))
+
+    net = Vit()
+    net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in
+                         model.params.items() if not k.startswith("selectors.")})
+    data = digits()
+    graph = from_torch(net, torch.tensor(data.x_test[:4]))
+    assert sum(n.op is Op.LINEAR for n in graph.nodes) == 2 + 4 * c.depth
+    ours = run_graph(graph, data.x_test)
+    theirs = run_vit(model, data.x_test, fixed=False, use_selectors=False).logits
+    # chipforge.sim.vit divides by (sum + 1e-6) in its softmax: a 1e-6 relative difference.
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
