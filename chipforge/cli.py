@@ -42,11 +42,22 @@ def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_simulate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="zoo model name (e.g. lenet-digits) or a .npz graph file")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="zoo model name (e.g. lenet-digits-forms8), an .onnx file (float or "
+                        "QDQ-quantized) or an .npz graph file")
+    p.add_argument("--model", dest="model_option", metavar="MODEL",
+                   help="the same as MODEL (kept for scripts)")
     p.add_argument("--accelerator", default="forms8",
                    help="accelerator preset (isaac, forms4, forms8, forms16, isqed-two-column, "
                         "isqed-differential, ...) or a ReRAM .toml file (default forms8)")
+    p.add_argument("--data", default="digits",
+                   help="'digits' (the shared test split, default) or an .npz with inputs "
+                        "(x, inputs or images) and labels (y, labels or targets)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="report directory (default build/report/MODEL-ACCELERATOR)")
+    p.add_argument("--quantize", choices=["auto", "off"], default="auto",
+                   help="float layers: quantize after training to 8 bits (auto, default) or "
+                        "refuse (off)")
     p.add_argument("--variation", type=float, metavar="SIGMA",
                    help="log-normal programming variation sigma (FORMS: 0.1)")
     p.add_argument("--read-noise", type=float, metavar="SIGMA",
@@ -56,17 +67,31 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--cycle-samples", type=int, default=100,
+                   help="inputs the cycle model runs on (default 100)")
 
 
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
-    from chipforge.simulate import simulate
+    from chipforge.mainjob import run_main_job
 
+    if args.model and args.model_option and args.model != args.model_option:
+        raise UsageError(f"two models given: {args.model!r} and --model {args.model_option!r}")
+    model = args.model or args.model_option
+    if model is None:
+        raise UsageError("give a MODEL: a zoo name, an .onnx file or an .npz graph")
+    if args.samples is not None and args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, not {args.samples}")
+    if args.cycle_samples < 1:
+        raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
     options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
                                  ("fault_rate", args.fault_rate)) if v is not None}
-    result = simulate(args.model, accelerator=args.accelerator, samples=args.samples,
-                      seed=args.seed, **options)
-    print(result.summary())
+    out = args.out or Path("build/report") / (
+        f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
+    job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,
+                       samples=args.samples, seed=args.seed, quantize=args.quantize,
+                       cycle_samples=args.cycle_samples, **options)
+    print(job.summary())
     return 0
 
 

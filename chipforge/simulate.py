@@ -7,9 +7,12 @@
     print(result.summary())
     result.accuracy_ideal, result.accuracy_hardware, result.metrics["crossbars"]
 
-``model`` is a zoo name, a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`;
-``data`` is a :class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)``
-pair, or None for the shared digits test split. ``accelerator`` names an entry of
+``model`` is a zoo name, an ``.onnx`` file (:func:`chipforge.importers.onnx.load_onnx`),
+a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`; ``data`` is a
+:class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)`` pair,
+``"digits"`` or None for the shared digits test split, or the path of an ``.npz`` of inputs
+and labels (read without pickle and checked: :func:`chipforge.importers.model.load_data`).
+``accelerator`` names an entry of
 :data:`RUNNERS` (the ReRAM presets of :mod:`chipforge.accelerators`; other accelerator
 families register their own runner with :func:`register_accelerator`), a ReRAM ``.toml``
 file or a :class:`~chipforge.accelerators.ReramAcceleratorConfig`.
@@ -106,12 +109,16 @@ def register_accelerator(names: str | list[str], runner: Runner) -> None:
 
 
 def load_model(model: Any):
-    """A Graph from a Graph, a ``.npz`` path or a zoo name."""
+    """A Graph from a Graph, an ``.onnx`` file, a ``.npz`` path or a zoo name."""
     from chipforge.sim.graph import Graph, load_graph
 
     if isinstance(model, Graph):
         return model
     text = str(model)
+    if text.lower().endswith(".onnx"):
+        from chipforge.importers.onnx import load_onnx
+
+        return load_onnx(text)
     if text.endswith(".npz") or Path(text).is_file():
         return load_graph(text)
     try:
@@ -123,6 +130,10 @@ def load_model(model: Any):
 
 
 def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(data, str | Path):       # "digits" or an .npz of inputs and labels
+        from chipforge.importers.model import load_data
+
+        return load_data(data, graph)
     if data is None:
         from chipforge.zoo.data import digits
 

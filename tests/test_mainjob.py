@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("chipforge.simulate")
-pytest.importorskip("chipforge.sim.cycle.report")
 torch = pytest.importorskip("torch")
 
 from chipforge.cli import main  # noqa: E402
@@ -18,16 +17,24 @@ def test_zoo_model_report_files_and_numbers(tmp_path, capsys):
     assert main(["simulate", "lenet-digits-forms8", "--accelerator", "forms8", "--samples",
                  "40", "--cycle-samples", "20", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "accuracy hardware" in text and "frames/s" in text and str(out) in text
+    assert "accuracy hardware" in text and str(out / "report.json") in text
     report = json.loads((out / "report.json").read_text())
     sim = report["simulation"]
     assert sim["samples"] == 40 and sim["accelerator"] == "forms8"
     assert sim["accuracy_ideal"] == sim["accuracy_hardware"]     # ideal device, exact
+    assert [la["node"] for la in sim["layers"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cycle_model_latency_and_energy_in_the_report(tmp_path):
+    pytest.importorskip("chipforge.sim.cycle.report")
+    job = run_main_job("lenet-digits-forms8", "forms8", "digits", out=tmp_path, samples=20,
+                       cycle_samples=10, progress=False)
+    report = json.loads(job.paths["json"].read_text())
     assert [la["name"] for la in report["cycles"]["layers"]] == \
         ["conv1", "conv2", "fc1", "fc2", "fc3"]
-    assert report["cycles"]["energy_per_frame_j"] > 0
-    for png in ("accuracy.png", "layers.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["cycles"]["energy_per_frame_j"] > 0 and report["cycles"]["latency_ns"] > 0
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_float_onnx_model_with_npz_data_is_quantized_and_simulated(tmp_path):

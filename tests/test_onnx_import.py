@@ -667,3 +667,33 @@ def test_bundled_vit_backbone_imports_through_pytorch_and_onnx():
     # chipforge.sim.vit divides by (sum + 1e-6) in its softmax: a 1e-6 relative difference.
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
     assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+@pytest.mark.parametrize("accelerator", ["isaac", "forms8", "isqed-differential"])
+def test_qdq_model_on_ideal_crossbars_equals_onnxruntime(digits_cnn_onnx, tmp_path,
+                                                         accelerator):
+    """The imported QDQ model placed on an accelerator's ideal crossbars (bit-sliced cells,
+    ADCs, shift-and-add) gives exactly chipforge's quantized output, hence onnxruntime's up
+    to the rounding ties of the QDQ test above."""
+    pytest.importorskip("chipforge.sim.reram")
+    from onnxruntime.quantization import QuantType
+
+    from chipforge.accelerators import get_accelerator
+    from chipforge.mappings.placement import place
+    from chipforge.sim.reram import CrossbarMatmul
+
+    float_path, data = digits_cnn_onnx
+    path = quantize(float_path, data, tmp_path / "qdq.onnx", per_channel=True,
+                    activation_type=QuantType.QUInt8)
+    graph = load_onnx(path)
+    accel = get_accelerator(accelerator)
+    if accelerator == "forms8":      # FORMS needs sign-polarized fragments: not this model
+        with pytest.raises(ValueError, match="polariz"):
+            place(graph, accel)
+        return
+    x = data.x_test[:120]
+    hardware = run_graph(graph, x, matmul=CrossbarMatmul(place(graph, accel), accel.device))
+    assert np.array_equal(hardware, run_graph(graph, x))
+    theirs = ort_run(onnx.load(path), x)
+    assert np.abs(hardware - theirs).max() <= 2 * graph.nodes[-1].attrs["scale"] * 1.001
+    assert (hardware.argmax(1) == theirs.argmax(1)).mean() >= 0.98
