@@ -49,7 +49,8 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
                    help="the same as MODEL (kept for scripts)")
     p.add_argument("--accelerator", default="forms8",
                    help="accelerator preset (isaac, forms4, forms8, forms16, isqed-two-column, "
-                        "isqed-differential, ...) or a ReRAM .toml file (default forms8)")
+                        "isqed-differential, superbnn, heatvit) or a ReRAM .toml file "
+                        "(default forms8)")
     p.add_argument("--data", default="digits",
                    help="'digits' (the shared test split, default) or an .npz with inputs "
                         "(x, inputs or images) and labels (y, labels or targets)")
@@ -67,6 +68,14 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--sigma-ua", type=float, metavar="UA",
+                   help="superbnn: gray-zone width sigma of the AQFP buffer (uA)")
+    p.add_argument("--crossbar-size", type=int, metavar="N",
+                   help="superbnn: AQFP crossbar size N")
+    p.add_argument("--bitstream-length", type=int, metavar="L",
+                   help="superbnn: stochastic bitstream length L")
+    p.add_argument("--selectors", choices=["keep80", "keep60", "keep50", "none"],
+                   help="heatvit: token-selector variant of vit-digits (default keep50)")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cycle model runs on (default 100)")
 
@@ -85,7 +94,10 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.cycle_samples < 1:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
     options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
-                                 ("fault_rate", args.fault_rate)) if v is not None}
+                                 ("fault_rate", args.fault_rate), ("sigma_ua", args.sigma_ua),
+                                 ("crossbar_size", args.crossbar_size),
+                                 ("bitstream_length", args.bitstream_length),
+                                 ("selectors", args.selectors)) if v is not None}
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,

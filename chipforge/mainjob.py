@@ -108,6 +108,22 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
         bar.set_description(f"chipforge simulate: {name}")
 
     try:
+        if str(accelerator) == "heatvit":   # its ViT has its own format and engine model
+            from chipforge.simulate import simulate
+
+            step("functional + cycle simulation")
+            result = simulate(model, accelerator="heatvit", data=data, samples=samples,
+                              seed=seed, **options)
+            bar.update(4)
+            notes.append("heatvit: latency and speedup come from the FPGA engine model "
+                         "(chipforge.sim.cycle.heatvit), per image from the tokens it keeps")
+            paths = {}
+            if out is not None:
+                from chipforge.report import write_report
+
+                paths = write_report(result, out, cycles=None, extra={"notes": notes})
+            bar.update(2)
+            return MainJob(result, None, paths, notes)
         step("model")
         graph = load_model(model)
         bar.update()
@@ -140,6 +156,9 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
             ARCHITECTURES, cycle_reports = {}, None
         if str(accelerator) in ARCHITECTURES:
             cycles = cycle_reports(graph, x[:cycle_samples], [str(accelerator)])[0]
+        elif str(accelerator) == "superbnn":
+            notes.append("superbnn: latency and energy from the AQFP cost model "
+                         "(chipforge.sim.aqfp; cryocooler overhead reported separately)")
         else:
             notes.append(f"accelerator {accelerator!r} has no cycle model (cycle models: "
                          f"{', '.join(ARCHITECTURES) or 'none'}): no latency or energy")
