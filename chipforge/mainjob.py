@@ -84,6 +84,20 @@ def _quantize_if_needed(graph, x_calib: np.ndarray, mode: str, calib_label: str,
     return quantize_graph(graph, x_calib)
 
 
+def _placement(graph, accelerator) -> dict | None:
+    """The ReRAM placement's row groups and crossbar counts per layer (plain data), so the
+    cycle model maps the model exactly as the functional simulation did."""
+    from chipforge.accelerators import ACCELERATORS
+
+    if str(accelerator) not in ACCELERATORS:
+        return None
+    from chipforge.mappings.placement import place
+
+    mapped = place(graph, str(accelerator))
+    return {name: (layer.row_index, layer.stats.crossbars)
+            for name, layer in mapped.layers.items()}
+
+
 def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", *,
                  out: str | Path | None = None, samples: int | None = None, seed: int = 0,
                  quantize: str = "auto", cycle_samples: int = 100, progress: bool = True,
@@ -155,7 +169,8 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
         except ImportError:   # a build without the cycle-level models
             ARCHITECTURES, cycle_reports = {}, None
         if str(accelerator) in ARCHITECTURES:
-            cycles = cycle_reports(graph, x[:cycle_samples], [str(accelerator)])[0]
+            cycles = cycle_reports(graph, x[:cycle_samples], [str(accelerator)],
+                                   placement=_placement(graph, accelerator))[0]
         elif str(accelerator) == "superbnn":
             notes.append("superbnn: latency and energy from the AQFP cost model "
                          "(chipforge.sim.aqfp; cryocooler overhead reported separately)")
