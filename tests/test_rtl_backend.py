@@ -1,0 +1,266 @@
+"""RTL in the loop: the generated shift-and-add Verilog, Verilated through pyverilator-mm,
+computes a layer inside the numpy simulation bit for bit, in the cycles the model predicts.
+
+The Verilated model is built once into the cache (``$CHIPFORGE_RTL_CACHE`` or
+``~/.cache/chipforge/verilated``; 10-40 s on a cold cache) and loaded from there afterwards.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chipforge.config import ISAAC_CROSSBAR
+from chipforge.sim.cycle.shift_add import shift_add_stream_cycles
+from chipforge.sim.executor import run_graph
+from chipforge.sim.graph import Graph, Node, Op
+from chipforge.sim.ref.crossbar import adc_codes, encode_weights, shift_add
+from chipforge.toolchain import ToolMissingError, pyverilator_verilator
+from chipforge.verify.manifest import load_manifest
+
+pytest.importorskip("pyverilator")
+
+
+@pytest.fixture(scope="module")
+def rtl():
+    from chipforge.sim.rtl_layer import ShiftAddRtl
+
+    try:
+        return ShiftAddRtl()
+    except ToolMissingError as e:
+        pytest.skip(str(e))
+
+
+def random_readout(cfg, rng, batch, cols):
+    """Random ADC codes in the reference's form, with the extremes in the first rows."""
+    full, phys = cfg.adc_max_code, cfg.physical_cols_per_weight
+    codes = rng.integers(0, full + 1, (batch, cfg.input_cycles, cols, phys))
+    unit = rng.integers(0, full + 1, (batch, cfg.input_cycles))
+    flipped = rng.random((cols, phys)) < 0.5
+    flipped[0], flipped[1] = True, False
+    codes[0], unit[0] = full, full
+    codes[1], unit[1] = 0, full
+    codes[2], unit[2] = full, 0
+    return codes, unit, flipped
+
+
+def test_stream_with_idle_and_backpressure_equals_the_reference(rtl):
+    cfg = rtl.cfg
+    assert cfg == ISAAC_CROSSBAR  # rtl/shift-add is generated from the ISAAC preset
+    codes, unit, flipped = random_readout(cfg, np.random.default_rng(0), 40, 7)
+    want = shift_add(codes, unit, flipped, cfg)
+    got, run = rtl.shift_add(codes, unit, flipped, idle_prob=0.3, ready_prob=0.5, seed=4)
+    assert got.dtype == np.int64 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    # Stalls cost cycles: more than the back-to-back cycle model.
+    assert run.cycles > shift_add_stream_cycles(cfg, 40 * 7)
+
+
+def test_back_to_back_cycles_equal_the_cycle_model(rtl):
+    cfg = rtl.cfg
+    codes, unit, flipped = random_readout(cfg, np.random.default_rng(1), 25, 4)
+    got, run = rtl.shift_add(codes, unit, flipped)
+    np.testing.assert_array_equal(got, shift_add(codes, unit, flipped, cfg))
+    n = 25 * 4
+    assert run.cycles == shift_add_stream_cycles(cfg, n) == n * cfg.input_cycles + 1
+    # First result 1 cycle after its last beat, then one every input_cycles cycles.
+    assert run.result_cycles[0] == cfg.input_cycles + 1
+    assert (np.diff(run.result_cycles) == cfg.input_cycles).all()
+
+
+def test_real_crossbar_readout_gives_x_times_w(rtl):
+    cfg = rtl.cfg
+    rng = np.random.default_rng(2)
+    w = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, 3))
+    x = rng.integers(*cfg.input_range, endpoint=True, size=(6, cfg.rows))
+    readout = adc_codes(x, encode_weights(w, cfg), cfg)
+    got, _ = rtl.shift_add(readout.codes, readout.unit, readout.flipped)
+    assert not readout.saturated
+    np.testing.assert_array_equal(got, x @ w)
+
+
+def test_second_open_loads_the_cache_without_building(rtl, monkeypatch):
+    import pyverilator
+
+    from chipforge.sim.rtl_layer import ShiftAddRtl
+
+    so = rtl.block.so_path
+    stamp = so.stat().st_mtime_ns
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached model was rebuilt")
+
+    monkeypatch.setattr(pyverilator.PyVerilator, "build", no_build)
+    again = ShiftAddRtl(cache_dir=rtl.block.cache_dir)
+    assert again.block.from_cache and again.block.so_path == so
+    assert so.stat().st_mtime_ns == stamp
+    codes, unit, flipped = random_readout(again.cfg, np.random.default_rng(3), 3, 2)
+    np.testing.assert_array_equal(again.shift_add(codes, unit, flipped)[0],
+                                  shift_add(codes, unit, flipped, again.cfg))
+
+
+def test_cache_key_follows_verilog_and_toolchain(rtl):
+    from dataclasses import replace
+
+    from chipforge.sim.rtl_backend import VerilatedBlock
+
+    tools = rtl.block.toolchain
+    verilog = rtl.block.manifest.verilog.read_bytes()
+    key = VerilatedBlock.cache_key(verilog, tools)
+    assert key == rtl.block.key
+    assert VerilatedBlock.cache_key(verilog + b"\n// edited\n", tools) != key
+    assert VerilatedBlock.cache_key(verilog, replace(tools, version_text="Verilator 5.052")) != key
+    assert VerilatedBlock.cache_key(verilog, replace(tools, pyverilator="0.7.7")) != key
+
+
+def test_payload_packing_matches_the_scalar_codec():
+    codec = load_manifest("rtl/shift-add").codec("i_stream__payload")
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (50, 8))
+    unit, flip = rng.integers(0, 256, 50), rng.integers(0, 256, 50)
+    words = codec.pack_array({"codes": codes.T, "unit": unit, "flip": flip})
+    assert words.shape == (50, 3) and words.dtype == np.uint32
+    for k in range(50):
+        packed = sum(int(w) << (32 * i) for i, w in enumerate(words[k]))
+        assert packed == codec.pack({"codes": codes[k].tolist(), "unit": unit[k],
+                                     "flip": flip[k]})
+
+
+@pytest.mark.parametrize("version_line, found", [
+    ("", "prints the version ''"),
+    ("Verilator 4.200 2021-03-12 rev v4.200", "found 4.200"),
+])
+def test_old_or_unreadable_verilator_is_named(tmp_path, monkeypatch, version_line, found):
+    fake = tmp_path / "verilator"
+    fake.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissingError, match="needs Verilator >= 5.006") as info:
+        pyverilator_verilator()
+    assert found in str(info.value)
+
+
+def test_missing_verilator_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissingError, match="found none"):
+        pyverilator_verilator()
+
+
+def test_sim_does_not_import_hw():
+    code = ("import sys, chipforge.sim.rtl_layer; "
+            "sys.exit(any(m.startswith('chipforge.hw') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- one layer of a model through the RTL -------------------------------------------------
+
+def digits_linear_classifier():
+    """A one-layer quantized digits classifier (least squares, 8-bit weights/activations):
+    a real model on the shared digits split, trained in milliseconds."""
+    from chipforge.zoo.data import digits
+
+    data = digits()
+    x = data.x_train.reshape(len(data.x_train), -1).astype(np.float64)
+    targets = np.eye(10)[data.y_train]
+    w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], targets, rcond=None)[0]
+    weight, bias = w[:-1].T, w[-1]
+    scale = np.abs(weight).max() / 127
+    node = Node(Op.LINEAR, "fc", ("flat",),
+                dict(weight_bits=8, weight_scale=scale, act_bits=8, act_scale=1 / 255,
+                     act_signed=False),
+                {"weight": np.rint(weight / scale) * scale, "bias": bias})
+    graph = Graph("digits-linear", (1, 8, 8), [Node(Op.FLATTEN, "flat", ("input",)), node])
+    return graph, data
+
+
+def test_digits_layer_through_rtl_is_bit_exact(rtl):
+    from chipforge.sim.rtl_layer import run_layer_rtl
+
+    graph, data = digits_linear_classifier()
+    run = run_layer_rtl(graph, data.x_test, "fc", labels=data.y_test, block=rtl)
+    run.check()
+    assert run.bit_exact and run.rtl.shape == (360, 10)
+    np.testing.assert_array_equal(run.rtl, run.reference)
+    np.testing.assert_array_equal(run.outputs, run_graph(graph, data.x_test))
+    assert run.accuracy == run.reference_accuracy > 0.85
+    assert run.dot_products == 360 * 10
+    assert run.cycles == run.model_cycles == 360 * 10 * 16 + 1
+
+
+def test_conv_layer_and_row_tiles_through_rtl(rtl):
+    """A conv layer (im2col rows), and a linear layer too tall for one crossbar (row tiles
+    summed digitally), with stalls: still bit-exact."""
+    from chipforge.sim.rtl_layer import run_layer_rtl
+
+    rng = np.random.default_rng(6)
+    q = dict(weight_bits=8, weight_scale=0.01, act_bits=8, act_scale=1 / 64, act_signed=True)
+    nodes = [
+        Node(Op.CONV2D, "conv", ("input",), dict(padding=1) | q,
+             {"weight": rng.integers(-127, 128, (3, 1, 3, 3)) * 0.01}),
+        Node(Op.FLATTEN, "flat", ("conv",)),
+        Node(Op.LINEAR, "fc", ("flat",), q, {"weight": rng.integers(-127, 128, (4, 300)) * 0.01}),
+    ]
+    graph = Graph("tall", (1, 10, 10), nodes)
+    x = rng.normal(size=(3, 1, 10, 10))
+    conv = run_layer_rtl(graph, x, "conv", block=rtl)
+    conv.check()
+    assert conv.dot_products == 3 * 100 * 3 and conv.cycles == conv.model_cycles
+    fc = run_layer_rtl(graph, x, "fc", block=rtl, idle_prob=0.2, ready_prob=0.7)
+    fc.check()
+    assert fc.tiles == 3 and fc.dot_products == 3 * 4 * 3
+    np.testing.assert_array_equal(fc.rtl, fc.exact)
+    np.testing.assert_array_equal(fc.outputs, run_graph(graph, x))
+    assert fc.cycles > fc.model_cycles  # the stalls
+
+
+def test_mismatch_names_the_first_differing_input(rtl, monkeypatch):
+    """A block that returns one wrong dot product is caught, with where and what."""
+    from chipforge.sim.rtl_layer import run_layer_rtl
+
+    graph, data = digits_linear_classifier()
+    run_stream = rtl.block.run_stream
+
+    def faulty(*args, **kwargs):
+        run = run_stream(*args, **kwargs)
+        run.results[123] += 1  # image 12, output 3
+        return run
+
+    monkeypatch.setattr(rtl.block, "run_stream", faulty)
+    run = run_layer_rtl(graph, data.x_test[:20], "fc", block=rtl)
+    assert run.mismatches == 1
+    m = run.first_mismatch
+    assert (m.image, m.row, m.output) == (12, 12, 3) and m.got == m.expected + 1
+    with pytest.raises(AssertionError, match="image 12 .*output 3"):
+        run.check()
+
+
+def test_bad_layer_and_out_of_range_operands_are_rejected(rtl):
+    from chipforge.sim.rtl_layer import run_layer_rtl
+
+    graph, data = digits_linear_classifier()
+    with pytest.raises(ValueError, match="quantized linear or conv2d node .*not 'flat'"):
+        run_layer_rtl(graph, data.x_test[:2], "flat", block=rtl)
+    wide = Node(Op.LINEAR, "fc", ("input",),
+                dict(weight_bits=20, weight_scale=1.0, act_bits=8, act_scale=1.0,
+                     act_signed=False), {"weight": np.full((2, 4), 2.0**17)})
+    with pytest.raises(ValueError, match="layer 'fc': integer weights span 131072"):
+        run_layer_rtl(Graph("wide", (4,), [wide]), np.ones((1, 4)), "fc", block=rtl)
+
+
+def test_bundled_cnn_layer_through_rtl_on_the_digits_test_set(rtl):
+    """lenet-digits' last layer (fc3: 84 -> 10) on all 360 test images, through the RTL."""
+    from chipforge import zoo
+    from chipforge.sim.rtl_layer import run_layer_rtl
+    from chipforge.zoo.data import digits
+
+    if not hasattr(zoo, "load"):
+        pytest.skip("the bundled CNN (chipforge.zoo.load) is not on this branch yet")
+    graph = zoo.load("lenet-digits")
+    data = digits()
+    run = run_layer_rtl(graph, data.x_test, "fc3", labels=data.y_test, block=rtl)
+    run.check()
+    assert run.rtl.shape == (360, 10) and run.dot_products == 3600
+    np.testing.assert_array_equal(run.outputs, run.reference_outputs)
+    assert run.accuracy == run.reference_accuracy
+    assert run.cycles == run.model_cycles == 3600 * 16 + 1
