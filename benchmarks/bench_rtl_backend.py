@@ -86,11 +86,22 @@ def main() -> None:
           f"{len(beats)} beats; Verilated model {how} in {load_s:.1f} s "
           f"({tools.version_text}, pyverilator-mm {tools.pyverilator})")
 
+    t0 = time.perf_counter()
     got, run = rtl.shift_add(readout.codes, readout.unit, readout.flipped)
+    tall_s = time.perf_counter() - t0
     assert np.array_equal(got, want), "pyverilator backend differs from the reference"
     fast_cps = run.cycles / run.seconds
     print(f"  pyverilator-mm, backend loop : {run.cycles:>7} cycles in {run.seconds:6.2f} s "
           f"= {fast_cps:>9,.0f} cycles/s")
+
+    # Tall batch (all input vectors in one stream) vs one stream per input vector.
+    t0 = time.perf_counter()
+    for i in range(args.batch):
+        row, _ = rtl.shift_add(readout.codes[i:i + 1], readout.unit[i:i + 1], readout.flipped)
+        assert np.array_equal(row, want[i:i + 1]), "per-vector streaming differs"
+    per_vector_s = time.perf_counter() - t0
+    print(f"  {n} dot products, packing included: one tall stream {tall_s:.2f} s, one stream "
+          f"per input vector {per_vector_s:.2f} s (ratio {per_vector_s / tall_s:.2f}x)")
 
     prefix = min(len(beats), 8000) // cfg.input_cycles
     io_res, io_cycles, io_s = pyverilator_io_loop(rtl, beats[:prefix * cfg.input_cycles], prefix)

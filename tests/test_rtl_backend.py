@@ -264,3 +264,39 @@ def test_bundled_cnn_layer_through_rtl_on_the_digits_test_set(rtl):
     np.testing.assert_array_equal(run.outputs, run.reference_outputs)
     assert run.accuracy == run.reference_accuracy
     assert run.cycles == run.model_cycles == 3600 * 16 + 1
+
+
+@pytest.mark.slow
+def test_a_real_rtl_bug_is_reported_at_the_first_affected_input(tmp_path):
+    """Verilog whose sign cycle adds instead of subtracts (a plausible bug) is rebuilt from
+    its new hash; it agrees on non-negative inputs, and the first image with a negative
+    input is the one reported."""
+    import shutil
+
+    from chipforge.sim.rtl_layer import ShiftAddRtl, run_layer_rtl
+
+    block_dir = tmp_path / "shift-add"
+    shutil.copytree("rtl/shift-add", block_dir)
+    verilog = block_dir / "shift_add.v"
+    text = verilog.read_text()
+    sign_beat = r"assign \$35  = - $signed(\$34 [24:0]);"
+    assert text.count(sign_beat) == 1, "the generated Verilog changed: update this test"
+    verilog.write_text(text.replace(sign_beat, sign_beat.replace("= - ", "= ")))
+    try:
+        buggy = ShiftAddRtl(block_dir, cache_dir=tmp_path / "cache")
+    except ToolMissingError as e:
+        pytest.skip(str(e))
+    assert not buggy.block.from_cache
+
+    rng = np.random.default_rng(7)
+    q = dict(weight_bits=8, weight_scale=1.0, act_bits=8, act_scale=1.0, act_signed=True)
+    graph = Graph("signed", (16,), [Node(Op.LINEAR, "fc", ("input",), q,
+                                         {"weight": rng.integers(1, 100, (3, 16)) * 1.0})])
+    x = rng.integers(0, 100, (8, 16)) * 1.0
+    x[5, 4] = -3.0
+    run = run_layer_rtl(graph, x, "fc", block=buggy)
+    assert run.first_mismatch is not None
+    m = run.first_mismatch
+    assert (m.image, m.row, m.output) == (5, 5, 0)
+    assert m.expected == int(x[5] @ graph.node("fc").params["weight"][0]) != m.got
+    assert run.mismatches == 3  # the three outputs of image 5, nothing else
