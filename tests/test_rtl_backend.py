@@ -115,7 +115,9 @@ def test_cache_key_follows_verilog_and_toolchain(rtl):
 
 
 def test_payload_packing_matches_the_scalar_codec():
-    codec = load_manifest("rtl/shift-add").codec("i_stream__payload")
+    from chipforge.sim.rtl_layer import DEFAULT_SHIFT_ADD_DIR
+
+    codec = load_manifest(DEFAULT_SHIFT_ADD_DIR).codec("i_stream__payload")
     rng = np.random.default_rng(5)
     codes = rng.integers(0, 256, (50, 8))
     unit, flip = rng.integers(0, 256, 50), rng.integers(0, 256, 50)
@@ -273,10 +275,10 @@ def test_a_real_rtl_bug_is_reported_at_the_first_affected_input(tmp_path):
     input is the one reported."""
     import shutil
 
-    from chipforge.sim.rtl_layer import ShiftAddRtl, run_layer_rtl
+    from chipforge.sim.rtl_layer import DEFAULT_SHIFT_ADD_DIR, ShiftAddRtl, run_layer_rtl
 
     block_dir = tmp_path / "shift-add"
-    shutil.copytree("rtl/shift-add", block_dir)
+    shutil.copytree(DEFAULT_SHIFT_ADD_DIR, block_dir)
     verilog = block_dir / "shift_add.v"
     text = verilog.read_text()
     sign_beat = r"assign \$35  = - $signed(\$34 [24:0]);"
