@@ -54,9 +54,13 @@ def default_cache_dir() -> Path:
 class StreamRun:
     """What one :meth:`VerilatedBlock.run_stream` call observed."""
 
-    results: np.ndarray
-    """Output payloads in arrival order: int64 (sign-extended if the port is signed) for
-    ports up to 64 bits, Python ints (object array) beyond."""
+    words: np.ndarray
+    """(results, words) uint32: the output payloads in arrival order, least significant
+    32-bit word first."""
+    results: np.ndarray | dict[str, np.ndarray]
+    """The payloads decoded by the manifest: int64 (sign-extended if the port is signed)
+    for a plain port up to 64 bits; ``{field: int64 array}`` for a port with payload
+    fields (``PayloadCodec.unpack_array``); Python ints (object array) otherwise."""
     cycles: int
     """Clock cycles from the first cycle after reset through the cycle of the last output
     transfer, inclusive."""
@@ -286,10 +290,7 @@ class VerilatedBlock:
                 offered = False
             if ready and get_out_valid(m):
                 if out_words > 2:
-                    value = 0
-                    for w in range(out_words):
-                        value |= int(get_out(m, w)) << (32 * w)
-                    results.append(value)
+                    results.append([get_out(m, w) for w in range(out_words)])
                 else:
                     results.append(get_out(m))
                 result_cycles.append(cycle)
@@ -299,17 +300,33 @@ class VerilatedBlock:
         if sent != n_beats:
             raise ValueError(f"{self.manifest.module}: all {n_results} results arrived after "
                              f"{sent} of {n_beats} beats: the beats do not match n_results")
-        return StreamRun(results=self._decode(results), cycles=cycle,
+        words_out = self._words(results)
+        return StreamRun(words=words_out, results=self._decode(words_out), cycles=cycle,
                          result_cycles=np.asarray(result_cycles, dtype=np.int64),
                          seconds=seconds)
 
-    def _decode(self, values: list[int]) -> np.ndarray:
+    def _words(self, values: list) -> np.ndarray:
+        """Collected payloads -> (n, words) uint32."""
+        n_words = max(1, -(-self.out_width // 32))
+        if self.out_width > 64:
+            return np.array(values, dtype=np.uint32).reshape(len(values), n_words)
+        raw = np.array(values, dtype=np.uint64)
+        return np.stack([(raw >> np.uint64(32 * w)) & np.uint64(0xFFFFFFFF)
+                         for w in range(n_words)], axis=1).astype(np.uint32)
+
+    def _decode(self, words: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        port = f"{self.out_port}__payload"
+        if "fields" in self.manifest.data["ports"][port]:
+            return self.manifest.codec(port).unpack_array(words)
         width = self.out_width
         if width > 64:
+            values = [sum(int(w) << (32 * i) for i, w in enumerate(row)) for row in words]
             if self.out_signed:
                 values = [v - (1 << width) if v >> (width - 1) else v for v in values]
             return np.array(values, dtype=object)
-        raw = np.array(values, dtype=np.uint64)
+        raw = np.zeros(len(words), dtype=np.uint64)
+        for w in range(words.shape[1]):
+            raw |= words[:, w].astype(np.uint64) << np.uint64(32 * w)
         if self.out_signed and width < 64:
             sign = np.uint64(1 << (width - 1))
             return (raw ^ sign).astype(np.int64) - np.int64(1 << (width - 1))

@@ -127,6 +127,10 @@ def test_payload_packing_matches_the_scalar_codec():
         packed = sum(int(w) << (32 * i) for i, w in enumerate(words[k]))
         assert packed == codec.pack({"codes": codes[k].tolist(), "unit": unit[k],
                                      "flip": flip[k]})
+    back = codec.unpack_array(words)
+    np.testing.assert_array_equal(np.stack([back[f"codes[{p}]"] for p in range(8)], 1), codes)
+    np.testing.assert_array_equal(back["unit"], unit)
+    np.testing.assert_array_equal(back["flip"], flip)
 
 
 @pytest.mark.parametrize("version_line, found", [

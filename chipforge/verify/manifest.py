@@ -60,6 +60,32 @@ class PayloadCodec:
                 out[:, word] |= part & np.uint64(0xFFFFFFFF)
         return out.astype(np.uint32)
 
+    def unpack_array(self, words: np.ndarray) -> dict[str, np.ndarray]:
+        """Vectorized :meth:`unpack`: (beats, :attr:`words`) uint32 -> {field name: int64
+        array} (flat names like ``"codes[3]"``; signed fields sign-extended; fields up to
+        63 bits)."""
+        words = np.asarray(words, dtype=np.uint64)
+        if words.ndim != 2 or words.shape[1] != self.words:
+            raise ValueError(f"words must have shape (n, {self.words}), not {words.shape}")
+        out = {}
+        for field in self.fields:
+            width, offset = field["width"], field["offset"]
+            if width > 63:
+                raise ValueError(f"field {field['name']} has {width} bits; unpack_array "
+                                 "handles up to 63")
+            value = np.zeros(len(words), dtype=np.uint64)
+            for word in range(offset // 32, (offset + width - 1) // 32 + 1):
+                shift = 32 * word - offset
+                part = (words[:, word] << np.uint64(shift) if shift >= 0
+                        else words[:, word] >> np.uint64(-shift))
+                value |= part
+            value &= np.uint64((1 << width) - 1)
+            signed = value.astype(np.int64)
+            if field["signed"]:
+                signed -= (signed >> (width - 1)) << width
+            out[field["name"]] = signed
+        return out
+
     def unpack(self, word: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for field in self.fields:
