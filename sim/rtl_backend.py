@@ -233,10 +233,22 @@ class VerilatedBlock:
         ev.argtypes, ev.restype = [ctypes.c_void_p], ctypes.c_int
         out_words = -(-self.out_width // 32)
 
-        # Payload words as Python ints, one list per word: the fastest thing to hand ctypes.
+        # Payload words as Python ints: the fastest thing to hand ctypes. A wide payload is
+        # written 32 bits at a time; when most words repeat from beat to beat (e.g. weights
+        # carried in the payload), each beat lists only the (word, value) pairs that differ
+        # from the previous beat's (the first beat of a run writes all of them).
+        sparse = False
         if self.in_width > 64:
-            columns = [beats[:, w].tolist() for w in range(words)]
-            rows = list(zip(*columns, strict=True)) if n_beats else []
+            changed = np.ones(beats.shape, dtype=bool)
+            changed[1:] = beats[1:] != beats[:-1]
+            sparse = bool(changed.mean() < 0.5)
+            if sparse:
+                index = np.broadcast_to(np.arange(words), beats.shape)
+                pairs = list(zip(index[changed].tolist(), beats[changed].tolist(), strict=True))
+                bounds = np.concatenate([[0], np.cumsum(changed.sum(axis=1))]).tolist()
+                rows = [pairs[bounds[i]:bounds[i + 1]] for i in range(n_beats)]
+            else:
+                rows = list(zip(*(beats[:, w].tolist() for w in range(words)), strict=True))
         else:
             wide = beats.astype(np.uint64)
             packed = wide[:, 0] | (wide[:, 1] << np.uint64(32)) if words == 2 else wide[:, 0]
@@ -278,7 +290,10 @@ class VerilatedBlock:
                 offered, ready = sent < n_beats, True
             if offered:
                 row = rows[sent]
-                if self.in_width > 64:
+                if sparse:
+                    for w, value in row:
+                        set_payload(m, w, value)
+                elif self.in_width > 64:
                     for w, value in enumerate(row):
                         set_payload(m, w, value)
                 else:
