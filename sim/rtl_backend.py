@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,8 +202,6 @@ class VerilatedBlock:
         offered stays valid until accepted) and the output stream is ready with probability
         ``ready_prob``. Raises ``TimeoutError`` after ``max_cycles`` (default: generous).
         """
-        import time
-
         for name, p in (("idle_prob", idle_prob), ("ready_prob", ready_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], not {p!r}")
@@ -221,8 +220,8 @@ class VerilatedBlock:
             max_cycles = int(20 * stall * (n_beats + n_results)) + 1000
 
         m = self._model
-        set_clk = self._fn("set", "clk", 1)
-        set_rst = self._fn("set", "rst", 1)
+        set_clk = self._fn("set", self.manifest.data.get("clock", "clk"), 1)
+        set_rst = self._fn("set", self.manifest.data.get("reset", {}).get("name", "rst"), 1)
         set_valid = self._fn("set", f"{self.in_port}__valid", 1)
         set_ready = self._fn("set", f"{self.out_port}__ready", 1)
         set_payload = self._fn("set", f"{self.in_port}__payload", self.in_width)
