@@ -98,6 +98,10 @@ class VerilatedBlock:
         if not self.manifest.verilog.exists():
             raise ValueError(f"{self.manifest.path}: names Verilog {self.manifest.verilog}, "
                              "which does not exist: run `chipforge rtl` again")
+        reset = self.manifest.data.get("reset", {}).get("kind", "synchronous, active high")
+        if "active high" not in reset:
+            raise ValueError(f"{self.manifest.path}: run_stream drives an active-high reset, "
+                             f"this block's is {reset!r}")
         self.toolchain = pyverilator_verilator()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.in_port = _stream_ports(self.manifest, "input")
