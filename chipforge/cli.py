@@ -47,8 +47,72 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
 
 COMMANDS["simulate"] = ("simulate a compressed model on a virtual accelerator (not built yet)",
                         _add_simulate, _not_built("simulate", "the ReRAM crossbar issue"))
-COMMANDS["sweep"] = ("fault-injection and design-space sweeps (not built yet)",
-                     _add_simulate, _not_built("sweep", "the sweep engine issue"))
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="registered sweep (see --list) or package.module:ATTRIBUTE")
+    p.add_argument("--list", action="store_true", help="list the registered sweeps and exit")
+    p.add_argument("--grid", action="append", default=[], metavar="AXIS=V1,V2,...",
+                   help="replace an axis' values (repeatable; typed like its defaults)")
+    p.add_argument("--trials", type=int, help="Monte-Carlo trials per point "
+                   "(default: the sweep's)")
+    p.add_argument("--out", type=Path, help="output directory (default: sweeps/NAME)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out, skipping the trials already there")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="run on an existing Dask cluster (e.g. tcp://host:8786)")
+    where.add_argument("--dask", action="store_true",
+                       help="run on a local Dask LocalCluster of --workers processes")
+    p.add_argument("--workers", type=int,
+                   help="local worker processes (default: all cores)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="trials per task; more amortizes the overhead of tiny trials")
+    p.add_argument("--x", dest="x_axis", metavar="AXIS", help="axis on the plot's x axis")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bar (default: when stderr is a terminal)")
+
+
+@command("sweep", "fault-injection and design-space sweeps, resumable, local or on Dask")(
+    _add_sweep)
+def _run_sweep(args: argparse.Namespace) -> int:
+    from chipforge.sim.sweep import SweepError, parse_grid_args, run_sweep
+    from chipforge.sweeps import SWEEPS, get_sweep
+
+    if args.list or args.name is None:
+        print("registered sweeps (chipforge sweep NAME):")
+        for name in SWEEPS:
+            sweep = get_sweep(name)
+            axes = ", ".join(f"{a}={','.join(map(str, v))}" for a, v in sweep.grid.items())
+            print(f"  {name}: {sweep.description}\n      metrics: {', '.join(sweep.metrics)}"
+                  f"\n      default grid: {axes}; {sweep.trials} trials per point")
+        return 0 if args.list else 2
+    for flag in ("trials", "workers", "batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be >= 1, not {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    sweep = get_sweep(args.name)
+    grid = parse_grid_args(args.grid, sweep.grid)
+    out = args.out or Path("sweeps") / sweep.name
+    try:
+        run_sweep(sweep, out, grid=grid, trials=args.trials, seed=args.seed,
+                  resume=args.resume, workers=args.workers, scheduler=args.scheduler,
+                  dask_local=args.dask, batch=args.batch, progress=args.progress,
+                  plot=not args.no_plot, x_axis=args.x_axis)
+    except SweepError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"\nchipforge sweep: interrupted; the finished trials are saved in {out}; "
+              f"run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _add_rtl(p: argparse.ArgumentParser) -> None:
@@ -120,6 +184,19 @@ def _run_ref(args: argparse.Namespace) -> int:
           f"saturated: {'yes' if readout.saturated else 'no'}")
     print(f"  result vs numpy x @ W: {mismatches} mismatches of {exact.size}")
     return 0 if mismatches == 0 or readout.saturated else 1
+
+
+def _add_zoo(p: argparse.ArgumentParser) -> None:
+    from chipforge.zoo.cli import add_arguments
+
+    add_arguments(p)
+
+
+@command("zoo", "list the bundled models, or retrain one from its recipe")(_add_zoo)
+def _run_zoo(args: argparse.Namespace) -> int:
+    from chipforge.zoo.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ from amaranth.lib import data, wiring
 
 from chipforge import __version__
 from chipforge.config import ISAAC_CROSSBAR, ConfigBase
+from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
+from chipforge.sc_config import SC_DIGITS
 
 __all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
 
@@ -47,6 +49,13 @@ BLOCKS: dict[str, Block] = {
         build=ShiftAdd,
         config=ISAAC_CROSSBAR,
         summary="ISAAC shift-and-add of one crossbar column (ISAAC preset)",
+    ),
+    "sc-accumulator": Block(
+        module="sc_accumulator",
+        build=ScAccumulator,
+        config=SC_DIGITS,
+        summary="SupeRBNN-style stochastic-computing accumulator: LFSR SNGs, bitstream "
+                "counting, threshold to sign (SC_DIGITS preset)",
     ),
 }
 

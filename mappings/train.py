@@ -1,0 +1,129 @@
+"""Deterministic small-model training on CPU, shared by the compression passes and the zoo.
+
+Every run starts from :func:`seed_everything` (fixed seeds) and trains under
+:func:`deterministic` (deterministic algorithms, a fixed thread count; the caller's settings
+are restored afterwards), so the same recipe gives the same weights on the same machine and
+torch version. Constraints (pruning masks, fragment signs) are re-applied after every
+optimizer step by :func:`apply_constraints` (projected gradient descent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from chipforge.sim.fragments import expand_signs
+
+__all__ = ["TrainData", "apply_constraints", "deterministic", "latent_weight", "seed_everything",
+           "torch_accuracy", "train", "weighted_layers"]
+
+TRAIN_THREADS = 1
+"""Thread count for training: results are bit-reproducible only at a fixed count."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global generator (model initialization); return a seeded generator."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Deterministic algorithms and ``TRAIN_THREADS`` threads inside; restored on exit."""
+    algorithms, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(algorithms)
+        torch.set_num_threads(threads)
+
+
+class TrainData:
+    """Train/test tensors of a :class:`chipforge.zoo.data.Dataset` (float32, int64)."""
+
+    def __init__(self, dataset) -> None:
+        self.x_train = torch.from_numpy(np.array(dataset.x_train))
+        self.y_train = torch.from_numpy(np.array(dataset.y_train))
+        self.x_test = torch.from_numpy(np.array(dataset.x_test))
+        self.y_test = torch.from_numpy(np.array(dataset.y_test))
+        self.dataset = dataset
+
+
+def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers by module name (the graph node names of to_graph)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+def latent_weight(layer: nn.Module) -> nn.Parameter:
+    """The trained float weight (under a fake-quantization parametrization if there is one)."""
+    if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
+        return layer.parametrizations.weight.original
+    return layer.weight
+
+
+@torch.no_grad()
+def apply_constraints(model: nn.Module) -> None:
+    """Project every weighted layer onto its constraints: ``prune_mask`` zeros, and the
+    FORMS fragment signs (weights of the opposite sign become 0)."""
+    for layer in weighted_layers(model).values():
+        w = latent_weight(layer)
+        mask = getattr(layer, "prune_mask", None)
+        if mask is not None:
+            w.mul_(mask)
+        signs = getattr(layer, "fragment_signs", None)
+        if signs is not None:
+            per_weight = torch.from_numpy(expand_signs(tuple(w.shape), signs.numpy(),
+                                                       layer.fragment_size,
+                                                       layer.fragment_order)).to(w.dtype)
+            w.mul_((w * per_weight >= 0).to(w.dtype))
+
+
+@torch.no_grad()
+def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return float((model(x).argmax(1) == y).double().mean())
+
+
+def train(model: nn.Module, data: TrainData, *, epochs: int, lr: float, seed: int,
+          batch_size: int = 64, weight_decay: float = 0.0,
+          extra_loss: Callable[[], torch.Tensor] | None = None,
+          on_epoch_end: Callable[[int], None] | None = None,
+          constrained: bool = False) -> nn.Module:
+    """Adam on cross-entropy (+ ``extra_loss()``), shuffled minibatches from ``seed``.
+
+    With ``constrained`` the layer constraints are re-applied after every step.
+    """
+    with deterministic():
+        _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss,
+               on_epoch_end, constrained)
+    model.eval()
+    return model
+
+
+def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, on_epoch_end,
+           constrained) -> None:
+    gen = seed_everything(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(data.x_train)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+            if extra_loss is not None:
+                loss = loss + extra_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if constrained:
+                apply_constraints(model)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
