@@ -273,15 +273,16 @@ def test_bundled_cnn_layer_through_rtl_on_the_digits_test_set(rtl):
     from chipforge.sim.rtl_layer import run_layer_rtl
     from chipforge.zoo.data import digits
 
-    if not hasattr(zoo, "load"):
-        pytest.skip("the bundled CNN (chipforge.zoo.load) is not on this branch yet")
     graph = zoo.load("lenet-digits")
-    data = digits()
+    data = digits(graph.input_shape[-1])  # the zoo's LeNet reads 16x16 digits
+    assert len(data.x_test) == 360
     run = run_layer_rtl(graph, data.x_test, "fc3", labels=data.y_test, block=rtl)
     run.check()
     assert run.rtl.shape == (360, 10) and run.dot_products == 3600
+    np.testing.assert_array_equal(run.rtl, run.exact)
     np.testing.assert_array_equal(run.outputs, run.reference_outputs)
-    assert run.accuracy == run.reference_accuracy
+    np.testing.assert_array_equal(run.reference_outputs, run_graph(graph, data.x_test))
+    assert run.accuracy == run.reference_accuracy == graph.meta["accuracy_quantized"]
     assert run.cycles == run.model_cycles == 3600 * 16 + 1
 
 
