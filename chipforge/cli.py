@@ -186,6 +186,36 @@ def _run_ref(args: argparse.Namespace) -> int:
     return 0 if mismatches == 0 or readout.saturated else 1
 
 
+def _add_heatvit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vit-digits", help="zoo model (default vit-digits)")
+    p.add_argument("--selectors", default="keep50", choices=["keep80", "keep60", "keep50",
+                                                             "none"],
+                   help="token-selector variant (default keep50)")
+    p.add_argument("--float", action="store_true", help="float instead of 8-bit fixed point")
+    p.add_argument("--images", type=int, default=None, help="test images (default all 360)")
+
+
+@command("heatvit", "HeatViT: a ViT with token selectors on the FPGA engine model")(
+    _add_heatvit)
+def _run_heatvit(args: argparse.Namespace) -> int:
+    from chipforge.heatvit import run_heatvit
+
+    r = run_heatvit(args.model, selectors=None if args.selectors == "none" else args.selectors,
+                    fixed=not args.float, n_images=args.images)
+    cyc = r["cycles_per_image"]
+    print(f"{r['model']} on {r['images']} digits test images "
+          f"({'8-bit fixed point' if r['fixed_point'] else 'float'}):")
+    print(f"  accuracy {r['accuracy']:.4f} (no selectors: {r['accuracy_no_selectors']:.4f})")
+    print(f"  live tokens per block {', '.join(f'{t:.2f}' for t in r['tokens_per_block'])}")
+    print(f"  MACs per image {r['macs_per_image']:.0f} ({r['mac_reduction']:.1%} fewer)")
+    print(f"  engine cycles per image {cyc['mean']:.0f} (min {cyc['min']:.0f}, max "
+          f"{cyc['max']:.0f}), {r['latency_us']:.2f} us; speedup {r['speedup']:.2f}x over "
+          f"the same engine without selectors")
+    print(f"  cycles per block {', '.join(f'{c:.0f}' for c in r['cycles_per_block'])}; "
+          f"per selector {', '.join(f'{c:.0f}' for c in r['cycles_per_selector']) or '-'}")
+    return 0
+
+
 def _add_zoo(p: argparse.ArgumentParser) -> None:
     from chipforge.zoo.cli import add_arguments
 

@@ -17,9 +17,19 @@ from pathlib import Path
 from typing import Any, Self
 
 __all__ = [
+    "HEATVIT_EXP",
+    "HEATVIT_GELU",
+    "HEATVIT_PACKAGER",
+    "HEATVIT_SELECTOR_LINEAR",
+    "HEATVIT_SIGMOID",
     "ISAAC_CROSSBAR",
     "ConfigBase",
     "CrossbarConfig",
+    "PlanSigmoidConfig",
+    "PolyExpConfig",
+    "PolyGeluConfig",
+    "TokenLinearConfig",
+    "TokenPackagerConfig",
     "WeightEncoding",
     "check_float",
     "check_int",
@@ -254,3 +264,165 @@ ISAAC_CROSSBAR = CrossbarConfig(
     adc_bits=8, adcs_per_crossbar=1, adc_rate=1.2e9,
     weight_encoding=WeightEncoding.OFFSET, flip_encoding=True, signed_inputs=True,
 )
+
+
+# --------------------------------------------------------------------------------------
+# HeatViT (Dong et al., HPCA'23): fixed-point nonlinear units and the token packager.
+# See /work/shared/reference/papers.md §5 and docs in chipforge.sim.ref.poly_gelu etc.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolyGeluConfig(ConfigBase):
+    """I-BERT's polynomial GELU, ``x/2 * (1 + L(x/sqrt2))`` with
+    ``L(u) = sign(u) * (a * (min(|u|, -b) + b)**2 + 1)``, a = -0.2888, b = -1.769."""
+
+    data_bits: int = 8
+    """Signed width of the input and the output."""
+    frac_bits: int = 4
+    """Fraction bits of input and output (value = code * 2**-frac_bits)."""
+    erf_frac_bits: int = 10
+    """Fraction bits of the internal erf value L."""
+    coeff_frac_bits: int = 16
+    """Fraction bits of the constant -a/2 (the erf curvature in input units)."""
+
+    def __post_init__(self) -> None:
+        check_int("data_bits", self.data_bits, 2, 16)
+        check_int("frac_bits", self.frac_bits, 0, self.data_bits - 1)
+        check_int("erf_frac_bits", self.erf_frac_bits, 2, 16)
+        check_int("coeff_frac_bits", self.coeff_frac_bits, 4, 24)
+        if 2 * self.frac_bits + self.coeff_frac_bits < self.erf_frac_bits:
+            raise ValueError("2 * frac_bits + coeff_frac_bits must be >= erf_frac_bits, not "
+                             f"{2 * self.frac_bits + self.coeff_frac_bits} < "
+                             f"{self.erf_frac_bits}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolyExpConfig(ConfigBase):
+    """I-BERT's exponential for softmax: for x <= 0, ``z = floor(-x / ln2)``,
+    ``p = x + z ln2`` in (-ln2, 0], ``exp(x) ~ (0.3585 (p + 1.353)**2 + 0.344) >> z``."""
+
+    in_bits: int = 10
+    """Signed width of the (max-subtracted, so <= 0) input."""
+    frac_bits: int = 5
+    """Fraction bits of the input."""
+    out_frac_bits: int = 15
+    """Fraction bits of the unsigned output (exp(0) = 2**out_frac_bits - a little)."""
+    coeff_frac_bits: int = 14
+    """Fraction bits of the constant 0.3585."""
+
+    def __post_init__(self) -> None:
+        check_int("in_bits", self.in_bits, 2, 16)
+        check_int("frac_bits", self.frac_bits, 1, self.in_bits - 1)
+        check_int("out_frac_bits", self.out_frac_bits, 2, 24)
+        check_int("coeff_frac_bits", self.coeff_frac_bits, 4, 24)
+        if 2 * self.frac_bits + self.coeff_frac_bits < self.out_frac_bits:
+            raise ValueError("2 * frac_bits + coeff_frac_bits must be >= out_frac_bits, not "
+                             f"{2 * self.frac_bits + self.coeff_frac_bits} < "
+                             f"{self.out_frac_bits}")
+
+    @property
+    def out_bits(self) -> int:
+        return self.out_frac_bits + 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlanSigmoidConfig(ConfigBase):
+    """PLAN piecewise-linear sigmoid (Amin et al. 1997): slopes 1/4, 1/8, 1/32 with breaks
+    at |x| = 1, 2.375, 5; ``sigmoid(-x) = 1 - sigmoid(x)``."""
+
+    in_bits: int = 8
+    """Signed input width."""
+    frac_bits: int = 4
+    """Fraction bits of the input (>= 3 so that the break at 2.375 is a code)."""
+    out_frac_bits: int = 7
+    """Fraction bits of the unsigned output; 1.0 = 2**out_frac_bits (>= 5 for 27/32)."""
+
+    def __post_init__(self) -> None:
+        check_int("in_bits", self.in_bits, 4, 16)
+        check_int("frac_bits", self.frac_bits, 3, self.in_bits - 1)
+        check_int("out_frac_bits", self.out_frac_bits, 5, 16)
+
+    @property
+    def out_bits(self) -> int:
+        return self.out_frac_bits + 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenPackagerConfig(ConfigBase):
+    """HeatViT's keep decision and token packaging over a stream of scored tokens."""
+
+    channels: int = 8
+    """Channels per token (the embedding width D; the RTL moves one token per beat)."""
+    data_bits: int = 16
+    """Signed width of a channel (the residual stream)."""
+    score_bits: int = 8
+    """Unsigned width of a keep score; score = code * 2**-score_frac_bits."""
+    score_frac_bits: int = 7
+    """Fraction bits of a score (1.0 = 2**score_frac_bits)."""
+    threshold: int = 64
+    """Keep iff score code >= threshold (64 = 0.5 with 7 fraction bits)."""
+    max_tokens: int = 256
+    """Most tokens in one image's frame (sizes the package accumulators)."""
+
+    def __post_init__(self) -> None:
+        check_int("channels", self.channels, 1, 1024)
+        check_int("data_bits", self.data_bits, 2, 32)
+        check_int("score_bits", self.score_bits, 1, 16)
+        check_int("score_frac_bits", self.score_frac_bits, 0, self.score_bits)
+        check_int("threshold", self.threshold, 0, (1 << self.score_bits) - 1)
+        check_int("max_tokens", self.max_tokens, 1, 1 << 16)
+
+    @property
+    def weight_bits(self) -> int:
+        """Width of the score sum (denominator of Eq. 10)."""
+        return self.score_bits + (self.max_tokens - 1).bit_length()
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed width of a channel's score-weighted sum (numerator of Eq. 10)."""
+        return self.data_bits + self.score_bits + (self.max_tokens - 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenLinearConfig(ConfigBase):
+    """A fixed-point linear layer over a token stream on a row of MACs: one output of one
+    token per cycle (``in_features`` MACs per cycle), requantized by a rounding shift."""
+
+    in_features: int = 16
+    """Inputs per token (the selector's head_dim)."""
+    out_features: int = 8
+    """Outputs per token (the selector's hidden width)."""
+    data_bits: int = 8
+    """Signed width of the inputs and the weights."""
+    bias_bits: int = 20
+    """Signed width of a bias (in accumulator units)."""
+    out_bits: int = 8
+    """Signed width of an output after the shift (saturating)."""
+    out_shift: int = 6
+    """Rounding right shift from the accumulator to the output (round half up)."""
+
+    def __post_init__(self) -> None:
+        check_int("in_features", self.in_features, 1, 256)
+        check_int("out_features", self.out_features, 1, 256)
+        check_int("data_bits", self.data_bits, 2, 16)
+        check_int("bias_bits", self.bias_bits, 2, 40)
+        check_int("out_bits", self.out_bits, 2, 32)
+        check_int("out_shift", self.out_shift, 0, 40)
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width: products, their sum and the bias never overflow it."""
+        product = 2 * self.data_bits - 1
+        return max(product + (self.in_features - 1).bit_length(), self.bias_bits) + 1
+
+
+# Presets of the HeatViT blocks generated into rtl/. The paper (§5.1 of papers.md) gives
+# 8-bit fixed point but not the fraction bits: these are the formats the vit-digits model
+# uses (GELU input Q3.4, sigmoid input Q3.4 and Q0.7 scores, softmax input Q4.5); the
+# packager preset is a 4-channel slice of the 16-bit residual stream (the full model has 48).
+HEATVIT_GELU = PolyGeluConfig()
+HEATVIT_EXP = PolyExpConfig()
+HEATVIT_SIGMOID = PlanSigmoidConfig()
+HEATVIT_PACKAGER = TokenPackagerConfig(channels=4)
+# The vit-digits selector's first layer: per head, 16 channels -> 8 hidden.
+HEATVIT_SELECTOR_LINEAR = TokenLinearConfig()

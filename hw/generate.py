@@ -21,7 +21,16 @@ from amaranth.back import verilog
 from amaranth.lib import data, wiring
 
 from chipforge import __version__
-from chipforge.config import ISAAC_CROSSBAR, ConfigBase
+from chipforge.config import (
+    HEATVIT_EXP,
+    HEATVIT_GELU,
+    HEATVIT_PACKAGER,
+    HEATVIT_SELECTOR_LINEAR,
+    HEATVIT_SIGMOID,
+    ISAAC_CROSSBAR,
+    ConfigBase,
+)
+from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
 from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
 from chipforge.sc_config import SC_DIGITS
@@ -49,6 +58,36 @@ BLOCKS: dict[str, Block] = {
         build=ShiftAdd,
         config=ISAAC_CROSSBAR,
         summary="ISAAC shift-and-add of one crossbar column (ISAAC preset)",
+    ),
+    "token-linear": Block(
+        module="token_linear",
+        build=TokenLinear,
+        config=HEATVIT_SELECTOR_LINEAR,
+        summary="HeatViT selector linear layer (16 -> 8) on a row of 16 8-bit MACs",
+    ),
+    "poly-gelu": Block(
+        module="poly_gelu",
+        build=PolyGelu,
+        config=HEATVIT_GELU,
+        summary="HeatViT/I-BERT polynomial GELU, 8-bit Q3.4 in and out",
+    ),
+    "poly-exp": Block(
+        module="poly_exp",
+        build=PolyExp,
+        config=HEATVIT_EXP,
+        summary="HeatViT/I-BERT polynomial exp for the integer softmax, Q4.5 in, Q0.15 out",
+    ),
+    "plan-sigmoid": Block(
+        module="plan_sigmoid",
+        build=PlanSigmoid,
+        config=HEATVIT_SIGMOID,
+        summary="HeatViT PLAN sigmoid, 8-bit Q3.4 in, Q0.7 out",
+    ),
+    "token-packager": Block(
+        module="token_packager",
+        build=TokenPackager,
+        config=HEATVIT_PACKAGER,
+        summary="HeatViT keep decision and package-token accumulation (Eq. 10)",
     ),
     "sc-accumulator": Block(
         module="sc_accumulator",

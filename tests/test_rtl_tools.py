@@ -12,7 +12,12 @@ def test_verilator_lint_clean(block, tmp_path):
     lint_verilog(verilog_path, BLOCKS[block].module)
 
 
-@pytest.mark.parametrize("block", list(BLOCKS))
+# Blocks whose LUT-only iCE40 synthesis takes over half a minute run with `make test-slow`.
+SLOW_SYNTHESIS = {"token-linear"}
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, marks=pytest.mark.slow)
+                                   if b in SLOW_SYNTHESIS else b for b in BLOCKS])
 def test_yosys_synthesis(block, tmp_path):
     verilog_path = generate(block, tmp_path)[0]
     counts = synthesize(verilog_path, BLOCKS[block].module, "ice40")
