@@ -358,3 +358,20 @@ def test_heatvit_elementwise_blocks_through_the_backend(block_name, config_name,
     np.testing.assert_array_equal(run.results, want)
     latency = int(run.result_cycles[0]) - 1
     np.testing.assert_array_equal(run.result_cycles, np.arange(len(x)) + 1 + latency)
+
+
+def test_rtl_command_runs_a_zoo_layer_and_reports(rtl, capsys):
+    import argparse
+
+    from chipforge.rtl_loop import add_rtl_arguments, run_rtl_command
+
+    parser = argparse.ArgumentParser()
+    add_rtl_arguments(parser, with_model=True)
+    args = parser.parse_args(["--model", "lenet-digits", "--rtl", "fc3", "--samples", "40",
+                              "--rtl-stalls", "0.2", "0.7"])
+    assert run_rtl_command(args) == 0
+    out = capsys.readouterr().out
+    assert "40 test images" in out and "0 mismatches (bit-exact)" in out
+    assert "cycle model 6401" in out  # 40 x 10 x 16 + 1; the RTL took more (stalls)
+    with pytest.raises(ValueError, match="not 'nope'"):
+        run_rtl_command(parser.parse_args(["--model", "lenet-digits", "--rtl", "nope"]))
