@@ -42,11 +42,32 @@ def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_simulate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.add_argument("--model", required=True,
+                   help="zoo model name (e.g. lenet-digits) or a .npz graph file")
+    p.add_argument("--accelerator", default="forms8",
+                   help="accelerator preset (isaac, forms4, forms8, forms16, isqed-two-column, "
+                        "isqed-differential, ...) or a ReRAM .toml file (default forms8)")
+    p.add_argument("--variation", type=float, metavar="SIGMA",
+                   help="log-normal programming variation sigma (FORMS: 0.1)")
+    p.add_argument("--read-noise", type=float, metavar="SIGMA",
+                   help="relative Gaussian read noise per cell and read")
+    p.add_argument("--fault-rate", type=float, metavar="P",
+                   help="total stuck-at rate, split stuck-off : stuck-on = 1 : 5.2")
+    p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
+                   "noise); default 0")
+    p.add_argument("--samples", type=int, help="test samples to use (default: all)")
 
 
-COMMANDS["simulate"] = ("simulate a compressed model on a virtual accelerator (not built yet)",
-                        _add_simulate, _not_built("simulate", "the ReRAM crossbar issue"))
+@command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
+def _run_simulate(args: argparse.Namespace) -> int:
+    from chipforge.simulate import simulate
+
+    options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
+                                 ("fault_rate", args.fault_rate)) if v is not None}
+    result = simulate(args.model, accelerator=args.accelerator, samples=args.samples,
+                      seed=args.seed, **options)
+    print(result.summary())
+    return 0
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:

@@ -146,6 +146,16 @@ class WeightEncoding(enum.Enum):
     TWO_COLUMN = "two_column"
     """``w = w+ - w-`` on two columns of magnitudes; the digital side subtracts."""
 
+    DIFFERENTIAL = "differential"
+    """The fault-tolerant differential mapping (ISQED'21, papers.md §2.2): ``w = w_a - w_b``
+    with ``w_a = M + min(w, 0)`` and ``w_b = M - max(w, 0)``, ``M = 2**(slices*cell_bits) - 1``
+    (all cells at the top level). A zero weight programs both columns high, where a stuck-on
+    fault does no harm. The digital side subtracts, as for ``TWO_COLUMN``."""
+
+    MAGNITUDE = "magnitude"
+    """``|w|`` on one column; a digital sign per column (FORMS' per-fragment sign indicator,
+    papers.md §1.2) decides whether its result is added or subtracted."""
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CrossbarConfig(ConfigBase):
@@ -176,7 +186,7 @@ class CrossbarConfig(ConfigBase):
     """ISAAC's column flip (§4.4): a physical column whose cell levels sum to more than half
     the maximum is stored complemented, ``(2**cell_bits - 1) - level``, so its partial sums
     need one ADC bit less; the digital side corrects with the unit column. Requires
-    ``weight_encoding=OFFSET`` (it needs the unit column)."""
+    ``weight_encoding`` OFFSET or MAGNITUDE (it adds a unit column to MAGNITUDE)."""
     signed_inputs: bool = True
     """Inputs are two's complement (the MSB cycle subtracts); False for unsigned
     activations, e.g. after a ReLU."""
@@ -198,9 +208,10 @@ class CrossbarConfig(ConfigBase):
         for name in ("flip_encoding", "signed_inputs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, not {getattr(self, name)!r}")
-        if self.flip_encoding and self.weight_encoding is not WeightEncoding.OFFSET:
-            raise ValueError("flip_encoding needs the unit column of weight_encoding=OFFSET, "
-                             f"not {self.weight_encoding.name}")
+        if self.flip_encoding and self.weight_encoding not in (WeightEncoding.OFFSET,
+                                                               WeightEncoding.MAGNITUDE):
+            raise ValueError("flip_encoding needs weight_encoding OFFSET or MAGNITUDE (a unit "
+                             f"column), not {self.weight_encoding.name}")
         if self.signed_inputs and self.input_bits < 2:
             raise ValueError(f"input_bits must be >= 2 for signed inputs, not {self.input_bits}")
 
@@ -230,13 +241,13 @@ class CrossbarConfig(ConfigBase):
     def physical_cols_per_weight(self) -> int:
         """Cell columns one logical weight column occupies (excluding the shared unit column)."""
         per_polarity = self.slices
-        two = self.weight_encoding is WeightEncoding.TWO_COLUMN
+        two = self.weight_encoding in (WeightEncoding.TWO_COLUMN, WeightEncoding.DIFFERENTIAL)
         return 2 * per_polarity if two else per_polarity
 
     @property
     def has_unit_column(self) -> bool:
         """Whether the crossbar carries ISAAC's unit column (all cells at level 1)."""
-        return self.weight_encoding is WeightEncoding.OFFSET
+        return self.weight_encoding is WeightEncoding.OFFSET or self.flip_encoding
 
     @property
     def adc_max_code(self) -> int:
