@@ -56,12 +56,24 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    from chipforge.rtl_loop import add_rtl_arguments
+
+    add_rtl_arguments(p)
 
 
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
     from chipforge.simulate import simulate
 
+    if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
+        from chipforge.rtl_loop import run_rtl_command
+
+        given = [f"--{k.replace('_', '-')}" for k in ("variation", "read_noise", "fault_rate")
+                 if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
+                             f"not combine with {', '.join(given)}")
+        return run_rtl_command(args)
     options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
                                  ("fault_rate", args.fault_rate)) if v is not None}
     result = simulate(args.model, accelerator=args.accelerator, samples=args.samples,

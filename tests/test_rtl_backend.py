@@ -360,18 +360,15 @@ def test_heatvit_elementwise_blocks_through_the_backend(block_name, config_name,
     np.testing.assert_array_equal(run.result_cycles, np.arange(len(x)) + 1 + latency)
 
 
-def test_rtl_command_runs_a_zoo_layer_and_reports(rtl, capsys):
-    import argparse
+def test_simulate_rtl_command_runs_a_zoo_layer_and_reports(rtl, capsys):
+    from chipforge.cli import main
 
-    from chipforge.rtl_loop import add_rtl_arguments, run_rtl_command
-
-    parser = argparse.ArgumentParser()
-    add_rtl_arguments(parser, with_model=True)
-    args = parser.parse_args(["--model", "lenet-digits", "--rtl", "fc3", "--samples", "40",
-                              "--rtl-stalls", "0.2", "0.7"])
-    assert run_rtl_command(args) == 0
+    argv = ["simulate", "--model", "lenet-digits", "--rtl", "fc3", "--samples", "40"]
+    assert main([*argv, "--rtl-stalls", "0.2", "0.7"]) == 0
     out = capsys.readouterr().out
     assert "40 test images" in out and "0 mismatches (bit-exact)" in out
     assert "cycle model 6401" in out  # 40 x 10 x 16 + 1; the RTL took more (stalls)
-    with pytest.raises(ValueError, match="not 'nope'"):
-        run_rtl_command(parser.parse_args(["--model", "lenet-digits", "--rtl", "nope"]))
+    assert main(["simulate", "--model", "lenet-digits", "--rtl", "nope"]) == 2
+    assert main([*argv, "--fault-rate", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "not 'nope'" in err and "does not combine with --fault-rate" in err
