@@ -24,6 +24,7 @@ __all__ = ["SWEEPS", "get_sweep"]
 SWEEPS: dict[str, str] = {
     "crossbar-adc": "chipforge.sim.sweeps.crossbar_adc:SWEEP",
     "aqfp": "chipforge.mappings.sweeps.aqfp:SWEEP",
+    "adc": "chipforge.mappings.sweeps.adc:SWEEP",
     "faults": "chipforge.mappings.sweeps.faults:SWEEP",
     "keep": "chipforge.mappings.sweeps.keep:SWEEP",
 }

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
                 description = g.meta["description"]
             print(f"{name:<22} {accuracy} {100 * s.sparsity:5.1f}% "
                   f"{s.crossbar_reduction:8.1f}x  {description}")
+        print(f"{'resnet-digits-pim':<22} {'-':>6} {'-':>6} {'-':>6} {'-':>9}  4-bit ResNet-8 "
+              "and its PIM-aware copies (torch state dicts, chipforge.zoo.pim)")
         print("accuracy on the 360-image digits test split; 8-bit = run_graph (exact integer "
               "matmul); crossbar reduction = pruning x 32/bits x polarization (FORMS)")
         return 0
@@ -49,6 +51,15 @@ def run(args: argparse.Namespace) -> int:
         out = build_bnn_digits(args.out or Path(f"{args.name}.npz"))
         print(f"bnn-digits: deterministic test accuracy "
               f"{100 * zoo.load_graph_file(out).meta['test_accuracy_deterministic']:.2f}% -> {out}")
+        return 0
+    if args.name == "resnet-digits-pim":
+        import numpy as np
+
+        from chipforge.mappings.pim_qat import train_pim_models
+
+        out = args.out or Path(f"{args.name}.npz")
+        np.savez_compressed(out, **train_pim_models())
+        print(f"resnet-digits-pim -> {out}")
         return 0
     if args.name not in RECIPES:
         raise ValueError(f"unknown zoo model {args.name!r}; known: {', '.join(RECIPES)}")
