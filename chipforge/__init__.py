@@ -19,4 +19,15 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "from_torch", "load_onnx"]
+
+# Frontends that need torch / onnx load on first use, so `import chipforge` stays stdlib-only.
+_LAZY = {"from_torch": "chipforge.importers.torch", "load_onnx": "chipforge.importers.onnx"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'chipforge' has no attribute {name!r}")

@@ -42,11 +42,23 @@ def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_simulate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="zoo model name (e.g. lenet-digits) or a .npz graph file")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="zoo model name (e.g. lenet-digits-forms8), an .onnx file (float or "
+                        "QDQ-quantized) or an .npz graph file")
+    p.add_argument("--model", dest="model_option", metavar="MODEL",
+                   help="the same as MODEL (kept for scripts)")
     p.add_argument("--accelerator", default="forms8",
                    help="accelerator preset (isaac, forms4, forms8, forms16, isqed-two-column, "
-                        "isqed-differential, ...) or a ReRAM .toml file (default forms8)")
+                        "isqed-differential, superbnn, heatvit) or a ReRAM .toml file "
+                        "(default forms8)")
+    p.add_argument("--data", default="digits",
+                   help="'digits' (the shared test split, default) or an .npz with inputs "
+                        "(x, inputs or images) and labels (y, labels or targets)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="report directory (default build/report/MODEL-ACCELERATOR)")
+    p.add_argument("--quantize", choices=["auto", "off"], default="auto",
+                   help="float layers: quantize after training to 8 bits (auto, default) or "
+                        "refuse (off)")
     p.add_argument("--variation", type=float, metavar="SIGMA",
                    help="log-normal programming variation sigma (FORMS: 0.1)")
     p.add_argument("--read-noise", type=float, metavar="SIGMA",
@@ -56,6 +68,16 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--sigma-ua", type=float, metavar="UA",
+                   help="superbnn: gray-zone width sigma of the AQFP buffer (uA)")
+    p.add_argument("--crossbar-size", type=int, metavar="N",
+                   help="superbnn: AQFP crossbar size N")
+    p.add_argument("--bitstream-length", type=int, metavar="L",
+                   help="superbnn: stochastic bitstream length L")
+    p.add_argument("--selectors", choices=["keep80", "keep60", "keep50", "none"],
+                   help="heatvit: token-selector variant of vit-digits (default keep50)")
+    p.add_argument("--cycle-samples", type=int, default=100,
+                   help="inputs the cycle model runs on (default 100)")
     from chipforge.rtl_loop import add_rtl_arguments
 
     add_rtl_arguments(p)
@@ -63,22 +85,40 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
 
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
-    from chipforge.simulate import simulate
+    from chipforge.mainjob import run_main_job
 
+    if args.model and args.model_option and args.model != args.model_option:
+        raise UsageError(f"two models given: {args.model!r} and --model {args.model_option!r}")
+    model = args.model or args.model_option
+    if model is None:
+        raise UsageError("give a MODEL: a zoo name, an .onnx file or an .npz graph")
+    if args.samples is not None and args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, not {args.samples}")
+    if args.cycle_samples < 1:
+        raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
         from chipforge.rtl_loop import run_rtl_command
 
-        given = [f"--{k.replace('_', '-')}" for k in ("variation", "read_noise", "fault_rate")
+        given = [f"--{k.replace('_', '-')}" for k in ("variation", "read_noise", "fault_rate",
+                                                      "sigma_ua", "crossbar_size",
+                                                      "bitstream_length", "selectors")
                  if getattr(args, k) is not None]
         if given:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
+        args.model = model
         return run_rtl_command(args)
     options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
-                                 ("fault_rate", args.fault_rate)) if v is not None}
-    result = simulate(args.model, accelerator=args.accelerator, samples=args.samples,
-                      seed=args.seed, **options)
-    print(result.summary())
+                                 ("fault_rate", args.fault_rate), ("sigma_ua", args.sigma_ua),
+                                 ("crossbar_size", args.crossbar_size),
+                                 ("bitstream_length", args.bitstream_length),
+                                 ("selectors", args.selectors)) if v is not None}
+    out = args.out or Path("build/report") / (
+        f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
+    job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,
+                       samples=args.samples, seed=args.seed, quantize=args.quantize,
+                       cycle_samples=args.cycle_samples, **options)
+    print(job.summary())
     return 0
 
 
@@ -217,6 +257,35 @@ def _run_ref(args: argparse.Namespace) -> int:
           f"saturated: {'yes' if readout.saturated else 'no'}")
     print(f"  result vs numpy x @ W: {mismatches} mismatches of {exact.size}")
     return 0 if mismatches == 0 or readout.saturated else 1
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file (float or QDQ-quantized), an .npz graph, or a "
+                                 "zoo model name")
+    p.add_argument("--out", type=Path, help="write the imported graph to this .npz")
+    p.add_argument("--to-onnx", type=Path, metavar="PATH",
+                   help="write the graph as ONNX (QDQ for quantized layers), e.g. to run a "
+                        "zoo model in onnxruntime")
+
+
+@command("import", "import an ONNX model into chipforge's IR and list its layers")(_add_import)
+def _run_import(args: argparse.Namespace) -> int:
+    from chipforge.importers.model import layer_table, load_model
+    from chipforge.sim.graph import save_graph
+
+    graph = load_model(args.model)
+    print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "
+          f"{len(graph.weighted_nodes())} weighted")
+    print(layer_table(graph))
+    if args.out:
+        save_graph(graph, args.out)
+        print(f"wrote {args.out}")
+    if args.to_onnx:
+        from chipforge.importers.onnx_export import save_onnx
+
+        save_onnx(graph, args.to_onnx)
+        print(f"wrote {args.to_onnx}")
+    return 0
 
 
 def _add_heatvit(p: argparse.ArgumentParser) -> None:

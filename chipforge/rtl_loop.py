@@ -1,7 +1,7 @@
 """``chipforge simulate --model M --rtl LAYER``: one layer of a model computed by the RTL.
 
 The command-line face of :func:`chipforge.sim.rtl_layer.run_layer_rtl`: load a zoo model
-(or a ``.npz`` graph), take the shared digits test split at the model's input size, and
+(or a ``.npz``/``.onnx`` graph), take the shared digits test split at the model's input size, and
 run the whole split with ``LAYER``'s integer product computed by the generated
 shift-and-add Verilog (Verilator via pyverilator-mm); everything else runs as the
 quantized model. Prints the comparison with the reference (first mismatch, if any), the
@@ -23,28 +23,16 @@ from typing import Any
 __all__ = ["add_rtl_arguments", "run_rtl_command", "simulate_rtl"]
 
 
-def _load_graph(model: Any):
-    from chipforge.sim.graph import Graph, load_graph
-
-    if isinstance(model, Graph):
-        return model
-    text = str(model)
-    if text.endswith(".npz") or Path(text).is_file():
-        return load_graph(text)
-    from chipforge import zoo
-
-    return zoo.load(text)
-
-
 def simulate_rtl(model: Any, layer: str, *, samples: int | None = None,
                  block_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                  idle_prob: float = 0.0, ready_prob: float = 1.0, seed: int = 0):
-    """Run ``model`` (zoo name, ``.npz`` file or Graph) on the digits test split with
-    ``layer`` in RTL; returns a :class:`chipforge.sim.rtl_layer.RtlLayerRun`."""
+    """Run ``model`` (zoo name, ``.npz``/``.onnx`` file or Graph) on the digits test split
+    with ``layer`` in RTL; returns a :class:`chipforge.sim.rtl_layer.RtlLayerRun`."""
     from chipforge.sim.rtl_layer import run_layer_rtl
+    from chipforge.simulate import load_model
     from chipforge.zoo.data import digits
 
-    graph = _load_graph(model)
+    graph = load_model(model)
     shape = graph.input_shape
     if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
         raise ValueError(f"model {graph.name!r} takes inputs of shape {shape}; --rtl runs "

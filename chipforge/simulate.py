@@ -7,9 +7,12 @@
     print(result.summary())
     result.accuracy_ideal, result.accuracy_hardware, result.metrics["crossbars"]
 
-``model`` is a zoo name, a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`;
-``data`` is a :class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)``
-pair, or None for the shared digits test split. ``accelerator`` names an entry of
+``model`` is a zoo name, an ``.onnx`` file (:func:`chipforge.importers.onnx.load_onnx`),
+a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`; ``data`` is a
+:class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)`` pair,
+``"digits"`` or None for the shared digits test split, or the path of an ``.npz`` of inputs
+and labels (read without pickle and checked: :func:`chipforge.importers.model.load_data`).
+``accelerator`` names an entry of
 :data:`RUNNERS` (the ReRAM presets of :mod:`chipforge.accelerators`; other accelerator
 families register their own runner with :func:`register_accelerator`), a ReRAM ``.toml``
 file or a :class:`~chipforge.accelerators.ReramAcceleratorConfig`.
@@ -55,6 +58,8 @@ class SimulationResult:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The accelerator config as a plain dict."""
     seconds: float = 0.0
+    ideal_label: str = "quantized model, exact integer arithmetic"
+    """What "ideal" means for this accelerator family."""
 
     @property
     def accuracy_drop(self) -> float:
@@ -66,10 +71,11 @@ class SimulationResult:
         if self.accuracy_float is not None:
             lines.append(f"  accuracy float           {100 * self.accuracy_float:6.2f} %")
         lines += [f"  accuracy ideal           {100 * self.accuracy_ideal:6.2f} %   "
-                  "(quantized model, exact integer arithmetic)",
+                  f"({self.ideal_label})",
                   f"  accuracy hardware        {100 * self.accuracy_hardware:6.2f} %   "
                   f"(drop {100 * self.accuracy_drop:+.2f} points; "
-                  f"{100 * self.agreement:.1f} % same predictions)"]
+                  + (f"{100 * self.agreement:.1f} % same predictions)"
+                     if self.agreement == self.agreement else "same predictions: n/a)")]
         for key, value in self.metrics.items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"  {key:<24} {text}")
@@ -77,6 +83,9 @@ class SimulationResult:
             keys = [k for k in ("node", "scheme", "weight_shape", "crossbars", "row_tiles",
                                 "col_tiles", "cells", "utilization", "nonzero_weights",
                                 "adc_reads_per_vector") if k in self.layers[0]]
+            if len(keys) < 2:   # another accelerator family: show its own columns
+                keys = [k for k, v in self.layers[0].items()
+                        if isinstance(v, int | float | str)][:8]
             rows = [[_cell(layer[k]) for k in keys] for layer in self.layers]
             widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
             lines.append("  per layer:")
@@ -106,12 +115,16 @@ def register_accelerator(names: str | list[str], runner: Runner) -> None:
 
 
 def load_model(model: Any):
-    """A Graph from a Graph, a ``.npz`` path or a zoo name."""
+    """A Graph from a Graph, an ``.onnx`` file, a ``.npz`` path or a zoo name."""
     from chipforge.sim.graph import Graph, load_graph
 
     if isinstance(model, Graph):
         return model
     text = str(model)
+    if text.lower().endswith(".onnx"):
+        from chipforge.importers.onnx import load_onnx
+
+        return load_onnx(text)
     if text.endswith(".npz") or Path(text).is_file():
         return load_graph(text)
     try:
@@ -123,6 +136,10 @@ def load_model(model: Any):
 
 
 def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(data, str | Path):       # "digits" or an .npz of inputs and labels
+        from chipforge.importers.model import load_data
+
+        return load_data(data, graph)
     if data is None:
         from chipforge.zoo.data import digits
 
@@ -152,11 +169,16 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
     """Simulate ``model`` on ``accelerator``; see the module doc. ``options`` go to the
     runner (ReRAM: ``device``, ``variation``, ``read_noise``, ``fault_rate``, ``p_stuck_off``,
     ``p_stuck_on``)."""
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1, not {samples}")
+    if str(accelerator) == "heatvit":   # the ViT zoo model has its own format, not a Graph
+        start = time.perf_counter()
+        result = run_heatvit_accelerator(model, data, samples=samples, seed=seed, **options)
+        result.seconds = time.perf_counter() - start
+        return result
     graph = load_model(model)
     x, y = _test_data(graph, data)
     if samples is not None:
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, not {samples}")
         x, y = x[:samples], y[:samples]
     from chipforge.accelerators import ReramAcceleratorConfig
 
@@ -165,8 +187,8 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
     elif str(accelerator) in RUNNERS:
         runner = RUNNERS[str(accelerator)]
     else:
-        raise ValueError(f"unknown accelerator {accelerator!r}; known: {', '.join(RUNNERS)} "
-                         "(or a ReRAM .toml file)")
+        raise ValueError(f"unknown accelerator {accelerator!r}; known: "
+                         f"{', '.join([*RUNNERS, 'heatvit'])} (or a ReRAM .toml file)")
     start = time.perf_counter()
     result = runner(graph, accelerator, x, y, seed=seed, **options)
     result.seconds = time.perf_counter() - start
@@ -256,3 +278,64 @@ def _register_reram() -> None:
 
 
 _register_reram()
+
+
+# -- AQFP (SupeRBNN) and HeatViT ----------------------------------------------------------
+
+def run_superbnn_accelerator(graph, accelerator, x, y, *, seed: int = 0,
+                             **options: Any) -> SimulationResult:
+    """A binarized graph on SupeRBNN AQFP arrays (:func:`chipforge.sim.aqfp.run_superbnn`).
+
+    ``options`` change fields of :data:`chipforge.sim.aqfp.SUPERBNN` (``sigma_ua``,
+    ``crossbar_size``, ``bitstream_length``, ``accumulation``, ...)."""
+    from chipforge.sim.aqfp import SUPERBNN, run_superbnn, with_changes
+
+    cfg = with_changes(SUPERBNN, **options)
+    r = run_superbnn(graph, (x, y), cfg, seed)
+    metrics = {
+        "latency_s": r.latency_s,
+        "throughput_per_s": r.throughput_per_s,
+        "energy_per_inference_j (4.2 K chip)": r.energy_chip_j,
+        "energy_per_inference_j (with cryocooler)": r.energy_wall_j,
+        "josephson_junctions": r.jj_total,
+    }
+    return SimulationResult(
+        model=graph.name, accelerator="superbnn", samples=r.samples, accuracy_float=None,
+        accuracy_ideal=r.accuracy_ideal, accuracy_hardware=r.accuracy, agreement=r.agreement,
+        seed=seed, metrics=metrics, layers=[dataclasses.asdict(c) for c in r.layers],
+        config=r.config, ideal_label="the deterministic BNN: sign of the exact MAC")
+
+
+def run_heatvit_accelerator(model: Any, data: Any = None, *, samples: int | None = None,
+                            seed: int = 0, selectors: str | None = "keep50",
+                            fixed: bool = True, engine: Any = None) -> SimulationResult:
+    """The bundled ViT with HeatViT token selectors, fixed point, on the FPGA engine model
+    (:func:`chipforge.heatvit.run_heatvit`). "Ideal" is the same fixed-point ViT without
+    selectors; "hardware" is with them. Deterministic (``seed`` is recorded only)."""
+    from chipforge.heatvit import run_heatvit
+
+    if data not in (None, "digits"):
+        raise ValueError(f"the heatvit accelerator runs the digits test split only, not {data!r}")
+    if str(model) != "vit-digits":
+        raise ValueError(f"the heatvit accelerator runs the zoo model 'vit-digits', "
+                         f"not {model!r}")
+    selectors = None if selectors in (None, "none") else selectors
+    r = run_heatvit(str(model), selectors=selectors, engine=engine, fixed=fixed,
+                    n_images=samples)
+    metrics = {
+        "selectors": selectors or "none",
+        "mac_reduction": r["mac_reduction"],
+        "macs_per_image": r["macs_per_image"],
+        "cycles_per_image (mean)": r["cycles_per_image"]["mean"],
+        "latency_us": r["latency_us"],
+        "speedup_vs_no_selectors": r["speedup"],
+        "tokens_per_block": [round(t, 2) for t in r["tokens_per_block"]],
+    }
+    return SimulationResult(
+        model=r["model"], accelerator="heatvit", samples=r["images"], accuracy_float=None,
+        accuracy_ideal=r["accuracy_no_selectors"], accuracy_hardware=r["accuracy"],
+        agreement=float("nan"), seed=seed, metrics=metrics, config=r["engine"],
+        ideal_label="the same fixed-point ViT without token selectors")
+
+
+register_accelerator("superbnn", run_superbnn_accelerator)

@@ -548,6 +548,8 @@ class SuperbnnResult:
     config: dict[str, Any]
     seed: int
     samples: int
+    agreement: float = float("nan")
+    """Fraction of samples whose array prediction equals the deterministic BNN's."""
 
     @property
     def energy_chip_j(self) -> float:
@@ -620,7 +622,8 @@ def run_superbnn(graph: Graph, data: Any, cfg: AqfpConfig = SUPERBNN,
         accuracy_ideal=float((ideal.argmax(axis=1) == y).mean()),
         latency_s=latency, throughput_per_s=throughput, energy=energy,
         jj_total=sum(c.jj_total for c in costs), layers=costs,
-        config=cfg.to_dict(), seed=seed, samples=len(x))
+        config=cfg.to_dict(), seed=seed, samples=len(x),
+        agreement=float((scores.argmax(axis=1) == ideal.argmax(axis=1)).mean()))
 
 
 def with_changes(cfg: AqfpConfig, **changes: Any) -> AqfpConfig:

@@ -15,14 +15,15 @@ float model).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["MatmulHook", "activation_range", "exact_int_matmul", "im2col", "integer_weights",
-           "quantize_activations", "run_graph", "weight_matrix"]
+__all__ = ["MatmulHook", "activation_range", "exact_int_matmul", "fake_quantize", "im2col",
+           "integer_weights", "quantize_activations", "run_graph", "run_node", "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
@@ -47,6 +48,16 @@ def quantize_activations(x: np.ndarray, node: Node) -> np.ndarray:
     """Round-to-nearest, saturating activation quantizer of a quantized node."""
     lo, hi = activation_range(node)
     return np.clip(np.rint(x / float(node.attrs["act_scale"])), lo, hi).astype(np.int64)
+
+
+def fake_quantize(x: np.ndarray, node: Node) -> np.ndarray:
+    """A ``QUANTIZE`` node: ONNX QuantizeLinear then DequantizeLinear (round half to even,
+    saturate to the integer range, zero point added then removed)."""
+    bits, zero = int(node.attrs["bits"]), int(node.attrs["zero_point"])
+    lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if node.attrs["signed"]
+              else (0, (1 << bits) - 1))
+    scale = float(node.attrs["scale"])
+    return (np.clip(np.rint(x / scale) + zero, lo, hi) - zero) * scale
 
 
 def _weight_scale(node: Node) -> np.ndarray:
@@ -121,16 +132,35 @@ def _pool(x: np.ndarray, kernel: int, stride: int, padding: int, kind: str) -> n
     return view.max(axis=(4, 5)) if kind == "max" else view.mean(axis=(4, 5))
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function (numpy has none): SciPy's when installed (it comes with
+    scikit-learn), else math.erf element by element."""
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - scipy is installed with scikit-learn
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    return erf(x)
+
+
+def run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None = None,
+             quantized: bool = True) -> np.ndarray:
+    """One node on its input values (``args`` in the order of ``node.inputs``)."""
+    return _run_node(node, args, matmul, quantized)
+
+
 def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
               quantized: bool) -> np.ndarray:
     a = node.attrs
     x = args[0]
     match node.op:
         case Op.LINEAR:
-            if x.ndim != 2:
-                raise ValueError(f"linear {node.name!r} needs (N, features) input, "
-                                 f"got shape {x.shape}; add a flatten")
-            return _dense(node, x, node.params["weight"], matmul, quantized)
+            # (N, features), or (N, ..., features) for token sequences: one product either way.
+            w = node.params["weight"]
+            if x.ndim < 2 or x.shape[-1] != w.shape[1]:
+                raise ValueError(f"linear {node.name!r} needs (N, ..., {w.shape[1]}) input, "
+                                 f"got shape {x.shape}")
+            y = _dense(node, x.reshape(-1, x.shape[-1]), w, matmul, quantized)
+            return y.reshape(x.shape[:-1] + (w.shape[0],))
         case Op.CONV2D:
             w = node.params["weight"]
             out_ch, in_per_group, kh, kw = w.shape
@@ -160,6 +190,10 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             return (x - p["mean"].reshape(shape)) * inv.reshape(shape) + p["beta"].reshape(shape)
         case Op.RELU:
             return np.maximum(x, 0.0)
+        case Op.CLIP:
+            lo, hi = a.get("min"), a.get("max")
+            return np.clip(x, -np.inf if lo is None else float(lo),
+                           np.inf if hi is None else float(hi))
         case Op.SIGN:
             return np.where(x >= 0, 1.0, -1.0)
         case Op.MAXPOOL2D | Op.AVGPOOL2D:
@@ -172,6 +206,41 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             return x.reshape(x.shape[0], -1)
         case Op.ADD:
             return x + args[1]
+        case Op.QUANTIZE:
+            return fake_quantize(x, node) if quantized else x
+        case Op.ADD_CONST:
+            return x + node.params["constant"].astype(np.float64)
+        case Op.MUL_CONST:
+            return x * node.params["constant"].astype(np.float64)
+        case Op.LAYERNORM:
+            mean = x.mean(axis=-1, keepdims=True)
+            var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+            y = (x - mean) / np.sqrt(var + float(a.get("eps", 1e-5)))
+            return y * node.params["gamma"] + node.params["beta"]
+        case Op.GELU:
+            if a.get("approximate", "none") == "tanh":
+                return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+            return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+        case Op.TRANSPOSE:
+            return x.transpose((0, *(int(p) for p in a["perm"])))
+        case Op.RESHAPE:
+            return x.reshape((x.shape[0], *(int(d) for d in a["shape"])))
+        case Op.MATMUL:
+            return np.matmul(x, args[1])
+        case Op.SLICE:
+            index = [slice(None)] * x.ndim
+            index[int(a["axis"])] = slice(int(a["start"]), int(a["stop"]))
+            return x[tuple(index)]
+        case Op.CONCAT:
+            parts = list(args)
+            if "constant" in node.params:
+                c = node.params["constant"]
+                parts.insert(int(a.get("constant_index", 0)),
+                             np.broadcast_to(c, (x.shape[0], *c.shape[1:])))
+            return np.concatenate(parts, axis=int(a["axis"]))
+        case Op.MEAN:
+            return x.mean(axis=tuple(int(i) for i in a["axes"]),
+                          keepdims=bool(a.get("keepdims", True)))
         case Op.SOFTMAX:
             axis = int(a.get("axis", -1))
             e = np.exp(x - x.max(axis=axis, keepdims=True))

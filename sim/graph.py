@@ -44,6 +44,7 @@ class Op(enum.Enum):
     LINEAR = "linear"            # {weight (out, in), bias?}
     BATCHNORM = "batchnorm"      # [eps] {gamma, beta, mean, var}; folded by a mapping pass
     RELU = "relu"
+    CLIP = "clip"                # [min, max] (either may be None): ReLU6, narrow code ranges
     MAXPOOL2D = "maxpool2d"      # [kernel, stride, padding]
     AVGPOOL2D = "avgpool2d"      # [kernel, stride, padding]
     GLOBAL_AVGPOOL = "global_avgpool"
@@ -51,9 +52,26 @@ class Op(enum.Enum):
     ADD = "add"                  # two inputs, same shape (residual)
     SOFTMAX = "softmax"          # [axis]
     SIGN = "sign"                # binarization to +-1 (BNNs)
+    QUANTIZE = "quantize"        # [scale, zero_point, bits, signed] fake quantization
+    ADD_CONST = "add_const"      # {constant}: x + constant (numpy broadcasting)
+    MUL_CONST = "mul_const"      # {constant}: x * constant (numpy broadcasting)
+    # Transformer ops (ViT); shapes and axes are per sample, the batch axis is never moved.
+    LAYERNORM = "layernorm"      # [eps] {gamma, beta}: normalizes the last axis
+    GELU = "gelu"                # [approximate: "none" (erf) or "tanh"]
+    TRANSPOSE = "transpose"      # [perm]: permutation of the non-batch axes (1-based)
+    RESHAPE = "reshape"          # [shape]: new per-sample shape (one -1 allowed)
+    MATMUL = "matmul"            # two activations: a @ b over the last two axes
+    SLICE = "slice"              # [axis, start, stop]: x[..., start:stop, ...] (axis >= 1)
+    MEAN = "mean"                # [axes, keepdims]: mean over axes (all >= 1)
+    CONCAT = "concat"            # [axis, constant_index?] {constant?}: inputs joined along
+                                 # axis; the constant (batch axis of 1, e.g. a ViT class
+                                 # token) is repeated over the batch and goes at its index
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
+_NEEDED_PARAMS = {Op.BATCHNORM: {"gamma", "beta", "mean", "var"},
+                  Op.LAYERNORM: {"gamma", "beta"}, Op.ADD_CONST: {"constant"},
+                  Op.MUL_CONST: {"constant"}}
 _QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
 
 
@@ -127,7 +145,9 @@ class Graph:
                 if i not in seen:
                     raise ValueError(f"node {n.name!r} reads {i!r}, which is not defined "
                                      "before it")
-            want = 2 if n.op is Op.ADD else 1
+            want = 2 if n.op in (Op.ADD, Op.MATMUL) else 1
+            if n.op is Op.CONCAT:
+                want = max(len(n.inputs), 1)
             if len(n.inputs) != want:
                 raise ValueError(f"node {n.name!r} ({n.op.value}) needs {want} input(s), "
                                  f"has {len(n.inputs)}")
@@ -136,10 +156,13 @@ class Graph:
                 ndim = 4 if n.op is Op.CONV2D else 2
                 if w is None or w.ndim != ndim:
                     raise ValueError(f"node {n.name!r} ({n.op.value}) needs a {ndim}-D weight")
-            if n.op is Op.BATCHNORM:
-                missing = {"gamma", "beta", "mean", "var"} - set(n.params)
+            needed = _NEEDED_PARAMS.get(n.op, set()) - set(n.params)
+            if needed:
+                raise ValueError(f"{n.op.value} {n.name!r} lacks {', '.join(sorted(needed))}")
+            if n.op is Op.QUANTIZE:
+                missing = {"scale", "zero_point", "bits", "signed"} - set(n.attrs)
                 if missing:
-                    raise ValueError(f"batchnorm {n.name!r} lacks {', '.join(sorted(missing))}")
+                    raise ValueError(f"quantize {n.name!r} lacks {', '.join(sorted(missing))}")
             seen.add(n.name)
         if self.output is not None and self.output not in seen:
             raise ValueError(f"graph output {self.output!r} is not a node")

@@ -1,0 +1,145 @@
+"""Load a model from what a user names on the command line, and describe it.
+
+``load_model(spec)``: ``spec`` is an ``.onnx`` file, an ``.npz`` of the IR (written by
+:func:`chipforge.sim.graph.save_graph`, read without pickle) or the name of a zoo model.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from chipforge.sim.graph import Graph, load_graph
+
+__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model"]
+
+_INPUT_KEYS = ("x", "inputs", "images")
+_LABEL_KEYS = ("y", "labels", "targets")
+
+
+def _zoo_names() -> list[str]:
+    from chipforge import zoo
+
+    return list(zoo.names()) if hasattr(zoo, "names") else []
+
+
+def load_model(spec: str | Path | Graph) -> Graph:
+    """A :class:`Graph` from an ``.onnx`` file, an IR ``.npz`` or a zoo model name."""
+    if isinstance(spec, Graph):
+        return spec
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from chipforge.importers.onnx import load_onnx
+
+        return load_onnx(path)
+    if suffix == ".npz":
+        return load_graph(path)
+    names = _zoo_names()
+    if str(spec) in names:
+        from chipforge import zoo
+
+        return zoo.load(str(spec))
+    raise ValueError(f"model {str(spec)!r} is not an .onnx file, an .npz graph or a zoo model"
+                     f" (zoo: {', '.join(names) or 'none installed'})")
+
+
+def layer_table(graph: Graph) -> str:
+    """One line per node: op, output of the weights, quantization, density."""
+    rows = [("node", "op", "weight", "bits w/a", "density")]
+    for n in graph.nodes:
+        weight, bits, density = "", "", ""
+        if n.weighted:
+            w = n.params["weight"]
+            weight = "x".join(map(str, w.shape))
+            if "weight_bits" in n.attrs:
+                bits = f"{n.attrs['weight_bits']}/{n.attrs.get('act_bits', '-')}"
+            density = f"{np.count_nonzero(w) / w.size:.3f}"
+        elif n.op.value == "quantize":
+            bits = f"-/{n.attrs['bits']}"
+        rows.append((n.name, n.op.value, weight, bits, density))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _digits_for(graph: Graph):
+    from chipforge.zoo.data import digits
+
+    shape = graph.input_shape
+    side = shape[-1] if len(shape) == 3 and shape[-1] == shape[-2] else 8
+    if side % 8 or int(np.prod(shape)) != side * side:
+        raise ValueError(f"--data digits: graph {graph.name!r} takes {shape}; digits come "
+                         "as 8x8 images (or 16, 24, 32 upsampled), one channel")
+    return digits(side)
+
+
+def digits_train_inputs(graph: Graph) -> np.ndarray:
+    """The digits training images, shaped for ``graph`` (calibration data)."""
+    x = _digits_for(graph).x_train
+    return x.astype(np.float64).reshape((len(x), *graph.input_shape))
+
+
+def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """Test inputs and labels for ``graph``: ``"digits"`` (the shared test split, upsampled to
+    the graph's image size) or an ``.npz`` with inputs under ``x``/``inputs``/``images`` and
+    integer labels under ``y``/``labels``/``targets`` (read without pickle).
+
+    Inputs are reshaped to ``(N, *graph.input_shape)`` when the per-sample size matches;
+    anything else is a ``ValueError`` naming the file and the rule.
+    """
+    per_sample = int(np.prod(graph.input_shape))
+    if str(spec) == "digits":
+        data = _digits_for(graph)
+        x, y, label = data.x_test, data.y_test, "digits"
+    else:
+        path = Path(spec)
+        label = str(path)
+        if path.suffix.lower() != ".npz":
+            raise ValueError(f"data {label!r} must be 'digits' or an .npz file")
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise ValueError(f"data file {label} is not an .npz archive (corrupt or "
+                             "truncated?)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                keys = set(f.files)
+                xk = [k for k in _INPUT_KEYS if k in keys]
+                yk = [k for k in _LABEL_KEYS if k in keys]
+                if len(xk) != 1 or len(yk) != 1:
+                    raise ValueError(f"data file {label} must hold one input array (one of "
+                                     f"{', '.join(_INPUT_KEYS)}) and one label array (one of "
+                                     f"{', '.join(_LABEL_KEYS)}); it holds "
+                                     f"{', '.join(sorted(keys)) or 'nothing'}")
+                x, y = f[xk[0]], f[yk[0]]
+        except FileNotFoundError:
+            raise ValueError(f"data file {label} does not exist") from None
+        except ValueError as e:
+            if "allow_pickle" in str(e):
+                raise ValueError(f"data file {label} holds Python objects; only plain numeric "
+                                 "arrays are read (no pickle)") from None
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(f"data file {label} is corrupt or truncated: {e}") from None
+    if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
+        raise ValueError(f"data {label}: inputs must be real numbers, not {x.dtype}")
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
+                           or np.issubdtype(y.dtype, np.floating)
+                           and np.all(np.mod(y, 1) == 0)):
+        raise ValueError(f"data {label}: labels must be a 1-D array of class indices, not "
+                         f"{y.dtype} of shape {y.shape}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"data {label}: {len(x)} inputs and {len(y)} labels; need as many "
+                         "labels as inputs, at least one")
+    if x[0].size != per_sample:
+        raise ValueError(f"data {label}: each input has shape {x.shape[1:]} ({x[0].size} "
+                         f"values); graph {graph.name!r} takes {graph.input_shape}")
+    x = x.astype(np.float64).reshape((len(x), *graph.input_shape))
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"data {label}: inputs contain NaN or infinity")
+    if y.min() < 0:
+        raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
+    return x, y.astype(np.int64)

@@ -1,0 +1,1417 @@
+"""Import an ONNX model into chipforge's model IR (:class:`chipforge.sim.graph.Graph`).
+
+``load_onnx(path)`` reads a float or QDQ-quantized ONNX model (one image/vector input, one
+output, batch axis first) and returns a :class:`Graph` that the numpy executor and the
+accelerator simulators run. Supported operators: :data:`SUPPORTED_OPS`.
+
+How it works:
+
+1. **Check everything first.** The file is parsed and checked with ``onnx.checker``
+   (a corrupt or truncated file is one ``OnnxImportError``); then every node's operator,
+   domain and attributes are checked against :data:`SUPPORTED_OPS`, and all the problems
+   found are reported in ONE error naming each op and node and listing what is supported.
+   Nothing runs before this passes.
+2. **Convert node by node.** Constant sub-graphs (initializers, ``Constant``, the
+   ``Shape -> Gather -> Concat`` chains that exporters emit for ``x.view(x.size(0), -1)``,
+   ``DequantizeLinear`` of integer weights) are folded with numpy; the batch size stays
+   symbolic. Each new IR node is run once on a one-sample probe, so a shape that does not
+   fit is an error naming the ONNX node, raised during import.
+3. **Fold what the IR expresses more simply.** ``BatchNormalization`` after a float
+   ``Conv``/``Gemm`` is folded into its weights (else kept as ``BATCHNORM``); ``Add`` of a
+   per-channel constant after a ``Conv``/``Gemm``/``MatMul`` becomes its bias; ``Gemm``'s
+   ``alpha``/``beta`` and ``transB`` are folded into the weight and bias.
+
+Quantized (QDQ) models — ``QuantizeLinear``/``DequantizeLinear`` pairs as written by
+``onnxruntime.quantization.quantize_static(quant_format=QuantFormat.QDQ)``:
+
+- A ``DequantizeLinear`` of an integer weight initializer gives the layer's
+  ``weight_bits`` (from the integer type) and ``weight_scale`` (a float, or a list per
+  output channel). Weights must be symmetric: signed integers with zero point 0.
+- A ``QuantizeLinear -> DequantizeLinear`` pair on an activation becomes a ``QUANTIZE``
+  node (fake quantization, exactly ONNX's rounding: half to even, saturating). When a
+  ``Conv``/``Gemm``/``MatMul`` reads it, the pair is absorbed into that layer's
+  ``act_bits``/``act_scale``/``act_signed``, and the layer's integer product goes through
+  the executor's ``matmul`` hook. This needs activation zero point 0 (unsigned after a
+  ReLU, or signed symmetric): a non-zero zero point would shift every input code and the
+  crossbar would need a correction term that the IR does not model, so it is rejected,
+  naming the tensor and the fix (``extra_options={"ActivationSymmetric": True}``, or
+  quantize only post-ReLU activations). Pairs elsewhere (around ``Add``, pooling, the
+  output) stay as ``QUANTIZE`` nodes with their zero points.
+- Integer biases (``DequantizeLinear`` of int32, scale = input scale x weight scale) are
+  folded to their float values, which are what onnxruntime adds too.
+
+Sparsity is read from the weights: ``graph.meta["density"]`` holds each weighted layer's
+fraction of non-zero weights (:func:`weight_density`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from chipforge.sim.executor import run_node
+from chipforge.sim.graph import Graph, Node, Op
+
+__all__ = ["SUPPORTED_OPS", "OnnxImportError", "import_onnx", "load_onnx", "weight_density"]
+
+
+class OnnxImportError(ValueError):
+    """The ONNX model cannot be imported: the message names the node, op and rule."""
+
+
+# What each supported ONNX operator may be, in words (for error messages and the README).
+SUPPORTED_OPS: dict[str, str] = {
+    "Conv": "2-D, square stride, symmetric pads, dilation 1, any group count",
+    "Gemm": "activation A (transA=0), constant B (transB 0 or 1), alpha, beta, constant C",
+    "MatMul": "activation x constant 2-D weight (-> linear), or two activations",
+    "Relu": "",
+    "Clip": "constant bounds (ReLU6; narrow activation codes before QuantizeLinear)",
+    "BatchNormalization": "inference mode; folded into a preceding float Conv/Gemm",
+    "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, dilation 1",
+    "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
+                   "count_include_pad=1 when padded",
+    "GlobalAveragePool": "2-D",
+    "Flatten": "axis >= 1",
+    "Reshape": "batch axis kept (first target dim: batch, 0 or -1)",
+    "Add": "two activations of one shape (residual), or activation + constant",
+    "Sub": "activation - constant",
+    "Mul": "activation x constant",
+    "Div": "activation / constant",
+    "Softmax": "over a non-batch axis",
+    "LayerNormalization": "over the last axis",
+    "Gelu": "approximate none or tanh; also the Div/Erf/Add/Mul/Mul pattern of older opsets",
+    "Split": "along a non-batch axis",
+    "ReduceMean": "over non-batch axes",
+    "Pow": "on constants",
+    "Sqrt": "on constants",
+    "Expand": "on constants (over the batch only into a Concat)",
+    "Transpose": "batch axis stays first",
+    "QuantizeLinear": "per-tensor on activations, per-tensor or per-channel on weights, "
+                      "8/16/4-bit integers",
+    "DequantizeLinear": "paired with QuantizeLinear, or on integer initializers",
+    "Identity": "",
+    "Dropout": "inference (identity)",
+    "Constant": "",
+    "Cast": "on constants, or to float on activations",
+    "Shape": "shape computations on constants only",
+    "Gather": "on constants, or one scalar index of a non-batch axis",
+    "Unsqueeze": "any non-batch axes",
+    "Squeeze": "any non-batch axes",
+    "Concat": "on constants; activations along a non-batch axis, with constants expanded "
+              "over the batch (class tokens)",
+    "ConstantOfShape": "shape computations", "Equal": "shape computations",
+    "Where": "shape computations; Where(x >= 0, 1, -1) is the IR's sign (BNNs)",
+    "GreaterOrEqual": "x >= 0 inside Where(x >= 0, 1, -1)",
+    "Slice": "step 1 along non-batch axes",
+}
+
+# Attributes each operator may carry, with a check of the value (None: any value).
+_ANY = None
+
+
+def _ints_equal(v) -> bool:
+    return len(set(v)) <= 1
+
+
+def _all_one(v) -> bool:
+    return all(int(d) == 1 for d in v)
+
+
+_ATTRS: dict[str, dict[str, Any]] = {
+    "Conv": {"kernel_shape": _ANY, "strides": (_ints_equal, "equal in both axes"),
+             "pads": (_ints_equal, "symmetric and equal in both axes"),
+             "dilations": (_all_one, "1"), "group": _ANY,
+             "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
+    "Gemm": {"alpha": _ANY, "beta": _ANY, "transA": (lambda v: v == 0, "0"), "transB": _ANY},
+    "BatchNormalization": {"epsilon": _ANY, "momentum": _ANY,
+                           "training_mode": (lambda v: v == 0, "0 (inference)"),
+                           "spatial": (lambda v: v == 1, "1")},
+    "MaxPool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
+                "pads": (_ints_equal, "symmetric and equal in both axes"),
+                "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v == 0, "0"),
+                "storage_order": (lambda v: v == 0, "0"),
+                "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
+    "AveragePool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
+                    "pads": (_ints_equal, "symmetric and equal in both axes"),
+                    "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v == 0, "0"),
+                    "count_include_pad": _ANY,
+                    "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
+    "Flatten": {"axis": _ANY},
+    "Clip": {"min": _ANY, "max": _ANY},
+    "Reshape": {"allowzero": (lambda v: v == 0, "0")},
+    "Softmax": {"axis": _ANY},
+    "LayerNormalization": {"axis": _ANY, "epsilon": _ANY, "stash_type": _ANY},
+    "Gelu": {"approximate": (lambda v: v in (b"none", b"tanh"), "none or tanh")},
+    "Transpose": {"perm": _ANY},
+    "QuantizeLinear": {"axis": _ANY, "saturate": _ANY, "output_dtype": _ANY,
+                       "block_size": (lambda v: v == 0, "0 (no blocked quantization)"),
+                       "precision": _ANY},
+    "DequantizeLinear": {"axis": _ANY, "block_size": (lambda v: v == 0, "0"),
+                         "output_dtype": _ANY},
+    "Dropout": {"seed": _ANY, "ratio": _ANY, "is_test": _ANY},
+    "Constant": {"value": _ANY, "value_float": _ANY, "value_floats": _ANY, "value_int": _ANY,
+                 "value_ints": _ANY},
+    "Cast": {"to": _ANY, "saturate": _ANY, "round_mode": _ANY},
+    "Shape": {"start": _ANY, "end": _ANY},
+    "Gather": {"axis": _ANY},
+    "Unsqueeze": {"axes": _ANY},
+    "Squeeze": {"axes": _ANY},
+    "Concat": {"axis": _ANY},
+    "Slice": {"starts": _ANY, "ends": _ANY, "axes": _ANY},
+    "Split": {"axis": _ANY, "split": _ANY, "num_outputs": _ANY},
+    "ReduceMean": {"axes": _ANY, "keepdims": _ANY,
+                   "noop_with_empty_axes": (lambda v: v == 0, "0")},
+    "Pow": {}, "Sqrt": {},
+    "Expand": {},
+    "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
+}
+
+# The batch size inside folded shape computations: a value no real dimension takes.
+_BATCH = -(2**40) - 7
+
+# Integer tensor types of QDQ models: numpy dtype name -> (bits, signed).
+_INT_TYPES = {"int8": (8, True), "uint8": (8, False), "int16": (16, True),
+              "uint16": (16, False), "int4": (4, True), "uint4": (4, False),
+              "int32": (32, True)}
+
+
+def supported_ops_text() -> str:
+    return ", ".join(SUPPORTED_OPS)
+
+
+def load_onnx(source: str | Path | bytes | onnx.ModelProto, *, name: str | None = None
+              ) -> Graph:
+    """Read an ONNX model (path, serialized bytes or ``ModelProto``) into a :class:`Graph`.
+
+    Raises :class:`OnnxImportError` (a ``ValueError``) naming the file, node, op and rule
+    when the file is unreadable or the model uses something the IR cannot express.
+    """
+    label = "ONNX model"
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
+        if isinstance(source, bytes):
+            data = source
+        else:
+            path = Path(source)
+            label = str(path)
+            if not path.is_file():
+                raise OnnxImportError(f"ONNX file {path} does not exist")
+            data = path.read_bytes()
+            name = name or path.stem
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except Exception as e:  # protobuf raises DecodeError (a plain Exception subclass)
+            raise OnnxImportError(f"{label} is not a valid ONNX file (corrupt or truncated): "
+                                  f"{type(e).__name__}: {e}") from None
+        if not model.HasField("graph") or not model.graph.node:
+            raise OnnxImportError(f"{label} is not a valid ONNX file (corrupt or truncated): "
+                                  "it holds no graph nodes")
+        if not isinstance(source, bytes) and any(
+                t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            try:     # weights saved next to the model (files over 2 GB, or by choice)
+                load_external_data_for_model(model, str(Path(source).parent))
+            except Exception as e:  # OSError, or onnx's ValidationError for a missing file
+                raise OnnxImportError(f"{label}: its external weight data cannot be read: "
+                                      f"{e}") from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # ValidationError, or a protobuf error on half-written fields
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxImportError(f"{label} is not a valid ONNX model (corrupt or truncated?): "
+                              f"{first}") from None
+    return import_onnx(model, name=name or model.graph.name or "onnx_model", label=label)
+
+
+def weight_density(graph: Graph) -> dict[str, float]:
+    """Fraction of non-zero weights of each weighted layer (1.0 = dense)."""
+    return {n.name: float(np.count_nonzero(n.params["weight"]) / n.params["weight"].size)
+            for n in graph.weighted_nodes()}
+
+
+def import_onnx(model: onnx.ModelProto, *, name: str = "onnx_model",
+                label: str = "ONNX model") -> Graph:
+    """Convert a checked ``ModelProto`` (see :func:`load_onnx`)."""
+    model = _fuse_erf_gelu(model)
+    _check_supported(model, label)
+    return _Converter(model, name, label).run()
+
+
+def _attr(node: onnx.NodeProto, key: str, default=None):
+    for a in node.attribute:
+        if a.name == key:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _fuse_erf_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Exporters before opset 20 write GELU as x * (erf(x / sqrt 2) + 1) * 0.5 (five nodes);
+    turn each such pattern into one ``Gelu`` node, as the hardware has one GELU unit."""
+    nodes = list(model.graph.node)
+    if not any(n.op_type == "Erf" for n in nodes):
+        return model
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in nodes:
+        if n.op_type == "Constant" and _attr(n, "value") is not None:
+            consts[n.output[0]] = numpy_helper.to_array(_attr(n, "value"))
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+
+    def only_reader(t):
+        r = readers.get(t, [])
+        return r[0] if len(r) == 1 and t not in outputs else None
+
+    def other(node, t):      # the operand of a binary node that is not t
+        return node.input[1] if node.input[0] == t else node.input[0]
+
+    def is_const(t, value):
+        return t in consts and consts[t].size == 1 and np.isclose(float(consts[t]), value,
+                                                                  rtol=1e-5)
+
+    producer = {o: n for n in nodes for o in n.output}
+    remove, insert = set(), {}
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or not (div.op_type == "Div" and is_const(div.input[1], np.sqrt(2))
+                               or div.op_type == "Mul" and (is_const(div.input[1], 1 / np.sqrt(2))
+                                                            or is_const(div.input[0],
+                                                                        1 / np.sqrt(2)))):
+            continue
+        x = div.input[0] if div.op_type == "Div" or not is_const(div.input[0], 1 / np.sqrt(2)) \
+            else div.input[1]
+        add = only_reader(erf.output[0])
+        if add is None or add.op_type != "Add" or not is_const(other(add, erf.output[0]), 1.0):
+            continue
+        mul1 = only_reader(add.output[0])
+        if mul1 is None or mul1.op_type != "Mul":
+            continue
+        half = only_reader(mul1.output[0])
+        if other(mul1, add.output[0]) == x and half is not None and half.op_type == "Mul" \
+                and is_const(other(half, mul1.output[0]), 0.5):
+            chain, out = [div, erf, add, mul1, half], half.output[0]
+        else:
+            continue
+        if only_reader(div.output[0]) is not erf:
+            continue
+        gelu = onnx.helper.make_node("Gelu", [x], [out], name=erf.name.replace("Erf", "Gelu")
+                                     or out)
+        remove.update(id(c) for c in chain)
+        insert[id(half)] = gelu
+    if not remove:
+        return model
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    del fused.graph.node[:]
+    for n in nodes:
+        if id(n) in insert:
+            fused.graph.node.append(insert[id(n)])
+        elif id(n) not in remove:
+            fused.graph.node.append(n)
+    return fused
+
+
+def _check_supported(model: onnx.ModelProto, label: str) -> None:
+    """Every op, domain and attribute, before anything runs: one error listing all problems."""
+    problems = []
+    for i, node in enumerate(model.graph.node):
+        where = f"node {node.name or f'#{i}'!r} ({node.op_type})"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: domain {node.domain!r} is not supported (only the "
+                            "standard ONNX domain)")
+            continue
+        if node.op_type not in SUPPORTED_OPS:
+            problems.append(f"{where}: op {node.op_type!r} is not supported")
+            continue
+        allowed = _ATTRS.get(node.op_type, {})
+        for a in node.attribute:
+            if a.name not in allowed:
+                problems.append(f"{where}: attribute {a.name!r} is not supported "
+                                f"(supported: {', '.join(allowed) or 'none'})")
+                continue
+            rule = allowed[a.name]
+            if rule is not None and not rule[0](onnx.helper.get_attribute_value(a)):
+                value = onnx.helper.get_attribute_value(a)
+                if isinstance(value, bytes):
+                    value = value.decode()
+                problems.append(f"{where}: attribute {a.name}={value!r} is not supported "
+                                f"(must be {rule[1]})")
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10
+                                 else [])
+        raise OnnxImportError(
+            f"{label} cannot be imported:\n  " + "\n  ".join(shown)
+            + f"\nSupported ops: {supported_ops_text()}. The README section 'Bring your own "
+            "model' lists their limits.")
+
+
+@dataclass
+class _WeightQuant:
+    """A weight initializer that came through DequantizeLinear."""
+
+    scale: np.ndarray  # scalar or per-channel along `axis`
+    axis: int
+    bits: int
+
+
+@dataclass
+class _PendingQuant:
+    """The integer output of QuantizeLinear on an activation, waiting for its DequantizeLinear."""
+
+    source: str        # ONNX tensor quantized
+    scale: float
+    zero_point: int
+    bits: int
+    signed: bool
+
+
+def _sanitize(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", ".", name.strip("/")).strip(".")
+    return name or "node"
+
+
+class _Converter:
+    def __init__(self, model: onnx.ModelProto, name: str, label: str):
+        self.model, self.name, self.label = model, name, label
+        self.graph = model.graph
+        self.consts: dict[str, np.ndarray] = {
+            t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.weight_quant: dict[str, _WeightQuant] = {}
+        self.pending: dict[str, _PendingQuant] = {}
+        self.tensor_node: dict[str, str] = {}     # ONNX activation tensor -> IR node name
+        self.values: dict[str, np.ndarray] = {}   # IR node name -> one-sample probe output
+        self.nodes: list[Node] = []
+        self.by_name: dict[str, Node] = {}
+        self.used_names = {"input"}
+        self.consumers: dict[str, int] = {}
+        for node in self.graph.node:
+            for t in node.input:
+                if t:
+                    self.consumers[t] = self.consumers.get(t, 0) + 1
+        for out in self.graph.output:
+            self.consumers[out.name] = self.consumers.get(out.name, 0) + 1
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                          1)
+        self._int_kind: dict[str, tuple[int, bool]] = {}   # folded QuantizeLinear outputs
+        self._weight_problem: dict[str, str] = {}  # asymmetric weights: error if used
+        self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
+        self.batch_codes: dict[str, tuple] = {}    # ... quantized: (codes, scale, zero point)
+        self.virtual: dict[str, tuple[str, tuple[int, ...]]] = {}  # batch moved: see _settle
+        self.sign_conditions: dict[str, str] = {}  # x >= 0 tensors -> IR value x
+
+    # -- errors -------------------------------------------------------------------------
+    def fail(self, node: onnx.NodeProto, message: str) -> OnnxImportError:
+        return OnnxImportError(f"{self.label}: node {node.name or node.output[0]!r} "
+                               f"({node.op_type}): {message}")
+
+    # -- inputs and outputs -------------------------------------------------------------
+    def _graph_input(self) -> tuple[str, tuple[int, ...]]:
+        inputs = [i for i in self.graph.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise OnnxImportError(f"{self.label}: the IR takes exactly one input tensor, the "
+                                  f"model has {len(inputs)}: "
+                                  f"{', '.join(i.name for i in inputs)}")
+        tin = inputs[0]
+        ttype = tin.type.tensor_type
+        if ttype.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                   onnx.TensorProto.FLOAT16):
+            raise OnnxImportError(f"{self.label}: input {tin.name!r} has element type "
+                                  f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; "
+                                  "only float inputs are supported")
+        dims = list(ttype.shape.dim)
+        if len(dims) < 2:
+            raise OnnxImportError(f"{self.label}: input {tin.name!r} must be (batch, ...), "
+                                  f"has rank {len(dims)}")
+        shape = []
+        for d in dims[1:]:
+            if not d.HasField("dim_value"):
+                raise OnnxImportError(f"{self.label}: input {tin.name!r} has a symbolic "
+                                      f"dimension {d.dim_param!r} after the batch axis; "
+                                      "export with a fixed sample shape")
+            shape.append(int(d.dim_value))
+        self.fixed_batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
+        return tin.name, tuple(shape)
+
+    # -- helpers ------------------------------------------------------------------------
+    def is_const(self, t: str) -> bool:
+        return t in self.consts
+
+    def const(self, node: onnx.NodeProto, t: str, what: str) -> np.ndarray:
+        if t not in self.consts:
+            raise self.fail(node, f"{what} ({t!r}) must be a constant (an initializer), "
+                                  "not a computed activation")
+        return self.consts[t]
+
+    def act(self, node: onnx.NodeProto, t: str) -> str:
+        """IR node name of activation tensor ``t``."""
+        if t in self.tensor_node:
+            return self.tensor_node[t]
+        if t in self.virtual:
+            raise self.fail(node, f"reads {t!r}, whose batch axis a Transpose moved to axis "
+                                  f"{self.virtual[t][1].index(0)}; only Split, Gather, Squeeze "
+                                  "and Transpose may read it until the batch axis is first "
+                                  "again")
+        if t in self.pending:
+            raise self.fail(node, f"reads the integer output {t!r} of a QuantizeLinear; "
+                                  "only DequantizeLinear may read it (QOperator models, e.g. "
+                                  "QLinearConv, are not supported: export in QDQ format)")
+        raise self.fail(node, f"input {t!r} is neither the graph input, a constant nor "
+                              "the output of a supported node")
+
+    def emit(self, onnx_node: onnx.NodeProto, op: Op, inputs: tuple[str, ...],
+             attrs: dict | None = None, params: dict | None = None, output: str | None = None,
+             suffix: str = "") -> Node:
+        base = _sanitize(onnx_node.name or onnx_node.output[0]) + suffix
+        name, k = base, 1
+        while name in self.used_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.used_names.add(name)
+        node = Node(op, name, inputs, attrs or {},
+                    {k: np.asarray(v, dtype=np.float64) for k, v in (params or {}).items()})
+        self.probe(onnx_node, node)
+        self.nodes.append(node)
+        self.by_name[name] = node
+        self.tensor_node[output or onnx_node.output[0]] = name
+        return node
+
+    def probe(self, onnx_node: onnx.NodeProto, node: Node) -> None:
+        args = [self.values[i] for i in node.inputs]
+        try:
+            with np.errstate(all="ignore"):
+                self.values[node.name] = run_node(node, args, quantized=False)
+        except (ValueError, IndexError) as e:
+            shapes = ", ".join(str(tuple(a.shape[1:])) for a in args)
+            raise self.fail(onnx_node, f"input shape(s) {shapes} (per sample) do not fit: "
+                                       f"{e}") from None
+
+    def shape(self, ir_name: str) -> tuple[int, ...]:
+        """Per-sample shape of an IR value."""
+        return tuple(self.values[ir_name].shape[1:])
+
+    def only_consumer(self, t: str) -> bool:
+        return self.consumers.get(t, 0) == 1
+
+    # -- main ---------------------------------------------------------------------------
+    def run(self) -> Graph:
+        input_name, input_shape = self._graph_input()
+        self.tensor_node[input_name] = "input"
+        self.values["input"] = np.zeros((1, *input_shape))
+        for node in self.graph.node:
+            handler = getattr(self, f"op_{node.op_type}")
+            try:
+                handler(node)
+            except OnnxImportError:
+                raise
+            except (ValueError, IndexError, TypeError, KeyError) as e:
+                # A malformed node that the checks above did not foresee: still one line
+                # naming the node, not a traceback from inside numpy.
+                raise self.fail(node, f"cannot be imported ({type(e).__name__}: {e})") from None
+        if len(self.graph.output) != 1:
+            raise OnnxImportError(f"{self.label}: the IR has one output, the model has "
+                                  f"{len(self.graph.output)}: "
+                                  f"{', '.join(o.name for o in self.graph.output)}")
+        out = self.graph.output[0].name
+        if out not in self.tensor_node or self.tensor_node[out] == "input":
+            raise OnnxImportError(f"{self.label}: output {out!r} is not computed by any "
+                                  "supported node from the input (a constant or integer "
+                                  "output?)")
+        output = self.tensor_node[out]
+        nodes = self._live_nodes(output)
+        meta = {"source": "onnx", "onnx_producer": self.model.producer_name, "onnx_opset":
+                self.opset}
+        graph = Graph(_sanitize(self.name), input_shape, nodes, output=output, meta=meta)
+        self._restore_weight_bits(graph)
+        graph.meta["density"] = weight_density(graph)
+        return graph
+
+    def _restore_weight_bits(self, graph: Graph) -> None:
+        """chipforge's own export records weight widths without an ONNX type (2-bit BNN
+        weights stored in int4): take them back where the integer weights fit."""
+        from chipforge.sim.executor import integer_weights
+
+        props = {p.key: p.value for p in self.model.metadata_props}
+        try:
+            narrow = json.loads(props.get("chipforge.weight_bits", "{}"))
+        except json.JSONDecodeError:
+            return
+        for node in graph.weighted_nodes():
+            bits = narrow.get(node.name)
+            if isinstance(bits, int) and "weight_bits" in node.attrs and 1 < bits < \
+                    node.attrs["weight_bits"]:
+                q = integer_weights(node)
+                if q.size and -(1 << (bits - 1)) <= q.min() and q.max() < (1 << (bits - 1)):
+                    node.attrs["weight_bits"] = bits
+
+    def _live_nodes(self, output: str) -> list[Node]:
+        live, stack = set(), [output]
+        while stack:
+            n = stack.pop()
+            if n in live or n == "input":
+                continue
+            live.add(n)
+            stack.extend(self.by_name[n].inputs)
+        return [n for n in self.nodes if n.name in live]
+
+    def alias(self, node: onnx.NodeProto, source: str) -> None:
+        self.tensor_node[node.output[0]] = self.act(node, source)
+
+    # -- constants and shape computations -----------------------------------------------
+    def fold(self, node: onnx.NodeProto, value: np.ndarray) -> None:
+        self.consts[node.output[0]] = np.asarray(value)
+
+    def all_const(self, node: onnx.NodeProto) -> bool:
+        return all(t == "" or t in self.consts for t in node.input)
+
+    def op_Constant(self, node):
+        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            v = _attr(node, key)
+            if v is not None:
+                self.fold(node, numpy_helper.to_array(v) if key == "value" else np.asarray(v))
+                return
+        raise self.fail(node, "has no supported value attribute")
+
+    def op_Identity(self, node):
+        if self.is_const(node.input[0]):
+            self.fold(node, self.consts[node.input[0]])
+        elif node.input[0] in self.pending:
+            self.pending[node.output[0]] = self.pending[node.input[0]]
+        else:
+            self.alias(node, node.input[0])
+
+    def op_Dropout(self, node):
+        if len(node.input) > 2 and node.input[2]:
+            mode = self.const(node, node.input[2], "training_mode")
+            if bool(mode):
+                raise self.fail(node, "training_mode must be false (inference)")
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise self.fail(node, "its mask output is used; only inference Dropout "
+                                  "(identity) is supported")
+        self.op_Identity(node)
+
+    def op_Cast(self, node):
+        to = onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to"))
+        if self.is_const(node.input[0]):
+            self.fold(node, self.consts[node.input[0]].astype(to))
+        elif np.issubdtype(to, np.floating):
+            self.alias(node, node.input[0])
+        else:
+            raise self.fail(node, f"casts an activation to {to}; only casts to float are "
+                                  "supported on activations")
+
+    def op_Shape(self, node):
+        t = node.input[0]
+        if self.is_const(t):
+            shape = np.array(self.consts[t].shape, dtype=np.int64)
+        else:
+            shape = np.array((_BATCH, *self.shape(self.act(node, t))), dtype=np.int64)
+        start, end = _attr(node, "start", 0), _attr(node, "end", None)
+        self.fold(node, shape[start:end])
+
+    def _const_only(self, node, what: str):
+        if not self.all_const(node):
+            raise self.fail(node, f"{what} is supported on constants and shape computations "
+                                  "only, not on activations")
+
+    def op_Gather(self, node):
+        if not self.all_const(node):
+            self._gather_activation(node)
+            return
+        data, idx = self.consts[node.input[0]], self.consts[node.input[1]]
+        self.fold(node, np.take(data, idx, axis=_attr(node, "axis", 0)))
+
+    def _batch_axis_check(self, node, axes, rank, what) -> list[int]:
+        axes = [a + rank if a < 0 else a for a in axes]
+        if 0 in axes:
+            raise self.fail(node, f"{what} the batch axis; not supported")
+        return axes
+
+    def _gather_activation(self, node):
+        """x[:, ..., i, ...] with one constant index: a slice, then the axis dropped."""
+        t = node.input[0]
+        if t in self.virtual:
+            idx = self.const(node, node.input[1], "the index")
+            axis = _attr(node, "axis", 0) % self._virtual_rank(t)
+            if idx.ndim != 0:
+                raise self.fail(node, "only a scalar constant index is supported on "
+                                      "activations")
+            i = int(idx) % self._virtual_dim(t, axis)
+            self._virtual_take(node, node.output[0], axis, i, i + 1, drop=True)
+            return
+        src = self.act(node, node.input[0])
+        idx = self.const(node, node.input[1], "the index")
+        shape = self.shape(src)
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
+                                         "gathers along")
+        if idx.ndim != 0:
+            raise self.fail(node, "only a scalar constant index is supported on activations")
+        i = int(idx) % shape[axis - 1]
+        sliced = self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=i, stop=i + 1),
+                           output=node.output[0] + "#slice", suffix=".slice")
+        rest = shape[:axis - 1] + shape[axis:]
+        self._reshape_to(node, sliced.name, rest)
+
+    def op_Split(self, node):
+        if self.all_const(node):
+            x = self.consts[node.input[0]]
+            axis = _attr(node, "axis", 0)
+            sizes = self._split_sizes(node, x.shape[axis])
+            for out, part in zip(node.output, np.split(x, np.cumsum(sizes)[:-1], axis=axis),
+                                 strict=True):
+                self.consts[out] = part
+            return
+        t = node.input[0]
+        if t in self.virtual:
+            axis = _attr(node, "axis", 0) % self._virtual_rank(t)
+            start = 0
+            for k, (out, size) in enumerate(zip(
+                    node.output, self._split_sizes(node, self._virtual_dim(t, axis)),
+                    strict=True)):
+                self._virtual_take(node, out, axis, start, start + size, drop=False,
+                                   suffix=f".{k}")
+                start += size
+            return
+        src = self.act(node, node.input[0])
+        shape = self.shape(src)
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
+                                         "splits")
+        start = 0
+        for k, (out, size) in enumerate(zip(node.output,
+                                            self._split_sizes(node, shape[axis - 1]),
+                                            strict=True)):
+            self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=start, stop=start + size),
+                      output=out, suffix=f".{k}")
+            start += size
+
+    def _split_sizes(self, node, length: int) -> list[int]:
+        split = _attr(node, "split")
+        if split is None and len(node.input) > 1 and node.input[1]:
+            split = self.const(node, node.input[1], "the split sizes")
+        if split is not None:
+            return [int(v) for v in split]
+        parts = len(node.output)
+        size = -(-length // parts)        # ceil, as ONNX num_outputs
+        return [min(size, length - k * size) for k in range(parts)]
+
+    def op_ReduceMean(self, node):
+        src = self.act(node, node.input[0])
+        rank = len(self.shape(src)) + 1
+        axes = _attr(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "the axes").tolist()
+        if axes is None:
+            raise self.fail(node, "reduces over all axes, the batch axis included")
+        axes = self._batch_axis_check(node, list(axes), rank, "averages over")
+        self.emit(node, Op.MEAN, (src,), dict(axes=sorted(axes),
+                                              keepdims=bool(_attr(node, "keepdims", 1))))
+
+    def op_Pow(self, node):
+        self._const_only(node, "Pow")
+        self.fold(node, np.power(self.consts[node.input[0]], self.consts[node.input[1]]))
+
+    def op_Sqrt(self, node):
+        self._const_only(node, "Sqrt")
+        self.fold(node, np.sqrt(self.consts[node.input[0]]))
+
+    def op_Expand(self, node):
+        self._const_only(node, "Expand")
+        shape = np.asarray(self.consts[node.input[1]]).copy()
+        x = self.consts[node.input[0]]
+        if np.any(shape == _BATCH):
+            # A constant repeated over the batch (a ViT class token): kept with a batch axis
+            # of 1; only a Concat may read it.
+            if shape[0] != _BATCH or np.any(shape[1:] == _BATCH):
+                raise self.fail(node, "expands over the batch in an axis other than the "
+                                      "first; not supported")
+            shape[0] = 1
+            self.batch_consts[node.output[0]] = x * np.ones(shape, dtype=x.dtype)
+            return
+        self.fold(node, x * np.ones(shape, dtype=x.dtype))
+
+    def op_ConstantOfShape(self, node):
+        self._const_only(node, "ConstantOfShape")
+        shape = self.consts[node.input[0]]
+        if np.any(shape == _BATCH):
+            raise self.fail(node, "a constant as large as the batch is not supported")
+        value = _attr(node, "value")
+        value = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+        self.fold(node, np.full(shape.astype(np.int64), value.reshape(-1)[0],
+                                dtype=value.dtype))
+
+    def op_Equal(self, node):
+        self._const_only(node, "Equal")
+        self.fold(node, np.equal(self.consts[node.input[0]], self.consts[node.input[1]]))
+
+    def op_Where(self, node):
+        cond = node.input[0]
+        if cond in self.sign_conditions:     # Where(x >= 0, 1, -1): binarization
+            a, b = (self.const(node, t, "a Where branch") for t in node.input[1:])
+            if a.size != 1 or b.size != 1 or float(a) != 1.0 or float(b) != -1.0:
+                raise self.fail(node, "only Where(x >= 0, 1, -1) (sign) is supported on "
+                                      "activations")
+            self.emit(node, Op.SIGN, (self.sign_conditions[cond],))
+            return
+        self._const_only(node, "Where")
+        c, a, b = (self.consts[t] for t in node.input)
+        self.fold(node, np.where(c, a, b))
+
+    def op_GreaterOrEqual(self, node):
+        if self.all_const(node):
+            self.fold(node, np.greater_equal(*(self.consts[t] for t in node.input)))
+            return
+        zero = self.const(node, node.input[1], "the threshold")
+        if zero.size != 1 or float(zero) != 0.0:
+            raise self.fail(node, "only x >= 0 (inside Where(x >= 0, 1, -1)) is supported")
+        self.sign_conditions[node.output[0]] = self.act(node, node.input[0])
+
+    def _axes(self, node, index: int):
+        axes = _attr(node, "axes")
+        if axes is None and len(node.input) > index and node.input[index]:
+            axes = self.consts[node.input[index]]
+        return None if axes is None else [int(a) for a in np.atleast_1d(axes)]
+
+    def op_Unsqueeze(self, node):
+        axes = self._axes(node, 1)
+        if not self.is_const(node.input[0]):
+            src = self.act(node, node.input[0])
+            shape = list(self.shape(src))
+            rank = len(shape) + 1 + len(axes)
+            for a in sorted(self._batch_axis_check(node, axes, rank, "inserts")):
+                shape.insert(a - 1, 1)
+            self._reshape_to(node, src, tuple(shape))
+            return
+        x = self.consts[node.input[0]]
+        rank = x.ndim + len(axes)
+        for a in sorted(a % rank for a in axes):
+            x = np.expand_dims(x, a)
+        self.fold(node, x)
+
+    def op_Squeeze(self, node):
+        axes = self._axes(node, 1)
+        t = node.input[0]
+        if t in self.virtual:
+            src, perm = self.virtual[t]
+            rank = len(perm)
+            if axes is None:
+                axes = [a for a in range(1, rank) if self._virtual_dim(t, a) == 1]
+            src, perm = self._drop_axes(node, node.output[0], src, perm,
+                                        [a % rank for a in axes])
+            self._settle(node, node.output[0], src, perm, suffix=".transpose")
+            return
+        if not self.is_const(node.input[0]):
+            src = self.act(node, node.input[0])
+            shape = self.shape(src)
+            if axes is None:
+                axes = [i + 1 for i, d in enumerate(shape) if d == 1]
+            axes = self._batch_axis_check(node, axes, len(shape) + 1, "squeezes")
+            if any(shape[a - 1] != 1 for a in axes):
+                raise self.fail(node, f"squeezes axes {axes} of {shape}, which are not 1")
+            self._reshape_to(node, src, tuple(d for i, d in enumerate(shape)
+                                              if i + 1 not in axes))
+            return
+        x = self.consts[node.input[0]]
+        self.fold(node, np.squeeze(x, axis=None if axes is None else tuple(axes)))
+
+    def op_Concat(self, node):
+        if self.all_const(node):
+            arrays = [self.consts[t] for t in node.input]
+            self.fold(node, np.concatenate(arrays, axis=_attr(node, "axis")))
+            return
+        acts = [t for t in node.input if t not in self.batch_consts]
+        if any(self.is_const(t) for t in acts):
+            raise self.fail(node, "joins activations with a constant that is not expanded "
+                                  "over the batch; not supported")
+        sources = [self.act(node, t) for t in acts]
+        rank = len(self.shape(sources[0])) + 1
+        (axis,) = self._batch_axis_check(node, [_attr(node, "axis")], rank, "concatenates along")
+        const_pos = [i for i, t in enumerate(node.input) if t in self.batch_consts]
+        attrs, params = dict(axis=axis), {}
+        if const_pos:
+            if const_pos != list(range(const_pos[0], const_pos[0] + len(const_pos))):
+                raise self.fail(node, "its constants are not next to each other; only one "
+                                      "block of expanded constants is supported")
+            params["constant"] = np.concatenate([self.batch_consts[node.input[i]]
+                                                 for i in const_pos], axis=axis)
+            attrs["constant_index"] = const_pos[0]
+        self.emit(node, Op.CONCAT, tuple(sources), attrs, params)
+
+    def op_Slice(self, node):
+        if not self.is_const(node.input[0]):
+            self._slice_activation(node)
+            return
+        self._const_only(node, "Slice")
+        x = self.consts[node.input[0]]
+        if self.opset < 10:
+            starts, ends = _attr(node, "starts"), _attr(node, "ends")
+            axes, steps = _attr(node, "axes"), None
+        else:
+            get = lambda i: (self.consts[node.input[i]] if len(node.input) > i  # noqa: E731
+                             and node.input[i] else None)
+            starts, ends, axes, steps = get(1), get(2), get(3), get(4)
+        axes = list(range(len(starts))) if axes is None else list(axes)
+        steps = [1] * len(starts) if steps is None else list(steps)
+        index = [slice(None)] * x.ndim
+        for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+            index[int(a)] = slice(int(s), int(e), int(st))
+        self.fold(node, x[tuple(index)])
+
+    def _slice_activation(self, node):
+        src = self.act(node, node.input[0])
+        shape = self.shape(src)
+        if self.opset < 10:
+            starts, ends, axes, steps = (_attr(node, "starts"), _attr(node, "ends"),
+                                         _attr(node, "axes"), None)
+        else:
+            get = lambda i: (self.const(node, node.input[i], "a slice bound")  # noqa: E731
+                             if len(node.input) > i and node.input[i] else None)
+            starts, ends, axes, steps = get(1), get(2), get(3), get(4)
+        axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+        axes = self._batch_axis_check(node, axes, len(shape) + 1, "slices")
+        if steps is not None and any(int(v) != 1 for v in steps):
+            raise self.fail(node, "only step 1 is supported")
+        src_name = src
+        for k, (s, e, a) in enumerate(zip(starts, ends, axes, strict=True)):
+            start, stop, _ = slice(int(s), int(e)).indices(self.shape(src_name)[a - 1])
+            if stop <= start:
+                raise self.fail(node, f"slice {s}:{e} of axis {a} is empty")
+            last = k == len(axes) - 1
+            src_name = self.emit(node, Op.SLICE, (src_name,), dict(axis=a, start=start,
+                                                                   stop=stop),
+                                 output=node.output[0] if last else f"{node.output[0]}#{k}",
+                                 suffix="" if last else f".{k}").name
+
+    # -- quantization -------------------------------------------------------------------
+    def _qparams(self, node) -> tuple[np.ndarray, np.ndarray, int, bool]:
+        scale = np.asarray(self.const(node, node.input[1], "the scale"), dtype=np.float64)
+        if len(node.input) > 2 and node.input[2]:
+            zero = self.const(node, node.input[2], "the zero point")
+        else:
+            out_dtype = _attr(node, "output_dtype", 0)
+            zero = np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(out_dtype)
+                            if out_dtype else np.uint8)
+        kind = np.dtype(zero.dtype).name
+        if kind not in _INT_TYPES or kind == "int32" and node.op_type == "QuantizeLinear":
+            raise self.fail(node, f"quantizes to {kind}; supported: "
+                                  f"{', '.join(k for k in _INT_TYPES if k != 'int32')}")
+        bits, signed = _INT_TYPES[kind]
+        return scale, np.asarray(zero).astype(np.int64), bits, signed
+
+    def op_QuantizeLinear(self, node):
+        scale, zero, bits, signed = self._qparams(node)
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        x = node.input[0]
+        if self.is_const(x):     # a float weight quantized in the graph: fold
+            w = self.consts[x].astype(np.float64)
+            axis = _attr(node, "axis", 1)
+            s, z = _per_axis(scale, w.ndim, axis), _per_axis(zero, w.ndim, axis)
+            q = np.clip(np.rint(w / s) + z, lo, hi).astype(np.int64)
+            self.consts[node.output[0]] = q
+            self._int_kind[node.output[0]] = (bits, signed)
+            return
+        if x in self.batch_consts:      # a class token: quantize the constant itself
+            codes = np.clip(np.rint(self.batch_consts[x] / scale) + zero, lo, hi)
+            self.batch_codes[node.output[0]] = (codes, scale, zero)
+            return
+        if scale.size != 1 or zero.size != 1:
+            raise self.fail(node, "per-channel quantization of an activation is not "
+                                  "supported (only of weights)")
+        if x not in self.virtual:
+            self.act(node, x)
+        self.pending[node.output[0]] = _PendingQuant(x, float(scale.reshape(())),
+                                                     int(zero.reshape(())), bits, signed)
+
+    def op_DequantizeLinear(self, node):
+        scale, zero, bits, signed = self._qparams(node)
+        x = node.input[0]
+        if self.is_const(x):     # integer weights or biases
+            q = self.consts[x]
+            kind = self._int_kind.get(x) or _INT_TYPES.get(np.dtype(q.dtype).name)
+            if kind is None:
+                raise self.fail(node, f"dequantizes a {q.dtype} constant; expected integers")
+            axis = _attr(node, "axis", 1)
+            q64 = q.astype(np.int64)
+            s = _per_axis(scale, q.ndim, axis)
+            self.consts[node.output[0]] = (q64 - _per_axis(zero, q.ndim, axis)) * s
+            if kind[0] <= 16:     # int32 is a bias, whose value is all that matters
+                if np.any(zero != 0) or not kind[1]:
+                    self._weight_problem[node.output[0]] = (
+                        f"its weights are {'un' if not kind[1] else ''}signed {kind[0]}-bit "
+                        f"with zero point(s) {np.unique(zero)[:4].tolist()}; the crossbar "
+                        "needs symmetric weights: signed integers with zero point 0 "
+                        "(quantize_static's default WeightSymmetric=True, weight_type=QInt8)")
+                self.weight_quant[node.output[0]] = _WeightQuant(
+                    scale.reshape(-1) if scale.size > 1 else scale.reshape(()),
+                    axis % max(q.ndim, 1), kind[0])
+            return
+        if x in self.batch_codes:
+            codes, q_scale, q_zero = self.batch_codes[x]
+            self.batch_consts[node.output[0]] = (codes - q_zero) * q_scale
+            return
+        if x not in self.pending:
+            raise self.fail(node, f"dequantizes {x!r}, which is not the output of a "
+                                  "QuantizeLinear in this graph (integer model inputs are not "
+                                  "supported)")
+        p = self.pending[x]
+        if (scale.size != 1 or float(scale.reshape(())) != p.scale
+                or int(zero.reshape(())) != p.zero_point or (bits, signed) != (p.bits, p.signed)):
+            raise self.fail(node, "its scale, zero point or type differ from its "
+                                  "QuantizeLinear's; only matching QDQ pairs are supported")
+        attrs = dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed)
+        if p.source in self.virtual:     # elementwise: quantize S, keep V's axis order
+            src, perm = self.virtual[p.source]
+            q = self.emit(node, Op.QUANTIZE, (src,), attrs, output=f"{node.output[0]}#q")
+            self.virtual[node.output[0]] = (q.name, perm)
+            return
+        self.emit(node, Op.QUANTIZE, (self.act(node, p.source),), attrs)
+
+    # -- activations --------------------------------------------------------------------
+    def quant_input(self, node: onnx.NodeProto, t: str, weight_tensor: str
+                    ) -> tuple[str, dict]:
+        """Input of a weighted node with quantized weights: absorbs a QDQ pair into the
+        node's act_* attrs. (Before a float layer a QDQ pair stays a ``quantize`` node.)"""
+        src = self.act(node, t)
+        q = self.by_name.get(src)
+        if (q is None or q.op is not Op.QUANTIZE or weight_tensor not in self.weight_quant):
+            return src, {}
+        a = q.attrs
+        # Dequantized values are (code - zero) * scale with code in the type's range, i.e.
+        # clip(round(x / scale), lo - zero, hi - zero) * scale. That is the IR's zero-point-0
+        # quantizer whenever the shifted range is a plain signed or unsigned range: int8 with
+        # zero point -128 is uint8 with 0, uint8 with 128 is int8 with 0.
+        bits, zero = a["bits"], a["zero_point"]
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if a["signed"] else (0, (1 << bits)
+                                                                                - 1)
+        shifted = (lo - zero, hi - zero)
+        if shifted == (0, (1 << bits) - 1):
+            signed = False
+        elif shifted == (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
+            signed = True
+        else:
+            raise self.fail(node, f"its input {t!r} is quantized with zero point {zero} "
+                                  f"({'' if a['signed'] else 'u'}int{bits}, scale "
+                                  f"{a['scale']:.6g}); the IR's integer product needs "
+                                  "activation zero point 0 (or the int8 -128 / uint8 128 "
+                                  "that are the same thing): quantize activations "
+                                  "symmetrically (onnxruntime: extra_options="
+                                  "{'ActivationSymmetric': True}) or only after a ReLU")
+        source = q.inputs[0]
+        clip = self.by_name.get(source)
+        if clip is not None and clip.op is Op.CLIP:
+            # Clip to a narrower code range, then QDQ: a narrower activation width (what
+            # to_onnx writes for, e.g., 3-bit codes in a uint4).
+            scale = a["scale"]
+            lo_code, hi_code = (clip.attrs["min"] / scale if clip.attrs["min"] is not None
+                                else None), (clip.attrs["max"] / scale
+                                             if clip.attrs["max"] is not None else None)
+            for narrow in range(1, bits):
+                want = ((-(1 << (narrow - 1)), (1 << (narrow - 1)) - 1) if signed
+                        else (0, (1 << narrow) - 1))
+                if (lo_code is not None and hi_code is not None
+                        and np.isclose(lo_code, want[0], atol=1e-6)
+                        and np.isclose(hi_code, want[1], atol=1e-6)):
+                    bits, source = narrow, clip.inputs[0]
+                    break
+        return source, dict(act_bits=bits, act_scale=a["scale"], act_signed=signed)
+
+    def weight_attrs(self, node: onnx.NodeProto, t: str, out_axis: int) -> dict:
+        """weight_bits/weight_scale of a weight tensor that came through DequantizeLinear."""
+        if t in self._weight_problem:
+            raise self.fail(node, self._weight_problem[t])
+        wq = self.weight_quant.get(t)
+        if wq is None:
+            return {}
+        if wq.scale.ndim == 0:
+            return dict(weight_bits=wq.bits, weight_scale=float(wq.scale))
+        if wq.axis != out_axis:
+            raise self.fail(node, f"its weights are quantized per channel along axis "
+                                  f"{wq.axis}; only per-output-channel scales (axis "
+                                  f"{out_axis}) are supported")
+        return dict(weight_bits=wq.bits, weight_scale=[float(s) for s in wq.scale])
+
+    def op_Clip(self, node):
+        src = self.act(node, node.input[0])
+        if self.opset < 11:
+            lo, hi = _attr(node, "min"), _attr(node, "max")
+        else:
+            get = lambda i: (float(self.const(node, node.input[i], "a clip bound"))  # noqa: E731
+                             if len(node.input) > i and node.input[i] else None)
+            lo, hi = get(1), get(2)
+        self.emit(node, Op.CLIP, (src,), dict(min=lo, max=hi))
+
+    def op_Relu(self, node):
+        self.emit(node, Op.RELU, (self.act(node, node.input[0]),))
+
+    def op_Gelu(self, node):
+        approximate = _attr(node, "approximate", b"none")
+        self.emit(node, Op.GELU, (self.act(node, node.input[0]),),
+                  dict(approximate=approximate.decode()))
+
+    def op_Softmax(self, node):
+        src = self.act(node, node.input[0])
+        rank = len(self.shape(src)) + 1
+        axis = _attr(node, "axis", -1 if self.opset >= 13 else 1)
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise self.fail(node, "softmax over the batch axis is not supported")
+        if self.opset < 13 and axis != rank - 1:
+            raise self.fail(node, f"opset {self.opset} Softmax flattens axes {axis}.. "
+                                  "together; only the last axis is supported")
+        self.emit(node, Op.SOFTMAX, (src,), dict(axis=axis))
+
+    def op_Conv(self, node):
+        src, qattrs = self.quant_input(node, node.input[0], node.input[1])
+        w = self.const(node, node.input[1], "the weight")
+        if w.ndim != 4 or len(self.shape(src)) != 3:
+            raise self.fail(node, f"only 2-D convolutions are supported (weight shape "
+                                  f"{w.shape}, input shape {self.shape(src)} per sample)")
+        kernel = _attr(node, "kernel_shape")
+        if kernel is not None and tuple(kernel) != w.shape[2:]:
+            raise self.fail(node, f"kernel_shape {list(kernel)} does not match the weight "
+                                  f"shape {w.shape}")
+        params = {"weight": w}
+        if len(node.input) > 2 and node.input[2]:
+            params["bias"] = self.const(node, node.input[2], "the bias")
+        pads = _attr(node, "pads", [0, 0, 0, 0])
+        attrs = dict(stride=int(_attr(node, "strides", [1])[0]), padding=int(pads[0]),
+                     groups=int(_attr(node, "group", 1)))
+        attrs |= self.weight_attrs(node, node.input[1], 0) | qattrs
+        self.emit(node, Op.CONV2D, (src,), attrs, params)
+
+    def _linear(self, node, src, qattrs, weight, bias, wattrs):
+        params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+        self.emit(node, Op.LINEAR, (src,), wattrs | qattrs, params)
+
+    def op_Gemm(self, node):
+        src, qattrs = self.quant_input(node, node.input[0], node.input[1])
+        if len(self.shape(src)) != 1:
+            raise self.fail(node, f"input A must be (batch, features), is (batch, "
+                                  f"{', '.join(map(str, self.shape(src)))})")
+        b = self.const(node, node.input[1], "input B (the weight)")
+        trans_b = int(_attr(node, "transB", 0))
+        alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
+        weight = (b if trans_b else b.T).astype(np.float64) * alpha
+        wattrs = self.weight_attrs(node, node.input[1], 0 if trans_b else 1)
+        if alpha != 1.0 and "weight_scale" in wattrs:
+            ws = np.asarray(wattrs["weight_scale"]) * alpha
+            wattrs["weight_scale"] = ws.tolist() if ws.ndim else float(ws)
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            c = np.asarray(self.const(node, node.input[2], "input C (the bias)"), np.float64)
+            if c.ndim == 2 and c.shape[0] != 1 or c.ndim > 2:
+                raise self.fail(node, f"input C of shape {c.shape} would differ per sample; "
+                                      "only a scalar or a per-output bias is supported")
+            bias = beta * np.broadcast_to(c.reshape(-1) if c.ndim else c, (weight.shape[0],))
+        self._linear(node, src, qattrs, weight, bias, wattrs)
+
+    def op_MatMul(self, node):
+        a, b = node.input
+        if self.is_const(a):
+            raise self.fail(node, "a constant left operand is not supported (only x @ W)")
+        if self.is_const(b):
+            w = self.consts[b]
+            if w.ndim != 2:
+                raise self.fail(node, f"a {w.ndim}-D constant weight is not supported (2-D)")
+            src, qattrs = self.quant_input(node, a, b)
+            self._linear(node, src, qattrs, w.T.astype(np.float64), None,
+                         self.weight_attrs(node, b, 1))
+            return
+        self.emit(node, Op.MATMUL, (self.act(node, a), self.act(node, b)))
+
+    def op_BatchNormalization(self, node):
+        src = self.act(node, node.input[0])
+        gamma, beta, mean, var = (np.asarray(self.const(node, t, what), np.float64)
+                                  for t, what in zip(node.input[1:5],
+                                                     ("scale", "B", "mean", "var"),
+                                                     strict=True))
+        if len([o for o in node.output if o]) > 1:
+            raise self.fail(node, "training-mode outputs (running mean/var) are not supported")
+        eps = float(_attr(node, "epsilon", 1e-5))
+        prev = self.by_name.get(src)
+        shape = self.shape(src)
+        if (prev is not None and prev.op in (Op.CONV2D, Op.LINEAR) and "weight_bits" not in
+                prev.attrs and self.only_consumer(node.input[0])
+                and (prev.op is Op.CONV2D or len(shape) == 1)):
+            # y = (conv(x) - mean) * g / sqrt(var + eps) + beta: scale the weights per
+            # output channel, shift the bias.
+            k = gamma / np.sqrt(var + eps)
+            w = prev.params["weight"]
+            prev.params["weight"] = w * k.reshape((-1,) + (1,) * (w.ndim - 1))
+            bias = prev.params.get("bias", np.zeros(w.shape[0]))
+            prev.params["bias"] = (bias - mean) * k + beta
+            self.probe(node, prev)
+            self.tensor_node[node.output[0]] = prev.name
+            return
+        self.emit(node, Op.BATCHNORM, (src,), dict(eps=eps),
+                  dict(gamma=gamma, beta=beta, mean=mean, var=var))
+
+    def _pool(self, node, op: Op):
+        src = self.act(node, node.input[0])
+        if len(self.shape(src)) != 3:
+            raise self.fail(node, f"only 2-D pooling of (batch, C, H, W) is supported; "
+                                  f"input is {self.shape(src)} per sample")
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise self.fail(node, "its Indices output is used; not supported")
+        kernel = int(_attr(node, "kernel_shape")[0])
+        pads = _attr(node, "pads", [0, 0, 0, 0])
+        if op is Op.AVGPOOL2D and pads[0] and not _attr(node, "count_include_pad", 0):
+            raise self.fail(node, "padded average pooling with count_include_pad=0 is not "
+                                  "supported (the IR divides by the full kernel area; "
+                                  "PyTorch's default count_include_pad=True exports as 1)")
+        self.emit(node, op, (src,), dict(kernel=kernel,
+                                         stride=int(_attr(node, "strides", [1])[0]),
+                                         padding=int(pads[0])))
+
+    def op_MaxPool(self, node):
+        self._pool(node, Op.MAXPOOL2D)
+
+    def op_AveragePool(self, node):
+        self._pool(node, Op.AVGPOOL2D)
+
+    def op_GlobalAveragePool(self, node):
+        src = self.act(node, node.input[0])
+        if len(self.shape(src)) != 3:
+            raise self.fail(node, f"only (batch, C, H, W) inputs are supported; input is "
+                                  f"{self.shape(src)} per sample")
+        self.emit(node, Op.GLOBAL_AVGPOOL, (src,))
+
+    def _reshape_to(self, node, src: str, target: tuple[int, ...]):
+        if target == self.shape(src):
+            self.tensor_node[node.output[0]] = src
+        elif len(target) == 1:
+            self.emit(node, Op.FLATTEN, (src,))
+        else:
+            self.emit(node, Op.RESHAPE, (src,), dict(shape=list(target)))
+
+    def op_Flatten(self, node):
+        if self.is_const(node.input[0]):
+            x = self.consts[node.input[0]]
+            axis = _attr(node, "axis", 1) % max(x.ndim, 1)
+            self.fold(node, x.reshape(int(np.prod(x.shape[:axis])), -1))
+            return
+        src = self.act(node, node.input[0])
+        shape = self.shape(src)
+        axis = _attr(node, "axis", 1)
+        axis = axis + len(shape) + 1 if axis < 0 else axis
+        if axis == 0:
+            raise self.fail(node, "Flatten with axis=0 merges the batch axis; not supported")
+        self._reshape_to(node, src, (*shape[:axis - 1], int(np.prod(shape[axis - 1:]))))
+
+    def op_Reshape(self, node):
+        if self.all_const(node):
+            x = self.consts[node.input[0]]
+            shape = [d if d != 0 else x.shape[i]
+                     for i, d in enumerate(self.consts[node.input[1]].tolist())]
+            self.fold(node, x.reshape(shape))
+            return
+        src = self.act(node, node.input[0])
+        target = [int(d) for d in self.const(node, node.input[1], "the target shape")]
+        shape = self.shape(src)
+        size = int(np.prod(shape))
+        target = [shape[i - 1] if d == 0 and i > 0 else d for i, d in enumerate(target)]
+        rest = target[1:]
+        first = target[0] if target else None
+        if any(d < -1 for d in rest) or rest.count(-1) > 1:
+            raise self.fail(node, f"target shape {target} depends on the batch size beyond "
+                                  "its first axis; not supported")
+        known = int(np.prod([d for d in rest if d != -1]))
+        batch_ok = (first in (_BATCH, 0) or first == self.fixed_batch
+                    or (first == -1 and -1 not in rest and known == size))
+        if not batch_ok:
+            raise self.fail(node, f"target shape {[d if d != _BATCH else 'batch' for d in target]}"
+                                  " does not keep the batch axis first; not supported")
+        if -1 in rest:
+            if known == 0 or size % known:
+                raise self.fail(node, f"cannot reshape {shape} per sample to {rest}")
+            rest = [size // known if d == -1 else d for d in rest]
+        if int(np.prod(rest)) != size:
+            raise self.fail(node, f"cannot reshape {shape} per sample ({size} values) to "
+                                  f"{rest}")
+        self._reshape_to(node, src, tuple(rest))
+
+    def op_Transpose(self, node):
+        if self.is_const(node.input[0]):
+            self.fold(node, np.transpose(self.consts[node.input[0]], _attr(node, "perm")))
+            return
+        if node.input[0] in self.virtual:
+            src, before = self.virtual[node.input[0]]
+        else:
+            src = self.act(node, node.input[0])
+            before = tuple(range(len(self.shape(src)) + 1))
+        perm = _attr(node, "perm", list(reversed(range(len(before)))))
+        self._settle(node, node.output[0], src, tuple(before[p] for p in perm))
+
+    # A Transpose that moves the batch axis (timm's qkv.reshape(B, N, 3, H, d).permute(2, 0,
+    # 3, 1, 4)) leaves a *virtual* tensor V = S.transpose(perm) of a batch-first IR value S.
+    # Split / Gather / Squeeze / Transpose of V become slices, reshapes and transposes of S,
+    # until the batch axis is first again; any other reader is an error.
+    def _settle(self, node, out: str, src: str, perm: tuple[int, ...], suffix: str = ""):
+        """Make ``out`` = S.transpose(perm): an IR value when the batch stays first."""
+        if perm[0] != 0:
+            self.virtual[out] = (src, perm)
+        elif perm == tuple(range(len(perm))):
+            self.tensor_node[out] = src
+        else:
+            self.emit(node, Op.TRANSPOSE, (src,), dict(perm=[int(p) for p in perm[1:]]),
+                      output=out, suffix=suffix)
+
+    def _virtual_take(self, node, out: str, v_axis: int, start: int, stop: int, drop: bool,
+                      suffix: str = ""):
+        src, perm = self.virtual[node.input[0]]
+        s_axis = perm[v_axis]
+        if s_axis == 0:
+            raise self.fail(node, "slices the batch axis (moved by a Transpose); not supported")
+        src = self.emit(node, Op.SLICE, (src,), dict(axis=s_axis, start=start, stop=stop),
+                        output=f"{out}#slice", suffix=f"{suffix}.slice" if drop else suffix).name
+        if drop:
+            src, perm = self._drop_axes(node, out, src, perm, [v_axis])
+        self._settle(node, out, src, perm, suffix=f"{suffix}.transpose")
+
+    def _drop_axes(self, node, out: str, src: str, perm: tuple[int, ...], v_axes: list[int]):
+        """Remove size-1 axes (V coordinates) from S; returns the new S and perm."""
+        s_axes = {perm[a] for a in v_axes}
+        shape = self.shape(src)
+        if 0 in s_axes or any(shape[a - 1] != 1 for a in s_axes):
+            raise self.fail(node, f"squeezes axes {v_axes}, which are not of size 1")
+        kept = tuple(d for i, d in enumerate(shape) if i + 1 not in s_axes)
+        if kept != shape:
+            src = self.emit(node, Op.RESHAPE if len(kept) > 1 else Op.FLATTEN, (src,),
+                            dict(shape=list(kept)) if len(kept) > 1 else {},
+                            output=f"{out}#squeeze", suffix=".squeeze").name
+        perm = tuple(p - sum(1 for a in s_axes if a < p) for p in perm if p not in s_axes)
+        return src, perm
+
+    def _virtual_rank(self, t: str) -> int:
+        return len(self.virtual[t][1])
+
+    def _virtual_dim(self, t: str, v_axis: int) -> int:
+        src, perm = self.virtual[t]
+        return (1, *self.shape(src))[perm[v_axis]]
+
+    def op_LayerNormalization(self, node):
+        src = self.act(node, node.input[0])
+        rank = len(self.shape(src)) + 1
+        axis = _attr(node, "axis", -1)
+        if axis % rank != rank - 1:
+            raise self.fail(node, f"normalizes from axis {axis}; only the last axis is "
+                                  "supported")
+        if len([o for o in node.output if o]) > 1 and any(self.consumers.get(o)
+                                                          for o in node.output[1:]):
+            raise self.fail(node, "its mean/inv-std outputs are used; not supported")
+        gamma = self.const(node, node.input[1], "the scale")
+        beta = (self.const(node, node.input[2], "the bias") if len(node.input) > 2
+                and node.input[2] else np.zeros_like(gamma))
+        self.emit(node, Op.LAYERNORM, (src,), dict(eps=float(_attr(node, "epsilon", 1e-5))),
+                  dict(gamma=gamma, beta=beta))
+
+    # -- elementwise --------------------------------------------------------------------
+    def _const_operand(self, node, c: np.ndarray, src: str) -> np.ndarray:
+        full = (1, *self.shape(src))
+        try:
+            out = np.broadcast_shapes(c.shape, full)
+        except ValueError:
+            raise self.fail(node, f"constant of shape {c.shape} does not broadcast to the "
+                                  f"input {full[1:]} per sample") from None
+        if out != full:
+            raise self.fail(node, f"constant of shape {c.shape} would change the input shape "
+                                  f"{full[1:]} per sample; not supported")
+        return np.asarray(c, dtype=np.float64)
+
+    def _bias_fold(self, node, src: str, c: np.ndarray) -> bool:
+        """Add of a per-output-channel constant right after a weighted node -> its bias."""
+        prev = self.by_name.get(src)
+        if prev is None or prev.op not in (Op.CONV2D, Op.LINEAR):
+            return False
+        if not self.only_consumer(node.input[0] if node.input[0] not in self.consts
+                                  else node.input[1]):
+            return False
+        value = self.values[src]
+        channel_axis = 1 if prev.op is Op.CONV2D else value.ndim - 1
+        full = np.broadcast_to(c, value.shape)
+        index = [0] * value.ndim
+        index[channel_axis] = slice(None)
+        vector = full[tuple(index)]
+        shape = [1] * value.ndim
+        shape[channel_axis] = -1
+        if not np.array_equal(full, np.broadcast_to(vector.reshape(shape), value.shape)):
+            return False
+        prev.params["bias"] = prev.params.get("bias", np.zeros(vector.shape)) + vector
+        self.probe(node, prev)
+        self.tensor_node[node.output[0]] = prev.name
+        return True
+
+    def op_Add(self, node):
+        if self.all_const(node):
+            self.fold(node, self.consts[node.input[0]] + self.consts[node.input[1]])
+            return
+        a, b = node.input
+        if not self.is_const(a) and not self.is_const(b):
+            sa, sb = self.act(node, a), self.act(node, b)
+            if self.shape(sa) != self.shape(sb):
+                raise self.fail(node, f"adds shapes {self.shape(sa)} and {self.shape(sb)} per "
+                                      "sample; only same-shape (residual) adds are supported")
+            self.emit(node, Op.ADD, (sa, sb))
+            return
+        x, c = (a, b) if self.is_const(b) else (b, a)
+        src = self.act(node, x)
+        c = self._const_operand(node, self.consts[c], src)
+        if not self._bias_fold(node, src, c):
+            self.emit(node, Op.ADD_CONST, (src,), params=dict(constant=c))
+
+    def op_Sub(self, node):
+        if self.all_const(node):
+            self.fold(node, self.consts[node.input[0]] - self.consts[node.input[1]])
+            return
+        a, b = node.input
+        if self.is_const(a) or not self.is_const(b):
+            raise self.fail(node, "only activation - constant is supported")
+        src = self.act(node, a)
+        c = self._const_operand(node, self.consts[b], src)
+        self.emit(node, Op.ADD_CONST, (src,), params=dict(constant=-c))
+
+    def op_Mul(self, node):
+        if self.all_const(node):
+            self.fold(node, self.consts[node.input[0]] * self.consts[node.input[1]])
+            return
+        a, b = node.input
+        if not self.is_const(a) and not self.is_const(b):
+            raise self.fail(node, "multiplies two activations; only activation x constant "
+                                  "is supported")
+        x, c = (a, b) if self.is_const(b) else (b, a)
+        src = self.act(node, x)
+        self.emit(node, Op.MUL_CONST, (src,),
+                  params=dict(constant=self._const_operand(node, self.consts[c], src)))
+
+    def op_Div(self, node):
+        if self.all_const(node):
+            a, b = self.consts[node.input[0]], self.consts[node.input[1]]
+            integer = np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)
+            self.fold(node, np.trunc(a / b).astype(a.dtype) if integer else a / b)
+            return
+        a, b = node.input
+        if self.is_const(a) or not self.is_const(b):
+            raise self.fail(node, "only activation / constant is supported")
+        src = self.act(node, a)
+        c = self._const_operand(node, self.consts[b], src)
+        self.emit(node, Op.MUL_CONST, (src,), params=dict(constant=1.0 / c))
+
+
+def _per_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A scalar, or a vector along ``axis`` broadcastable over an ``ndim``-D tensor."""
+    v = np.asarray(v)
+    if v.size == 1:
+        return v.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return v.reshape(shape)

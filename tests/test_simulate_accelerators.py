@@ -1,0 +1,45 @@
+"""`chipforge simulate` on the AQFP (superbnn) and HeatViT accelerators."""
+
+import math
+
+import pytest
+
+from chipforge.cli import main
+from chipforge.simulate import simulate
+
+
+def test_superbnn_runs_the_bundled_bnn_and_reports_energy():
+    a = simulate("bnn-digits", accelerator="superbnn", seed=3)
+    b = simulate("bnn-digits", accelerator="superbnn", seed=3)
+    assert a.accuracy_hardware == b.accuracy_hardware          # the seed fixes the noise
+    assert 0.8 < a.accuracy_ideal < 1 and abs(a.accuracy_hardware - a.accuracy_ideal) < 0.05
+    assert 0 < a.agreement <= 1
+    chip = a.metrics["energy_per_inference_j (4.2 K chip)"]
+    assert 0 < chip < a.metrics["energy_per_inference_j (with cryocooler)"]
+    narrow = simulate("bnn-digits", accelerator="superbnn", seed=3, sigma_ua=64.0)
+    assert narrow.accuracy_hardware < a.accuracy_hardware - 0.1  # wide gray zone: noise wins
+
+
+def test_heatvit_reports_token_savings_and_speedup():
+    r = simulate("vit-digits", accelerator="heatvit", samples=60)
+    assert r.samples == 60 and math.isnan(r.agreement)
+    assert r.metrics["mac_reduction"] > 0.3 and r.metrics["speedup_vs_no_selectors"] > 1
+    dense = simulate("vit-digits", accelerator="heatvit", samples=60, selectors="none")
+    assert dense.metrics["mac_reduction"] == 0
+
+
+def test_heatvit_rejects_other_models_and_data():
+    with pytest.raises(ValueError, match="vit-digits"):
+        simulate("lenet-digits", accelerator="heatvit")
+    with pytest.raises(ValueError, match="digits test split only"):
+        simulate("vit-digits", accelerator="heatvit", data="mine.npz")
+
+
+def test_cli_main_job_on_both(tmp_path, capsys):
+    assert main(["simulate", "bnn-digits", "--accelerator", "superbnn", "--bitstream-length",
+                 "16", "--out", str(tmp_path / "sb"), "--samples", "50"]) == 0
+    assert main(["simulate", "vit-digits", "--accelerator", "heatvit", "--selectors", "keep80",
+                 "--out", str(tmp_path / "hv"), "--samples", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "superbnn" in out and "keep80" in out
+    assert (tmp_path / "sb" / "report.json").exists() and (tmp_path / "hv" / "report.json").exists()
