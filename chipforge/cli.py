@@ -78,6 +78,9 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
                    help="heatvit: token-selector variant of vit-digits (default keep50)")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cycle model runs on (default 100)")
+    from chipforge.rtl_loop import add_rtl_arguments
+
+    add_rtl_arguments(p)
 
 
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
@@ -93,6 +96,18 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--samples must be >= 1, not {args.samples}")
     if args.cycle_samples < 1:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
+    if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
+        from chipforge.rtl_loop import run_rtl_command
+
+        given = [f"--{k.replace('_', '-')}" for k in ("variation", "read_noise", "fault_rate",
+                                                      "sigma_ua", "crossbar_size",
+                                                      "bitstream_length", "selectors")
+                 if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
+                             f"not combine with {', '.join(given)}")
+        args.model = model
+        return run_rtl_command(args)
     options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
                                  ("fault_rate", args.fault_rate), ("sigma_ua", args.sigma_ua),
                                  ("crossbar_size", args.crossbar_size),

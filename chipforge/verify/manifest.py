@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Manifest", "PayloadCodec", "load_manifest"]
 
 
@@ -25,6 +27,64 @@ class PayloadCodec:
             value = _lookup(values, field["name"])
             word |= (int(value) & ((1 << field["width"]) - 1)) << field["offset"]
         return word
+
+    @property
+    def words(self) -> int:
+        """32-bit words a payload occupies."""
+        return max(1, -(-self.width // 32))
+
+    def pack_array(self, values: dict[str, Any]) -> np.ndarray:
+        """Vectorized :meth:`pack`: field values as arrays (broadcast together, one entry per
+        beat) -> (beats, :attr:`words`) uint32, least significant word first.
+
+        ``values`` is nested like :meth:`pack`'s, or flat by field name (``"codes[3]"``).
+        """
+        arrays = {}
+        for field in self.fields:
+            name = field["name"]
+            arrays[name] = np.asarray(values[name] if name in values
+                                      else _lookup(values, name), dtype=np.int64)
+        shape = np.broadcast_shapes(*(a.shape for a in arrays.values()))
+        if len(shape) != 1:
+            raise ValueError(f"payload field values must broadcast to one dimension (beats), "
+                             f"not shape {shape}")
+        out = np.zeros((shape[0], self.words), dtype=np.uint64)
+        for field in self.fields:
+            width, offset = field["width"], field["offset"]
+            bits = arrays[field["name"]].astype(np.uint64) & np.uint64((1 << width) - 1)
+            bits = np.broadcast_to(bits, shape)
+            # A field may straddle 32-bit words: add its share to each word it touches.
+            for word in range(offset // 32, (offset + width - 1) // 32 + 1):
+                shift = offset - 32 * word
+                part = bits << np.uint64(shift) if shift >= 0 else bits >> np.uint64(-shift)
+                out[:, word] |= part & np.uint64(0xFFFFFFFF)
+        return out.astype(np.uint32)
+
+    def unpack_array(self, words: np.ndarray) -> dict[str, np.ndarray]:
+        """Vectorized :meth:`unpack`: (beats, :attr:`words`) uint32 -> {field name: int64
+        array} (flat names like ``"codes[3]"``; signed fields sign-extended; fields up to
+        63 bits)."""
+        words = np.asarray(words, dtype=np.uint64)
+        if words.ndim != 2 or words.shape[1] != self.words:
+            raise ValueError(f"words must have shape (n, {self.words}), not {words.shape}")
+        out = {}
+        for field in self.fields:
+            width, offset = field["width"], field["offset"]
+            if width > 63:
+                raise ValueError(f"field {field['name']} has {width} bits; unpack_array "
+                                 "handles up to 63")
+            value = np.zeros(len(words), dtype=np.uint64)
+            for word in range(offset // 32, (offset + width - 1) // 32 + 1):
+                shift = 32 * word - offset
+                part = (words[:, word] << np.uint64(shift) if shift >= 0
+                        else words[:, word] >> np.uint64(-shift))
+                value |= part
+            value &= np.uint64((1 << width) - 1)
+            signed = value.astype(np.int64)
+            if field["signed"]:
+                signed -= (signed >> (width - 1)) << width
+            out[field["name"]] = signed
+        return out
 
     def unpack(self, word: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
