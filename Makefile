@@ -19,9 +19,10 @@ $(STAMP): requirements.txt pyproject.toml setup.py tools/install-hdl-tools.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/chipforge simulate lenet-digits-forms8 --accelerator forms8 --out build/demo/report
-	@echo "make demo: the report is in build/demo/report/ (report.json and the PNG plots)"
-	$(VENV)/bin/chipforge ref crossbar --batch 256
 	$(VENV)/bin/chipforge rtl shift-add --out build/demo/rtl --lint --synth ice40
+	@echo
+	@echo "make demo: the report is in build/demo/report/ (report.json, accuracy.png, layers.png);"
+	@echo "           the generated Verilog of the shift-and-add unit in build/demo/rtl/shift-add/"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,9 @@ the *ideal* accuracy (the quantized model, exact integer arithmetic) next to the
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -339,3 +341,14 @@ def run_heatvit_accelerator(model: Any, data: Any = None, *, samples: int | None
 
 
 register_accelerator("superbnn", run_superbnn_accelerator)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``chipforge.simulate(model, accelerator=..., data=...)`` call :func:`simulate`
+    while ``chipforge.simulate`` stays the module that holds it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SimulationResult:
+        return simulate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
