@@ -43,3 +43,13 @@ def test_cli_main_job_on_both(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "superbnn" in out and "keep80" in out
     assert (tmp_path / "sb" / "report.json").exists() and (tmp_path / "hv" / "report.json").exists()
+
+
+def test_python_api_mirrors_the_cli():
+    import chipforge
+
+    result = chipforge.simulate("mlp-digits", accelerator="isaac", data="digits", samples=40)
+    assert result.samples == 40 and result.accelerator == "isaac"
+    assert result.accuracy_hardware == result.accuracy_ideal   # ideal devices: exact
+    with pytest.raises(ValueError, match="not polarized for fragment size 8"):
+        chipforge.simulate("mlp-digits", accelerator="forms8", samples=10)
