@@ -1,6 +1,6 @@
 """Finding and running the HDL tools: Icarus Verilog, Verilator, yosys.
 
-Which Verilator for which consumer (measured; see README "HDL toolchain"):
+Which Verilator for which consumer (measured; see docs/hdl-toolchain.md):
 
 - ``verilator --lint-only`` and pyverilator-mm use the Verilator on ``PATH`` (Debian's
   5.006 here). pyverilator-mm parses ``verilator --version`` and fails on a blank version;

@@ -361,7 +361,7 @@ def test_qdq_model_imports_scales_and_matches_onnxruntime(digits_cnn_onnx, tmp_p
     # Differences are whole output steps, from rounding ties broken differently by float32
     # (onnxruntime) and float64 (chipforge) arithmetic: a 2x2 average of integer codes is an
     # exact .5 tie for a quarter of its outputs. Measured: at most 1 step, 0-14 % of logits,
-    # 99.2-100 % of predictions agree (README, "Bring your own model").
+    # 99.2-100 % of predictions agree (docs/models-onnx-pytorch.md).
     assert diff.max() <= 2 * out_scale * 1.001
     assert (diff > 1e-5).mean() < 0.25
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
