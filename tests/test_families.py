@@ -343,3 +343,25 @@ def test_a_fifth_family_runs_the_main_job(cnn_files, tmp_path, capsys):
     finally:
         unregister_family("toy")
     assert "toy" not in families()
+
+
+def test_pim_cost_counts_the_conversions_the_simulation_makes(cnn_files, monkeypatch):
+    """The cost model's conversions per inference are those the functional PIM run makes."""
+    from chipforge.families import quantize_if_needed
+    from chipforge.importers.model import digits_train_inputs
+    from chipforge.sim.adc import PimAdc
+
+    graph = load_onnx(cnn_files[0])
+    graph = quantize_if_needed(graph, digits_train_inputs(graph)[:64], "auto", "digits", [])
+    spec = get_accelerator_spec("cap-ram-ternary")
+    mapped = spec.family.map(graph, spec.config)
+    x = digits(8).x_test[:3]
+    cost = spec.family.cost(graph, mapped, spec.config, x)
+    seen = []
+    convert = PimAdc.convert
+    monkeypatch.setattr(PimAdc, "convert", lambda self, sums, index=0: (
+        seen.append(np.size(sums)), convert(self, sums, index))[1])
+    spec.family.run(graph, mapped, spec.config, x)
+    assert sum(seen) == 3 * cost.details["conversions_per_inference"] > 0
+    assert cost.energy_j == pytest.approx(cost.details["conversions_per_inference"]
+                                          * spec.config.conversion_energy_pj * 1e-12)
