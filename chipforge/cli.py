@@ -148,6 +148,15 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("accelerators", "list the accelerator families, presets, options and config keys")(
+    lambda p: p.add_argument("name", nargs="?", help="a family or preset: show its config"))
+def _run_accelerators(args: argparse.Namespace) -> int:
+    from chipforge.families import describe
+
+    print(describe(args.name))
+    return 0
+
+
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="registered sweep (see --list) or package.module:ATTRIBUTE")

@@ -118,7 +118,7 @@ def bnn_file(tmp_path_factory):
         out.bias.copy_(torch.as_tensor(b / scale))
     path = tmp_path_factory.mktemp("bnn") / "bnn.onnx"
     path.write_bytes(torch_to_onnx(net, torch.rand(2, 1, 8, 8)))
-    return path, _features(net, data.x_test).argmax(1)
+    return path, _features(net, data.x_test).argmax(1), net
 
 
 class _Shift(torch.nn.Module):
@@ -187,7 +187,7 @@ def test_users_quantized_cnn_on_the_pim_macro(cnn_files, tmp_path):
 
 
 def test_users_binarized_mlp_on_superbnn(bnn_file, tmp_path):
-    path, torch_pred = bnn_file
+    path, torch_pred, net = bnn_file
     job = run_main_job(path, "superbnn", out=tmp_path / "sb", seed=1, cycle_samples=4,
                        progress=False)
     sim = job.simulation
@@ -202,6 +202,13 @@ def test_users_binarized_mlp_on_superbnn(bnn_file, tmp_path):
     graph = load_onnx(path)
     x = digits(8).x_test
     assert np.array_equal(run_graph(graph, x, quantized=False).argmax(1), torch_pred)
+    # the same module straight from torch, through chipforge.from_torch and simulate()
+    import chipforge
+
+    direct = chipforge.simulate(chipforge.from_torch(net, torch.tensor(x[:4])),
+                                accelerator="superbnn", seed=1)
+    assert direct.accuracy_ideal == sim.accuracy_ideal
+    assert direct.accuracy_hardware == sim.accuracy_hardware      # same seed, same chip
 
 
 def test_folded_batch_norm_becomes_the_exact_column_threshold(bnn_file):
@@ -263,6 +270,15 @@ def test_set_values_are_typed_and_validated_by_the_config():
     assert forms.config.device.programming_sigma == 0.1
     assert forms.config.device.p_stuck_on + forms.config.device.p_stuck_off == \
         pytest.approx(0.01)
+
+
+def test_accelerators_command_lists_families_and_a_presets_config(capsys):
+    assert main(["accelerators"]) == 0
+    out = capsys.readouterr().out
+    for text in ("reram:", "pim:", "aqfp:", "heatvit:", "cap-ram", "--sigma-ua", "adc.bits"):
+        assert text in out
+    assert main(["accelerators", "cap-ram"]) == 0
+    assert "adc.thermal_noise_lsb = 0.35" in capsys.readouterr().out
 
 
 def test_rtl_with_another_family_is_refused(capsys):

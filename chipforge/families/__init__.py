@@ -45,6 +45,7 @@ __all__ = [
     "LayerCost",
     "Mapping",
     "RunOutput",
+    "describe",
     "families",
     "get_accelerator_spec",
     "get_family",
@@ -204,6 +205,34 @@ def _from_file(path: Path) -> AcceleratorSpec:
     if name.endswith("-custom") or name == "custom":
         name = path.stem
     return AcceleratorSpec(fam, config, name)
+
+
+def describe(name: str | None = None) -> str:
+    """A readable list of the families: presets, options, config keys, RTL blocks (one
+    family with its config values when ``name`` is a family or preset)."""
+    fams = families()
+    lines = []
+    if name is not None:
+        spec = get_accelerator_spec(name) if name not in fams else None
+        fam = spec.family if spec is not None else fams[name]
+        lines.append(f"{fam.name}: {fam.description}")
+        config = spec.config if spec is not None else next(iter(fam.presets.values()), None)
+        if config is not None:
+            from chipforge.families.base import flatten
+
+            label = spec.name if spec is not None else "first preset"
+            lines.append(f"  config ({label}), --set KEY=VALUE:")
+            for key, value in flatten(config.to_dict()).items():
+                lines.append(f"    {key} = {value!r}")
+        return "\n".join(lines)
+    for fam in fams.values():
+        options = ", ".join(f"--{o.replace('_', '-')}" for o in fam.options) or "none"
+        lines += [f"{fam.name}: {fam.description}",
+                  f"  presets: {', '.join(fam.presets)}",
+                  f"  options: {options}",
+                  f"  --set keys: {', '.join(config_keys(fam.config_type))}",
+                  f"  RTL blocks: {', '.join(fam.rtl_blocks) or 'none'}"]
+    return "\n".join(lines)
 
 
 # -- shared helpers of the families' default inputs ---------------------------------------
