@@ -406,3 +406,20 @@ def test_the_accelerator_sweep_reaches_any_family_through_the_interface(tmp_path
     with pytest.raises(ValueError, match="unknown key 'adc.bitz'"):
         run_sweep(get_sweep("accelerator"), tmp_path / "bad", grid=grid | {"key": ["adc.bitz"]},
                   trials=1, plot=False, progress=False, echo=None)
+
+
+def test_a_custom_reram_config_gets_the_cycle_model_of_its_geometry():
+    from pathlib import Path
+
+    import chipforge
+    from chipforge.families.reram import cycle_architecture
+    from chipforge.sim.cycle.report import ARCHITECTURES
+
+    clip = get_accelerator_spec(Path(chipforge.__file__).parent / "presets" / "forms8_clip.toml")
+    derived = cycle_architecture(clip.config)
+    assert derived.name == "forms8-clip"
+    assert dataclasses.replace(derived, name="x") == dataclasses.replace(
+        ARCHITECTURES["forms8"], name="x")                  # same FORMS-8 geometry
+    small = cycle_architecture(get_accelerator_spec("forms8", overrides={"rows": 64}).config)
+    assert small.crossbar_rows == 64 and small.fragment_size == 8
+    assert cycle_architecture(get_accelerator_spec("isqed-two-column").config) is None

@@ -18,7 +18,7 @@ from chipforge.accelerators import ACCELERATORS, ReramAcceleratorConfig
 from chipforge.families import register_family
 from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
 
-__all__ = ["ReramFamily", "cycle_placement", "run_reram"]
+__all__ = ["ReramFamily", "cycle_architecture", "cycle_placement", "run_reram"]
 
 
 def _fault_rate(config: ReramAcceleratorConfig, rate: Any) -> ReramAcceleratorConfig:
@@ -31,6 +31,34 @@ def cycle_placement(mapped) -> dict[str, tuple[np.ndarray, int]]:
     model maps the model exactly as the functional simulation did."""
     return {name: (layer.row_index, layer.stats.crossbars)
             for name, layer in mapped.layers.items()}
+
+
+def cycle_architecture(config: ReramAcceleratorConfig):
+    """The cycle model's architecture of a config: the ISAAC / FORMS preset of the same
+    name when the config is that preset, else ISAAC (offset scheme) or FORMS (polarized)
+    with this config's crossbar geometry, bits and ADCs. None for the ISQED schemes (no
+    cycle architecture)."""
+    from chipforge.accelerators import PlacementScheme
+    from chipforge.sim.cycle.report import ARCHITECTURES
+
+    if ACCELERATORS.get(config.name) == config and config.name in ARCHITECTURES:
+        return ARCHITECTURES[config.name]
+    base = {PlacementScheme.OFFSET: "isaac",
+            PlacementScheme.POLARIZED: "forms8"}.get(config.scheme)
+    if base is None:
+        return None
+    changes = dict(name=config.name, crossbar_rows=config.rows, crossbar_cols=config.cols,
+                   cell_bits=config.cell_bits, weight_bits=config.weight_bits,
+                   input_bits=config.input_bits, adcs_per_crossbar=config.adcs_per_crossbar,
+                   adc_rate=config.adc_rate)
+    if config.scheme is PlacementScheme.POLARIZED:
+        changes["fragment_size"] = config.fragment_size
+    else:
+        changes["fragment_size"] = config.rows
+    try:
+        return ARCHITECTURES[base].replace(**changes)
+    except ValueError:
+        return None
 
 
 class ReramFamily(AcceleratorFamily):
@@ -93,12 +121,11 @@ class ReramFamily(AcceleratorFamily):
     def cost(self, graph, mapped: Mapping, config: ReramAcceleratorConfig,
              x: np.ndarray) -> CostReport | None:
         try:
-            from chipforge.sim.cycle.report import arch_for, cycle_reports
+            from chipforge.sim.cycle.report import cycle_reports
         except ImportError:   # a build without the cycle-level models
             return None
-        try:
-            arch = arch_for(config.name)
-        except ValueError:     # no cycle-model architecture of this name (ISQED, custom)
+        arch = cycle_architecture(config)
+        if arch is None:
             return None
         report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
         from chipforge.report import cycle_summary, plain
