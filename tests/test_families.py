@@ -423,3 +423,18 @@ def test_a_custom_reram_config_gets_the_cycle_model_of_its_geometry():
     small = cycle_architecture(get_accelerator_spec("forms8", overrides={"rows": 64}).config)
     assert small.crossbar_rows == 64 and small.fragment_size == 8
     assert cycle_architecture(get_accelerator_spec("isqed-two-column").config) is None
+
+
+def test_report_json_has_one_schema_for_every_family(tmp_path):
+    def keys(model, accelerator, **kw):
+        job = run_main_job(model, accelerator, out=tmp_path / accelerator, samples=20,
+                           cycle_samples=3, progress=False, **kw)
+        report = json.loads(job.paths["json"].read_text())
+        assert set(job.paths) == {"json", "accuracy", "layers"}
+        return (set(report), set(report["simulation"]), set(report["cost"]),
+                {k for la in report["cost"]["layers"] for k in la})
+
+    reram = keys("lenet-digits-forms8", "forms8")
+    assert keys("lenet-digits", "cap-ram") == reram
+    assert keys("bnn-digits", "superbnn") == reram
+    assert keys("vit-digits", "heatvit") == reram
