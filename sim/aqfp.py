@@ -400,6 +400,12 @@ def binary_layers(graph: Graph) -> tuple[Graph, list[BinaryLayer]]:
     """
     nodes = graph.nodes
     first = next((i for i, n in enumerate(nodes) if n.op is Op.LINEAR), None)
+    weighted = [n for n in (nodes if first is None else nodes[:first]) if n.weighted]
+    if weighted:   # the encoder runs on the host: weighted layers there would not be mapped
+        raise ValueError(f"graph {graph.name!r}: node {weighted[0].name!r} "
+                         f"({weighted[0].op.value}) comes before the first linear layer; the "
+                         "AQFP array maps binary linear layers only (binarized convolutions "
+                         "are not supported)")
     if first is None or first == 0 or nodes[first - 1].op is not Op.SIGN:
         raise ValueError(f"graph {graph.name!r}: the AQFP array needs binary inputs: an "
                          "encoder ending in SIGN (sign activations), then LINEAR layers")

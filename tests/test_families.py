@@ -438,3 +438,14 @@ def test_report_json_has_one_schema_for_every_family(tmp_path):
     assert keys("lenet-digits", "cap-ram") == reram
     assert keys("bnn-digits", "superbnn") == reram
     assert keys("vit-digits", "heatvit") == reram
+
+
+def test_a_binarized_conv_on_superbnn_is_one_clear_line(tmp_path, capsys):
+    """Convolutions before the first linear layer would run on the host: refused."""
+    net = torch.nn.Sequential(_Shift(), _Sign(), torch.nn.Conv2d(1, 2, 3), _Sign(),
+                              torch.nn.Flatten(), torch.nn.Linear(72, 10))
+    path = tmp_path / "bconv.onnx"
+    path.write_bytes(torch_to_onnx(net, torch.rand(2, 1, 8, 8)))
+    assert main(["simulate", str(path), "--accelerator", "superbnn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "binarized convolutions are not supported" in err
