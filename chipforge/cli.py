@@ -41,21 +41,6 @@ def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-# Convenience flags of `chipforge simulate`: each is a family option (chipforge.families);
-# a family that lacks one refuses it with one line naming the family and its options.
-SIMULATE_OPTION_FLAGS = (
-    ("--variation", float, "SIGMA", "reram: log-normal programming variation sigma"),
-    ("--read-noise", float, "SIGMA", "reram: relative Gaussian read noise per cell and read"),
-    ("--fault-rate", float, "P", "reram: total stuck-at rate, stuck-off : stuck-on = 1 : 5.2"),
-    ("--adc-bits", int, "B", "reram, pim: ADC resolution"),
-    ("--sigma-ua", float, "UA", "aqfp: gray-zone width sigma of the AQFP buffer (uA)"),
-    ("--crossbar-size", int, "N", "aqfp: AQFP crossbar size N"),
-    ("--bitstream-length", int, "L", "aqfp: stochastic bitstream length L"),
-    ("--selectors", str, "VARIANT", "heatvit: token-selector variant (keep80, keep60, "
-                                    "keep50, none)"),
-)
-
-
 def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="zoo model name (e.g. lenet-digits-forms8), an .onnx file (float or "
@@ -63,11 +48,9 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="model_option", metavar="MODEL",
                    help="the same as MODEL (kept for scripts)")
     p.add_argument("--accelerator", default="forms8", metavar="PRESET|FILE.toml",
-                   help="accelerator preset (reram: isaac, forms4, forms8, forms16, "
-                        "isqed-two-column, isqed-differential; pim: cap-ram, cap-ram-ternary, "
-                        "pim-bit-serial, pim-ideal; aqfp: superbnn; heatvit: heatvit; "
-                        "`chipforge accelerators` lists them), FAMILY:PRESET, or a .toml "
-                        "file (family = ..., preset = ..., fields); default forms8")
+                   help="accelerator preset (`chipforge accelerators` lists the families and "
+                        "their presets), FAMILY:PRESET, or a .toml file (family = ..., "
+                        "preset = ..., fields); default forms8")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE",
                    help="change a field of the accelerator's config (repeatable; nested keys "
@@ -83,8 +66,7 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
-    for flag, kind, metavar, text in SIMULATE_OPTION_FLAGS:
-        p.add_argument(flag, type=kind, metavar=metavar, help=text)
+    _add_family_options(p)
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cost model runs on (default 100)")
     from chipforge.rtl_loop import add_rtl_arguments
@@ -92,9 +74,34 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     add_rtl_arguments(p)
 
 
+_OPTION_DEST = "family_option_"
+
+
+def _add_family_options(p: argparse.ArgumentParser) -> None:
+    """One convenience flag per option of any registered family (``--variation``,
+    ``--sigma-ua``, ...). Every flag goes through the chosen family's config, which refuses
+    the ones it lacks (chipforge.families)."""
+    from chipforge.families import families
+    from chipforge.families.base import parse_value
+
+    owners: dict[str, list[str]] = {}
+    for family in families().values():
+        for option, action in family.options.items():
+            what = action if isinstance(action, str) else \
+                (action.__doc__ or option).strip().splitlines()[0].rstrip(".")
+            owners.setdefault(option, []).append(f"{family.name}: {what}")
+    taken = {o for a in p._actions for o in a.option_strings}
+    for option, names in owners.items():
+        flag = f"--{option.replace('_', '-')}"
+        if flag in taken:       # a family option may not shadow a command-line option
+            continue
+        p.add_argument(flag, dest=_OPTION_DEST + option, type=parse_value, metavar="VALUE",
+                       help="; ".join(names))
+
+
 def _simulate_options(args: argparse.Namespace) -> dict:
-    names = [flag[2:].replace("-", "_") for flag, *_ in SIMULATE_OPTION_FLAGS]
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return {k[len(_OPTION_DEST):]: v for k, v in vars(args).items()
+            if k.startswith(_OPTION_DEST) and v is not None}
 
 
 def _parse_overrides(items: list[str]) -> dict:
