@@ -330,7 +330,8 @@ class ToyConfig(ConfigBase):
 
 
 class ToyFamily(AcceleratorFamily):
-    name, config_type, presets, options = "toy", ToyConfig, {"toy1": ToyConfig()}, {}
+    name, config_type, presets = "toy", ToyConfig, {"toy1": ToyConfig()}
+    options = {"noise": "noise"}          # also a CLI flag: --noise
 
     def map(self, graph, config):
         return Mapping(self.name, [{"node": n.name} for n in graph.weighted_nodes()])
@@ -347,12 +348,16 @@ def test_a_fifth_family_runs_the_main_job(cnn_files, tmp_path, capsys):
     register_family(ToyFamily())
     try:
         assert main(["simulate", str(cnn_files[0]), "--accelerator", "toy1", "--samples", "60",
-                     "--set", "noise=1e6", "--out", str(tmp_path / "toy")]) == 0
+                     "--noise", "1e6", "--out", str(tmp_path / "toy")]) == 0
         report = _report(tmp_path / "toy")
         sim = report["simulation"]
         assert sim["family"] == "toy" and sim["accuracy_ideal"] > 0.7
         assert sim["accuracy_hardware"] < 0.5            # the noise reached the logits
-        assert report["cost"] is None
+        assert report["cost"] is None and sim["config"] == {"noise": 1e6}
+        assert main(["simulate", str(cnn_files[0]), "--accelerator", "toy1", "--samples", "60",
+                     "--set", "noise=-1"]) == 2
+        assert "noise must be a finite number in [0.0, inf), not -1" in \
+            capsys.readouterr().err
         assert main(["simulate", str(cnn_files[0]), "--accelerator", "toy1",
                      "--variation", "0.1"]) == 2
         assert "does not apply to accelerator toy1 (family toy)" in capsys.readouterr().err
