@@ -440,12 +440,21 @@ def test_small_vit_matches_onnxruntime(opset):
                                atol=ATOL)
 
 
-def test_a_batch_moving_transpose_must_be_undone_before_other_ops():
+def test_a_batch_moving_transpose_must_be_undone_before_the_output():
     nodes = [helper.make_node("Transpose", ["x"], ["t"], "swap", perm=[1, 0, 2]),
              helper.make_node("Relu", ["t"], ["y"], "relu")]
-    with pytest.raises(OnnxImportError, match=r"node 'relu' \(Relu\): reads 't', whose batch "
-                                              "axis a Transpose moved to axis 1"):
+    with pytest.raises(OnnxImportError, match=r"output 'y' does not have the batch axis "
+                                              r"first \(a Transpose or Reshape moved it\)"):
         load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    # ... and once it is undone, the ops in between run on the batch-first copy
+    nodes = [nodes[0], helper.make_node("Relu", ["t"], ["r"], "relu"),
+             helper.make_node("Softmax", ["r"], ["s"], "soft", axis=0),
+             helper.make_node("Transpose", ["s"], ["y"], "back", perm=[1, 0, 2])]
+    graph = load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4))
+    r = np.maximum(x.transpose(1, 0, 2), 0)
+    want = (np.exp(r) / np.exp(r).sum(0, keepdims=True)).transpose(1, 0, 2)
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False), want, rtol=1e-12)
 
 
 # -- chipforge graphs -> ONNX -> onnxruntime ----------------------------------------------
