@@ -454,6 +454,7 @@ class _Converter:
         self.batch_codes: dict[str, tuple] = {}    # ... quantized: (codes, scale, zero point)
         self.virtual: dict[str, tuple[str, tuple]] = {}  # batch moved: see view()
         self._canon_cache: dict[str, tuple] = {}
+        self.restored_clamps: list[str] = []      # see _restore_clamp
         self.sign_conditions: dict[str, str] = {}  # x >= 0 tensors -> IR value x
 
     # -- errors -------------------------------------------------------------------------
@@ -597,6 +598,8 @@ class _Converter:
         graph = Graph(_sanitize(self.name), input_shape, nodes, output=output, meta=meta)
         self._restore_weight_bits(graph)
         graph.meta["density"] = weight_density(graph)
+        if self.restored_clamps:
+            graph.meta["restored_clamps"] = list(self.restored_clamps)
         return graph
 
     def _restore_weight_bits(self, graph: Graph) -> None:
@@ -1092,12 +1095,49 @@ class _Converter:
             raise self.fail(node, "its scale, zero point or type differ from its "
                                   "QuantizeLinear's; only matching QDQ pairs are supported")
         attrs = dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed)
+        if p.source not in self.virtual:
+            self._restore_clamp(node, p)
         if p.source in self.virtual:     # elementwise: quantize S, keep V's axis order
             src, groups = self.virtual[p.source]
             q = self.emit(node, Op.QUANTIZE, (src,), attrs, output=f"{node.output[0]}#q")
             self.virtual[node.output[0]] = (q.name, groups)
             return
         self.emit(node, Op.QUANTIZE, (self.act(node, p.source),), attrs)
+
+    def _restore_clamp(self, node, p: _PendingQuant) -> None:
+        """onnxruntime's quantizer deletes a ReLU (or ReLU6 Clip) before a QDQ pair whose
+        range starts at 0 (and ends at 6): the integer range clamps there instead. The
+        quantized run is the same either way; the float view (Q/DQ skipped) is not, so the
+        clamp that the range implies is put back as a node of its own, unless the values
+        cannot be negative anyway. Listed in graph.meta["restored_clamps"]."""
+        lo = -(1 << (p.bits - 1)) if p.signed else 0
+        hi = (1 << (p.bits - 1)) - 1 if p.signed else (1 << p.bits) - 1
+        src = self.tensor_node.get(p.source)
+        if p.zero_point != lo or src is None or src == "input" or self._non_negative(src):
+            return
+        top = (hi - p.zero_point) * p.scale
+        six = bool(np.isclose(top, 6.0, rtol=1e-6, atol=0))
+        clamp = self.emit(node, Op.CLIP if six else Op.RELU, (src,),
+                          dict(min=0.0, max=6.0) if six else {},
+                          output=f"{p.source}#clamp", suffix=".clamp")
+        self.tensor_node[p.source] = clamp.name
+        self.restored_clamps.append(p.source)
+
+    def _non_negative(self, name: str) -> bool:
+        node = self.by_name.get(name)
+        if node is None:
+            return False
+        if node.op in (Op.RELU, Op.SOFTMAX) or node.op is Op.CLIP and (
+                node.attrs.get("min") is not None and node.attrs["min"] >= 0):
+            return True
+        if node.op in (Op.MAXPOOL2D, Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL, Op.FLATTEN, Op.RESHAPE,
+                       Op.TRANSPOSE, Op.SLICE):
+            return self._non_negative(node.inputs[0])
+        if node.op is Op.QUANTIZE:
+            return (node.attrs["zero_point"] == (-(1 << (node.attrs["bits"] - 1))
+                                                 if node.attrs["signed"] else 0)
+                    or self._non_negative(node.inputs[0]))
+        return False
 
     # -- activations --------------------------------------------------------------------
     def quant_input(self, node: onnx.NodeProto, t: str, weight_tensor: str
