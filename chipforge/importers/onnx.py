@@ -78,7 +78,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
                    "count_include_pad=1 when padded",
     "GlobalAveragePool": "2-D",
-    "Flatten": "axis >= 1",
+    "Flatten": "axis 1 (other axes merge the batch)",
     "Reshape": "batch axis kept (first target dim: batch, 0 or -1); allowzero=1 without a 0 "
                "in the target shape",
     "Add": "two activations of one shape (residual), or activation + constant",
@@ -89,7 +89,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "LayerNormalization": "over the last axis",
     "Gelu": "approximate none or tanh; also the Div/Erf/Add/Mul/Mul pattern of older opsets",
     "Split": "along a non-batch axis",
-    "ReduceMean": "over non-batch axes",
+    "ReduceMean": "over non-batch axes (given; empty axes mean all axes: refused)",
     "Pow": "on constants",
     "Sqrt": "on constants",
     "Expand": "on constants (over the batch only into a Concat)",
@@ -253,6 +253,7 @@ def import_onnx(model: onnx.ModelProto, *, name: str = "onnx_model",
     """Convert a checked ``ModelProto`` (see :func:`load_onnx`)."""
     model = _fuse_erf_gelu(model)
     _check_supported(model, label)
+    _check_finite(model, label)
     return _Converter(model, name, label).run()
 
 
@@ -399,6 +400,26 @@ def _check_supported(model: onnx.ModelProto, label: str) -> None:
             f"{label} cannot be imported:\n  " + "\n  ".join(shown)
             + f"\nSupported ops: {supported_ops_text()}. The README section 'Bring your own "
             "model' lists their limits.")
+
+
+def _check_finite(model: onnx.ModelProto, label: str) -> None:
+    """NaN or infinite weights would run and report numbers (all-NaN logits argmax to class
+    0): refuse them, naming the tensor."""
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    bad = []
+    for name, t in tensors:
+        if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                               onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+            continue
+        v = numpy_helper.to_array(t)
+        if not np.all(np.isfinite(v)):
+            bad.append(f"{name!r} ({int(np.sum(np.isnan(v)))} NaN, "
+                       f"{int(np.sum(np.isinf(v)))} infinite of {v.size})")
+    if bad:
+        raise OnnxImportError(f"{label}: weights must be finite numbers; not finite: "
+                              f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
 @dataclass
@@ -796,9 +817,10 @@ class _Converter:
         rank = len(self.shape(src)) + 1
         axes = _attr(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.const(node, node.input[1], "the axes").tolist()
-        if axes is None:
-            raise self.fail(node, "reduces over all axes, the batch axis included")
+            axes = np.atleast_1d(self.const(node, node.input[1], "the axes")).tolist()
+        if axes is None or len(axes) == 0:    # empty axes: all axes (noop_with_empty_axes=0)
+            raise self.fail(node, "reduces over all axes, the batch axis included; not "
+                                  "supported")
         axes = self._batch_axis_check(node, list(axes), rank, "averages over")
         self.emit(node, Op.MEAN, (src,), dict(axes=sorted(axes),
                                               keepdims=bool(_attr(node, "keepdims", 1))))
@@ -1372,7 +1394,13 @@ class _Converter:
         axis = axis + len(shape) + 1 if axis < 0 else axis
         if axis == 0:
             raise self.fail(node, "Flatten with axis=0 merges the batch axis; not supported")
-        self._reshape_to(node, src, (*shape[:axis - 1], int(np.prod(shape[axis - 1:]))))
+        if axis >= 2:
+            # ONNX's Flatten is always 2-D: (prod(dims[:axis]), prod(dims[axis:])), so the
+            # batch merges with the axes before `axis`.
+            raise self.fail(node, f"Flatten with axis={axis} merges the batch axis with "
+                                  f"axes 1..{axis - 1} (ONNX's output is 2-D); only axis=1 "
+                                  "keeps the batch (use Reshape to keep more axes)")
+        self._reshape_to(node, src, (int(np.prod(shape)),))
 
     def op_Reshape(self, node):
         allowzero = bool(_attr(node, "allowzero", 0))
