@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 import torch
 
 from chipforge.importers.onnx import OnnxImportError, load_onnx
