@@ -388,6 +388,8 @@ class CrossbarMatmul:
             raise ValueError(f"node {node.name!r} is not mapped onto the crossbars; mapped: "
                              f"{', '.join(self.programmed) or 'none'}")
         layer = programmed.layer
+        if node.attrs.get("group_index") is not None:
+            return self._group(node, x_q, w_q, programmed)
         if w_q.shape != (layer.rows, layer.outputs):
             raise ValueError(f"node {node.name!r}: weights of shape {w_q.shape} do not match "
                              f"the mapped layer ({layer.rows}, {layer.outputs})")
@@ -400,3 +402,32 @@ class CrossbarMatmul:
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
                                      signed_inputs=bool(node.attrs["act_signed"]),
                                      rng=self.rng, report=self.report)
+
+    def _group(self, node: Node, x_q: np.ndarray, w_q: np.ndarray,
+               programmed: ProgrammedLayer) -> np.ndarray:
+        """Group g of a grouped convolution placed block-diagonally: its inputs drive its
+        own rows (the other rows get 0) and its own columns are read. All groups of a
+        crossbar work at once, so the ADC reads are counted for group 0 only."""
+        layer = programmed.layer
+        g, (k_g, n_g) = int(node.attrs["group_index"]), w_q.shape
+        if layer.rows % k_g or layer.outputs % n_g or (g + 1) * k_g > layer.rows:
+            raise ValueError(f"node {node.name!r}: group {g} weights {w_q.shape} do not fit "
+                             f"the mapped layer ({layer.rows}, {layer.outputs})")
+        rows, cols = slice(g * k_g, (g + 1) * k_g), slice(g * n_g, (g + 1) * n_g)
+        w_eff = self.effective.get(node.name)
+        if w_eff is not None:
+            if g == 0:
+                self.report["adc_reads"] = (self.report.get("adc_reads", 0)
+                                            + len(x_q) * layer.stats.adc_reads_per_vector)
+                self.report.setdefault("saturated", 0)
+            return exact_int_matmul(node, x_q, w_eff[rows, cols])
+        x_full = np.zeros((len(x_q), layer.rows), dtype=x_q.dtype)
+        x_full[:, rows] = x_q
+        report = self.report if g == 0 else {}
+        y = crossbar_layer_matmul(x_full, programmed, input_bits=int(node.attrs["act_bits"]),
+                                  signed_inputs=bool(node.attrs["act_signed"]),
+                                  rng=self.rng, report=report)
+        if g:
+            self.report["saturated"] = (self.report.get("saturated", 0)
+                                        + report.get("saturated", 0))
+        return y[:, cols]
