@@ -719,3 +719,39 @@ def test_qdq_model_on_ideal_crossbars_equals_onnxruntime(digits_cnn_onnx, tmp_pa
     theirs = ort_run(onnx.load(path), x)
     assert np.abs(hardware - theirs).max() <= 2 * graph.nodes[-1].attrs["scale"] * 1.001
     assert (hardware.argmax(1) == theirs.argmax(1)).mean() >= 0.98
+
+
+def test_default_quantize_static_model_float_view_restores_the_folded_relus(digits_cnn_onnx,
+                                                                             tmp_path):
+    """quantize_static's defaults delete each ReLU before a QDQ pair (the int8 range with
+    zero point -128 clamps at 0 instead): the float view puts the clamp back, so it equals
+    onnxruntime running the float model with the QDQ file's (dequantized) weights, and the
+    quantized run equals onnxruntime's run of the QDQ file."""
+    float_path, data = digits_cnn_onnx
+    path = quantize(float_path, data, tmp_path / "default.onnx")
+    qdq, graph = onnx.load(path), load_onnx(path)
+    assert "Relu" not in {n.op_type for n in qdq.graph.node}
+    assert graph.meta["restored_clamps"] == ["/2/Relu_output_0", "/5/Relu_output_0"]
+
+    # The float model, its weights replaced by the QDQ file's dequantized weights.
+    reference = onnx.load(float_path)
+    dq = {n.output[0]: n for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    ints = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    for t in reference.graph.initializer:
+        node = dq.get(t.name) or dq.get(t.name + "_DequantizeLinear_Output")
+        if node is not None and node.input[0] in ints:
+            q, scale, zero = (ints[i] for i in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                shape[axis] = -1
+            w = (q.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape)
+            t.CopyFrom(numpy_helper.from_array(w.astype(np.float32), t.name))
+    x, y = data.x_test, data.y_test
+    ours = run_graph(graph, x, quantized=False)
+    np.testing.assert_allclose(ours, ort_run(reference, x), rtol=RTOL, atol=ATOL)
+    float_accuracy = (ort_run(onnx.load(float_path), x).argmax(1) == y).mean()
+    assert abs((ours.argmax(1) == y).mean() - float_accuracy) <= 0.01   # int8 weights only
+    quantized, theirs = run_graph(graph, x), ort_run(qdq, x)
+    assert (quantized.argmax(1) == y).mean() == pytest.approx((theirs.argmax(1) == y).mean(),
+                                                              abs=1 / len(y) + 1e-12)
