@@ -131,3 +131,32 @@ def test_nan_weights_are_refused_naming_the_tensor():
     with pytest.raises(OnnxImportError, match=r"weights must be finite numbers; not finite: "
                                               r"'fc.weight' \(1 NaN, 0 infinite of 640\)"):
         load_onnx(export(model, x, dynamo=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accelerator", ["isaac", "isqed-differential"])
+def test_mobilenet_v2_runs_on_reram_presets(accelerator, tmp_path, capsys):
+    """chipforge simulate of a (reduced, briefly trained) MobileNetV2 on digits: depthwise
+    layers placed; the ideal hardware gives the quantized model's predictions."""
+    from chipforge.cli import main
+    from chipforge.importers.torch import torch_to_onnx
+    from chipforge.zoo.data import digits
+
+    torch.manual_seed(0)
+    data = digits(16)
+    model = tm.mobilenet_v2(num_classes=10, width_mult=0.25, first_stride=1, in_channels=1,
+                            last_channel=64)
+    x, y = torch.tensor(data.x_train, dtype=torch.float32), torch.tensor(data.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    path = tmp_path / "mnv2.onnx"
+    path.write_bytes(torch_to_onnx(model.eval(), x[:2]))
+    assert main(["simulate", str(path), "--accelerator", accelerator, "--samples", "60",
+                 "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "100.0 % same predictions" in out
+    assert "conv.1.conv.1.0.Conv" in out and "x1x3x3" in out      # a depthwise layer
