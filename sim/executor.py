@@ -186,6 +186,14 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             groups = int(a.get("groups", 1))
             stride, padding = int(a.get("stride", 1)), int(a.get("padding", 0))
             n = x.shape[0]
+            if groups > 1 and matmul is not None and quantized and node.quantized:
+                # A hook (crossbars) computes what is placed: the block-diagonal matrix of
+                # all groups, one product over the whole input's patches (group-major).
+                patches, oh, ow = im2col(x, kh, kw, stride, padding)
+                sub = node.copy()
+                sub.params["weight"] = block_diagonal_weights(node).T
+                y = _dense(sub, patches, sub.params["weight"], matmul, quantized)
+                return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
             outs = []
             for g in range(groups):
                 xg = x[:, g * in_per_group:(g + 1) * in_per_group]
@@ -197,7 +205,6 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
                     sub.params["weight"] = w[g * per:(g + 1) * per]
                     if "bias" in node.params:
                         sub.params["bias"] = node.params["bias"][g * per:(g + 1) * per]
-                    sub.attrs["group_index"] = g     # for matmul hooks of block-diagonal
                     if np.ndim(a.get("weight_scale", 0.0)) == 1:
                         sub.attrs["weight_scale"] = list(a["weight_scale"][g * per:(g + 1) * per])
                 y = _dense(sub, patches, sub.params["weight"], matmul, quantized)

@@ -117,18 +117,9 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
     weights: dict[str, np.ndarray] = {}
     nodes = {n.name: n for n in graph.weighted_nodes()}
 
-    parts: dict[str, dict[int, np.ndarray]] = {}
-
     def hook(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
-        g = node.attrs.get("group_index")
-        if g is None:
-            recorded.setdefault(node.name, []).append(x_q)
-        else:     # a grouped conv, one group per call: its inputs side by side, group-major
-            got = parts.setdefault(node.name, {})
-            got[int(g)] = x_q
-            if len(got) == int(node.attrs["groups"]):
-                recorded.setdefault(node.name, []).append(
-                    np.concatenate([got.pop(i) for i in range(len(got))], axis=1))
+        # (a grouped conv comes as one product: all groups' patches, block-diagonal w_q)
+        recorded.setdefault(node.name, []).append(x_q)
         weights[node.name] = w_q
         return x_q.astype(np.float64) @ w_q.astype(np.float64)
 
