@@ -755,3 +755,26 @@ def test_default_quantize_static_model_float_view_restores_the_folded_relus(digi
     quantized, theirs = run_graph(graph, x), ort_run(qdq, x)
     assert (quantized.argmax(1) == y).mean() == pytest.approx((theirs.argmax(1) == y).mean(),
                                                               abs=1 / len(y) + 1e-12)
+
+
+@pytest.mark.parametrize("first", [-1, "batch-product"])
+def test_reshape_merging_the_batch_with_tokens_around_a_gemm(first):
+    """x.view(-1, E) @ W.T -> view(B, N, E'): the (B*N, E) view of PyTorch linear layers on
+    3-D inputs (and nn.MultiheadAttention's out-projection)."""
+    rng = np.random.default_rng(5)
+    w, b = f32(rng, 5, 6), f32(rng, 5)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
+             helper.make_node("Mul", ["batch", "four"], ["bn"]),
+             helper.make_node("Concat", ["bn" if first != -1 else "minus1", "six"], ["t1"],
+                              axis=0),
+             helper.make_node("Reshape", ["x", "t1"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["g"], transB=1),
+             helper.make_node("Concat", ["minus1", "four", "five"], ["t2"], axis=0),
+             helper.make_node("Reshape", ["g", "t2"], ["y"])]
+    consts = dict(zero=np.array(0), four=np.array([4]), six=np.array([6]),
+                  five=np.array([5]), minus1=np.array([-1]), w=w, b=b)
+    graph = load_onnx(make_model(nodes, consts, [4, 6], out_rank=3))
+    x = rng.normal(size=(3, 4, 6))
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False), x @ w.T + b, rtol=1e-6,
+                               atol=1e-6)

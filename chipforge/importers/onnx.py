@@ -1426,12 +1426,13 @@ class _Converter:
         rest = target[1:]
         first = target[0] if target else None
         if any(d < -1 for d in rest) or rest.count(-1) > 1:
-            raise self.fail(node, f"target shape {target} depends on the batch size beyond "
-                                  "its first axis; not supported")
+            # the batch size inside the non-first dims: a view (see view())
+            self._view_reshape(node, *self.view(node, node.input[0]), target)
+            return
         known = int(np.prod([d for d in rest if d != -1]))
         batch_ok = (first in (_BATCH, 0) or first == self.fixed_batch
                     or (first == -1 and -1 not in rest and known == size))
-        if not batch_ok and first is not None and first != -1:
+        if not batch_ok and first is not None:
             # The batch merged with or split into other axes (nn.MultiheadAttention's
             # (L, B*H, d)): a view of src, until the batch axis is alone and first again.
             self._view_reshape(node, *self.view(node, node.input[0]), target)
