@@ -778,3 +778,28 @@ def test_reshape_merging_the_batch_with_tokens_around_a_gemm(first):
     x = rng.normal(size=(3, 4, 6))
     np.testing.assert_allclose(run_graph(graph, x, quantized=False), x @ w.T + b, rtol=1e-6,
                                atol=1e-6)
+
+
+def test_labels_beyond_the_models_classes_flatten_axis_and_empty_reducemean_are_refused(
+        tmp_path):
+    from chipforge.importers.model import load_data
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    graph = from_torch(net, torch.rand(2, 1, 8, 8))
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 64)), y=np.array([0, 9, 10]))
+    with pytest.raises(ValueError, match="labels must be class indices below the model's 10 "
+                                         "outputs, found 10"):
+        load_data(tmp_path / "d.npz", graph)
+    np.savez(tmp_path / "ok.npz", x=np.zeros((3, 64)), y=np.array([0, 9, 3]))
+    assert load_data(tmp_path / "ok.npz", graph)[1].tolist() == [0, 9, 3]
+
+    flatten = [helper.make_node("Flatten", ["x"], ["y"], "flat", axis=2)]
+    with pytest.raises(OnnxImportError, match=r"Flatten with axis=2 merges the batch axis"):
+        load_onnx(make_model(flatten, {}, [3, 4, 5]))
+    reduce = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], "mean")]
+    with pytest.raises(OnnxImportError, match=r"reduces over all axes, the batch axis "
+                                              "included"):
+        load_onnx(make_model(reduce, {"axes": np.zeros(0, np.int64)}, [3, 4], opset=18))
+    # one pass-through node: the real reason, not "not computed by any supported node"
+    with pytest.raises(OnnxImportError, match="is the input itself"):
+        load_onnx(make_model([helper.make_node("Identity", ["x"], ["y"])], {}, [4]))
