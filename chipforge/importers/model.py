@@ -13,7 +13,7 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, load_graph
 
-__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model"]
+__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model", "output_classes"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
 _LABEL_KEYS = ("y", "labels", "targets")
@@ -142,4 +142,18 @@ def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
     if y.min() < 0:
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
+    classes = output_classes(graph)
+    if classes is not None and y.max() >= classes:
+        raise ValueError(f"data {label}: labels must be class indices below the model's "
+                         f"{classes} outputs, found {int(y.max())}")
     return x, y.astype(np.int64)
+
+
+def output_classes(graph: Graph) -> int | None:
+    """Number of classes of a (batch, classes) output, from a one-sample float run; None
+    when the output has another shape."""
+    from chipforge.sim.executor import run_graph
+
+    with np.errstate(all="ignore"):
+        out = run_graph(graph, np.zeros((1, *graph.input_shape)), quantized=False)
+    return int(out.shape[1]) if out.ndim == 2 else None
