@@ -142,7 +142,7 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
         graph = load_model(model)
         bar.update()
         step("data")
-        x, y = load_data(data, graph)
+        x, y = load_data(data, graph, samples=samples)
         if samples is not None:
             x, y = x[:samples], y[:samples]
         bar.update()
