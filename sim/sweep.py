@@ -303,23 +303,39 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
     """Completed trials in a results file: {(point index, trial): {metric/trial_s: value}}.
 
     A last line without its newline (the process was killed while writing it) is dropped,
-    and with ``repair`` cut off the file. Returns the rows and the count of dropped lines.
+    and with ``repair`` cut off the file, once every complete line has been checked (a
+    file that is not this sweep's is never changed). Returns the rows and the count of
+    dropped lines.
     """
     raw = path.read_bytes()
-    dropped = 0
+    dropped, cut = 0, len(raw)
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
-        raw = raw[:cut]
         dropped = 1
-        if repair:
-            with path.open("r+b") as f:
-                f.truncate(cut)
-                f.flush()
-                os.fsync(f.fileno())
-    lines = list(csv.reader(io.StringIO(raw.decode())))
+    try:
+        lines = list(csv.reader(io.StringIO(raw[:cut].decode())))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SweepError(f"{path} is not a sweep results file ({e}); choose another "
+                         "--out") from None
     columns = layout.columns
     if not lines:
-        return {}, dropped
+        if dropped and not _csv_line(columns).encode().startswith(raw):
+            raise SweepError(f"{path} is not a sweep results file (its first line is not "
+                             "a header); choose another --out")
+        rows: dict[tuple[int, int], dict[str, float]] = {}
+    else:
+        rows = _check_rows(path, lines, layout, trials, base_seed)
+    if dropped and repair:
+        with path.open("r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    return rows, dropped
+
+
+def _check_rows(path: Path, lines: list[list[str]], layout: _Layout, trials: int,
+                base_seed: int) -> dict[tuple[int, int], dict[str, float]]:
+    columns = layout.columns
     if lines[0] != columns:
         if lines[0] == [c for c in columns if c != CHECK_COLUMN]:
             raise SweepError(f"{path} was written by an older chipforge (rows without "
@@ -359,7 +375,7 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
             raise SweepError(f"{where} repeats trial {trial} of point "
                              f"{layout.points[index]}: the file is corrupt")
         rows[(index, trial)] = dict(zip([*layout.metrics, TIME_COLUMN], values, strict=True))
-    return rows, dropped
+    return rows
 
 
 class _ResultsWriter:
@@ -388,18 +404,9 @@ def _manifest(sweep: SweepDef, grid: Mapping[str, Sequence[Any]], trials: int,
 
 
 def _check_manifest(path: Path, expected: dict[str, Any]) -> None:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SweepError(f"{path} is unreadable ({e}); choose another --out") from None
-    differences = []
-    for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
-        if key == "trials" and isinstance(found.get(key), int) \
-                and found[key] <= expected[key]:
-            continue  # more trials extend the sweep: seeds do not depend on the count
-        if found.get(key) != expected[key]:
-            differences.append(f"{key}: file has {found.get(key)!r}, requested "
-                               f"{expected[key]!r}")
+    differences = _manifest_differences(path, expected)
+    if differences is None:
+        raise SweepError(f"{path} is not a readable sweep manifest; choose another --out")
     if differences:
         raise SweepError(f"cannot resume: {path.parent} holds a different sweep ("
                          + "; ".join(differences) + "). Repeat the original arguments, "
@@ -688,10 +695,11 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
         check_output_dir(out_dir, option="--out")
     except InputError as e:
         raise SweepError(str(e)) from None
-    _check_out_dir(out_dir, manifest, resume=resume, force=force)
+    _check_out_dir(out_dir, manifest, layout, resume=resume, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
-        _check_out_dir(out_dir, manifest, resume=resume, force=force)  # again, under the lock
+        # again under the lock: another sweep may have written in between
+        _check_out_dir(out_dir, manifest, layout, resume=resume, force=force)
         return _run_locked(sweep, out_dir, layout, manifest, points, trials, seed, resume,
                            force, executor, workers, scheduler, dask_local, shared, batch,
                            progress, plot, x_axis, echo)
@@ -745,7 +753,7 @@ def _manifest_differences(path: Path, expected: dict[str, Any]) -> list[str] | N
         found = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(found, dict):
+    if not isinstance(found, dict) or "format" not in found or "sweep" not in found:
         return None
     differences = []
     for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
@@ -758,8 +766,8 @@ def _manifest_differences(path: Path, expected: dict[str, Any]) -> list[str] | N
     return differences
 
 
-def _check_out_dir(out_dir: Path, manifest: dict[str, Any], *, resume: bool,
-                   force: bool) -> None:
+def _check_out_dir(out_dir: Path, manifest: dict[str, Any], layout: _Layout, *,
+                   resume: bool, force: bool) -> None:
     """Refuse an output folder whose files the sweep did not write (see :func:`run_sweep`).
 
     Raises :class:`SweepError` before anything in the folder is touched.
@@ -775,7 +783,11 @@ def _check_out_dir(out_dir: Path, manifest: dict[str, Any], *, resume: bool,
             raise SweepError(f"cannot resume: {out_dir} holds no sweep (no {MANIFEST_FILE} "
                              f"or {RESULTS_FILE}), only {_listing(names)}; choose another "
                              "--out")
-        return  # its manifest and every row are checked under the lock
+        if manifest_path.exists():
+            _check_manifest(manifest_path, manifest)
+        if results.exists():  # read only: a refusal leaves every byte in place
+            _read_rows(results, layout, manifest["trials"], manifest["seed"], repair=False)
+        return
     differences = (_manifest_differences(manifest_path, manifest)
                    if manifest_path.exists() else None)
     rows = results.read_bytes().count(b"\n") - 1 if results.exists() else 0
