@@ -249,6 +249,7 @@ def test_simulate_bad_inputs_are_one_line_with_the_rule(work, capsys):
     (d / "folder.toml").mkdir()
     np.savez(d / "objects.npz", x=np.array([object()] * 3, dtype=object), y=np.arange(3))
     (d / "random.npz").write_bytes(rng.bytes(1000))
+    np.savez(d / "labels.npz", x=np.zeros((3, 1, 16, 16)), y=np.array([0, 10, 3]))
     (d / "a_file").write_text("not a folder")
     out = work / "report"
     model = "lenet-digits-forms8"
@@ -263,6 +264,8 @@ def test_simulate_bad_inputs_are_one_line_with_the_rule(work, capsys):
         (["--data", d / "objects.npz"],
          f"data file {d / 'objects.npz'}: array 'x' holds Python objects"),
         (["--data", d / "random.npz"], f"data file {d / 'random.npz'} is not an .npz"),
+        (["--data", d / "labels.npz"], "labels must be < 10 (graph 'lenet-digits-forms8' "
+                                         "has 10 outputs), found 10"),
         (["--out", d / "a_file" / "sub"], "is a file, so the folder cannot be created"),
         (["--out", d / "a_file"], "exists and is not a folder"),
         (["--out", "/proc/chipforge-report"], "cannot write in /proc"),

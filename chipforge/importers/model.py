@@ -157,4 +157,19 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
     if y.min() < 0:
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
+    classes = _classes(graph)
+    if classes is not None and y.max() >= classes:
+        raise ValueError(f"data {label}: labels must be < {classes} (graph {graph.name!r} "
+                         f"has {classes} outputs), found {int(y.max())}")
     return x, y.astype(np.int64)
+
+
+def _classes(graph: Graph) -> int | None:
+    """Outputs of a graph that ends in a fully connected layer (its classes), else None."""
+    try:
+        node = graph.node(graph.output_name)
+    except KeyError:
+        return None
+    if node.op.value == "linear" and "weight" in node.params:
+        return int(np.shape(node.params["weight"])[0])
+    return None
