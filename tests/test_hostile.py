@@ -73,7 +73,9 @@ def work(tmp_path, monkeypatch):
 
 def test_rtl_out_with_shell_metacharacters_writes_only_there(work, capsys):
     """Issue 19: `--out 'DIR; exec -- touch PWNED; #'` ran the injected command through
-    the yosys script. Now yosys and verilator see neither the path nor the name."""
+    the yosys script (given a readable file DIR, yosys' `read_verilog DIR` succeeds and the
+    `exec` runs: measured on the old code). Now yosys and verilator never see the path."""
+    (work / "cwd" / "DIR").write_text("module dummy; endmodule\n")
     before = snapshot(work)
     out = "DIR; exec -- touch PWNED; #"
     code = main(["rtl", "shift-add", "--lint", "--synth", "generic", "--out", out])
