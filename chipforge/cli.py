@@ -248,6 +248,8 @@ def _run_ref(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, not {args.batch}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
     cfg = ISAAC_CROSSBAR
     rng = np.random.default_rng(args.seed)
     weights = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, cfg.cols))
@@ -318,6 +320,8 @@ def _add_heatvit(p: argparse.ArgumentParser) -> None:
 def _run_heatvit(args: argparse.Namespace) -> int:
     from chipforge.heatvit import run_heatvit
 
+    if args.images is not None and args.images < 1:
+        raise UsageError(f"--images must be >= 1, not {args.images}")
     r = run_heatvit(args.model, selectors=None if args.selectors == "none" else args.selectors,
                     fixed=not args.float, n_images=args.images)
     cyc = r["cycles_per_image"]

@@ -82,6 +82,11 @@ def check_output_dir(path: str | Path, *, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path}: exists and is not a folder")
+    _check_writable_below(path, f"{option} {path}")
+    return path
+
+
+def _check_writable_below(path: Path, label: str) -> None:
     existing = path
     while not existing.exists():
         parent = existing.parent
@@ -89,14 +94,11 @@ def check_output_dir(path: str | Path, *, option: str = "--out") -> Path:
             break
         existing = parent
     if not existing.is_dir():
-        raise InputError(f"{option} {path}: {existing} is a file, so the folder cannot be "
-                         "created")
+        raise InputError(f"{label}: {existing} is a file, so the folder cannot be created")
     try:
         _probe(existing)
     except OSError as e:
-        raise InputError(f"{option} {path}: cannot write in {existing} "
-                         f"({e.strerror or e})") from None
-    return path
+        raise InputError(f"{label}: cannot write in {existing} ({e.strerror or e})") from None
 
 
 def check_output_file(path: str | Path, *, option: str) -> Path:
@@ -104,7 +106,7 @@ def check_output_file(path: str | Path, *, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a folder; give a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."), option=option)
+    _check_writable_below(path.parent, f"{option} {path}")
     return path
 
 

@@ -450,3 +450,36 @@ def test_sigkill_of_the_driver_alone_leaves_no_orphans(work):
             except ProcessLookupError:
                 pass
         proc.stderr.close()
+
+
+# --- bad options --------------------------------------------------------------------------
+
+def test_bad_options_are_one_line_naming_the_option(work, capsys, monkeypatch):
+    (work / "a_file").write_text("x")
+    (work / "big.onnx").write_bytes(bytes(4096))
+    monkeypatch.setenv("CHIPFORGE_MAX_FILE_MEMORY", "1024")
+    cases = [
+        (["ref", "crossbar", "--seed", "-1"], "--seed must be >= 0, not -1"),
+        (["heatvit", "--images", "0"], "--images must be >= 1, not 0"),
+        (["cycles", "lenet-digits", "--images", "0"], "--images must be >= 1, not 0"),
+        (["cycles", "lenet-digits", "--plot", work / "a_file" / "p.png"],
+         "--plot " + str(work / "a_file" / "p.png") + ": " + str(work / "a_file")
+         + " is a file"),
+        (["sweep", "sweep_helpers:TOY", "--seed", "-1"], "--seed must be >= 0, not -1"),
+        (["sweep", "sweep_helpers:TOY", "--workers", "0"], "--workers must be >= 1, not 0"),
+        (["sweep", "sweep_helpers:TOY", "--resume", "--force", "--out", work / "s"],
+         "--resume continues the sweep in --out, --force starts it over: give one"),
+        (["sweep", "sweep_helpers:TOY", "--out", work / "a_file"],
+         f"--out {work / 'a_file'}: exists and is not a folder"),
+        (["import", "lenet-digits", "--out", work], "is a folder; give a file name"),
+        (["rtl", "shift-add", "--out", work / "a_file"], "exists and is not a folder"),
+        (["import", work / "big.onnx"], f"model file {work / 'big.onnx'} has 0.00 GiB, more "
+                                        "than the 0.00 GiB allowed"),
+    ]
+    before = snapshot(work)
+    for argv, text in cases:
+        code, err = run_cli(argv, capsys)
+        line = one_line(err)
+        assert code == 2, (argv, line)
+        assert text in line, (argv, line)
+    assert not changed(before, snapshot(work))

@@ -33,7 +33,14 @@ def load_model(spec: str | Path | Graph) -> Graph:
     if suffix in (".onnx", ".npz") and path.is_dir():
         raise ValueError(f"model {path} is a folder, not a {suffix} file")
     if suffix == ".onnx":
+        from chipforge.guard import npz_budget
         from chipforge.importers.onnx import load_onnx
+
+        budget = npz_budget()
+        if path.is_file() and path.stat().st_size > budget:
+            raise ValueError(f"model file {path} has {path.stat().st_size / 2**30:.2f} GiB, "
+                             f"more than the {budget / 2**30:.2f} GiB allowed for a file (a "
+                             "quarter of the available memory; set CHIPFORGE_MAX_FILE_MEMORY)")
 
         return load_onnx(path)
     if suffix == ".npz":
