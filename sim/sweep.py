@@ -19,6 +19,10 @@ The engine (:func:`run_sweep`):
   so a killed sweep resumes (``resume=True``) without recomputing or losing a trial; a
   half-written last line is discarded; a file from a different sweep, grid or seed, or
   with more trials per point, is an error (more trials than the file has extend it);
+  every row carries a checksum, so an edited row is refused on resume, naming it;
+- never deletes or overwrites a file it did not write: ``OUT`` must be new or empty, or
+  hold this sweep (``resume=True``), or ``force=True`` replaces only the engine's own
+  files (:data:`OWN_FILES`); local workers exit when the driver dies, even by SIGKILL;
 - shows a tqdm progress bar, and at the end writes ``OUT/summary.csv`` (mean, standard
   deviation and 95% confidence interval per point and metric, printed as a table too) and
   ``OUT/plot.png`` (each metric against one axis, one curve per value of the other axes).
