@@ -463,8 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: error: {_one_line(_os_error(e))}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"{name}: error: out of memory; use fewer --samples or a smaller model",
-              file=sys.stderr)
+        if os.environ.get("CHIPFORGE_DEBUG"):
+            raise
+        print(f"{name}: error: out of memory (use fewer samples, a smaller model or fewer "
+              "workers; CHIPFORGE_DEBUG=1 shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted", file=sys.stderr)

@@ -567,7 +567,12 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
             from distributed import Client, LocalCluster
 
             if scheduler is not None:
-                client = stack.enter_context(Client(scheduler))
+                try:
+                    client = stack.enter_context(Client(scheduler, timeout="10s"))
+                except Exception as e:  # OSError, TimeoutError, or garbage from a non-Dask
+                    # server (a huge "frame length" even gives MemoryError)
+                    raise SweepError(f"--scheduler {scheduler}: no Dask scheduler answers "
+                                     f"there ({type(e).__name__}: {e})") from None
                 where = f"Dask scheduler {scheduler}"
             else:
                 n = workers or os.cpu_count() or 1

@@ -396,6 +396,39 @@ def test_sweep_options_workers_capped_and_unreachable_scheduler_fast(work, capsy
     assert not changed(before, snapshot(work))
 
 
+def test_a_scheduler_address_that_is_not_dask_is_one_line(work, capsys):
+    """Something answers at the address, but not Dask (a web server, a proxy): Dask's
+    client read its bytes as a frame length and died of MemoryError."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 64)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        start = time.perf_counter()
+        code, err = run_cli(["sweep", "sweep_helpers:TOY", "--scheduler",
+                             f"tcp://127.0.0.1:{port}", "--no-progress", "--out", work / "d"],
+                            capsys)
+        elapsed = time.perf_counter() - start
+    finally:
+        server.close()
+    assert code == 2
+    assert f"--scheduler tcp://127.0.0.1:{port}: no Dask scheduler answers there" in \
+        one_line(err)
+    assert elapsed < 15
+
+
 def _session_members(sid: int) -> list[tuple[int, str]]:
     """(pid, command line) of the live processes in session ``sid`` (zombies excluded)."""
     found = []
