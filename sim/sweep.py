@@ -575,7 +575,7 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
                                      f"there ({type(e).__name__}: {e})") from None
                 where = f"Dask scheduler {scheduler}"
             else:
-                n = workers or os.cpu_count() or 1
+                n = workers or _cores()
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     dashboard_address=":0"))
@@ -588,7 +588,7 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
             return
         import multiprocessing
 
-        n = workers or os.cpu_count() or 1
+        n = workers or _cores()
         token = uuid.uuid4().hex
         # forkserver: workers start clean (no threads inherited from the driver), and the
         # initializer sends the shared inputs once per worker process.
