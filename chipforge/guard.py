@@ -147,6 +147,12 @@ class NpzMember:
     nbytes: int
     """Bytes the array takes once inflated (from the header)."""
 
+    def bytes_for(self, rows: int) -> int:
+        """Bytes inflated to read the first ``rows`` entries (all of them in Fortran order)."""
+        if not self.shape or (self.fortran and len(self.shape) > 1):
+            return self.nbytes
+        return min(rows, self.shape[0]) * (self.nbytes // max(self.shape[0], 1))
+
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
@@ -233,22 +239,28 @@ def read_npz_rows(path: str | Path, member: NpzMember, rows: int | None, *,
 
     path = Path(path)
     shape = member.shape
-    if not shape:
-        rows = None
-    n = shape[0] if rows is None or not shape else min(rows, shape[0])
-    if member.fortran and rows is not None and n < shape[0] and len(shape) > 1:
-        raise InputError(f"{what} {path}: array {member.key!r} is stored in Fortran order; "
-                         "write it in C order to read only the first samples")
+    n = 0 if not shape else shape[0] if rows is None else min(rows, shape[0])
+    if member.fortran and n < shape[0] and len(shape) > 1:
+        # Fortran order keeps a sample's values apart: read the whole array (the caller's
+        # budget counts it whole, see NpzMember.bytes_for), keep the first rows.
+        return read_npz_rows(path, member, None, what=what)[:n].copy()
     count = n * int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    out = np.empty(count, dtype=member.dtype)  # filled in place: no second copy
+    view = memoryview(out).cast("B")
     try:
         with zipfile.ZipFile(path) as archive, archive.open(member.key + ".npy") as stream:
             _read_header(stream, f"{what} {path}", member.key)
-            data = stream.read(count * member.dtype.itemsize)
+            filled = 0
+            while filled < len(view):
+                got = stream.readinto(view[filled:])
+                if not got:
+                    break
+                filled += got
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise InputError(f"{what} {path}: array {member.key!r} is corrupt ({e})") from None
-    if len(data) != count * member.dtype.itemsize:
+    if filled != len(view):
         raise InputError(f"{what} {path}: array {member.key!r} is truncated")
     out_shape = (n, *shape[1:]) if shape else ()
     if member.fortran and len(shape) > 1:
-        return np.frombuffer(data, dtype=member.dtype).reshape(out_shape, order="F").copy()
-    return np.frombuffer(data, dtype=member.dtype).reshape(out_shape).copy()
+        return out.reshape(out_shape, order="F")
+    return out.reshape(out_shape)

@@ -516,3 +516,22 @@ def test_bad_options_are_one_line_naming_the_option(work, capsys, monkeypatch):
         assert code == 2, (argv, line)
         assert text in line, (argv, line)
     assert not changed(before, snapshot(work))
+
+
+def test_npz_rows_stream_out_exactly(tmp_path):
+    """read_npz_rows gives the arrays np.load gives (C and Fortran order, scalars, partial)."""
+    from chipforge.guard import inspect_npz, read_npz_rows
+
+    rng = np.random.default_rng(3)
+    arrays = {"c": rng.random((7, 3, 2)), "f": np.asfortranarray(rng.random((5, 4))),
+              "i": rng.integers(-9, 9, 11).astype(np.int16), "s": np.array(2.5)}
+    path = tmp_path / "a.npz"
+    np.savez_compressed(path, **arrays)
+    members = inspect_npz(path)
+    for key, array in arrays.items():
+        assert np.array_equal(read_npz_rows(path, members[key], None), array), key
+        if array.ndim:
+            part = read_npz_rows(path, members[key], 2)
+            assert part.dtype == array.dtype and np.array_equal(part, array[:2]), key
+    assert members["f"].bytes_for(2) == arrays["f"].nbytes  # read whole in Fortran order
+    assert members["c"].bytes_for(2) == arrays["c"][:2].nbytes

@@ -131,7 +131,7 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
                 raise ValueError(f"data file {label}: array {m.key!r} is a scalar; it must "
                                  "hold one entry per sample")
         rows = min(samples, xm.shape[0]) if samples is not None else xm.shape[0]
-        need = rows * sum(m.nbytes // max(m.shape[0], 1) for m in (xm, ym))
+        need = xm.bytes_for(rows) + ym.bytes_for(rows)
         budget = npz_budget()
         if need > budget:
             raise InputError(
