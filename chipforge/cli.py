@@ -348,6 +348,8 @@ def _add_zoo(p: argparse.ArgumentParser) -> None:
 def _run_zoo(args: argparse.Namespace) -> int:
     from chipforge.zoo.cli import run
 
+    if getattr(args, "out", None) is not None:
+        check_output_file(args.out, option="--out")  # before training, not after
     return run(args)
 
 
