@@ -506,6 +506,8 @@ def test_bad_options_are_one_line_naming_the_option(work, capsys, monkeypatch):
          f"--out {work / 'a_file'}: exists and is not a folder"),
         (["import", "lenet-digits", "--out", work], "is a folder; give a file name"),
         (["rtl", "shift-add", "--out", work / "a_file"], "exists and is not a folder"),
+        (["zoo", "train", "mlp-digits", "--out", "/proc/m.npz"],
+         "--out /proc/m.npz: cannot write in /proc"),
         (["import", work / "big.onnx"], f"model file {work / 'big.onnx'} has 0.00 GiB, more "
                                         "than the 0.00 GiB allowed"),
     ]
