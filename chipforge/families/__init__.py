@@ -186,6 +186,7 @@ def _resolve(accelerator: Any) -> AcceleratorSpec:
 
 def _from_file(path: Path) -> AcceleratorSpec:
     table = read_toml(path)
+    named = "preset" in table or "name" in table
     fams = families()
     family_name = table.pop("family", None)
     if family_name is not None:
@@ -201,6 +202,9 @@ def _from_file(path: Path) -> AcceleratorSpec:
                               f"(family = \"NAME\"; families: {', '.join(fams)})")
         fam = fits[0]
     config = fam.config_from_table(table, source=f"accelerator file {path}")
+    if not named:   # a partial file must not silently become a default accelerator
+        raise FamilyError(f"accelerator file {path}: field(s) name required (a full "
+                          "description), or preset = \"NAME\" to start from a preset")
     name = fam.config_name(config)
     if name.endswith("-custom") or name == "custom":
         name = path.stem

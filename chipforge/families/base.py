@@ -228,9 +228,15 @@ def flatten(table: MappingABC[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise FamilyError(f"accelerator file {path} is a folder, not a .toml file")
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            table = tomllib.load(f)
+        if not table:
+            raise FamilyError(f"accelerator file {path} is empty: give family = \"NAME\" and "
+                              "its fields, or preset = \"NAME\" to start from a preset")
+        return table
     except FileNotFoundError:
         raise FamilyError(f"accelerator file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
