@@ -117,33 +117,34 @@ class _Arith:
         return self.requant(acc, acc_frac, self.fracs[out], out_bits), self.fracs[out]
 
 
-def _layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + 1e-5) * g + b
+    return (x - mu) / np.sqrt(var + eps) * g + b
 
 
 def _patches(images: np.ndarray, patch: int) -> np.ndarray:
-    n, size = images.shape[0], images.shape[-1]
+    """(N, C, S, S) -> (N, patches, C * patch**2) in (channel, row, column) order."""
+    n, ch, size = images.shape[0], images.shape[1], images.shape[-1]
     g = size // patch
-    return images.reshape(n, g, patch, g, patch).transpose(0, 1, 3, 2, 4).reshape(
-        n, g * g, patch * patch)
+    return images.reshape(n, ch, g, patch, g, patch).transpose(0, 2, 4, 1, 3, 5).reshape(
+        n, g * g, ch * patch * patch)
 
 
 def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             use_selectors: bool = True, fracs: dict[str, int] | None = None,
             record: dict | None = None) -> VitResult:
-    """Run ``model`` on ``(N, 1, 8, 8)`` or ``(N, 8, 8)`` images in [0, 1].
+    """Run ``model`` on ``(N, C, S, S)`` images in [0, 1] (``(N, S, S)`` when C = 1).
 
     ``fixed`` picks 8-bit fixed point (needs ``fracs`` from :func:`calibrate`, computed on
     the fly when omitted) or float. ``use_selectors=False`` runs the backbone alone.
     """
     c, p = model.config, model.params
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 4:
-        images = images[:, 0]
-    if images.shape[1:] != (c.image_size, c.image_size):
-        raise ValueError(f"images must be (N, {c.image_size}, {c.image_size}), "
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[1:] != (c.channels, c.image_size, c.image_size):
+        raise ValueError(f"images must be (N, {c.channels}, {c.image_size}, {c.image_size}), "
                          f"not {images.shape}")
     if fixed and fracs is None:
         fracs = calibrate(model)
@@ -154,13 +155,17 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
     # Patch embedding; the residual stream x is float, or int16 Q7.8 codes in fixed point.
     patches = _patches(images, c.patch_size)
     if fixed:
-        pix = np.clip(np.round(patches * 128), 0, 127).astype(np.int64)
-        emb = ar.linear("embed", pix, p["patch_embed.weight"], p["patch_embed.bias"], 7,
+        # Pixels in [0, 1] are Q0.7 (1.0 saturates to 127/128); other inputs get the
+        # format calibrated for them.
+        in_frac = fracs.get("input", 7)
+        pix = np.clip(np.round(patches * 2.0 ** in_frac), -128, 127).astype(np.int64)
+        emb = ar.linear("embed", pix, p["patch_embed.weight"], p["patch_embed.bias"], in_frac,
                         out="residual", out_bits=RESIDUAL_BITS)[0]
         pos = np.round(p["pos_embed"][0] * res_scale).astype(np.int64)
         cls = np.round(p["cls_token"][0, 0] * res_scale).astype(np.int64)
         x = np.concatenate([np.broadcast_to(cls, (n, 1, d)), emb], 1) + pos
     else:
+        ar.observe("input", patches)
         emb = patches @ p["patch_embed.weight"].T + p["patch_embed.bias"]
         x = np.concatenate([np.broadcast_to(p["cls_token"][0], (n, 1, d)), emb], 1)
         x = x + p["pos_embed"]
@@ -173,7 +178,7 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
 
     def ln(name: str, x: np.ndarray) -> tuple[np.ndarray, int | None]:
         xf = x / res_scale if fixed else x
-        y = _layernorm(xf, p[name + ".weight"], p[name + ".bias"])
+        y = _layernorm(xf, p[name + ".weight"], p[name + ".bias"], c.norm_eps)
         ar.observe(name, y)
         return ar.quant(name, y) if fixed else (y, None)
 
@@ -290,13 +295,18 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
     return (sig * a_q).sum(-1) >> SCORE_FRAC
 
 
-def calibrate(model: VitModel, n_images: int = 256) -> dict[str, int]:
-    """Fraction bits of every 8-bit activation from a float run on training images."""
-    from chipforge.zoo.data import digits
+def calibrate(model: VitModel, n_images: int = 256,
+              images: np.ndarray | None = None) -> dict[str, int]:
+    """Fraction bits of every 8-bit activation from a float run on ``images`` (default:
+    the first ``n_images`` digits training images)."""
+    if images is None:
+        from chipforge.zoo.data import digits
 
-    images = np.asarray(digits(model.config.image_size).x_train[:n_images])
+        images = digits(model.config.image_size).x_train
+    images = np.asarray(images)[:n_images]
     record: dict[str, float] = {}
     run_vit(model, images, fixed=False, record=record)
     fracs = {k: _frac_for(v) for k, v in record.items()}
     fracs["residual"] = RESIDUAL_FRAC
+    fracs["input"] = 7 if record["input"] <= 1 else _frac_for(record["input"])
     return fracs

@@ -85,7 +85,10 @@ class VitConfig:
     """Architecture of a ``vit-digits`` model (the trained parameters live in the npz)."""
 
     image_size: int = 8
-    """Side of the (square, single-channel) input image."""
+    """Side of the (square) input image."""
+    channels: int = 1
+    """Channels of the input image; a patch holds ``channels * patch_size**2`` values in
+    (channel, row, column) order, as a ``Conv2d`` patch embedding reads them."""
     patch_size: int = 2
     """Side of a square patch; ``(image_size // patch_size)**2`` patch tokens."""
     dim: int = 48
@@ -97,6 +100,8 @@ class VitConfig:
     mlp_hidden: int = 96
     """Hidden width of each block's MLP."""
     num_classes: int = 10
+    norm_eps: float = 1e-5
+    """Epsilon of every LayerNorm (PyTorch's default 1e-5; timm's ViTs use 1e-6)."""
     selector_blocks: tuple[int, ...] = ()
     """Blocks (0-based) that have a token selector in front of them; empty = baseline."""
     keep_ratios: tuple[float, ...] = ()
@@ -121,9 +126,9 @@ class VitConfig:
             raise ValueError("selector_blocks and keep_ratios must have the same length, not "
                              f"{len(self.selector_blocks)} and {len(self.keep_ratios)}")
         if list(self.selector_blocks) != sorted(set(self.selector_blocks)) or any(
-                not 0 < b < self.depth for b in self.selector_blocks):
+                not 0 <= b < self.depth for b in self.selector_blocks):
             raise ValueError("selector_blocks must be increasing block indices in "
-                             f"1..{self.depth - 1}, not {self.selector_blocks}")
+                             f"0..{self.depth - 1}, not {self.selector_blocks}")
         if any(not 0 < r <= 1 for r in self.keep_ratios):
             raise ValueError(f"keep_ratios must be in (0, 1], not {self.keep_ratios}")
         if self.keep_thresholds and len(self.keep_thresholds) != len(self.keep_ratios):
@@ -140,7 +145,7 @@ class VitConfig:
 
     @property
     def patch_dim(self) -> int:
-        return self.patch_size ** 2
+        return self.channels * self.patch_size ** 2
 
     @property
     def head_dim(self) -> int:
@@ -186,24 +191,38 @@ def vit_path(name: str) -> Path:
 
 
 def save_vit(model: VitModel, path: str | Path) -> None:
-    header = {"format": VIT_FORMAT_VERSION, "name": model.name,
-              "config": model.config.to_dict(), "info": model.info}
-    arrays = {k: np.asarray(v, dtype=np.float16) for k, v in model.params.items()}
-    arrays["__vit__"] = np.array(json.dumps(header, sort_keys=True))
-    np.savez_compressed(path, **arrays)
+    """Write ``model`` as an ordinary IR graph (:func:`chipforge.sim.vit_graph.vit_to_graph`,
+    ``.npz`` without pickle); parameters rounded to float16 as shipped."""
+    import dataclasses
+
+    from chipforge.sim.graph import save_graph
+    from chipforge.sim.vit_graph import vit_to_graph
+
+    params = {k: np.asarray(v, dtype=np.float16).astype(np.float32)
+              for k, v in model.params.items()}
+    save_graph(vit_to_graph(dataclasses.replace(model, params=params)), path)
 
 
 def load_vit(name_or_path: str | Path) -> VitModel:
-    """Load a bundled ViT by name (``vit-digits``, ``vit-digits-keep50``, ...) or a path."""
+    """Load a bundled ViT by name (``vit-digits``, ``vit-digits-keep50``, ...) or a path:
+    an IR graph file (lowered by :func:`chipforge.sim.vit_graph.graph_to_vit`) or a file of
+    the earlier ViT format (parameters under PyTorch names, ``__vit__`` header)."""
     path = (vit_path(name_or_path) if isinstance(name_or_path, str)
             and name_or_path in VIT_VARIANTS else Path(name_or_path))
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            files = set(f.files)
     except FileNotFoundError:
         raise ValueError(f"ViT model file {path} does not exist") from None
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise ValueError(f"ViT model file {path} is not a valid npz: {e}") from None
+    if "__graph__" in files:
+        from chipforge.sim.graph import load_graph
+        from chipforge.sim.vit_graph import graph_to_vit
+
+        return graph_to_vit(load_graph(path))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
     if "__vit__" not in arrays:
         raise ValueError(f"ViT model file {path} has no __vit__ header")
     header = json.loads(str(arrays.pop("__vit__")))
@@ -256,7 +275,8 @@ def _torch_model(c: VitConfig):
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
+            self.norm1 = nn.LayerNorm(c.dim, eps=c.norm_eps)
+            self.norm2 = nn.LayerNorm(c.dim, eps=c.norm_eps)
             self.qkv, self.proj = nn.Linear(c.dim, 3 * c.dim), nn.Linear(c.dim, c.dim)
             self.fc1, self.fc2 = nn.Linear(c.dim, c.mlp_hidden), nn.Linear(c.mlp_hidden, c.dim)
 
@@ -297,13 +317,14 @@ def _torch_model(c: VitConfig):
             self.pos_embed = nn.Parameter(torch.randn(1, c.num_patches + 1, c.dim) * 0.02)
             self.blocks = nn.ModuleList(Block() for _ in range(c.depth))
             self.selectors = nn.ModuleList(Selector() for _ in c.selector_blocks)
-            self.norm, self.head = nn.LayerNorm(c.dim), nn.Linear(c.dim, c.num_classes)
+            self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
+            self.head = nn.Linear(c.dim, c.num_classes)
 
         def forward(self, images, use_selectors=True, tau=1.0, scores_out=None):
             n = images.shape[0]
             g, p = c.image_size // c.patch_size, c.patch_size
-            patches = images.reshape(n, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(n, g * g,
-                                                                                   p * p)
+            patches = images.reshape(n, c.channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+            patches = patches.reshape(n, g * g, c.patch_dim)
             x = torch.cat([self.cls_token.expand(n, -1, -1), self.patch_embed(patches)], 1)
             x = x + self.pos_embed
             policy = torch.ones(n, x.shape[1], device=x.device)
