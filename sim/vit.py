@@ -169,6 +169,19 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
         emb = patches @ p["patch_embed.weight"].T + p["patch_embed.bias"]
         x = np.concatenate([np.broadcast_to(p["cls_token"][0], (n, 1, d)), emb], 1)
         x = x + p["pos_embed"]
+    # The attention scale 1/sqrt(head_dim) = 2**-scale_shift * q_fold: a shift in the
+    # engine, with q_fold (1 when head_dim is a power of 4, e.g. 16) folded into the q rows.
+    scale_shift = int(round(math.log2(math.sqrt(hd))))
+    q_fold = 2.0 ** scale_shift / math.sqrt(hd)
+    qkv_weight, qkv_bias = [], []
+    for b in range(c.depth):
+        w, bias = p[f"blocks.{b}.qkv.weight"], p[f"blocks.{b}.qkv.bias"]
+        if q_fold != 1:
+            w, bias = w.copy(), bias.copy()
+            w[:d] *= q_fold
+            bias[:d] *= q_fold
+        qkv_weight.append(w)
+        qkv_bias.append(bias)
     t0 = x.shape[1]
     policy = np.ones((n, t0), dtype=bool)
     candidate = np.ones((n, t0), dtype=bool)
@@ -210,14 +223,13 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
 
         # Attention.
         t = x.shape[1]
-        qkv = ar.linear(pre + "qkv", h, p[pre + "qkv.weight"], p[pre + "qkv.bias"], h_frac,
-                        out=pre + "qkv")
+        qkv = ar.linear(pre + "qkv", h, qkv_weight[b], qkv_bias[b], h_frac, out=pre + "qkv")
         qkv, qkv_frac = (qkv, None) if not fixed else qkv
         q, k, v = qkv.reshape(n, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
         key_mask = policy[:, None, None, :]
         if fixed:
-            # 1/sqrt(head_dim) is a shift when head_dim is a power of 4 (16 here).
-            logit_frac = 2 * qkv_frac + int(round(math.log2(math.sqrt(hd))))
+            # 1/sqrt(head_dim) is a shift (the rest is folded into the q weights).
+            logit_frac = 2 * qkv_frac + scale_shift
             logits = _Arith.requant(q @ k.transpose(0, 1, 3, 2), logit_frac, EXP_IN.frac_bits,
                                     EXP_IN.in_bits)
             attn = int_softmax(logits, EXP_IN, ATTN_FRAC, np.broadcast_to(key_mask,
@@ -225,7 +237,7 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             ctx = _Arith.requant(attn @ v, ATTN_FRAC + qkv_frac, fracs[pre + "ctx"])
             ctx_frac = fracs[pre + "ctx"]
         else:
-            logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+            logits = q @ k.transpose(0, 1, 3, 2) / 2.0 ** scale_shift
             logits = np.where(key_mask, logits, -np.inf)
             e = np.exp(logits - logits.max(-1, keepdims=True))
             attn = e / e.sum(-1, keepdims=True)

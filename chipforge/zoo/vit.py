@@ -428,29 +428,13 @@ def train_vit(name: str, *, seed: int = 0, backbone_epochs: int = 80,
         teacher.load_state_dict({k: v for k, v in model.state_dict().items()
                                  if not k.startswith("selectors.")})
         teacher.eval()
-        opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
-        warm = selector_epochs // 2
-        for epoch in range(selector_epochs):
-            model.train()
-            targets = []
-            for s, final in enumerate(ratios):
-                # Stage s reaches its target at (s + 1) / len(ratios) of the warm-up.
-                progress = min(1.0, epoch / max(1, warm * (s + 1) / len(ratios)))
-                targets.append(1 - progress * (1 - final))
-            for idx in batches(gen):
-                logits, fractions = model(x_train[idx])
-                with torch.no_grad():
-                    teacher_logits, _ = teacher(x_train[idx], use_selectors=False)
-                ratio_loss = sum((f.mean() - t) ** 2 for f, t in zip(fractions, targets,
-                                                                      strict=True))
-                kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher_logits, 1),
-                              reduction="batchmean")
-                loss = F.cross_entropy(logits, y_train[idx]) + ratio_weight * ratio_loss + kl
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+
+        def report(epoch, loss, targets):
             if verbose and epoch % 10 == 0:
-                print(epoch, targets, float(loss.detach()), _accuracy(model, x_test, y_test))
+                print(epoch, targets, loss, _accuracy(model, x_test, y_test))
+
+        fine_tune_selectors(model, teacher, x_train, y_train, ratios, epochs=selector_epochs,
+                            ratio_weight=ratio_weight, generator=gen, on_epoch=report)
         info["selector_epochs"] = selector_epochs
         params = {k: v.detach().numpy().astype(np.float32)
                   for k, v in model.state_dict().items()}
@@ -464,10 +448,57 @@ def train_vit(name: str, *, seed: int = 0, backbone_epochs: int = 80,
     return VitModel(config, params, info, name)
 
 
-def calibrate_thresholds(model: VitModel, n_images: int = 1437) -> VitModel:
+def selector_targets(ratios, epoch: int, epochs: int) -> list[float]:
+    """Keep-ratio schedule: each selector's target decays linearly from 1 to its final
+    ratio over the first half of the epochs, stage s reaching it at (s + 1) / stages of
+    that half (the earlier selector first)."""
+    warm = epochs // 2
+    return [1 - min(1.0, epoch / max(1, warm * (s + 1) / len(ratios))) * (1 - final)
+            for s, final in enumerate(ratios)]
+
+
+def fine_tune_selectors(model, teacher, x_train, y_train, ratios, *, epochs: int,
+                        ratio_weight: float = 4.0, generator, lr: float = 5e-4,
+                        batch_size: int = 64, optimizer=None, start_epoch: int = 0,
+                        on_epoch=None):
+    """Train ``model`` (a torch ViT from :func:`_torch_model` with selectors) for
+    ``epochs`` with ``CE + ratio_weight * sum_k (keep_k - target_k)**2 + KL(teacher ||
+    model)`` under the :func:`selector_targets` schedule (see the module doc). Batches are
+    drawn with ``generator``; ``optimizer`` and ``start_epoch`` resume an interrupted run;
+    ``on_epoch(epoch, loss, targets)`` is called after each epoch (checkpoints, progress).
+    Returns the optimizer."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        targets = selector_targets(ratios, epoch, epochs)
+        order = torch.randperm(len(x_train), generator=generator)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            logits, fractions = model(x_train[idx])
+            with torch.no_grad():
+                teacher_logits, _ = teacher(x_train[idx], use_selectors=False)
+            ratio_loss = sum((f.mean() - t) ** 2 for f, t in zip(fractions, targets,
+                                                                  strict=True))
+            kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher_logits, 1),
+                          reduction="batchmean")
+            loss = F.cross_entropy(logits, y_train[idx]) + ratio_weight * ratio_loss + kl
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if on_epoch is not None:
+            on_epoch(epoch, float(loss.detach()), targets)
+    return opt
+
+
+def calibrate_thresholds(model: VitModel, n_images: int = 1437,
+                         images: np.ndarray | None = None) -> VitModel:
     """Set each selector's inference threshold to the score quantile that keeps its target
-    fraction of the live candidate tokens of the first ``n_images`` training images,
-    stage by stage (a stage's candidates depend on the thresholds before it)."""
+    fraction of the live candidate tokens of the first ``n_images`` training images
+    (default: the digits training split), stage by stage (a stage's candidates depend on
+    the thresholds before it)."""
     import dataclasses
 
     import torch
@@ -475,7 +506,9 @@ def calibrate_thresholds(model: VitModel, n_images: int = 1437) -> VitModel:
     from chipforge.zoo.data import digits
 
     c = model.config
-    images = torch.tensor(np.asarray(digits(c.image_size).x_train[:n_images]))[:, 0]
+    if images is None:
+        images = digits(c.image_size).x_train
+    images = torch.tensor(np.asarray(images[:n_images], dtype=np.float32))
     thresholds: list[float] = []
     for s, ratio in enumerate(c.keep_ratios):
         trial = dataclasses.replace(c, keep_thresholds=tuple(thresholds + [0.5] * (

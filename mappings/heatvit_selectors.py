@@ -1,0 +1,293 @@
+"""``compress heatvit``: HeatViT token selectors inserted into a user's ViT and trained.
+
+:func:`heatvit` takes a ViT graph (imported from ONNX or torch: timm-style hand-written
+attention, ``nn.TransformerEncoderLayer(norm_first=True)``, or the zoo's), recognizes its
+transformer blocks (:func:`chipforge.sim.vit_graph.graph_to_vit`; a graph without them is
+one clear error before training), puts a token selector in front of each chosen block and
+trains the model back in torch (:func:`chipforge.zoo.vit.fine_tune_selectors`, the zoo's
+recipe): cross-entropy + the keep-ratio loss under the latency-aware schedule (each
+selector's target decays from 1 to its keep ratio, the earlier stage first) + KL
+distillation from the original model. Then each selector's inference threshold is set to
+keep its ratio of the training images' tokens, and the result is written back as an IR
+graph with ``TOKEN_SELECT`` nodes (the canonical layout of
+:func:`chipforge.sim.vit_graph.vit_to_graph`: same weights, same function as the input
+graph plus the selectors), which the ``heatvit`` engine runs.
+
+``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
+reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 30 epochs, lr
+5e-4, ratio weight 4) follow the bundled ``vit-digits-keep*`` recipe and run in about a
+minute on 2 cores for a 6-block, 32-wide ViT on the digits training split. HeatViT itself
+fine-tunes DeiT for 30 epochs per stage with keep ratios chosen per latency (papers.md §5).
+
+Training reads only ``x_train``/``y_train``: a validation split (``val_fraction``, seeded)
+is carved from it, reported in the output's provenance, and never trained on. Seeded and
+single-threaded, so reproducible; with ``checkpoint`` the state after every epoch (model,
+optimizer, random generators) goes to an ``.npz`` without pickle, and a rerun with the same
+model, data and options resumes from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chipforge.config import check_float, check_int
+from chipforge.sim.graph import Graph, Op
+
+__all__ = ["HeatVitCompressOptions", "heatvit", "insert_selectors"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeatVitCompressOptions:
+    """Options of ``compress heatvit``."""
+
+    keep: tuple[float, ...] = (0.7, 0.5)
+    """Keep ratio of each selector, relative to the patch tokens reaching it (0 < r <= 1)."""
+    blocks: tuple[int, ...] | None = None
+    """Blocks (0-based) to put the selectors before; default 1, 2, ..., len(keep)."""
+    epochs: int = 30
+    """Fine-tuning epochs (the keep-ratio targets decay over the first half)."""
+    lr: float = 5e-4
+    """AdamW learning rate of the fine-tuning."""
+    ratio_weight: float = 4.0
+    """Weight of the keep-ratio loss."""
+    selector_hidden: int = 8
+    """Hidden width of each selector's per-head MLP."""
+    val_fraction: float = 0.1
+    """Fraction of the training file held out for validation."""
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        keep = tuple(self.keep) if isinstance(self.keep, list | tuple) else (self.keep,)
+        object.__setattr__(self, "keep", keep)
+        if not keep or any(isinstance(r, bool) or not isinstance(r, int | float)
+                           or not 0 < r <= 1 for r in keep):
+            raise ValueError(f"keep must be one or more ratios in (0, 1], not {self.keep!r}")
+        if self.blocks is not None:
+            blocks = tuple(self.blocks) if isinstance(self.blocks, list | tuple) else (
+                self.blocks,)
+            object.__setattr__(self, "blocks", blocks)
+            if (len(blocks) != len(keep) or list(blocks) != sorted(set(blocks))
+                    or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
+                           for b in blocks)):
+                raise ValueError("blocks must be increasing block indices, one per keep ratio "
+                                 f"({len(keep)}), not {self.blocks!r}")
+        check_int("epochs", self.epochs, 1, 10000)
+        check_float("lr", self.lr, 0, 1, lo_open=True)
+        check_float("ratio_weight", self.ratio_weight, 0)
+        check_int("selector_hidden", self.selector_hidden, 1, 4096)
+        check_float("val_fraction", self.val_fraction, 0, 0.5, lo_open=True)
+        check_int("batch_size", self.batch_size, 1, 65536)
+
+
+def graph_sha256(graph: Graph) -> str:
+    """Content hash of a graph (structure and parameters), for provenance."""
+    h = hashlib.sha256()
+    h.update(json.dumps([[n.op.value, n.name, list(n.inputs), n.attrs] for n in graph.nodes],
+                        sort_keys=True, default=str).encode())
+    for n in graph.nodes:
+        for k in sorted(n.params):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(n.params[k], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def insert_selectors(graph: Graph, keep=(0.7, 0.5), blocks=None, *, selector_hidden: int = 8,
+                     seed: int = 0):
+    """The ViT of ``graph`` lowered to the engine's model with untrained selectors before
+    ``blocks`` (thresholds 0.5); returns ``(backbone, with_selectors)`` VitModels."""
+    import torch
+
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.vit import VitModel, _torch_model
+
+    if not any(n.op is Op.SOFTMAX for n in graph.nodes):
+        raise ValueError(f"compress heatvit: model {graph.name!r} has no attention blocks "
+                         "(no softmax); token selectors need a ViT")
+    try:
+        backbone = graph_to_vit(graph)
+    except ValueError as e:
+        raise ValueError(f"compress heatvit: {e}") from None
+    c = backbone.config
+    if c.selector_blocks:
+        raise ValueError(f"compress heatvit: model {graph.name!r} already has token selectors "
+                         f"before blocks {list(c.selector_blocks)}")
+    blocks = tuple(blocks) if blocks is not None else tuple(range(1, len(keep) + 1))
+    if blocks and blocks[-1] >= c.depth:
+        raise ValueError(f"compress heatvit: blocks must be below the model's {c.depth} "
+                         f"blocks, not {list(blocks)}")
+    config = dataclasses.replace(c, selector_blocks=blocks, keep_ratios=tuple(keep),
+                                 selector_hidden=selector_hidden, keep_thresholds=())
+    torch.manual_seed(seed)
+    net = _torch_model(config)
+    net.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()}, strict=False)
+    params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    return backbone, VitModel(config, params, {}, graph.name)
+
+
+def _check_data(graph: Graph, x, y, num_classes: int, val_fraction: float):
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(graph.input_shape):
+        raise ValueError(f"compress heatvit: training inputs have shape {x.shape[1:]} per "
+                         f"sample; model {graph.name!r} takes {tuple(graph.input_shape)}")
+    if len(y) != len(x) or y.ndim != 1:
+        raise ValueError(f"compress heatvit: {len(x)} training inputs need as many labels "
+                         f"(one per sample), not shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"compress heatvit: labels must be integers in 0..{num_classes - 1} "
+                         f"(the model's classes), not {y.min()}..{y.max()}")
+    n_val = int(round(len(x) * val_fraction))
+    if n_val < 10 or len(x) - n_val < 10:
+        raise ValueError(f"compress heatvit: {len(x)} training samples are too few for a "
+                         f"validation split of {val_fraction} (>= 10 each needed)")
+    return x, y.astype(np.int64), n_val
+
+
+def heatvit(graph: Graph, x_train, y_train, *, seed: int = 0, progress: bool | None = None,
+            checkpoint: str | Path | None = None, **options: Any) -> Graph:
+    """``compress heatvit`` (see the module doc): ``graph`` with trained token selectors.
+
+    ``options`` are the fields of :class:`HeatVitCompressOptions` (``keep``, ``blocks``,
+    ``epochs``, ...). ``progress``: tqdm bar (None: when stderr is a terminal).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from chipforge.sim.vit_graph import vit_to_graph
+    from chipforge.zoo.vit import (
+        VitModel,
+        _torch_model,
+        calibrate_thresholds,
+        fine_tune_selectors,
+    )
+
+    unknown = set(options) - set(HeatVitCompressOptions.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"compress heatvit has no option {', '.join(sorted(unknown))}; "
+                         f"options: {', '.join(HeatVitCompressOptions.__dataclass_fields__)}")
+    opts = HeatVitCompressOptions(**options)
+    check_int("seed", seed, 0)
+    backbone, student = insert_selectors(graph, opts.keep, opts.blocks,
+                                         selector_hidden=opts.selector_hidden, seed=seed)
+    x, y, n_val = _check_data(graph, x_train, y_train, backbone.config.num_classes,
+                              opts.val_fraction)
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:n_val], order[n_val:]
+    torch.set_num_threads(1)
+    xt, yt = torch.tensor(x[train]), torch.tensor(y[train])
+    net = _torch_model(student.config)
+    net.load_state_dict({k: torch.tensor(v) for k, v in student.params.items()})
+    teacher = _torch_model(backbone.config)
+    teacher.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()})
+    teacher.eval()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=0.01)
+    source = graph_sha256(graph)
+    key = json.dumps({"source": source, "seed": seed, "samples": len(x),
+                      "data": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
+                      "options": dataclasses.asdict(opts)}, sort_keys=True, default=list)
+    start = 0
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if checkpoint.exists():
+            start = _load_checkpoint(checkpoint, key, net, opt, gen)
+    bar = tqdm(total=opts.epochs, initial=start, desc="compress heatvit", unit="epoch",
+               disable=None if progress is None else not progress, file=sys.stderr)
+
+    def on_epoch(epoch: int, loss: float, targets: list[float]) -> None:
+        acc = _accuracy(net, x[val], y[val])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.3f}",
+                        keep_target="/".join(f"{t:.2f}" for t in targets))
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, key, epoch + 1, net, opt, gen)
+
+    try:
+        fine_tune_selectors(net, teacher, xt, yt, opts.keep, epochs=opts.epochs,
+                            ratio_weight=opts.ratio_weight, generator=gen,
+                            batch_size=opts.batch_size, optimizer=opt, start_epoch=start,
+                            on_epoch=on_epoch)
+    finally:
+        bar.close()
+    params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    trained = calibrate_thresholds(VitModel(student.config, params), n_images=len(train),
+                                   images=x[train])
+    final = _torch_model(trained.config)
+    final.load_state_dict({k: torch.tensor(v) for k, v in trained.params.items()})
+    provenance = {
+        "method": "heatvit", "options": json.loads(json.dumps(dataclasses.asdict(opts))),
+        "selector_blocks": list(trained.config.selector_blocks), "seed": seed,
+        "source_model": graph.name, "source_sha256": source,
+        "train_samples": int(len(train)), "validation_samples": int(n_val),
+        "validation_accuracy": _accuracy(final, x[val], y[val]),
+        "validation_accuracy_source": _accuracy(teacher, x[val], y[val], False),
+    }
+    trained.info = provenance
+    out = vit_to_graph(trained, name=f"{graph.name}-heatvit")
+    out.meta = {**{k: v for k, v in graph.meta.items() if k != "training"}, **out.meta,
+                "provenance": provenance}
+    return out
+
+
+def _accuracy(net, x: np.ndarray, y: np.ndarray, use_selectors: bool = True) -> float:
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        logits, _ = net(torch.tensor(x), use_selectors)
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+def _save_checkpoint(path: Path, key: str, epoch: int, net, opt, gen) -> None:
+    import torch
+
+    arrays = {f"model/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+    state = opt.state_dict()
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            arrays[f"opt/{idx}/{name}"] = torch.as_tensor(value).numpy()
+    arrays["rng/torch"] = torch.get_rng_state().numpy()
+    arrays["rng/batches"] = gen.get_state().numpy()
+    header = {"format": CHECKPOINT_FORMAT, "key": key, "epoch": epoch,
+              "param_groups": state["param_groups"]}
+    arrays["__checkpoint__"] = np.array(json.dumps(header))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)            # a checkpoint is whole or absent, never half written
+
+
+def _load_checkpoint(path: Path, key: str, net, opt, gen) -> int:
+    import torch
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        header = json.loads(str(arrays.pop("__checkpoint__")))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} is not a compress heatvit checkpoint: {e}") from None
+    if header.get("format") != CHECKPOINT_FORMAT or header.get("key") != key:
+        raise ValueError(f"checkpoint {path} belongs to another model, data set, seed or "
+                         "options; delete it or choose another checkpoint path")
+    net.load_state_dict({k[6:]: torch.tensor(v) for k, v in arrays.items()
+                         if k.startswith("model/")})
+    state: dict[int, dict] = {}
+    for k, v in arrays.items():
+        if k.startswith("opt/"):
+            _, idx, name = k.split("/")
+            state.setdefault(int(idx), {})[name] = torch.tensor(v)
+    opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+    torch.set_rng_state(torch.tensor(arrays["rng/torch"]))
+    gen.set_state(torch.tensor(arrays["rng/batches"]))
+    return int(header["epoch"])
