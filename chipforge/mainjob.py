@@ -140,6 +140,10 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
             return MainJob(result, None, paths, notes)
         step("model")
         graph = load_model(model)
+        from chipforge.compress import format_provenance  # how `chipforge compress` made it
+
+        if (provenance := format_provenance(graph.meta)) is not None:
+            notes.append(provenance)
         bar.update()
         step("data")
         x, y = load_data(data, graph)
@@ -185,7 +189,8 @@ def run_main_job(model: Any, accelerator: str = "forms8", data: Any = "digits", 
 
             paths = write_report(result, out, cycles=cycles,
                                  extra={"notes": notes, "cycle_samples": min(cycle_samples,
-                                                                             len(x))})
+                                                                             len(x)),
+                                        "provenance": graph.meta.get("provenance")})
         bar.update()
     finally:
         bar.close()
