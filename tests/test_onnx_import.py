@@ -24,8 +24,16 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def ort_run(model, x):
+    """onnxruntime's output. Graph optimizations stay at the basic level (constant folding,
+    no kernel fusion): with fusion, QDQ models run on fused u8s8 integer kernels whose
+    16-bit intermediate sums saturate on x86 CPUs without VNNI (onnxruntime's documented
+    "reduce_range" caveat; this machine: AVX2 only), so that run is not ONNX's QDQ
+    semantics. Measured on the digits CNN: basic level = onnx.reference within one output
+    step; fused = up to 28 steps off, 3.6 points less accuracy."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
 
 
@@ -440,12 +448,21 @@ def test_small_vit_matches_onnxruntime(opset):
                                atol=ATOL)
 
 
-def test_a_batch_moving_transpose_must_be_undone_before_other_ops():
+def test_a_batch_moving_transpose_must_be_undone_before_the_output():
     nodes = [helper.make_node("Transpose", ["x"], ["t"], "swap", perm=[1, 0, 2]),
              helper.make_node("Relu", ["t"], ["y"], "relu")]
-    with pytest.raises(OnnxImportError, match=r"node 'relu' \(Relu\): reads 't', whose batch "
-                                              "axis a Transpose moved to axis 1"):
+    with pytest.raises(OnnxImportError, match=r"output 'y' does not have the batch axis "
+                                              r"first \(a Transpose or Reshape moved it\)"):
         load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    # ... and once it is undone, the ops in between run on the batch-first copy
+    nodes = [nodes[0], helper.make_node("Relu", ["t"], ["r"], "relu"),
+             helper.make_node("Softmax", ["r"], ["s"], "soft", axis=0),
+             helper.make_node("Transpose", ["s"], ["y"], "back", perm=[1, 0, 2])]
+    graph = load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4))
+    r = np.maximum(x.transpose(1, 0, 2), 0)
+    want = (np.exp(r) / np.exp(r).sum(0, keepdims=True)).transpose(1, 0, 2)
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False), want, rtol=1e-12)
 
 
 # -- chipforge graphs -> ONNX -> onnxruntime ----------------------------------------------
@@ -563,7 +580,12 @@ def test_qdq_vit_with_symmetric_activations_matches_onnxruntime(tmp_path):
     weighted = graph.weighted_nodes()
     assert len(weighted) == 11 and all(n.quantized and n.attrs["act_signed"] for n in weighted)
     ours, theirs = run_graph(graph, data.x_test), ort_run(onnx.load(path), data.x_test)
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)   # measured: identical
+    # Equal but for rounding ties that float32 (onnxruntime) and float64 (chipforge) break
+    # differently: one output step, measured on 1 of 3600 logits.
+    assert graph.nodes[-1].op is Op.QUANTIZE
+    diff = np.abs(ours - theirs)
+    assert diff.max() <= graph.nodes[-1].attrs["scale"] * 1.001
+    assert (diff > 1e-5).mean() < 0.005
     # Default (asymmetric) activations: LayerNorm outputs get non-zero zero points.
     path = quantize(tmp_path / "vit.onnx", data, tmp_path / "vit-asym.onnx")
     with pytest.raises(OnnxImportError, match=r"qkv/MatMul' \(MatMul\): its input .* is "
