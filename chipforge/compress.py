@@ -23,7 +23,7 @@ Methods (:data:`METHODS`; options in :mod:`chipforge.compress_options`):
                 chosen mapping on the validation split            -> isqed-differential
 ``pim-qat``     PIM-aware training for a PIM ADC macro + BN calibration -> that PIM preset
 ``superbnn``    randomized-BNN training + BN matching of an MLP      -> superbnn
-``heatvit``     token selectors for a ViT (the vit branch registers it; hook below)
+``heatvit``     HeatViT token selectors for a ViT, keep-ratio schedule + distillation -> heatvit
 =============== ============================================================================
 
 **Method signature** (what a new method implements)::
@@ -119,8 +119,11 @@ register_method("pim-qat", MethodSpec(
 register_method("superbnn", MethodSpec(
     "chipforge.compress_methods:superbnn", "chipforge.compress_options:SuperbnnOptions",
     "SupeRBNN: randomized-BNN training with BN matching (MLP)", "superbnn"))
-# Hook for the vit branch: register_method("heatvit", MethodSpec("chipforge.<module>:heatvit",
-# "chipforge.<module>:HeatvitOptions", ...)); it then appears in the CLI and in compress().
+register_method("heatvit", MethodSpec(
+    "chipforge.mappings.heatvit_selectors:compress_heatvit",
+    "chipforge.mappings.heatvit_selectors:HeatvitOptions",
+    "HeatViT: token selectors trained with the keep-ratio schedule and distillation (ViT)",
+    "heatvit"))
 
 
 # -- data ---------------------------------------------------------------------------------

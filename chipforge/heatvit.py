@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HeatVitRun", "run_heatvit", "run_heatvit_graph", "vit_shape"]
+__all__ = ["HeatVitRun", "calibrate_graph", "run_heatvit", "run_heatvit_graph", "vit_shape",
+           "without_selectors"]
 
 SELECTOR_VARIANTS = ("keep80", "keep60", "keep50")
 
@@ -106,14 +107,34 @@ class HeatVitRun:
         return out
 
 
+def without_selectors(net):
+    """The lowered ViT ``net`` with its token selectors removed (dense)."""
+    return dataclasses.replace(net, config=dataclasses.replace(
+        net.config, selector_blocks=(), keep_ratios=(), keep_thresholds=(),
+        engine_threshold_codes=()),
+        params={k: v for k, v in net.params.items() if not k.startswith("selectors.")})
+
+
+def calibrate_graph(net, images: np.ndarray, n_images: int = 256) -> tuple[dict, dict]:
+    """Fixed-point formats of the lowered ViT ``net`` with and without its selectors, from
+    a float run on the first ``n_images`` of ``images``."""
+    from chipforge.sim.vit import calibrate
+
+    return (calibrate(net, n_images, images=images),
+            calibrate(without_selectors(net), n_images, images=images))
+
+
 def run_heatvit_graph(graph, x: np.ndarray, *, engine=None, fixed: bool = True,
-                      calibration: np.ndarray | None = None, model=None) -> HeatVitRun:
+                      calibration: np.ndarray | None = None, model=None,
+                      fracs: tuple[dict, dict] | None = None) -> HeatVitRun:
     """Run the ViT ``graph`` on inputs ``x`` (N, *graph.input_shape) on the HeatViT engine.
 
     ``fixed`` picks the 8-bit fixed-point engine (activation formats calibrated on the
     first 256 of ``calibration``, default ``x``: pass training images to keep test data out
     of it) or float. ``model`` is the lowered :class:`~chipforge.zoo.vit.VitModel` when the
-    caller has it. A graph the engine cannot run is a ``ValueError`` naming the reason.
+    caller has it; ``fracs`` the calibrated formats (with and without selectors) from
+    :func:`calibrate_graph`. A graph the engine cannot run is a ``ValueError`` naming the
+    reason.
     """
     from chipforge.sim.cycle.heatvit import (
         HEATVIT_ZCU102,
@@ -121,7 +142,7 @@ def run_heatvit_graph(graph, x: np.ndarray, *, engine=None, fixed: bool = True,
         model_cycles,
         selector_cycles,
     )
-    from chipforge.sim.vit import calibrate, run_vit
+    from chipforge.sim.vit import run_vit
     from chipforge.sim.vit_graph import graph_to_vit
 
     engine = engine or HEATVIT_ZCU102
@@ -131,12 +152,10 @@ def run_heatvit_graph(graph, x: np.ndarray, *, engine=None, fixed: bool = True,
                          f"expects {tuple(graph.input_shape)} (and at least one sample)")
     net = model or graph_to_vit(graph)
     c = net.config
-    dense_net = dataclasses.replace(net, config=dataclasses.replace(
-        c, selector_blocks=(), keep_ratios=(), keep_thresholds=()),
-        params={k: v for k, v in net.params.items() if not k.startswith("selectors.")})
-    fracs = calibrate(net, images=x if calibration is None else calibration) if fixed else None
-    dense_fracs = (calibrate(dense_net, images=x if calibration is None else calibration)
-                   if fixed else None)
+    dense_net = without_selectors(net)
+    if fixed and fracs is None:
+        fracs = calibrate_graph(net, x if calibration is None else calibration)
+    fracs, dense_fracs = fracs if fixed else (None, None)
     result = run_vit(net, x, fixed=fixed, fracs=fracs)
     dense = run_vit(dense_net, x, fixed=fixed, fracs=dense_fracs)
     shape = vit_shape(c, graph.name)

@@ -39,32 +39,40 @@ from typing import Any
 
 import numpy as np
 
-from chipforge.config import check_float, check_int
+from chipforge.config import ConfigBase, check_float, check_int
 from chipforge.sim.graph import Graph, Op
 
-__all__ = ["HeatVitCompressOptions", "heatvit", "insert_selectors"]
+__all__ = ["HeatvitOptions", "compress_heatvit", "heatvit", "insert_selectors",
+           "train_selectors"]
 
 CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True, kw_only=True)
-class HeatVitCompressOptions:
-    """Options of ``compress heatvit``."""
+class HeatvitOptions(ConfigBase):
+    """HeatViT (Dong et al., HPCA'23) token selectors for a ViT: where, how many tokens,
+    how long to train. HeatViT gives the selector structure and the latency-aware
+    multi-stage schedule; its keep ratios are chosen per model by latency (0.7 per stage
+    is typical of its DeiT settings); the epochs and learning rates below are ours."""
 
     keep: tuple[float, ...] = (0.7, 0.5)
     """Keep ratio of each selector, relative to the patch tokens reaching it (0 < r <= 1)."""
-    blocks: tuple[int, ...] | None = None
-    """Blocks (0-based) to put the selectors before; default 1, 2, ..., len(keep)."""
+    blocks: tuple[int, ...] = ()
+    """Blocks (0-based) to put the selectors before; empty: 1, 2, ..., len(keep)."""
     epochs: int = 30
     """Fine-tuning epochs (the keep-ratio targets decay over the first half)."""
-    lr: float = 5e-4
-    """AdamW learning rate of the fine-tuning."""
+    lr: float = 1e-3
+    """AdamW learning rate of the selectors (cosine decay to 0 over the epochs)."""
+    backbone_lr: float = 1e-4
+    """AdamW learning rate of the ViT's own weights (cosine decay too)."""
     ratio_weight: float = 4.0
     """Weight of the keep-ratio loss."""
     selector_hidden: int = 8
     """Hidden width of each selector's per-head MLP."""
-    val_fraction: float = 0.1
-    """Fraction of the training file held out for validation."""
+    decision: str = "gumbel"
+    """Training keep decisions: ``gumbel`` (hard Gumbel-softmax samples, straight-through:
+    DynamicViT/HeatViT) or ``quantile`` (each batch keeps its top target fraction of the
+    candidates, as the calibrated thresholds do at inference; straight-through)."""
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -73,21 +81,26 @@ class HeatVitCompressOptions:
         if not keep or any(isinstance(r, bool) or not isinstance(r, int | float)
                            or not 0 < r <= 1 for r in keep):
             raise ValueError(f"keep must be one or more ratios in (0, 1], not {self.keep!r}")
-        if self.blocks is not None:
-            blocks = tuple(self.blocks) if isinstance(self.blocks, list | tuple) else (
-                self.blocks,)
-            object.__setattr__(self, "blocks", blocks)
-            if (len(blocks) != len(keep) or list(blocks) != sorted(set(blocks))
-                    or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
-                           for b in blocks)):
-                raise ValueError("blocks must be increasing block indices, one per keep ratio "
-                                 f"({len(keep)}), not {self.blocks!r}")
+        blocks = tuple(self.blocks) if isinstance(self.blocks, list | tuple) else (
+            self.blocks,)
+        object.__setattr__(self, "blocks", blocks)
+        if blocks and (len(blocks) != len(keep) or list(blocks) != sorted(set(blocks))
+                       or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
+                              for b in blocks)):
+            raise ValueError("blocks must be increasing block indices, one per keep ratio "
+                             f"({len(keep)}), not {self.blocks!r}")
         check_int("epochs", self.epochs, 1, 10000)
         check_float("lr", self.lr, 0, 1, lo_open=True)
+        check_float("backbone_lr", self.backbone_lr, 0, 1)
         check_float("ratio_weight", self.ratio_weight, 0)
         check_int("selector_hidden", self.selector_hidden, 1, 4096)
-        check_float("val_fraction", self.val_fraction, 0, 0.5, lo_open=True)
         check_int("batch_size", self.batch_size, 1, 65536)
+        if self.decision not in ("gumbel", "quantile"):
+            raise ValueError(f"decision must be gumbel or quantile, not {self.decision!r}")
+
+    @property
+    def selector_blocks(self) -> tuple[int, ...]:
+        return self.blocks or tuple(range(1, len(self.keep) + 1))
 
 
 def graph_sha256(graph: Graph) -> str:
@@ -122,7 +135,7 @@ def insert_selectors(graph: Graph, keep=(0.7, 0.5), blocks=None, *, selector_hid
     if c.selector_blocks:
         raise ValueError(f"compress heatvit: model {graph.name!r} already has token selectors "
                          f"before blocks {list(c.selector_blocks)}")
-    blocks = tuple(blocks) if blocks is not None else tuple(range(1, len(keep) + 1))
+    blocks = tuple(blocks) if blocks else tuple(range(1, len(keep) + 1))
     if blocks and blocks[-1] >= c.depth:
         raise ValueError(f"compress heatvit: blocks must be below the model's {c.depth} "
                          f"blocks, not {list(blocks)}")
@@ -135,35 +148,90 @@ def insert_selectors(graph: Graph, keep=(0.7, 0.5), blocks=None, *, selector_hid
     return backbone, VitModel(config, params, {}, graph.name)
 
 
-def _check_data(graph: Graph, x, y, num_classes: int, val_fraction: float):
+def _check_data(graph: Graph, x, y, num_classes: int, what: str):
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     if x.ndim < 1 or tuple(x.shape[1:]) != tuple(graph.input_shape):
-        raise ValueError(f"compress heatvit: training inputs have shape {x.shape[1:]} per "
+        raise ValueError(f"compress heatvit: {what} inputs have shape {x.shape[1:]} per "
                          f"sample; model {graph.name!r} takes {tuple(graph.input_shape)}")
     if len(y) != len(x) or y.ndim != 1:
-        raise ValueError(f"compress heatvit: {len(x)} training inputs need as many labels "
+        raise ValueError(f"compress heatvit: {len(x)} {what} inputs need as many labels "
                          f"(one per sample), not shape {y.shape}")
+    if len(x) < 10:
+        raise ValueError(f"compress heatvit: {len(x)} {what} samples are too few (>= 10)")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"compress heatvit: labels must be integers in 0..{num_classes - 1} "
-                         f"(the model's classes), not {y.min()}..{y.max()}")
-    n_val = int(round(len(x) * val_fraction))
-    if n_val < 10 or len(x) - n_val < 10:
-        raise ValueError(f"compress heatvit: {len(x)} training samples are too few for a "
-                         f"validation split of {val_fraction} (>= 10 each needed)")
-    return x, y.astype(np.int64), n_val
+        raise ValueError(f"compress heatvit: {what} labels must be integers in "
+                         f"0..{num_classes - 1} (the model's classes), not {y.min()}..{y.max()}")
+    return x, y.astype(np.int64)
 
 
 def heatvit(graph: Graph, x_train, y_train, *, seed: int = 0, progress: bool | None = None,
-            checkpoint: str | Path | None = None, **options: Any) -> Graph:
-    """``compress heatvit`` (see the module doc): ``graph`` with trained token selectors.
-
-    ``options`` are the fields of :class:`HeatVitCompressOptions` (``keep``, ``blocks``,
-    ``epochs``, ...). ``progress``: tqdm bar (None: when stderr is a terminal).
-    """
-    import torch
+            checkpoint: str | Path | None = None, val_fraction: float = 0.1,
+            **options: Any) -> Graph:
+    """``graph`` with trained token selectors (see the module doc), from Python without the
+    ``chipforge compress`` dispatcher: a seeded ``val_fraction`` of the training data is
+    held out for validation. ``options`` are the fields of :class:`HeatvitOptions`;
+    ``progress``: tqdm bar (None: on a terminal); ``checkpoint``: an ``.npz`` file."""
     from tqdm import tqdm
 
+    unknown = set(options) - set(HeatvitOptions.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"compress heatvit has no option {', '.join(sorted(unknown))}; "
+                         f"options: {', '.join(HeatvitOptions.__dataclass_fields__)}")
+    opts = HeatvitOptions(**options)
+    check_float("val_fraction", val_fraction, 0, 0.5, lo_open=True)
+    x, y = np.asarray(x_train), np.asarray(y_train)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(len(x) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    bar = tqdm(total=opts.epochs, desc="compress heatvit", unit="epoch", file=sys.stderr,
+               disable=None if progress is None else not progress)
+
+    def on_epoch(epoch: int, loss: float, val_accuracy: float, targets) -> None:
+        bar.n = epoch + 1
+        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_accuracy:.3f}",
+                        keep_target="/".join(f"{t:.2f}" for t in targets))
+
+    try:
+        return train_selectors(graph, x[train], y[train], x[val], y[val], opts, seed=seed,
+                               on_epoch=on_epoch, checkpoint_file=checkpoint)
+    finally:
+        bar.close()
+
+
+def compress_heatvit(graph: Graph, data, *, seed: int, progress, checkpoint,
+                     options: HeatvitOptions) -> Graph:
+    """The ``heatvit`` method of :func:`chipforge.compress.compress` (its method signature):
+    train and validation splits from the dispatcher, its progress bar, and its checkpoint
+    directory (the whole result as one stage; inside it the state after every epoch)."""
+    epoch_file = (None if getattr(checkpoint, "directory", None) is None
+                  else Path(checkpoint.directory) / "selectors.epoch.npz")
+
+    def run() -> Graph:
+        with progress.stage("selectors", options.epochs):
+            def on_epoch(epoch, loss, val_accuracy, targets):
+                progress.epoch(loss=loss, val_accuracy=val_accuracy,
+                               keep_target="/".join(f"{t:.2f}" for t in targets))
+
+            return train_selectors(graph, data.x_train, data.y_train, data.x_val,
+                                   data.y_val, options, seed=seed, on_epoch=on_epoch,
+                                   checkpoint_file=epoch_file)
+
+    return checkpoint.stage("selectors", run)
+
+
+def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitOptions, *,
+                    seed: int = 0, on_epoch=None,
+                    checkpoint_file: str | Path | None = None) -> Graph:
+    """Insert and train the selectors; validation data only measures. ``on_epoch(epoch,
+    loss, val_accuracy, keep_targets)`` after each epoch; ``checkpoint_file``: resume from /
+    save to this ``.npz`` (no pickle) after every epoch."""
+    import math
+
+    import torch
+
+    from chipforge.heatvit import calibrate_graph
+    from chipforge.sim.vit import calibrate_engine_thresholds
     from chipforge.sim.vit_graph import vit_to_graph
     from chipforge.zoo.vit import (
         VitModel,
@@ -172,71 +240,72 @@ def heatvit(graph: Graph, x_train, y_train, *, seed: int = 0, progress: bool | N
         fine_tune_selectors,
     )
 
-    unknown = set(options) - set(HeatVitCompressOptions.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"compress heatvit has no option {', '.join(sorted(unknown))}; "
-                         f"options: {', '.join(HeatVitCompressOptions.__dataclass_fields__)}")
-    opts = HeatVitCompressOptions(**options)
     check_int("seed", seed, 0)
-    backbone, student = insert_selectors(graph, opts.keep, opts.blocks,
+    backbone, student = insert_selectors(graph, opts.keep, opts.selector_blocks,
                                          selector_hidden=opts.selector_hidden, seed=seed)
-    x, y, n_val = _check_data(graph, x_train, y_train, backbone.config.num_classes,
-                              opts.val_fraction)
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:n_val], order[n_val:]
+    classes = backbone.config.num_classes
+    x, y = _check_data(graph, x_train, y_train, classes, "training")
+    xv, yv = _check_data(graph, x_val, y_val, classes, "validation")
     torch.set_num_threads(1)
-    xt, yt = torch.tensor(x[train]), torch.tensor(y[train])
+    xt, yt = torch.tensor(x), torch.tensor(y)
     net = _torch_model(student.config)
     net.load_state_dict({k: torch.tensor(v) for k, v in student.params.items()})
+    net.decision = opts.decision
     teacher = _torch_model(backbone.config)
     teacher.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()})
     teacher.eval()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=0.01)
+    selector_params = [p for k, p in net.named_parameters() if k.startswith("selectors.")]
+    own_params = [p for k, p in net.named_parameters() if not k.startswith("selectors.")]
+    opt = torch.optim.AdamW([{"params": selector_params, "lr": opts.lr},
+                             {"params": own_params, "lr": opts.backbone_lr}],
+                            weight_decay=0.01)
     source = graph_sha256(graph)
-    key = json.dumps({"source": source, "seed": seed, "samples": len(x),
+    key = json.dumps({"source": source, "seed": seed,
                       "data": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
-                      "options": dataclasses.asdict(opts)}, sort_keys=True, default=list)
+                      "options": opts.to_dict()}, sort_keys=True)
     start = 0
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if checkpoint.exists():
-            start = _load_checkpoint(checkpoint, key, net, opt, gen)
-    bar = tqdm(total=opts.epochs, initial=start, desc="compress heatvit", unit="epoch",
-               disable=None if progress is None else not progress, file=sys.stderr)
+    if checkpoint_file is not None:
+        checkpoint_file = Path(checkpoint_file)
+        if checkpoint_file.exists():
+            start = _load_checkpoint(checkpoint_file, key, net, opt, gen)
 
-    def on_epoch(epoch: int, loss: float, targets: list[float]) -> None:
-        acc = _accuracy(net, x[val], y[val])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.3f}",
-                        keep_target="/".join(f"{t:.2f}" for t in targets))
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, key, epoch + 1, net, opt, gen)
+    def epoch_done(epoch: int, loss: float, targets: list[float]) -> None:
+        if checkpoint_file is not None:
+            _save_checkpoint(checkpoint_file, key, epoch + 1, net, opt, gen)
+        if on_epoch is not None:
+            on_epoch(epoch, loss, _accuracy(net, xv, yv), targets)
 
-    try:
-        fine_tune_selectors(net, teacher, xt, yt, opts.keep, epochs=opts.epochs,
-                            ratio_weight=opts.ratio_weight, generator=gen,
-                            batch_size=opts.batch_size, optimizer=opt, start_epoch=start,
-                            on_epoch=on_epoch)
-    finally:
-        bar.close()
+    fine_tune_selectors(net, teacher, xt, yt, opts.keep, epochs=opts.epochs,
+                        ratio_weight=opts.ratio_weight, generator=gen,
+                        batch_size=opts.batch_size, optimizer=opt, start_epoch=start,
+                        on_epoch=epoch_done,
+                        lr_factor=lambda e: 0.5 * (1 + math.cos(math.pi * e / opts.epochs)))
     params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
-    trained = calibrate_thresholds(VitModel(student.config, params), n_images=len(train),
-                                   images=x[train])
+    trained = calibrate_thresholds(VitModel(student.config, params), n_images=len(x),
+                                   images=x)
+    # The 8-bit engine's formats (256 training images) and its thresholds on its own score
+    # codes under them; both travel in the graph, so the engine reproduces the decisions.
+    formats = calibrate_graph(trained, x[:256])
+    trained = calibrate_engine_thresholds(trained, x, formats[0])
     final = _torch_model(trained.config)
     final.load_state_dict({k: torch.tensor(v) for k, v in trained.params.items()})
-    provenance = {
-        "method": "heatvit", "options": json.loads(json.dumps(dataclasses.asdict(opts))),
-        "selector_blocks": list(trained.config.selector_blocks), "seed": seed,
-        "source_model": graph.name, "source_sha256": source,
-        "train_samples": int(len(train)), "validation_samples": int(n_val),
-        "validation_accuracy": _accuracy(final, x[val], y[val]),
-        "validation_accuracy_source": _accuracy(teacher, x[val], y[val], False),
+    result = {
+        "selector_blocks": list(trained.config.selector_blocks),
+        "keep_ratios": list(trained.config.keep_ratios),
+        "thresholds": list(trained.config.keep_thresholds),
+        "engine_threshold_codes": list(trained.config.engine_threshold_codes),
+        "validation_accuracy_float": _accuracy(final, xv, yv),
+        "validation_accuracy_source_float": _accuracy(teacher, xv, yv, False),
     }
-    trained.info = provenance
+    trained.info = {"compress_heatvit": result, "seed": seed, "source_sha256": source}
     out = vit_to_graph(trained, name=f"{graph.name}-heatvit")
-    out.meta = {**{k: v for k, v in graph.meta.items() if k != "training"}, **out.meta,
-                "provenance": provenance}
+    out.meta = {**{k: v for k, v in graph.meta.items() if k not in ("training", "provenance")},
+                **out.meta, "compress_result": result,
+                "heatvit_calibration": {"fracs": list(formats),
+                                        "label": "256 training images (compress heatvit)"}}
+    if "provenance" in graph.meta:
+        out.meta["previous_provenance"] = graph.meta["provenance"]
     return out
 
 

@@ -72,6 +72,7 @@ class Op(enum.Enum):
     TOKEN_SELECT = "token_select"  # [heads, threshold, keep_ratio, protected, eps,
                                    # mask_from?] {norm_gamma, norm_beta, fc1_weight,
                                    # fc1_bias, fc2_weight, fc2_bias, head_logits}
+                                   # (+ engine_threshold_code?: the 8-bit engine's)
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
@@ -224,6 +225,11 @@ def _check_token_select(n: Node) -> None:
                          f"not {prot!r}")
     if not isinstance(thr, int | float) or not 0 <= thr <= 1:
         raise ValueError(f"token_select {n.name!r}: threshold must be in [0, 1], not {thr!r}")
+    code = n.attrs.get("engine_threshold_code")
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                             or not 0 <= code <= 128):
+        raise ValueError(f"token_select {n.name!r}: engine_threshold_code must be an integer "
+                         f"in 0..128 (a Q0.7 score code), not {code!r}")
     keep = n.attrs.get("keep_ratio")
     if keep is not None and not (isinstance(keep, int | float) and 0 < keep <= 1):
         raise ValueError(f"token_select {n.name!r}: keep_ratio must be in (0, 1], "

@@ -36,7 +36,7 @@ from chipforge.sim.ref.poly_gelu import poly_gelu
 from chipforge.sim.ref.token_packager import package_token
 from chipforge.zoo.vit import VitModel
 
-__all__ = ["VitResult", "calibrate", "run_vit"]
+__all__ = ["VitResult", "calibrate", "calibrate_engine_thresholds", "run_vit"]
 
 RESIDUAL_FRAC = 8
 RESIDUAL_BITS = 16
@@ -133,9 +133,10 @@ def _patches(images: np.ndarray, patch: int) -> np.ndarray:
 
 def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             use_selectors: bool = True, fracs: dict[str, int] | None = None,
-            record: dict | None = None) -> VitResult:
+            record: dict | None = None, scores_out: list | None = None) -> VitResult:
     """Run ``model`` on ``(N, C, S, S)`` images in [0, 1] (``(N, S, S)`` when C = 1).
 
+    ``scores_out`` collects each selector's (scores, live candidates) (N, T) arrays.
     ``fixed`` picks 8-bit fixed point (needs ``fracs`` from :func:`calibrate`, computed on
     the fly when omitted) or float. ``use_selectors=False`` runs the backbone alone.
     """
@@ -204,8 +205,9 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             alive = policy & candidate
             candidates_at.append(alive.sum(1))
             macs += alive.sum(1) * heads * (hd * c.selector_hidden + c.selector_hidden)
-            keep = score >= (round(c.threshold(s) * (1 << SCORE_FRAC)) if fixed
-                             else c.threshold(s))
+            if scores_out is not None:
+                scores_out.append((score, alive))
+            keep = score >= (c.engine_code(s, SCORE_FRAC) if fixed else c.threshold(s))
             pruned = alive & ~keep
             weight = np.where(pruned, score, 0)
             num = np.einsum("nt,ntd->nd", weight, x)
@@ -322,3 +324,30 @@ def calibrate(model: VitModel, n_images: int = 256,
     fracs["residual"] = RESIDUAL_FRAC
     fracs["input"] = 7 if record["input"] <= 1 else _frac_for(record["input"])
     return fracs
+
+
+def calibrate_engine_thresholds(model: VitModel, images: np.ndarray,
+                                fracs: dict[str, int] | None = None) -> VitModel:
+    """Set each selector's engine threshold code (``engine_threshold_codes``) so that the
+    8-bit engine keeps its target fraction (``keep_ratios``) of the live candidate tokens
+    of ``images``, stage by stage, on the engine's own score codes (PLAN sigmoid, Q0.7):
+    the float thresholds, rounded, would move many near-threshold tokens."""
+    import dataclasses
+
+    c = model.config
+    images = np.asarray(images)
+    fracs = fracs or calibrate(model, images=images)
+    codes: list[int] = []
+    for s, ratio in enumerate(c.keep_ratios):
+        trial = dataclasses.replace(c, engine_threshold_codes=tuple(
+            codes + [0] * (len(c.keep_ratios) - s)))
+        out: list = []
+        run_vit(dataclasses.replace(model, config=trial), images, fixed=True, fracs=fracs,
+                scores_out=out)
+        score, alive = out[s]
+        live = score[alive]
+        options = np.unique(live)
+        kept = np.array([(live >= t).mean() for t in options])
+        codes.append(int(options[np.argmin(np.abs(kept - ratio))]))
+    return dataclasses.replace(model, config=dataclasses.replace(
+        c, engine_threshold_codes=tuple(codes)))

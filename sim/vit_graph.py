@@ -69,6 +69,8 @@ def vit_to_graph(model: VitModel, name: str | None = None) -> Graph:
             sp = f"selectors.{s}."
             attrs = {"heads": c.heads, "threshold": float(c.threshold(s)),
                      "keep_ratio": float(c.keep_ratios[s]), "protected": 1, "eps": eps}
+            if c.engine_threshold_codes:
+                attrs["engine_threshold_code"] = int(c.engine_threshold_codes[s])
             if last_selector:
                 attrs["mask_from"] = last_selector
             x = last_selector = add(Op.TOKEN_SELECT, f"selector.{s}", [x], attrs, {
@@ -213,6 +215,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
     # Blocks.
     depth, heads, hidden, eps = 0, None, None, None
     selector_blocks, ratios, thresholds, sel_hidden = [], [], [], 8
+    codes: list[int | None] = []
     while True:
         users = w.consumers.get(cur, [])
         if len(users) == 1 and users[0].op is Op.TOKEN_SELECT:
@@ -224,6 +227,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
             selector_blocks.append(depth)
             ratios.append(float(sel.attrs.get("keep_ratio", 1.0)))
             thresholds.append(float(sel.attrs["threshold"]))
+            codes.append(sel.attrs.get("engine_threshold_code"))
             sp = f"selectors.{s}."
             for k in ("fc1", "fc2"):
                 params[sp + k + ".weight"] = sel.params[k + "_weight"]
@@ -330,7 +334,9 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
                            heads=heads, depth=depth, mlp_hidden=hidden,
                            num_classes=params["head.weight"].shape[0], norm_eps=eps,
                            selector_blocks=tuple(selector_blocks), keep_ratios=tuple(ratios),
-                           selector_hidden=sel_hidden, keep_thresholds=tuple(thresholds))
+                           selector_hidden=sel_hidden, keep_thresholds=tuple(thresholds),
+                           engine_threshold_codes=(tuple(int(k) for k in codes)
+                                                   if codes and None not in codes else ()))
     except ValueError as e:
         raise w.fail(str(e)) from None
     if config.num_patches + 1 != tokens:

@@ -76,7 +76,8 @@ class EncoderLayerVit(_VitBase):
 
 
 def train(net, x, y, *, epochs=60, seed=0, lr=2e-3):
-    """AdamW + one-cycle schedule, label smoothing; deterministic on the CPU."""
+    """AdamW + one-cycle schedule, label smoothing; deterministic on the CPU (seed torch
+    before constructing ``net`` too: its initialization)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     x, y = torch.tensor(np.asarray(x, dtype=np.float32)), torch.tensor(np.asarray(y))

@@ -27,7 +27,7 @@ _NAMES = ("lenet-digits", "lenet-digits-pruned", "lenet-digits-forms4", "lenet-d
 
 # The HeatViT ViTs (chipforge.zoo.vit) are IR graphs too, loadable by name; their recipe is
 # `python -m chipforge.zoo.vit`, so `chipforge zoo train` does not list them.
-_VIT_NAMES = ("vit-digits", "vit-digits-keep80", "vit-digits-keep60", "vit-digits-keep50")
+GRAPH_ONLY_NAMES = ("vit-digits", "vit-digits-keep80", "vit-digits-keep60", "vit-digits-keep50")
 
 
 def names() -> list[str]:
@@ -37,8 +37,9 @@ def names() -> list[str]:
 
 def path(name: str) -> Path:
     """The ``.npz`` file of a bundled model."""
-    if name not in _NAMES + _VIT_NAMES:
-        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(_NAMES + _VIT_NAMES)}")
+    if name not in _NAMES + GRAPH_ONLY_NAMES:
+        raise ValueError(f"unknown zoo model {name!r}; known: "
+                         f"{', '.join(_NAMES + GRAPH_ONLY_NAMES)}")
     return ZOO_DIR / f"{name}.npz"
 
 

@@ -115,6 +115,9 @@ class VitConfig:
     keep_thresholds: tuple[float, ...] = ()
     """Inference threshold of each selector, calibrated after training so that each keeps
     its target fraction of the training images' tokens (:func:`calibrate_thresholds`)."""
+    engine_threshold_codes: tuple[int, ...] = ()
+    """The 8-bit engine's threshold of each selector on its Q0.7 score codes, calibrated on
+    the engine's own (PLAN-sigmoid) scores; empty: ``round(threshold * 128)``."""
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -131,9 +134,21 @@ class VitConfig:
                              f"0..{self.depth - 1}, not {self.selector_blocks}")
         if any(not 0 < r <= 1 for r in self.keep_ratios):
             raise ValueError(f"keep_ratios must be in (0, 1], not {self.keep_ratios}")
+        if self.engine_threshold_codes and len(self.engine_threshold_codes) != len(
+                self.keep_ratios):
+            raise ValueError("engine_threshold_codes must be empty or one per selector, not "
+                             f"{self.engine_threshold_codes}")
         if self.keep_thresholds and len(self.keep_thresholds) != len(self.keep_ratios):
             raise ValueError("keep_thresholds must be empty or one per selector, not "
                              f"{self.keep_thresholds}")
+
+    def engine_code(self, selector: int, score_frac: int) -> int:
+        """The 8-bit engine's threshold on its integer score codes (``score_frac``
+        fraction bits) of selector ``selector``: calibrated on the engine's own scores when
+        ``engine_threshold_codes`` has it, else the float threshold rounded."""
+        if self.engine_threshold_codes:
+            return self.engine_threshold_codes[selector]
+        return round(self.threshold(selector) * (1 << score_frac))
 
     def threshold(self, selector: int) -> float:
         """Inference keep threshold of selector number ``selector``."""
@@ -319,6 +334,11 @@ def _torch_model(c: VitConfig):
             self.selectors = nn.ModuleList(Selector() for _ in c.selector_blocks)
             self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
             self.head = nn.Linear(c.dim, c.num_classes)
+            self.decision = "gumbel"
+            """Training keep decisions: "gumbel" (hard Gumbel-softmax samples, the zoo's
+            recipe) or "quantile" (the batch's top target fraction, straight-through)."""
+            self.targets = [1.0] * len(c.selector_blocks)
+            """Current keep-ratio targets (set each epoch by fine_tune_selectors)."""
 
         def forward(self, images, use_selectors=True, tau=1.0, scores_out=None):
             n = images.shape[0]
@@ -339,7 +359,15 @@ def _torch_model(c: VitConfig):
                     score = selector(h)
                     if scores_out is not None:
                         scores_out.append((score, policy * candidate))
-                    if self.training:
+                    alive = policy * candidate
+                    if self.training and self.decision == "quantile":
+                        # Keep the batch's top target fraction of the live candidates, as the
+                        # calibrated inference thresholds will; straight-through gradient.
+                        s_index = c.selector_blocks.index(b)
+                        live = score.detach()[alive.bool()]
+                        cut = torch.quantile(live, 1 - self.targets[s_index])
+                        keep = (score >= cut).float() + score - score.detach()
+                    elif self.training:
                         logp = torch.stack([score, 1 - score], -1).clamp_min(1e-6).log()
                         keep = F.gumbel_softmax(logp, tau=tau, hard=True)[..., 0]
                     else:
@@ -460,12 +488,13 @@ def selector_targets(ratios, epoch: int, epochs: int) -> list[float]:
 def fine_tune_selectors(model, teacher, x_train, y_train, ratios, *, epochs: int,
                         ratio_weight: float = 4.0, generator, lr: float = 5e-4,
                         batch_size: int = 64, optimizer=None, start_epoch: int = 0,
-                        on_epoch=None):
+                        on_epoch=None, lr_factor=None):
     """Train ``model`` (a torch ViT from :func:`_torch_model` with selectors) for
     ``epochs`` with ``CE + ratio_weight * sum_k (keep_k - target_k)**2 + KL(teacher ||
     model)`` under the :func:`selector_targets` schedule (see the module doc). Batches are
     drawn with ``generator``; ``optimizer`` and ``start_epoch`` resume an interrupted run;
-    ``on_epoch(epoch, loss, targets)`` is called after each epoch (checkpoints, progress).
+    ``on_epoch(epoch, loss, targets)`` is called after each epoch (checkpoints, progress);
+    ``lr_factor(epoch)`` scales each parameter group's ``initial_lr`` for that epoch.
     Returns the optimizer."""
     import torch
     from torch.nn import functional as F  # noqa: N812
@@ -473,7 +502,11 @@ def fine_tune_selectors(model, teacher, x_train, y_train, ratios, *, epochs: int
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     for epoch in range(start_epoch, epochs):
         model.train()
+        if lr_factor is not None:
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(epoch)
         targets = selector_targets(ratios, epoch, epochs)
+        model.targets = targets
         order = torch.randperm(len(x_train), generator=generator)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
