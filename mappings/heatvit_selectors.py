@@ -83,6 +83,8 @@ class HeatvitOptions(ConfigBase):
             raise ValueError(f"keep must be one or more ratios in (0, 1], not {self.keep!r}")
         blocks = tuple(self.blocks) if isinstance(self.blocks, list | tuple) else (
             self.blocks,)
+        # The CLI reads a comma list for an empty default as floats: 1.0 is block 1.
+        blocks = tuple(int(b) if isinstance(b, float) and b.is_integer() else b for b in blocks)
         object.__setattr__(self, "blocks", blocks)
         if blocks and (len(blocks) != len(keep) or list(blocks) != sorted(set(blocks))
                        or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
