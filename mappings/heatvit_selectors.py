@@ -14,16 +14,16 @@ graph with ``TOKEN_SELECT`` nodes (the canonical layout of
 graph plus the selectors), which the ``heatvit`` engine runs.
 
 ``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
-reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 30 epochs, lr
-5e-4, ratio weight 4) follow the bundled ``vit-digits-keep*`` recipe and run in about a
-minute on 2 cores for a 6-block, 32-wide ViT on the digits training split. HeatViT itself
-fine-tunes DeiT for 30 epochs per stage with keep ratios chosen per latency (papers.md §5).
+reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 30 epochs,
+selector lr 1e-3, backbone lr 1e-4, cosine decay, ratio weight 4) are ours; HeatViT gives
+the selector structure and the multi-stage schedule, and chooses keep ratios per model by
+latency (papers.md §5). The 8-bit engine's thresholds and activation formats are
+calibrated on 256 training images and stored in the graph.
 
-Training reads only ``x_train``/``y_train``: a validation split (``val_fraction``, seeded)
-is carved from it, reported in the output's provenance, and never trained on. Seeded and
-single-threaded, so reproducible; with ``checkpoint`` the state after every epoch (model,
-optimizer, random generators) goes to an ``.npz`` without pickle, and a rerun with the same
-model, data and options resumes from it.
+Training reads only the training data: the validation split (carved by the ``chipforge
+compress`` dispatcher, or by :func:`heatvit` from ``val_fraction``) only measures. Seeded
+and single-threaded, so reproducible; after every epoch the state (model, optimizer,
+random generators) goes to an ``.npz`` without pickle, and a rerun resumes from it.
 """
 
 from __future__ import annotations

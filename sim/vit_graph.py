@@ -258,7 +258,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
         if heads not in (None, h):
             raise w.fail(f"blocks have different head counts ({heads} and {h})")
         heads = h
-        if sel_blocks_heads_mismatch(graph, selector_blocks, depth, heads):
+        if _selector_heads_mismatch(graph, selector_blocks, depth, heads):
             raise w.fail(f"the selector before block {depth} has a head count other than "
                          f"the block's {heads}")
         inputs = [w.nodes[n] for n in inner if w.nodes[n].op is Op.LINEAR
@@ -274,7 +274,6 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
         params[pre + "qkv.weight"], params[pre + "qkv.bias"] = qkv_w, qkv_b
         params[pre + "proj.weight"] = proj.params["weight"]
         params[pre + "proj.bias"] = proj.params.get("bias", np.zeros(dim))
-        ln2 = w.only(add1.name, Op.LAYERNORM)
         users2 = w.consumers.get(add1.name, [])
         ln2 = next((u for u in users2 if u.op is Op.LAYERNORM), None)
         add2 = next((u for u in users2 if u.op is Op.ADD), None)
@@ -349,7 +348,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
     return model
 
 
-def sel_blocks_heads_mismatch(graph: Graph, selector_blocks: list[int], depth: int,
+def _selector_heads_mismatch(graph: Graph, selector_blocks: list[int], depth: int,
                               heads: int) -> bool:
     sels = [n for n in graph.nodes if n.op is Op.TOKEN_SELECT]
     if selector_blocks and selector_blocks[-1] == depth:
