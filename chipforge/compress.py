@@ -375,6 +375,11 @@ class Checkpoint:
             self._written.append(path)
         return arrays
 
+    def discard_if_empty(self) -> None:
+        """Remove the directory when no stage finished in this or an earlier attempt."""
+        if self.directory is not None and not list(self.directory.glob("*.npz")):
+            self.remove()
+
     def remove(self) -> None:
         """Delete this run's checkpoint files (and the directory when it is then empty)."""
         if self.directory is None or not self.directory.exists():
@@ -461,7 +466,11 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     ckpt = Checkpoint(ckpt_dir, fingerprint)
     bars = Progress(method, progress)
     fn = METHODS[method].load_function()
-    result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
+    try:
+        result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
+    except BaseException:
+        ckpt.discard_if_empty()          # a refusal before training leaves nothing behind
+        raise
     result.meta = dict(result.meta)
     method_result = result.meta.pop("compress_result", {})
     provenance = {
@@ -476,7 +485,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
         "train_samples": len(split.y_train),
         "validation_samples": len(split.y_val),
         "validation_accuracy": _validation_accuracy(result, split),
-        "runs_on": METHODS[method].runs_on,
+        "runs_on": result.meta.pop("compress_runs_on", METHODS[method].runs_on),
         "result": method_result,
         "resumed_stages": list(ckpt.resumed),
         "chipforge_version": _version(),
@@ -606,6 +615,14 @@ def _convert(method: str, fname: str, text: Any) -> Any:
     return text
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    return str(value)
+
+
 def run_cli(args) -> int:
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
     options = {k: _convert(args.method, k, v) for k, v in opts.items()}
@@ -615,8 +632,12 @@ def run_cli(args) -> int:
     p = graph.meta["provenance"]
     print(format_provenance(graph.meta))
     for key, value in p.get("result", {}).items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"  {key:<32} {text}")
+        if isinstance(value, list):          # a history: one line per entry
+            print(f"  {key}:")
+            for entry in value:
+                print("    " + ", ".join(f"{k} {_short(v)}" for k, v in entry.items()))
+            continue
+        print(f"  {key:<36} {_short(value)}")
     print(f"wrote {args.out} (runs on {p['runs_on']}; try `chipforge simulate {args.out} "
           f"--accelerator ...`)")
     return 0

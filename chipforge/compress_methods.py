@@ -184,6 +184,11 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
                "crossbar_reduction (model estimate)": stats.crossbar_reduction}
     if o.polarize:
         result["fragments"] = f"{o.fragment_size} ({o.fragment_order})"
+        out.meta["compress_runs_on"] = (f"forms{o.fragment_size}" if o.fragment_size in (4, 8, 16)
+                                        else f"a polarized ReRAM .toml with fragment_size="
+                                             f"{o.fragment_size}")
+    else:
+        out.meta["compress_runs_on"] = "isaac, isqed-two-column, isqed-differential"
     out.meta["compress_result"] = result
     out.meta["crossbar_reduction"] = stats.crossbar_reduction
     return out
@@ -566,6 +571,10 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
         return state()
 
     load(checkpoint.arrays("pim-aware", pim))
+    from chipforge.mappings.pim_qat import evaluate
+
+    torch_pim = evaluate(model, np.ascontiguousarray(data.x_val, dtype=np.float32),
+                         data.y_val, PimMode(cfg=cfg, seed=seed)) / 100.0
     out = _pim_export(record, base, o, cfg)
     with _deterministic():
         naive = quantize_graph(base, data.x_train[:512].astype(np.float64),
@@ -579,7 +588,10 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
         "val_accuracy_naive_pim (PTQ)": _pim_accuracy(naive, data, cfg, seed),
         "val_accuracy_digital": float((run_graph(out, x_val).argmax(1) == data.y_val).mean()),
         "val_accuracy_pim": _pim_accuracy(out, data, cfg, seed),
+        "val_accuracy_pim_torch": torch_pim,
     }
+    out.meta["compress_runs_on"] = (o.preset or "the PIM macro of meta['pim'] "
+                                    "(chipforge.sim.pim.PimMatmul)")
     return out
 
 
