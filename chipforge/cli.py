@@ -41,16 +41,37 @@ def _not_built(flow: str, issue: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+# Convenience flags of `chipforge simulate`: each is a family option (chipforge.families);
+# a family that lacks one refuses it with one line naming the family and its options.
+SIMULATE_OPTION_FLAGS = (
+    ("--variation", float, "SIGMA", "reram: log-normal programming variation sigma"),
+    ("--read-noise", float, "SIGMA", "reram: relative Gaussian read noise per cell and read"),
+    ("--fault-rate", float, "P", "reram: total stuck-at rate, stuck-off : stuck-on = 1 : 5.2"),
+    ("--adc-bits", int, "B", "reram, pim: ADC resolution"),
+    ("--sigma-ua", float, "UA", "aqfp: gray-zone width sigma of the AQFP buffer (uA)"),
+    ("--crossbar-size", int, "N", "aqfp: AQFP crossbar size N"),
+    ("--bitstream-length", int, "L", "aqfp: stochastic bitstream length L"),
+    ("--selectors", str, "VARIANT", "heatvit: token-selector variant (keep80, keep60, "
+                                    "keep50, none)"),
+)
+
+
 def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL",
                    help="zoo model name (e.g. lenet-digits-forms8), an .onnx file (float or "
                         "QDQ-quantized) or an .npz graph file")
     p.add_argument("--model", dest="model_option", metavar="MODEL",
                    help="the same as MODEL (kept for scripts)")
-    p.add_argument("--accelerator", default="forms8",
-                   help="accelerator preset (isaac, forms4, forms8, forms16, isqed-two-column, "
-                        "isqed-differential, superbnn, heatvit) or a ReRAM .toml file "
-                        "(default forms8)")
+    p.add_argument("--accelerator", default="forms8", metavar="PRESET|FILE.toml",
+                   help="accelerator preset (reram: isaac, forms4, forms8, forms16, "
+                        "isqed-two-column, isqed-differential; pim: cap-ram, cap-ram-ternary, "
+                        "pim-bit-serial, pim-ideal; aqfp: superbnn; heatvit: heatvit; "
+                        "`chipforge accelerators` lists them), FAMILY:PRESET, or a .toml "
+                        "file (family = ..., preset = ..., fields); default forms8")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="change a field of the accelerator's config (repeatable; nested keys "
+                        "like adc.bits=6; values in TOML syntax)")
     p.add_argument("--data", default="digits",
                    help="'digits' (the shared test split, default) or an .npz with inputs "
                         "(x, inputs or images) and labels (y, labels or targets)")
@@ -59,32 +80,38 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=["auto", "off"], default="auto",
                    help="float layers: quantize after training to 8 bits (auto, default) or "
                         "refuse (off)")
-    p.add_argument("--variation", type=float, metavar="SIGMA",
-                   help="log-normal programming variation sigma (FORMS: 0.1)")
-    p.add_argument("--read-noise", type=float, metavar="SIGMA",
-                   help="relative Gaussian read noise per cell and read")
-    p.add_argument("--fault-rate", type=float, metavar="P",
-                   help="total stuck-at rate, split stuck-off : stuck-on = 1 : 5.2")
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
-    p.add_argument("--sigma-ua", type=float, metavar="UA",
-                   help="superbnn: gray-zone width sigma of the AQFP buffer (uA)")
-    p.add_argument("--crossbar-size", type=int, metavar="N",
-                   help="superbnn: AQFP crossbar size N")
-    p.add_argument("--bitstream-length", type=int, metavar="L",
-                   help="superbnn: stochastic bitstream length L")
-    p.add_argument("--selectors", choices=["keep80", "keep60", "keep50", "none"],
-                   help="heatvit: token-selector variant of vit-digits (default keep50)")
+    for flag, kind, metavar, text in SIMULATE_OPTION_FLAGS:
+        p.add_argument(flag, type=kind, metavar=metavar, help=text)
     p.add_argument("--cycle-samples", type=int, default=100,
-                   help="inputs the cycle model runs on (default 100)")
+                   help="inputs the cost model runs on (default 100)")
     from chipforge.rtl_loop import add_rtl_arguments
 
     add_rtl_arguments(p)
 
 
+def _simulate_options(args: argparse.Namespace) -> dict:
+    names = [flag[2:].replace("-", "_") for flag, *_ in SIMULATE_OPTION_FLAGS]
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    from chipforge.families.base import parse_value
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE (e.g. adc.bits=6), not {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
+    from chipforge.families import get_accelerator_spec
     from chipforge.mainjob import run_main_job
 
     if args.model and args.model_option and args.model != args.model_option:
@@ -96,28 +123,27 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--samples must be >= 1, not {args.samples}")
     if args.cycle_samples < 1:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
+    options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
+    spec = get_accelerator_spec(args.accelerator, overrides=overrides, options=options)
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
         from chipforge.rtl_loop import run_rtl_command
 
-        given = [f"--{k.replace('_', '-')}" for k in ("variation", "read_noise", "fault_rate",
-                                                      "sigma_ua", "crossbar_size",
-                                                      "bitstream_length", "selectors")
-                 if getattr(args, k) is not None]
+        if not spec.family.rtl_loop:
+            raise UsageError(f"--rtl runs a layer through the ReRAM shift-and-add Verilog; "
+                             f"accelerator {spec.name} (family {spec.family.name}) has no "
+                             f"such loop")
+        given = [f"--{k.replace('_', '-')}" for k in options] + (["--set"] if overrides
+                                                                   else [])
         if given:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
         args.model = model
         return run_rtl_command(args)
-    options = {k: v for k, v in (("variation", args.variation), ("read_noise", args.read_noise),
-                                 ("fault_rate", args.fault_rate), ("sigma_ua", args.sigma_ua),
-                                 ("crossbar_size", args.crossbar_size),
-                                 ("bitstream_length", args.bitstream_length),
-                                 ("selectors", args.selectors)) if v is not None}
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
-    job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,
+    job = run_main_job(model, accelerator=spec, data=args.data, out=out,
                        samples=args.samples, seed=args.seed, quantize=args.quantize,
-                       cycle_samples=args.cycle_samples, **options)
+                       cycle_samples=args.cycle_samples, progress=True)
     print(job.summary())
     return 0
 

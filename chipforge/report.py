@@ -1,16 +1,16 @@
 """The report of ``chipforge simulate``: a terminal table, a JSON file and PNG plots.
 
-``write_report(result, out_dir, cycles=None)`` takes the
-:class:`~chipforge.simulate.SimulationResult` of the functional simulation and, when the
-accelerator has a cycle model, its per-layer :class:`~chipforge.sim.cycle.model.ModelReport`,
-and writes into ``out_dir``:
+``write_report(result, out_dir, cost=..., section=...)`` takes the
+:class:`~chipforge.simulate.SimulationResult` of the functional simulation, the family's
+:class:`~chipforge.families.base.CostReport` (or None) and its family-specific numbers, and
+writes into ``out_dir``, the same for every accelerator family:
 
-- ``report.json`` — every number of the terminal table (accuracies, accelerator metrics,
-  per-layer mapping, cycle-level latency / throughput / energy per layer and component);
-- ``accuracy.png`` — accuracy of the float model, the quantized model on ideal hardware
-  and the simulated hardware;
-- ``layers.png`` (with a cycle model) — per-layer latency, and per-layer energy stacked by
-  component.
+- ``report.json`` — ``simulation`` (accuracies, metrics, per-layer mapping), ``cost``
+  (cycles, latency, throughput, energy, area per layer and in total, with its basis),
+  ``family`` (name and the family's own section), ``notes``;
+- ``accuracy.png`` — accuracy of the float model, ideal hardware and simulated hardware;
+- ``layers.png`` — per-layer latency and energy by component (with a cost model), else
+  the per-layer mapping.
 
 Matplotlib runs on the Agg backend (no display needed).
 """
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cycle_summary", "write_report"]
+__all__ = ["cycle_summary", "format_cost", "plain", "write_report"]
 
 
 def _plain(value: Any) -> Any:
@@ -43,6 +43,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
+plain = _plain
+
+
 def cycle_summary(report) -> dict[str, Any]:
     """The numbers of a cycle-model report that the JSON file keeps."""
     layers = []
@@ -60,14 +63,45 @@ def cycle_summary(report) -> dict[str, Any]:
             "layers": layers}
 
 
-def write_report(result, out_dir: str | Path, *, cycles=None,
+def format_cost(cost) -> str:
+    """The terminal table of a :class:`~chipforge.families.base.CostReport`."""
+    def num(v, scale=1.0, fmt="{:.4g}"):
+        return "-" if v is None or v != v else fmt.format(v * scale)
+
+    lines = [f"cost model: {cost.basis}"]
+    if cost.samples:
+        lines[0] += f" ({cost.samples} inputs)"
+    lines.append(f"  latency {num(cost.latency_s, 1e6)} us, throughput "
+                 f"{num(cost.throughput_per_s)} inferences/s, energy "
+                 f"{num(cost.energy_j, 1e9)} nJ per inference, cycles {num(cost.cycles)}, "
+                 f"area {num(cost.area_mm2)} mm^2")
+    header = ("layer", "cycles", "latency_us", "energy_nj", "area_mm2")
+    rows = [(la.name, num(la.cycles), num(la.latency_s, 1e6), num(la.energy_j, 1e9),
+             num(la.area_mm2)) for la in cost.layers]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines.append("    " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        lines.append("    " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    if cost.energy_by_component_j:
+        parts = ", ".join(f"{k} {v * 1e9:.3g}" for k, v in cost.energy_by_component_j.items())
+        lines.append(f"  energy by component (nJ): {parts}")
+    return "\n".join(lines)
+
+
+def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None = None,
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``report.json`` and the PNG plots into ``out_dir``; returns their paths."""
+    """Write ``report.json`` and the PNG plots into ``out_dir``; returns their paths.
+
+    The JSON has the same keys for every family: ``simulation`` (the
+    :class:`~chipforge.simulate.SimulationResult`), ``cost`` (the family's
+    :class:`~chipforge.families.base.CostReport`, or null), ``family`` (its name plus the
+    family-specific numbers of ``section``) and whatever ``extra`` adds (``notes``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"simulation": _plain(result)}
-    if cycles is not None:
-        data["cycles"] = cycle_summary(cycles)
+    data = {"schema": 2, "simulation": _plain(result),
+            "cost": cost.to_dict() if cost is not None else None,
+            "family": {"name": getattr(result, "family", ""), **_plain(section or {})}}
     if extra:
         data.update(_plain(extra))
     paths = {"json": out / "report.json"}
@@ -79,48 +113,87 @@ def write_report(result, out_dir: str | Path, *, cycles=None,
     import matplotlib.pyplot as plt
 
     names, values = [], []
-    for label, key in (("float", "accuracy_float"), ("ideal\n(quantized)", "accuracy_ideal"),
+    for label, key in (("float", "accuracy_float"), ("ideal", "accuracy_ideal"),
                        ("hardware", "accuracy_hardware")):
         v = getattr(result, key, None)
         if v is not None:
             names.append(label)
             values.append(100 * float(v))
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
-    bars = ax.bar(names, values, color=["#9e9e9e", "#4c72b0", "#dd8452"][:len(values)])
+    bars = ax.bar(names, values, color=["#9e9e9e", "#4c72b0", "#dd8452"][-len(values):])
     ax.bar_label(bars, fmt="%.1f %%")
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{result.model} on {result.accelerator}\n({result.samples} samples)",
-                 fontsize=9)
+    ax.set_title(f"{result.model} on {result.accelerator}\n({result.samples} samples; "
+                 f"ideal: {result.ideal_label})", fontsize=8)
     fig.tight_layout()
     paths["accuracy"] = out / "accuracy.png"
     fig.savefig(paths["accuracy"], dpi=120)
     plt.close(fig)
 
-    if cycles is not None:
-        import numpy as np
-
-        layer_names = [la.name for la in cycles.layers]
-        fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(9, 3.8))
-        ax_t.bar(layer_names, [la.time_ns / 1e3 for la in cycles.layers], color="#4c72b0")
-        ax_t.set_ylabel("time per frame (us)")
-        ax_t.set_title(f"latency by layer (total {cycles.latency_ns / 1e3:.2f} us)",
-                       fontsize=9)
-        categories = list(cycles.layers[0].energy_pj) if cycles.layers else []
-        bottom = np.zeros(len(layer_names))
-        for c in categories:
-            vals = np.array([la.energy_pj.get(c, 0.0) / 1e3 for la in cycles.layers])
-            ax_e.bar(layer_names, vals, bottom=bottom, label=_plain(c))
-            bottom += vals
-        ax_e.set_ylabel("energy per frame (nJ)")
-        ax_e.set_title(f"energy by layer and component "
-                       f"(total {cycles.energy_per_frame_j * 1e9:.2f} nJ)", fontsize=9)
-        ax_e.legend(fontsize=7)
-        for ax in (ax_t, ax_e):
-            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        fig.suptitle(f"{cycles.model} on {cycles.arch.name}", fontsize=10)
-        fig.tight_layout()
-        paths["layers"] = out / "layers.png"
-        fig.savefig(paths["layers"], dpi=120)
-        plt.close(fig)
+    paths["layers"] = out / "layers.png"
+    if cost is not None and cost.layers:
+        _plot_cost(cost, result, paths["layers"])
+    else:
+        _plot_mapping(result, paths["layers"])
     return paths
+
+
+def _plot_cost(cost, result, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layer_names = [la.name for la in cost.layers]
+    has_energy = any(la.energy_j is not None for la in cost.layers)
+    fig, axes = plt.subplots(1, 2 if has_energy else 1, figsize=(9 if has_energy else 5, 3.8))
+    axes = np.atleast_1d(axes)
+    ax_t = axes[0]
+    ax_t.bar(layer_names, [(la.latency_s or 0.0) * 1e6 for la in cost.layers], color="#4c72b0")
+    ax_t.set_ylabel("time per inference (us)")
+    ax_t.set_title(f"latency by layer (total {cost.latency_s * 1e6:.3g} us)", fontsize=9)
+    if has_energy:
+        ax_e = axes[1]
+        categories = list(dict.fromkeys(k for la in cost.layers
+                                        for k in la.energy_by_component_j))
+        bottom = np.zeros(len(layer_names))
+        if categories:
+            for c in categories:
+                vals = np.array([la.energy_by_component_j.get(c, 0.0) * 1e9
+                                 for la in cost.layers])
+                ax_e.bar(layer_names, vals, bottom=bottom, label=c)
+                bottom += vals
+            ax_e.legend(fontsize=7)
+        else:
+            ax_e.bar(layer_names, [(la.energy_j or 0.0) * 1e9 for la in cost.layers])
+        ax_e.set_ylabel("energy per inference (nJ)")
+        ax_e.set_title(f"energy by layer and component (total {cost.energy_j * 1e9:.3g} nJ)",
+                       fontsize=9)
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    fig.suptitle(f"{result.model} on {result.accelerator}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_mapping(result, path: Path) -> None:
+    """Without a cost model: the first numeric per-layer statistic of the mapping."""
+    import matplotlib.pyplot as plt
+
+    rows = result.layers or []
+    key = next((k for k in ("crossbars", "arrays", "josephson_junctions", "cells")
+                if rows and k in rows[0]), None)
+    if key is None and rows:
+        key = next((k for k, v in rows[0].items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)), None)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if key is not None:
+        ax.bar([str(r.get("node", i)) for i, r in enumerate(rows)],
+               [float(r.get(key, 0)) for r in rows], color="#4c72b0")
+        ax.set_ylabel(key)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.set_title(f"{result.model} on {result.accelerator}: per-layer mapping (no cost model)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -12,14 +12,11 @@ a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`; ``data`` is a
 :class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)`` pair,
 ``"digits"`` or None for the shared digits test split, or the path of an ``.npz`` of inputs
 and labels (read without pickle and checked: :func:`chipforge.importers.model.load_data`).
-``accelerator`` names an entry of
-:data:`RUNNERS` (the ReRAM presets of :mod:`chipforge.accelerators`; other accelerator
-families register their own runner with :func:`register_accelerator`), a ReRAM ``.toml``
-file or a :class:`~chipforge.accelerators.ReramAcceleratorConfig`.
-
-A runner is ``runner(graph, accelerator, x, y, **options) -> SimulationResult``. It reports
-the *ideal* accuracy (the quantized model, exact integer arithmetic) next to the
-*hardware* accuracy, so the two are always from the same samples.
+``accelerator`` is a preset of any registered family (``forms8``, ``cap-ram``,
+``superbnn``, ``heatvit``, ...), ``FAMILY:PRESET``, an accelerator ``.toml`` file or a
+family's config object (:mod:`chipforge.families`). The family maps the graph, runs it
+with the seed and reports the *ideal* accuracy (what ideal hardware computes; the family
+says what that is) next to the *hardware* accuracy, from the same samples.
 """
 
 from __future__ import annotations
@@ -28,13 +25,12 @@ import dataclasses
 import sys
 import time
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RUNNERS", "SimulationResult", "load_model", "register_accelerator", "simulate"]
+__all__ = ["Simulation", "SimulationResult", "load_model", "simulate", "simulate_graph"]
 
 
 @dataclasses.dataclass
@@ -62,6 +58,11 @@ class SimulationResult:
     seconds: float = 0.0
     ideal_label: str = "quantized model, exact integer arithmetic"
     """What "ideal" means for this accelerator family."""
+    family: str = ""
+    """The accelerator family (:mod:`chipforge.families`)."""
+    cost: dict[str, Any] | None = None
+    """The family's cost report as plain data (cycles, latency_s, throughput_per_s,
+    energy_j, area_mm2, per layer and in total; None: not computed or no cost model)."""
 
     @property
     def accuracy_drop(self) -> float:
@@ -78,17 +79,21 @@ class SimulationResult:
                   f"(drop {100 * self.accuracy_drop:+.2f} points; "
                   + (f"{100 * self.agreement:.1f} % same predictions)"
                      if self.agreement == self.agreement else "same predictions: n/a)")]
+        if self.cost:
+            c = self.cost
+            for key, label, scale, unit in (("latency_s", "latency", 1e6, "us"),
+                                            ("throughput_per_s", "throughput", 1, "/s"),
+                                            ("energy_j", "energy per inference", 1e9, "nJ"),
+                                            ("area_mm2", "area", 1, "mm^2")):
+                if c.get(key) is not None:
+                    lines.append(f"  {label:<24} {c[key] * scale:.4g} {unit}")
         for key, value in self.metrics.items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"  {key:<24} {text}")
         if self.layers:
-            keys = [k for k in ("node", "scheme", "weight_shape", "crossbars", "row_tiles",
-                                "col_tiles", "cells", "utilization", "nonzero_weights",
-                                "adc_reads_per_vector") if k in self.layers[0]]
-            if len(keys) < 2:   # another accelerator family: show its own columns
-                keys = [k for k, v in self.layers[0].items()
-                        if isinstance(v, int | float | str)][:8]
-            rows = [[_cell(layer[k]) for k in keys] for layer in self.layers]
+            keys = [k for k, v in self.layers[0].items()
+                    if isinstance(v, int | float | str | list | tuple)][:10]
+            rows = [[_cell(layer.get(k, '')) for k in keys] for layer in self.layers]
             widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
             lines.append("  per layer:")
             lines.append("    " + "  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
@@ -103,17 +108,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "x".join(str(v) for v in value)
     return str(value)
-
-
-Runner = Callable[..., SimulationResult]
-RUNNERS: dict[str, Runner] = {}
-"""Accelerator name -> runner. The ReRAM presets register below; AQFP, HeatViT, ... add theirs."""
-
-
-def register_accelerator(names: str | list[str], runner: Runner) -> None:
-    """Make ``simulate(..., accelerator=NAME)`` call ``runner`` for each of ``names``."""
-    for name in [names] if isinstance(names, str) else names:
-        RUNNERS[name] = runner
 
 
 def load_model(model: Any):
@@ -138,209 +132,82 @@ def load_model(model: Any):
 
 
 def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(data, str | Path):       # "digits" or an .npz of inputs and labels
-        from chipforge.importers.model import load_data
+    from chipforge.families import test_data
 
-        return load_data(data, graph)
-    if data is None:
-        from chipforge.zoo.data import digits
-
-        shape = graph.input_shape
-        data = digits(shape[-1] if len(shape) == 3 else 8)
-    if hasattr(data, "x_test"):
-        x, y = data.x_test, data.y_test
-    else:
-        try:
-            x, y = data
-        except (TypeError, ValueError):
-            raise ValueError("data must be a Dataset, an (x, y) pair or None, "
-                             f"not {type(data).__name__}") from None
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"data needs as many labels as samples (> 0), not {len(x)} samples "
-                         f"and {len(y)} labels")
-    per_sample = int(np.prod(graph.input_shape))
-    if x[0].size != per_sample:
-        raise ValueError(f"data samples have {x[0].size} values, graph {graph.name!r} expects "
-                         f"shape {graph.input_shape}")
-    return x.reshape((len(x), *graph.input_shape)), y
+    return test_data(graph, data)
 
 
 def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
-             samples: int | None = None, seed: int = 0, **options: Any) -> SimulationResult:
-    """Simulate ``model`` on ``accelerator``; see the module doc. ``options`` go to the
-    runner (ReRAM: ``device``, ``variation``, ``read_noise``, ``fault_rate``, ``p_stuck_off``,
-    ``p_stuck_on``)."""
+             samples: int | None = None, seed: int = 0,
+             overrides: dict[str, Any] | None = None, cost: bool = True,
+             cost_samples: int = 100, **options: Any) -> SimulationResult:
+    """Simulate ``model`` on ``accelerator``; see the module doc.
+
+    ``overrides`` set config fields by dotted key (``{"adc.bits": 6}``); ``options`` are the
+    family's convenience options (ReRAM: ``variation``, ``read_noise``, ``fault_rate``,
+    ``p_stuck_off``, ``p_stuck_on``; AQFP: ``sigma_ua``, ``crossbar_size``,
+    ``bitstream_length``; ...). Either one that the family lacks is a ``ValueError`` naming
+    it, the family and what the family accepts."""
+    from chipforge.families import get_accelerator_spec
+
     if samples is not None and samples < 1:
         raise ValueError(f"samples must be >= 1, not {samples}")
-    if str(accelerator) == "heatvit":   # the ViT zoo model has its own format, not a Graph
-        start = time.perf_counter()
-        result = run_heatvit_accelerator(model, data, samples=samples, seed=seed, **options)
-        result.seconds = time.perf_counter() - start
-        return result
-    graph = load_model(model)
-    x, y = _test_data(graph, data)
+    spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
+    graph = spec.family.load_model(model)
+    x, y = spec.family.load_data(data, graph)
     if samples is not None:
         x, y = x[:samples], y[:samples]
-    from chipforge.accelerators import ReramAcceleratorConfig
+    sim = simulate_graph(spec, graph, x, y, seed=seed)
+    if cost:
+        report = spec.family.cost(graph, sim.mapped, spec.config, x[:cost_samples])
+        sim.result.cost = None if report is None else report.to_dict()
+    return sim.result
 
-    if isinstance(accelerator, ReramAcceleratorConfig) or str(accelerator).endswith(".toml"):
-        runner = run_reram
-    elif str(accelerator) in RUNNERS:
-        runner = RUNNERS[str(accelerator)]
-    else:
-        raise ValueError(f"unknown accelerator {accelerator!r}; known: "
-                         f"{', '.join([*RUNNERS, 'heatvit'])} (or a ReRAM .toml file)")
+
+@dataclasses.dataclass
+class Simulation:
+    """One functional simulation with what a caller may reuse (the mapping, the outputs)."""
+
+    result: SimulationResult
+    mapped: Any
+    """The family's :class:`~chipforge.families.base.Mapping`."""
+    output: Any
+    """The family's :class:`~chipforge.families.base.RunOutput`."""
+
+
+def _merge_layers(mapped_rows: list[dict], run_rows: list[dict]) -> list[dict]:
+    by_node = {r.get("node"): r for r in run_rows}
+    rows = [dict(r) | by_node.pop(r.get("node"), {}) for r in mapped_rows]
+    return rows + list(by_node.values())
+
+
+def simulate_graph(spec, graph, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
+                   mapped=None, run_options: dict[str, Any] | None = None) -> Simulation:
+    """Map (unless ``mapped`` is given) and run ``graph`` on the accelerator ``spec``
+    (:class:`chipforge.families.AcceleratorSpec`); accuracies from the same samples.
+    ``run_options`` go to the family's ``run`` (e.g. reused ideal logits in sweeps)."""
+    family, config = spec.family, spec.config
     start = time.perf_counter()
-    result = runner(graph, accelerator, x, y, seed=seed, **options)
+    if mapped is None:
+        mapped = family.map(graph, config)
+    out = family.run(graph, mapped, config, x, seed=seed, **(run_options or {}))
+    y = np.asarray(y)
+    ideal_pred, hw_pred = out.ideal_logits.argmax(axis=1), out.logits.argmax(axis=1)
+    metrics = {k: v for k, v in mapped.totals.items() if not k.startswith("_")}
+    metrics.update(out.metrics)
+    result = SimulationResult(
+        model=graph.name, accelerator=spec.name, samples=len(x),
+        accuracy_float=None if out.float_logits is None else _accuracy(out.float_logits, y),
+        accuracy_ideal=_accuracy(out.ideal_logits, y), accuracy_hardware=_accuracy(out.logits, y),
+        agreement=float((ideal_pred == hw_pred).mean()), seed=seed, metrics=metrics,
+        layers=_merge_layers(mapped.layers, out.layers), config=config.to_dict(),
+        ideal_label=out.ideal_label, family=family.name)
     result.seconds = time.perf_counter() - start
-    return result
+    return Simulation(result, mapped, out)
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == y).mean())
-
-
-def reram_device(accel, *, device=None, variation: float | None = None,
-                 read_noise: float | None = None, fault_rate: float | None = None,
-                 p_stuck_off: float | None = None, p_stuck_on: float | None = None):
-    """The accelerator's device with the given non-idealities changed."""
-    dev = device if device is not None else accel.device
-    if variation is not None:
-        dev = dev.replace(programming_sigma=variation)
-    if read_noise is not None:
-        dev = dev.replace(read_noise=read_noise)
-    if fault_rate is not None:
-        if p_stuck_off is not None or p_stuck_on is not None:
-            raise ValueError("give fault_rate (split 1 : 5.2) or p_stuck_off / p_stuck_on, "
-                             "not both")
-        dev = dev.with_stuck_at_rate(fault_rate)
-    if p_stuck_off is not None or p_stuck_on is not None:
-        dev = dev.replace(p_stuck_off=p_stuck_off or 0.0, p_stuck_on=p_stuck_on or 0.0)
-    return dev
-
-
-def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
-              mapped=None, ideal_logits: np.ndarray | None = None, float_accuracy: bool = True,
-              **device_options: Any) -> SimulationResult:
-    """The ReRAM crossbar runner: place, program one chip instance (``seed``), run.
-
-    ``mapped`` (a MappedModel of this graph and accelerator) and ``ideal_logits`` skip
-    recomputing them, for sweeps.
-    """
-    from chipforge.accelerators import get_accelerator
-    from chipforge.mappings.placement import place
-    from chipforge.sim.executor import run_graph
-    from chipforge.sim.reram import CrossbarMatmul
-
-    accel = get_accelerator(accelerator)
-    device = reram_device(accel, **device_options)
-    accel = accel.replace(device=device)
-    mapped = mapped if mapped is not None else place(graph, accel)
-    if ideal_logits is None:
-        ideal_logits = run_graph(graph, x)
-    hook = CrossbarMatmul(mapped, device, seed=seed)
-    logits = run_graph(graph, x, matmul=hook)
-    ideal_pred, hw_pred = ideal_logits.argmax(axis=1), logits.argmax(axis=1)
-    acc_float = None
-    if float_accuracy:
-        acc_float = _accuracy(run_graph(graph, x, quantized=False), y)
-    weights = sum(layer.stats.weights for layer in mapped.layers.values())
-    nonzero = sum(layer.stats.nonzero_weights for layer in mapped.layers.values())
-    metrics = {
-        "crossbars": mapped.crossbars,
-        "cells": mapped.cells,
-        "utilization": mapped.cells / mapped.capacity,
-        "weights": weights,
-        "nonzero_weights": nonzero,
-        "adc_reads_per_sample": hook.report.get("adc_reads", 0) / len(x),
-        "adc_saturations": hook.report.get("saturated", 0),
-        "scheme": accel.scheme.value,
-        "device": ", ".join(f"{k}={v}" for k, v in device.to_dict().items()
-                            if k in ("programming_sigma", "read_noise", "p_stuck_off",
-                                     "p_stuck_on") and v),
-    }
-    if not metrics["device"]:
-        metrics["device"] = "ideal"
-    if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
-        metrics["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
-    return SimulationResult(
-        model=graph.name, accelerator=accel.name, samples=len(x), accuracy_float=acc_float,
-        accuracy_ideal=_accuracy(ideal_logits, y), accuracy_hardware=_accuracy(logits, y),
-        agreement=float((ideal_pred == hw_pred).mean()), seed=seed, metrics=metrics,
-        layers=mapped.stats_table(), config=accel.to_dict())
-
-
-def _register_reram() -> None:
-    # The preset names are fixed; importing chipforge.accelerators here would pull numpy
-    # into `import chipforge.simulate` anyway, so list them from the module lazily.
-    from chipforge.accelerators import ACCELERATORS
-
-    register_accelerator(list(ACCELERATORS), run_reram)
-
-
-_register_reram()
-
-
-# -- AQFP (SupeRBNN) and HeatViT ----------------------------------------------------------
-
-def run_superbnn_accelerator(graph, accelerator, x, y, *, seed: int = 0,
-                             **options: Any) -> SimulationResult:
-    """A binarized graph on SupeRBNN AQFP arrays (:func:`chipforge.sim.aqfp.run_superbnn`).
-
-    ``options`` change fields of :data:`chipforge.sim.aqfp.SUPERBNN` (``sigma_ua``,
-    ``crossbar_size``, ``bitstream_length``, ``accumulation``, ...)."""
-    from chipforge.sim.aqfp import SUPERBNN, run_superbnn, with_changes
-
-    cfg = with_changes(SUPERBNN, **options)
-    r = run_superbnn(graph, (x, y), cfg, seed)
-    metrics = {
-        "latency_s": r.latency_s,
-        "throughput_per_s": r.throughput_per_s,
-        "energy_per_inference_j (4.2 K chip)": r.energy_chip_j,
-        "energy_per_inference_j (with cryocooler)": r.energy_wall_j,
-        "josephson_junctions": r.jj_total,
-    }
-    return SimulationResult(
-        model=graph.name, accelerator="superbnn", samples=r.samples, accuracy_float=None,
-        accuracy_ideal=r.accuracy_ideal, accuracy_hardware=r.accuracy, agreement=r.agreement,
-        seed=seed, metrics=metrics, layers=[dataclasses.asdict(c) for c in r.layers],
-        config=r.config, ideal_label="the deterministic BNN: sign of the exact MAC")
-
-
-def run_heatvit_accelerator(model: Any, data: Any = None, *, samples: int | None = None,
-                            seed: int = 0, selectors: str | None = "keep50",
-                            fixed: bool = True, engine: Any = None) -> SimulationResult:
-    """The bundled ViT with HeatViT token selectors, fixed point, on the FPGA engine model
-    (:func:`chipforge.heatvit.run_heatvit`). "Ideal" is the same fixed-point ViT without
-    selectors; "hardware" is with them. Deterministic (``seed`` is recorded only)."""
-    from chipforge.heatvit import run_heatvit
-
-    if data not in (None, "digits"):
-        raise ValueError(f"the heatvit accelerator runs the digits test split only, not {data!r}")
-    if str(model) != "vit-digits":
-        raise ValueError(f"the heatvit accelerator runs the zoo model 'vit-digits', "
-                         f"not {model!r}")
-    selectors = None if selectors in (None, "none") else selectors
-    r = run_heatvit(str(model), selectors=selectors, engine=engine, fixed=fixed,
-                    n_images=samples)
-    metrics = {
-        "selectors": selectors or "none",
-        "mac_reduction": r["mac_reduction"],
-        "macs_per_image": r["macs_per_image"],
-        "cycles_per_image (mean)": r["cycles_per_image"]["mean"],
-        "latency_us": r["latency_us"],
-        "speedup_vs_no_selectors": r["speedup"],
-        "tokens_per_block": [round(t, 2) for t in r["tokens_per_block"]],
-    }
-    return SimulationResult(
-        model=r["model"], accelerator="heatvit", samples=r["images"], accuracy_float=None,
-        accuracy_ideal=r["accuracy_no_selectors"], accuracy_hardware=r["accuracy"],
-        agreement=float("nan"), seed=seed, metrics=metrics, config=r["engine"],
-        ideal_label="the same fixed-point ViT without token selectors")
-
-
-register_accelerator("superbnn", run_superbnn_accelerator)
 
 
 class _CallableModule(types.ModuleType):

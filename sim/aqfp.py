@@ -356,11 +356,17 @@ class BinaryLayer:
         return self.weights.shape[1]
 
 
-def _bn_threshold(bn: Node, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fold ``gamma (MAC + bias - mean) / s + beta >= 0`` into ``flip * MAC >= theta``."""
+def _bn_threshold(bn: Node, bias: np.ndarray,
+                  scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``gamma (scale MAC + bias - mean) / s + beta >= 0`` into ``flip * MAC >= theta``
+    (``scale > 0``: the weights' magnitude per output)."""
     p = bn.params
     s = np.sqrt(p["var"].astype(np.float64) + float(bn.attrs.get("eps", 1e-5)))
     gamma, beta = p["gamma"].astype(np.float64), p["beta"].astype(np.float64)
+    # gamma (k MAC + b - mean) / s = (gamma k) (MAC + b / k - mean / k) / s
+    gamma = gamma * scale
+    bias = bias / scale
+    p = dict(p, mean=p["mean"] / scale)
     safe = np.where(gamma == 0, 1.0, gamma)
     theta = p["mean"] - bias - beta * s / safe
     flip = np.where(gamma < 0, -1, 1)
@@ -370,20 +376,33 @@ def _bn_threshold(bn: Node, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta, flip
 
 
+def _row_scales(w: np.ndarray) -> np.ndarray | None:
+    """Per-row magnitude ``k`` of a weight matrix (out, in) whose every row is ``k_j``
+    times a +-1 vector (a binary layer with its batch norm folded into the weights, as
+    importers do), or None."""
+    k = np.abs(w[:, :1]).astype(np.float64)
+    if np.any(k == 0) or not np.allclose(np.abs(w), k, rtol=1e-5, atol=0.0):
+        return None
+    return k[:, 0]
+
+
 def binary_layers(graph: Graph) -> tuple[Graph, list[BinaryLayer]]:
     """Split a binarized graph into its input encoder and its binary layers.
 
     The encoder is every node before the first ``LINEAR`` (run on the host by the numpy
-    executor) and must end with ``SIGN``. Then each hidden layer is ``LINEAR`` (+-1
-    weights, optional bias) -> ``BATCHNORM`` -> ``SIGN``, and the last is a ``LINEAR``
-    whose outputs are the class scores. Raises ``ValueError`` naming the first node that
-    does not fit.
+    executor) and must end with ``SIGN``. Then each hidden layer is ``LINEAR`` -> ``SIGN``
+    with an optional ``BATCHNORM`` between them; its weights are +-1, or (a batch norm an
+    importer folded into the layer: ONNX files, ``chipforge.from_torch``) each output row
+    is ``k_j`` times +-1. Either way the batch norm and bias become a per-column threshold
+    (``flip * MAC >= theta``). The last layer is a ``LINEAR`` whose outputs are the class
+    scores: +-1 weights, or one common scale for all rows (which leaves the argmax as it
+    is). Raises ``ValueError`` naming the first node that does not fit.
     """
     nodes = graph.nodes
     first = next((i for i, n in enumerate(nodes) if n.op is Op.LINEAR), None)
     if first is None or first == 0 or nodes[first - 1].op is not Op.SIGN:
         raise ValueError(f"graph {graph.name!r}: the AQFP array needs binary inputs: an "
-                         "encoder ending in SIGN, then LINEAR layers")
+                         "encoder ending in SIGN (sign activations), then LINEAR layers")
     encoder = Graph(f"{graph.name}-encoder", graph.input_shape,
                     [n.copy() for n in nodes[:first]])
     layers: list[BinaryLayer] = []
@@ -393,25 +412,40 @@ def binary_layers(graph: Graph) -> tuple[Graph, list[BinaryLayer]]:
         if lin.op is not Op.LINEAR:
             raise ValueError(f"graph {graph.name!r}: node {lin.name!r} ({lin.op.value}) "
                              "where the AQFP mapping expects LINEAR")
-        w = lin.params["weight"]
-        if not np.all(np.abs(w) == 1):
-            raise ValueError(f"graph {graph.name!r}: linear {lin.name!r} has weights other "
-                             "than -1 and +1; binarize it first")
+        w = np.asarray(lin.params["weight"], dtype=np.float64)
+        scale = _row_scales(w)
+        if scale is None:
+            raise ValueError(f"graph {graph.name!r}: linear {lin.name!r} has weights that "
+                             "are not +-1 (nor +-1 times one scale per output, a folded "
+                             "batch norm); binarize it first")
         bias = lin.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
-        weights = w.T.astype(np.int8)
+        weights = np.sign(w).T.astype(np.int8)
         if i + 1 == len(nodes):
-            layers.append(BinaryLayer(lin.name, weights, -bias, is_output=True))
+            if not np.allclose(scale, scale[0], rtol=1e-5):
+                raise ValueError(f"graph {graph.name!r}: output linear {lin.name!r} scales "
+                                 "its rows differently (a folded batch norm); the AQFP "
+                                 "array needs +-1 weights or one common scale there")
+            layers.append(BinaryLayer(lin.name, weights, -bias / scale, is_output=True))
             break
-        for offset, want in ((1, Op.BATCHNORM), (2, Op.SIGN)):
-            bad = nodes[i + offset] if i + offset < len(nodes) else None
-            if bad is None or bad.op is not want:
-                found = f"{bad.name!r} ({bad.op.value})" if bad else "the end of the graph"
-                raise ValueError(f"graph {graph.name!r}: after linear {lin.name!r} the AQFP "
-                                 f"mapping expects BATCHNORM then SIGN, found {found}")
-        theta, flip = _bn_threshold(nodes[i + 1], bias)
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        if nxt is not None and nxt.op is Op.BATCHNORM:
+            after = 2
+            theta, flip = _bn_threshold(nxt, bias, scale)
+        elif nxt is not None and nxt.op is Op.SIGN:
+            after = 1       # sign(k MAC + b) = sign(MAC + b / k): threshold -b / k
+            theta, flip = -bias / scale, np.ones(len(bias), dtype=np.int64)
+        else:
+            found = f"{nxt.name!r} ({nxt.op.value})" if nxt else "the end of the graph"
+            raise ValueError(f"graph {graph.name!r}: after linear {lin.name!r} the AQFP "
+                             f"mapping expects SIGN (or BATCHNORM then SIGN), found {found}")
+        sign = nodes[i + after] if i + after < len(nodes) else None
+        if sign is None or sign.op is not Op.SIGN:
+            found = f"{sign.name!r} ({sign.op.value})" if sign else "the end of the graph"
+            raise ValueError(f"graph {graph.name!r}: after linear {lin.name!r} the AQFP "
+                             f"mapping expects BATCHNORM then SIGN, found {found}")
         layers.append(BinaryLayer(lin.name, (weights * flip[None, :]).astype(np.int8),
                                   theta, is_output=False))
-        i += 3
+        i += after + 1
     if graph.output_name != nodes[-1].name:
         raise ValueError(f"graph {graph.name!r}: the output must be the last node")
     return encoder, layers

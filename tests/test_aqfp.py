@@ -185,8 +185,8 @@ def test_noiseless_single_crossbar_array_is_the_deterministic_bnn():
 def test_mapping_errors_name_the_node():
     rng = np.random.default_rng(7)
     graph = random_bnn(rng)
-    graph.nodes[2].params["weight"] = graph.nodes[2].params["weight"] * 0.5
-    with pytest.raises(ValueError, match="linear 'fc0' has weights other than -1 and \\+1"):
+    graph.nodes[2].params["weight"][0, 0] *= 0.5     # neither +-1 nor +-1 times a scale
+    with pytest.raises(ValueError, match="linear 'fc0' has weights that are not \\+-1"):
         binary_layers(graph)
     relu = random_bnn(rng)
     relu.nodes[4] = Node(Op.RELU, "s0", ("bn0",))

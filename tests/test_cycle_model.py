@@ -205,14 +205,13 @@ def test_arch_for_names_and_placement_passthrough():
 def test_main_job_cycle_model_uses_the_reram_placement():
     """chipforge simulate's cycle model maps every layer exactly as the placement did."""
     from chipforge import zoo
-    from chipforge.mainjob import _placement
+    from chipforge.families.reram import cycle_placement
     from chipforge.mappings.placement import place
     from chipforge.zoo.data import digits
 
     graph = zoo.load("lenet-digits-forms8")
-    placement = _placement(graph, "forms8")
-    (report,) = cycle_reports(graph, digits(16).x_test[:8], ["forms8"], placement=placement)
     mapped = place(graph, "forms8")
+    (report,) = cycle_reports(graph, digits(16).x_test[:8], ["forms8"],
+                              placement=cycle_placement(mapped))
     assert [la.crossbars for la in report.layers] == \
         [mapped.layers[la.name].stats.crossbars for la in report.layers]
-    assert _placement(graph, "isaac8") is None      # no placement preset: own tiling

@@ -31,9 +31,12 @@ def test_cycle_model_latency_and_energy_in_the_report(tmp_path):
     job = run_main_job("lenet-digits-forms8", "forms8", "digits", out=tmp_path, samples=20,
                        cycle_samples=10, progress=False)
     report = json.loads(job.paths["json"].read_text())
-    assert [la["name"] for la in report["cycles"]["layers"]] == \
-        ["conv1", "conv2", "fc1", "fc2", "fc3"]
-    assert report["cycles"]["energy_per_frame_j"] > 0 and report["cycles"]["latency_ns"] > 0
+    cycles = report["family"]["cycles"]          # the ReRAM family's own section
+    assert [la["name"] for la in cycles["layers"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert cycles["energy_per_frame_j"] > 0 and cycles["latency_ns"] > 0
+    assert report["cost"]["energy_j"] == pytest.approx(cycles["energy_per_frame_j"])
+    assert [la["name"] for la in report["cost"]["layers"]] == [la["name"] for la in
+                                                               cycles["layers"]]
     assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,6 +1,5 @@
 """`chipforge simulate` on the AQFP (superbnn) and HeatViT accelerators."""
 
-import math
 
 import pytest
 
@@ -14,16 +13,19 @@ def test_superbnn_runs_the_bundled_bnn_and_reports_energy():
     assert a.accuracy_hardware == b.accuracy_hardware          # the seed fixes the noise
     assert 0.8 < a.accuracy_ideal < 1 and abs(a.accuracy_hardware - a.accuracy_ideal) < 0.05
     assert 0 < a.agreement <= 1
-    chip = a.metrics["energy_per_inference_j (4.2 K chip)"]
-    assert 0 < chip < a.metrics["energy_per_inference_j (with cryocooler)"]
+    chip = a.cost["energy_j"]                                   # the 4.2 K chip alone
+    assert 0 < chip and a.cost["latency_s"] > 0 and a.cost["area_mm2"] is None
     narrow = simulate("bnn-digits", accelerator="superbnn", seed=3, sigma_ua=64.0)
     assert narrow.accuracy_hardware < a.accuracy_hardware - 0.1  # wide gray zone: noise wins
 
 
 def test_heatvit_reports_token_savings_and_speedup():
     r = simulate("vit-digits", accelerator="heatvit", samples=60)
-    assert r.samples == 60 and math.isnan(r.agreement)
-    assert r.metrics["mac_reduction"] > 0.3 and r.metrics["speedup_vs_no_selectors"] > 1
+    assert r.samples == 60 and 0.5 < r.agreement <= 1   # same predictions as no selectors
+    assert r.metrics["mac_reduction"] > 0.3
+    dense_cost = simulate("vit-digits", accelerator="heatvit", samples=60,
+                          selectors="none").cost
+    assert r.cost["cycles"] < dense_cost["cycles"]       # fewer tokens, fewer cycles
     dense = simulate("vit-digits", accelerator="heatvit", samples=60, selectors="none")
     assert dense.metrics["mac_reduction"] == 0
 

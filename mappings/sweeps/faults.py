@@ -84,7 +84,7 @@ def check_point(point: dict[str, Any]) -> None:
 
 def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
     """Accuracy of one faulty chip (fault map from ``seed``) at ``point``."""
-    from chipforge.simulate import run_reram
+    from chipforge.families.reram import run_reram
 
     check_point(point)
     graph, x, y, ideal, mapped, pruning = _prepared(str(point["model"]), point["mapping"])

@@ -1,0 +1,145 @@
+"""The ReRAM crossbar family: ISAAC, FORMS 4/8/16, ISQED'21 two-column and differential.
+
+Config: :class:`chipforge.accelerators.ReramAcceleratorConfig` (presets cite their tables in
+:mod:`chipforge.accelerators`). Map: :func:`chipforge.mappings.placement.place` (bit slicing,
+signed-weight scheme, tiling onto crossbars). Run: :class:`chipforge.sim.reram.CrossbarMatmul`
+as the executor's matmul hook (one programmed chip instance per seed). Cost: the cycle and
+energy model of :mod:`chipforge.sim.cycle` for the ISAAC / FORMS architectures, fed the
+placement's row groups and crossbar counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from chipforge.accelerators import ACCELERATORS, ReramAcceleratorConfig
+from chipforge.families import register_family
+from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
+
+__all__ = ["ReramFamily", "cycle_placement", "run_reram"]
+
+
+def _fault_rate(config: ReramAcceleratorConfig, rate: Any) -> ReramAcceleratorConfig:
+    """Total stuck-at rate, split stuck-off : stuck-on = 1 : 5.2 (the device's rule)."""
+    return config.replace(device=config.device.with_stuck_at_rate(rate))
+
+
+def cycle_placement(mapped) -> dict[str, tuple[np.ndarray, int]]:
+    """The placement's row groups and crossbar counts per layer (plain data), so the cycle
+    model maps the model exactly as the functional simulation did."""
+    return {name: (layer.row_index, layer.stats.crossbars)
+            for name, layer in mapped.layers.items()}
+
+
+class ReramFamily(AcceleratorFamily):
+    """ReRAM crossbars with bit-sliced cells, DACs, ADCs and a signed-weight scheme."""
+
+    name = "reram"
+    description = "ReRAM crossbars (ISAAC, FORMS, ISQED'21)"
+    config_type = ReramAcceleratorConfig
+    presets: ClassVar = ACCELERATORS
+    options: ClassVar = {
+        "variation": "device.programming_sigma",
+        "read_noise": "device.read_noise",
+        "fault_rate": _fault_rate,
+        "p_stuck_off": "device.p_stuck_off",
+        "p_stuck_on": "device.p_stuck_on",
+        "adc_bits": "adc_bits",
+    }
+    rtl_blocks = ("shift-add", "forms-fragment")
+    rtl_loop = True
+
+    def map(self, graph, config: ReramAcceleratorConfig) -> Mapping:
+        from chipforge.mappings.placement import place
+
+        return self.mapping_of(place(graph, config), graph, config)
+
+    def mapping_of(self, mapped, graph, config: ReramAcceleratorConfig) -> Mapping:
+        """The interface's :class:`Mapping` of a placement (a ``MappedModel``)."""
+        weights = sum(la.stats.weights for la in mapped.layers.values())
+        nonzero = sum(la.stats.nonzero_weights for la in mapped.layers.values())
+        totals = {"crossbars": mapped.crossbars, "cells": mapped.cells,
+                  "utilization": mapped.cells / mapped.capacity if mapped.capacity else 0.0,
+                  "weights": weights, "nonzero_weights": nonzero,
+                  "scheme": config.scheme.value}
+        if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
+            totals["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
+        return Mapping(self.name, mapped.stats_table(), totals, detail=mapped)
+
+    def run(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, x: np.ndarray, *,
+            seed: int = 0, ideal_logits: np.ndarray | None = None,
+            float_logits: bool = True) -> RunOutput:
+        from chipforge.sim.executor import run_graph
+        from chipforge.sim.reram import CrossbarMatmul
+
+        device = config.device
+        hook = CrossbarMatmul(mapped.detail, device, seed=seed)
+        logits = run_graph(graph, x, matmul=hook)
+        if ideal_logits is None:
+            ideal_logits = run_graph(graph, x)
+        described = ", ".join(f"{k}={v}" for k, v in device.to_dict().items()
+                              if k in ("programming_sigma", "read_noise", "p_stuck_off",
+                                       "p_stuck_on") and v)
+        metrics = {"adc_reads_per_sample": hook.report.get("adc_reads", 0) / len(x),
+                   "adc_saturations": hook.report.get("saturated", 0),
+                   "device": described or "ideal"}
+        return RunOutput(logits, ideal_logits,
+                         "quantized model, exact integer arithmetic", metrics,
+                         float_logits=run_graph(graph, x, quantized=False)
+                         if float_logits else None)
+
+    def cost(self, graph, mapped: Mapping, config: ReramAcceleratorConfig,
+             x: np.ndarray) -> CostReport | None:
+        try:
+            from chipforge.sim.cycle.report import arch_for, cycle_reports
+        except ImportError:   # a build without the cycle-level models
+            return None
+        try:
+            arch = arch_for(config.name)
+        except ValueError:     # no cycle-model architecture of this name (ISQED, custom)
+            return None
+        report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
+        from chipforge.report import cycle_summary, plain
+
+        layers = [LayerCost(la.name, cycles=float(la.cycles), latency_s=la.time_ns * 1e-9,
+                            energy_j=la.energy_total_pj * 1e-12,
+                            energy_by_component_j={str(plain(k)): v * 1e-12
+                                                   for k, v in la.energy_pj.items()})
+                  for la in report.layers]
+        return CostReport(
+            layers=layers, cycles=float(sum(la.cycles for la in report.layers)),
+            latency_s=report.latency_ns * 1e-9, throughput_per_s=report.fps,
+            energy_j=report.energy_per_frame_j, area_mm2=report.area_mm2,
+            energy_by_component_j={str(plain(k)): v * 1e-12
+                                   for k, v in report.energy_pj.items()},
+            basis=f"cycle model of the {report.arch.name} architecture "
+                  "(chipforge.sim.cycle: component tables of the cited papers), on the "
+                  "placement of the functional simulation, zero-skipping on the given inputs",
+            samples=int(report.frames), details={"cycles": cycle_summary(report)},
+            native=report)
+
+
+def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
+              mapped=None, ideal_logits: np.ndarray | None = None, float_accuracy: bool = True,
+              **device_options: Any):
+    """One ReRAM chip instance through the interface, for sweeps: ``mapped`` (a placement's
+    ``MappedModel``) and ``ideal_logits`` skip recomputing them; ``device_options`` are the
+    family's convenience options (``fault_rate``, ``variation``, ...). Returns the
+    :class:`~chipforge.simulate.SimulationResult`."""
+    from chipforge.families import get_accelerator_spec
+    from chipforge.simulate import simulate_graph
+
+    spec = get_accelerator_spec(accelerator, options=device_options)
+    if not isinstance(spec.family, ReramFamily):
+        raise ValueError(f"run_reram needs a ReRAM accelerator, not {spec.name!r} "
+                         f"(family {spec.family.name})")
+    if mapped is not None and not isinstance(mapped, Mapping):
+        mapped = spec.family.mapping_of(mapped, graph, spec.config)
+    return simulate_graph(spec, graph, x, y, seed=seed, mapped=mapped,
+                          run_options={"ideal_logits": ideal_logits,
+                                       "float_logits": float_accuracy}).result
+
+
+register_family(ReramFamily())
