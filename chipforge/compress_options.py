@@ -149,21 +149,22 @@ class PimQatOptions(ConfigBase):
     through the macro's decomposition and ADC (straight-through estimator, per-layer
     rescaling gain), calibrate the batch norms with the PIM forward pass, fold them.
 
-    ``preset`` names a PIM macro preset (the PIM family's); otherwise the macro is given by
-    ``decomposition``, ``rows``, ``dac_bits`` and ``b_pim``. The paper's macros use 4-bit
-    weights and activations and b_PIM of 3-7 bits; the defaults are CAP-RAM's 4-bit DAC on
-    32-row arrays (the bundled PIM sweep's macro)."""
+    The macro is a preset of the PIM family (``chipforge.families.pim``: cap-ram,
+    cap-ram-ternary, pim-bit-serial, pim-ideal) with optional overrides; 0 or "" keeps the
+    preset's value. The output runs on ``chipforge simulate --accelerator PRESET --set
+    KEY=VALUE`` with the same overrides (the provenance says which). The paper's models use
+    4-bit weights and activations and b_PIM of 3-7 bits."""
 
-    preset: str = ""
-    """A PIM macro preset name (overrides decomposition, rows, dac_bits, b_pim)."""
-    decomposition: str = "multibit_dac"
-    """bit_serial, multibit_dac or differential."""
-    rows: int = 32
-    """Rows summed per ADC conversion."""
-    dac_bits: int = 4
-    """Input bits per cycle (multibit_dac)."""
-    b_pim: int = 6
-    """ADC resolution b_PIM."""
+    preset: str = "cap-ram"
+    """The PIM macro preset trained for."""
+    decomposition: str = ""
+    """Override: bit_serial, multibit_dac or differential."""
+    rows: int = 0
+    """Override: rows summed per ADC conversion."""
+    dac_bits: int = 0
+    """Override: input bits per cycle (multibit_dac)."""
+    b_pim: int = 0
+    """Override: ADC resolution b_PIM (``--set adc.bits=B`` in simulate)."""
     weight_bits: int = 4
     act_bits: int = 4
     qat_epochs: int = 6
@@ -176,14 +177,15 @@ class PimQatOptions(ConfigBase):
     """Batches of 128 training samples for the BN calibration."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.preset, str):
-            raise ValueError(f"preset must be a string, not {self.preset!r}")
-        _check_choice("decomposition", self.decomposition, DECOMPOSITIONS)
-        check_int("rows", self.rows, 1, 4096)
-        check_int("dac_bits", self.dac_bits, 1, 8)
-        check_int("b_pim", self.b_pim, 1, 16)
+        if not isinstance(self.preset, str) or not self.preset:
+            raise ValueError(f"preset must be a PIM preset name, not {self.preset!r}")
+        if self.decomposition:
+            _check_choice("decomposition", self.decomposition, DECOMPOSITIONS)
+        check_int("rows", self.rows, 0, 4096)
+        check_int("dac_bits", self.dac_bits, 0, 8)
+        check_int("b_pim", self.b_pim, 0, 16)
         check_int("weight_bits", self.weight_bits, 2, 8)
-        check_int("act_bits", self.act_bits, 1, 8)
+        check_int("act_bits", self.act_bits, 2, 8)
         check_int("qat_epochs", self.qat_epochs, 0, 10_000)
         check_int("epochs", self.epochs, 0, 10_000)
         check_float("lr", self.lr, 0.0, 10.0, lo_open=True)
