@@ -119,8 +119,13 @@ register_method("pim-qat", MethodSpec(
 register_method("superbnn", MethodSpec(
     "chipforge.compress_methods:superbnn", "chipforge.compress_options:SuperbnnOptions",
     "SupeRBNN: randomized-BNN training with BN matching (MLP)", "superbnn"))
-# Hook for the vit branch: register_method("heatvit", MethodSpec("chipforge.<module>:heatvit",
-# "chipforge.<module>:HeatvitOptions", ...)); it then appears in the CLI and in compress().
+# HeatViT's selector training lives on the vit branch (chipforge.mappings.heatvit_selectors);
+# the adapter in compress_methods gives it this dispatcher's data split and checkpoint.
+register_method("heatvit", MethodSpec(
+    "chipforge.compress_methods:heatvit",
+    "chipforge.mappings.heatvit_selectors:HeatVitCompressOptions",
+    "HeatViT: token selectors before chosen ViT blocks, keep-ratio schedule, distillation",
+    "heatvit"))
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -418,13 +423,23 @@ def parse_options(method: str, options: dict[str, Any]):
     if method not in METHODS:
         raise ValueError(f"unknown compression method {method!r}; methods: "
                          f"{', '.join(METHODS)}")
-    cls = METHODS[method].load_options()
+    try:
+        cls = METHODS[method].load_options()
+    except ImportError as e:
+        raise ValueError(f"method {method!r} is not available in this build ({e})") from None
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"{method}: unknown option(s) {', '.join(unknown)}; its options: "
                          f"{', '.join(sorted(fields))}")
     return cls.from_dict(options) if hasattr(cls, "from_dict") else cls(**options)
+
+
+def options_dict(opts) -> dict[str, Any]:
+    """A method's options as a JSON-able dict."""
+    if hasattr(opts, "to_dict"):
+        return opts.to_dict()
+    return json.loads(json.dumps(dataclasses.asdict(opts), default=_jsonable))
 
 
 def _validation_accuracy(graph, data: CompressData) -> float:
@@ -458,7 +473,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     x, y, data_label = _load_training(data, graph)
     split = split_data(x, y, _output_width(graph), val_fraction=val_fraction, seed=seed,
                        label=data_label)
-    fingerprint = {"method": method, "options": opts.to_dict(), "seed": seed,
+    fingerprint = {"method": method, "options": options_dict(opts), "seed": seed,
                    "val_fraction": val_fraction, "source_sha256": graph_sha256(graph),
                    "data_sha256": _array_sha256(x, y)}
     ckpt_dir = checkpoint if checkpoint is not None else (
@@ -475,7 +490,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     method_result = result.meta.pop("compress_result", {})
     provenance = {
         "method": method,
-        "options": opts.to_dict(),
+        "options": options_dict(opts),
         "seed": seed,
         "source_model": source,
         "source_sha256": fingerprint["source_sha256"],
@@ -599,7 +614,11 @@ def _convert(method: str, fname: str, text: Any) -> Any:
     if not isinstance(text, str):
         return text
     default = fields[fname].default
+    annotation = str(fields[fname].type)
     try:
+        if default is None and annotation.startswith("tuple["):   # optional lists
+            item = int if annotation.startswith("tuple[int") else float
+            return tuple(item(v) for v in text.split(",") if v.strip())
         if isinstance(default, bool):
             return text
         if isinstance(default, int):
