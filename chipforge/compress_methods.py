@@ -159,6 +159,7 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
         cfg = PolarizeConfig(fragment_size=o.fragment_size,
                              order=FragmentOrder(o.fragment_order),
                              sign_update_every=o.sign_update_every,
+                             joint_pruning=o.joint_pruning,
                              admm=AdmmConfig(rho=o.rho, epochs=o.polarize_epochs, lr=o.lr,
                                              finetune_epochs=o.finetune_epochs,
                                              finetune_lr=o.lr))

@@ -66,12 +66,16 @@ class FormsOptions(ConfigBase):
     """Initial ADMM penalty (grows 1.5x per epoch)."""
     prune_epochs: int = 10
     """ADMM pruning epochs."""
-    polarize_epochs: int = 9
-    """ADMM polarization epochs (the paper's N)."""
+    polarize_epochs: int = 18
+    """ADMM polarization epochs (the paper's N; 18 as the zoo's FORMS models)."""
     sign_update_every: int = 3
     """Recompute the fragment signs every M polarization epochs."""
-    finetune_epochs: int = 10
-    """Masked fine-tuning epochs after each hard projection."""
+    joint_pruning: bool = False
+    """Re-select the zeros jointly with the signs while polarizing (weights may regrow with
+    their fragment's sign; the sparsity is kept). False keeps the pruning mask."""
+    finetune_epochs: int = 30
+    """Masked fine-tuning epochs after each hard projection (on a user CNN, 15 left the
+    polarized model 1.4 points below the unpolarized one, 30 0.6 points)."""
     lr: float = 1e-3
     """Adam learning rate of the ADMM and fine-tuning phases."""
     weight_bits: int = 8
@@ -84,8 +88,9 @@ class FormsOptions(ConfigBase):
     def __post_init__(self) -> None:
         check_int("fragment_size", self.fragment_size, 1, 128)
         _check_choice("fragment_order", self.fragment_order, FRAGMENT_ORDERS)
-        if not isinstance(self.polarize, bool):
-            raise ValueError(f"polarize must be a bool, not {self.polarize!r}")
+        for name in ("polarize", "joint_pruning"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, not {getattr(self, name)!r}")
         check_float("prune_ratio", self.prune_ratio, 0.0, 0.99)
         _check_ratios("prune_ratios", self.prune_ratios)
         check_float("rho", self.rho, 0.0, lo_open=True)
