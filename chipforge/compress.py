@@ -119,10 +119,12 @@ register_method("pim-qat", MethodSpec(
 register_method("superbnn", MethodSpec(
     "chipforge.compress_methods:superbnn", "chipforge.compress_options:SuperbnnOptions",
     "SupeRBNN: randomized-BNN training with BN matching (MLP)", "superbnn"))
+# HeatViT's selector training lives on the vit branch (chipforge.mappings.heatvit_selectors);
+# its compress_heatvit takes this dispatcher's split, progress bars and checkpoint directory.
 register_method("heatvit", MethodSpec(
     "chipforge.mappings.heatvit_selectors:compress_heatvit",
     "chipforge.mappings.heatvit_selectors:HeatvitOptions",
-    "HeatViT: token selectors trained with the keep-ratio schedule and distillation (ViT)",
+    "HeatViT: token selectors before chosen ViT blocks, keep-ratio schedule, distillation",
     "heatvit"))
 
 
@@ -378,6 +380,11 @@ class Checkpoint:
             self._written.append(path)
         return arrays
 
+    def discard_if_empty(self) -> None:
+        """Remove the directory when no stage finished in this or an earlier attempt."""
+        if self.directory is not None and not list(self.directory.glob("*.npz")):
+            self.remove()
+
     def remove(self) -> None:
         """Delete this run's checkpoint files (and the directory when it is then empty)."""
         if self.directory is None or not self.directory.exists():
@@ -416,13 +423,23 @@ def parse_options(method: str, options: dict[str, Any]):
     if method not in METHODS:
         raise ValueError(f"unknown compression method {method!r}; methods: "
                          f"{', '.join(METHODS)}")
-    cls = METHODS[method].load_options()
+    try:
+        cls = METHODS[method].load_options()
+    except ImportError as e:
+        raise ValueError(f"method {method!r} is not available in this build ({e})") from None
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"{method}: unknown option(s) {', '.join(unknown)}; its options: "
                          f"{', '.join(sorted(fields))}")
     return cls.from_dict(options) if hasattr(cls, "from_dict") else cls(**options)
+
+
+def options_dict(opts) -> dict[str, Any]:
+    """A method's options as a JSON-able dict."""
+    if hasattr(opts, "to_dict"):
+        return opts.to_dict()
+    return json.loads(json.dumps(dataclasses.asdict(opts), default=_jsonable))
 
 
 def _validation_accuracy(graph, data: CompressData) -> float:
@@ -456,7 +473,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     x, y, data_label = _load_training(data, graph)
     split = split_data(x, y, _output_width(graph), val_fraction=val_fraction, seed=seed,
                        label=data_label)
-    fingerprint = {"method": method, "options": opts.to_dict(), "seed": seed,
+    fingerprint = {"method": method, "options": options_dict(opts), "seed": seed,
                    "val_fraction": val_fraction, "source_sha256": graph_sha256(graph),
                    "data_sha256": _array_sha256(x, y)}
     ckpt_dir = checkpoint if checkpoint is not None else (
@@ -464,12 +481,16 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     ckpt = Checkpoint(ckpt_dir, fingerprint)
     bars = Progress(method, progress)
     fn = METHODS[method].load_function()
-    result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
+    try:
+        result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
+    except BaseException:
+        ckpt.discard_if_empty()          # a refusal before training leaves nothing behind
+        raise
     result.meta = dict(result.meta)
     method_result = result.meta.pop("compress_result", {})
     provenance = {
         "method": method,
-        "options": opts.to_dict(),
+        "options": options_dict(opts),
         "seed": seed,
         "source_model": source,
         "source_sha256": fingerprint["source_sha256"],
@@ -479,7 +500,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
         "train_samples": len(split.y_train),
         "validation_samples": len(split.y_val),
         "validation_accuracy": _validation_accuracy(result, split),
-        "runs_on": METHODS[method].runs_on,
+        "runs_on": result.meta.pop("compress_runs_on", METHODS[method].runs_on),
         "result": method_result,
         "resumed_stages": list(ckpt.resumed),
         "chipforge_version": _version(),
@@ -593,7 +614,11 @@ def _convert(method: str, fname: str, text: Any) -> Any:
     if not isinstance(text, str):
         return text
     default = fields[fname].default
+    annotation = str(fields[fname].type)
     try:
+        if default is None and annotation.startswith("tuple["):   # optional lists
+            item = int if annotation.startswith("tuple[int") else float
+            return tuple(item(v) for v in text.split(",") if v.strip())
         if isinstance(default, bool):
             return text
         if isinstance(default, int):
@@ -609,6 +634,14 @@ def _convert(method: str, fname: str, text: Any) -> Any:
     return text
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    return str(value)
+
+
 def run_cli(args) -> int:
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
     options = {k: _convert(args.method, k, v) for k, v in opts.items()}
@@ -618,8 +651,12 @@ def run_cli(args) -> int:
     p = graph.meta["provenance"]
     print(format_provenance(graph.meta))
     for key, value in p.get("result", {}).items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"  {key:<32} {text}")
+        if isinstance(value, list):          # a history: one line per entry
+            print(f"  {key}:")
+            for entry in value:
+                print("    " + ", ".join(f"{k} {_short(v)}" for k, v in entry.items()))
+            continue
+        print(f"  {key:<36} {_short(value)}")
     print(f"wrote {args.out} (runs on {p['runs_on']}; try `chipforge simulate {args.out} "
           f"--accelerator ...`)")
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 from chipforge.compress_options import parse_ratios
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["forms", "isqed", "pim_qat", "superbnn"]
+__all__ = ["forms", "heatvit", "isqed", "pim_qat", "superbnn"]
 
 _QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
 _FRAGMENT_ATTRS = ("fragment_size", "fragment_order")
@@ -159,6 +159,7 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
         cfg = PolarizeConfig(fragment_size=o.fragment_size,
                              order=FragmentOrder(o.fragment_order),
                              sign_update_every=o.sign_update_every,
+                             joint_pruning=o.joint_pruning,
                              admm=AdmmConfig(rho=o.rho, epochs=o.polarize_epochs, lr=o.lr,
                                              finetune_epochs=o.finetune_epochs,
                                              finetune_lr=o.lr))
@@ -184,6 +185,11 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
                "crossbar_reduction (model estimate)": stats.crossbar_reduction}
     if o.polarize:
         result["fragments"] = f"{o.fragment_size} ({o.fragment_order})"
+        out.meta["compress_runs_on"] = (f"forms{o.fragment_size}" if o.fragment_size in (4, 8, 16)
+                                        else f"a polarized ReRAM .toml with fragment_size="
+                                             f"{o.fragment_size}")
+    else:
+        out.meta["compress_runs_on"] = "isaac, isqed-two-column, isqed-differential"
     out.meta["compress_result"] = result
     out.meta["crossbar_reduction"] = stats.crossbar_reduction
     return out
@@ -194,8 +200,8 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
 def _fault_accuracy(graph: Graph, data, *, mapping: str, fault_rate: float, trials: int,
                     seed: int) -> float:
     """Mean accuracy over ``trials`` chips with stuck-at faults, on the validation split."""
+    from chipforge.families.reram import run_reram
     from chipforge.sim.executor import run_graph
-    from chipforge.simulate import run_reram
 
     x = data.x_val.astype(np.float64)
     ideal = run_graph(graph, x)
@@ -284,36 +290,40 @@ def isqed(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
 
 # -- pim-qat ------------------------------------------------------------------------------
 
-def _pim_preset(name: str):
-    """A PIM macro preset by name from the PIM family (whichever module holds them)."""
-    import importlib
+def _pim_macro(o):
+    """The PIM macro: a preset of the PIM family with the options' overrides."""
+    from chipforge.families.pim import PIM_PRESETS
+    from chipforge.sim.pim import Decomposition
 
-    known: dict[str, Any] = {}
-    for module_name, attr in (("chipforge.families.pim", "PRESETS"),
-                              ("chipforge.families.pim", "PIM_PRESETS"),
-                              ("chipforge.pim", "PRESETS"), ("chipforge.sim.pim", "PRESETS")):
-        try:
-            table = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError):
-            continue
-        known.update(table)
-    if name not in known:
-        raise ValueError(f"pim-qat: unknown PIM macro preset {name!r}; known: "
-                         f"{', '.join(known) or 'none in this build'} (or give "
-                         "--decomposition, --rows, --dac-bits, --b-pim)")
-    preset = known[name]
-    return getattr(preset, "pim", preset)
+    if o.preset not in PIM_PRESETS:
+        raise ValueError(f"pim-qat: unknown PIM macro preset {o.preset!r}; presets: "
+                         f"{', '.join(PIM_PRESETS)}")
+    macro = PIM_PRESETS[o.preset]
+    changes: dict[str, Any] = {}
+    if o.decomposition:
+        changes["decomposition"] = Decomposition(o.decomposition)
+    if o.rows:
+        changes["rows"] = o.rows
+    if o.dac_bits:
+        changes["dac_bits"] = o.dac_bits
+    if o.b_pim:
+        changes["adc"] = dataclasses.replace(macro.adc, bits=o.b_pim)
+    return macro.replace(**changes) if changes else macro
+
+
+def _pim_overrides(o) -> list[str]:
+    """The ``chipforge simulate --set`` arguments that give the trained-for macro."""
+    out = []
+    for key, value in (("decomposition", o.decomposition), ("rows", o.rows),
+                       ("dac_bits", o.dac_bits), ("adc.bits", o.b_pim)):
+        if value:
+            out.append(f"{key}={value}")
+    return out
 
 
 def _pim_config(o):
-    from chipforge.sim.adc import AdcConfig, FullScale
-    from chipforge.sim.pim import Decomposition, PimConfig
-
-    if o.preset:
-        return _pim_preset(o.preset)
-    return PimConfig(decomposition=Decomposition(o.decomposition), rows=o.rows,
-                     dac_bits=o.dac_bits, adc=AdcConfig(bits=o.b_pim,
-                                                        full_scale=FullScale.HARDWARE))
+    """The functional simulator's PimConfig of the options' macro."""
+    return _pim_macro(o).pim_config()
 
 
 def _pim_modules():
@@ -516,7 +526,8 @@ def _pim_export(record, base: Graph, o, cfg) -> Graph:
         node.attrs.update(weight_bits=o.weight_bits, weight_scale=[float(s) for s in scale],
                           act_bits=o.act_bits, act_scale=clip / ((1 << o.act_bits) - 1),
                           act_signed=False, pim_gain=float(pim.pim_gain))
-    out.meta["pim"] = {"macro": cfg.to_dict(), "preset": o.preset or None,
+    out.meta["pim"] = {"preset": o.preset, "overrides": _pim_overrides(o),
+                       "macro": _pim_macro(o).to_dict(), "pim_config": cfg.to_dict(),
                        "note": "pim_gain multiplies each layer's PIM product (digital "
                                "rescaling, folded into requantization in hardware)"}
     return out
@@ -543,7 +554,8 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
     base = _float_graph(graph)
     torch.manual_seed(seed)
     model, record = _build_pim_model(base, data, o)     # refuses before training
-    label = f"{cfg.decomposition.value}, {cfg.rows} rows, b_PIM {cfg.adc.bits}"
+    label = (f"{o.preset}: {cfg.decomposition.value}, {cfg.rows} rows, b_PIM {cfg.adc.bits}"
+             + (", noisy ADC" if cfg.adc.thermal_noise_lsb else ""))
 
     def state() -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -566,6 +578,10 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
         return state()
 
     load(checkpoint.arrays("pim-aware", pim))
+    from chipforge.mappings.pim_qat import evaluate
+
+    torch_pim = evaluate(model, np.ascontiguousarray(data.x_val, dtype=np.float32),
+                         data.y_val, PimMode(cfg=cfg, seed=seed)) / 100.0
     out = _pim_export(record, base, o, cfg)
     with _deterministic():
         naive = quantize_graph(base, data.x_train[:512].astype(np.float64),
@@ -579,7 +595,10 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
         "val_accuracy_naive_pim (PTQ)": _pim_accuracy(naive, data, cfg, seed),
         "val_accuracy_digital": float((run_graph(out, x_val).argmax(1) == data.y_val).mean()),
         "val_accuracy_pim": _pim_accuracy(out, data, cfg, seed),
+        "val_accuracy_pim_torch": torch_pim,
     }
+    out.meta["compress_runs_on"] = " ".join([o.preset, *(f"--set {a}"
+                                                          for a in _pim_overrides(o))])
     return out
 
 
@@ -695,3 +714,20 @@ class _Split:
         self.y_test = self.data.y_val
         self.input_shape = self.data.input_shape
 
+
+
+# -- heatvit (the vit branch's selector training, behind this dispatcher) -----------------
+
+def heatvit(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Graph:
+    """HeatViT token selectors (:func:`chipforge.mappings.heatvit_selectors.heatvit`): it
+    gets only the training part of the split (it carves its own early-stopping validation
+    from it), so the dispatcher's validation split stays unseen; its per-epoch checkpoint
+    goes into this run's checkpoint directory."""
+    from chipforge.mappings.heatvit_selectors import heatvit as train_selectors
+
+    state = None if checkpoint.directory is None else checkpoint.directory / "heatvit.state.npz"
+    out = train_selectors(graph, data.x_train, data.y_train, seed=seed,
+                          progress=progress.enabled, checkpoint=state,
+                          **dataclasses.asdict(options))
+    out.meta["compress_result"] = out.meta.pop("provenance", {})
+    return out

@@ -27,6 +27,7 @@ SWEEPS: dict[str, str] = {
     "adc": "chipforge.mappings.sweeps.adc:SWEEP",
     "faults": "chipforge.mappings.sweeps.faults:SWEEP",
     "keep": "chipforge.mappings.sweeps.keep:SWEEP",
+    "accelerator": "chipforge.mappings.sweeps.accelerator:SWEEP",
 }
 
 

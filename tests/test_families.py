@@ -343,3 +343,50 @@ def test_a_fifth_family_runs_the_main_job(cnn_files, tmp_path, capsys):
     finally:
         unregister_family("toy")
     assert "toy" not in families()
+
+
+def test_pim_cost_counts_the_conversions_the_simulation_makes(cnn_files, monkeypatch):
+    """The cost model's conversions per inference are those the functional PIM run makes."""
+    from chipforge.families import quantize_if_needed
+    from chipforge.importers.model import digits_train_inputs
+    from chipforge.sim.adc import PimAdc
+
+    graph = load_onnx(cnn_files[0])
+    graph = quantize_if_needed(graph, digits_train_inputs(graph)[:64], "auto", "digits", [])
+    spec = get_accelerator_spec("cap-ram-ternary")
+    mapped = spec.family.map(graph, spec.config)
+    x = digits(8).x_test[:3]
+    cost = spec.family.cost(graph, mapped, spec.config, x)
+    seen = []
+    convert = PimAdc.convert
+    monkeypatch.setattr(PimAdc, "convert", lambda self, sums, index=0: (
+        seen.append(np.size(sums)), convert(self, sums, index))[1])
+    spec.family.run(graph, mapped, spec.config, x)
+    assert sum(seen) == 3 * cost.details["conversions_per_inference"] > 0
+    assert cost.energy_j == pytest.approx(cost.details["conversions_per_inference"]
+                                          * spec.config.conversion_energy_pj * 1e-12)
+
+
+def test_the_accelerator_sweep_reaches_any_family_through_the_interface(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chipforge.sim.sweep import run_sweep
+    from chipforge.sweeps import get_sweep
+
+    grid = {"model": ["lenet-digits"], "accelerator": ["cap-ram"], "key": ["adc.bits"],
+            "value": [4, 9], "samples": [60]}
+    with ThreadPoolExecutor(1) as pool:
+        result = run_sweep(get_sweep("accelerator"), tmp_path / "pim", executor=pool, trials=1,
+                           grid=grid, plot=False, progress=False, echo=None)
+    by_bits = {row["value"]: row for row in result.summary}
+    assert by_bits[9]["accuracy_mean"] > by_bits[4]["accuracy_mean"] + 0.3   # PIM-QAT's point
+    bnn = grid | {"model": ["bnn-digits"], "accelerator": ["superbnn"], "key": ["sigma_ua"],
+                  "value": [0.5, 64.0]}
+    with ThreadPoolExecutor(1) as pool:
+        result = run_sweep(get_sweep("accelerator"), tmp_path / "aqfp", executor=pool,
+                           trials=1, grid=bnn, plot=False, progress=False, echo=None)
+    by_sigma = {row["value"]: row for row in result.summary}
+    assert by_sigma[0.5]["accuracy_mean"] > by_sigma[64.0]["accuracy_mean"] + 0.1
+    with pytest.raises(ValueError, match="unknown key 'adc.bitz'"):
+        run_sweep(get_sweep("accelerator"), tmp_path / "bad", grid=grid | {"key": ["adc.bitz"]},
+                  trials=1, plot=False, progress=False, echo=None)

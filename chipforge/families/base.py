@@ -175,6 +175,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         raise FamilyError(f"{key} must be one of {choices}, not {value!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)       # a sweep axis of numbers, an integer field
     if kind is bool and isinstance(value, str):
         if value.lower() in ("true", "yes", "on", "1"):
             return True

@@ -190,12 +190,13 @@ class PimFamily(AcceleratorFamily):
 
         shapes = {k: v.shape for k, v in run_graph(graph, x[:1], return_all=True).items()}
         per_conv = config.conversion_energy_pj * 1e-12
-        layers, stage_times = [], []
+        layers, stage_times, total_conversions = [], [], 0
         for row in mapped.layers:
             out_shape = shapes[row["node"]][1:]
             vectors = int(np.prod(out_shape[1:])) if len(out_shape) == 3 else \
                 int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
             conversions = vectors * row["conversions_per_vector"]
+            total_conversions += conversions
             # the arrays of one macro share its ADCs: they take turns, each converting
             # `columns` sums per cycle [I]
             cycles = vectors * row["input_cycles"] * min(row["arrays"],
@@ -226,9 +227,8 @@ class PimFamily(AcceleratorFamily):
                   "8-bit ADC scaled by 2**(bits-8)) [I]; area = macros x 0.179 mm^2 "
                   "(CAP-RAM chip); one macro per layer, layers pipelined [I]",
             details={"conversion_energy_pj": config.conversion_energy_pj,
-                     "conversions_per_inference": int(sum(
-                         (la.energy_j or 0) / per_conv for la in layers) + 0.5)
-                     if per_conv else 0})
+                     "conversions_per_inference": total_conversions,
+                     "macros": mapped.totals["macros"]})
 
 
 register_family(PimFamily())
