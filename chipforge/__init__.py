@@ -19,7 +19,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "from_torch", "load_onnx", "simulate"]
+__all__ = ["__version__", "compress", "from_torch", "load_onnx", "simulate"]
 
 # Frontends that need torch / onnx load on first use, so `import chipforge` stays stdlib-only.
 _LAZY = {"from_torch": "chipforge.importers.torch", "load_onnx": "chipforge.importers.onnx"}
@@ -30,8 +30,8 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "simulate":   # the module chipforge.simulate, callable as simulate(...)
+    if name in ("simulate", "compress"):   # modules callable as simulate(...), compress(...)
         import importlib
 
-        return importlib.import_module("chipforge.simulate")
+        return importlib.import_module(f"chipforge.{name}")
     raise AttributeError(f"module 'chipforge' has no attribute {name!r}")

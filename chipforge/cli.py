@@ -395,6 +395,20 @@ def _run_zoo(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_compress(p: argparse.ArgumentParser) -> None:
+    from chipforge.compress import add_arguments
+
+    add_arguments(p)
+
+
+@command("compress", "compress your model for an accelerator (forms, isqed, pim-qat, superbnn)")(
+    _add_compress)
+def _run_compress(args: argparse.Namespace) -> int:
+    from chipforge.compress import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chipforge import __version__
 

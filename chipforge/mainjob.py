@@ -100,6 +100,10 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
     try:
         step("model")
         graph = family.load_model(model)
+        from chipforge.compress import format_provenance  # how `chipforge compress` made it
+
+        if (provenance := format_provenance(graph.meta)) is not None:
+            notes.append(provenance)
         bar.update()
         step("data")
         x, y = family.load_data(data, graph, samples)
@@ -138,7 +142,8 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
 
             section = family.report_section(spec.config, sim.mapped, sim.output, cost)
             paths = write_report(result, out, cost=cost, section=section,
-                                 extra={"notes": notes})
+                                 extra={"notes": notes,
+                                        "provenance": graph.meta.get("provenance")})
         bar.update()
     finally:
         bar.close()

@@ -10,6 +10,7 @@ optimizer step by :func:`apply_constraints` (projected gradient descent).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 from chipforge.sim.fragments import expand_signs
 
 __all__ = ["TrainData", "apply_constraints", "deterministic", "latent_weight", "seed_everything",
-           "torch_accuracy", "train", "weighted_layers"]
+           "torch_accuracy", "train", "training_monitor", "weighted_layers"]
 
 TRAIN_THREADS = 1
 """Thread count for training: results are bit-reproducible only at a fixed count."""
@@ -42,6 +43,21 @@ def deterministic():
     finally:
         torch.use_deterministic_algorithms(algorithms)
         torch.set_num_threads(threads)
+
+
+_MONITOR: contextvars.ContextVar = contextvars.ContextVar("chipforge_train_monitor",
+                                                        default=None)
+
+
+@contextlib.contextmanager
+def training_monitor(callback: Callable[[nn.Module, int, float], None]):
+    """Inside, every :func:`train` epoch calls ``callback(model, epoch, mean_loss)`` (the
+    progress bars of ``chipforge compress``); the callback must not change the model."""
+    token = _MONITOR.set(callback)
+    try:
+        yield
+    finally:
+        _MONITOR.reset(token)
 
 
 class TrainData:
@@ -112,9 +128,11 @@ def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, 
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     n = len(data.x_train)
+    monitor = _MONITOR.get()
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(n, generator=gen)
+        total = 0.0
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
             loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
@@ -125,5 +143,8 @@ def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, 
             opt.step()
             if constrained:
                 apply_constraints(model)
+            total += float(loss.detach()) * len(idx)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+        if monitor is not None:
+            monitor(model, epoch, total / n)

@@ -22,9 +22,9 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["MatmulHook", "activation_range", "block_diagonal_weights", "exact_int_matmul",
-           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph",
-           "run_node", "weight_matrix"]
+__all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
+           "exact_int_matmul", "fake_quantize", "im2col", "integer_weights",
+           "quantize_activations", "run_graph", "run_node", "token_scores", "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
@@ -162,16 +162,98 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None = None,
-             quantized: bool = True) -> np.ndarray:
-    """One node on its input values (``args`` in the order of ``node.inputs``)."""
-    return _run_node(node, args, matmul, quantized)
+             quantized: bool = True, mask: TokenMask | None = None) -> np.ndarray:
+    """One node on its input values (``args`` in the order of ``node.inputs``); ``mask``
+    is the token mask of the selector that the node's ``mask_from`` names."""
+    out = _run_node(node, args, matmul, quantized, mask)
+    return out[0] if node.op is Op.TOKEN_SELECT else out
+
+
+TokenMask = tuple[np.ndarray, np.ndarray]
+"""``(live, candidate)``: (N, T) bool masks after a token selector: the tokens still alive in
+each image, and among them the prunable ones (not the class token, not a package token)."""
+
+
+def token_scores(node: Node, x: np.ndarray) -> np.ndarray:
+    """Float keep score in (0, 1) of every token of ``x`` (N, T, D) under a ``TOKEN_SELECT``
+    node (see :data:`chipforge.sim.graph.TOKEN_SELECT_PARAMS`)."""
+    p, heads = node.params, int(node.attrs["heads"])
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    h = (x - mean) / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
+    h = h * p["norm_gamma"] + p["norm_beta"]
+    per_head = h.reshape(*x.shape[:-1], heads, x.shape[-1] // heads)
+    hidden = per_head @ p["fc1_weight"].T.astype(np.float64) + p["fc1_bias"]
+    hidden = 0.5 * hidden * (1 + _erf(hidden / np.sqrt(2)))
+    logit = (hidden @ p["fc2_weight"].T.astype(np.float64) + p["fc2_bias"])[..., 0]
+    a = np.exp(p["head_logits"] - p["head_logits"].max())
+    a = a / a.sum()
+    return (1 / (1 + np.exp(-logit)) * a).sum(-1)
+
+
+def _token_select(node: Node, x: np.ndarray, mask: TokenMask | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if x.ndim != 3:
+        raise ValueError(f"token_select {node.name!r} needs (N, tokens, width) input, "
+                         f"got shape {x.shape}")
+    n, t, _ = x.shape
+    if mask is None:
+        live = np.ones((n, t), dtype=bool)
+        candidate = np.ones((n, t), dtype=bool)
+        candidate[:, :int(node.attrs["protected"])] = False
+    else:
+        live, candidate = mask
+    score = token_scores(node, x)
+    alive = live & candidate
+    pruned = alive & (score < float(node.attrs["threshold"]))
+    weight = np.where(pruned, score, 0.0)
+    package = np.einsum("nt,ntd->nd", weight, x) / np.maximum(weight.sum(1), 1e-300)[:, None]
+    has_package = pruned.any(1)
+    slot = pruned.argmax(1)                  # the first pruned token's slot holds the package
+    out = x.copy()
+    rows = np.flatnonzero(has_package)
+    out[rows, slot[rows]] = package[rows]
+    live = live & ~pruned
+    live[rows, slot[rows]] = True
+    candidate = candidate & ~pruned
+    return out, live, candidate
+
+
+def _masked_softmax(node: Node, x: np.ndarray, mask: TokenMask) -> np.ndarray:
+    axis = int(node.attrs.get("axis", -1)) % x.ndim
+    live = mask[0]
+    if axis != x.ndim - 1 or x.shape[-1] != live.shape[1]:
+        raise ValueError(f"softmax {node.name!r} with mask_from must run over its last axis of "
+                         f"{live.shape[1]} tokens, got axis {axis} of shape {x.shape}")
+    keys = live.reshape((live.shape[0],) + (1,) * (x.ndim - 2) + (live.shape[1],))
+    x = np.where(keys, x, -np.inf)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _masked_mean(node: Node, x: np.ndarray, mask: TokenMask) -> np.ndarray:
+    axes = tuple(int(i) for i in node.attrs["axes"])
+    live = mask[0]
+    if axes != (1,) or x.shape[1] != live.shape[1]:
+        raise ValueError(f"mean {node.name!r} with mask_from must average the token axis 1 "
+                         f"of {live.shape[1]} tokens, got axes {axes} of shape {x.shape}")
+    w = live.reshape(live.shape + (1,) * (x.ndim - 2)).astype(np.float64)
+    y = (x * w).sum(1, keepdims=True) / w.sum(1, keepdims=True)
+    return y if node.attrs.get("keepdims", True) else y[:, 0]
 
 
 def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
-              quantized: bool) -> np.ndarray:
+              quantized: bool, mask: TokenMask | None = None):
     a = node.attrs
     x = args[0]
+    if mask is not None:
+        if node.op is Op.SOFTMAX:
+            return _masked_softmax(node, x, mask)
+        if node.op is Op.MEAN:
+            return _masked_mean(node, x, mask)
     match node.op:
+        case Op.TOKEN_SELECT:
+            return _token_select(node, x, mask)
         case Op.LINEAR:
             # (N, features), or (N, ..., features) for token sequences: one product either way.
             w = node.params["weight"]
@@ -281,7 +363,8 @@ def run_graph(graph: Graph, x: np.ndarray, *, matmul: MatmulHook | None = None,
     """Run ``graph`` on inputs ``x`` (N, *input_shape).
 
     ``matmul`` replaces the integer product of quantized weighted nodes (see module doc).
-    With ``return_all`` the result is every node's output by name (plus ``"input"``).
+    With ``return_all`` the result is every node's output by name (plus ``"input"``, and
+    for each token selector ``"<name>:live"`` and ``"<name>:candidate"``, its (N, T) masks).
     """
     x = np.asarray(x, dtype=np.float64)
     if tuple(x.shape[1:]) != graph.input_shape:
@@ -291,8 +374,13 @@ def run_graph(graph: Graph, x: np.ndarray, *, matmul: MatmulHook | None = None,
     for start in range(0, max(len(x), 1), batch_size):
         values = {"input": x[start:start + batch_size]}
         for node in graph.nodes:
-            values[node.name] = _run_node(node, [values[i] for i in node.inputs], matmul,
-                                          quantized)
+            source = node.attrs.get("mask_from")
+            mask = ((values[f"{source}:live"], values[f"{source}:candidate"])
+                    if source is not None else None)
+            out = _run_node(node, [values[i] for i in node.inputs], matmul, quantized, mask)
+            if node.op is Op.TOKEN_SELECT:
+                out, values[f"{node.name}:live"], values[f"{node.name}:candidate"] = out
+            values[node.name] = out
         chunks.append(values if return_all else values[graph.output_name])
     if return_all:
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GRAPH_FORMAT_VERSION", "Graph", "Node", "Op", "load_graph", "save_graph"]
+__all__ = ["GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node", "Op", "load_graph",
+           "save_graph", "token_selectors"]
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -66,12 +67,38 @@ class Op(enum.Enum):
     CONCAT = "concat"            # [axis, constant_index?] {constant?}: inputs joined along
                                  # axis; the constant (batch axis of 1, e.g. a ViT class
                                  # token) is repeated over the batch and goes at its index
+    # HeatViT token selector (Dong et al., HPCA'23): scores the tokens of (N, T, D) and
+    # prunes them per image; see TOKEN_SELECT_PARAMS and chipforge.sim.executor.
+    TOKEN_SELECT = "token_select"  # [heads, threshold, keep_ratio, protected, eps,
+                                   # mask_from?] {norm_gamma, norm_beta, fc1_weight,
+                                   # fc1_bias, fc2_weight, fc2_bias, head_logits}
+                                   # (+ engine_threshold_code?: the 8-bit engine's)
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
+TOKEN_SELECT_PARAMS = ("norm_gamma", "norm_beta", "fc1_weight", "fc1_bias", "fc2_weight",
+                       "fc2_bias", "head_logits")
+"""Parameters of a ``TOKEN_SELECT`` node. The selector normalizes the tokens with its own
+LayerNorm (``norm_*``: a copy of the next block's first LayerNorm, which the engine computes
+once for both), splits each token into ``heads`` heads of D / heads channels and scores
+head ``i`` as ``sigmoid(fc2(GELU(fc1(x_i))))`` (MLP weights shared by the heads); a token's
+score is ``sum_i softmax(head_logits)_i * score_i``. Tokens ``0 .. protected-1`` (the class
+token) and earlier package tokens are always kept; a candidate token is kept iff its score
+is >= ``threshold``; the pruned tokens of an image are fused into one *package token*
+(their score-weighted mean, HeatViT Eq. 10). ``keep_ratio`` records the training target
+(the fraction of the candidates kept); ``mask_from`` names the previous selector.
+
+Pruning is a mask, not a gather, so every image keeps the graph's static shapes: a pruned
+token stays in its slot, masked out of the attention keys (exactly the same as removing
+it); the package token takes the slot of the image's first pruned token. The nodes that
+mix tokens after a selector name it in their ``mask_from`` attr: the attention
+``SOFTMAX`` (over the key axis, the last), ``MEAN`` over the token axis, and the next
+``TOKEN_SELECT``."""
+TOKEN_SELECT_ATTRS = ("heads", "threshold", "protected")
+MASKABLE_OPS = frozenset({Op.SOFTMAX, Op.MEAN, Op.TOKEN_SELECT})
 _NEEDED_PARAMS = {Op.BATCHNORM: {"gamma", "beta", "mean", "var"},
                   Op.LAYERNORM: {"gamma", "beta"}, Op.ADD_CONST: {"constant"},
-                  Op.MUL_CONST: {"constant"}}
+                  Op.MUL_CONST: {"constant"}, Op.TOKEN_SELECT: set(TOKEN_SELECT_PARAMS)}
 _QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
 
 
@@ -135,6 +162,7 @@ class Graph:
         if not self.nodes:
             raise ValueError(f"graph {self.name!r} has no nodes")
         seen = {"input"}
+        selectors: set[str] = set()
         for n in self.nodes:
             if not isinstance(n.op, Op):
                 raise ValueError(f"node {n.name!r} has op {n.op!r}, which is not an Op; "
@@ -163,9 +191,62 @@ class Graph:
                 missing = {"scale", "zero_point", "bits", "signed"} - set(n.attrs)
                 if missing:
                     raise ValueError(f"quantize {n.name!r} lacks {', '.join(sorted(missing))}")
+            if n.op is Op.TOKEN_SELECT:
+                _check_token_select(n)
+            source = n.attrs.get("mask_from")
+            if source is not None:
+                if n.op not in MASKABLE_OPS:
+                    raise ValueError(f"node {n.name!r} ({n.op.value}) has mask_from, which "
+                                     "only softmax, mean and token_select take")
+                if source not in selectors:
+                    raise ValueError(f"node {n.name!r} has mask_from={source!r}, which is "
+                                     "not a token_select node before it")
+            if n.op is Op.TOKEN_SELECT:
+                selectors.add(n.name)
             seen.add(n.name)
         if self.output is not None and self.output not in seen:
             raise ValueError(f"graph output {self.output!r} is not a node")
+
+
+def token_selectors(graph: Graph) -> list[Node]:
+    """The ``TOKEN_SELECT`` nodes of ``graph``, in order."""
+    return [n for n in graph.nodes if n.op is Op.TOKEN_SELECT]
+
+
+def _check_token_select(n: Node) -> None:
+    missing = [k for k in TOKEN_SELECT_ATTRS if k not in n.attrs]
+    if missing:
+        raise ValueError(f"token_select {n.name!r} lacks {', '.join(missing)}")
+    heads, thr, prot = n.attrs["heads"], n.attrs["threshold"], n.attrs["protected"]
+    if not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"token_select {n.name!r}: heads must be an integer >= 1, not {heads!r}")
+    if not isinstance(prot, int) or prot < 0:
+        raise ValueError(f"token_select {n.name!r}: protected must be an integer >= 0, "
+                         f"not {prot!r}")
+    if not isinstance(thr, int | float) or not 0 <= thr <= 1:
+        raise ValueError(f"token_select {n.name!r}: threshold must be in [0, 1], not {thr!r}")
+    code = n.attrs.get("engine_threshold_code")
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                             or not 0 <= code <= 128):
+        raise ValueError(f"token_select {n.name!r}: engine_threshold_code must be an integer "
+                         f"in 0..128 (a Q0.7 score code), not {code!r}")
+    keep = n.attrs.get("keep_ratio")
+    if keep is not None and not (isinstance(keep, int | float) and 0 < keep <= 1):
+        raise ValueError(f"token_select {n.name!r}: keep_ratio must be in (0, 1], "
+                         f"not {keep!r}")
+    p = n.params
+    d = p["norm_gamma"].shape[0]
+    hidden = p["fc1_weight"].shape[0]
+    shapes = {"norm_gamma": (d,), "norm_beta": (d,), "fc1_weight": (hidden, d // heads),
+              "fc1_bias": (hidden,), "fc2_weight": (1, hidden), "fc2_bias": (1,),
+              "head_logits": (heads,)}
+    if d % heads:
+        raise ValueError(f"token_select {n.name!r}: heads={heads} must divide the token "
+                         f"width {d}")
+    for k, shape in shapes.items():
+        if tuple(p[k].shape) != shape:
+            raise ValueError(f"token_select {n.name!r}: {k} has shape {tuple(p[k].shape)}, "
+                             f"expected {shape}")
 
 
 def save_graph(graph: Graph, path: str | Path) -> Path:

@@ -150,6 +150,10 @@ class PimMatmul:
         if node.attrs.get("act_signed"):
             raise ValueError(f"node {node.name!r}: PIM inputs must be unsigned "
                              "(act_signed=False)")
-        return pim_matmul(x_q, w_q, act_bits=int(node.attrs["act_bits"]),
-                          weight_bits=int(node.attrs["weight_bits"]), cfg=self.cfg,
-                          adc=self.adc_for(node))
+        y = pim_matmul(x_q, w_q, act_bits=int(node.attrs["act_bits"]),
+                       weight_bits=int(node.attrs["weight_bits"]), cfg=self.cfg,
+                       adc=self.adc_for(node))
+        # PIM-aware training (chipforge compress pim-qat) learns a per-layer digital gain
+        # that rescales the ADC-quantized product (folded into requantization in hardware).
+        gain = node.attrs.get("pim_gain")
+        return y if gain is None else y * float(gain)

@@ -36,7 +36,7 @@ from chipforge.sim.ref.poly_gelu import poly_gelu
 from chipforge.sim.ref.token_packager import package_token
 from chipforge.zoo.vit import VitModel
 
-__all__ = ["VitResult", "calibrate", "run_vit"]
+__all__ = ["VitResult", "calibrate", "calibrate_engine_thresholds", "run_vit"]
 
 RESIDUAL_FRAC = 8
 RESIDUAL_BITS = 16
@@ -117,33 +117,35 @@ class _Arith:
         return self.requant(acc, acc_frac, self.fracs[out], out_bits), self.fracs[out]
 
 
-def _layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _layernorm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + 1e-5) * g + b
+    return (x - mu) / np.sqrt(var + eps) * g + b
 
 
 def _patches(images: np.ndarray, patch: int) -> np.ndarray:
-    n, size = images.shape[0], images.shape[-1]
+    """(N, C, S, S) -> (N, patches, C * patch**2) in (channel, row, column) order."""
+    n, ch, size = images.shape[0], images.shape[1], images.shape[-1]
     g = size // patch
-    return images.reshape(n, g, patch, g, patch).transpose(0, 1, 3, 2, 4).reshape(
-        n, g * g, patch * patch)
+    return images.reshape(n, ch, g, patch, g, patch).transpose(0, 2, 4, 1, 3, 5).reshape(
+        n, g * g, ch * patch * patch)
 
 
 def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             use_selectors: bool = True, fracs: dict[str, int] | None = None,
-            record: dict | None = None) -> VitResult:
-    """Run ``model`` on ``(N, 1, 8, 8)`` or ``(N, 8, 8)`` images in [0, 1].
+            record: dict | None = None, scores_out: list | None = None) -> VitResult:
+    """Run ``model`` on ``(N, C, S, S)`` images in [0, 1] (``(N, S, S)`` when C = 1).
 
+    ``scores_out`` collects each selector's (scores, live candidates) (N, T) arrays.
     ``fixed`` picks 8-bit fixed point (needs ``fracs`` from :func:`calibrate`, computed on
     the fly when omitted) or float. ``use_selectors=False`` runs the backbone alone.
     """
     c, p = model.config, model.params
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 4:
-        images = images[:, 0]
-    if images.shape[1:] != (c.image_size, c.image_size):
-        raise ValueError(f"images must be (N, {c.image_size}, {c.image_size}), "
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[1:] != (c.channels, c.image_size, c.image_size):
+        raise ValueError(f"images must be (N, {c.channels}, {c.image_size}, {c.image_size}), "
                          f"not {images.shape}")
     if fixed and fracs is None:
         fracs = calibrate(model)
@@ -154,16 +156,33 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
     # Patch embedding; the residual stream x is float, or int16 Q7.8 codes in fixed point.
     patches = _patches(images, c.patch_size)
     if fixed:
-        pix = np.clip(np.round(patches * 128), 0, 127).astype(np.int64)
-        emb = ar.linear("embed", pix, p["patch_embed.weight"], p["patch_embed.bias"], 7,
+        # Pixels in [0, 1] are Q0.7 (1.0 saturates to 127/128); other inputs get the
+        # format calibrated for them.
+        in_frac = fracs.get("input", 7)
+        pix = np.clip(np.round(patches * 2.0 ** in_frac), -128, 127).astype(np.int64)
+        emb = ar.linear("embed", pix, p["patch_embed.weight"], p["patch_embed.bias"], in_frac,
                         out="residual", out_bits=RESIDUAL_BITS)[0]
         pos = np.round(p["pos_embed"][0] * res_scale).astype(np.int64)
         cls = np.round(p["cls_token"][0, 0] * res_scale).astype(np.int64)
         x = np.concatenate([np.broadcast_to(cls, (n, 1, d)), emb], 1) + pos
     else:
+        ar.observe("input", patches)
         emb = patches @ p["patch_embed.weight"].T + p["patch_embed.bias"]
         x = np.concatenate([np.broadcast_to(p["cls_token"][0], (n, 1, d)), emb], 1)
         x = x + p["pos_embed"]
+    # The attention scale 1/sqrt(head_dim) = 2**-scale_shift * q_fold: a shift in the
+    # engine, with q_fold (1 when head_dim is a power of 4, e.g. 16) folded into the q rows.
+    scale_shift = int(round(math.log2(math.sqrt(hd))))
+    q_fold = 2.0 ** scale_shift / math.sqrt(hd)
+    qkv_weight, qkv_bias = [], []
+    for b in range(c.depth):
+        w, bias = p[f"blocks.{b}.qkv.weight"], p[f"blocks.{b}.qkv.bias"]
+        if q_fold != 1:
+            w, bias = w.copy(), bias.copy()
+            w[:d] *= q_fold
+            bias[:d] *= q_fold
+        qkv_weight.append(w)
+        qkv_bias.append(bias)
     t0 = x.shape[1]
     policy = np.ones((n, t0), dtype=bool)
     candidate = np.ones((n, t0), dtype=bool)
@@ -173,7 +192,7 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
 
     def ln(name: str, x: np.ndarray) -> tuple[np.ndarray, int | None]:
         xf = x / res_scale if fixed else x
-        y = _layernorm(xf, p[name + ".weight"], p[name + ".bias"])
+        y = _layernorm(xf, p[name + ".weight"], p[name + ".bias"], c.norm_eps)
         ar.observe(name, y)
         return ar.quant(name, y) if fixed else (y, None)
 
@@ -186,8 +205,9 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             alive = policy & candidate
             candidates_at.append(alive.sum(1))
             macs += alive.sum(1) * heads * (hd * c.selector_hidden + c.selector_hidden)
-            keep = score >= (round(c.threshold(s) * (1 << SCORE_FRAC)) if fixed
-                             else c.threshold(s))
+            if scores_out is not None:
+                scores_out.append((score, alive))
+            keep = score >= (c.engine_code(s, SCORE_FRAC) if fixed else c.threshold(s))
             pruned = alive & ~keep
             weight = np.where(pruned, score, 0)
             num = np.einsum("nt,ntd->nd", weight, x)
@@ -205,14 +225,13 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
 
         # Attention.
         t = x.shape[1]
-        qkv = ar.linear(pre + "qkv", h, p[pre + "qkv.weight"], p[pre + "qkv.bias"], h_frac,
-                        out=pre + "qkv")
+        qkv = ar.linear(pre + "qkv", h, qkv_weight[b], qkv_bias[b], h_frac, out=pre + "qkv")
         qkv, qkv_frac = (qkv, None) if not fixed else qkv
         q, k, v = qkv.reshape(n, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
         key_mask = policy[:, None, None, :]
         if fixed:
-            # 1/sqrt(head_dim) is a shift when head_dim is a power of 4 (16 here).
-            logit_frac = 2 * qkv_frac + int(round(math.log2(math.sqrt(hd))))
+            # 1/sqrt(head_dim) is a shift (the rest is folded into the q weights).
+            logit_frac = 2 * qkv_frac + scale_shift
             logits = _Arith.requant(q @ k.transpose(0, 1, 3, 2), logit_frac, EXP_IN.frac_bits,
                                     EXP_IN.in_bits)
             attn = int_softmax(logits, EXP_IN, ATTN_FRAC, np.broadcast_to(key_mask,
@@ -220,7 +239,7 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             ctx = _Arith.requant(attn @ v, ATTN_FRAC + qkv_frac, fracs[pre + "ctx"])
             ctx_frac = fracs[pre + "ctx"]
         else:
-            logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+            logits = q @ k.transpose(0, 1, 3, 2) / 2.0 ** scale_shift
             logits = np.where(key_mask, logits, -np.inf)
             e = np.exp(logits - logits.max(-1, keepdims=True))
             attn = e / e.sum(-1, keepdims=True)
@@ -290,13 +309,45 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
     return (sig * a_q).sum(-1) >> SCORE_FRAC
 
 
-def calibrate(model: VitModel, n_images: int = 256) -> dict[str, int]:
-    """Fraction bits of every 8-bit activation from a float run on training images."""
-    from chipforge.zoo.data import digits
+def calibrate(model: VitModel, n_images: int = 256,
+              images: np.ndarray | None = None) -> dict[str, int]:
+    """Fraction bits of every 8-bit activation from a float run on ``images`` (default:
+    the first ``n_images`` digits training images)."""
+    if images is None:
+        from chipforge.zoo.data import digits
 
-    images = np.asarray(digits(model.config.image_size).x_train[:n_images])
+        images = digits(model.config.image_size).x_train
+    images = np.asarray(images)[:n_images]
     record: dict[str, float] = {}
     run_vit(model, images, fixed=False, record=record)
     fracs = {k: _frac_for(v) for k, v in record.items()}
     fracs["residual"] = RESIDUAL_FRAC
+    fracs["input"] = 7 if record["input"] <= 1 else _frac_for(record["input"])
     return fracs
+
+
+def calibrate_engine_thresholds(model: VitModel, images: np.ndarray,
+                                fracs: dict[str, int] | None = None) -> VitModel:
+    """Set each selector's engine threshold code (``engine_threshold_codes``) so that the
+    8-bit engine keeps its target fraction (``keep_ratios``) of the live candidate tokens
+    of ``images``, stage by stage, on the engine's own score codes (PLAN sigmoid, Q0.7):
+    the float thresholds, rounded, would move many near-threshold tokens."""
+    import dataclasses
+
+    c = model.config
+    images = np.asarray(images)
+    fracs = fracs or calibrate(model, images=images)
+    codes: list[int] = []
+    for s, ratio in enumerate(c.keep_ratios):
+        trial = dataclasses.replace(c, engine_threshold_codes=tuple(
+            codes + [0] * (len(c.keep_ratios) - s)))
+        out: list = []
+        run_vit(dataclasses.replace(model, config=trial), images, fixed=True, fracs=fracs,
+                scores_out=out)
+        score, alive = out[s]
+        live = score[alive]
+        options = np.unique(live)
+        kept = np.array([(live >= t).mean() for t in options])
+        codes.append(int(options[np.argmin(np.abs(kept - ratio))]))
+    return dataclasses.replace(model, config=dataclasses.replace(
+        c, engine_threshold_codes=tuple(codes)))

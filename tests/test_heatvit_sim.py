@@ -146,20 +146,25 @@ def test_selectors_cut_30_percent_of_macs_for_at_most_one_point(vit_results):
     assert np.all(pruned.tokens_per_block[:, -1] < 17)
 
 
-def test_zoo_files_load_without_pickle_and_reject_bad_files(tmp_path):
+def test_zoo_files_are_ir_graphs_loaded_without_pickle_and_reject_bad_files(tmp_path):
+    from chipforge import zoo
+    from chipforge.sim.graph import Op
     from chipforge.zoo.vit import VIT_VARIANTS, load_vit, save_vit
 
     for name in VIT_VARIANTS:
         model = load_vit(name)
         assert len(model.config.keep_thresholds) == len(model.config.selector_blocks)
+        graph = zoo.load(name)                       # an ordinary IR graph
+        assert sum(n.op is Op.TOKEN_SELECT for n in graph.nodes) == len(
+            model.config.selector_blocks)
     model = load_vit("vit-digits-keep50")
     save_vit(model, tmp_path / "m.npz")
     again = load_vit(tmp_path / "m.npz")
     assert again.config == model.config
     broken = dict(np.load(tmp_path / "m.npz"))
-    del broken["blocks.0.qkv.weight"]
+    del broken["blocks.0.qkv/weight"]
     np.savez(tmp_path / "broken.npz", **broken)
-    with pytest.raises(ValueError, match="lacks parameters"):
+    with pytest.raises(ValueError, match="missing"):
         load_vit(tmp_path / "broken.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a valid npz"):

@@ -133,7 +133,10 @@ The 48-wide model fills under a quarter of a 64x64 array and its GEMMs are only 
 tokens long, so the 8-cycle tile fill dominates on the default engine: the speedup stays
 well below the MAC reduction. On an engine sized for it (16x16) it comes closer."""),
     new_markdown_cell("""\
-Then DeiT-T/S/B shapes (197 tokens, 12 blocks) with selectors before blocks 3, 6, 9
+Then DeiT-T/S/B shapes (197 tokens, 12 blocks). **These are estimates, not measurements of
+trained selectors**: every image keeps exactly a fixed ratio of its tokens per stage (no
+DeiT with trained selectors runs here), and the baseline is an assumed 16-bit engine.
+Selectors before blocks 3, 6, 9
 (0-based; HeatViT's insertion points are not published, this is the third-party choice
 of papers.md §5.3) and the SPViT selector structure of papers.md §5.2 on the GEMM engine.
 Two speedups: token pruning alone on one engine, and the 8-bit engine with selectors over
@@ -143,6 +146,7 @@ baseline, which is not specified in what we have)."""),
 
 print("paper (HeatViT abstract, ZCU102): 3.46-4.89x over the baseline accelerator, "
       "28.4-65.3 % less computation")
+print("ESTIMATE: fixed keep ratios per stage (no trained selectors), assumed 16-bit baseline")
 print(f"{'keep per stage':<16}{'model':<8}{'less MACs':>10}{'same engine':>13}"
       f"{'vs 16-bit':>11}")
 for keep in [(0.7, 0.7, 0.7), (0.6, 0.6, 0.6), (0.5, 0.5, 0.5)]:

@@ -1,12 +1,25 @@
-"""The HeatViT family (PLACEHOLDER ADAPTER): today's bundled-ViT path behind the interface.
+"""The HeatViT family: an FPGA ViT engine with token selectors (Dong et al., HPCA'23).
 
-The "vit" branch replaces this one file with the family that runs any imported ViT from
-the IR (token selectors as IR nodes). Until then the adapter keeps today's behaviour: the
-bundled ``vit-digits`` model (its own format, :mod:`chipforge.zoo.vit`) with a token
-selector variant, 8-bit fixed point (:func:`chipforge.sim.vit.run_vit`), on the digits test
-split, and the FPGA engine's cycle model counting the tokens each image keeps
-(:mod:`chipforge.sim.cycle.heatvit`). "Ideal" is the same fixed-point ViT without
-selectors; "hardware" is with them. Deterministic (the seed is recorded only).
+It runs any ViT graph that :func:`chipforge.sim.vit_graph.graph_to_vit` recognizes (an ONNX
+or ``from_torch`` import of a timm-style ViT or of ``nn.TransformerEncoderLayer``
+(pre-norm) blocks, the bundled ``vit-digits*`` graphs, the output of ``chipforge compress
+heatvit``):
+
+- **map**: the transformer is recognized in the IR and lowered to the engine's layers
+  (patch embedding, blocks, token selectors, head), one row per block;
+- **run**: 8-bit fixed point (:func:`chipforge.sim.vit.run_vit`: int8 GEMMs, polynomial
+  GELU and exp, PLAN sigmoid, token packager), batched; a graph with ``TOKEN_SELECT`` nodes
+  prunes tokens image by image. "Ideal" is the same fixed-point ViT without its selectors
+  (dense), so the accuracy cost of pruning reads off directly; the float graph is the
+  float view. Deterministic (the seed is recorded only);
+- **cost**: the engine's cycle model (:mod:`chipforge.sim.cycle.heatvit`) on the tokens each
+  image actually keeps, layer sizes from the graph. No energy model.
+
+The activation formats are calibrated once: a graph from ``compress heatvit`` carries the
+formats its engine thresholds were calibrated with (``meta["heatvit_calibration"]``);
+otherwise ``prepare`` calibrates on the main job's calibration images (256 digits training
+images for ``--data digits``), and a run without ``prepare`` on the first 256 inputs it is
+given.
 """
 
 from __future__ import annotations
@@ -23,17 +36,21 @@ from chipforge.sim.cycle.heatvit import HEATVIT_ZCU102, FpgaEngineConfig
 
 __all__ = ["HEATVIT", "HeatvitConfig", "HeatvitFamily"]
 
-SELECTOR_CHOICES = ("keep80", "keep60", "keep50", "none")
+BUNDLED_VARIANTS = ("keep80", "keep60", "keep50")
+SELECTOR_CHOICES = ("model", "none", *BUNDLED_VARIANTS)
+CALIBRATION_META = "heatvit_calibration"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HeatvitConfig(ConfigBase):
-    """The HeatViT FPGA engine running the bundled ViT with a token-selector variant."""
+    """The HeatViT FPGA engine."""
 
     name: str = "heatvit"
     """Name shown in reports."""
-    selectors: str = "keep50"
-    """Token-selector variant of ``vit-digits`` (keep80, keep60, keep50) or none."""
+    selectors: str = "model"
+    """``model``: the graph's own token selectors (none: dense); ``none``: drop them;
+    ``keep80``/``keep60``/``keep50``: the bundled ``vit-digits`` with that selector
+    variant (a shortcut for the model ``vit-digits-keepNN``)."""
     fixed: bool = True
     """8-bit fixed point (HeatViT §5.1) or float."""
     engine: FpgaEngineConfig = HEATVIT_ZCU102
@@ -49,103 +66,175 @@ class HeatvitConfig(ConfigBase):
             raise ValueError(f"engine must be an FpgaEngineConfig, not {self.engine!r}")
 
 
-# HeatViT (Dong et al., HPCA'23) on the ZCU102 engine model; keep50 is the bundled
-# selector variant the README demo uses.
+# HeatViT (Dong et al., HPCA'23, §5-6) on the ZCU102 engine model of
+# chipforge.sim.cycle.heatvit (8-bit, 64x64 MACs in 2048 DSPs; tile sizes assumed).
 HEATVIT = HeatvitConfig()
 
 
-@dataclasses.dataclass(frozen=True)
-class _BundledVit:
-    """Stands in for a Graph until the vit branch lands: the zoo ViT by name."""
-
-    name: str
-    input_shape: tuple[int, ...] = (1, 8, 8)
+@dataclasses.dataclass
+class _Lowered:
+    graph: Any
+    """The graph that runs (the bundled variant when ``selectors`` names one)."""
+    net: Any
+    """Its engine description (:class:`chipforge.zoo.vit.VitModel`), selectors as chosen."""
+    shape: Any
+    runs: dict = dataclasses.field(default_factory=dict)
 
 
 class HeatvitFamily(AcceleratorFamily):
-    """HeatViT's FPGA ViT engine with token selectors (placeholder: bundled ViT only)."""
+    """HeatViT's FPGA ViT engine with token selectors, for any ViT graph."""
 
     name = "heatvit"
-    description = "HeatViT FPGA ViT engine with token selectors (bundled vit-digits only)"
+    description = "HeatViT FPGA ViT engine (8-bit, token selectors) for imported ViT graphs"
     config_type = HeatvitConfig
     presets: ClassVar = {"heatvit": HEATVIT}
     options: ClassVar = {"selectors": "selectors"}
     rtl_blocks = ("token-linear", "poly-gelu", "poly-exp", "plan-sigmoid", "token-packager")
-    integer_model = False
+    integer_model = True       # the main job calls prepare(): calibrate the 8-bit formats
 
     def load_model(self, spec: Any):
-        if str(spec) != "vit-digits":
-            raise ValueError(f"the heatvit accelerator runs the zoo model 'vit-digits', "
-                             f"not {str(spec)!r} (imported ViTs: coming with the vit branch)")
-        return _BundledVit("vit-digits")
+        from chipforge.zoo.vit import VIT_VARIANTS
 
-    def load_data(self, data: Any, graph, samples: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        from chipforge.zoo.data import digits
+        if isinstance(spec, str) and spec in VIT_VARIANTS:
+            from chipforge import zoo
 
-        if data is not None and not (isinstance(data, str) and data == "digits"):
-            raise ValueError(f"the heatvit accelerator runs the digits test split only, "
-                             f"not {data!r}")
-        d = digits(8)
-        return np.asarray(d.x_test), np.asarray(d.y_test)
+            return zoo.load(spec)
+        return super().load_model(spec)
+
+    def prepare(self, graph, x_calib: np.ndarray, *, mode: str, calib_label: str,
+                notes: list[str]):
+        """Calibrate the fixed-point formats (with and without selectors) on ``x_calib``;
+        the graph's weights stay float (the engine quantizes them to 8 bits itself)."""
+        from chipforge.heatvit import calibrate_graph
+        from chipforge.sim.vit_graph import graph_to_vit
+
+        if CALIBRATION_META in graph.meta:      # compress heatvit calibrated its thresholds
+            notes.append("heatvit: 8-bit activation formats from the model file ("
+                         f"{graph.meta[CALIBRATION_META].get('label', '?')})")
+            return graph
+        out = graph.copy()
+        fracs = calibrate_graph(graph_to_vit(graph), np.asarray(x_calib))
+        out.meta[CALIBRATION_META] = {"fracs": list(fracs), "label": calib_label}
+        notes.append(f"heatvit: 8-bit activation formats calibrated on {calib_label}")
+        return out
 
     def map(self, graph, config: HeatvitConfig) -> Mapping:
-        from chipforge.heatvit import vit_shape
-        from chipforge.zoo.vit import load_vit
+        from chipforge.heatvit import vit_shape, without_selectors
+        from chipforge.sim.vit_graph import graph_to_vit
 
-        variant = None if config.selectors == "none" else config.selectors
-        net = load_vit(f"{graph.name}-{variant}") if variant else load_vit(graph.name)
-        shape = vit_shape(net.config)
-        rows = [{"node": f"block{i}", "dim": shape.dim, "heads": shape.heads,
-                 "mlp_hidden": shape.mlp_hidden} for i in range(shape.depth)]
-        return Mapping(self.name, rows, {"selectors": config.selectors,
-                                         "engine_dsps": config.engine.dsps},
-                       detail=(net, load_vit(graph.name), shape))
+        if config.selectors in BUNDLED_VARIANTS:
+            if graph.name != "vit-digits":
+                raise ValueError(f"selectors={config.selectors} picks a variant of the bundled "
+                                 f"vit-digits, not of {graph.name!r}; use selectors=model "
+                                 "(the graph's own selectors) or none")
+            from chipforge import zoo
+            from chipforge.heatvit import calibrate_graph
+            from chipforge.zoo.data import digits
+
+            graph = zoo.load(f"vit-digits-{config.selectors}")
+            net = graph_to_vit(graph)
+            graph.meta[CALIBRATION_META] = {
+                "fracs": list(calibrate_graph(net, digits(8).x_train)),
+                "label": "256 digits training images"}
+        net = graph_to_vit(graph)
+        if config.selectors == "none":
+            net = without_selectors(net)
+        c = net.config
+        shape = vit_shape(c, graph.name)
+        rows = [{"node": f"block{i}", "tokens_in": c.num_patches + 1, "dim": c.dim,
+                 "heads": c.heads, "mlp_hidden": c.mlp_hidden,
+                 "selector_keep_ratio": (c.keep_ratios[c.selector_blocks.index(i)]
+                                         if i in c.selector_blocks else None)}
+                for i in range(c.depth)]
+        totals = {"blocks": c.depth, "selectors": len(c.selector_blocks),
+                  "selector_blocks": list(c.selector_blocks), "engine_dsps": config.engine.dsps}
+        return Mapping(self.name, rows, totals, detail=_Lowered(graph, net, shape))
+
+    def _run(self, mapped: Mapping, config: HeatvitConfig, x: np.ndarray):
+        from chipforge.heatvit import run_heatvit_graph
+
+        low: _Lowered = mapped.detail
+        key = (len(x), x.tobytes()[:4096], hash(x.tobytes()))
+        if key not in low.runs:
+            meta = low.graph.meta.get(CALIBRATION_META)
+            fracs = None
+            if meta is not None and config.selectors != "none":
+                fracs = tuple(meta["fracs"])
+            elif meta is not None:
+                fracs = (meta["fracs"][1], meta["fracs"][1])
+            low.runs = {key: run_heatvit_graph(low.graph, x, engine=config.engine,
+                                               fixed=config.fixed, model=low.net,
+                                               fracs=fracs)}
+        return low.runs[key]
 
     def run(self, graph, mapped: Mapping, config: HeatvitConfig, x: np.ndarray, *,
             seed: int = 0) -> RunOutput:
-        from chipforge.sim.vit import run_vit
+        from chipforge.sim.executor import run_graph
 
-        net, backbone, _ = mapped.detail
-        result = run_vit(net, x, fixed=config.fixed)
-        dense = run_vit(backbone, x, fixed=config.fixed)
-        tokens = result.tokens_per_block.mean(0)
-        layers = [{"node": f"block{i}", "tokens_mean": float(t)} for i, t in enumerate(tokens)]
-        metrics = {"mac_reduction": float(1 - result.macs.mean() / dense.macs.mean()),
-                   "macs_per_image": float(result.macs.mean()),
-                   "tokens_per_block": [round(float(t), 2) for t in tokens]}
-        # kept for the cost model: the tokens each image actually kept
-        mapped.totals["_run"] = (result, dense)
-        return RunOutput(result.logits, dense.logits,
-                         "the same fixed-point ViT without token selectors", metrics, layers)
+        low: _Lowered = mapped.detail
+        r = self._run(mapped, config, np.asarray(x, dtype=np.float64))
+        tokens = r.tokens_per_block.mean(0)
+        layers = [{"node": f"block{i}", "tokens_mean": round(float(t), 3)}
+                  for i, t in enumerate(tokens)]
+        metrics = {"selectors": config.selectors, "selector_blocks": list(r.selector_blocks),
+                   "keep_ratios": list(r.keep_ratios),
+                   "mac_reduction": r.mac_reduction,
+                   "macs_per_image": float(r.macs.mean()),
+                   "macs_per_image_dense": float(r.macs_dense.mean()),
+                   "tokens_per_block": [round(float(t), 2) for t in tokens],
+                   "kept_per_selector": [round(float(k), 2) for k in r.kept.mean(0)]}
+        float_graph = low.graph
+        if config.selectors == "none":
+            float_graph = _strip_selectors(low.graph)
+        return RunOutput(r.logits, r.logits_dense,
+                         "the same " + ("fixed-point " if config.fixed else "float ")
+                         + "ViT without its token selectors (every token kept)",
+                         metrics, layers,
+                         float_logits=run_graph(float_graph, x, quantized=False))
 
     def cost(self, graph, mapped: Mapping, config: HeatvitConfig,
              x: np.ndarray) -> CostReport | None:
-        from chipforge.sim.cycle.heatvit import block_cycles, model_cycles
-        from chipforge.sim.vit import run_vit
-
-        net, backbone, shape = mapped.detail
-        result, dense = mapped.totals.pop("_run", (None, None))
-        if result is None or len(result.logits) != len(x):
-            result = run_vit(net, x, fixed=config.fixed)
-            dense = run_vit(backbone, x, fixed=config.fixed)
+        r = self._run(mapped, config, np.asarray(x, dtype=np.float64))
         engine = config.engine
-        cycles = model_cycles(shape, result.tokens_per_block, engine, result.candidates)
-        dense_cycles = model_cycles(shape, dense.tokens_per_block, engine)
-        per_block = block_cycles(result.tokens_per_block, shape, engine).mean(0)
+        per_block = r.cycles_per_block.mean(0)
         layers = [LayerCost(f"block{i}", cycles=float(c), latency_s=float(c) / engine.clock_hz)
                   for i, c in enumerate(per_block)]
-        mean = float(cycles.mean())
+        layers += [LayerCost(f"selector{s}", cycles=float(c),
+                             latency_s=float(c) / engine.clock_hz)
+                   for s, c in enumerate(r.cycles_per_selector.mean(0))]
+        mean = float(r.cycles.mean())
         return CostReport(
             layers=layers, cycles=mean, latency_s=mean / engine.clock_hz,
             throughput_per_s=engine.clock_hz / mean, energy_j=None, area_mm2=None,
             basis="FPGA engine cycle model (chipforge.sim.cycle.heatvit) on the tokens each "
-                  "image keeps; clock and tile fill assumed; no energy model",
+                  "image keeps, layer sizes from the graph; clock and tile fill assumed; "
+                  "no energy model",
             samples=len(x),
-            details={"speedup_vs_no_selectors": float(dense_cycles.mean() / mean),
-                     "cycles_per_image": {"mean": mean, "min": float(cycles.min()),
-                                          "max": float(cycles.max())},
+            details={"speedup_vs_no_selectors": r.speedup,
+                     "mac_reduction": r.mac_reduction,
+                     "cycles_per_image": {"mean": mean, "min": float(r.cycles.min()),
+                                          "max": float(r.cycles.max())},
+                     "cycles_per_image_dense": float(r.cycles_dense.mean()),
+                     "tokens_per_block": r.tokens_per_block.mean(0).tolist(),
+                     "kept_per_selector": r.kept.mean(0).tolist(),
                      "engine": engine.to_dict()})
+
+
+def _strip_selectors(graph):
+    """``graph`` without its TOKEN_SELECT nodes (their readers read their input)."""
+    from chipforge.sim.graph import Graph, Op
+
+    out = graph.copy()
+    rename = {}
+    nodes = []
+    for n in out.nodes:
+        n.inputs = tuple(rename.get(i, i) for i in n.inputs)
+        n.attrs.pop("mask_from", None)
+        if n.op is Op.TOKEN_SELECT:
+            rename[n.name] = n.inputs[0]
+            continue
+        nodes.append(n)
+    return Graph(out.name, out.input_shape, nodes, out.output, out.meta)
 
 
 register_family(HeatvitFamily())

@@ -21,7 +21,8 @@ _LABEL_KEYS = ("y", "labels", "targets")
 def _zoo_names() -> list[str]:
     from chipforge import zoo
 
-    return list(zoo.names()) if hasattr(zoo, "names") else []
+    names = list(zoo.names()) if hasattr(zoo, "names") else []
+    return names + list(getattr(zoo, "GRAPH_ONLY_NAMES", ()))     # the HeatViT ViTs
 
 
 def load_model(spec: str | Path | Graph) -> Graph:

@@ -25,6 +25,11 @@ _NAMES = ("lenet-digits", "lenet-digits-pruned", "lenet-digits-forms4", "lenet-d
           "mlp-digits", "bnn-digits")
 
 
+# The HeatViT ViTs (chipforge.zoo.vit) are IR graphs too, loadable by name; their recipe is
+# `python -m chipforge.zoo.vit`, so `chipforge zoo train` does not list them.
+GRAPH_ONLY_NAMES = ("vit-digits", "vit-digits-keep80", "vit-digits-keep60", "vit-digits-keep50")
+
+
 def names() -> list[str]:
     """Names of the bundled models."""
     return list(_NAMES)
@@ -32,8 +37,9 @@ def names() -> list[str]:
 
 def path(name: str) -> Path:
     """The ``.npz`` file of a bundled model."""
-    if name not in _NAMES:
-        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(_NAMES)}")
+    if name not in _NAMES + GRAPH_ONLY_NAMES:
+        raise ValueError(f"unknown zoo model {name!r}; known: "
+                         f"{', '.join(_NAMES + GRAPH_ONLY_NAMES)}")
     return ZOO_DIR / f"{name}.npz"
 
 

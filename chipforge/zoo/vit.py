@@ -85,7 +85,10 @@ class VitConfig:
     """Architecture of a ``vit-digits`` model (the trained parameters live in the npz)."""
 
     image_size: int = 8
-    """Side of the (square, single-channel) input image."""
+    """Side of the (square) input image."""
+    channels: int = 1
+    """Channels of the input image; a patch holds ``channels * patch_size**2`` values in
+    (channel, row, column) order, as a ``Conv2d`` patch embedding reads them."""
     patch_size: int = 2
     """Side of a square patch; ``(image_size // patch_size)**2`` patch tokens."""
     dim: int = 48
@@ -97,6 +100,8 @@ class VitConfig:
     mlp_hidden: int = 96
     """Hidden width of each block's MLP."""
     num_classes: int = 10
+    norm_eps: float = 1e-5
+    """Epsilon of every LayerNorm (PyTorch's default 1e-5; timm's ViTs use 1e-6)."""
     selector_blocks: tuple[int, ...] = ()
     """Blocks (0-based) that have a token selector in front of them; empty = baseline."""
     keep_ratios: tuple[float, ...] = ()
@@ -110,6 +115,9 @@ class VitConfig:
     keep_thresholds: tuple[float, ...] = ()
     """Inference threshold of each selector, calibrated after training so that each keeps
     its target fraction of the training images' tokens (:func:`calibrate_thresholds`)."""
+    engine_threshold_codes: tuple[int, ...] = ()
+    """The 8-bit engine's threshold of each selector on its Q0.7 score codes, calibrated on
+    the engine's own (PLAN-sigmoid) scores; empty: ``round(threshold * 128)``."""
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -121,14 +129,26 @@ class VitConfig:
             raise ValueError("selector_blocks and keep_ratios must have the same length, not "
                              f"{len(self.selector_blocks)} and {len(self.keep_ratios)}")
         if list(self.selector_blocks) != sorted(set(self.selector_blocks)) or any(
-                not 0 < b < self.depth for b in self.selector_blocks):
+                not 0 <= b < self.depth for b in self.selector_blocks):
             raise ValueError("selector_blocks must be increasing block indices in "
-                             f"1..{self.depth - 1}, not {self.selector_blocks}")
+                             f"0..{self.depth - 1}, not {self.selector_blocks}")
         if any(not 0 < r <= 1 for r in self.keep_ratios):
             raise ValueError(f"keep_ratios must be in (0, 1], not {self.keep_ratios}")
+        if self.engine_threshold_codes and len(self.engine_threshold_codes) != len(
+                self.keep_ratios):
+            raise ValueError("engine_threshold_codes must be empty or one per selector, not "
+                             f"{self.engine_threshold_codes}")
         if self.keep_thresholds and len(self.keep_thresholds) != len(self.keep_ratios):
             raise ValueError("keep_thresholds must be empty or one per selector, not "
                              f"{self.keep_thresholds}")
+
+    def engine_code(self, selector: int, score_frac: int) -> int:
+        """The 8-bit engine's threshold on its integer score codes (``score_frac``
+        fraction bits) of selector ``selector``: calibrated on the engine's own scores when
+        ``engine_threshold_codes`` has it, else the float threshold rounded."""
+        if self.engine_threshold_codes:
+            return self.engine_threshold_codes[selector]
+        return round(self.threshold(selector) * (1 << score_frac))
 
     def threshold(self, selector: int) -> float:
         """Inference keep threshold of selector number ``selector``."""
@@ -140,7 +160,7 @@ class VitConfig:
 
     @property
     def patch_dim(self) -> int:
-        return self.patch_size ** 2
+        return self.channels * self.patch_size ** 2
 
     @property
     def head_dim(self) -> int:
@@ -186,24 +206,38 @@ def vit_path(name: str) -> Path:
 
 
 def save_vit(model: VitModel, path: str | Path) -> None:
-    header = {"format": VIT_FORMAT_VERSION, "name": model.name,
-              "config": model.config.to_dict(), "info": model.info}
-    arrays = {k: np.asarray(v, dtype=np.float16) for k, v in model.params.items()}
-    arrays["__vit__"] = np.array(json.dumps(header, sort_keys=True))
-    np.savez_compressed(path, **arrays)
+    """Write ``model`` as an ordinary IR graph (:func:`chipforge.sim.vit_graph.vit_to_graph`,
+    ``.npz`` without pickle); parameters rounded to float16 as shipped."""
+    import dataclasses
+
+    from chipforge.sim.graph import save_graph
+    from chipforge.sim.vit_graph import vit_to_graph
+
+    params = {k: np.asarray(v, dtype=np.float16).astype(np.float32)
+              for k, v in model.params.items()}
+    save_graph(vit_to_graph(dataclasses.replace(model, params=params)), path)
 
 
 def load_vit(name_or_path: str | Path) -> VitModel:
-    """Load a bundled ViT by name (``vit-digits``, ``vit-digits-keep50``, ...) or a path."""
+    """Load a bundled ViT by name (``vit-digits``, ``vit-digits-keep50``, ...) or a path:
+    an IR graph file (lowered by :func:`chipforge.sim.vit_graph.graph_to_vit`) or a file of
+    the earlier ViT format (parameters under PyTorch names, ``__vit__`` header)."""
     path = (vit_path(name_or_path) if isinstance(name_or_path, str)
             and name_or_path in VIT_VARIANTS else Path(name_or_path))
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            files = set(f.files)
     except FileNotFoundError:
         raise ValueError(f"ViT model file {path} does not exist") from None
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise ValueError(f"ViT model file {path} is not a valid npz: {e}") from None
+    if "__graph__" in files:
+        from chipforge.sim.graph import load_graph
+        from chipforge.sim.vit_graph import graph_to_vit
+
+        return graph_to_vit(load_graph(path))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
     if "__vit__" not in arrays:
         raise ValueError(f"ViT model file {path} has no __vit__ header")
     header = json.loads(str(arrays.pop("__vit__")))
@@ -256,7 +290,8 @@ def _torch_model(c: VitConfig):
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
+            self.norm1 = nn.LayerNorm(c.dim, eps=c.norm_eps)
+            self.norm2 = nn.LayerNorm(c.dim, eps=c.norm_eps)
             self.qkv, self.proj = nn.Linear(c.dim, 3 * c.dim), nn.Linear(c.dim, c.dim)
             self.fc1, self.fc2 = nn.Linear(c.dim, c.mlp_hidden), nn.Linear(c.mlp_hidden, c.dim)
 
@@ -297,13 +332,19 @@ def _torch_model(c: VitConfig):
             self.pos_embed = nn.Parameter(torch.randn(1, c.num_patches + 1, c.dim) * 0.02)
             self.blocks = nn.ModuleList(Block() for _ in range(c.depth))
             self.selectors = nn.ModuleList(Selector() for _ in c.selector_blocks)
-            self.norm, self.head = nn.LayerNorm(c.dim), nn.Linear(c.dim, c.num_classes)
+            self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
+            self.head = nn.Linear(c.dim, c.num_classes)
+            self.decision = "gumbel"
+            """Training keep decisions: "gumbel" (hard Gumbel-softmax samples, the zoo's
+            recipe) or "quantile" (the batch's top target fraction, straight-through)."""
+            self.targets = [1.0] * len(c.selector_blocks)
+            """Current keep-ratio targets (set each epoch by fine_tune_selectors)."""
 
         def forward(self, images, use_selectors=True, tau=1.0, scores_out=None):
             n = images.shape[0]
             g, p = c.image_size // c.patch_size, c.patch_size
-            patches = images.reshape(n, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(n, g * g,
-                                                                                   p * p)
+            patches = images.reshape(n, c.channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+            patches = patches.reshape(n, g * g, c.patch_dim)
             x = torch.cat([self.cls_token.expand(n, -1, -1), self.patch_embed(patches)], 1)
             x = x + self.pos_embed
             policy = torch.ones(n, x.shape[1], device=x.device)
@@ -318,7 +359,15 @@ def _torch_model(c: VitConfig):
                     score = selector(h)
                     if scores_out is not None:
                         scores_out.append((score, policy * candidate))
-                    if self.training:
+                    alive = policy * candidate
+                    if self.training and self.decision == "quantile":
+                        # Keep the batch's top target fraction of the live candidates, as the
+                        # calibrated inference thresholds will; straight-through gradient.
+                        s_index = c.selector_blocks.index(b)
+                        live = score.detach()[alive.bool()]
+                        cut = torch.quantile(live, 1 - self.targets[s_index])
+                        keep = (score >= cut).float() + score - score.detach()
+                    elif self.training:
                         logp = torch.stack([score, 1 - score], -1).clamp_min(1e-6).log()
                         keep = F.gumbel_softmax(logp, tau=tau, hard=True)[..., 0]
                     else:
@@ -407,29 +456,13 @@ def train_vit(name: str, *, seed: int = 0, backbone_epochs: int = 80,
         teacher.load_state_dict({k: v for k, v in model.state_dict().items()
                                  if not k.startswith("selectors.")})
         teacher.eval()
-        opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
-        warm = selector_epochs // 2
-        for epoch in range(selector_epochs):
-            model.train()
-            targets = []
-            for s, final in enumerate(ratios):
-                # Stage s reaches its target at (s + 1) / len(ratios) of the warm-up.
-                progress = min(1.0, epoch / max(1, warm * (s + 1) / len(ratios)))
-                targets.append(1 - progress * (1 - final))
-            for idx in batches(gen):
-                logits, fractions = model(x_train[idx])
-                with torch.no_grad():
-                    teacher_logits, _ = teacher(x_train[idx], use_selectors=False)
-                ratio_loss = sum((f.mean() - t) ** 2 for f, t in zip(fractions, targets,
-                                                                      strict=True))
-                kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher_logits, 1),
-                              reduction="batchmean")
-                loss = F.cross_entropy(logits, y_train[idx]) + ratio_weight * ratio_loss + kl
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+
+        def report(epoch, loss, targets):
             if verbose and epoch % 10 == 0:
-                print(epoch, targets, float(loss.detach()), _accuracy(model, x_test, y_test))
+                print(epoch, targets, loss, _accuracy(model, x_test, y_test))
+
+        fine_tune_selectors(model, teacher, x_train, y_train, ratios, epochs=selector_epochs,
+                            ratio_weight=ratio_weight, generator=gen, on_epoch=report)
         info["selector_epochs"] = selector_epochs
         params = {k: v.detach().numpy().astype(np.float32)
                   for k, v in model.state_dict().items()}
@@ -443,10 +476,62 @@ def train_vit(name: str, *, seed: int = 0, backbone_epochs: int = 80,
     return VitModel(config, params, info, name)
 
 
-def calibrate_thresholds(model: VitModel, n_images: int = 1437) -> VitModel:
+def selector_targets(ratios, epoch: int, epochs: int) -> list[float]:
+    """Keep-ratio schedule: each selector's target decays linearly from 1 to its final
+    ratio over the first half of the epochs, stage s reaching it at (s + 1) / stages of
+    that half (the earlier selector first)."""
+    warm = epochs // 2
+    return [1 - min(1.0, epoch / max(1, warm * (s + 1) / len(ratios))) * (1 - final)
+            for s, final in enumerate(ratios)]
+
+
+def fine_tune_selectors(model, teacher, x_train, y_train, ratios, *, epochs: int,
+                        ratio_weight: float = 4.0, generator, lr: float = 5e-4,
+                        batch_size: int = 64, optimizer=None, start_epoch: int = 0,
+                        on_epoch=None, lr_factor=None):
+    """Train ``model`` (a torch ViT from :func:`_torch_model` with selectors) for
+    ``epochs`` with ``CE + ratio_weight * sum_k (keep_k - target_k)**2 + KL(teacher ||
+    model)`` under the :func:`selector_targets` schedule (see the module doc). Batches are
+    drawn with ``generator``; ``optimizer`` and ``start_epoch`` resume an interrupted run;
+    ``on_epoch(epoch, loss, targets)`` is called after each epoch (checkpoints, progress);
+    ``lr_factor(epoch)`` scales each parameter group's ``initial_lr`` for that epoch.
+    Returns the optimizer."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        if lr_factor is not None:
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(epoch)
+        targets = selector_targets(ratios, epoch, epochs)
+        model.targets = targets
+        order = torch.randperm(len(x_train), generator=generator)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            logits, fractions = model(x_train[idx])
+            with torch.no_grad():
+                teacher_logits, _ = teacher(x_train[idx], use_selectors=False)
+            ratio_loss = sum((f.mean() - t) ** 2 for f, t in zip(fractions, targets,
+                                                                  strict=True))
+            kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher_logits, 1),
+                          reduction="batchmean")
+            loss = F.cross_entropy(logits, y_train[idx]) + ratio_weight * ratio_loss + kl
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if on_epoch is not None:
+            on_epoch(epoch, float(loss.detach()), targets)
+    return opt
+
+
+def calibrate_thresholds(model: VitModel, n_images: int = 1437,
+                         images: np.ndarray | None = None) -> VitModel:
     """Set each selector's inference threshold to the score quantile that keeps its target
-    fraction of the live candidate tokens of the first ``n_images`` training images,
-    stage by stage (a stage's candidates depend on the thresholds before it)."""
+    fraction of the live candidate tokens of the first ``n_images`` training images
+    (default: the digits training split), stage by stage (a stage's candidates depend on
+    the thresholds before it)."""
     import dataclasses
 
     import torch
@@ -454,7 +539,9 @@ def calibrate_thresholds(model: VitModel, n_images: int = 1437) -> VitModel:
     from chipforge.zoo.data import digits
 
     c = model.config
-    images = torch.tensor(np.asarray(digits(c.image_size).x_train[:n_images]))[:, 0]
+    if images is None:
+        images = digits(c.image_size).x_train
+    images = torch.tensor(np.asarray(images[:n_images], dtype=np.float32))
     thresholds: list[float] = []
     for s, ratio in enumerate(c.keep_ratios):
         trial = dataclasses.replace(c, keep_thresholds=tuple(thresholds + [0.5] * (

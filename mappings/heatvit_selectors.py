@@ -1,0 +1,373 @@
+"""``compress heatvit``: HeatViT token selectors inserted into a user's ViT and trained.
+
+:func:`heatvit` takes a ViT graph (imported from ONNX or torch: timm-style hand-written
+attention, ``nn.TransformerEncoderLayer(norm_first=True)``, or the zoo's), recognizes its
+transformer blocks (:func:`chipforge.sim.vit_graph.graph_to_vit`; a graph without them is
+one clear error before training), puts a token selector in front of each chosen block and
+trains the model back in torch (:func:`chipforge.zoo.vit.fine_tune_selectors`, the zoo's
+recipe): cross-entropy + the keep-ratio loss under the latency-aware schedule (each
+selector's target decays from 1 to its keep ratio, the earlier stage first) + KL
+distillation from the original model. Then each selector's inference threshold is set to
+keep its ratio of the training images' tokens, and the result is written back as an IR
+graph with ``TOKEN_SELECT`` nodes (the canonical layout of
+:func:`chipforge.sim.vit_graph.vit_to_graph`: same weights, same function as the input
+graph plus the selectors), which the ``heatvit`` engine runs.
+
+``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
+reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 60 epochs,
+lr 5e-4 for selectors and backbone with cosine decay, ratio weight 4: the zoo's
+``vit-digits-keep*`` recipe) are ours; HeatViT gives
+the selector structure and the multi-stage schedule, and chooses keep ratios per model by
+latency (papers.md §5). The 8-bit engine's thresholds and activation formats are
+calibrated on 256 training images and stored in the graph.
+
+Training reads only the training data: the validation split (carved by the ``chipforge
+compress`` dispatcher, or by :func:`heatvit` from ``val_fraction``) only measures. Seeded
+and single-threaded, so reproducible; after every epoch the state (model, optimizer,
+random generators) goes to an ``.npz`` without pickle, and a rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chipforge.config import ConfigBase, check_float, check_int
+from chipforge.sim.graph import Graph, Op
+
+__all__ = ["HeatvitOptions", "compress_heatvit", "heatvit", "insert_selectors",
+           "train_selectors"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeatvitOptions(ConfigBase):
+    """HeatViT (Dong et al., HPCA'23) token selectors for a ViT: where, how many tokens,
+    how long to train. HeatViT gives the selector structure and the latency-aware
+    multi-stage schedule; its keep ratios are chosen per model by latency (0.7 per stage
+    is typical of its DeiT settings); the epochs and learning rates below are ours."""
+
+    keep: tuple[float, ...] = (0.7, 0.5)
+    """Keep ratio of each selector, relative to the patch tokens reaching it (0 < r <= 1)."""
+    blocks: tuple[int, ...] = ()
+    """Blocks (0-based) to put the selectors before; empty: 1, 2, ..., len(keep)."""
+    epochs: int = 60
+    """Fine-tuning epochs (the keep-ratio targets decay over the first half); the zoo's
+    ``vit-digits-keep*`` recipe's 60."""
+    lr: float = 5e-4
+    """AdamW learning rate of the selectors (cosine decay to 0 over the epochs); the zoo
+    recipe's 5e-4."""
+    backbone_lr: float = 5e-4
+    """AdamW learning rate of the ViT's own weights (cosine decay too). Measured on a
+    6-block user ViT: 5e-4 lost 2.8 points, 1e-4 to 3e-4 (with selectors at 1e-3, 30
+    epochs) 3.9 to 7.8, a frozen backbone (0) 13 on validation."""
+    ratio_weight: float = 4.0
+    """Weight of the keep-ratio loss."""
+    selector_hidden: int = 8
+    """Hidden width of each selector's per-head MLP."""
+    decision: str = "gumbel"
+    """Training keep decisions: ``gumbel`` (hard Gumbel-softmax samples, straight-through:
+    DynamicViT/HeatViT) or ``quantile`` (each batch keeps its top target fraction of the
+    candidates, as the calibrated thresholds do at inference; straight-through)."""
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        keep = tuple(self.keep) if isinstance(self.keep, list | tuple) else (self.keep,)
+        object.__setattr__(self, "keep", keep)
+        if not keep or any(isinstance(r, bool) or not isinstance(r, int | float)
+                           or not 0 < r <= 1 for r in keep):
+            raise ValueError(f"keep must be one or more ratios in (0, 1], not {self.keep!r}")
+        blocks = tuple(self.blocks) if isinstance(self.blocks, list | tuple) else (
+            self.blocks,)
+        # The CLI reads a comma list for an empty default as floats: 1.0 is block 1.
+        blocks = tuple(int(b) if isinstance(b, float) and b.is_integer() else b for b in blocks)
+        object.__setattr__(self, "blocks", blocks)
+        if blocks and (len(blocks) != len(keep) or list(blocks) != sorted(set(blocks))
+                       or any(isinstance(b, bool) or not isinstance(b, int) or b < 0
+                              for b in blocks)):
+            raise ValueError("blocks must be increasing block indices, one per keep ratio "
+                             f"({len(keep)}), not {self.blocks!r}")
+        check_int("epochs", self.epochs, 1, 10000)
+        check_float("lr", self.lr, 0, 1, lo_open=True)
+        check_float("backbone_lr", self.backbone_lr, 0, 1)
+        check_float("ratio_weight", self.ratio_weight, 0)
+        check_int("selector_hidden", self.selector_hidden, 1, 4096)
+        check_int("batch_size", self.batch_size, 1, 65536)
+        if self.decision not in ("gumbel", "quantile"):
+            raise ValueError(f"decision must be gumbel or quantile, not {self.decision!r}")
+
+    @property
+    def selector_blocks(self) -> tuple[int, ...]:
+        return self.blocks or tuple(range(1, len(self.keep) + 1))
+
+
+HeatVitCompressOptions = HeatvitOptions
+"""The earlier name (``chipforge.compress_methods.heatvit`` on the compress branch uses it)."""
+
+
+def graph_sha256(graph: Graph) -> str:
+    """Content hash of a graph (structure and parameters), for provenance."""
+    h = hashlib.sha256()
+    h.update(json.dumps([[n.op.value, n.name, list(n.inputs), n.attrs] for n in graph.nodes],
+                        sort_keys=True, default=str).encode())
+    for n in graph.nodes:
+        for k in sorted(n.params):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(n.params[k], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def insert_selectors(graph: Graph, keep=(0.7, 0.5), blocks=None, *, selector_hidden: int = 8,
+                     seed: int = 0):
+    """The ViT of ``graph`` lowered to the engine's model with untrained selectors before
+    ``blocks`` (thresholds 0.5); returns ``(backbone, with_selectors)`` VitModels."""
+    import torch
+
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.vit import VitModel, _torch_model
+
+    if not any(n.op is Op.SOFTMAX for n in graph.nodes):
+        raise ValueError(f"compress heatvit: model {graph.name!r} has no attention blocks "
+                         "(no softmax); token selectors need a ViT")
+    try:
+        backbone = graph_to_vit(graph)
+    except ValueError as e:
+        raise ValueError(f"compress heatvit: {e}") from None
+    c = backbone.config
+    if c.selector_blocks:
+        raise ValueError(f"compress heatvit: model {graph.name!r} already has token selectors "
+                         f"before blocks {list(c.selector_blocks)}")
+    blocks = tuple(blocks) if blocks else tuple(range(1, len(keep) + 1))
+    if blocks and blocks[-1] >= c.depth:
+        raise ValueError(f"compress heatvit: blocks must be below the model's {c.depth} "
+                         f"blocks, not {list(blocks)}")
+    config = dataclasses.replace(c, selector_blocks=blocks, keep_ratios=tuple(keep),
+                                 selector_hidden=selector_hidden, keep_thresholds=())
+    torch.manual_seed(seed)
+    net = _torch_model(config)
+    net.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()}, strict=False)
+    params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    return backbone, VitModel(config, params, {}, graph.name)
+
+
+def _check_data(graph: Graph, x, y, num_classes: int, what: str):
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(graph.input_shape):
+        raise ValueError(f"compress heatvit: {what} inputs have shape {x.shape[1:]} per "
+                         f"sample; model {graph.name!r} takes {tuple(graph.input_shape)}")
+    if len(y) != len(x) or y.ndim != 1:
+        raise ValueError(f"compress heatvit: {len(x)} {what} inputs need as many labels "
+                         f"(one per sample), not shape {y.shape}")
+    if len(x) < 10:
+        raise ValueError(f"compress heatvit: {len(x)} {what} samples are too few (>= 10)")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"compress heatvit: {what} labels must be integers in "
+                         f"0..{num_classes - 1} (the model's classes), not {y.min()}..{y.max()}")
+    return x, y.astype(np.int64)
+
+
+def heatvit(graph: Graph, x_train, y_train, *, seed: int = 0, progress: bool | None = None,
+            checkpoint: str | Path | None = None, val_fraction: float = 0.1,
+            **options: Any) -> Graph:
+    """``graph`` with trained token selectors (see the module doc), from Python without the
+    ``chipforge compress`` dispatcher: a seeded ``val_fraction`` of the training data is
+    held out for validation. ``options`` are the fields of :class:`HeatvitOptions`;
+    ``progress``: tqdm bar (None: on a terminal); ``checkpoint``: an ``.npz`` file."""
+    from tqdm import tqdm
+
+    unknown = set(options) - set(HeatvitOptions.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"compress heatvit has no option {', '.join(sorted(unknown))}; "
+                         f"options: {', '.join(HeatvitOptions.__dataclass_fields__)}")
+    opts = HeatvitOptions(**options)
+    check_float("val_fraction", val_fraction, 0, 0.5, lo_open=True)
+    x, y = np.asarray(x_train), np.asarray(y_train)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(len(x) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    bar = tqdm(total=opts.epochs, desc="compress heatvit", unit="epoch", file=sys.stderr,
+               disable=None if progress is None else not progress)
+
+    def on_epoch(epoch: int, loss: float, val_accuracy: float, targets) -> None:
+        bar.n = epoch + 1
+        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_accuracy:.3f}",
+                        keep_target="/".join(f"{t:.2f}" for t in targets))
+
+    try:
+        return train_selectors(graph, x[train], y[train], x[val], y[val], opts, seed=seed,
+                               on_epoch=on_epoch, checkpoint_file=checkpoint)
+    finally:
+        bar.close()
+
+
+def compress_heatvit(graph: Graph, data, *, seed: int, progress, checkpoint,
+                     options: HeatvitOptions) -> Graph:
+    """The ``heatvit`` method of :func:`chipforge.compress.compress` (its method signature):
+    train and validation splits from the dispatcher, its progress bar, and its checkpoint
+    directory (the whole result as one stage; inside it the state after every epoch)."""
+    epoch_file = (None if getattr(checkpoint, "directory", None) is None
+                  else Path(checkpoint.directory) / "selectors.epoch.npz")
+
+    def run() -> Graph:
+        with progress.stage("selectors", options.epochs):
+            def on_epoch(epoch, loss, val_accuracy, targets):
+                progress.epoch(loss=loss, val_accuracy=val_accuracy,
+                               keep_target="/".join(f"{t:.2f}" for t in targets))
+
+            return train_selectors(graph, data.x_train, data.y_train, data.x_val,
+                                   data.y_val, options, seed=seed, on_epoch=on_epoch,
+                                   checkpoint_file=epoch_file)
+
+    return checkpoint.stage("selectors", run)
+
+
+def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitOptions, *,
+                    seed: int = 0, on_epoch=None,
+                    checkpoint_file: str | Path | None = None) -> Graph:
+    """Insert and train the selectors; validation data only measures. ``on_epoch(epoch,
+    loss, val_accuracy, keep_targets)`` after each epoch; ``checkpoint_file``: resume from /
+    save to this ``.npz`` (no pickle) after every epoch."""
+    import math
+
+    import torch
+
+    from chipforge.heatvit import calibrate_graph
+    from chipforge.sim.vit import calibrate_engine_thresholds
+    from chipforge.sim.vit_graph import vit_to_graph
+    from chipforge.zoo.vit import (
+        VitModel,
+        _torch_model,
+        calibrate_thresholds,
+        fine_tune_selectors,
+    )
+
+    check_int("seed", seed, 0)
+    backbone, student = insert_selectors(graph, opts.keep, opts.selector_blocks,
+                                         selector_hidden=opts.selector_hidden, seed=seed)
+    classes = backbone.config.num_classes
+    x, y = _check_data(graph, x_train, y_train, classes, "training")
+    xv, yv = _check_data(graph, x_val, y_val, classes, "validation")
+    torch.set_num_threads(1)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    net = _torch_model(student.config)
+    net.load_state_dict({k: torch.tensor(v) for k, v in student.params.items()})
+    net.decision = opts.decision
+    teacher = _torch_model(backbone.config)
+    teacher.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()})
+    teacher.eval()
+    gen = torch.Generator().manual_seed(seed)
+    selector_params = [p for k, p in net.named_parameters() if k.startswith("selectors.")]
+    own_params = [p for k, p in net.named_parameters() if not k.startswith("selectors.")]
+    opt = torch.optim.AdamW([{"params": selector_params, "lr": opts.lr},
+                             {"params": own_params, "lr": opts.backbone_lr}],
+                            weight_decay=0.01)
+    source = graph_sha256(graph)
+    key = json.dumps({"source": source, "seed": seed,
+                      "data": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
+                      "options": opts.to_dict()}, sort_keys=True)
+    start = 0
+    if checkpoint_file is not None:
+        checkpoint_file = Path(checkpoint_file)
+        if checkpoint_file.exists():
+            start = _load_checkpoint(checkpoint_file, key, net, opt, gen)
+
+    def epoch_done(epoch: int, loss: float, targets: list[float]) -> None:
+        if checkpoint_file is not None:
+            _save_checkpoint(checkpoint_file, key, epoch + 1, net, opt, gen)
+        if on_epoch is not None:
+            on_epoch(epoch, loss, _accuracy(net, xv, yv), targets)
+
+    fine_tune_selectors(net, teacher, xt, yt, opts.keep, epochs=opts.epochs,
+                        ratio_weight=opts.ratio_weight, generator=gen,
+                        batch_size=opts.batch_size, optimizer=opt, start_epoch=start,
+                        on_epoch=epoch_done,
+                        lr_factor=lambda e: 0.5 * (1 + math.cos(math.pi * e / opts.epochs)))
+    params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    trained = calibrate_thresholds(VitModel(student.config, params), n_images=len(x),
+                                   images=x)
+    # The 8-bit engine's formats (256 training images) and its thresholds on its own score
+    # codes under them; both travel in the graph, so the engine reproduces the decisions.
+    formats = calibrate_graph(trained, x[:256])
+    trained = calibrate_engine_thresholds(trained, x, formats[0])
+    final = _torch_model(trained.config)
+    final.load_state_dict({k: torch.tensor(v) for k, v in trained.params.items()})
+    result = {
+        "selector_blocks": list(trained.config.selector_blocks),
+        "keep_ratios": list(trained.config.keep_ratios),
+        "thresholds": list(trained.config.keep_thresholds),
+        "engine_threshold_codes": list(trained.config.engine_threshold_codes),
+        "validation_accuracy_float": _accuracy(final, xv, yv),
+        "validation_accuracy_source_float": _accuracy(teacher, xv, yv, False),
+    }
+    trained.info = {"compress_heatvit": result, "seed": seed, "source_sha256": source}
+    out = vit_to_graph(trained, name=f"{graph.name}-heatvit")
+    out.meta = {**{k: v for k, v in graph.meta.items() if k not in ("training", "provenance")},
+                **out.meta, "compress_result": result,
+                "heatvit_calibration": {"fracs": list(formats),
+                                        "label": "256 training images (compress heatvit)"}}
+    if "provenance" in graph.meta:
+        out.meta["previous_provenance"] = graph.meta["provenance"]
+    return out
+
+
+def _accuracy(net, x: np.ndarray, y: np.ndarray, use_selectors: bool = True) -> float:
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        logits, _ = net(torch.tensor(x), use_selectors)
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+def _save_checkpoint(path: Path, key: str, epoch: int, net, opt, gen) -> None:
+    import torch
+
+    arrays = {f"model/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+    state = opt.state_dict()
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            arrays[f"opt/{idx}/{name}"] = torch.as_tensor(value).numpy()
+    arrays["rng/torch"] = torch.get_rng_state().numpy()
+    arrays["rng/batches"] = gen.get_state().numpy()
+    header = {"format": CHECKPOINT_FORMAT, "key": key, "epoch": epoch,
+              "param_groups": state["param_groups"]}
+    arrays["__checkpoint__"] = np.array(json.dumps(header))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)            # a checkpoint is whole or absent, never half written
+
+
+def _load_checkpoint(path: Path, key: str, net, opt, gen) -> int:
+    import torch
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        header = json.loads(str(arrays.pop("__checkpoint__")))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} is not a compress heatvit checkpoint: {e}") from None
+    if header.get("format") != CHECKPOINT_FORMAT or header.get("key") != key:
+        raise ValueError(f"checkpoint {path} belongs to another model, data set, seed or "
+                         "options; delete it or choose another checkpoint path")
+    net.load_state_dict({k[6:]: torch.tensor(v) for k, v in arrays.items()
+                         if k.startswith("model/")})
+    state: dict[int, dict] = {}
+    for k, v in arrays.items():
+        if k.startswith("opt/"):
+            _, idx, name = k.split("/")
+            state.setdefault(int(idx), {})[name] = torch.tensor(v)
+    opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+    torch.set_rng_state(torch.tensor(arrays["rng/torch"]))
+    gen.set_state(torch.tensor(arrays["rng/batches"]))
+    return int(header["epoch"])
