@@ -102,7 +102,7 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
         graph = family.load_model(model)
         from chipforge.compress import format_provenance  # how `chipforge compress` made it
 
-        if (provenance := format_provenance(graph.meta)) is not None:
+        if (provenance := format_provenance(getattr(graph, "meta", {}))) is not None:
             notes.append(provenance)
         bar.update()
         step("data")
@@ -143,7 +143,7 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
             section = family.report_section(spec.config, sim.mapped, sim.output, cost)
             paths = write_report(result, out, cost=cost, section=section,
                                  extra={"notes": notes,
-                                        "provenance": graph.meta.get("provenance")})
+                                        "provenance": getattr(graph, "meta", {}).get("provenance")})
         bar.update()
     finally:
         bar.close()
