@@ -262,8 +262,11 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
     }
     if not metrics["device"]:
         metrics["device"] = "ideal"
-    if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
-        metrics["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
+    # FORMS's paper formula (pruning x 32/bits x polarization), labelled: not a count (the
+    # counted crossbars are metrics["crossbars"], from the placement).
+    ideal = graph.meta.get("idealized_crossbar_reduction", graph.meta.get("crossbar_reduction"))
+    if ideal is not None:
+        metrics["idealized_crossbar_reduction_not_counted"] = float(ideal)
     return SimulationResult(
         model=graph.name, accelerator=accel.name, samples=len(x), accuracy_float=acc_float,
         accuracy_ideal=_accuracy(ideal_logits, y), accuracy_hardware=_accuracy(logits, y),
