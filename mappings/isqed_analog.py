@@ -23,6 +23,7 @@ failure rate the differential mapping tolerates for the same mean drop.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 
@@ -34,6 +35,17 @@ __all__ = ["STUCK_ON_PER_OFF", "analog_fault_sweep", "faulty_weights", "pruned_r
 
 STUCK_ON_PER_OFF = 5.2
 """ISQED'21 (from Chen et al., IEEE TC 2015): stuck-off : stuck-on = 1 : 5.2."""
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Small CPU models: one torch thread (faster than oversubscribed threads on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def faulty_weights(w: np.ndarray, mapping: str, rate: float, rng: np.random.Generator
@@ -72,13 +84,19 @@ def _normalized(layer) -> tuple[np.ndarray, torch.Tensor]:
 def pruned_resnet(ratio: float = 0.6, *, epochs: int = 2, seed: int = 0, train_images: int = 0):
     """The bundled digital ResNet-8 (digits), magnitude-pruned to ``ratio`` zeros per layer
     and fine-tuned ``epochs`` epochs with the mask held (SGD, lr 0.01)."""
-    import torch.nn.functional as F
-
     from chipforge.mappings.pim_qat import load_pim_model
-    from chipforge.zoo.data import digits
     from chipforge.zoo.pim import load_arrays
 
-    model = load_pim_model(load_arrays(), None, False)
+    with _one_thread():
+        return _pruned_resnet(load_pim_model(load_arrays(), None, False), ratio, epochs, seed,
+                              train_images)
+
+
+def _pruned_resnet(model, ratio, epochs, seed, train_images):
+    import torch.nn.functional as F
+
+    from chipforge.zoo.data import digits
+
     masks = {}
     with torch.no_grad():
         for layer in _layers(model):
@@ -122,6 +140,11 @@ def analog_fault_sweep(model, rates: dict[str, Sequence[float]], *, trials: int 
 
     Rows have the keys of :func:`chipforge.mappings.sweeps.faults.summarize` that
     :func:`tolerance_ratio_analog` needs (model, mapping, fault_rate, drop_mean)."""
+    with _one_thread():
+        return _sweep(model, rates, trials, images, seed)
+
+
+def _sweep(model, rates, trials, images, seed) -> list[dict]:
     from chipforge.zoo.data import digits
 
     d = digits()
