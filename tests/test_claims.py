@@ -194,3 +194,19 @@ def test_forms_lenet5_mnist_accuracy():
     for m, cost in ((4, 0.015), (8, 0.015), (16, 0.05)):
         assert acc[f"forms{m}"] >= acc["pruned"] - cost, acc
         place(_forms_mnist(f"forms{m}"), f"forms{m}")          # polarized at its size
+
+
+@pytest.mark.slow
+def test_forms_lenet5_mnist_retrains_to_the_shipped_models():
+    """The full FORMS pipeline (float -> structured prune -> polarize 4/8/16 -> 8-bit) for
+    seed 0 (~7 CPU-minutes) gives the shipped models' accuracies (deterministic training)
+    and the 5-crossbar placement."""
+    from chipforge.zoo.data import mnist
+    from chipforge.zoo.forms_mnist import crossbar_counts, run_seed
+
+    d = mnist()
+    r = run_seed(0, log=lambda *_: None)
+    assert crossbar_counts(r["graphs"]["dense"], r["graphs"]["forms8"])["forms8"] == 5
+    for key in ("dense", "pruned", "forms4", "forms8", "forms16"):
+        shipped = float((run_graph(_forms_mnist(key), d.x_test).argmax(1) == d.y_test).mean())
+        assert r[f"{key}_8bit"] == pytest.approx(100 * shipped, abs=0.5), key
