@@ -88,6 +88,12 @@ class CompressionStats:
         storage ratio (not a crossbar count; see the module doc)."""
         return self.pruning_ratio * self.quantization_factor * self.polarization_factor
 
+    @property
+    def crossbar_reduction(self) -> float:
+        """Deprecated alias of :attr:`idealized_crossbar_reduction` (kept so that callers on
+        other branches keep working): the paper's formula, **not** a crossbar count."""
+        return self.idealized_crossbar_reduction
+
     def to_dict(self) -> dict:
         return {"weights": self.weights, "nonzero": self.nonzero, "sparsity": self.sparsity,
                 "pruning_ratio": self.pruning_ratio,
