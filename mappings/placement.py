@@ -15,6 +15,16 @@ quantized ``CONV2D`` / ``LINEAR`` node, its integer weight matrix (K, N) (the ex
 5. tiled onto ``rows x cols`` crossbars (an output's cells stay in one crossbar), which
    only decides the statistics: crossbars, cells, utilization, ADC reads.
 
+Before step 2, :func:`kept_rows_and_outputs` drops what holds no weight: all-zero rows of
+the weight matrix (for FORMS, all-zero *fragments*, so fragment boundaries and their sign
+bits stay as trained) and all-zero output columns (an output of only zero weights is a
+constant 0; the offset mapping keeps them, since it stores a zero as the mid level). This is
+what makes structured pruning (whole filters and filter shapes, FORMS' crossbar-aware
+pruning) free crossbars: every crossbar count is counted from this placement, never from a
+pruning ratio. Dropped rows are not in the arrays (``row_index`` lists the kept ones);
+dropped outputs keep zero levels with digital weight ``coef = 0``, so they cannot affect
+the result even under faults, and are not counted in crossbars, cells or ADC reads.
+
 The result runs on :class:`chipforge.sim.reram.CrossbarMatmul`; with ideal devices it
 reproduces the quantized model exactly (tested for every scheme).
 """
@@ -35,7 +45,7 @@ from chipforge.sim.graph import Graph, Node
 from chipforge.sim.ref.crossbar import weight_levels
 from chipforge.sim.reram import LayerStats, MappedLayer, MappedModel
 
-__all__ = ["fragment_signs", "place", "place_layer"]
+__all__ = ["fragment_signs", "kept_rows_and_outputs", "place", "place_layer"]
 
 def fragment_signs(w2: np.ndarray, size: int, node: str = "?") -> np.ndarray:
     """Signs (G, N) of the fragments of a row-ordered (G*size, N) matrix; checks polarization.
@@ -52,6 +62,35 @@ def fragment_signs(w2: np.ndarray, size: int, node: str = "?") -> np.ndarray:
                          "(use a polarized model, e.g. the zoo's lenet-digits-forms8, or "
                          "chipforge.mappings.passes.polarize)")
     return np.where(has_neg, -1, 1).astype(np.int64)
+
+
+def kept_rows_and_outputs(wp: np.ndarray, group_rows: int, scheme: PlacementScheme
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of a row-ordered, zero-padded (G*R, N) weight matrix and which of its N
+    outputs a placement stores (boolean masks).
+
+    Rows: those with a non-zero weight; for the polarized scheme whole fragments (groups of
+    R rows) with a non-zero weight, so that the fragments stay as they were polarized.
+    Outputs: those with a non-zero weight, except for the offset mapping (a zero weight is
+    a mid-level cell there), which keeps every output. At least one row and one output is
+    kept, so that an all-zero layer still maps (onto one row group).
+    """
+    groups = wp.shape[0] // group_rows
+    nonzero = wp != 0
+    if scheme is PlacementScheme.POLARIZED:
+        per_group = nonzero.reshape(groups, group_rows, -1).any(axis=(1, 2))
+        rows = np.repeat(per_group, group_rows)
+    else:
+        rows = nonzero.any(axis=1)
+    if scheme is PlacementScheme.OFFSET:
+        outputs = np.ones(wp.shape[1], dtype=bool)
+    else:
+        outputs = nonzero.any(axis=0)
+    if not rows.any():
+        rows[:group_rows if scheme is PlacementScheme.POLARIZED else 1] = True
+    if not outputs.any():
+        outputs[0] = True
+    return rows, outputs
 
 
 def place_layer(node: Node, accel: ReramAcceleratorConfig,
@@ -90,11 +129,32 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     row_index[:k] = perm
     wp = np.zeros((groups * r, n), dtype=np.int64)
     wp[:k] = w2[perm]
+    # Drop all-zero rows (fragments) and outputs: they hold no weight (see the module doc).
+    keep_rows, keep_out = kept_rows_and_outputs(wp, r, scheme)
+    stored_signs = None
+    if scheme is PlacementScheme.POLARIZED and node.params.get("fragment_signs") is not None:
+        stored_signs = np.asarray(node.params["fragment_signs"]).astype(np.int64).T  # (G, N)
+        if stored_signs.shape != (groups, n):
+            raise ValueError(f"node {node.name!r}: fragment_signs of shape "
+                             f"{stored_signs.T.shape} do not match {n} outputs x {groups} "
+                             "fragments")
+        stored_signs = stored_signs[keep_rows.reshape(groups, r)[:, 0]]
+    kept = row_index[keep_rows]
+    kept = kept[kept >= 0] if scheme is not PlacementScheme.POLARIZED else kept
+    k_kept = int((kept >= 0).sum())
+    groups = -(-kept.size // r)
+    row_index = np.full(groups * r, -1, dtype=np.int64)
+    row_index[:kept.size] = kept
+    wp = np.zeros((groups * r, n), dtype=np.int64)
+    wp[row_index >= 0] = w2[row_index[row_index >= 0]]
+    wp[:, ~keep_out] = 0
+    n_kept = int(keep_out.sum())
     xcfg = accel.crossbar_config()
     levels = weight_levels(wp, xcfg)                                         # (G*R, N, P)
     per = levels.shape[-1]
     valid = (row_index >= 0)[:, None, None]
     levels = np.where(valid, levels, 0).reshape(groups, r, n * per)
+    levels[:, :, np.repeat(~keep_out, per)] = 0     # dropped outputs hold no cells
     slice_w = 1 << (accel.cell_bits * np.arange(accel.slices, dtype=np.int64))
     if scheme in (PlacementScheme.TWO_COLUMN, PlacementScheme.DIFFERENTIAL):
         col_w = np.concatenate([slice_w, -slice_w])
@@ -103,25 +163,22 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     coef = np.broadcast_to(np.tile(col_w, n), (groups, n * per)).copy()
     if scheme is PlacementScheme.POLARIZED:
         signs = fragment_signs(wp, r, node.name)                            # (G, N)
-        stored = node.params.get("fragment_signs")
+        stored = stored_signs
         if stored is not None:
-            stored = np.asarray(stored).astype(np.int64).T                  # (G, N)
-            if stored.shape != signs.shape:
-                raise ValueError(f"node {node.name!r}: fragment_signs of shape "
-                                 f"{stored.T.shape} do not match {n} outputs x {groups} "
-                                 "fragments")
             nonzero = (wp.reshape(groups, r, n) != 0).any(axis=1)
             if (nonzero & (stored != signs)).any():
                 raise ValueError(f"node {node.name!r}: weights disagree with the stored "
                                  "fragment_signs")
             signs = np.where(nonzero, signs, stored)
         coef *= np.repeat(signs, per, axis=1)
+    coef[:, np.repeat(~keep_out, per)] = 0          # dropped outputs: never read
     if accel.adc_range is AdcRange.FLIP:
         # The reference's flip rule (flip_columns), per row group over its used rows.
-        rows_used = np.minimum(r, k - r * np.arange(groups))[:, None]       # (G, 1)
+        rows_used = valid.reshape(groups, r).sum(axis=1)[:, None]           # (G, 1)
         flipped = 2 * levels.sum(axis=1) > rows_used * ((1 << accel.cell_bits) - 1)
         levels = np.where(flipped[:, None, :] & valid.reshape(groups, r, 1),
                           ((1 << accel.cell_bits) - 1) - levels, levels)
+        flipped &= np.repeat(keep_out, per)[None, :]
     else:
         flipped = np.zeros((groups, n * per), dtype=bool)
     offset = (1 << (accel.weight_bits - 1)) if scheme is PlacementScheme.OFFSET else 0
@@ -129,13 +186,13 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     # Tiling onto crossbars (statistics only: the arithmetic does not depend on it).
     row_tiles = -(-groups * r // accel.rows)
     outputs_per_xbar = accel.cols // per
-    col_tiles = -(-n // outputs_per_xbar)
+    col_tiles = -(-n_kept // outputs_per_xbar)
     crossbars = row_tiles * col_tiles
     cycles = len(accel.crossbar_config(input_bits=input_bits or accel.input_bits)
                  .input_slice_widths)
     units = col_tiles if accel.unit_column else 0
-    adc_reads = cycles * groups * (n * per + units)
-    cells = k * n * per
+    adc_reads = cycles * groups * (n_kept * per + units)
+    cells = k_kept * n_kept * per
     if grouped:
         crossbars, cells, adc_reads = _grouped_tiles(node, accel, r, per, cycles)
     stats = LayerStats(

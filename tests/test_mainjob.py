@@ -4,12 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-pytest.importorskip("chipforge.simulate")
-torch = pytest.importorskip("torch")
-
-from chipforge.cli import main  # noqa: E402
-from chipforge.mainjob import run_main_job  # noqa: E402
+from chipforge.cli import main
+from chipforge.mainjob import run_main_job
 
 
 def test_zoo_model_report_files_and_numbers(tmp_path, capsys):
@@ -27,7 +25,6 @@ def test_zoo_model_report_files_and_numbers(tmp_path, capsys):
 
 
 def test_cycle_model_latency_and_energy_in_the_report(tmp_path):
-    pytest.importorskip("chipforge.sim.cycle.report")
     job = run_main_job("lenet-digits-forms8", "forms8", "digits", out=tmp_path, samples=20,
                        cycle_samples=10, progress=False)
     report = json.loads(job.paths["json"].read_text())

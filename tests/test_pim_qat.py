@@ -4,8 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from chipforge.mappings.pim_qat import (  # noqa: E402
     PIM_SWEEP_CFG,

@@ -92,8 +92,12 @@ class ReramFamily(AcceleratorFamily):
                   "utilization": mapped.cells / mapped.capacity if mapped.capacity else 0.0,
                   "weights": weights, "nonzero_weights": nonzero,
                   "scheme": config.scheme.value}
-        if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
-            totals["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
+        # FORMS's paper formula (pruning x 32/bits x polarization), labelled: not a count (the
+        # counted crossbars are totals["crossbars"], from the placement).
+        ideal = graph.meta.get("idealized_crossbar_reduction",
+                               graph.meta.get("crossbar_reduction"))
+        if ideal is not None:
+            totals["idealized_crossbar_reduction_not_counted"] = float(ideal)
         return Mapping(self.name, mapped.stats_table(), totals, detail=mapped)
 
     def run(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, x: np.ndarray, *,

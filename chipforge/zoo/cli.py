@@ -36,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
                             f"{100 * g.meta['accuracy_quantized']:5.1f}%")
                 description = g.meta["description"]
             print(f"{name:<22} {accuracy} {100 * s.sparsity:5.1f}% "
-                  f"{s.crossbar_reduction:8.1f}x  {description}")
+                  f"{s.idealized_crossbar_reduction:8.1f}x  {description}")
         print(f"{'resnet-digits-pim':<22} {'-':>6} {'-':>6} {'-':>6} {'-':>9}  4-bit ResNet-8 "
               "and its PIM-aware copies (torch state dicts, chipforge.zoo.pim)")
         print("accuracy on the 360-image digits test split; 8-bit = run_graph (exact integer "
-              "matmul); crossbar reduction = pruning x 32/bits x polarization (FORMS)")
+              "matmul); idealized crossbar reduction = pruning x 32/bits x polarization (FORMS's "
+              "formula, not a count: `chipforge simulate` counts crossbars from the placement)")
         return 0
     from chipforge.sim.graph import save_graph
     from chipforge.zoo.recipes import RECIPES, build
@@ -69,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     save_graph(graph, out)
     m = graph.meta
     print(f"{args.name}: float {100 * m['accuracy_float']:.2f}%, 8-bit "
-          f"{100 * m['accuracy_quantized']:.2f}%, {100 * m['sparsity']:.1f}% zeros, crossbar "
-          f"reduction {m['crossbar_reduction']:.2f}x; trained in "
+          f"{100 * m['accuracy_quantized']:.2f}%, {100 * m['sparsity']:.1f}% zeros, idealized "
+          f"crossbar reduction {m['idealized_crossbar_reduction']:.2f}x; trained in "
           f"{time.perf_counter() - start:.1f} s -> {out}")
     try:
         shipped = zoo.load(args.name).meta["accuracy_quantized"]

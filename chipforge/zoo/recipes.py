@@ -174,7 +174,7 @@ def _finish(recipe: Recipe, model, data):
         "accuracy_quantized": acc_q,
         "sparsity": stats.sparsity,
         "pruning_ratio": stats.pruning_ratio,
-        "crossbar_reduction": stats.crossbar_reduction,
+        "idealized_crossbar_reduction": stats.idealized_crossbar_reduction,
         "num_classes": int(np.max(ds.y_test)) + 1,
     })
     return graph
@@ -230,7 +230,8 @@ def main(argv=None) -> None:
         m = graph.meta
         print(f"{name}: float {100 * m['accuracy_float']:.2f}%, 8-bit "
               f"{100 * m['accuracy_quantized']:.2f}%, {100 * m['sparsity']:.1f}% zeros, "
-              f"crossbar reduction {m['crossbar_reduction']:.2f}x")
+              f"idealized crossbar reduction (pruning x 32/bits x polarization, not a "
+              f"count) {m['idealized_crossbar_reduction']:.2f}x")
 
 
 if __name__ == "__main__":

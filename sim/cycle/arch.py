@@ -19,6 +19,7 @@ from chipforge.sim.cycle.components import (
     ISAAC_ENERGY,
     ActionEnergy,
     ChipModel,
+    forms_energy,
 )
 
 __all__ = ["FORMS4", "FORMS8", "FORMS16", "ISAAC", "ISAAC8", "Architecture", "ReramArchConfig",
@@ -128,7 +129,11 @@ def chip_model(cfg: ReramArchConfig) -> ChipModel:
 
 
 def action_energy(cfg: ReramArchConfig) -> ActionEnergy:
-    return FORMS_ENERGY if cfg.architecture is Architecture.FORMS else ISAAC_ENERGY
+    """Per-action energies; FORMS' ADC by its fragment's resolution (3 / 4 / 5 bits)."""
+    if cfg.architecture is Architecture.FORMS:
+        return forms_energy(cfg.fragment_size) if cfg.fragment_size in (4, 8, 16) \
+            else FORMS_ENERGY
+    return ISAAC_ENERGY
 
 
 # ISAAC-CE (ISCA'16, Table I, §5): 128x128 arrays of 2-bit cells, one 8-bit ADC at 1.2 GSps per

@@ -42,6 +42,9 @@ from collections.abc import Mapping
 __all__ = [
     "FORMS8_CHIP",
     "FORMS_ENERGY",
+    "forms_energy",
+    "sar_adc_energy_pj",
+    "walden_adc_energy_pj",
     "ISAAC_CHIP",
     "ISAAC_ENERGY",
     "ActionEnergy",
@@ -317,16 +320,89 @@ ISAAC_ENERGY = ActionEnergy(
     },
 )
 
-# Accelergy hwcomponents-library forms.py: ADC 15.2 mW / (2.1 GSps x 32) = 0.226 pJ. The rest
-# as ISAAC's (FORMS keeps ISAAC's DACs, crossbars and digital parts); the crossbar row energy
-# from FORMS Table III (2.44 + 0.0055) mW over 8 arrays x 8 active rows (one fragment of 8
-# is active at a time, FORMS §IV-C) per 15.24-ns fragment cycle.
-FORMS_ENERGY = dataclasses.replace(
-    ISAAC_ENERGY,
-    adc_conversion_pj=15.2e-3 / (2.1e9 * 32) * 1e12,
-    crossbar_row_cycle_pj=(2.44 + 0.0055) * 1e-3 / (8 * 8 / (32 / 2.1e9)) * 1e12,
-    sources={**ISAAC_ENERGY.sources,
-             "adc_conversion_pj": "Accelergy forms.py: 15.2 mW / (2.1 GSps x 32)",
-             "crossbar_row_cycle_pj": "derived: FORMS Table III (2.44 + 0.0055) mW / "
-                                      "(64 active rows / 15.24 ns)"},
-)
+# --- Physics: scaling laws for what the tables do not give --------------------------------
+#
+# ADC energy per conversion vs resolution. FORMS §V scales its 4-bit ADC from an SAR ADC
+# with the reference buffer, memory and clock *linear* in the bits and the capacitive DAC
+# *exponential* (papers.md §1.2): E(B) = a * B + c * 2**B. Two published points fix a and c:
+# ISAAC's 8-bit ADC (16 mW / 9.6 GSps = 1.667 pJ, Accelergy isaac.py) and FORMS' 4-bit one
+# (15.2 mW / 67.2 GSps = 0.226 pJ, Accelergy forms.py). The 3- and 5-bit ADCs of FORMS-4 /
+# FORMS-16 (which the paper never prices) follow from it. Cross-check against the ADC
+# surveys' figure of merit (Walden, IEEE JSAC 17(4) 1999: FoM_W = E / 2**ENOB; Murmann, "ADC
+# Performance Survey 1997-2024": GS/s SAR designs sit near 10 fJ/step at 3-8 bits): the two
+# calibration points have 14 and 6.5 fJ/step, and :func:`walden_adc_energy_pj` gives the
+# pure-Walden alternative (E doubles per bit) for sensitivity studies.
+
+ISAAC_ADC8_PJ = 16e-3 / 9.6e9 * 1e12
+"""ISAAC's 8-bit ADC, energy per conversion (Accelergy isaac.py: 16 mW / 9.6 GSps)."""
+FORMS_ADC4_PJ = 15.2e-3 / (2.1e9 * 32) * 1e12
+"""FORMS' 4-bit ADC, energy per conversion (Accelergy forms.py: 15.2 mW / (2.1 GSps x 32))."""
+_SAR_C = (ISAAC_ADC8_PJ - 2 * FORMS_ADC4_PJ) / (2**8 - 2 * 2**4)
+_SAR_A = (FORMS_ADC4_PJ - _SAR_C * 2**4) / 4
+SAR_LINEAR_PJ_PER_BIT = _SAR_A
+"""a of E(B) = a B + c 2^B: reference buffer, memory, clock (0.0348 pJ per bit)."""
+SAR_DAC_PJ_PER_LEVEL = _SAR_C
+"""c of E(B) = a B + c 2^B: the capacitive DAC (5.42 fJ per level)."""
+
+
+def sar_adc_energy_pj(bits: int) -> float:
+    """Energy per conversion of a B-bit SAR ADC by FORMS' own scaling (linear + exponential),
+    through ISAAC's 8-bit and FORMS' 4-bit points: 3 / 4 / 5 / 8 bits = 0.148 / 0.226 /
+    0.348 / 1.667 pJ."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise ValueError(f"ADC bits must be an integer in 1..16, not {bits!r}")
+    return SAR_LINEAR_PJ_PER_BIT * bits + SAR_DAC_PJ_PER_LEVEL * 2**bits
+
+
+def walden_adc_energy_pj(bits: int, fom_fj_per_step: float = FORMS_ADC4_PJ / 16 * 1e3
+                         ) -> float:
+    """Walden's figure of merit: E = FoM * 2**bits (default FoM: FORMS' 4-bit ADC's,
+    14.1 fJ/step). The alternative scaling for sensitivity studies."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise ValueError(f"ADC bits must be an integer in 1..16, not {bits!r}")
+    return fom_fj_per_step * 1e-3 * 2**bits
+
+
+# Crossbar energy per row read. A driven row dissipates E = V_read**2 * sum_j G_j * t_read
+# (Joule heating through its cells; Ohm's law), so with the same cells, voltage and columns
+# the energy of one row read scales with how long the row is driven. ISAAC Table I fixes
+# V**2 * sum G: (2.4 + 0.01) mW over 8 arrays x 128 rows all driven for the 100-ns cycle =
+# 0.235 pJ per row read. FORMS drives a row for one fragment input cycle, 128 columns /
+# (4 ADCs x 2.1 GSps) = 15.24 ns, hence 0.235 * 15.24 / 100 = 0.0359 pJ. (FORMS Table III's
+# 2.44 mW spread over the 64 rows active at a time would give 0.58 pJ per 15-ns read, 2.5x
+# ISAAC's 100-ns read of the same kind of row: the table repeats ISAAC's all-rows-on array
+# power, so it is kept for the chip totals above but not used per action.)
+ISAAC_ROW_READ_NS = 100.0
+ISAAC_ROW_READ_PJ = (2.4 + 0.01) * 1e-3 / (8 * 128 / (ISAAC_ROW_READ_NS * 1e-9)) * 1e12
+FORMS_ROW_READ_NS = 128 / (4 * 2.1e9) * 1e9
+FORMS_ROW_READ_PJ = ISAAC_ROW_READ_PJ * FORMS_ROW_READ_NS / ISAAC_ROW_READ_NS
+FORMS_TABLE3_ROW_READ_PJ = (2.44 + 0.0055) * 1e-3 / (8 * 8 / (FORMS_ROW_READ_NS * 1e-9)) * 1e12
+"""What Table III's array power implies per row read (0.58 pJ): not used (see above)."""
+
+FORMS_ADC_BITS = {4: 3, 8: 4, 16: 5}
+"""FORMS §IV: fragment size -> ADC bits."""
+
+
+def forms_energy(fragment_size: int = 8) -> ActionEnergy:
+    """Per-action energies of FORMS with fragment 4, 8 or 16: the ADC of that fragment
+    (3 / 4 / 5 bits, :func:`sar_adc_energy_pj`) and the row read of FORMS' 15.24-ns cycle;
+    the rest as ISAAC's (FORMS keeps ISAAC's DACs and digital parts)."""
+    bits = FORMS_ADC_BITS.get(fragment_size)
+    if bits is None:
+        raise ValueError(f"fragment_size must be 4, 8 or 16 (FORMS' ADCs), not "
+                         f"{fragment_size!r}")
+    return dataclasses.replace(
+        ISAAC_ENERGY,
+        adc_conversion_pj=sar_adc_energy_pj(bits),
+        crossbar_row_cycle_pj=FORMS_ROW_READ_PJ,
+        sources={**ISAAC_ENERGY.sources,
+                 "adc_conversion_pj": f"{bits}-bit SAR ADC, E(B) = a B + c 2^B (FORMS §V's "
+                                      "scaling) through ISAAC's 8-bit 1.667 pJ and FORMS' "
+                                      "4-bit 0.226 pJ (Accelergy)",
+                 "crossbar_row_cycle_pj": "derived: ISAAC's 0.235 pJ per 100-ns row read "
+                                          "x 15.24 / 100 (E = V^2 G t: same cells, shorter "
+                                          "read)"})
+
+
+FORMS_ENERGY = forms_energy(8)
+"""FORMS fragment 8 (4-bit ADC, 0.226 pJ per conversion = Accelergy forms.py)."""
