@@ -132,9 +132,9 @@ def load_model(model: Any):
 
 
 def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
-    from chipforge.families import load_test_split
+    from chipforge.families import test_data
 
-    return load_test_split(graph, data)
+    return test_data(graph, data)
 
 
 def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,

@@ -240,7 +240,7 @@ def describe(name: str | None = None) -> str:
 CALIBRATION_SAMPLES = 256
 
 
-def load_test_split(graph, data: Any) -> tuple[np.ndarray, np.ndarray]:
+def test_data(graph, data: Any) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and labels shaped for ``graph``: ``"digits"`` / None (the shared digits test
     split), an ``.npz`` path, an ``(x, y)`` pair or a Dataset (its test split)."""
     if isinstance(data, str | Path):

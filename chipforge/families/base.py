@@ -325,9 +325,9 @@ class AcceleratorFamily:
     def load_data(self, data: Any, graph) -> tuple[np.ndarray, np.ndarray]:
         """Test inputs and labels: ``"digits"``, an ``.npz``, an ``(x, y)`` pair or a
         Dataset (its test split)."""
-        from chipforge.families import load_test_split
+        from chipforge.families import test_data
 
-        return load_test_split(graph, data)
+        return test_data(graph, data)
 
     def prepare(self, graph, x_calib: np.ndarray, *, mode: str, calib_label: str,
                 notes: list[str]):
