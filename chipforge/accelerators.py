@@ -243,7 +243,7 @@ def get_accelerator(name_or_path: str | Path | ReramAcceleratorConfig) -> ReramA
     if text in ACCELERATORS:
         return ACCELERATORS[text]
     if text.endswith(".toml"):
-        cfg = load_toml(ReramAcceleratorConfig, text)
+        cfg = load_toml(ReramAcceleratorConfig, text, required=("name",))
         assert isinstance(cfg, ReramAcceleratorConfig)
         return cfg
     raise ValueError(f"unknown ReRAM accelerator {text!r}; presets: {', '.join(ACCELERATORS)}, "

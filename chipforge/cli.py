@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from chipforge.guard import check_output_dir, check_output_file
+
 __all__ = ["main"]
 
 # Subcommands register here: name -> (help, add_arguments, run). Later flows add entries.
@@ -130,6 +132,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--samples must be >= 1, not {args.samples}")
     if args.cycle_samples < 1:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
     spec = get_accelerator_spec(args.accelerator, overrides=overrides, options=options)
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
@@ -148,6 +152,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         return run_rtl_command(args)
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
+    check_output_dir(out, option="--out")  # before the simulation, not after it
     job = run_main_job(model, accelerator=spec, data=args.data, out=out,
                        samples=args.samples, seed=args.seed, quantize=args.quantize,
                        cycle_samples=args.cycle_samples, progress=True)
@@ -175,6 +180,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: sweeps/NAME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out, skipping the trials already there")
+    p.add_argument("--force", action="store_true",
+                   help="start over in a non-empty --out: replace the sweep's own files "
+                        "(results.csv, sweep.json, summary.*, plot.png), keep the others")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDR",
@@ -216,9 +224,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     sweep = get_sweep(args.name)
     grid = parse_grid_args(args.grid, sweep.grid)
     out = args.out or Path("sweeps") / sweep.name
+    if args.resume and args.force:
+        raise UsageError("--resume continues the sweep in --out, --force starts it over: "
+                         "give one")
     try:
         run_sweep(sweep, out, grid=grid, trials=args.trials, seed=args.seed,
-                  resume=args.resume, workers=args.workers, scheduler=args.scheduler,
+                  resume=args.resume, force=args.force, workers=args.workers,
+                  scheduler=args.scheduler,
                   dask_local=args.dask, batch=args.batch, progress=args.progress,
                   plot=not args.no_plot, x_axis=args.x_axis)
     except SweepError as e:
@@ -247,6 +259,7 @@ def _run_rtl(args: argparse.Namespace) -> int:
     from chipforge.toolchain import lint_verilog, synthesize
 
     names = list(BLOCKS) if args.block == "all" else [args.block]
+    check_output_dir(args.out, option="--out")
     for name in names:
         paths = generate(name, args.out)
         print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
@@ -277,6 +290,8 @@ def _run_ref(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, not {args.batch}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
     cfg = ISAAC_CROSSBAR
     rng = np.random.default_rng(args.seed)
     weights = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, cfg.cols))
@@ -315,6 +330,9 @@ def _run_import(args: argparse.Namespace) -> int:
     from chipforge.importers.model import layer_table, load_model
     from chipforge.sim.graph import save_graph
 
+    for option, path in (("--out", args.out), ("--to-onnx", args.to_onnx)):
+        if path is not None:
+            check_output_file(path, option=option)
     graph = load_model(args.model)
     print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "
           f"{len(graph.weighted_nodes())} weighted")
@@ -344,6 +362,8 @@ def _add_heatvit(p: argparse.ArgumentParser) -> None:
 def _run_heatvit(args: argparse.Namespace) -> int:
     from chipforge.heatvit import run_heatvit
 
+    if args.images is not None and args.images < 1:
+        raise UsageError(f"--images must be >= 1, not {args.images}")
     r = run_heatvit(args.model, selectors=None if args.selectors == "none" else args.selectors,
                     fixed=not args.float, n_images=args.images)
     cyc = r["cycles_per_image"]
@@ -370,6 +390,8 @@ def _add_zoo(p: argparse.ArgumentParser) -> None:
 def _run_zoo(args: argparse.Namespace) -> int:
     from chipforge.zoo.cli import run
 
+    if getattr(args, "out", None) is not None:
+        check_output_file(args.out, option="--out")  # before training, not after
     return run(args)
 
 
@@ -417,6 +439,8 @@ def _run_cycles(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise UsageError(f"--images must be >= 1, not {args.images}")
+    if args.plot is not None:
+        check_output_file(args.plot, option="--plot")
     if args.model == "resnet18-shaped":
         from chipforge.sim.cycle.workloads import resnet18_shaped
 
@@ -454,20 +478,55 @@ def _run_cycles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error(e: OSError) -> str:
+    """A file-system error as 'PATH: reason' (what the user can act on), else its text."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad input (a ``UsageError`` or ``ValueError``, a file that cannot be
+    read or written) is one line on stderr and exit status 2; a missing HDL tool is 3;
+    Ctrl-C is 130; anything else is a bug, reported in one line with status 1 (set
+    ``CHIPFORGE_DEBUG=1`` for the traceback)."""
+    import os
+
     args = build_parser().parse_args(argv)
+    name = f"chipforge {args.command}"
     try:
         return COMMANDS[args.command][2](args)
     except (UsageError, ValueError) as e:
-        print(f"chipforge {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"{name}: error: {_one_line(_os_error(e))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if os.environ.get("CHIPFORGE_DEBUG"):
+            raise
+        print(f"{name}: error: out of memory (use fewer samples, a smaller model or fewer "
+              "workers; CHIPFORGE_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         from chipforge.toolchain import ToolMissingError
 
         if isinstance(e, ToolMissingError):
-            print(f"chipforge {args.command}: error: {e}", file=sys.stderr)
+            print(f"{name}: error: {e}", file=sys.stderr)
             return 3
-        raise
+        if os.environ.get("CHIPFORGE_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"{name}: internal error: {type(e).__name__}: {first} (a bug in chipforge; "
+              "set CHIPFORGE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -120,22 +120,43 @@ def _resolve_type(cls: type, annotation: Any) -> Any:
     return annotation
 
 
-def load_toml(cls: type[ConfigBase], path: str | Path, table: str | None = None) -> ConfigBase:
-    """Load a config of type ``cls`` from a TOML file (optionally from one of its tables)."""
+def load_toml(cls: type[ConfigBase], path: str | Path, table: str | None = None, *,
+              required: tuple[str, ...] = ()) -> ConfigBase:
+    """Load a config of type ``cls`` from a TOML file (optionally from one of its tables).
+
+    An empty file (or table), a missing ``required`` field and a bad value are errors naming
+    the file and the field: a truncated or empty file never becomes a default config.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder, not a .toml file")
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"config file {path} is not valid TOML: {e}") from None
     if table is not None:
         if table not in data:
             raise ValueError(f"config file {path} has no [{table}] table; "
                              f"tables: {', '.join(data) or 'none'}")
         data = data[table]
-    return cls.from_dict(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path}: [{table}] must be a table")
+    if not data:
+        raise ValueError(f"config file {path} is empty: it must set the fields of a "
+                         f"{cls.__name__} ({', '.join(required) or 'at least one'} required)")
+    try:
+        config = cls.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config file {path}: {e}") from None
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ValueError(f"config file {path}: field(s) {', '.join(missing)} required, "
+                         f"missing (it sets {', '.join(data)}); a partial file is refused "
+                         "rather than completed with defaults")
+    return config
 
 
 class WeightEncoding(enum.Enum):

@@ -102,7 +102,7 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
         graph = family.load_model(model)
         bar.update()
         step("data")
-        x, y = family.load_data(data, graph)
+        x, y = family.load_data(data, graph, samples)
         if samples is not None:
             x, y = x[:samples], y[:samples]
         bar.update()

@@ -154,7 +154,7 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
         raise ValueError(f"samples must be >= 1, not {samples}")
     spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
     graph = spec.family.load_model(model)
-    x, y = spec.family.load_data(data, graph)
+    x, y = spec.family.load_data(data, graph, samples)
     if samples is not None:
         x, y = x[:samples], y[:samples]
     sim = simulate_graph(spec, graph, x, y, seed=seed)

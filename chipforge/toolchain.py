@@ -1,6 +1,6 @@
 """Finding and running the HDL tools: Icarus Verilog, Verilator, yosys.
 
-Which Verilator for which consumer (measured; see README "HDL toolchain"):
+Which Verilator for which consumer (measured; see docs/hdl-toolchain.md):
 
 - ``verilator --lint-only`` and pyverilator-mm use the Verilator on ``PATH`` (Debian's
   5.006 here). pyverilator-mm parses ``verilator --version`` and fails on a blank version;
@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -110,9 +111,17 @@ LINT_WAIVERS = ("-Wno-WIDTH", "-Wno-UNUSEDSIGNAL")
 
 def lint_verilog(path: str | Path, top: str) -> str:
     """Run ``verilator --lint-only -Wall`` (with :data:`LINT_WAIVERS`); raise on any warning."""
+    from chipforge.guard import check_name
+
+    check_name(top, what="lint top module")
     exe = require_tool("verilator")
-    result = subprocess.run([exe, "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", top,
-                             str(path)], capture_output=True, text=True, check=False)
+    # Lint a copy named after the module in a fresh folder: the user's path (spaces, ';',
+    # a leading '-') never reaches verilator's command line, and DECLFILENAME holds.
+    with tempfile.TemporaryDirectory(prefix="chipforge-lint-") as tmp:
+        shutil.copyfile(path, Path(tmp) / f"{top}.v")
+        result = subprocess.run([exe, "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module",
+                                 top, f"{top}.v"], capture_output=True, text=True,
+                                check=False, cwd=tmp)
     if result.returncode != 0:
         raise RuntimeError(f"verilator lint of {path} failed:\n{result.stderr}")
     return result.stderr
@@ -181,22 +190,27 @@ def synthesize(path: str | Path, top: str, target: str = "ice40",
                workdir: str | Path | None = None) -> dict[str, int]:
     """Synthesize with yosys and return the cell counts of ``stat`` (plus ``cells``).
 
-    Technology mapping only: no place-and-route, no timing.
+    Technology mapping only: no place-and-route, no timing. No path reaches the yosys
+    script: yosys runs in a fresh temporary folder on a copy of the Verilog under a fixed
+    name, so a folder named ``x; shell ...`` is just a folder; ``top`` must be an
+    identifier. ``workdir`` is accepted for compatibility; nothing is written there.
     """
+    from chipforge.guard import check_name
+
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {', '.join(_TARGETS)}, not {target!r}")
+    check_name(top, what="synthesis top module")
     exe = require_tool("yosys")
-    workdir = Path(workdir) if workdir else Path(path).parent
-    stat_file = workdir / f"{top}.{target}.stat.txt"
-    script = (f"read_verilog {path}; hierarchy -check -top {top}; proc; check -assert; "
-              f"{_TARGETS[target].format(top=top)}; tee -q -o {stat_file} stat; check -assert")
-    result = subprocess.run([exe, "-q", "-p", script], capture_output=True, text=True,
-                            check=False, env={**os.environ, "LC_ALL": "C"})
-    if result.returncode != 0:
-        raise RuntimeError(f"yosys synthesis of {path} ({target}) failed:\n"
-                           f"{result.stdout}\n{result.stderr}")
-    text = stat_file.read_text()
-    stat_file.unlink()
+    script = (f"read_verilog design.v; hierarchy -check -top {top}; proc; check -assert; "
+              f"{_TARGETS[target].format(top=top)}; tee -q -o stat.txt stat; check -assert")
+    with tempfile.TemporaryDirectory(prefix="chipforge-yosys-") as tmp:
+        shutil.copyfile(path, Path(tmp) / "design.v")
+        result = subprocess.run([exe, "-q", "-p", script], capture_output=True, text=True,
+                                check=False, cwd=tmp, env={**os.environ, "LC_ALL": "C"})
+        if result.returncode != 0:
+            raise RuntimeError(f"yosys synthesis of {path} ({target}) failed:\n"
+                               f"{result.stdout}\n{result.stderr}")
+        text = (Path(tmp) / "stat.txt").read_text()
     counts: dict[str, int] = {}
     match = re.search(r"Number of cells:\s+(\d+)", text)
     if match:

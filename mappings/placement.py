@@ -29,7 +29,7 @@ from chipforge.accelerators import (
     ReramAcceleratorConfig,
     get_accelerator,
 )
-from chipforge.sim.executor import integer_weights, weight_matrix
+from chipforge.sim.executor import block_diagonal_weights, integer_weights
 from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node
 from chipforge.sim.ref.crossbar import weight_levels
@@ -63,15 +63,15 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
         raise ValueError(f"node {node.name!r} is not quantized (needs weight_bits, "
                          "weight_scale, act_bits, act_scale, act_signed): crossbars store "
                          "integer weights; quantize the model first")
-    if int(node.attrs.get("groups", 1)) != 1:
-        raise ValueError(f"node {node.name!r}: grouped convolutions (groups="
-                         f"{node.attrs['groups']}) are not placed on crossbars yet")
     bits = int(node.attrs["weight_bits"])
     if bits > accel.weight_bits:
         raise ValueError(f"node {node.name!r} has {bits}-bit weights but accelerator "
                          f"{accel.name!r} stores at most weight_bits={accel.weight_bits}")
     w_q = integer_weights(node)
-    w2 = weight_matrix(node, w_q)                                            # (K, N)
+    # grouped/depthwise convolutions: one block-diagonal matrix, each group's weights in
+    # rows and columns of their own (see block_diagonal_weights)
+    w2 = block_diagonal_weights(node, w_q)                                   # (K, N)
+    grouped = int(node.attrs.get("groups", 1)) > 1
     k, n = w2.shape
     scheme = accel.scheme
     r = accel.group_rows
@@ -82,7 +82,7 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
                              f"accelerator {accel.name!r} reads fragments of "
                              f"{accel.fragment_size}")
         order = str(node.attrs.get("fragment_order", "w-major"))
-        perm = row_order(node.params["weight"].shape, order)
+        perm = row_order(node.params["weight"].shape, order) if not grouped else np.arange(k)
     else:
         perm = np.arange(k)
     groups = -(-k // r)
@@ -134,11 +134,15 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     cycles = len(accel.crossbar_config(input_bits=input_bits or accel.input_bits)
                  .input_slice_widths)
     units = col_tiles if accel.unit_column else 0
+    adc_reads = cycles * groups * (n * per + units)
+    cells = k * n * per
+    if grouped:
+        crossbars, cells, adc_reads = _grouped_tiles(node, accel, r, per, cycles)
     stats = LayerStats(
         node=node.name, scheme=scheme.value, weight_shape=tuple(node.params["weight"].shape),
-        crossbars=crossbars, row_tiles=row_tiles, col_tiles=col_tiles, cells=k * n * per,
+        crossbars=crossbars, row_tiles=row_tiles, col_tiles=col_tiles, cells=cells,
         capacity=crossbars * accel.rows * accel.cols,
-        adc_reads_per_vector=cycles * groups * (n * per + units),
+        adc_reads_per_vector=adc_reads,
         nonzero_weights=int(np.count_nonzero(w2)), weights=int(w2.size))
     return MappedLayer(
         node=node.name, scheme=scheme.value, levels=levels.astype(np.uint8),
@@ -146,6 +150,32 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
         per_output=per, offset=offset, unit_column=accel.unit_column,
         cell_bits=accel.cell_bits, dac_bits=accel.dac_bits, adc_bits=accel.adc_bits,
         stats=stats)
+
+
+def _grouped_tiles(node: Node, accel: ReramAcceleratorConfig, r: int, per: int,
+                   cycles: int) -> tuple[int, int, int]:
+    """Crossbars, programmed cells and ADC reads per vector of a grouped convolution placed
+    block-diagonally: only the crossbars, analog row groups and columns that some group's
+    block touches are counted (the zero blocks between groups are never programmed or read).
+    Groups are packed in order, so several small depthwise groups share one crossbar."""
+    w = node.params["weight"]
+    g_count = int(node.attrs["groups"])
+    n_g, k_g = w.shape[0] // g_count, int(np.prod(w.shape[1:]))
+    outputs_per_xbar = accel.cols // per
+    tiles, row_group_cols, row_group_tiles = set(), set(), set()
+    for g in range(g_count):
+        rows = range(g * k_g, (g + 1) * k_g)
+        outs = range(g * n_g, (g + 1) * n_g)
+        row_tiles = {i // accel.rows for i in (rows[0], rows[-1])}
+        row_tiles = range(min(row_tiles), max(row_tiles) + 1)
+        col_tiles = range(outs[0] // outputs_per_xbar, outs[-1] // outputs_per_xbar + 1)
+        tiles.update((a, b) for a in row_tiles for b in col_tiles)
+        row_groups = range(rows[0] // r, rows[-1] // r + 1)
+        row_group_cols.update((a, j) for a in row_groups for j in outs)
+        row_group_tiles.update((a, b) for a in row_groups for b in col_tiles)
+    units = len(row_group_tiles) if accel.unit_column else 0
+    return (len(tiles), g_count * k_g * n_g * per,
+            cycles * (len(row_group_cols) * per + units))
 
 
 def place(graph: Graph, accelerator: ReramAcceleratorConfig | str) -> MappedModel:

@@ -22,8 +22,9 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["MatmulHook", "activation_range", "exact_int_matmul", "fake_quantize", "im2col",
-           "integer_weights", "quantize_activations", "run_graph", "run_node", "weight_matrix"]
+__all__ = ["MatmulHook", "activation_range", "block_diagonal_weights", "exact_int_matmul",
+           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph",
+           "run_node", "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
@@ -88,6 +89,24 @@ def weight_matrix(node: Node, weights: np.ndarray | None = None) -> np.ndarray:
     """Weights as the (K, N) right operand of the layer's 2-D product."""
     w = node.params["weight"] if weights is None else weights
     return w.reshape(w.shape[0], -1).T
+
+
+def block_diagonal_weights(node: Node, weights: np.ndarray | None = None) -> np.ndarray:
+    """The (K, N) matrix of a weighted node for crossbars; for a grouped convolution
+    (``groups`` = G > 1) the block-diagonal (G * K_g, G * N_g) matrix: group g's weights in
+    rows g*K_g.. and columns g*N_g.., zeros elsewhere. Its rows follow :func:`im2col` of the
+    whole input (channels are group-major), so one product computes every group."""
+    w = node.params["weight"] if weights is None else weights
+    groups = int(node.attrs.get("groups", 1)) if node.op is Op.CONV2D else 1
+    if groups == 1:
+        return weight_matrix(node, w)
+    per = w.shape[0] // groups
+    k_g = int(np.prod(w.shape[1:]))
+    out = np.zeros((groups * k_g, w.shape[0]), dtype=w.dtype)
+    for g in range(groups):
+        out[g * k_g:(g + 1) * k_g, g * per:(g + 1) * per] = w[g * per:(g + 1) * per].reshape(
+            per, -1).T
+    return out
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> tuple[np.ndarray, int,
@@ -167,6 +186,14 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             groups = int(a.get("groups", 1))
             stride, padding = int(a.get("stride", 1)), int(a.get("padding", 0))
             n = x.shape[0]
+            if groups > 1 and matmul is not None and quantized and node.quantized:
+                # A hook (crossbars) computes what is placed: the block-diagonal matrix of
+                # all groups, one product over the whole input's patches (group-major).
+                patches, oh, ow = im2col(x, kh, kw, stride, padding)
+                sub = node.copy()
+                sub.params["weight"] = block_diagonal_weights(node).T
+                y = _dense(sub, patches, sub.params["weight"], matmul, quantized)
+                return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
             outs = []
             for g in range(groups):
                 xg = x[:, g * in_per_group:(g + 1) * in_per_group]

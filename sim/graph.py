@@ -189,36 +189,60 @@ def save_graph(graph: Graph, path: str | Path) -> Path:
 
 
 def load_graph(path: str | Path) -> Graph:
-    """Read a graph written by :func:`save_graph`, without pickle, checking everything."""
+    """Read a graph written by :func:`save_graph`, without pickle, checking everything.
+
+    The archive's directory and array headers are checked before anything is inflated
+    (:func:`chipforge.guard.inspect_npz`): no pickled objects, sizes as declared, a total
+    within the memory budget.
+    """
+    from chipforge.guard import inspect_npz, npz_budget
+
     path = Path(path)
+    label = f"model file {path}"
+    members = inspect_npz(path, what="model file", budget=npz_budget())
+    if "__graph__" not in members:
+        raise ValueError(f"{label} is not a chipforge graph (no __graph__ entry)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "__graph__" not in data.files:
-                raise ValueError(f"{path} is not a chipforge graph (no __graph__ entry)")
             structure = json.loads(str(data["__graph__"]))
             arrays = {k: data[k] for k in data.files if k != "__graph__"}
-    except FileNotFoundError:
-        raise ValueError(f"model file {path} does not exist") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"model file {path} is corrupt or truncated: {e}") from None
+        raise ValueError(f"{label} is corrupt or truncated: {e}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"model file {path} has a corrupt structure entry: {e}") from None
+        raise ValueError(f"{label} has a corrupt structure entry: {e}") from None
+    if not isinstance(structure, dict):
+        raise ValueError(f"{label}: the __graph__ entry must be a JSON object, not "
+                         f"{type(structure).__name__}")
     if structure.get("format") != GRAPH_FORMAT_VERSION:
-        raise ValueError(f"model file {path} has format {structure.get('format')!r}; "
+        raise ValueError(f"{label} has format {structure.get('format')!r}; "
                          f"this chipforge reads format {GRAPH_FORMAT_VERSION}")
+    try:
+        return _graph_from_structure(structure, arrays, label)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{label}: the __graph__ entry is malformed ({type(e).__name__}: "
+                         f"{e}); write the file with chipforge's save_graph") from None
+    except ValueError as e:
+        if str(e).startswith(label):
+            raise
+        raise ValueError(f"{label}: {e}") from None
+
+
+def _graph_from_structure(structure: dict, arrays: dict[str, np.ndarray], label: str) -> Graph:
     nodes = []
     for entry in structure["nodes"]:
         try:
             op = Op(entry["op"])
         except ValueError:
-            raise ValueError(f"model file {path}: node {entry['name']!r} has unknown op "
+            raise ValueError(f"{label}: node {entry['name']!r} has unknown op "
                              f"{entry['op']!r}") from None
         params = {}
         for k in entry["params"]:
             key = f"{entry['name']}/{k}"
             if key not in arrays:
-                raise ValueError(f"model file {path}: array {key!r} is missing")
+                raise ValueError(f"{label}: array {key!r} is missing")
             params[k] = arrays[key]
+        if not isinstance(entry["attrs"], dict):
+            raise ValueError(f"{label}: node {entry['name']!r}: attrs must be an object")
         nodes.append(Node(op, entry["name"], tuple(entry["inputs"]), entry["attrs"], params))
     return Graph(structure["name"], tuple(structure["input_shape"]), nodes,
                  structure.get("output"), structure.get("meta", {}))

@@ -19,6 +19,10 @@ The engine (:func:`run_sweep`):
   so a killed sweep resumes (``resume=True``) without recomputing or losing a trial; a
   half-written last line is discarded; a file from a different sweep, grid or seed, or
   with more trials per point, is an error (more trials than the file has extend it);
+  every row carries a checksum, so an edited row is refused on resume, naming it;
+- never deletes or overwrites a file it did not write: ``OUT`` must be new or empty, or
+  hold this sweep (``resume=True``), or ``force=True`` replaces only the engine's own
+  files (:data:`OWN_FILES`); local workers exit when the driver dies, even by SIGKILL;
 - shows a tqdm progress bar, and at the end writes ``OUT/summary.csv`` (mean, standard
   deviation and 95% confidence interval per point and metric, printed as a table too) and
   ``OUT/plot.png`` (each metric against one axis, one curve per value of the other axes).
@@ -69,9 +73,16 @@ MANIFEST_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
 SUMMARY_TEXT_FILE = "summary.txt"
 PLOT_FILE = "plot.png"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Columns the engine adds to the point's fields and the metrics.
 TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN = "trial", "seed", "trial_s"
+CHECK_COLUMN = "check"
+"""Per row: a checksum of the sweep's name and the row's cells (all but ``trial_s``), so a
+hand-edited or damaged row is refused on resume instead of trusted."""
+# Files the engine writes in its output folder (and so may replace); any other file there
+# belongs to the user and is never touched.
+OWN_FILES = frozenset({RESULTS_FILE, MANIFEST_FILE, SUMMARY_FILE, SUMMARY_TEXT_FILE, PLOT_FILE,
+                       ".lock", MANIFEST_FILE + ".tmp", SUMMARY_FILE + ".tmp"})
 
 Point = dict[str, Any]
 Trial = Callable[..., Mapping[str, Any]]
@@ -122,7 +133,8 @@ class SweepDef:
         _check_grid(self.grid, f"sweep {self.name!r} default grid")
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"SweepDef.metrics must be distinct names, not {self.metrics!r}")
-        clash = set(self.metrics) & (set(self.grid) | {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN})
+        clash = set(self.metrics) & (set(self.grid) | {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN,
+                                                       CHECK_COLUMN})
         if clash:
             raise ValueError(f"metric names must differ from the grid axes and the engine's "
                              f"columns, but {sorted(clash)} clash")
@@ -146,7 +158,7 @@ def _check_value(axis: str, value: Any) -> None:
 def _check_grid(grid: Mapping[str, Sequence[Any]], what: str) -> None:
     if not grid:
         raise ValueError(f"{what} must have at least one axis")
-    reserved = {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN, "n"}  # "n": the summary's count
+    reserved = {TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN, CHECK_COLUMN, "n"}  # n: summary's
     for axis, values in grid.items():
         if not isinstance(axis, str) or not axis.isidentifier():
             raise ValueError(f"{what}: axis names must be identifiers, not {axis!r}")
@@ -272,13 +284,22 @@ class _Layout:
     axes: tuple[str, ...]
     metrics: tuple[str, ...]
     points: tuple[Point, ...]
+    sweep: str = ""
+    """The sweep's name: part of every row's checksum."""
 
     @property
     def columns(self) -> list[str]:
-        return [*self.axes, TRIAL_COLUMN, SEED_COLUMN, *self.metrics, TIME_COLUMN]
+        return [*self.axes, TRIAL_COLUMN, SEED_COLUMN, *self.metrics, CHECK_COLUMN,
+                TIME_COLUMN]
 
     def point_cells(self, point: Point) -> tuple[str, ...]:
         return tuple(_cell(point[a]) for a in self.axes)
+
+    def checksum(self, cells: Sequence[str]) -> str:
+        """Checksum of a row's cells before the check column (point, trial, seed,
+        metrics)."""
+        blob = json.dumps([self.sweep, *cells], separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
@@ -286,24 +307,43 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
     """Completed trials in a results file: {(point index, trial): {metric/trial_s: value}}.
 
     A last line without its newline (the process was killed while writing it) is dropped,
-    and with ``repair`` cut off the file. Returns the rows and the count of dropped lines.
+    and with ``repair`` cut off the file, once every complete line has been checked (a
+    file that is not this sweep's is never changed). Returns the rows and the count of
+    dropped lines.
     """
     raw = path.read_bytes()
-    dropped = 0
+    dropped, cut = 0, len(raw)
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
-        raw = raw[:cut]
         dropped = 1
-        if repair:
-            with path.open("r+b") as f:
-                f.truncate(cut)
-                f.flush()
-                os.fsync(f.fileno())
-    lines = list(csv.reader(io.StringIO(raw.decode())))
+    try:
+        lines = list(csv.reader(io.StringIO(raw[:cut].decode())))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SweepError(f"{path} is not a sweep results file ({e}); choose another "
+                         "--out") from None
     columns = layout.columns
     if not lines:
-        return {}, dropped
+        if dropped and not _csv_line(columns).encode().startswith(raw):
+            raise SweepError(f"{path} is not a sweep results file (its first line is not "
+                             "a header); choose another --out")
+        rows: dict[tuple[int, int], dict[str, float]] = {}
+    else:
+        rows = _check_rows(path, lines, layout, trials, base_seed)
+    if dropped and repair:
+        with path.open("r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    return rows, dropped
+
+
+def _check_rows(path: Path, lines: list[list[str]], layout: _Layout, trials: int,
+                base_seed: int) -> dict[tuple[int, int], dict[str, float]]:
+    columns = layout.columns
     if lines[0] != columns:
+        if lines[0] == [c for c in columns if c != CHECK_COLUMN]:
+            raise SweepError(f"{path} was written by an older chipforge (rows without "
+                             "checksums): it cannot be resumed; choose another --out")
         raise SweepError(f"{path}: its columns {lines[0]} are not this sweep's {columns}: "
                          "it comes from a different sweep; choose another --out")
     by_cells = {layout.point_cells(p): i for i, p in enumerate(layout.points)}
@@ -319,10 +359,15 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
             point = dict(zip(layout.axes, cells[:n_axes], strict=True))
             raise SweepError(f"{where}: point {point} is not in the requested grid: the "
                              "results come from a different grid; choose another --out")
+        n_checked = len(columns) - 2  # the cells the checksum covers
+        if cells[n_checked] != layout.checksum(cells[:n_checked]):
+            raise SweepError(f"{where}: its checksum does not match its values (the row was "
+                             f"edited or damaged): {','.join(cells)}. Restore it, or delete "
+                             "the line to compute that trial again")
         try:
             trial = int(cells[n_axes])
             seed = int(cells[n_axes + 1])
-            values = [float(c) for c in cells[n_axes + 2:]]
+            values = [float(c) for c in (*cells[n_axes + 2:n_checked], cells[-1])]
         except ValueError:
             raise SweepError(f"{where} holds a non-number: the file is corrupt") from None
         if not 0 <= trial < trials:
@@ -334,7 +379,7 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
             raise SweepError(f"{where} repeats trial {trial} of point "
                              f"{layout.points[index]}: the file is corrupt")
         rows[(index, trial)] = dict(zip([*layout.metrics, TIME_COLUMN], values, strict=True))
-    return rows, dropped
+    return rows
 
 
 class _ResultsWriter:
@@ -363,18 +408,9 @@ def _manifest(sweep: SweepDef, grid: Mapping[str, Sequence[Any]], trials: int,
 
 
 def _check_manifest(path: Path, expected: dict[str, Any]) -> None:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SweepError(f"{path} is unreadable ({e}); choose another --out") from None
-    differences = []
-    for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
-        if key == "trials" and isinstance(found.get(key), int) \
-                and found[key] <= expected[key]:
-            continue  # more trials extend the sweep: seeds do not depend on the count
-        if found.get(key) != expected[key]:
-            differences.append(f"{key}: file has {found.get(key)!r}, requested "
-                               f"{expected[key]!r}")
+    differences = _manifest_differences(path, expected)
+    if differences is None:
+        raise SweepError(f"{path} is not a readable sweep manifest; choose another --out")
     if differences:
         raise SweepError(f"cannot resume: {path.parent} holds a different sweep ("
                          + "; ".join(differences) + "). Repeat the original arguments, "
@@ -404,9 +440,59 @@ def _install_shared(token: str, shared: Mapping[str, Any]) -> None:
     _WORKER_SHARED[token] = shared
 
 
-def _init_pool_worker(token: str, shared: Mapping[str, Any]) -> None:
-    """Process pool initializer: one BLAS/OpenMP thread per worker (the pool supplies the
-    parallelism, as Dask's nanny does with OMP_NUM_THREADS=1), then the shared inputs."""
+def _die_with_driver(driver_pid: int) -> None:
+    """Make this worker process exit as soon as the sweep's driver does, however it dies
+    (SIGKILL included), so no worker, forkserver or resource tracker outlives it.
+
+    A forkserver worker's parent is the forkserver, not the driver, and each worker holds
+    the forkserver's "driver alive" pipe and its own task queue open, so none of them sees
+    the driver go: a daemon thread waits on a pidfd of the driver (Linux >= 5.3; polling
+    once a second elsewhere) and ends the process. Once the workers are gone the forkserver
+    and the resource tracker read EOF and exit too. ``PR_SET_PDEATHSIG`` covers a worker
+    whose parent is the driver itself (fork and spawn pools)."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    try:
+        pidfd = os.pidfd_open(driver_pid)
+    except ProcessLookupError:
+        os._exit(1)  # the driver died before this worker got here
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: poll
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            import select
+
+            select.select([pidfd], [], [])
+        else:  # pragma: no cover
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="chipforge-sweep-driver-watch", daemon=True).start()
+
+
+def _init_pool_worker(token: str, shared: Mapping[str, Any], driver_pid: int | None = None
+                      ) -> None:
+    """Process pool initializer: die with the driver, one BLAS/OpenMP thread per worker (the
+    pool supplies the parallelism, as Dask's nanny does with OMP_NUM_THREADS=1), then the
+    shared inputs."""
+    if driver_pid is not None:
+        _die_with_driver(driver_pid)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
@@ -481,10 +567,15 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
             from distributed import Client, LocalCluster
 
             if scheduler is not None:
-                client = stack.enter_context(Client(scheduler))
+                try:
+                    client = stack.enter_context(Client(scheduler, timeout="10s"))
+                except Exception as e:  # OSError, TimeoutError, or garbage from a non-Dask
+                    # server (a huge "frame length" even gives MemoryError)
+                    raise SweepError(f"--scheduler {scheduler}: no Dask scheduler answers "
+                                     f"there ({type(e).__name__}: {e})") from None
                 where = f"Dask scheduler {scheduler}"
             else:
-                n = workers or os.cpu_count() or 1
+                n = workers or _cores()
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     dashboard_address=":0"))
@@ -497,13 +588,13 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
             return
         import multiprocessing
 
-        n = workers or os.cpu_count() or 1
+        n = workers or _cores()
         token = uuid.uuid4().hex
         # forkserver: workers start clean (no threads inherited from the driver), and the
         # initializer sends the shared inputs once per worker process.
         pool = cf.ProcessPoolExecutor(
             max_workers=n, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_init_pool_worker, initargs=(token, dict(shared)))
+            initializer=_init_pool_worker, initargs=(token, dict(shared), os.getpid()))
         # On an error or Ctrl-C, drop the queued trials and wait only for running ones.
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         # Start the workers now (they start on demand), so start-up is timed on its own.
@@ -539,6 +630,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
               trials: int | None = None,
               seed: int = 0,
               resume: bool = False,
+              force: bool = False,
               executor: cf.Executor | None = None,
               workers: int | None = None,
               scheduler: str | None = None,
@@ -562,8 +654,10 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
     - ``shared``: inputs every trial takes as keyword arguments (default:
       ``sweep.shared()``), sent to each worker once.
     - ``batch``: trials per task (more amortizes the per-task overhead of tiny trials).
-    - ``resume``: continue the sweep in ``out_dir``; without it, an ``out_dir`` that already
-      holds results is an error.
+    - ``out_dir`` must be empty or new: a folder with other files is refused (nothing there
+      is touched) unless ``resume`` (continue the sweep there: its ``sweep.json`` and every
+      row's checksum are checked) or ``force`` (start over: the engine's own files
+      :data:`OWN_FILES` are replaced, every other file is kept).
     - ``progress``: tqdm bar (default: when stderr is a terminal).
     """
     grid = {a: list(v) for a, v in (grid if grid is not None else sweep.grid).items()}
@@ -580,6 +674,16 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, not {workers!r}")
+    if resume and force:
+        raise ValueError("resume continues the sweep in out_dir, force starts it over: not both")
+    cores = _cores()
+    if workers is not None and workers > cores and executor is None and scheduler is None:
+        if echo:
+            echo(f"note: {workers} workers asked for, but this machine gives {cores} cores: "
+                 f"using {cores} worker processes")
+        workers = cores
+    if scheduler is not None and executor is None:
+        _check_scheduler(scheduler)
     x_axis = x_axis or sweep.x_axis
     if x_axis not in grid:
         raise ValueError(f"x axis must be a grid axis ({', '.join(grid)}), not {x_axis!r}")
@@ -592,11 +696,123 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
                 raise ValueError(f"point {point}: {e}") from None
 
     out_dir = Path(out_dir)
+    layout = _Layout(tuple(grid), tuple(sweep.metrics), tuple(points), sweep.name)
+    manifest = _manifest(sweep, grid, trials, seed, layout)
+    from chipforge.guard import InputError, check_output_dir
+
+    try:
+        check_output_dir(out_dir, option="--out")
+    except InputError as e:
+        raise SweepError(str(e)) from None
+    _check_out_dir(out_dir, manifest, layout, resume=resume, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
-        return _run_locked(sweep, out_dir, grid, points, trials, seed, resume, executor,
-                           workers, scheduler, dask_local, shared, batch, progress, plot,
-                           x_axis, echo)
+        # again under the lock: another sweep may have written in between
+        _check_out_dir(out_dir, manifest, layout, resume=resume, force=force)
+        return _run_locked(sweep, out_dir, layout, manifest, points, trials, seed, resume,
+                           force, executor, workers, scheduler, dask_local, shared, batch,
+                           progress, plot, x_axis, echo)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a batch job's share)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _check_scheduler(address: str, timeout_s: float = 3.0) -> None:
+    """A quick TCP connect to a ``tcp://host:port`` scheduler: an unreachable address is one
+    clear error in at most ``timeout_s`` (Dask's own client waits 30 s, then a traceback)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise SweepError(f"--scheduler {address!r} is not an address like "
+                         f"tcp://host:8786 ({e})") from None
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        if parts.scheme in ("tcp", "tls"):
+            raise SweepError(f"--scheduler {address!r} is not an address like tcp://host:8786")
+        return  # inproc://, ucx://...: Dask checks those itself
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise SweepError(f"--scheduler {address}: cannot reach the Dask scheduler "
+                         f"({reason}); is it running, and is the address right?") from None
+
+
+def _own_files_only(names: Sequence[str]) -> bool:
+    return all(name in OWN_FILES for name in names)
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _manifest_differences(path: Path, expected: dict[str, Any]) -> list[str] | None:
+    """How the sweep in ``path`` differs from ``expected`` (empty: the same sweep; more
+    trials requested extend it); ``None`` if the file is not a readable sweep manifest."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(found, dict) or "format" not in found or "sweep" not in found:
+        return None
+    differences = []
+    for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
+        if key == "trials" and isinstance(found.get(key), int) \
+                and found[key] <= expected[key]:
+            continue  # more trials extend the sweep: seeds do not depend on the count
+        if found.get(key) != expected[key]:
+            differences.append(f"{key}: file has {found.get(key)!r}, requested "
+                               f"{expected[key]!r}")
+    return differences
+
+
+def _check_out_dir(out_dir: Path, manifest: dict[str, Any], layout: _Layout, *,
+                   resume: bool, force: bool) -> None:
+    """Refuse an output folder whose files the sweep did not write (see :func:`run_sweep`).
+
+    Raises :class:`SweepError` before anything in the folder is touched.
+    """
+    if not out_dir.is_dir():
+        return
+    names = sorted(p.name for p in out_dir.iterdir() if p.name != ".lock")
+    if not names or force:
+        return
+    results, manifest_path = out_dir / RESULTS_FILE, out_dir / MANIFEST_FILE
+    if resume:
+        if not results.exists() and not manifest_path.exists():
+            raise SweepError(f"cannot resume: {out_dir} holds no sweep (no {MANIFEST_FILE} "
+                             f"or {RESULTS_FILE}), only {_listing(names)}; choose another "
+                             "--out")
+        if manifest_path.exists():
+            _check_manifest(manifest_path, manifest)
+        if results.exists():  # read only: a refusal leaves every byte in place
+            _read_rows(results, layout, manifest["trials"], manifest["seed"], repair=False)
+        return
+    differences = (_manifest_differences(manifest_path, manifest)
+                   if manifest_path.exists() else None)
+    rows = results.read_bytes().count(b"\n") - 1 if results.exists() else 0
+    if differences == [] and _own_files_only(names) and rows <= 0:
+        return  # this sweep, killed before its first result: nothing to lose
+    if differences == [] or (differences is None and results.exists()
+                             and _own_files_only(names)):
+        raise SweepError(f"{out_dir} already holds sweep results; pass --resume "
+                         "(resume=True) to continue them, --force to start over, or choose "
+                         "another --out")
+    if differences:
+        raise SweepError(f"{out_dir} holds a different sweep ({'; '.join(differences)}): "
+                         "choose another --out (or --force to replace it)")
+    raise SweepError(f"{out_dir} is not empty and holds no sweep ({_listing(names)}): "
+                     "choose a new or empty --out (or --force to add this sweep's files "
+                     "there, keeping the others)")
 
 
 @contextmanager
@@ -612,23 +828,19 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def _run_locked(sweep: SweepDef, out_dir: Path, grid: dict[str, list[Any]],
-                points: list[Point], trials: int, seed: int, resume: bool,
+def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[str, Any],
+                points: list[Point], trials: int, seed: int, resume: bool, force: bool,
                 executor: cf.Executor | None, workers: int | None, scheduler: str | None,
                 dask_local: bool, shared: Mapping[str, Any] | None, batch: int,
                 progress: bool | None, plot: bool, x_axis: str,
                 echo: Callable[[str], None] | None) -> SweepResult:
-    layout = _Layout(tuple(grid), tuple(sweep.metrics), tuple(points))
-    manifest = _manifest(sweep, grid, trials, seed, layout)
+    grid = {a: list(v) for a, v in manifest["grid"].items()}
     results_path, manifest_path = out_dir / RESULTS_FILE, out_dir / MANIFEST_FILE
     say = echo or (lambda _: None)
     done: dict[tuple[int, int], dict[str, float]] = {}
-    if results_path.exists() and results_path.read_bytes().count(b"\n") < 2:
-        results_path.unlink()  # a header at most (killed at the start): nothing to keep
+    if force and results_path.exists():
+        results_path.unlink()  # --force: start over (the engine's own file, see OWN_FILES)
     if results_path.exists():
-        if not resume:
-            raise SweepError(f"{out_dir} already holds sweep results; pass --resume "
-                             "(resume=True) to continue them, or choose another --out")
         if manifest_path.exists():
             _check_manifest(manifest_path, manifest)
         done, dropped = _read_rows(results_path, layout, trials, seed, repair=True)
@@ -731,7 +943,8 @@ def _drive(sweep: SweepDef, backend: _Backend, todo: list[tuple[int, int, Point,
                                  f"a non-number: {metrics}") from None
             values[TIME_COLUMN] = float(seconds)
             cells = [*layout.point_cells(point), str(t), str(seed),
-                     *(_cell(values[m]) for m in sweep.metrics), _cell(seconds)]
+                     *(_cell(values[m]) for m in sweep.metrics)]
+            cells += [layout.checksum(cells), _cell(seconds)]
             rows.append((cells, ((index, t), values)))
         return rows
 

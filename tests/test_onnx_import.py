@@ -24,8 +24,16 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def ort_run(model, x):
+    """onnxruntime's output. Graph optimizations stay at the basic level (constant folding,
+    no kernel fusion): with fusion, QDQ models run on fused u8s8 integer kernels whose
+    16-bit intermediate sums saturate on x86 CPUs without VNNI (onnxruntime's documented
+    "reduce_range" caveat; this machine: AVX2 only), so that run is not ONNX's QDQ
+    semantics. Measured on the digits CNN: basic level = onnx.reference within one output
+    step; fused = up to 28 steps off, 3.6 points less accuracy."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
 
 
@@ -361,7 +369,7 @@ def test_qdq_model_imports_scales_and_matches_onnxruntime(digits_cnn_onnx, tmp_p
     # Differences are whole output steps, from rounding ties broken differently by float32
     # (onnxruntime) and float64 (chipforge) arithmetic: a 2x2 average of integer codes is an
     # exact .5 tie for a quarter of its outputs. Measured: at most 1 step, 0-14 % of logits,
-    # 99.2-100 % of predictions agree (README, "Bring your own model").
+    # 99.2-100 % of predictions agree (docs/models-onnx-pytorch.md).
     assert diff.max() <= 2 * out_scale * 1.001
     assert (diff > 1e-5).mean() < 0.25
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
@@ -440,12 +448,21 @@ def test_small_vit_matches_onnxruntime(opset):
                                atol=ATOL)
 
 
-def test_a_batch_moving_transpose_must_be_undone_before_other_ops():
+def test_a_batch_moving_transpose_must_be_undone_before_the_output():
     nodes = [helper.make_node("Transpose", ["x"], ["t"], "swap", perm=[1, 0, 2]),
              helper.make_node("Relu", ["t"], ["y"], "relu")]
-    with pytest.raises(OnnxImportError, match=r"node 'relu' \(Relu\): reads 't', whose batch "
-                                              "axis a Transpose moved to axis 1"):
+    with pytest.raises(OnnxImportError, match=r"output 'y' does not have the batch axis "
+                                              r"first \(a Transpose or Reshape moved it\)"):
         load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    # ... and once it is undone, the ops in between run on the batch-first copy
+    nodes = [nodes[0], helper.make_node("Relu", ["t"], ["r"], "relu"),
+             helper.make_node("Softmax", ["r"], ["s"], "soft", axis=0),
+             helper.make_node("Transpose", ["s"], ["y"], "back", perm=[1, 0, 2])]
+    graph = load_onnx(make_model(nodes, {}, [3, 4], out_rank=3))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4))
+    r = np.maximum(x.transpose(1, 0, 2), 0)
+    want = (np.exp(r) / np.exp(r).sum(0, keepdims=True)).transpose(1, 0, 2)
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False), want, rtol=1e-12)
 
 
 # -- chipforge graphs -> ONNX -> onnxruntime ----------------------------------------------
@@ -563,7 +580,12 @@ def test_qdq_vit_with_symmetric_activations_matches_onnxruntime(tmp_path):
     weighted = graph.weighted_nodes()
     assert len(weighted) == 11 and all(n.quantized and n.attrs["act_signed"] for n in weighted)
     ours, theirs = run_graph(graph, data.x_test), ort_run(onnx.load(path), data.x_test)
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)   # measured: identical
+    # Equal but for rounding ties that float32 (onnxruntime) and float64 (chipforge) break
+    # differently: one output step, measured on 1 of 3600 logits.
+    assert graph.nodes[-1].op is Op.QUANTIZE
+    diff = np.abs(ours - theirs)
+    assert diff.max() <= graph.nodes[-1].attrs["scale"] * 1.001
+    assert (diff > 1e-5).mean() < 0.005
     # Default (asymmetric) activations: LayerNorm outputs get non-zero zero points.
     path = quantize(tmp_path / "vit.onnx", data, tmp_path / "vit-asym.onnx")
     with pytest.raises(OnnxImportError, match=r"qkv/MatMul' \(MatMul\): its input .* is "
@@ -697,3 +719,87 @@ def test_qdq_model_on_ideal_crossbars_equals_onnxruntime(digits_cnn_onnx, tmp_pa
     theirs = ort_run(onnx.load(path), x)
     assert np.abs(hardware - theirs).max() <= 2 * graph.nodes[-1].attrs["scale"] * 1.001
     assert (hardware.argmax(1) == theirs.argmax(1)).mean() >= 0.98
+
+
+def test_default_quantize_static_model_float_view_restores_the_folded_relus(digits_cnn_onnx,
+                                                                             tmp_path):
+    """quantize_static's defaults delete each ReLU before a QDQ pair (the int8 range with
+    zero point -128 clamps at 0 instead): the float view puts the clamp back, so it equals
+    onnxruntime running the float model with the QDQ file's (dequantized) weights, and the
+    quantized run equals onnxruntime's run of the QDQ file."""
+    float_path, data = digits_cnn_onnx
+    path = quantize(float_path, data, tmp_path / "default.onnx")
+    qdq, graph = onnx.load(path), load_onnx(path)
+    assert "Relu" not in {n.op_type for n in qdq.graph.node}
+    assert graph.meta["restored_clamps"] == ["/2/Relu_output_0", "/5/Relu_output_0"]
+
+    # The float model, its weights replaced by the QDQ file's dequantized weights.
+    reference = onnx.load(float_path)
+    dq = {n.output[0]: n for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    ints = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    for t in reference.graph.initializer:
+        node = dq.get(t.name) or dq.get(t.name + "_DequantizeLinear_Output")
+        if node is not None and node.input[0] in ints:
+            q, scale, zero = (ints[i] for i in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                shape[axis] = -1
+            w = (q.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape)
+            t.CopyFrom(numpy_helper.from_array(w.astype(np.float32), t.name))
+    x, y = data.x_test, data.y_test
+    ours = run_graph(graph, x, quantized=False)
+    np.testing.assert_allclose(ours, ort_run(reference, x), rtol=RTOL, atol=ATOL)
+    float_accuracy = (ort_run(onnx.load(float_path), x).argmax(1) == y).mean()
+    assert abs((ours.argmax(1) == y).mean() - float_accuracy) <= 0.01   # int8 weights only
+    quantized, theirs = run_graph(graph, x), ort_run(qdq, x)
+    assert (quantized.argmax(1) == y).mean() == pytest.approx((theirs.argmax(1) == y).mean(),
+                                                              abs=1 / len(y) + 1e-12)
+
+
+@pytest.mark.parametrize("first", [-1, "batch-product"])
+def test_reshape_merging_the_batch_with_tokens_around_a_gemm(first):
+    """x.view(-1, E) @ W.T -> view(B, N, E'): the (B*N, E) view of PyTorch linear layers on
+    3-D inputs (and nn.MultiheadAttention's out-projection)."""
+    rng = np.random.default_rng(5)
+    w, b = f32(rng, 5, 6), f32(rng, 5)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
+             helper.make_node("Mul", ["batch", "four"], ["bn"]),
+             helper.make_node("Concat", ["bn" if first != -1 else "minus1", "six"], ["t1"],
+                              axis=0),
+             helper.make_node("Reshape", ["x", "t1"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["g"], transB=1),
+             helper.make_node("Concat", ["minus1", "four", "five"], ["t2"], axis=0),
+             helper.make_node("Reshape", ["g", "t2"], ["y"])]
+    consts = dict(zero=np.array(0), four=np.array([4]), six=np.array([6]),
+                  five=np.array([5]), minus1=np.array([-1]), w=w, b=b)
+    graph = load_onnx(make_model(nodes, consts, [4, 6], out_rank=3))
+    x = rng.normal(size=(3, 4, 6))
+    np.testing.assert_allclose(run_graph(graph, x, quantized=False), x @ w.T + b, rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_labels_beyond_the_models_classes_flatten_axis_and_empty_reducemean_are_refused(
+        tmp_path):
+    from chipforge.importers.model import load_data
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    graph = from_torch(net, torch.rand(2, 1, 8, 8))
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 64)), y=np.array([0, 9, 10]))
+    with pytest.raises(ValueError, match="labels must be class indices below the model's 10 "
+                                         "outputs, found 10"):
+        load_data(tmp_path / "d.npz", graph)
+    np.savez(tmp_path / "ok.npz", x=np.zeros((3, 64)), y=np.array([0, 9, 3]))
+    assert load_data(tmp_path / "ok.npz", graph)[1].tolist() == [0, 9, 3]
+
+    flatten = [helper.make_node("Flatten", ["x"], ["y"], "flat", axis=2)]
+    with pytest.raises(OnnxImportError, match=r"Flatten with axis=2 merges the batch axis"):
+        load_onnx(make_model(flatten, {}, [3, 4, 5]))
+    reduce = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], "mean")]
+    with pytest.raises(OnnxImportError, match=r"reduces over all axes, the batch axis "
+                                              "included"):
+        load_onnx(make_model(reduce, {"axes": np.zeros(0, np.int64)}, [3, 4], opset=18))
+    # one pass-through node: the real reason, not "not computed by any supported node"
+    with pytest.raises(OnnxImportError, match="is the input itself"):
+        load_onnx(make_model([helper.make_node("Identity", ["x"], ["y"])], {}, [4]))

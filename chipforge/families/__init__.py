@@ -240,17 +240,14 @@ def describe(name: str | None = None) -> str:
 CALIBRATION_SAMPLES = 256
 
 
-def test_data(graph, data: Any) -> tuple[np.ndarray, np.ndarray]:
+def test_data(graph, data: Any, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and labels shaped for ``graph``: ``"digits"`` / None (the shared digits test
-    split), an ``.npz`` path, an ``(x, y)`` pair or a Dataset (its test split)."""
-    if isinstance(data, str | Path):
+    split), an ``.npz`` path (only the first ``samples`` decompressed), an ``(x, y)`` pair or
+    a Dataset (its test split)."""
+    if isinstance(data, str | Path) or data is None:
         from chipforge.importers.model import load_data
 
-        return load_data(data, graph)
-    if data is None:
-        from chipforge.importers.model import load_data
-
-        return load_data("digits", graph)
+        return load_data("digits" if data is None else data, graph, samples=samples)
     if hasattr(data, "x_test"):
         x, y = data.x_test, data.y_test
     else:

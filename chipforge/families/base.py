@@ -322,12 +322,13 @@ class AcceleratorFamily:
 
         return load_model(spec)
 
-    def load_data(self, data: Any, graph) -> tuple[np.ndarray, np.ndarray]:
-        """Test inputs and labels: ``"digits"``, an ``.npz``, an ``(x, y)`` pair or a
-        Dataset (its test split)."""
+    def load_data(self, data: Any, graph, samples: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Test inputs and labels: ``"digits"``, an ``.npz`` (only ``samples`` of it read),
+        an ``(x, y)`` pair or a Dataset (its test split)."""
         from chipforge.families import test_data
 
-        return test_data(graph, data)
+        return test_data(graph, data, samples)
 
     def prepare(self, graph, x_calib: np.ndarray, *, mode: str, calib_label: str,
                 notes: list[str]):

@@ -79,7 +79,8 @@ class HeatvitFamily(AcceleratorFamily):
                              f"not {str(spec)!r} (imported ViTs: coming with the vit branch)")
         return _BundledVit("vit-digits")
 
-    def load_data(self, data: Any, graph) -> tuple[np.ndarray, np.ndarray]:
+    def load_data(self, data: Any, graph, samples: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
         from chipforge.zoo.data import digits
 
         if data is not None and not (isinstance(data, str) and data == "digits"):

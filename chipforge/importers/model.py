@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from chipforge.sim.graph import Graph, load_graph
 
-__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model"]
+__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model", "output_classes"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
 _LABEL_KEYS = ("y", "labels", "targets")
@@ -31,8 +30,17 @@ def load_model(spec: str | Path | Graph) -> Graph:
         return spec
     path = Path(spec)
     suffix = path.suffix.lower()
+    if suffix in (".onnx", ".npz") and path.is_dir():
+        raise ValueError(f"model {path} is a folder, not a {suffix} file")
     if suffix == ".onnx":
+        from chipforge.guard import npz_budget
         from chipforge.importers.onnx import load_onnx
+
+        budget = npz_budget()
+        if path.is_file() and path.stat().st_size > budget:
+            raise ValueError(f"model file {path} has {path.stat().st_size / 2**30:.2f} GiB, "
+                             f"more than the {budget / 2**30:.2f} GiB allowed for a file (a "
+                             "quarter of the available memory; set CHIPFORGE_MAX_FILE_MEMORY)")
 
         return load_onnx(path)
     if suffix == ".npz":
@@ -84,14 +92,21 @@ def digits_train_inputs(graph: Graph) -> np.ndarray:
     return x.astype(np.float64).reshape((len(x), *graph.input_shape))
 
 
-def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Test inputs and labels for ``graph``: ``"digits"`` (the shared test split, upsampled to
     the graph's image size) or an ``.npz`` with inputs under ``x``/``inputs``/``images`` and
     integer labels under ``y``/``labels``/``targets`` (read without pickle).
 
     Inputs are reshaped to ``(N, *graph.input_shape)`` when the per-sample size matches;
-    anything else is a ``ValueError`` naming the file and the rule.
+    anything else is a ``ValueError`` naming the file and the rule. With ``samples``, only
+    the first ``samples`` inputs and labels are returned, and from an ``.npz`` only they are
+    inflated (the archive's declared sizes are checked first,
+    :func:`chipforge.guard.inspect_npz`); the whole file must fit the memory budget
+    otherwise.
     """
+    from chipforge.guard import InputError, inspect_npz, npz_budget, read_npz_rows
+
     per_sample = int(np.prod(graph.input_shape))
     if str(spec) == "digits":
         data = _digits_for(graph)
@@ -101,29 +116,36 @@ def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
         label = str(path)
         if path.suffix.lower() != ".npz":
             raise ValueError(f"data {label!r} must be 'digits' or an .npz file")
-        if path.is_file() and not zipfile.is_zipfile(path):
-            raise ValueError(f"data file {label} is not an .npz archive (corrupt or "
-                             "truncated?)")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                keys = set(f.files)
-                xk = [k for k in _INPUT_KEYS if k in keys]
-                yk = [k for k in _LABEL_KEYS if k in keys]
-                if len(xk) != 1 or len(yk) != 1:
-                    raise ValueError(f"data file {label} must hold one input array (one of "
-                                     f"{', '.join(_INPUT_KEYS)}) and one label array (one of "
-                                     f"{', '.join(_LABEL_KEYS)}); it holds "
-                                     f"{', '.join(sorted(keys)) or 'nothing'}")
-                x, y = f[xk[0]], f[yk[0]]
-        except FileNotFoundError:
-            raise ValueError(f"data file {label} does not exist") from None
-        except ValueError as e:
-            if "allow_pickle" in str(e):
-                raise ValueError(f"data file {label} holds Python objects; only plain numeric "
-                                 "arrays are read (no pickle)") from None
-            raise
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ValueError(f"data file {label} is corrupt or truncated: {e}") from None
+        members = inspect_npz(path, what="data file")
+        keys = set(members)
+        xk = [k for k in _INPUT_KEYS if k in keys]
+        yk = [k for k in _LABEL_KEYS if k in keys]
+        if len(xk) != 1 or len(yk) != 1:
+            raise ValueError(f"data file {label} must hold one input array (one of "
+                             f"{', '.join(_INPUT_KEYS)}) and one label array (one of "
+                             f"{', '.join(_LABEL_KEYS)}); it holds "
+                             f"{', '.join(sorted(keys)) or 'nothing'}")
+        xm, ym = members[xk[0]], members[yk[0]]
+        for m in (xm, ym):
+            if not m.shape:
+                raise ValueError(f"data file {label}: array {m.key!r} is a scalar; it must "
+                                 "hold one entry per sample")
+        rows = min(samples, xm.shape[0]) if samples is not None else xm.shape[0]
+        need = xm.bytes_for(rows) + ym.bytes_for(rows)
+        budget = npz_budget()
+        if need > budget:
+            raise InputError(
+                f"data file {label}: {rows} samples of {xm.key!r} {xm.shape[1:]} {xm.dtype} "
+                f"inflate to {need / 2**30:.2f} GiB, more than the {budget / 2**30:.2f} GiB "
+                "allowed for a file (a quarter of the available memory); use --samples, or "
+                "set CHIPFORGE_MAX_FILE_MEMORY")
+        x = read_npz_rows(path, xm, rows, what="data file")
+        y = read_npz_rows(path, ym, rows, what="data file")
+        if xm.shape[0] != ym.shape[0]:
+            raise ValueError(f"data {label}: {xm.shape[0]} inputs and {ym.shape[0]} labels; "
+                             "need as many labels as inputs, at least one")
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
     if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
         raise ValueError(f"data {label}: inputs must be real numbers, not {x.dtype}")
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
@@ -142,4 +164,18 @@ def load_data(spec: str | Path, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
     if y.min() < 0:
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
+    classes = output_classes(graph)
+    if classes is not None and y.max() >= classes:
+        raise ValueError(f"data {label}: labels must be < {classes} (graph {graph.name!r} "
+                         f"has {classes} outputs), found {int(y.max())}")
     return x, y.astype(np.int64)
+
+
+def output_classes(graph: Graph) -> int | None:
+    """Number of classes of a (batch, classes) output, from a one-sample float run; None
+    when the output has another shape."""
+    from chipforge.sim.executor import run_graph
+
+    with np.errstate(all="ignore"):
+        out = run_graph(graph, np.zeros((1, *graph.input_shape)), quantized=False)
+    return int(out.shape[1]) if out.ndim == 2 else None

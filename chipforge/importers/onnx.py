@@ -78,8 +78,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
                    "count_include_pad=1 when padded",
     "GlobalAveragePool": "2-D",
-    "Flatten": "axis >= 1",
-    "Reshape": "batch axis kept (first target dim: batch, 0 or -1)",
+    "Flatten": "axis 1 (other axes merge the batch)",
+    "Reshape": "batch axis kept (first target dim: batch, 0 or -1); allowzero=1 without a 0 "
+               "in the target shape",
     "Add": "two activations of one shape (residual), or activation + constant",
     "Sub": "activation - constant",
     "Mul": "activation x constant",
@@ -88,7 +89,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "LayerNormalization": "over the last axis",
     "Gelu": "approximate none or tanh; also the Div/Erf/Add/Mul/Mul pattern of older opsets",
     "Split": "along a non-batch axis",
-    "ReduceMean": "over non-batch axes",
+    "ReduceMean": "over non-batch axes (given; empty axes mean all axes: refused)",
     "Pow": "on constants",
     "Sqrt": "on constants",
     "Expand": "on constants (over the batch only into a Concat)",
@@ -145,7 +146,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                     "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "Flatten": {"axis": _ANY},
     "Clip": {"min": _ANY, "max": _ANY},
-    "Reshape": {"allowzero": (lambda v: v == 0, "0")},
+    "Reshape": {"allowzero": _ANY},
     "Softmax": {"axis": _ANY},
     "LayerNormalization": {"axis": _ANY, "epsilon": _ANY, "stash_type": _ANY},
     "Gelu": {"approximate": (lambda v: v in (b"none", b"tanh"), "none or tanh")},
@@ -172,6 +173,14 @@ _ATTRS: dict[str, dict[str, Any]] = {
     "Expand": {},
     "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
 }
+
+# Ops that read views (tensors whose batch axis a Transpose/Reshape moved) directly.
+_VIEW_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Gather", "Split",
+                       "Shape", "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout",
+                       "Slice"})
+# Ops that run on a view's batch-first copy (they act on single non-batch axes).
+_CANONICAL_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Gelu", "Softmax",
+                            "LayerNormalization", "MatMul", "Gemm", "Cast", "Erf"})
 
 # The batch size inside folded shape computations: a value no real dimension takes.
 _BATCH = -(2**40) - 7
@@ -244,6 +253,7 @@ def import_onnx(model: onnx.ModelProto, *, name: str = "onnx_model",
     """Convert a checked ``ModelProto`` (see :func:`load_onnx`)."""
     model = _fuse_erf_gelu(model)
     _check_supported(model, label)
+    _check_finite(model, label)
     return _Converter(model, name, label).run()
 
 
@@ -323,14 +333,49 @@ def _fuse_erf_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
     return fused
 
 
+# Ops that only read their input's shape: their output is a constant (the batch size a
+# placeholder) whatever the input is.
+_SHAPE_READERS = frozenset({"Shape"})
+# Ops never folded: their value is not a function of their inputs.
+_NOT_FOLDABLE = re.compile(r"Random.*|Bernoulli|Multinomial|If|Loop|Scan|SequenceMap")
+
+
+def _constant_nodes(model: onnx.ModelProto) -> set[int]:
+    """Indices of the nodes whose outputs are constants: all their inputs are initializers,
+    ``Constant`` outputs or constant outputs themselves (shape computations), or they only
+    read a shape. They are folded with numpy (onnx's reference implementation for ops that
+    chipforge has no converter for), so any standard op may appear there."""
+    known = {t.name for t in model.graph.initializer} | {""}
+    found = set()
+    for i, node in enumerate(model.graph.node):
+        if _NOT_FOLDABLE.fullmatch(node.op_type):
+            continue
+        if (node.op_type == "Constant" or node.op_type in _SHAPE_READERS
+                or (node.input and all(t in known for t in node.input))):
+            found.add(i)
+            known.update(node.output)
+    return found
+
+
 def _check_supported(model: onnx.ModelProto, label: str) -> None:
     """Every op, domain and attribute, before anything runs: one error listing all problems."""
+    from onnx.reference.ops import load_op
+
     problems = []
+    constant = _constant_nodes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     for i, node in enumerate(model.graph.node):
         where = f"node {node.name or f'#{i}'!r} ({node.op_type})"
         if node.domain not in ("", "ai.onnx"):
             problems.append(f"{where}: domain {node.domain!r} is not supported (only the "
                             "standard ONNX domain)")
+            continue
+        if i in constant and node.op_type not in SUPPORTED_OPS:
+            try:      # folded by onnx's reference implementation
+                load_op("", node.op_type, opset)
+            except Exception:
+                problems.append(f"{where}: op {node.op_type!r} on constants has no reference "
+                                "implementation to fold it with")
             continue
         if node.op_type not in SUPPORTED_OPS:
             problems.append(f"{where}: op {node.op_type!r} is not supported")
@@ -355,6 +400,26 @@ def _check_supported(model: onnx.ModelProto, label: str) -> None:
             f"{label} cannot be imported:\n  " + "\n  ".join(shown)
             + f"\nSupported ops: {supported_ops_text()}. The README section 'Bring your own "
             "model' lists their limits.")
+
+
+def _check_finite(model: onnx.ModelProto, label: str) -> None:
+    """NaN or infinite weights would run and report numbers (all-NaN logits argmax to class
+    0): refuse them, naming the tensor."""
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    bad = []
+    for name, t in tensors:
+        if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                               onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+            continue
+        v = numpy_helper.to_array(t)
+        if not np.all(np.isfinite(v)):
+            bad.append(f"{name!r} ({int(np.sum(np.isnan(v)))} NaN, "
+                       f"{int(np.sum(np.isinf(v)))} infinite of {v.size})")
+    if bad:
+        raise OnnxImportError(f"{label}: weights must be finite numbers; not finite: "
+                              f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
 @dataclass
@@ -408,7 +473,9 @@ class _Converter:
         self._weight_problem: dict[str, str] = {}  # asymmetric weights: error if used
         self.batch_consts: dict[str, np.ndarray] = {}  # constants expanded over the batch
         self.batch_codes: dict[str, tuple] = {}    # ... quantized: (codes, scale, zero point)
-        self.virtual: dict[str, tuple[str, tuple[int, ...]]] = {}  # batch moved: see _settle
+        self.virtual: dict[str, tuple[str, tuple]] = {}  # batch moved: see view()
+        self._canon_cache: dict[str, tuple] = {}
+        self.restored_clamps: list[str] = []      # see _restore_clamp
         self.sign_conditions: dict[str, str] = {}  # x >= 0 tensors -> IR value x
 
     # -- errors -------------------------------------------------------------------------
@@ -459,10 +526,10 @@ class _Converter:
         if t in self.tensor_node:
             return self.tensor_node[t]
         if t in self.virtual:
-            raise self.fail(node, f"reads {t!r}, whose batch axis a Transpose moved to axis "
-                                  f"{self.virtual[t][1].index(0)}; only Split, Gather, Squeeze "
-                                  "and Transpose may read it until the batch axis is first "
-                                  "again")
+            raise self.fail(node, f"reads {t!r}, whose batch axis a Transpose or Reshape "
+                                  "moved; supported there: Transpose, Reshape, Split, Gather, "
+                                  "Slice, Squeeze, Unsqueeze and the ops of one axis "
+                                  "(elementwise, Softmax, LayerNormalization, MatMul)")
         if t in self.pending:
             raise self.fail(node, f"reads the integer output {t!r} of a QuantizeLinear; "
                                   "only DequantizeLinear may read it (QOperator models, e.g. "
@@ -510,9 +577,13 @@ class _Converter:
         self.tensor_node[input_name] = "input"
         self.values["input"] = np.zeros((1, *input_shape))
         for node in self.graph.node:
-            handler = getattr(self, f"op_{node.op_type}")
+            handler = getattr(self, f"op_{node.op_type}", self._fold_reference)
             try:
-                handler(node)
+                if (node.op_type not in _VIEW_OPS
+                        and any(t in self.virtual for t in node.input)):
+                    self._through_canonical(node, handler)
+                else:
+                    handler(node)
             except OnnxImportError:
                 raise
             except (ValueError, IndexError, TypeError, KeyError) as e:
@@ -524,7 +595,20 @@ class _Converter:
                                   f"{len(self.graph.output)}: "
                                   f"{', '.join(o.name for o in self.graph.output)}")
         out = self.graph.output[0].name
-        if out not in self.tensor_node or self.tensor_node[out] == "input":
+        if out in self.virtual:
+            raise OnnxImportError(f"{self.label}: output {out!r} does not have the batch axis "
+                                  "first (a Transpose or Reshape moved it); the IR's outputs "
+                                  "are (batch, ...)")
+        if self.tensor_node.get(out) == "input":
+            raise OnnxImportError(f"{self.label}: output {out!r} is the input itself (the "
+                                  "graph computes nothing from it)")
+        if out in self.consts:
+            raise OnnxImportError(f"{self.label}: output {out!r} is a constant (it does not "
+                                  "depend on the input)")
+        if out in self.pending:
+            raise OnnxImportError(f"{self.label}: output {out!r} is the integer output of a "
+                                  "QuantizeLinear; end the graph with its DequantizeLinear")
+        if out not in self.tensor_node:
             raise OnnxImportError(f"{self.label}: output {out!r} is not computed by any "
                                   "supported node from the input (a constant or integer "
                                   "output?)")
@@ -535,6 +619,8 @@ class _Converter:
         graph = Graph(_sanitize(self.name), input_shape, nodes, output=output, meta=meta)
         self._restore_weight_bits(graph)
         graph.meta["density"] = weight_density(graph)
+        if self.restored_clamps:
+            graph.meta["restored_clamps"] = list(self.restored_clamps)
         return graph
 
     def _restore_weight_bits(self, graph: Graph) -> None:
@@ -574,6 +660,23 @@ class _Converter:
 
     def all_const(self, node: onnx.NodeProto) -> bool:
         return all(t == "" or t in self.consts for t in node.input)
+
+    def _fold_reference(self, node):
+        """A node of an op without a converter whose inputs are all constants (a shape
+        computation such as ``Mod``, ``Range``, ``Max``): onnx's reference implementation."""
+        from onnx.reference import ReferenceEvaluator
+
+        if not self.all_const(node):    # _check_supported lets only constant nodes here
+            raise self.fail(node, f"op {node.op_type!r} is supported on constants only")
+        args = {t: self.consts[t] for t in node.input if t}
+        if any(np.issubdtype(a.dtype, np.integer) and np.any(a == _BATCH)
+               for a in args.values()):
+            raise self.fail(node, "computes with the dynamic batch size; not supported "
+                                  "(export with a fixed batch size, or without this op)")
+        evaluator = ReferenceEvaluator(node, opsets={"": self.opset})
+        for out, value in zip(node.output, evaluator.run(None, args), strict=False):
+            if out:
+                self.consts[out] = np.asarray(value)
 
     def op_Constant(self, node):
         for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
@@ -615,6 +718,10 @@ class _Converter:
         t = node.input[0]
         if self.is_const(t):
             shape = np.array(self.consts[t].shape, dtype=np.int64)
+        elif t in self.virtual:
+            src, groups = self.virtual[t]
+            shape = np.array([(_BATCH if 0 in g else 1) * self._view_sizes(
+                src, [tuple(a for a in g if a)])[0][1] for g in groups], dtype=np.int64)
         else:
             shape = np.array((_BATCH, *self.shape(self.act(node, t))), dtype=np.int64)
         start, end = _attr(node, "start", 0), _attr(node, "end", None)
@@ -710,9 +817,10 @@ class _Converter:
         rank = len(self.shape(src)) + 1
         axes = _attr(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.const(node, node.input[1], "the axes").tolist()
-        if axes is None:
-            raise self.fail(node, "reduces over all axes, the batch axis included")
+            axes = np.atleast_1d(self.const(node, node.input[1], "the axes")).tolist()
+        if axes is None or len(axes) == 0:    # empty axes: all axes (noop_with_empty_axes=0)
+            raise self.fail(node, "reduces over all axes, the batch axis included; not "
+                                  "supported")
         axes = self._batch_axis_check(node, list(axes), rank, "averages over")
         self.emit(node, Op.MEAN, (src,), dict(axes=sorted(axes),
                                               keepdims=bool(_attr(node, "keepdims", 1))))
@@ -784,6 +892,13 @@ class _Converter:
 
     def op_Unsqueeze(self, node):
         axes = self._axes(node, 1)
+        if node.input[0] in self.virtual:
+            src, groups = self.virtual[node.input[0]]
+            groups, rank = list(groups), len(groups) + len(axes)
+            for a in sorted(a % rank for a in axes):
+                groups.insert(a, ())
+            self._settle(node, node.output[0], src, tuple(groups))
+            return
         if not self.is_const(node.input[0]):
             src = self.act(node, node.input[0])
             shape = list(self.shape(src))
@@ -802,13 +917,16 @@ class _Converter:
         axes = self._axes(node, 1)
         t = node.input[0]
         if t in self.virtual:
-            src, perm = self.virtual[t]
-            rank = len(perm)
+            src, groups = self.virtual[t]
+            rank = len(groups)
+            sizes = self._view_sizes(src, groups)
             if axes is None:
-                axes = [a for a in range(1, rank) if self._virtual_dim(t, a) == 1]
-            src, perm = self._drop_axes(node, node.output[0], src, perm,
-                                        [a % rank for a in axes])
-            self._settle(node, node.output[0], src, perm, suffix=".transpose")
+                axes = [a for a in range(rank) if sizes[a] == (0, 1)]
+            axes = [a % rank for a in axes]
+            if any(sizes[a] != (0, 1) for a in axes):
+                raise self.fail(node, f"squeezes axes {axes}, which are not of size 1")
+            self._settle(node, node.output[0], src,
+                         tuple(g for k, g in enumerate(groups) if k not in axes))
             return
         if not self.is_const(node.input[0]):
             src = self.act(node, node.input[0])
@@ -829,6 +947,13 @@ class _Converter:
             arrays = [self.consts[t] for t in node.input]
             self.fold(node, np.concatenate(arrays, axis=_attr(node, "axis")))
             return
+        for t in node.input:
+            c = self.consts.get(t)
+            if (c is not None and self.fixed_batch is not None and c.ndim >= 1
+                    and c.shape[0] == self.fixed_batch and np.all(c == c[:1])):
+                # A class token expanded to the exported (static) batch size: the same
+                # constant for every sample.
+                self.batch_consts[t] = c[:1]
         acts = [t for t in node.input if t not in self.batch_consts]
         if any(self.is_const(t) for t in acts):
             raise self.fail(node, "joins activations with a constant that is not expanded "
@@ -868,6 +993,9 @@ class _Converter:
         self.fold(node, x[tuple(index)])
 
     def _slice_activation(self, node):
+        if node.input[0] in self.virtual:
+            self._slice_view(node)
+            return
         src = self.act(node, node.input[0])
         shape = self.shape(src)
         if self.opset < 10:
@@ -891,6 +1019,26 @@ class _Converter:
                                                                    stop=stop),
                                  output=node.output[0] if last else f"{node.output[0]}#{k}",
                                  suffix="" if last else f".{k}").name
+
+    def _slice_view(self, node):
+        """Slices of a view (dynamo's unbind: Slice, then Squeeze), one axis at a time."""
+        get = lambda i: (self.const(node, node.input[i], "a slice bound")  # noqa: E731
+                         if len(node.input) > i and node.input[i] else None)
+        starts, ends, axes, steps = ((_attr(node, "starts"), _attr(node, "ends"),
+                                      _attr(node, "axes"), None) if self.opset < 10
+                                     else (get(1), get(2), get(3), get(4)))
+        t = node.input[0]
+        rank = self._virtual_rank(t)
+        axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in axes]
+        if steps is not None and any(int(v) != 1 for v in steps):
+            raise self.fail(node, "only step 1 is supported")
+        for k, (s, e, a) in enumerate(zip(starts, ends, axes, strict=True)):
+            start, stop, _ = slice(int(s), int(e)).indices(self._virtual_dim(t, a))
+            if stop <= start:
+                raise self.fail(node, f"slice {s}:{e} of axis {a} is empty")
+            out = node.output[0] if k == len(axes) - 1 else f"{node.output[0]}#{k}"
+            self._virtual_take(node, out, a, start, stop, drop=False, suffix=f".{k}", t=t)
+            t = out
 
     # -- quantization -------------------------------------------------------------------
     def _qparams(self, node) -> tuple[np.ndarray, np.ndarray, int, bool]:
@@ -969,12 +1117,49 @@ class _Converter:
             raise self.fail(node, "its scale, zero point or type differ from its "
                                   "QuantizeLinear's; only matching QDQ pairs are supported")
         attrs = dict(scale=p.scale, zero_point=p.zero_point, bits=p.bits, signed=p.signed)
+        if p.source not in self.virtual:
+            self._restore_clamp(node, p)
         if p.source in self.virtual:     # elementwise: quantize S, keep V's axis order
-            src, perm = self.virtual[p.source]
+            src, groups = self.virtual[p.source]
             q = self.emit(node, Op.QUANTIZE, (src,), attrs, output=f"{node.output[0]}#q")
-            self.virtual[node.output[0]] = (q.name, perm)
+            self.virtual[node.output[0]] = (q.name, groups)
             return
         self.emit(node, Op.QUANTIZE, (self.act(node, p.source),), attrs)
+
+    def _restore_clamp(self, node, p: _PendingQuant) -> None:
+        """onnxruntime's quantizer deletes a ReLU (or ReLU6 Clip) before a QDQ pair whose
+        range starts at 0 (and ends at 6): the integer range clamps there instead. The
+        quantized run is the same either way; the float view (Q/DQ skipped) is not, so the
+        clamp that the range implies is put back as a node of its own, unless the values
+        cannot be negative anyway. Listed in graph.meta["restored_clamps"]."""
+        lo = -(1 << (p.bits - 1)) if p.signed else 0
+        hi = (1 << (p.bits - 1)) - 1 if p.signed else (1 << p.bits) - 1
+        src = self.tensor_node.get(p.source)
+        if p.zero_point != lo or src is None or src == "input" or self._non_negative(src):
+            return
+        top = (hi - p.zero_point) * p.scale
+        six = bool(np.isclose(top, 6.0, rtol=1e-6, atol=0))
+        clamp = self.emit(node, Op.CLIP if six else Op.RELU, (src,),
+                          dict(min=0.0, max=6.0) if six else {},
+                          output=f"{p.source}#clamp", suffix=".clamp")
+        self.tensor_node[p.source] = clamp.name
+        self.restored_clamps.append(p.source)
+
+    def _non_negative(self, name: str) -> bool:
+        node = self.by_name.get(name)
+        if node is None:
+            return False
+        if node.op in (Op.RELU, Op.SOFTMAX) or node.op is Op.CLIP and (
+                node.attrs.get("min") is not None and node.attrs["min"] >= 0):
+            return True
+        if node.op in (Op.MAXPOOL2D, Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL, Op.FLATTEN, Op.RESHAPE,
+                       Op.TRANSPOSE, Op.SLICE):
+            return self._non_negative(node.inputs[0])
+        if node.op is Op.QUANTIZE:
+            return (node.attrs["zero_point"] == (-(1 << (node.attrs["bits"] - 1))
+                                                 if node.attrs["signed"] else 0)
+                    or self._non_negative(node.inputs[0]))
+        return False
 
     # -- activations --------------------------------------------------------------------
     def quant_input(self, node: onnx.NodeProto, t: str, weight_tensor: str
@@ -1093,9 +1278,11 @@ class _Converter:
         params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
         self.emit(node, Op.LINEAR, (src,), wattrs | qattrs, params)
 
-    def op_Gemm(self, node):
+    def op_Gemm(self, node, canonical: bool = False):
         src, qattrs = self.quant_input(node, node.input[0], node.input[1])
-        if len(self.shape(src)) != 1:
+        # (canonical: a (tokens*batch, features) view of a batch-first (tokens, features):
+        # Gemm is then a linear layer over the last axis.)
+        if len(self.shape(src)) != 1 and not canonical:
             raise self.fail(node, f"input A must be (batch, features), is (batch, "
                                   f"{', '.join(map(str, self.shape(src)))})")
         b = self.const(node, node.input[1], "input B (the weight)")
@@ -1186,13 +1373,14 @@ class _Converter:
                                   f"{self.shape(src)} per sample")
         self.emit(node, Op.GLOBAL_AVGPOOL, (src,))
 
-    def _reshape_to(self, node, src: str, target: tuple[int, ...]):
+    def _reshape_to(self, node, src: str, target: tuple[int, ...], output: str | None = None):
+        output = output or node.output[0]
         if target == self.shape(src):
-            self.tensor_node[node.output[0]] = src
+            self.tensor_node[output] = src
         elif len(target) == 1:
-            self.emit(node, Op.FLATTEN, (src,))
+            self.emit(node, Op.FLATTEN, (src,), output=output)
         else:
-            self.emit(node, Op.RESHAPE, (src,), dict(shape=list(target)))
+            self.emit(node, Op.RESHAPE, (src,), dict(shape=list(target)), output=output)
 
     def op_Flatten(self, node):
         if self.is_const(node.input[0]):
@@ -1206,28 +1394,49 @@ class _Converter:
         axis = axis + len(shape) + 1 if axis < 0 else axis
         if axis == 0:
             raise self.fail(node, "Flatten with axis=0 merges the batch axis; not supported")
-        self._reshape_to(node, src, (*shape[:axis - 1], int(np.prod(shape[axis - 1:]))))
+        if axis >= 2:
+            # ONNX's Flatten is always 2-D: (prod(dims[:axis]), prod(dims[axis:])), so the
+            # batch merges with the axes before `axis`.
+            raise self.fail(node, f"Flatten with axis={axis} merges the batch axis with "
+                                  f"axes 1..{axis - 1} (ONNX's output is 2-D); only axis=1 "
+                                  "keeps the batch (use Reshape to keep more axes)")
+        self._reshape_to(node, src, (int(np.prod(shape)),))
 
     def op_Reshape(self, node):
+        allowzero = bool(_attr(node, "allowzero", 0))
         if self.all_const(node):
             x = self.consts[node.input[0]]
-            shape = [d if d != 0 else x.shape[i]
+            shape = [d if d != 0 or allowzero else x.shape[i]
                      for i, d in enumerate(self.consts[node.input[1]].tolist())]
             self.fold(node, x.reshape(shape))
             return
-        src = self.act(node, node.input[0])
         target = [int(d) for d in self.const(node, node.input[1], "the target shape")]
+        if allowzero and 0 in target:
+            # allowzero=1 makes a 0 a real empty axis (not "copy this axis"): an empty
+            # tensor, which no layer of the IR computes with. Without a 0 it changes nothing.
+            raise self.fail(node, f"allowzero=1 with a 0 in the target shape {target} (an "
+                                  "empty tensor) is not supported")
+        if node.input[0] in self.virtual:
+            self._view_reshape(node, *self.virtual[node.input[0]], target)
+            return
+        src = self.act(node, node.input[0])
         shape = self.shape(src)
         size = int(np.prod(shape))
         target = [shape[i - 1] if d == 0 and i > 0 else d for i, d in enumerate(target)]
         rest = target[1:]
         first = target[0] if target else None
         if any(d < -1 for d in rest) or rest.count(-1) > 1:
-            raise self.fail(node, f"target shape {target} depends on the batch size beyond "
-                                  "its first axis; not supported")
+            # the batch size inside the non-first dims: a view (see view())
+            self._view_reshape(node, *self.view(node, node.input[0]), target)
+            return
         known = int(np.prod([d for d in rest if d != -1]))
         batch_ok = (first in (_BATCH, 0) or first == self.fixed_batch
                     or (first == -1 and -1 not in rest and known == size))
+        if not batch_ok and first is not None:
+            # The batch merged with or split into other axes (nn.MultiheadAttention's
+            # (L, B*H, d)): a view of src, until the batch axis is alone and first again.
+            self._view_reshape(node, *self.view(node, node.input[0]), target)
+            return
         if not batch_ok:
             raise self.fail(node, f"target shape {[d if d != _BATCH else 'batch' for d in target]}"
                                   " does not keep the batch axis first; not supported")
@@ -1244,60 +1453,298 @@ class _Converter:
         if self.is_const(node.input[0]):
             self.fold(node, np.transpose(self.consts[node.input[0]], _attr(node, "perm")))
             return
-        if node.input[0] in self.virtual:
-            src, before = self.virtual[node.input[0]]
-        else:
-            src = self.act(node, node.input[0])
-            before = tuple(range(len(self.shape(src)) + 1))
-        perm = _attr(node, "perm", list(reversed(range(len(before)))))
-        self._settle(node, node.output[0], src, tuple(before[p] for p in perm))
+        src, groups = self.view(node, node.input[0])
+        perm = _attr(node, "perm", list(reversed(range(len(groups)))))
+        self._settle(node, node.output[0], src, tuple(groups[p] for p in perm))
 
-    # A Transpose that moves the batch axis (timm's qkv.reshape(B, N, 3, H, d).permute(2, 0,
-    # 3, 1, 4)) leaves a *virtual* tensor V = S.transpose(perm) of a batch-first IR value S.
-    # Split / Gather / Squeeze / Transpose of V become slices, reshapes and transposes of S,
-    # until the batch axis is first again; any other reader is an error.
-    def _settle(self, node, out: str, src: str, perm: tuple[int, ...], suffix: str = ""):
-        """Make ``out`` = S.transpose(perm): an IR value when the batch stays first."""
-        if perm[0] != 0:
-            self.virtual[out] = (src, perm)
-        elif perm == tuple(range(len(perm))):
-            self.tensor_node[out] = src
-        else:
-            self.emit(node, Op.TRANSPOSE, (src,), dict(perm=[int(p) for p in perm[1:]]),
-                      output=out, suffix=suffix)
+    # Views. A Transpose or Reshape that moves the batch axis (timm's qkv.reshape(B, N, 3, H,
+    # d).permute(2, 0, 3, 1, 4); nn.MultiheadAttention's (L, B*H, d) views) leaves a *view*
+    # V of a batch-first IR value S: V's axis k is S's axes groups[k] merged in that order
+    # (an empty group is a new axis of size 1; S axes of size 1 may belong to no group). The
+    # batch axis is S's axis 0. Transpose / Reshape / Split / Gather / Slice / Squeeze /
+    # Unsqueeze of V become slices, reshapes and transposes of S; other ops run on a
+    # batch-first copy of V with the batch's axis moved first (_through_canonical), which is
+    # exact for ops that act on single non-batch axes.
+    def view(self, node, t: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
+        if t in self.virtual:
+            return self.virtual[t]
+        src = self.act(node, t)
+        return src, tuple((i,) for i in range(len(self.shape(src)) + 1))
+
+    def _atom(self, src: str, a: int) -> tuple[int, int]:
+        """Size of S axis ``a`` as (power of the batch size, factor)."""
+        if a == 0:
+            return (0, self.fixed_batch) if self.fixed_batch else (1, 1)
+        return (0, self.shape(src)[a - 1])
+
+    def _settle(self, node, out: str, src: str, groups, suffix: str = ""):
+        """Make ``out`` = the view (src, groups): an IR value when the batch axis is alone
+        and first, else a view."""
+        if not groups or groups[0] != (0,):
+            self.virtual[out] = (src, tuple(groups))
+            return
+        rank = len(self.shape(src)) + 1
+        atoms = [a for g in groups[1:] for a in g]
+        order = [0] + atoms + [a for a in range(1, rank) if a not in atoms]
+        if order != list(range(rank)):
+            src = self.emit(node, Op.TRANSPOSE, (src,), dict(perm=order[1:]),
+                            output=f"{out}#t", suffix=suffix or ".transpose").name
+        sizes, k = [], 1     # S's axes are now 0, the groups' atoms in order, leftovers
+        for g in groups[1:]:
+            n = 1
+            for _ in g:
+                n *= self.shape(src)[k - 1]
+                k += 1
+            sizes.append(n)
+        if len(sizes) == 0:
+            raise self.fail(node, "leaves only the batch axis; not supported")
+        self._reshape_to(node, src, tuple(sizes), output=out)
 
     def _virtual_take(self, node, out: str, v_axis: int, start: int, stop: int, drop: bool,
-                      suffix: str = ""):
-        src, perm = self.virtual[node.input[0]]
-        s_axis = perm[v_axis]
-        if s_axis == 0:
-            raise self.fail(node, "slices the batch axis (moved by a Transpose); not supported")
-        src = self.emit(node, Op.SLICE, (src,), dict(axis=s_axis, start=start, stop=stop),
+                      suffix: str = "", t: str | None = None):
+        src, groups = self.view(node, t or node.input[0])
+        group = groups[v_axis]
+        if 0 in group:
+            raise self.fail(node, "slices the batch axis (moved by a Transpose or Reshape); "
+                                  "not supported")
+        if len(group) != 1:
+            raise self.fail(node, f"slices axis {v_axis}, which merges {len(group)} axes of "
+                                  "the tensor it was reshaped from; not supported")
+        src = self.emit(node, Op.SLICE, (src,), dict(axis=group[0], start=start, stop=stop),
                         output=f"{out}#slice", suffix=f"{suffix}.slice" if drop else suffix).name
-        if drop:
-            src, perm = self._drop_axes(node, out, src, perm, [v_axis])
-        self._settle(node, out, src, perm, suffix=f"{suffix}.transpose")
-
-    def _drop_axes(self, node, out: str, src: str, perm: tuple[int, ...], v_axes: list[int]):
-        """Remove size-1 axes (V coordinates) from S; returns the new S and perm."""
-        s_axes = {perm[a] for a in v_axes}
-        shape = self.shape(src)
-        if 0 in s_axes or any(shape[a - 1] != 1 for a in s_axes):
-            raise self.fail(node, f"squeezes axes {v_axes}, which are not of size 1")
-        kept = tuple(d for i, d in enumerate(shape) if i + 1 not in s_axes)
-        if kept != shape:
-            src = self.emit(node, Op.RESHAPE if len(kept) > 1 else Op.FLATTEN, (src,),
-                            dict(shape=list(kept)) if len(kept) > 1 else {},
-                            output=f"{out}#squeeze", suffix=".squeeze").name
-        perm = tuple(p - sum(1 for a in s_axes if a < p) for p in perm if p not in s_axes)
-        return src, perm
+        if drop:     # the sliced S axis has size 1 now: it leaves the groups
+            groups = groups[:v_axis] + groups[v_axis + 1:]
+        self._settle(node, out, src, groups, suffix=f"{suffix}.transpose")
 
     def _virtual_rank(self, t: str) -> int:
         return len(self.virtual[t][1])
 
+    def _view_sizes(self, src: str, groups) -> list[tuple[int, int]]:
+        out = []
+        for g in groups:
+            p, n = 0, 1
+            for a in g:
+                ap, an = self._atom(src, a)
+                p, n = p + ap, n * an
+            out.append((p, n))
+        return out
+
     def _virtual_dim(self, t: str, v_axis: int) -> int:
-        src, perm = self.virtual[t]
-        return (1, *self.shape(src))[perm[v_axis]]
+        src, groups = self.virtual[t]
+        p, n = self._view_sizes(src, groups)[v_axis]
+        if p:
+            raise OnnxImportError(f"{self.label}: axis {v_axis} of {t!r} holds the batch")
+        return n
+
+    def _view_reshape(self, node, src: str, groups, target: list[int]):
+        """Reshape of a view: the target dims are matched, in order, by merging S axes and
+        splitting non-batch S axes (a reshape keeps the row-major order of the values)."""
+        sizes = self._view_sizes(src, groups)
+        batch = self.fixed_batch
+
+        def decode(i, d):
+            if d != 0 and d % _BATCH == 0:          # a multiple of the (dynamic) batch size
+                return (0, batch * (d // _BATCH)) if batch else (1, d // _BATCH)
+            if d == 0 and not _attr(node, "allowzero", 0):
+                return sizes[i]
+            return (0, d)
+
+        dims = [decode(i, d) if d != -1 else None for i, d in enumerate(target)]
+        total = (sum(p for p, _ in sizes), int(np.prod([n for _, n in sizes])))
+        if dims.count(None) > 1:
+            raise self.fail(node, f"target shape {target} has more than one -1")
+        if None in dims:
+            known = (sum(d[0] for d in dims if d), int(np.prod([d[1] for d in dims if d])))
+            if known[1] == 0 or total[1] % known[1] or total[0] < known[0]:
+                raise self.fail(node, f"cannot reshape to {target}")
+            dims[dims.index(None)] = (total[0] - known[0], total[1] // known[1])
+        atoms = [a for g in groups for a in g]
+        rank = len(self.shape(src)) + 1
+        atoms += [a for a in range(1, rank) if a not in atoms]     # size-1 leftovers
+        new_groups, i = [], 0
+        for d in dims:
+            g, prod = [], (0, 1)
+            if d == (0, 1) and i < len(atoms) and atoms[i] == 0 and self._atom(src, 0) == d:
+                g.append(0)       # a batch of 1 goes with a target dim of 1
+                i += 1
+            while prod != d:
+                if i >= len(atoms):
+                    raise self.fail(node, f"cannot reshape to {target}")
+                a = atoms[i]
+                ap, an = self._atom(src, a)
+                cand = (prod[0] + ap, prod[1] * an)
+                if cand[0] <= d[0] and d[1] % cand[1] == 0:
+                    g.append(a)
+                    prod, i = cand, i + 1
+                    continue
+                need = d[1] // prod[1] if d[1] % prod[1] == 0 else 0
+                if a == 0 or prod[0] != d[0] or need <= 1 or an % need:
+                    raise self.fail(node, f"target shape {target} splits or merges the "
+                                          "batch axis with others in a way the IR cannot "
+                                          "express")
+                # split S axis a into (need, an // need)
+                shape = list(self.shape(src))
+                shape[a - 1:a] = [need, an // need]
+                src = self.emit(node, Op.RESHAPE, (src,), dict(shape=shape),
+                                output=f"{node.output[0]}#split{a}", suffix=".split").name
+                def bump(x, a=a):
+                    return x + 1 if x > a else x
+                new_groups = [tuple(bump(x) for x in gg) for gg in new_groups]
+                g = [bump(x) for x in g] + [a]
+                atoms = [bump(x) for x in atoms]
+                atoms[i] = a + 1
+                prod = d
+            new_groups.append(tuple(g))
+        rest = atoms[i:]
+        if 0 in rest:
+            if not new_groups:
+                raise self.fail(node, f"cannot reshape to {target}")
+            new_groups[-1] += tuple(rest)
+        self._settle(node, node.output[0], src, tuple(new_groups))
+
+    def _canonical(self, node, t: str):
+        """A batch-first IR value C holding view ``t`` with its batch axis moved first:
+        returns (C, q, extra) where q orders V's axes (the batch's first), and the batch's
+        axis of V is C's axes 0..extra (the batch, then the axes merged after it)."""
+        if t in self._canon_cache:
+            return self._canon_cache[t]
+        src, groups = self.virtual[t]
+        j = next(k for k, g in enumerate(groups) if 0 in g)
+        if groups[j][0] != 0:
+            raise self.fail(node, f"reads {t!r}, whose axis {j} merges the batch after "
+                                  "another axis; not supported")
+        q = [j] + [k for k in range(len(groups)) if k != j]
+        rank = len(self.shape(src)) + 1
+        atoms = [a for k in q for a in groups[k]]
+        order = atoms + [a for a in range(1, rank) if a not in atoms]
+        x = src
+        if order != list(range(rank)):
+            x = self.emit(node, Op.TRANSPOSE, (x,), dict(perm=order[1:]),
+                          output=f"{t}#canon.t", suffix=".canon").name
+        sizes = self._view_sizes(src, [groups[k] for k in q[1:]])
+        extra = [self._atom(src, a)[1] for a in groups[j][1:]]
+        target = tuple(extra + [n for _, n in sizes])
+        if target != self.shape(x):
+            x = self.emit(node, Op.RESHAPE, (x,), dict(shape=list(target)),
+                          output=f"{t}#canon", suffix=".canon").name
+        self._canon_cache[t] = (x, tuple(q), len(extra))
+        return self._canon_cache[t]
+
+    def _through_last_axis(self, node, handler) -> bool:
+        """An op of the last axis only (a linear layer, LayerNorm, a unary op) on one view
+        whose batch is merged after another axis ((tokens*batch, features)): run it on S
+        with the last group's axes merged last, keep the other groups."""
+        t = next(t for t in node.input if t in self.virtual)
+        others = [u for u in node.input if u and u != t]
+        unary = node.op_type in ("Relu", "Clip", "Gelu", "Cast", "Erf")
+        last_only = node.op_type in ("Gemm", "MatMul", "LayerNormalization") or (
+            node.op_type == "Softmax" and _attr(node, "axis", -1) in (-1, self._virtual_rank(t)
+                                                                      - 1))
+        if not (unary or last_only) or any(u not in self.consts for u in others) \
+                or node.op_type == "LayerNormalization" and _attr(node, "axis", -1) not in (
+                    -1, self._virtual_rank(t) - 1):
+            return False
+        src, groups = self.virtual[t]
+        if 0 in groups[-1]:
+            return False
+        rank = len(self.shape(src)) + 1
+        front = [a for g in groups[:-1] for a in g]
+        order = [0] + [a for a in front if a] + [a for a in range(1, rank)
+                                                 if a not in front and a not in groups[-1]]
+        order += list(groups[-1])
+        x = src
+        if order != list(range(rank)):
+            x = self.emit(node, Op.TRANSPOSE, (x,), dict(perm=order[1:]),
+                          output=f"{t}#last.t", suffix=".last").name
+        n_last = len(groups[-1])
+        if n_last != 1:
+            shape = list(self.shape(x))
+            merged = shape[:len(shape) - n_last] + [int(np.prod(shape[len(shape) - n_last:]))]
+            x = self.emit(node, Op.RESHAPE, (x,), dict(shape=merged),
+                          output=f"{t}#last", suffix=".last").name
+        name = f"{t}#last"
+        self.tensor_node[name] = x
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ("Softmax", "LayerNormalization"):
+            attrs["axis"] = -1
+        out = f"{node.output[0]}#last"
+        sub = onnx.helper.make_node(node.op_type, [name if u == t else u for u in node.input],
+                                    [out] + [""] * (len(node.output) - 1), name=node.name,
+                                    **attrs)
+        handler(sub, canonical=True) if node.op_type == "Gemm" else handler(sub)
+        r = self.tensor_node[out]
+        position = {a: i for i, a in enumerate(order)}
+        new = tuple(tuple(position[a] for a in g) for g in groups[:-1])
+        self._settle(node, node.output[0], r, new + ((len(order) - n_last,),))
+        return True
+
+    def _through_canonical(self, node, handler):
+        """Run ``node`` on batch-first copies of the views it reads, then view its output
+        with V's axis order again."""
+        views = [t for t in node.input if t in self.virtual]
+        if len(views) == 1 and any(0 in g and g[0] != 0 for g in self.virtual[views[0]][1]) \
+                and self._through_last_axis(node, handler):
+            return
+        canon = {t: self._canonical(node, t) for t in views}
+        layouts = {(c[1], c[2], self.shape(c[0]) if node.op_type in ("Add", "Sub", "Mul",
+                    "Div") else len(self.shape(c[0]))) for c in canon.values()}
+        if len(layouts) > 1:
+            raise self.fail(node, "reads tensors whose axes were moved differently by "
+                                  "Transposes/Reshapes; not supported")
+        _, q, extra = next(iter(canon.values()))
+        rank = len(q)
+        if node.op_type not in _CANONICAL_OPS:
+            raise self.fail(node, f"reads {views[0]!r}, whose batch axis a Transpose or "
+                                  f"Reshape moved to axis {q[0]}; {node.op_type} is "
+                                  "supported there only once the batch axis is first again")
+        c_axis = {v: (extra + q.index(v) if v != q[0] else None) for v in range(rank)}
+        inputs = []
+        for t in node.input:
+            if t in canon:
+                name = f"{t}#canon"
+                self.tensor_node[name] = canon[t][0]
+                inputs.append(name)
+            elif t in self.consts and node.op_type in ("Add", "Sub", "Mul", "Div") \
+                    and not self.all_const(node):
+                c = np.asarray(self.consts[t])
+                c = c.reshape((1,) * (rank - c.ndim) + c.shape).transpose(q)
+                if c.shape[0] != 1:
+                    raise self.fail(node, "its constant varies along the batch's axis")
+                name = f"{t}#canon.{'.'.join(map(str, q))}"
+                self.consts[name] = c.reshape((1,) * (extra + 1) + c.shape[1:])
+                inputs.append(name)
+            elif t and t not in self.consts:
+                raise self.fail(node, f"joins {views[0]!r}, whose batch axis a Transpose "
+                                      f"moved to axis {q[0]}, with {t!r} whose batch axis "
+                                      "is first; not supported")
+            else:
+                inputs.append(t)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        last = rank - 1
+        if node.op_type == "Softmax":
+            axis = attrs.get("axis", -1 if self.opset >= 13 else 1) % rank
+            if c_axis[axis] is None:
+                raise self.fail(node, "softmax over the batch's axis is not supported")
+            attrs["axis"] = c_axis[axis]
+        elif node.op_type in ("LayerNormalization", "MatMul", "Gemm") and (
+                c_axis[last] is None or node.op_type == "MatMul" and c_axis[last - 1] is None
+                and not any(t in self.consts for t in node.input)):
+            raise self.fail(node, "its last axes hold the batch (moved by a Transpose); "
+                                  "not supported")
+        elif node.op_type == "LayerNormalization":
+            attrs["axis"] = -1
+        outs = [f"{o}#canon" if o else "" for o in node.output]
+        sub = onnx.helper.make_node(node.op_type, inputs, outs, name=node.name, **attrs)
+        handler(sub, canonical=True) if node.op_type == "Gemm" else handler(sub)
+        for o, co in zip(node.output, outs, strict=True):
+            if not o or co not in self.tensor_node:
+                continue
+            r = self.tensor_node[co]
+            groups = [()] * rank
+            groups[q[0]] = tuple(range(extra + 1))
+            for k, v in enumerate(q[1:]):
+                groups[v] = (extra + 1 + k,)
+            self._settle(node, o, r, tuple(groups))
 
     def op_LayerNormalization(self, node):
         src = self.act(node, node.input[0])

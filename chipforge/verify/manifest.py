@@ -169,4 +169,21 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ValueError(f"no manifest at {path}: run `chipforge rtl` first") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"manifest {path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"manifest {path} is not text: {e}") from None
+    _check_names(path, data)
     return Manifest(path=path, data=data)
+
+
+def _check_names(path: Path, data: Any) -> None:
+    """The manifest's ``module`` and ``verilog`` become file names (in chipforge's cache and
+    the block folder) and a tool's top module: plain names only, never a path."""
+    from chipforge.guard import check_name
+
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest {path} must hold a JSON object, not "
+                         f"{type(data).__name__}")
+    for field, kind in (("module", "identifier"), ("verilog", "file")):
+        if field not in data:
+            raise ValueError(f"manifest {path}: field {field!r} is missing")
+        check_name(data[field], what=f"manifest {path}: field {field!r}", kind=kind)

@@ -42,7 +42,7 @@ import numpy as np
 
 from chipforge.sim.cycle.arch import Architecture, ReramArchConfig, action_energy, chip_model
 from chipforge.sim.cycle.components import Category
-from chipforge.sim.executor import integer_weights, run_graph, weight_matrix
+from chipforge.sim.executor import block_diagonal_weights, integer_weights, run_graph
 from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node, Op
 from chipforge.sim.ref.forms_fragment import effective_bits
@@ -118,6 +118,7 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
     nodes = {n.name: n for n in graph.weighted_nodes()}
 
     def hook(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
+        # (a grouped conv comes as one product: all groups' patches, block-diagonal w_q)
         recorded.setdefault(node.name, []).append(x_q)
         weights[node.name] = w_q
         return x_q.astype(np.float64) @ w_q.astype(np.float64)
@@ -139,7 +140,7 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
             top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
             scale = float(np.abs(cols).max()) / top or 1.0
             recorded[name] = [np.rint(cols / scale).astype(np.int64)]
-            w = weight_matrix(node)
+            w = block_diagonal_weights(node)
             wscale = float(np.abs(w).max()) / 127 or 1.0
             weights[name] = np.rint(w / wscale).astype(np.int64)
     out = []
@@ -149,7 +150,7 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
         inputs = np.concatenate(recorded[name])
         w = weights[name]
         if node.quantized and node.op is Op.CONV2D and int(node.attrs.get("groups", 1)) > 1:
-            w = weight_matrix(node, integer_weights(node))
+            w = block_diagonal_weights(node, integer_weights(node))
         perm = _row_permutation(node)
         if perm is not None and perm.size == w.shape[0]:
             w, inputs = w[perm], inputs[:, perm]
