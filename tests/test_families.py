@@ -300,9 +300,13 @@ def test_accelerator_files_name_their_family(tmp_path):
     assert spec.family.name == "pim" and spec.config.rows == 64 and spec.config.adc.bits == 5
     assert spec.config.dac_bits == 4                               # the rest from the preset
     bad = tmp_path / "bad.toml"
-    bad.write_text('family = "pim"\nrowz = 64\n')
+    bad.write_text('family = "pim"\npreset = "cap-ram"\nrowz = 64\n')
     with pytest.raises(FamilyError, match="unknown key 'rowz'.*family pim"):
         get_accelerator_spec(bad)
+    partial = tmp_path / "partial.toml"     # neither a preset nor a name: not completed
+    partial.write_text('family = "pim"\nrows = 64\n')
+    with pytest.raises(FamilyError, match="field\\(s\\) name required"):
+        get_accelerator_spec(partial)
     with pytest.raises(FamilyError, match="unknown accelerator 'forms9'"):
         get_accelerator_spec("forms9")
 

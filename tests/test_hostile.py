@@ -257,9 +257,9 @@ def test_simulate_bad_inputs_are_one_line_with_the_rule(work, capsys):
     out = work / "report"
     model = "lenet-digits-forms8"
     cases = [
-        (["--accelerator", d / "empty.toml"], f"accelerator file {d / 'empty.toml'} is empty"),
+        (["--accelerator", d / "empty.toml"], f"config file {d / 'empty.toml'} is empty"),
         (["--accelerator", d / "partial.toml"],
-         f"accelerator file {d / 'partial.toml'}: field(s) name required"),
+         f"config file {d / 'partial.toml'}: field(s) name required"),
         (["--accelerator", d / "binary.toml"], "is not valid TOML"),
         (["--accelerator", d / "folder.toml"], "is a folder, not a .toml file"),
         (["--seed", "-1"], "--seed must be >= 0, not -1"),

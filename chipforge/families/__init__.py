@@ -186,7 +186,6 @@ def _resolve(accelerator: Any) -> AcceleratorSpec:
 
 def _from_file(path: Path) -> AcceleratorSpec:
     table = read_toml(path)
-    named = "preset" in table or "name" in table
     fams = families()
     family_name = table.pop("family", None)
     if family_name is not None:
@@ -198,13 +197,10 @@ def _from_file(path: Path) -> AcceleratorSpec:
         fits = [f for f in fams.values()
                 if keys <= {k.split(".")[0] for k in config_keys(f.config_type)}]
         if len(fits) != 1:
-            raise FamilyError(f"accelerator file {path}: say which family it describes "
+            raise FamilyError(f"config file {path}: say which family it describes "
                               f"(family = \"NAME\"; families: {', '.join(fams)})")
         fam = fits[0]
-    config = fam.config_from_table(table, source=f"accelerator file {path}")
-    if not named:   # a partial file must not silently become a default accelerator
-        raise FamilyError(f"accelerator file {path}: field(s) name required (a full "
-                          "description), or preset = \"NAME\" to start from a preset")
+    config = fam.config_from_table(table, source=f"config file {path}")
     name = fam.config_name(config)
     if name.endswith("-custom") or name == "custom":
         name = path.stem

@@ -227,22 +227,24 @@ def flatten(table: MappingABC[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of an accelerator file; a folder, a missing, unreadable, invalid or empty
+    file is a :class:`FamilyError` naming the file."""
     path = Path(path)
     if path.is_dir():
-        raise FamilyError(f"accelerator file {path} is a folder, not a .toml file")
+        raise FamilyError(f"config file {path} is a folder, not a .toml file")
     try:
         with path.open("rb") as f:
-            table = tomllib.load(f)
-        if not table:
-            raise FamilyError(f"accelerator file {path} is empty: give family = \"NAME\" and "
-                              "its fields, or preset = \"NAME\" to start from a preset")
-        return table
+            data = tomllib.load(f)
     except FileNotFoundError:
-        raise FamilyError(f"accelerator file {path} does not exist") from None
+        raise FamilyError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise FamilyError(f"accelerator file {path} is not valid TOML: {e}") from None
+        raise FamilyError(f"config file {path} is not valid TOML: {e}") from None
     except OSError as e:
-        raise FamilyError(f"accelerator file {path} cannot be read: {e.strerror}") from None
+        raise FamilyError(f"config file {path} cannot be read: {e.strerror}") from None
+    if not data:
+        raise FamilyError(f"config file {path} is empty: it must name a preset "
+                          "(preset = \"NAME\") or set the fields of an accelerator")
+    return data
 
 
 # -- the interface ------------------------------------------------------------------------
@@ -317,6 +319,12 @@ class AcceleratorFamily:
         if preset is not None and preset not in self.presets:
             raise FamilyError(f"{source}: family {self.name} has no preset {preset!r}; "
                               f"presets: {', '.join(self.presets)}")
+        fields = {f.name for f in dataclasses.fields(self.config_type)}
+        if preset is None and "name" in fields and "name" not in table:
+            # a partial file is refused rather than completed with defaults
+            raise FamilyError(f"{source}: field(s) name required, missing (it sets "
+                              f"{', '.join(table) or 'nothing'}); or start from a preset: "
+                              f"preset = \"{next(iter(self.presets), 'NAME')}\"")
         base = self.presets[preset] if preset is not None else self.config_type()
         return apply_overrides(base, flatten(table),
                                where=f"{source} (family {self.name})")
