@@ -33,6 +33,7 @@ from chipforge.config import (
 )
 from chipforge.hw.forms_fragment import FormsFragment
 from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
+from chipforge.hw.reram_tile import ReramTile, tile_config
 from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
 from chipforge.sc_config import SC_DIGITS
@@ -104,6 +105,22 @@ BLOCKS: dict[str, Block] = {
         config=SC_DIGITS,
         summary="SupeRBNN-style stochastic-computing accumulator: LFSR SNGs, bitstream "
                 "counting, threshold to sign (SC_DIGITS preset)",
+    ),
+    "tile-isaac": Block(
+        module="reram_tile_isaac",
+        build=ReramTile,
+        config=tile_config("isaac", 25, 6),
+        summary="ISAAC ReRAM tile sized for lenet-digits conv1 (K=25, N=6): AXI4-Stream in/out, "
+                "register map, input buffer, bit-serial DAC drive, crossbar port, "
+                "shift-and-add array, adder tree over 2 crossbars of 16 rows, requantization",
+    ),
+    "tile-forms8": Block(
+        module="reram_tile_forms8",
+        build=ReramTile,
+        config=tile_config("forms8", 25, 6),
+        summary="FORMS-8 ReRAM tile sized for lenet-digits conv1 (K=25, N=6): 4 fragments of "
+                "8 rows with sign indicators, zero-skipping LSB-first planes, adder tree, "
+                "requantization",
     ),
 }
 
