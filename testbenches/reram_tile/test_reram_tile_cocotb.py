@@ -17,7 +17,6 @@ checks that nothing pending survives, then runs the case again from scratch.
 
 import os
 import random
-
 from pathlib import Path
 
 import cocotb
