@@ -21,7 +21,8 @@ from chipforge.sim.executor import activation_range, run_graph
 from chipforge.sim.graph import Graph, Op
 from chipforge.sim.ref.reram_tile import Requant, requant_for, requantize
 
-__all__ = ["LayerCase", "check_requantization", "layer_case", "load_case", "save_case"]
+__all__ = ["LayerCase", "check_requantization", "column_pass", "layer_case", "load_case",
+           "save_case"]
 
 
 @dataclass
@@ -133,3 +134,13 @@ def load_case(path: str | Path) -> LayerCase:
                  raw=bool(d["raw"]), out_bits=int(d["out_bits"]))
     return LayerCase(layer="", x=d["x"], weights=d["weights"], ideal=d["ideal"], requant=rq,
                      expected=d["expected"], next_layer=None)
+
+
+def column_pass(case: LayerCase, start: int, stop: int) -> LayerCase:
+    """The part of ``case`` computed by one column pass of a tile (outputs start..stop-1)."""
+    rq = case.requant
+    part = Requant(mult=rq.mult[start:stop], bias=rq.bias[start:stop], shift=rq.shift,
+                   relu=rq.relu, raw=rq.raw, out_bits=rq.out_bits)
+    return LayerCase(layer=case.layer, x=case.x, weights=case.weights[:, start:stop],
+                     ideal=case.ideal[:, start:stop], requant=part,
+                     expected=case.expected[:, start:stop], next_layer=case.next_layer)

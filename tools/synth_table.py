@@ -1,0 +1,81 @@
+"""Synthesize every block in rtl/ for iCE40 HX8K and Xilinx 7-series; place-and-route the
+iCE40 netlist with nextpnr-ice40 for Fmax. Prints one markdown row per block and writes
+build/synth/results.json. Usage: python tools/synth_table.py [BLOCK ...]"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "synth"
+
+
+def _yosys(script: str) -> str:
+    res = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True,
+                         check=False)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-2000:])
+    return res.stdout
+
+
+def _cells(stat: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, count in re.findall(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$", stat, re.M):
+        out[name] = out.get(name, 0) + int(count)
+    return out
+
+
+def run(block: str) -> dict:
+    manifest = json.loads((ROOT / "rtl" / block / "manifest.json").read_text())
+    top, verilog = manifest["module"], ROOT / "rtl" / block / manifest["verilog"]
+    work = OUT / block
+    work.mkdir(parents=True, exist_ok=True)
+    row: dict = {"block": block}
+    t = time.time()
+    _yosys(f"read_verilog {verilog}; synth_ice40 -top {top} -json {work}/ice40.json; "
+           f"tee -q -o {work}/ice40.stat stat")
+    ice = _cells((work / "ice40.stat").read_text())
+    row["ice40_luts"] = ice.get("SB_LUT4", 0)
+    row["ice40_ffs"] = sum(v for k, v in ice.items() if k.startswith("SB_DFF"))
+    row["ice40_brams"] = ice.get("SB_RAM40_4K", 0)
+    _yosys(f"read_verilog {verilog}; synth_xilinx -family xc7 -top {top}; "
+           f"tee -q -o {work}/xc7.stat stat")
+    xc = _cells((work / "xc7.stat").read_text())
+    row["xc7_luts"] = sum(v for k, v in xc.items() if re.fullmatch(r"LUT\d", k))
+    row["xc7_ffs"] = sum(v for k, v in xc.items() if re.fullmatch(r"FD[A-Z]*", k))
+    row["xc7_dsps"] = xc.get("DSP48E1", 0)
+    row["xc7_brams"] = sum(v for k, v in xc.items() if k.startswith("RAMB"))
+    row["fits_hx8k"] = row["ice40_luts"] <= 7680 and row["ice40_brams"] <= 32
+    if row["fits_hx8k"]:
+        res = subprocess.run(["nextpnr-ice40", "--hx8k", "--package", "ct256", "--json",
+                              str(work / "ice40.json"), "--freq", "12", "--seed", "1",
+                              "--timing-allow-fail"], capture_output=True, text=True,
+                             check=False)
+        found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
+        row["fmax_mhz"] = float(found[-1]) if found else None
+        if res.returncode:
+            row["pnr_error"] = res.stderr.strip().splitlines()[-1]
+    row["seconds"] = round(time.time() - t, 1)
+    return row
+
+
+def main(blocks: list[str]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for block in blocks or sorted(p.name for p in (ROOT / "rtl").iterdir()):
+        try:
+            results[block] = run(block)
+        except Exception as err:  # report and go on with the other blocks
+            results[block] = {"block": block, "error": str(err)[-300:]}
+        path.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results[block]), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
