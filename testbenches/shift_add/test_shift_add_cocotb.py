@@ -91,6 +91,26 @@ async def shift_add_random_idle_backpressure(dut):
     # The real readouts at the end are the crossbar's MVM: exactly x @ W unless saturated.
     if not saturated:
         assert received[-x.shape[0] * 4:] == (x @ w).ravel().tolist()
+    # Cycles on the Verilog: each result is offered exactly 1 cycle (SHIFT_ADD_LATENCY)
+    # after its vector's last beat is accepted, stalls or not.
+    from chipforge.sim.cycle.shift_add import SHIFT_ADD_LATENCY
+    last_beats = [driver.sent_cycles[(j + 1) * cfg.input_cycles - 1]
+                  for j in range(len(expected))]
+    for j, (beat, offered) in enumerate(zip(last_beats, monitor.valid_cycles, strict=True)):
+        assert offered == beat + SHIFT_ADD_LATENCY, (
+            f"result {j}: offered in cycle {offered}, its last beat was accepted in {beat}")
+
+
+@cocotb.test()
+async def shift_add_reset_clears_pending(dut):
+    from chipforge.verify.cocotb_stream import check_reset_clears_pending, reset_dut
+
+    manifest = load_manifest(os.environ["CHIPFORGE_MANIFEST"])
+    cfg = CrossbarConfig.from_dict(manifest.config)
+    codes, unit, flipped, _ = _stimulus(cfg, seed=3)
+    words = _words(manifest.codec("i_stream__payload"), cfg, codes[:3], unit[:3], flipped[:3])
+    await reset_dut(dut)
+    await check_reset_clears_pending(dut, words)
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
