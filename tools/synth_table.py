@@ -30,6 +30,32 @@ def _cells(stat: str) -> dict[str, int]:
     return out
 
 
+def wrapper(manifest: dict, top: str) -> str:
+    """A 3-pin harness for place-and-route: every input of the block comes from one long
+    shift register fed by pin ``sdi``, every output is registered and XOR-reduced onto pin
+    ``sdo``. The block's own ports would need more pins than the HX8K has; the harness
+    keeps all of its logic alive and times its register-to-register paths."""
+    ins = [(n, p["width"]) for n, p in sorted(manifest["ports"].items())
+           if p["direction"] == "input"] + [("rst", 1)]
+    outs = [(n, p["width"]) for n, p in sorted(manifest["ports"].items())
+            if p["direction"] == "output"]
+    w_in, w_out = sum(w for _, w in ins), sum(w for _, w in outs)
+    conn, lo = [], 0
+    for name, width in ins:
+        conn.append(f".{name}(sr[{lo + width - 1}:{lo}])")
+        lo += width
+    lo = 0
+    for name, width in outs:
+        conn.append(f".{name}(outs[{lo + width - 1}:{lo}])")
+        lo += width
+    return (f"module pnr_wrap(input clk, input sdi, output sdo);\n"
+            f"  reg [{w_in - 1}:0] sr;\n"
+            f"  always @(posedge clk) sr <= {{sr[{max(w_in - 2, 0)}:0], sdi}};\n"
+            f"  wire [{w_out - 1}:0] outs; reg [{w_out - 1}:0] oreg;\n"
+            f"  always @(posedge clk) oreg <= outs;\n  assign sdo = ^oreg;\n"
+            f"  {top} dut(.clk(clk), {', '.join(conn)});\nendmodule\n")
+
+
 def run(block: str) -> dict:
     manifest = json.loads((ROOT / "rtl" / block / "manifest.json").read_text())
     top, verilog = manifest["module"], ROOT / "rtl" / block / manifest["verilog"]
@@ -52,8 +78,11 @@ def run(block: str) -> dict:
     row["xc7_brams"] = sum(v for k, v in xc.items() if k.startswith("RAMB"))
     row["fits_hx8k"] = row["ice40_luts"] <= 7680 and row["ice40_brams"] <= 32
     if row["fits_hx8k"]:
+        (work / "wrap.v").write_text(wrapper(manifest, top))
+        _yosys(f"read_verilog {verilog} {work}/wrap.v; synth_ice40 -top pnr_wrap "
+               f"-json {work}/wrap.json")
         res = subprocess.run(["nextpnr-ice40", "--hx8k", "--package", "ct256", "--json",
-                              str(work / "ice40.json"), "--freq", "12", "--seed", "1",
+                              str(work / "wrap.json"), "--freq", "12", "--seed", "1",
                               "--timing-allow-fail"], capture_output=True, text=True,
                              check=False)
         found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
