@@ -5,6 +5,7 @@ build/synth/results.json. Usage: python tools/synth_table.py [BLOCK ...]"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def run(block: str) -> dict:
 
 def main(blocks: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "results.json"
+    path = OUT / os.environ.get("SYNTH_RESULTS", "results.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     for block in blocks or sorted(p.name for p in (ROOT / "rtl").iterdir()):
         try:
