@@ -1,0 +1,54 @@
+"""Write the synthesis table of docs/rtl.md from build/synth/results*.json
+(tools/synth_table.py). Usage: python tools/rtl_table.py > table.md"""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Cycles per result: the blocks' docstrings (verified on the Verilog by their testbenches);
+# the tiles' from the cycle model for lenet-digits conv1 of one image (256 patches x 6
+# outputs), which the tile testbench measures equal on the Verilog.
+CYCLES = {
+    "shift-add": "16 per dot product (16-bit signed inputs, 1 beat per cycle)",
+    "forms-fragment": "EIC + 1 per fragment job (EIC: the job's effective input cycles, <= 16)",
+    "token-linear": "1 per output (8 per token), first after 2",
+    "poly-gelu": "1 per value (latency 3)",
+    "poly-exp": "1 per value (latency 3)",
+    "plan-sigmoid": "1 per value (latency 1)",
+    "token-packager": "1 per token (+1 per image when its last token is kept)",
+    "sc-accumulator": "65 per vector (64-bit streams + 1)",
+    "tile-isaac": "9.35 per result (56.1 per 6-output vector; conv1, 1 image: 14,361 cycles)",
+    "tile-forms8": "9.11 per result (54.7 per vector, mean 6.4 planes; conv1, 1 image: "
+                   "13,998 cycles)",
+}
+
+
+def main() -> None:
+    results = {}
+    # results-small.json (a second, parallel run) wins over results.json
+    for path in sorted((ROOT / "build" / "synth").glob("results*.json"), reverse=True):
+        for block, row in json.loads(path.read_text()).items():
+            if "error" not in row and ("fmax_mhz" in row or block not in results):
+                results[block] = row
+    print("| block / tile | iCE40 LUT4 | iCE40 FF | iCE40 BRAM | 7-series LUT | 7-series FF "
+          "| DSP48E1 | 7-series BRAM | Fmax iCE40 HX8K | cycles per result |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for block in CYCLES:
+        r = results.get(block)
+        if r is None:
+            print(f"| {block} | not run | | | | | | | | {CYCLES[block]} |")
+            continue
+        if not r["fits_hx8k"]:
+            fmax = f"does not fit ({r['ice40_luts']} > 7680 LUTs)"
+        elif r.get("fmax_mhz"):
+            fmax = f"{r['fmax_mhz']:.1f} MHz"
+        else:
+            fmax = "place-and-route failed"
+        print(f"| {block} | {r['ice40_luts']} | {r['ice40_ffs']} | {r['ice40_brams']} | "
+              f"{r.get('xc7_luts', '')} | {r.get('xc7_ffs', '')} | {r.get('xc7_dsps', '')} | "
+              f"{r.get('xc7_brams', '')} | {fmax} | {CYCLES[block]} |")
+
+
+if __name__ == "__main__":
+    main()
