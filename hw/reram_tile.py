@@ -429,6 +429,7 @@ def tile_config(accelerator, k: int, n: int, *, input_bits: int = 8,
     else:
         rows = min(accel.rows, crossbar_rows)
     xb = accel.crossbar_config(input_bits=input_bits, signed_inputs=signed_inputs)
-    xb = xb.replace(rows=rows, cols=min(n, max_cols))
+    cols = min(n, max_cols)
+    xb = xb.replace(rows=rows, cols=cols, adcs_per_crossbar=min(xb.adcs_per_crossbar, cols))
     return TileConfig(crossbar=xb, row_groups=-(-k // rows), cols=min(n, max_cols),
                       accelerator=accel.name)

@@ -58,8 +58,10 @@ def wrapper(manifest: dict, top: str) -> str:
 
 
 def run(block: str) -> dict:
-    manifest = json.loads((ROOT / "rtl" / block / "manifest.json").read_text())
-    top, verilog = manifest["module"], ROOT / "rtl" / block / manifest["verilog"]
+    folder = Path(block) if Path(block).is_dir() else ROOT / "rtl" / block
+    block = folder.name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    top, verilog = manifest["module"], folder / manifest["verilog"]
     work = OUT / block
     work.mkdir(parents=True, exist_ok=True)
     row: dict = {"block": block}
@@ -99,12 +101,13 @@ def main(blocks: list[str]) -> None:
     path = OUT / os.environ.get("SYNTH_RESULTS", "results.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     for block in blocks or sorted(p.name for p in (ROOT / "rtl").iterdir()):
+        name = Path(block).name
         try:
-            results[block] = run(block)
+            results[name] = run(block)
         except Exception as err:  # report and go on with the other blocks
-            results[block] = {"block": block, "error": str(err)[-300:]}
+            results[name] = {"block": name, "error": str(err)[-300:]}
         path.write_text(json.dumps(results, indent=2))
-        print(json.dumps(results[block]), flush=True)
+        print(json.dumps(results[name]), flush=True)
 
 
 if __name__ == "__main__":
