@@ -21,6 +21,7 @@ CYCLES = {
     "tile-isaac": "9.35 per result (56.1 per 6-output vector; conv1, 1 image: 14,361 cycles)",
     "tile-forms8": "9.11 per result (54.7 per vector, mean 6.4 planes; conv1, 1 image: "
                    "13,998 cycles)",
+    "tile-forms8-small": "(K=16, N=2: 2 fragments x 2 columns; synthesis only, no testbench)",
 }
 
 
@@ -37,7 +38,11 @@ def main() -> None:
     for block in CYCLES:
         r = results.get(block)
         if r is None:
-            print(f"| {block} | not run | | | | | | | | {CYCLES[block]} |")
+            print(f"| {block} | not finished | | | | | | | | {CYCLES[block]} |")
+            continue
+        if "ice40_luts" not in r:
+            print(f"| {block} | failed: {r.get('error', '')[:60]} | | | | | | | | "
+                  f"{CYCLES[block]} |")
             continue
         if not r["fits_hx8k"]:
             fmax = f"does not fit ({r['ice40_luts']} > 7680 LUTs)"
