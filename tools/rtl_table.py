@@ -25,6 +25,37 @@ CYCLES = {
 }
 
 
+def _partial(block: str) -> dict | None:
+    """The counts of a block whose run has not finished, from the stat files written so far
+    (no Fmax yet)."""
+    import re
+    folder = ROOT / "build" / "synth" / block
+    if not (folder / "ice40.stat").exists():
+        return None
+
+    def cells(path):
+        out = {}
+        if path.exists():
+            for name, n in re.findall(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$",
+                                      path.read_text(), re.M):
+                out[name] = out.get(name, 0) + int(n)
+        return out
+
+    ice, xc = cells(folder / "ice40.stat"), cells(folder / "xc7.stat")
+    row = {"ice40_luts": ice.get("SB_LUT4", 0),
+           "ice40_ffs": sum(v for k, v in ice.items() if k.startswith("SB_DFF")),
+           "ice40_brams": ice.get("SB_RAM40_4K", 0)}
+    if xc:
+        row.update(xc7_luts=sum(v for k, v in xc.items() if re.fullmatch(r"LUT\d", k)),
+                   xc7_ffs=sum(v for k, v in xc.items() if re.fullmatch(r"FD[A-Z]*", k)),
+                   xc7_dsps=xc.get("DSP48E1", 0),
+                   xc7_brams=sum(v for k, v in xc.items() if k.startswith("RAMB")))
+    row["fits_hx8k"] = row["ice40_luts"] <= 7680
+    row["fmax_mhz"] = None
+    row["pending"] = True
+    return row
+
+
 def main() -> None:
     results = {}
     # results-small.json (a second, parallel run) wins over results.json
@@ -36,7 +67,7 @@ def main() -> None:
           "| DSP48E1 | 7-series BRAM | Fmax iCE40 HX8K | cycles per result |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for block in CYCLES:
-        r = results.get(block)
+        r = results.get(block) or _partial(block)
         if r is None:
             print(f"| {block} | not finished | | | | | | | | {CYCLES[block]} |")
             continue
@@ -48,6 +79,8 @@ def main() -> None:
             fmax = f"does not fit ({r['ice40_luts']} > 7680 LUTs)"
         elif r.get("fmax_mhz"):
             fmax = f"{r['fmax_mhz']:.1f} MHz"
+        elif r.get("pending"):
+            fmax = "fits; place-and-route not finished"
         else:
             fmax = "place-and-route failed"
         print(f"| {block} | {r['ice40_luts']} | {r['ice40_ffs']} | {r['ice40_brams']} | "
