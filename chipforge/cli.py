@@ -245,7 +245,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _add_rtl(p: argparse.ArgumentParser) -> None:
     from chipforge.hw.generate import BLOCKS
 
-    p.add_argument("block", choices=[*BLOCKS, "all"], help="block to generate, or all")
+    p.add_argument("block", choices=[*BLOCKS, "all", "tile"],
+                   help="block to generate, all, or tile (with --accelerator and --layer)")
+    p.add_argument("--accelerator", default="isaac", help="tile: ReRAM preset (isaac, forms8...)")
+    p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1)")
     p.add_argument("--out", type=Path, default=Path("rtl"),
                    help="output directory (default: rtl/); files go to OUT/BLOCK/")
     p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
@@ -261,9 +264,20 @@ def _run_rtl(args: argparse.Namespace) -> int:
     names = list(BLOCKS) if args.block == "all" else [args.block]
     check_output_dir(args.out, option="--out")
     for name in names:
-        paths = generate(name, args.out)
+        if name == "tile":  # chipforge.hw.generate.generate_tile
+            from chipforge.hw.generate import generate_tile
+            if not args.layer:
+                raise UsageError("rtl tile needs --layer MODEL:LAYER (e.g. lenet-digits:conv1)")
+            try:
+                paths = generate_tile(args.accelerator, args.layer, args.out)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            module = paths[0].stem
+        else:
+            paths = generate(name, args.out)
+            module = BLOCKS[name].module
         print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
-        verilog_path, module = paths[0], BLOCKS[name].module
+        verilog_path = paths[0]
         if args.lint:
             lint_verilog(verilog_path, module)
             print(f"{name}: verilator --lint-only -Wall: clean")

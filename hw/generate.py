@@ -33,11 +33,12 @@ from chipforge.config import (
 )
 from chipforge.hw.forms_fragment import FormsFragment
 from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
+from chipforge.hw.reram_tile import REGISTER_MAP, ReramTile, TileConfig, tile_config
 from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
 from chipforge.sc_config import SC_DIGITS
 
-__all__ = ["BLOCKS", "Block", "generate", "port_manifest"]
+__all__ = ["BLOCKS", "Block", "generate", "generate_tile", "port_manifest"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,22 @@ BLOCKS: dict[str, Block] = {
         summary="SupeRBNN-style stochastic-computing accumulator: LFSR SNGs, bitstream "
                 "counting, threshold to sign (SC_DIGITS preset)",
     ),
+    "tile-isaac": Block(
+        module="reram_tile_isaac",
+        build=ReramTile,
+        config=tile_config("isaac", 25, 6),
+        summary="ISAAC ReRAM tile sized for lenet-digits conv1 (K=25, N=6): AXI4-Stream in/out, "
+                "register map, input buffer, bit-serial DAC drive, crossbar port, "
+                "shift-and-add array, adder tree over 2 crossbars of 16 rows, requantization",
+    ),
+    "tile-forms8": Block(
+        module="reram_tile_forms8",
+        build=ReramTile,
+        config=tile_config("forms8", 25, 6),
+        summary="FORMS-8 ReRAM tile sized for lenet-digits conv1 (K=25, N=6): 4 fragments of "
+                "8 rows with sign indicators, zero-skipping LSB-first planes, adder tree, "
+                "requantization",
+    ),
 }
 
 
@@ -151,7 +168,11 @@ def generate(name: str, out_dir: str | Path) -> list[Path]:
     """Write block ``name``'s Verilog and manifest under ``out_dir/name``; return the paths."""
     if name not in BLOCKS:
         raise ValueError(f"unknown block {name!r}; blocks: {', '.join(BLOCKS)}")
-    block = BLOCKS[name]
+    return _write(name, BLOCKS[name], out_dir)
+
+
+def _write(name: str, block: Block, out_dir: str | Path,
+           extra: dict[str, Any] | None = None) -> list[Path]:
     component = block.component()
     ports = port_manifest(component)
     text = verilog.convert(component, name=block.module, emit_src=False)
@@ -175,6 +196,40 @@ def generate(name: str, out_dir: str | Path) -> list[Path]:
         "ports": ports,
         "verilog": verilog_path.name,
     }
+    if isinstance(block.config, TileConfig):
+        manifest["registers"] = {k: {"address": a, "meaning": t}
+                                 for k, (a, t) in REGISTER_MAP.items()}
+    manifest.update(extra or {})
     manifest_path = target / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return [verilog_path, manifest_path]
+
+
+def generate_tile(accelerator: str, layer: str, out_dir: str | Path, *,
+                  crossbar_rows: int = 16, max_cols: int = 16) -> list[Path]:
+    """Write a ReRAM tile of ``accelerator`` sized for ``layer`` (``MODEL:LAYER``, a bundled
+    model or a graph file and one of its quantized weighted layers) to ``out_dir/tile-ACCEL-
+    LAYER``. The manifest records the layer (K inputs, N outputs, column passes)."""
+    from chipforge import zoo
+    from chipforge.sim.executor import weight_matrix
+
+    model, sep, layer_name = str(layer).rpartition(":")
+    if not sep or not model or not layer_name:
+        raise ValueError(f"--layer must be MODEL:LAYER (e.g. lenet-digits:conv1), not {layer!r}")
+    graph = zoo.load(model) if model in zoo.names() else zoo.load_graph_file(model)
+    names = [n.name for n in graph.nodes if n.weighted and n.quantized]
+    if layer_name not in names:
+        raise ValueError(f"layer must be a quantized weighted layer of {model} "
+                         f"({', '.join(names)}), not {layer_name!r}")
+    node = graph.node(layer_name)
+    k, n = weight_matrix(node).shape
+    cfg = tile_config(accelerator, k, n, input_bits=int(node.attrs["act_bits"]),
+                      signed_inputs=bool(node.attrs["act_signed"]),
+                      crossbar_rows=crossbar_rows, max_cols=max_cols)
+    tag = f"tile-{cfg.accelerator}-{layer_name}".replace("_", "-")
+    block = Block(module=tag.replace("-", "_"), build=ReramTile, config=cfg,
+                  summary=f"{cfg.accelerator} ReRAM tile for {model}:{layer_name} "
+                          f"(K={k}, N={n})")
+    passes = -(-n // cfg.cols)
+    return _write(tag, block, out_dir, {"layer": {"model": model, "name": layer_name,
+                                                  "k": k, "n": n, "column_passes": passes}})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from chipforge.config import CrossbarConfig, WeightEncoding
 
-__all__ = ["ShiftAdd", "shift_add_layout", "shift_add_value_range"]
+__all__ = ["ShiftAdd", "column_value", "shift_add_layout", "shift_add_value_range"]
 
 
 def shift_add_layout(cfg: CrossbarConfig) -> data.StructLayout:
@@ -58,6 +58,46 @@ def shift_add_value_range(cfg: CrossbarConfig) -> tuple[tuple[int, int], tuple[i
     return value, acc
 
 
+def column_value(m: Module, cfg: CrossbarConfig, beat, value_width: int, prefix: str = "",
+                 enable=None) -> Signal:
+    """The per-cycle value of one weight column from its ADC codes (combinational).
+
+    ``beat`` has the fields of :func:`shift_add_layout` (``codes``, and ``unit``/``flip``
+    where the config has them). Flipped columns become ``(2**cell_bits - 1) * unit - code``,
+    slices are weighted by ``2**(cell_bits * s)``, and the offset bias or the w- slices are
+    subtracted. ``enable`` (a 1-bit value) forces the value to 0 when low (FORMS: a
+    fragment whose conversion was skipped). Shared by :class:`ShiftAdd` and the ReRAM tile.
+    """
+    level_max = (1 << cfg.cell_bits) - 1
+    phys = cfg.physical_cols_per_weight
+    unit = Signal(signed(cfg.adc_bits + 1), name=f"{prefix}unit")
+    if cfg.has_unit_column:
+        m.d.comb += unit.eq(beat.unit)
+    slice_values = []
+    for p in range(phys):
+        v = Signal(signed(cfg.adc_bits + cfg.cell_bits + 2), name=f"{prefix}slice{p}")
+        if cfg.flip_encoding:
+            with m.If(beat.flip[p]):
+                m.d.comb += v.eq(level_max * unit - beat.codes[p])
+            with m.Else():
+                m.d.comb += v.eq(beat.codes[p])
+        else:
+            m.d.comb += v.eq(beat.codes[p])
+        slice_values.append(v)
+
+    value = Signal(signed(value_width), name=f"{prefix}value")
+    weighted = [v << (cfg.cell_bits * (p % cfg.slices)) for p, v in enumerate(slice_values)]
+    if cfg.weight_encoding is WeightEncoding.OFFSET:
+        total = sum(weighted) - (unit << (cfg.weight_bits - 1))
+    else:
+        total = sum(weighted[:cfg.slices]) - sum(weighted[cfg.slices:])
+    if enable is None:
+        m.d.comb += value.eq(total)
+    else:
+        m.d.comb += value.eq(Mux(enable, total, 0))
+    return value
+
+
 class ShiftAdd(wiring.Component):
     """Shift-and-add of one crossbar weight column over the bit-serial input cycles.
 
@@ -92,30 +132,8 @@ class ShiftAdd(wiring.Component):
         cfg = self.cfg
         m = Module()
         beat_in = self.i_stream.payload
-        level_max = (1 << cfg.cell_bits) - 1
-        phys = cfg.physical_cols_per_weight
 
-        unit = Signal(signed(cfg.adc_bits + 1))
-        if cfg.has_unit_column:
-            m.d.comb += unit.eq(beat_in.unit)
-        slice_values = []
-        for p in range(phys):
-            v = Signal(signed(cfg.adc_bits + cfg.cell_bits + 2), name=f"slice{p}")
-            if cfg.flip_encoding:
-                with m.If(beat_in.flip[p]):
-                    m.d.comb += v.eq(level_max * unit - beat_in.codes[p])
-                with m.Else():
-                    m.d.comb += v.eq(beat_in.codes[p])
-            else:
-                m.d.comb += v.eq(beat_in.codes[p])
-            slice_values.append(v)
-
-        value = Signal(signed(self.value_width))
-        weighted = [v << (cfg.cell_bits * (p % cfg.slices)) for p, v in enumerate(slice_values)]
-        if cfg.weight_encoding is WeightEncoding.OFFSET:
-            m.d.comb += value.eq(sum(weighted) - (unit << (cfg.weight_bits - 1)))
-        else:
-            m.d.comb += value.eq(sum(weighted[:cfg.slices]) - sum(weighted[cfg.slices:]))
+        value = column_value(m, cfg, beat_in, self.value_width)
 
         widths = cfg.input_slice_widths
         beat = Signal(range(max(len(widths), 2)))

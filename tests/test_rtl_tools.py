@@ -13,7 +13,7 @@ def test_verilator_lint_clean(block, tmp_path):
 
 
 # Blocks whose LUT-only iCE40 synthesis takes over half a minute run with `make test-slow`.
-SLOW_SYNTHESIS = {"token-linear"}
+SLOW_SYNTHESIS = {"token-linear", "tile-isaac", "tile-forms8"}
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, marks=pytest.mark.slow)

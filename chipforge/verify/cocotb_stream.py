@@ -16,7 +16,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-__all__ = ["Scoreboard", "StreamDriver", "StreamMonitor", "reset_dut"]
+__all__ = ["Scoreboard", "StreamDriver", "StreamMonitor", "check_reset_clears_pending",
+           "reset_dut"]
 
 
 async def reset_dut(dut, cycles: int = 2, period_ns: int = 10) -> None:
@@ -62,15 +63,28 @@ class StreamDriver:
 @dataclass
 class StreamMonitor:
     """Receives words from ``<prefix>__*``, holding ``ready`` low at random
-    (``1 - ready_prob`` per cycle) to apply back-pressure."""
+    (``1 - ready_prob`` per cycle) to apply back-pressure, and starting, with probability
+    ``stall_prob`` per cycle, a stall of 1..``max_stall`` cycles.
+
+    Every cycle it checks the stream rules on the Verilog: a word that is offered and not
+    taken stays offered, unchanged, in the next cycle (a result overwritten or withdrawn
+    under back-pressure fails); after the expected count it keeps ``ready`` high for
+    ``quiet_cycles`` and fails on any further word (extra outputs). ``valid_cycles`` records
+    the cycle in which each word was first offered, for latency checks.
+    """
 
     dut: object
     prefix: str
     ready_prob: float = 1.0
     seed: int = 1
     signed: bool = False
+    stall_prob: float | None = None
+    """Default: 0.01 when ``ready_prob < 1``, else 0 (an always-ready consumer)."""
+    max_stall: int = 100
+    quiet_cycles: int = 40
     received: list[int] = field(default_factory=list)
     received_cycles: list[int] = field(default_factory=list)
+    valid_cycles: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         self.valid = getattr(self.dut, f"{self.prefix}__valid")
@@ -78,23 +92,88 @@ class StreamMonitor:
         self.payload = getattr(self.dut, f"{self.prefix}__payload")
         self.rng = random.Random(self.seed)
         self.ready.value = 0
+        if self.stall_prob is None:
+            self.stall_prob = 0.01 if self.ready_prob < 1 else 0.0
+
+    def _word(self):
+        word = self.payload.value
+        return word.to_signed() if self.signed else word.to_unsigned()
 
     async def collect(self, count: int, timeout_cycles: int) -> list[int]:
-        cycle = 0
+        cycle, stall, held = 0, 0, None
         while len(self.received) < count:
             await FallingEdge(self.dut.clk)
             cycle += 1
             if cycle > timeout_cycles:
                 raise TimeoutError(f"{self.prefix}: {len(self.received)} of {count} words "
                                    f"after {timeout_cycles} cycles")
-            ready = self.rng.random() < self.ready_prob
+            if stall == 0 and self.rng.random() < self.stall_prob:
+                stall = self.rng.randint(1, self.max_stall)
+            ready = stall == 0 and self.rng.random() < self.ready_prob
+            stall = max(stall - 1, 0)
             self.ready.value = int(ready)
             await ReadOnly()
-            if ready and self.valid.value:
-                word = self.payload.value
-                self.received.append(word.to_signed() if self.signed else word.to_unsigned())
+            valid = bool(self.valid.value)
+            if held is not None:
+                if not valid:
+                    raise AssertionError(f"{self.prefix}: cycle {cycle}: word {held} was "
+                                         "withdrawn while stalled (valid dropped)")
+                if self._word() != held:
+                    raise AssertionError(f"{self.prefix}: cycle {cycle}: the stalled word "
+                                         f"changed from {held} to {self._word()}")
+            elif valid:
+                self.valid_cycles.append(cycle)
+            held = None
+            if valid and ready:
+                self.received.append(self._word())
                 self.received_cycles.append(cycle)
+            elif valid:
+                held = self._word()
+        for _ in range(self.quiet_cycles):
+            await FallingEdge(self.dut.clk)
+            self.ready.value = 1
+            await ReadOnly()
+            if self.valid.value:
+                raise AssertionError(f"{self.prefix}: an extra word {self._word()} after the "
+                                     f"{count} expected")
         return self.received
+
+
+async def check_reset_clears_pending(dut, words: Sequence[int], *, i_prefix: str = "i_stream",
+                                     o_prefix: str = "o_stream") -> None:
+    """Send ``words`` with the output stalled until a result is offered, then reset: no
+    result may be offered after it (a pending result must be cleared), for 20 cycles."""
+    valid_in = getattr(dut, f"{i_prefix}__valid")
+    ready_in = getattr(dut, f"{i_prefix}__ready")
+    payload_in = getattr(dut, f"{i_prefix}__payload")
+    valid_out = getattr(dut, f"{o_prefix}__valid")
+    await FallingEdge(dut.clk)
+    getattr(dut, f"{o_prefix}__ready").value = 0
+    index, cycles = 0, 0
+    while True:
+        await FallingEdge(dut.clk)
+        cycles += 1
+        if cycles > 100 * (len(words) + 10):
+            raise TimeoutError("no result offered: cannot test reset with a pending result")
+        valid_in.value = int(index < len(words))
+        if index < len(words):
+            payload_in.value = words[index]
+        await ReadOnly()
+        if valid_out.value:
+            break
+        if index < len(words) and ready_in.value:
+            index += 1
+    await FallingEdge(dut.clk)
+    valid_in.value = 0
+    dut.rst.value = 1
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    for cycle in range(20):
+        await ReadOnly()
+        if valid_out.value:
+            raise AssertionError(f"{o_prefix}: a result is still offered {cycle} cycles "
+                                 "after reset")
+        await FallingEdge(dut.clk)
 
 
 def start(coro):

@@ -47,9 +47,13 @@ def run_cocotb(block_dir: str | Path, test_file: str | Path, *, simulator: str =
         runner.build(sources=[manifest.verilog.resolve()], hdl_toplevel=manifest.module,
                      build_dir=build_dir, timescale=("1ns", "1ps"), build_args=build_args,
                      always=True)
-        results = runner.test(hdl_toplevel=manifest.module, test_module=test_file.stem,
-                              build_dir=build_dir, test_dir=build_dir, extra_env=env,
-                              seed=seed)
+        try:
+            results = runner.test(hdl_toplevel=manifest.module, test_module=test_file.stem,
+                                  build_dir=build_dir, test_dir=build_dir, extra_env=env,
+                                  seed=seed)
+        except SystemExit as stop:  # the runner exits when a test fails
+            raise AssertionError(f"cocotb: tests of {test_file.name} failed on {simulator} "
+                                 f"(exit {stop.code}); log in {build_dir}") from None
     tests, failures = get_results(results)
     if tests == 0 or failures:
         raise AssertionError(f"cocotb: {failures} of {tests} tests of {test_file.name} failed "

@@ -38,6 +38,7 @@ async def elementwise_unit_random_idle_backpressure(dut):
         Scoreboard,
         StreamDriver,
         StreamMonitor,
+        check_reset_clears_pending,
         reset_dut,
         start,
     )
@@ -59,6 +60,8 @@ async def elementwise_unit_random_idle_backpressure(dut):
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=s_mon, signed=signed_out)
     start(driver.send(words))
     received = await monitor.collect(len(expected), timeout_cycles=10 * len(words) + 100)
+    # A reset while a result waits on a stalled output must clear it.
+    await check_reset_clears_pending(dut, words)
     Scoreboard(block).check(expected, received, context=lambda k: f"x = {x[k]}")
 
 

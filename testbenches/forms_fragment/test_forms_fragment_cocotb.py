@@ -94,6 +94,7 @@ async def forms_fragment_random_idle_backpressure(dut):
         Scoreboard,
         StreamDriver,
         StreamMonitor,
+        check_reset_clears_pending,
         reset_dut,
         start,
     )
@@ -108,6 +109,8 @@ async def forms_fragment_random_idle_backpressure(dut):
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.5, seed=23)
     start(driver.send(words))
     raw = await monitor.collect(len(expected), timeout_cycles=40 * len(words) + 100)
+    # A reset while a result waits on a stalled output must clear it.
+    await check_reset_clears_pending(dut, words)
     received = _unpack_results(manifest, raw, cfg.columns)
     Scoreboard("forms_fragment").check(expected, received,
                                        context=lambda k: f"dot product {k}")

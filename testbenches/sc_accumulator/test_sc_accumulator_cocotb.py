@@ -36,7 +36,13 @@ def _stimulus(cfg, seed, n):
 
 
 async def _run(dut, codes, idle_prob, ready_prob, seed):
-    from chipforge.verify.cocotb_stream import StreamDriver, StreamMonitor, reset_dut, start
+    from chipforge.verify.cocotb_stream import (
+        StreamDriver,
+        StreamMonitor,
+        check_reset_clears_pending,
+        reset_dut,
+        start,
+    )
 
     manifest = load_manifest(os.environ["CHIPFORGE_MANIFEST"])
     cfg = ScAccumulatorConfig.from_dict(manifest.config)
@@ -49,6 +55,8 @@ async def _run(dut, codes, idle_prob, ready_prob, seed):
     start(driver.send(words))
     received = await monitor.collect(len(words),
                                      timeout_cycles=len(words) * (cfg.length + 40) + 100)
+    # A reset while a result waits on a stalled output must clear it.
+    await check_reset_clears_pending(dut, words)
     beats = [o_codec.unpack(w) for w in received]
     return cfg, beats, driver.sent_cycles, monitor.received_cycles
 

@@ -63,6 +63,22 @@ def _words(codec, cfg, codes, unit, flipped):
     return words
 
 
+async def _ready_rule(dut):
+    """ShiftAdd's documented input rule, every cycle: ``i_stream.ready`` is high exactly
+    when no result waits or the waiting one is taken (no slowdown under stalls)."""
+    from cocotb.triggers import FallingEdge, ReadOnly
+
+    cycle = 0
+    while True:
+        await FallingEdge(dut.clk)
+        await ReadOnly()
+        cycle += 1
+        want = int(not dut.o_stream__valid.value or dut.o_stream__ready.value)
+        assert int(dut.i_stream__ready.value) == want, (
+            f"cycle {cycle}: i_stream.ready is {int(dut.i_stream__ready.value)}, the ready "
+            f"rule says {want}")
+
+
 @cocotb.test()
 async def shift_add_random_idle_backpressure(dut):
     from chipforge.sim.ref.crossbar import shift_add
@@ -85,12 +101,33 @@ async def shift_add_random_idle_backpressure(dut):
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=11)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=12, signed=True)
     start(driver.send(words))
+    start(_ready_rule(dut))
     received = await monitor.collect(len(expected), timeout_cycles=10 * len(words) + 100)
     Scoreboard("shift_add").check(expected, received,
                                   context=lambda k: f"dot product {k}")
     # The real readouts at the end are the crossbar's MVM: exactly x @ W unless saturated.
     if not saturated:
         assert received[-x.shape[0] * 4:] == (x @ w).ravel().tolist()
+    # Cycles on the Verilog: each result is offered exactly 1 cycle (SHIFT_ADD_LATENCY)
+    # after its vector's last beat is accepted, stalls or not.
+    from chipforge.sim.cycle.shift_add import SHIFT_ADD_LATENCY
+    last_beats = [driver.sent_cycles[(j + 1) * cfg.input_cycles - 1]
+                  for j in range(len(expected))]
+    for j, (beat, offered) in enumerate(zip(last_beats, monitor.valid_cycles, strict=True)):
+        assert offered == beat + SHIFT_ADD_LATENCY, (
+            f"result {j}: offered in cycle {offered}, its last beat was accepted in {beat}")
+
+
+@cocotb.test()
+async def shift_add_reset_clears_pending(dut):
+    from chipforge.verify.cocotb_stream import check_reset_clears_pending, reset_dut
+
+    manifest = load_manifest(os.environ["CHIPFORGE_MANIFEST"])
+    cfg = CrossbarConfig.from_dict(manifest.config)
+    codes, unit, flipped, _ = _stimulus(cfg, seed=3)
+    words = _words(manifest.codec("i_stream__payload"), cfg, codes[:3], unit[:3], flipped[:3])
+    await reset_dut(dut)
+    await check_reset_clears_pending(dut, words)
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])

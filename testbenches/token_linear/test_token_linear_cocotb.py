@@ -28,6 +28,7 @@ async def token_linear_random_idle_backpressure(dut):
         Scoreboard,
         StreamDriver,
         StreamMonitor,
+        check_reset_clears_pending,
         reset_dut,
         start,
     )
@@ -54,6 +55,8 @@ async def token_linear_random_idle_backpressure(dut):
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=24, signed=True)
     start(driver.send(i_words))
     received = await monitor.collect(len(expected), timeout_cycles=20 * len(expected) + 100)
+    # A reset while a result waits on a stalled output must clear it.
+    await check_reset_clears_pending(dut, i_words)
     Scoreboard("token_linear").check(
         expected, received,
         context=lambda k: f"token {k // cfg.out_features}, output {k % cfg.out_features}")

@@ -46,6 +46,7 @@ async def token_packager_random_idle_backpressure(dut):
         Scoreboard,
         StreamDriver,
         StreamMonitor,
+        check_reset_clears_pending,
         reset_dut,
         start,
     )
@@ -61,6 +62,8 @@ async def token_packager_random_idle_backpressure(dut):
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=16)
     start(driver.send(words))
     received = await monitor.collect(len(expected), timeout_cycles=10 * len(words) + 100)
+    # A reset while a result waits on a stalled output must clear it.
+    await check_reset_clears_pending(dut, words)
     Scoreboard("token_packager").check(
         [o_codec.pack(e) for e in expected], received,
         context=lambda k: f"beat {k}: expected {expected[k]}")

@@ -1,0 +1,342 @@
+"""cocotb testbench of a generated ReRAM tile (rtl/tile-isaac, rtl/tile-forms8, or a tile
+written by ``chipforge rtl tile``).
+
+The case (``CHIPFORGE_TILE_CASE``, an ``.npz`` of :mod:`chipforge.verify.tile_case`) is one
+layer of a bundled CNN from the ideal simulated run: integer inputs, weights, the
+requantization registers and the expected outputs. The analog crossbar is a cocotb model:
+on each plane request it reads ``xbar_dac``/``xbar_active`` and answers, ``adc_latency``
+cycles later, with the ADC codes of :meth:`chipforge.sim.ref.reram_tile.TileProgram.plane_codes`
+(junk codes on every other cycle). One clocked loop drives random idle input cycles and
+output stalls of up to 100 cycles and checks *every* output port in *every* cycle against
+the cycle model (:func:`chipforge.sim.ref.reram_tile.tile_timeline`) and the reference:
+``s_axis_tready``, ``m_axis_tvalid`` (no extra outputs), ``m_axis_tdata``/``tlast`` (stable
+while stalled, the expected value), ``xbar_dac_valid``, ``xbar_dac``/``xbar_active`` (the
+expected plane), and ``busy``. The reset test applies reset in the middle of a vector and
+checks that nothing pending survives, then runs the case again from scratch.
+"""
+
+import os
+import random
+from pathlib import Path
+
+import cocotb
+import numpy as np
+import pytest
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly
+
+from chipforge.hw.reram_tile import TileConfig
+from chipforge.sim.ref.reram_tile import TileProgram, tile_timeline
+from chipforge.verify.manifest import load_manifest
+from chipforge.verify.tile_case import load_case
+
+MAX_STALL = 100
+
+
+def _env():
+    manifest = load_manifest(os.environ["CHIPFORGE_MANIFEST"])
+    cfg = TileConfig.from_dict(manifest.config)
+    case = load_case(os.environ["CHIPFORGE_TILE_CASE"])
+    vectors = int(os.environ.get("CHIPFORGE_TILE_VECTORS", len(case.x)))
+    return manifest, cfg, case, vectors
+
+
+def _patterns(seed, idle, stall, length):
+    """Per-cycle input valid and output ready, stalls of 1..MAX_STALL cycles included."""
+    rng = random.Random(seed)
+    valid = [rng.random() >= idle for _ in range(length)]
+    ready, c = [], 0
+    while c < length:
+        if rng.random() < stall:
+            run = rng.randint(1, MAX_STALL)
+            ready += [False] * run
+            c += run
+        else:
+            ready.append(rng.random() < 0.8)
+            c += 1
+    return valid, ready
+
+
+def kick_combinational(dut):
+    """Re-evaluate every ``always @*`` block of yosys' Verilog once.
+
+    yosys adds a dummy register to each such block so that simulators run it at time 0;
+    Icarus does not, and a block whose inputs keep their initial values (a multiplexer
+    select that stays 0 until its first use) would output X. Toggling the register fixes
+    that without touching the design.
+    """
+    for name in ("$auto$verilog_backend.cc:2355:dump_module$1",):
+        try:
+            handle = dut._id(name, extended=False)
+        except (AttributeError, KeyError):
+            continue
+        handle.value = 1
+
+
+class Tile:
+    def __init__(self, dut, manifest, cfg):
+        self.dut, self.cfg = dut, cfg
+        fields = manifest.data["ports"]["xbar_adc_codes"]["fields"]
+        self.offsets = {f["name"]: f["offset"] for f in fields}
+        self.adc_width = manifest.port_width("xbar_adc_codes")
+        for port in ("s_axis_tvalid", "s_axis_tdata", "m_axis_tready", "xbar_adc_valid",
+                     "xbar_adc_codes", "cfg_we", "cfg_addr", "cfg_wdata"):
+            getattr(dut, port).value = 0
+        kick_combinational(dut)
+
+    async def tick(self):
+        await FallingEdge(self.dut.clk)
+
+    async def reset(self, cycles=2):
+        self.dut.rst.value = 1
+        for _ in range(cycles):
+            await self.tick()
+        self.dut.rst.value = 0
+
+    async def write(self, addr, value):
+        await self.tick()
+        self.dut.cfg_we.value = 1
+        self.dut.cfg_addr.value = addr
+        self.dut.cfg_wdata.value = int(value) & ((1 << 64) - 1)
+        await self.tick()
+        self.dut.cfg_we.value = 0
+
+    async def program(self, prog, rq, k, n):
+        await self.write(0x000, int(rq.relu) | (int(rq.raw) << 1))
+        await self.write(0x001, k)
+        await self.write(0x002, n)
+        await self.write(0x003, rq.shift)
+        for c in range(n):
+            await self.write(0x100 + c, int(rq.mult[c]))
+            await self.write(0x200 + c, int(rq.bias[c]))
+        meta = prog.meta()
+        for g in range(self.cfg.row_groups):
+            for c in range(self.cfg.cols):
+                await self.write(0x400 + g * self.cfg.cols + c, int(meta[g, c]))
+
+    def pack_codes(self, codes, unit):
+        word = 0
+        for g in range(codes.shape[0]):
+            for c in range(codes.shape[1]):
+                for p in range(codes.shape[2]):
+                    word |= int(codes[g, c, p]) << self.offsets[f"groups[{g}]cols[{c}][{p}]"]
+            if f"groups[{g}]unit" in self.offsets:
+                word |= int(unit[g]) << self.offsets[f"groups[{g}]unit"]
+        return word
+
+    async def run(self, prog, x, expected, *, seed, idle, stall, adc_latency, stop_at=None):
+        """Stream the vectors; check every port every cycle; return the measured cycles."""
+        dut, cfg = self.dut, self.cfg
+        k, n = x.shape[1], expected.shape[1]
+        plane_lists = [prog.planes(v) for v in x]
+        horizon = 200 * len(x) * (k + n + 40) + 10_000
+        valid_p, ready_p = _patterns(seed, idle, stall, horizon)
+        tl = tile_timeline(k, n, [len(p) for p in plane_lists], adc_latency=adc_latency,
+                           valid=lambda c: valid_p[c], ready=lambda c: ready_p[c])
+        full_cycles = {c for a, b in tl.full for c in range(a, b + 1)}
+        busy_cycles = {c for a, b in tl.busy for c in range(a, b + 1)}
+        requests = {c: (v, j) for v, rs in enumerate(tl.requests) for j, c in enumerate(rs)}
+        out_valid = {}
+        for v, (start, beats) in enumerate(zip(tl.output_start, tl.outputs, strict=True)):
+            index = 0
+            for c in range(start, beats[-1] + 1):
+                out_valid[c] = (v, index)
+                if c == beats[index]:
+                    index += 1
+        beats = x.reshape(-1)
+        sent, pending, junk = 0, {}, random.Random(seed + 99)
+        rows, groups = cfg.crossbar.rows, cfg.row_groups
+        got = np.zeros_like(expected)
+        last_end = tl.cycles + 50          # idle cycles after the last output: no extras
+        for cycle in range(last_end):
+            if stop_at is not None and cycle == stop_at:
+                await self.tick()
+                return cycle
+            await self.tick()
+            offer = valid_p[cycle] and sent < len(beats)
+            dut.s_axis_tvalid.value = int(offer)
+            dut.s_axis_tdata.value = int(beats[sent]) if offer else junk.getrandbits(
+                cfg.crossbar.input_bits)
+            dut.m_axis_tready.value = int(ready_p[cycle])
+            if cycle in pending:
+                codes, unit = pending.pop(cycle)
+                dut.xbar_adc_valid.value = 1
+                dut.xbar_adc_codes.value = self.pack_codes(codes, unit)
+            else:
+                dut.xbar_adc_valid.value = 0
+                dut.xbar_adc_codes.value = junk.getrandbits(self.adc_width)
+            await ReadOnly()
+            where = f"cycle {cycle}"
+            if os.environ.get("TILE_DEBUG") and cycle < 3:
+                dut._log.info(f"{cycle} state={dut.tile_state.value} full={dut.full.value} "
+                              f"fill={dut.fill.value} k={dut.reg_k.value} rst={dut.rst.value}")
+            tready = int(dut.s_axis_tready.value)
+            assert tready == int(cycle not in full_cycles), f"{where}: s_axis_tready={tready}"
+            if offer and tready:
+                assert tl.accepted[sent] == cycle, f"{where}: beat {sent} accepted early/late"
+                sent += 1
+            assert int(dut.busy.value) == int(cycle in busy_cycles), f"{where}: busy"
+            req = int(dut.xbar_dac_valid.value)
+            assert req == int(cycle in requests), f"{where}: xbar_dac_valid={req}"
+            if req:
+                v, j = requests[cycle]
+                plane = int(dut.xbar_dac.value)
+                assert plane == plane_lists[v][j], (
+                    f"{where}: vector {v} plane {j}: xbar_dac {plane:#x}, "
+                    f"expected {plane_lists[v][j]:#x}")
+                active = int(dut.xbar_active.value)
+                if cfg.forms:
+                    left = [int(val) >> j for val in x[v]] + [0] * (rows * groups - k)
+                    want = sum(1 << g for g in range(groups)
+                               if any(left[g * rows:(g + 1) * rows]))
+                else:
+                    want = (1 << groups) - 1
+                assert active == want, f"{where}: xbar_active {active:#x}, expected {want:#x}"
+                # The analog array answers from what the port drives, not from the case.
+                pending[cycle + adc_latency] = prog.plane_codes(plane, active)
+            tvalid = int(dut.m_axis_tvalid.value)
+            assert tvalid == int(cycle in out_valid), f"{where}: m_axis_tvalid={tvalid}"
+            if tvalid:
+                v, j = out_valid[cycle]
+                data = dut.m_axis_tdata.value.to_signed()
+                assert data == int(expected[v, j]), (
+                    f"{where}: vector {v} column {j}: tdata {data}, expected "
+                    f"{int(expected[v, j])}")
+                assert int(dut.m_axis_tlast.value) == int(j == n - 1), f"{where}: tlast"
+                if ready_p[cycle]:
+                    got[v, j] = data
+        assert not pending, "crossbar answers left over"
+        assert np.array_equal(got, expected)
+        await self.tick()
+        return tl.cycles
+
+
+@cocotb.test()
+async def tile_layer_idle_and_stalls(dut):
+    """The layer's vectors with idle input cycles and output stalls up to 100 cycles, then
+    back-to-back (no idle, no stall: the cycle model's plain count)."""
+    manifest, cfg, case, vectors = _env()
+    x, expected = case.x[:vectors], case.expected[:vectors]
+    prog = TileProgram(cfg, case.weights)
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    latency = int(os.environ.get("CHIPFORGE_ADC_LATENCY", "1"))
+    for seed, idle, stall, count in ((3, 0.3, 0.03, len(x)), (4, 0.0, 0.0, 48)):
+        await tile.reset()
+        await tile.program(prog, case.requant, x.shape[1], expected.shape[1])
+        cycles = await tile.run(prog, x[:count], expected[:count], seed=seed, idle=idle,
+                                stall=stall, adc_latency=latency)
+        dut._log.info(f"{count} vectors, idle {idle}, stalls {stall}: {cycles} cycles "
+                      "(= cycle model)")
+
+
+@cocotb.test()
+async def tile_random_vectors(dut):
+    """Random inputs over the whole input range (extremes included) on the layer's weights:
+    every DAC row toggles, every plane is used; expected from the reference model."""
+    from chipforge.sim.ref.reram_tile import requantize
+
+    manifest, cfg, case, _ = _env()
+    prog = TileProgram(cfg, case.weights)
+    rng = np.random.default_rng(8)
+    top = (1 << cfg.crossbar.input_bits) - 1
+    x = rng.integers(0, top + 1, size=(12, case.x.shape[1]))
+    x[0], x[1] = top, 0
+    x[2] = rng.integers(0, 2, size=case.x.shape[1])        # FORMS: one plane only
+    expected = requantize(prog.dots(x), case.requant)
+    assert np.array_equal(prog.dots(x), x @ case.weights)  # no ADC saturates
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    await tile.reset()
+    await tile.program(prog, case.requant, x.shape[1], expected.shape[1])
+    await tile.run(prog, x, expected, seed=9, idle=0.2, stall=0.05, adc_latency=2)
+
+
+@cocotb.test()
+async def tile_reset_while_busy(dut):
+    """Reset in the middle of a vector (and while an output waits): nothing survives."""
+    manifest, cfg, case, vectors = _env()
+    pick = np.arange(4) % len(case.x)            # 4 vectors, repeated if fewer
+    x, expected = case.x[pick], case.expected[pick]
+    prog = TileProgram(cfg, case.weights)
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    tl = tile_timeline(x.shape[1], expected.shape[1], [len(prog.planes(v)) for v in x])
+    for stop in (tl.requests[1][0] + 2 if tl.requests[1] else tl.busy[1][0] + 2,
+                 tl.output_start[2] + 1):
+        await tile.reset()
+        await tile.program(prog, case.requant, x.shape[1], expected.shape[1])
+        await tile.run(prog, x, expected, seed=5, idle=0.0, stall=0.0, adc_latency=1,
+                       stop_at=stop)
+        # Hold the output stalled and reset: every output must be idle after it.
+        dut.m_axis_tready.value = 0
+        dut.s_axis_tvalid.value = 0
+        await tile.reset(cycles=1)
+        for _ in range(30):
+            await ReadOnly()
+            assert int(dut.m_axis_tvalid.value) == 0, "a result survived the reset"
+            assert int(dut.xbar_dac_valid.value) == 0, "a plane request survived the reset"
+            assert int(dut.busy.value) == 0, "busy after reset"
+            assert int(dut.s_axis_tready.value) == 1, "input buffer still full after reset"
+            await tile.tick()
+    # Registers are reset too; program again and run the whole case from scratch.
+    await tile.reset()
+    await tile.program(prog, case.requant, x.shape[1], expected.shape[1])
+    await tile.run(prog, x, expected, seed=6, idle=0.1, stall=0.02, adc_latency=1)
+
+
+# ---------------------------------------------------------------------------- pytest side
+
+HERE = Path(__file__).resolve().parent
+RTL = HERE.parents[1] / "rtl"
+MODELS = {"tile-isaac": ("lenet-digits", "isaac"), "tile-forms8": ("lenet-digits-forms8", "forms8")}
+
+
+def _case(tmp_path, block, layer, images):
+    from chipforge import zoo
+    from chipforge.verify.tile_case import layer_case, save_case
+    from chipforge.zoo.data import digits
+
+    model, accelerator = MODELS[block]
+    x = digits(16).x_test[:images]
+    case = layer_case(zoo.load(model), x, layer, accelerator)
+    return save_case(case, tmp_path / f"{block}-{layer}.npz"), case
+
+
+@pytest.mark.parametrize("block", sorted(MODELS))
+def test_tile_conv1_one_image(block, tmp_path):
+    """lenet-digits conv1 of one digits image (256 patches) on the committed tile: bit-exact
+    with the ideal simulated run (requantized), every port and cycle as the cycle model."""
+    from chipforge.verify.runner import run_cocotb
+
+    path, case = _case(tmp_path, block, "conv1", 1)
+    assert np.array_equal(case.ideal, case.x @ case.weights)
+    run_cocotb(RTL / block, __file__, simulator="icarus", build_root=tmp_path,
+               extra_env={"CHIPFORGE_TILE_CASE": str(path)})
+
+
+LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("block", sorted(MODELS))
+def test_tile_every_layer(block, layer, tmp_path):
+    """Every layer of lenet-digits (ISAAC) / lenet-digits-forms8 (FORMS-8) on a tile
+    generated for it (``chipforge rtl tile``), every column pass, one image's vectors (conv)
+    or 4 images (fc): bit-exact with the ideal simulated run and the cycle model."""
+    from chipforge.hw.generate import generate_tile
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.tile_case import column_pass, save_case
+
+    model, accelerator = MODELS[block]
+    _, case = _case(tmp_path, block, layer, 1 if layer.startswith("conv") else 4)
+    assert np.array_equal(case.ideal, case.x @ case.weights)
+    verilog, _ = generate_tile(accelerator, f"{model}:{layer}", tmp_path / "rtl")
+    cols = TileConfig.from_dict(load_manifest(verilog.parent).config).cols
+    for start in range(0, case.weights.shape[1], cols):
+        part = column_pass(case, start, min(start + cols, case.weights.shape[1]))
+        path = save_case(part, tmp_path / f"pass{start}.npz")
+        run_cocotb(verilog.parent, __file__, simulator="icarus",
+                   build_root=tmp_path / f"build{start}",
+                   extra_env={"CHIPFORGE_TILE_CASE": str(path)})

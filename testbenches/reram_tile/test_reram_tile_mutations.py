@@ -1,0 +1,49 @@
+"""Deliberate faults in the generated tile's Verilog must fail its testbench (slow).
+
+Each mutation edits a copy of ``rtl/tile-forms8``: a reset that no longer clears the
+controller (a pending result survives), an output that advances while stalled (a result is
+overwritten/lost under back-pressure), two rows of the DAC port swapped (the crossbar port),
+and an output stream that ignores ``tready`` only after a stall of more than 16 cycles.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+BLOCK = HERE.parents[1] / "rtl" / "tile-forms8"
+TESTBENCH = HERE / "test_reram_tile_cocotb.py"
+
+MUTATIONS = {
+    "reset-keeps-state": (r"(\$773  = tile_state;[\s\S]*?endcase\n)    if \(rst\) begin\n"
+                          r"      \\\$773  = 3'h0;\n    end\n", r"\1"),
+    "output-ignores-stall": (r"(\$783  = out_col;[\s\S]*?3'h5:\n          )if \(m_axis_tready\)",
+                             r"\1if (1'b1)"),
+    "dac-rows-swapped": (r"dac1\[0\], dac0\[0\] \}", "dac0[0], dac1[0] }"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_mutation_is_caught(name, tmp_path):
+    from chipforge import zoo
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.tile_case import layer_case, save_case
+    from chipforge.zoo.data import digits
+
+    block = tmp_path / "tile-forms8"
+    shutil.copytree(BLOCK, block)
+    verilog = block / "reram_tile_forms8.v"
+    pattern, replacement = MUTATIONS[name]
+    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
+    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
+    verilog.write_text(text)
+    case = layer_case(zoo.load("lenet-digits-forms8"), digits(16).x_test[:1], "conv1",
+                      "forms8")
+    path = save_case(case, tmp_path / "case.npz")
+    with pytest.raises(AssertionError, match="tests of"):
+        run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path,
+                   extra_env={"CHIPFORGE_TILE_CASE": str(path),
+                              "CHIPFORGE_TILE_VECTORS": "24"})

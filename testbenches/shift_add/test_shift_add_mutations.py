@@ -1,0 +1,43 @@
+"""Deliberate faults in the generated shift-and-add Verilog must fail its testbench (slow).
+
+The faults an independent review found the old testbenches missed: a result overwritten
+when the output stalls longer than a dot product (16 beats), one lost cycle per dot
+product, a reset that no longer clears a pending result, and a slowdown that shows only
+under output stalls (the input is held off one cycle longer than the ready rule allows).
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+BLOCK = HERE.parents[1] / "rtl" / "shift-add"
+TESTBENCH = HERE / "test_shift_add_cocotb.py"
+
+MUTATIONS = {
+    "overwritten-under-stall": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
+                                "assign i_stream__ready = 1'h1;"),
+    "lost-cycle-per-dot-product": (r"beat == 4'hf;", "beat == 4'he;"),
+    "reset-keeps-pending": (r"(\$71  = 1'h1;\n      end\n    end\n)    if \(rst\) begin\n"
+                            r"      \\\$71  = 1'h0;\n    end\n", r"\1"),
+    "slower-under-stalls": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
+                            r"assign i_stream__ready = \\$66 ;"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_mutation_is_caught(name, tmp_path):
+    from chipforge.verify.runner import run_cocotb
+
+    block = tmp_path / "shift-add"
+    shutil.copytree(BLOCK, block)
+    verilog = block / "shift_add.v"
+    pattern, replacement = MUTATIONS[name]
+    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
+    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
+    verilog.write_text(text)
+    with pytest.raises(AssertionError, match="tests of"):
+        run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path)
