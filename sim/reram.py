@@ -199,11 +199,27 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     g = program_cells(layer.levels, layer.cell_bits, device,
                       _seed_stream(seed, layer_index, _VARIATION), faults, dtype=dtype)
     noise_var = None
+    cache: dict = {}
+    n_groups, rows, cols = g.shape
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
-        noise_var = (np.square(g.astype(np.float64) + base) * device.read_noise ** 2
-                     ).astype(dtype)
-    return ProgrammedLayer(layer, g, faults, noise_var, device)
+        noise_var = np.square(g.astype(np.float64) + base) * device.read_noise ** 2
+        if rows > _FUSED_MAX_ROWS:
+            # One buffer [cells | variances] for the GEMM path; the fields are views of it.
+            both = np.empty((n_groups, rows, 2 * cols), dtype=dtype)
+            both[:, :, :cols], both[:, :, cols:] = g, noise_var
+            cache["cells_nv"] = both
+            g, noise_var = both[:, :, :cols], both[:, :, cols:]
+        else:
+            noise_var = noise_var.astype(dtype)
+    if rows <= _FUSED_MAX_ROWS:
+        # The fused kernel reads (G, C, R); the fields are transposed views of it.
+        cache["cells_t"] = np.ascontiguousarray(g.transpose(0, 2, 1))
+        g = cache["cells_t"].transpose(0, 2, 1)
+        if noise_var is not None:
+            cache["nvar_t"] = np.ascontiguousarray(noise_var.transpose(0, 2, 1))
+            noise_var = cache["nvar_t"].transpose(0, 2, 1)
+    return ProgrammedLayer(layer, g, faults, noise_var, device, cache)
 
 
 def _cycle_weights(cfg: CrossbarConfig) -> np.ndarray:
@@ -232,6 +248,8 @@ class _Prepared:
     """A programmed layer's arrays in the layouts the kernels read (computed once)."""
 
     rowidx: np.ndarray        # (G, R) int64, unused rows -> K (a zero input column)
+    cells: np.ndarray         # (G, R, C) conductances in level units
+    nvar: np.ndarray | None   # (G, R, C) proportional read-noise variances
     cells_t: np.ndarray       # (G, C, R) conductances (fused path)
     nvar_t: np.ndarray        # (G, C, R) proportional noise variances, or (1, 1, 1)
     cells_nv: np.ndarray      # (G, R, C or 2C) [cells | variances] (GEMM path)
@@ -265,13 +283,24 @@ def _prepare(programmed: ProgrammedLayer) -> _Prepared:
         else:
             noise_mode, indep_var = 2, float((device.read_noise * mask) ** 2)
     nvar = programmed.noise_var
-    if noise_mode == 1 and rows > _FUSED_MAX_ROWS:
-        cells_nv = np.concatenate([cells, nvar.astype(cells.dtype)], axis=2)
+    # Each path's layout only (the programmed fields are views of it where possible).
+    empty = np.zeros((1, 1, 1), dtype=cells.dtype)
+    if rows > _FUSED_MAX_ROWS:
+        cells_nv = programmed.cache.get("cells_nv")
+        if cells_nv is None:
+            cells_nv = (np.concatenate([cells, nvar.astype(cells.dtype)], axis=2)
+                        if noise_mode == 1 else np.ascontiguousarray(cells))
+        cells_t = nvar_t = empty
     else:
-        cells_nv = cells
-    cells_t = np.ascontiguousarray(cells.transpose(0, 2, 1))
-    nvar_t = (np.ascontiguousarray(nvar.transpose(0, 2, 1)) if noise_mode == 1
-              else np.zeros((1, 1, 1), dtype=cells.dtype))
+        cells_nv = empty
+        cells_t = programmed.cache.get("cells_t")
+        if cells_t is None:
+            cells_t = np.ascontiguousarray(cells.transpose(0, 2, 1))
+        nvar_t = empty
+        if noise_mode == 1:
+            nvar_t = programmed.cache.get("nvar_t")
+            if nvar_t is None:
+                nvar_t = np.ascontiguousarray(nvar.transpose(0, 2, 1))
     scoef = np.where(layer.flipped, -layer.coef, layer.coef).astype(np.float64)
     flip_coef = (layer.flipped * layer.coef).reshape(n_groups, layer.outputs,
                                                       layer.per_output).sum(-1) * mask
@@ -279,8 +308,8 @@ def _prepare(programmed: ProgrammedLayer) -> _Prepared:
     col_out = (np.arange(cols) // layer.per_output).astype(np.int64)
     per_out = np.abs(scoef).reshape(n_groups, layer.outputs, layer.per_output).sum(axis=(0, 2))
     bound = full * float(per_out.max(initial=0) + np.abs(ucoef).sum(axis=0).max(initial=0))
-    prepared = _Prepared(rowidx, cells_t, nvar_t, np.ascontiguousarray(cells_nv), scoef, col_out,
-                         ucoef, noise_mode, indep_var, bound)
+    prepared = _Prepared(rowidx, cells, nvar if noise_mode == 1 else None, cells_t, nvar_t,
+                         cells_nv, scoef, col_out, ucoef, noise_mode, indep_var, bound)
     programmed.cache["prepared"] = prepared
     return prepared
 
