@@ -201,6 +201,7 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     noise_var = None
     cache: dict = {}
     n_groups, rows, cols = g.shape
+    # (The fused path reads the fields as they are: (G, R, C), C contiguous.)
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
         noise_var = np.square(g.astype(np.float64) + base) * device.read_noise ** 2
@@ -212,13 +213,6 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
             g, noise_var = both[:, :, :cols], both[:, :, cols:]
         else:
             noise_var = noise_var.astype(dtype)
-    if rows <= _FUSED_MAX_ROWS:
-        # The fused kernel reads (G, C, R); the fields are transposed views of it.
-        cache["cells_t"] = np.ascontiguousarray(g.transpose(0, 2, 1))
-        g = cache["cells_t"].transpose(0, 2, 1)
-        if noise_var is not None:
-            cache["nvar_t"] = np.ascontiguousarray(noise_var.transpose(0, 2, 1))
-            noise_var = cache["nvar_t"].transpose(0, 2, 1)
     return ProgrammedLayer(layer, g, faults, noise_var, device, cache)
 
 
@@ -250,8 +244,8 @@ class _Prepared:
     rowidx: np.ndarray        # (G, R) int64, unused rows -> K (a zero input column)
     cells: np.ndarray         # (G, R, C) conductances in level units
     nvar: np.ndarray | None   # (G, R, C) proportional read-noise variances
-    cells_t: np.ndarray       # (G, C, R) conductances (fused path)
-    nvar_t: np.ndarray        # (G, C, R) proportional noise variances, or (1, 1, 1)
+    cells_t: np.ndarray       # (G, R, C) contiguous conductances (fused path)
+    nvar_t: np.ndarray        # (G, R, C) contiguous noise variances, or (1, 1, 1)
     cells_nv: np.ndarray      # (G, R, C or 2C) [cells | variances] (GEMM path)
     scoef: np.ndarray         # (G, C) float64 digital weight with the flip sign folded in
     col_out: np.ndarray       # (C,) int64 output of each physical column
@@ -293,14 +287,8 @@ def _prepare(programmed: ProgrammedLayer) -> _Prepared:
         cells_t = nvar_t = empty
     else:
         cells_nv = empty
-        cells_t = programmed.cache.get("cells_t")
-        if cells_t is None:
-            cells_t = np.ascontiguousarray(cells.transpose(0, 2, 1))
-        nvar_t = empty
-        if noise_mode == 1:
-            nvar_t = programmed.cache.get("nvar_t")
-            if nvar_t is None:
-                nvar_t = np.ascontiguousarray(nvar.transpose(0, 2, 1))
+        cells_t = np.ascontiguousarray(cells)
+        nvar_t = np.ascontiguousarray(nvar) if noise_mode == 1 else empty
     scoef = np.where(layer.flipped, -layer.coef, layer.coef).astype(np.float64)
     flip_coef = (layer.flipped * layer.coef).reshape(n_groups, layer.outputs,
                                                       layer.per_output).sum(-1) * mask
@@ -406,7 +394,7 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
     sat = np.zeros(m_total, dtype=np.int64)
     if rows <= _FUSED_MAX_ROWS:
         kern.reads_fused(xu, prep.rowidx, shifts, dmasks, cycle_w, prep.cells_t, prep.nvar_t,
-                         prep.indep_var, prep.scoef, prep.col_out, prep.ucoef, full,
+                         prep.indep_var, prep.scoef, layer.per_output, prep.ucoef, full,
                          layer.unit_column, prep.noise_mode, key, row_offset, out, sat)
     else:
         per_row = layer_chunk_bytes_per_row(layer, cycles, prep.noise_mode == 1)
@@ -423,7 +411,7 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
                 sums = np.matmul(a, prep.cells_nv)          # (G, mb*T, C or 2C)
             del a
             kern.reads_post(sums, cols, ones, squares, cycle_w, prep.indep_var, prep.scoef,
-                            prep.col_out, prep.ucoef, full, layer.unit_column, prep.noise_mode,
+                            layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
                             key, row_offset + start, out[start:stop], sat[start:stop])
     return np.rint(out).astype(np.int64), int(sat.sum())
 

@@ -81,11 +81,9 @@ def _uniform(state):
 
 
 @nb.njit(cache=True)
-def _gauss_slow(h, kn, wn, fn):
-    # The ziggurat's rare paths (about 1 % of draws): more bits from the same counter.
+def _gauss_slow(h, hz, iz, kn, wn, fn):
+    # The ziggurat's rare paths (about 2 % of draws): more bits from the same counter.
     state = h
-    hz = np.int32(np.uint32(h >> _S32))
-    iz = np.int64(h & _LOW7)
     while True:
         x = hz * wn[iz]
         if iz == 0:
@@ -101,22 +99,34 @@ def _gauss_slow(h, kn, wn, fn):
         if fn[iz] + _uniform(state) * (fn[iz - 1] - fn[iz]) < math.exp(-0.5 * x * x):
             return x
         state += _GAMMA
-        h2 = _mix(state)
-        hz = np.int32(np.uint32(h2 >> _S32))
-        iz = np.int64(h2 & _LOW7)
+        hz = np.int32(np.uint32(_mix(state) >> _S32))
+        iz = np.int64(hz & 127)
         if abs(hz) < kn[iz]:
             return hz * wn[iz]
 
 
 @nb.njit(inline="always", cache=True)
+def _hash(key, index):
+    """The 64 random bits shared by reads ``2j`` and ``2j + 1`` (``j = index >> 1``)."""
+    return _mix(key + ((index >> np.uint64(1)) + np.uint64(1)) * _GAMMA)
+
+
+@nb.njit(inline="always", cache=True)
+def _gauss_from(h, index, kn, wn, fn):
+    """The standard normal of read ``index`` from its pair's bits ``h``: the high 32 bits
+    for even reads, the low ones for odd reads (Marsaglia-Tsang's RNOR on each word)."""
+    shift = (np.uint64(1) - (index & np.uint64(1))) * _S32
+    hz = np.int32(np.uint32((h >> shift) & np.uint64(0xFFFFFFFF)))
+    iz = np.int64(hz & 127)
+    if abs(np.float64(hz)) < kn[iz]:
+        return hz * wn[iz]
+    return _gauss_slow(h ^ (_M1 * (index & np.uint64(1))), hz, iz, kn, wn, fn)
+
+
+@nb.njit(inline="always", cache=True)
 def _gauss(key, index, kn, wn, fn):
     """The standard normal number of read ``index`` of stream ``key``."""
-    h = _mix(key + (index + np.uint64(1)) * _GAMMA)
-    hz = np.int32(np.uint32(h >> _S32))
-    iz = np.int64(h & _LOW7)
-    if abs(hz) < kn[iz]:
-        return hz * wn[iz]
-    return _gauss_slow(h, kn, wn, fn)
+    return _gauss_from(_hash(key, index), index, kn, wn, fn)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -132,17 +142,55 @@ def gaussians(key: int, start: int, count: int) -> np.ndarray:
     return out
 
 
+@nb.njit(inline="always", cache=True)
+def _add_noise(s, sd, z, key, base, kn, wn, fn):
+    # One Gaussian per read: s[c] += sd[c] * z(base + c); one hash serves a pair of reads.
+    h = np.uint64(0)
+    for c in range(s.shape[0]):
+        index = base + np.uint64(c)
+        if c == 0 or (index & np.uint64(1)) == 0:
+            h = _hash(key, index)
+        z[c] = _gauss_from(h, index, kn, wn, fn)
+    for c in range(s.shape[0]):
+        s[c] += sd[c] * z[c]
+
+
+@nb.njit(inline="always", cache=True)
+def _convert_accumulate(s, w, scoef_g, acc, full, top):
+    # The ADC (round, saturate) and the shift-and-add weight, branch-free (vectorizes).
+    nsat = 0
+    for c in range(s.shape[0]):
+        x = s[c]
+        nsat += x > top
+        acc[c] += w * scoef_g[c] * min(max(np.rint(x), 0.0), full)
+    return nsat
+
+
+@nb.njit(inline="always", cache=True)
+def _finish_row(acc, per, unit_acc, out_row):
+    for n in range(out_row.shape[0]):
+        v = unit_acc[n]
+        for p in range(per):
+            v += acc[n * per + p]
+        out_row[n] += v
+
+
 @nb.njit(parallel=True, cache=True)
-def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, col_out,
-                 ucoef, full, has_unit, noise_mode, key, row0, out, sat, kn, wn, fn):
+def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, per, ucoef,
+                 full, has_unit, noise_mode, key, row0, out, sat, kn, wn, fn):
     m_total = xu.shape[0]
-    g_total, c_total, r_total = cells.shape          # cells transposed: (G, C, R)
+    g_total, r_total, c_total = cells.shape          # (G, R, C), C contiguous
     t_total = shifts.shape[0]
     n_total = out.shape[1]
     top = full + 0.5
     for m in nb.prange(m_total):
-        a = np.empty(r_total, dtype=np.float64)
+        av = np.empty(r_total, dtype=np.float64)
         active = np.empty(r_total, dtype=np.int64)
+        s = np.empty(c_total, dtype=np.float64)
+        sd = np.empty(c_total, dtype=np.float64)
+        z = np.empty(c_total, dtype=np.float64)
+        acc = np.zeros(c_total, dtype=np.float64)
+        unit_acc = np.zeros(n_total, dtype=np.float64)
         nsat = 0
         for g in range(g_total):
             for t in range(t_total):
@@ -152,7 +200,7 @@ def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, 
                 for r in range(r_total):
                     v = (xu[m, rowidx[g, r]] >> shifts[t]) & dmasks[t]
                     if v != 0:
-                        a[n_act] = v
+                        av[n_act] = v
                         active[n_act] = r
                         n_act += 1
                         ones += v
@@ -160,43 +208,49 @@ def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, 
                 if n_act == 0:
                     continue              # zero-skipped: no read, value 0, no noise
                 w = cw[t]
-                base = ((np.uint64(row0 + m) * np.uint64(g_total) + np.uint64(g))
-                        * np.uint64(t_total) + np.uint64(t)) * np.uint64(c_total)
-                sd_indep = math.sqrt(squares * indep_var)
+                a0 = av[0]
+                r0 = active[0]
                 for c in range(c_total):
-                    s = 0.0
-                    var = 0.0
-                    for j in range(n_act):
-                        r = active[j]
-                        s += a[j] * cells[g, c, r]
-                        if noise_mode == 1:
-                            var += a[j] * a[j] * nvar[g, c, r]
+                    s[c] = a0 * cells[g, r0, c]
+                for j in range(1, n_act):
+                    aj = av[j]
+                    rj = active[j]
+                    for c in range(c_total):
+                        s[c] += aj * cells[g, rj, c]
+                if noise_mode != 0:
+                    base = ((np.uint64(row0 + m) * np.uint64(g_total) + np.uint64(g))
+                            * np.uint64(t_total) + np.uint64(t)) * np.uint64(c_total)
                     if noise_mode == 1:
-                        s += math.sqrt(var) * _gauss(key, base + np.uint64(c), kn, wn, fn)
-                    elif noise_mode == 2:
-                        s += sd_indep * _gauss(key, base + np.uint64(c), kn, wn, fn)
-                    if s > top:
-                        nsat += 1
-                        code = full
+                        for c in range(c_total):
+                            sd[c] = a0 * a0 * nvar[g, r0, c]
+                        for j in range(1, n_act):
+                            a2 = av[j] * av[j]
+                            rj = active[j]
+                            for c in range(c_total):
+                                sd[c] += a2 * nvar[g, rj, c]
+                        for c in range(c_total):
+                            sd[c] = math.sqrt(sd[c])
                     else:
-                        code = min(max(np.rint(s), 0.0), full)
-                    out[m, col_out[c]] += w * scoef[g, c] * code
+                        sd[:] = math.sqrt(squares * indep_var)
+                    _add_noise(s, sd, z, key, base, kn, wn, fn)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top)
                 if has_unit:
                     u = ones
                     if u > full:
                         nsat += 1
                         u = full
                     for n in range(n_total):
-                        out[m, n] += w * ucoef[g, n] * u
+                        unit_acc[n] += w * ucoef[g, n] * u
+        _finish_row(acc, per, unit_acc, out[m])
         sat[m] = nsat
 
 
-def reads_fused(xu, rowidx, shifts, dmasks, cw, cells_t, nvar_t, indep_var, scoef, col_out,
-                ucoef, full, has_unit, noise_mode, key, row0, out, sat) -> None:
+def reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, per, ucoef,
+                full, has_unit, noise_mode, key, row0, out, sat) -> None:
     """All reads of a layer for rows ``xu`` (M, K+1) of unsigned input bit patterns (the
     last column zero), accumulated into ``out`` (M, N) float64; saturations into ``sat``."""
-    _reads_fused(xu, rowidx, shifts, dmasks, cw, cells_t, nvar_t, float(indep_var), scoef,
-                 col_out, ucoef, float(full), bool(has_unit), int(noise_mode), np.uint64(key),
+    _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, float(indep_var), scoef,
+                 int(per), ucoef, float(full), bool(has_unit), int(noise_mode), np.uint64(key),
                  np.int64(row0), out, sat, _KN, _WN, _FN)
 
 
@@ -233,7 +287,7 @@ def bit_planes(xu, rowidx, shifts, dmasks, dtype) -> tuple[np.ndarray, np.ndarra
 
 
 @nb.njit(parallel=True, cache=True)
-def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, col_out, ucoef, full,
+def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, full,
                 has_unit, noise_mode, key, row0, out, sat, kn, wn, fn):
     g_total = sums.shape[0]
     t_total = cw.shape[0]
@@ -241,6 +295,11 @@ def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, col_out, uco
     n_total = out.shape[1]
     top = full + 0.5
     for m in nb.prange(m_total):
+        s = np.empty(c_total, dtype=np.float64)
+        sd = np.empty(c_total, dtype=np.float64)
+        z = np.empty(c_total, dtype=np.float64)
+        acc = np.zeros(c_total, dtype=np.float64)
+        unit_acc = np.zeros(n_total, dtype=np.float64)
         nsat = 0
         for g in range(g_total):
             for t in range(t_total):
@@ -249,36 +308,32 @@ def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, col_out, uco
                 if o == 0.0:
                     continue              # all inputs zero: the sums are exactly zero
                 w = cw[t]
-                base = ((np.uint64(row0 + m) * np.uint64(g_total) + np.uint64(g))
-                        * np.uint64(t_total) + np.uint64(t)) * np.uint64(c_total)
-                sd_indep = math.sqrt(squares[g, row] * indep_var)
                 for c in range(c_total):
-                    s = np.float64(sums[g, row, c])
+                    s[c] = sums[g, row, c]
+                if noise_mode != 0:
+                    base = ((np.uint64(row0 + m) * np.uint64(g_total) + np.uint64(g))
+                            * np.uint64(t_total) + np.uint64(t)) * np.uint64(c_total)
                     if noise_mode == 1:
-                        var = np.float64(sums[g, row, c_total + c])
-                        if var > 0.0:
-                            s += math.sqrt(var) * _gauss(key, base + np.uint64(c), kn, wn, fn)
-                    elif noise_mode == 2:
-                        s += sd_indep * _gauss(key, base + np.uint64(c), kn, wn, fn)
-                    if s > top:
-                        nsat += 1
-                        code = full
+                        for c in range(c_total):
+                            sd[c] = math.sqrt(max(np.float64(sums[g, row, c_total + c]), 0.0))
                     else:
-                        code = min(max(np.rint(s), 0.0), full)
-                    out[m, col_out[c]] += w * scoef[g, c] * code
+                        sd[:] = math.sqrt(squares[g, row] * indep_var)
+                    _add_noise(s, sd, z, key, base, kn, wn, fn)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top)
                 if has_unit:
                     u = o
                     if u > full:
                         nsat += 1
                         u = full
                     for n in range(n_total):
-                        out[m, n] += w * ucoef[g, n] * u
+                        unit_acc[n] += w * ucoef[g, n] * u
+        _finish_row(acc, per, unit_acc, out[m])
         sat[m] = nsat
 
 
-def reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, col_out, ucoef, full,
+def reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, full,
                has_unit, noise_mode, key, row0, out, sat) -> None:
     """Noise, ADC and shift-and-add of GEMM results ``sums`` (G, M*T, C or 2C)."""
-    _reads_post(sums, int(c_total), ones, squares, cw, float(indep_var), scoef, col_out, ucoef,
+    _reads_post(sums, int(c_total), ones, squares, cw, float(indep_var), scoef, int(per), ucoef,
                 float(full), bool(has_unit), int(noise_mode), np.uint64(key), np.int64(row0),
                 out, sat, _KN, _WN, _FN)
