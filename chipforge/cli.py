@@ -68,6 +68,10 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--max-memory", metavar="SIZE", help="memory budget such as 2G (default: "
+                   "half the available memory); the batch is streamed in chunks that fit")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where ReRAM crossbars run "
+                   "(cuda: torch tensors on the GPU; default cpu)")
     p.add_argument("--sigma-ua", type=float, metavar="UA",
                    help="superbnn: gray-zone width sigma of the AQFP buffer (uA)")
     p.add_argument("--crossbar-size", type=int, metavar="N",
@@ -112,7 +116,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
                                  ("fault_rate", args.fault_rate), ("sigma_ua", args.sigma_ua),
                                  ("crossbar_size", args.crossbar_size),
                                  ("bitstream_length", args.bitstream_length),
-                                 ("selectors", args.selectors)) if v is not None}
+                                 ("selectors", args.selectors),
+                                 ("max_memory", args.max_memory),
+                                 ("device_kind", args.device)) if v is not None}
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,

@@ -222,29 +222,40 @@ def reram_device(accel, *, device=None, variation: float | None = None,
 
 def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
               mapped=None, ideal_logits: np.ndarray | None = None, float_accuracy: bool = True,
+              max_memory: int | str | None = None, device_kind: str = "cpu",
               **device_options: Any) -> SimulationResult:
     """The ReRAM crossbar runner: place, program one chip instance (``seed``), run.
 
     ``mapped`` (a MappedModel of this graph and accelerator) and ``ideal_logits`` skip
-    recomputing them, for sweeps.
+    recomputing them, for sweeps. ``max_memory`` (bytes or ``"2G"``; default half the
+    available memory) bounds the estimated peak: the batch is streamed in chunks that fit
+    (:mod:`chipforge.sim.memory`), with the same result for any chunking. ``device_kind``
+    ``"cuda"`` runs the crossbars on torch tensors on the GPU.
     """
     from chipforge.accelerators import get_accelerator
     from chipforge.mappings.placement import place
     from chipforge.sim.executor import run_graph
+    from chipforge.sim.memory import parse_size, plan_memory
     from chipforge.sim.reram import CrossbarMatmul
 
     accel = get_accelerator(accelerator)
     device = reram_device(accel, **device_options)
     accel = accel.replace(device=device)
     mapped = mapped if mapped is not None else place(graph, accel)
+    if device_kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
+    plan = plan_memory(graph, mapped, device, len(x),
+                       None if max_memory is None else parse_size(max_memory))
     if ideal_logits is None:
-        ideal_logits = run_graph(graph, x)
-    hook = CrossbarMatmul(mapped, device, seed=seed)
-    logits = run_graph(graph, x, matmul=hook)
+        ideal_logits = run_graph(graph, x, batch_size=plan.batch)
+    hook = CrossbarMatmul(mapped, device, seed=seed, chunk_bytes=plan.chunk_bytes,
+                          backend="numpy" if device_kind == "cpu" else "torch",
+                          array_device=device_kind)
+    logits = run_graph(graph, x, matmul=hook, batch_size=plan.batch)
     ideal_pred, hw_pred = ideal_logits.argmax(axis=1), logits.argmax(axis=1)
     acc_float = None
     if float_accuracy:
-        acc_float = _accuracy(run_graph(graph, x, quantized=False), y)
+        acc_float = _accuracy(run_graph(graph, x, quantized=False, batch_size=plan.batch), y)
     weights = sum(layer.stats.weights for layer in mapped.layers.values())
     nonzero = sum(layer.stats.nonzero_weights for layer in mapped.layers.values())
     metrics = {
@@ -262,6 +273,9 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
     }
     if not metrics["device"]:
         metrics["device"] = "ideal"
+    metrics["memory_estimate_bytes"] = plan.estimate
+    metrics["memory_budget_bytes"] = plan.budget
+    metrics["batch_chunk"] = plan.batch
     if "crossbar_reduction" in graph.meta:  # FORMS: pruning x quantization x polarization
         metrics["model_crossbar_reduction"] = float(graph.meta["crossbar_reduction"])
     return SimulationResult(

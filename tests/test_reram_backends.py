@@ -20,7 +20,12 @@ from chipforge.mappings.placement import place, place_layer
 from chipforge.sim.devices import ReadNoiseModel
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph, Node, Op
-from chipforge.sim.reram import CrossbarMatmul, crossbar_layer_matmul, program_layer
+from chipforge.sim.reram import (
+    CrossbarMatmul,
+    crossbar_layer_matmul,
+    layer_chunk_bytes_per_row,
+    program_layer,
+)
 from chipforge.sim.reram_kernels import gaussians
 from chipforge.sim.reram_torch import gaussians_torch
 
@@ -148,3 +153,71 @@ def test_an_8bit_model_on_isaac_is_sliced_as_8bit_weights():
     node, layer = _layer(ISAAC, 128, 8)
     assert layer.per_output == 4 and layer.offset == 128      # not 8 cells and 2**15
     assert layer.stats.cells == 128 * 8 * 4
+
+
+def _gemm_graph(n, bits=8):
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (n, n))
+    node = Node(Op.LINEAR, "gemm", ("input",), dict(weight_bits=bits, weight_scale=0.01,
+                                                    act_bits=8, act_scale=1 / 255,
+                                                    act_signed=False), {"weight": w * 0.01})
+    return Graph("gemm", (n,), [node])
+
+
+def test_a_tight_memory_budget_streams_the_batch_with_the_same_result():
+    from chipforge.sim.memory import parse_size, plan_memory
+    from chipforge.simulate import run_reram
+
+    graph = _gemm_graph(512)
+    x = np.random.default_rng(1).random((40, 512))
+    y = np.zeros(40, dtype=int)
+    opts = dict(seed=3, read_noise=0.02, fault_rate=0.001, float_accuracy=False)
+    mapped = place(graph, ISAAC)
+    tight = plan_memory(graph, mapped, ISAAC.device.replace(read_noise=0.02), 40,
+                        parse_size("40M"))
+    rows_per_chunk = tight.chunk_bytes // layer_chunk_bytes_per_row(mapped.layers["gemm"], 9,
+                                                                      True)
+    assert rows_per_chunk < 40 and tight.estimate <= parse_size("40M")
+    small = run_reram(graph, "isaac", x, y, max_memory="40M", **opts)
+    large = run_reram(graph, "isaac", x, y, max_memory="4G", **opts)
+    assert small.accuracy_hardware == large.accuracy_hardware
+    hooks = []
+    for budget in ("40M", "4G"):
+        plan = plan_memory(graph, mapped, ISAAC.device.replace(read_noise=0.02), 40,
+                           parse_size(budget))
+        hook = CrossbarMatmul(mapped, ISAAC.device.replace(read_noise=0.02), seed=3,
+                              chunk_bytes=plan.chunk_bytes)
+        hooks.append(run_graph(graph, x, matmul=hook, batch_size=plan.batch))
+    assert np.array_equal(*hooks)
+
+
+def test_memory_budget_refusals_name_the_rule():
+    from chipforge.sim.memory import parse_size, plan_memory
+
+    with pytest.raises(ValueError, match="--max-memory must be a size such as 2G"):
+        parse_size("lots")
+    with pytest.raises(ValueError, match="at least 16M"):
+        parse_size("1k")
+    graph = _gemm_graph(1024)
+    mapped = place(graph, ISAAC)
+    with pytest.raises(ValueError, match="needs at least .* the memory budget is 16.00 MiB"):
+        plan_memory(graph, mapped, ISAAC.device.replace(read_noise=0.02), 10, 16 << 20)
+
+
+@pytest.mark.slow
+def test_a_4096x4096_gemm_with_read_noise_and_500_samples_fits_the_default_budget():
+    """Issue 19: this case reached 15.7 GiB; now its peak stays within the default budget
+    (half the available memory) and below the estimate's bound."""
+    import resource
+
+    from chipforge.sim.memory import available_memory
+    from chipforge.simulate import run_reram
+
+    budget = available_memory() // 2
+    graph = _gemm_graph(4096)
+    x = np.random.default_rng(1).random((500, 4096))
+    result = run_reram(graph, "isaac", x, np.zeros(500, dtype=int), read_noise=0.02,
+                       float_accuracy=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert result.metrics["memory_estimate_bytes"] <= budget
+    assert peak <= budget
