@@ -84,7 +84,8 @@ class SimulationResult:
         if self.layers:
             keys = [k for k in ("node", "scheme", "weight_shape", "crossbars", "row_tiles",
                                 "col_tiles", "cells", "utilization", "nonzero_weights",
-                                "adc_reads_per_vector") if k in self.layers[0]]
+                                "adc_reads_per_vector", "relative_error", "snr_db")
+                    if k in self.layers[0]]
             if len(keys) < 2:   # another accelerator family: show its own columns
                 keys = [k for k, v in self.layers[0].items()
                         if isinstance(v, int | float | str)][:8]
@@ -223,14 +224,16 @@ def reram_device(accel, *, device=None, variation: float | None = None,
 def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
               mapped=None, ideal_logits: np.ndarray | None = None, float_accuracy: bool = True,
               max_memory: int | str | None = None, device_kind: str = "cpu",
-              **device_options: Any) -> SimulationResult:
+              layer_errors: int = 0, **device_options: Any) -> SimulationResult:
     """The ReRAM crossbar runner: place, program one chip instance (``seed``), run.
 
     ``mapped`` (a MappedModel of this graph and accelerator) and ``ideal_logits`` skip
     recomputing them, for sweeps. ``max_memory`` (bytes or ``"2G"``; default half the
     available memory) bounds the estimated peak: the batch is streamed in chunks that fit
     (:mod:`chipforge.sim.memory`), with the same result for any chunking. ``device_kind``
-    ``"cuda"`` runs the crossbars on torch tensors on the GPU.
+    ``"cuda"`` runs the crossbars on torch tensors on the GPU. ``layer_errors`` > 0 adds
+    ``metrics["layer_errors"]``: each layer's output vs the ideal run on that many samples
+    (:mod:`chipforge.sim.layer_error`).
     """
     from chipforge.accelerators import get_accelerator
     from chipforge.mappings.placement import place
@@ -273,6 +276,14 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
     }
     if not metrics["device"]:
         metrics["device"] = "ideal"
+    errors: dict = {}
+    if layer_errors:
+        from chipforge.sim.layer_error import layer_error_table
+
+        make = lambda: CrossbarMatmul(mapped, device, seed=seed,  # noqa: E731
+                                      chunk_bytes=plan.chunk_bytes)
+        errors = {r["node"]: r for r in layer_error_table(graph, x[:layer_errors], make,
+                                                          batch_size=min(plan.batch, 64))}
     metrics["memory_estimate_bytes"] = plan.estimate
     metrics["memory_budget_bytes"] = plan.budget
     metrics["batch_chunk"] = plan.batch
@@ -282,7 +293,8 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
         model=graph.name, accelerator=accel.name, samples=len(x), accuracy_float=acc_float,
         accuracy_ideal=_accuracy(ideal_logits, y), accuracy_hardware=_accuracy(logits, y),
         agreement=float((ideal_pred == hw_pred).mean()), seed=seed, metrics=metrics,
-        layers=mapped.stats_table(), config=accel.to_dict())
+        layers=[row | {k: v for k, v in errors.get(row["node"], {}).items() if k != "node"}
+                for row in mapped.stats_table()], config=accel.to_dict())
 
 
 def _register_reram() -> None:

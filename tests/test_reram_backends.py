@@ -221,3 +221,22 @@ def test_a_4096x4096_gemm_with_read_noise_and_500_samples_fits_the_default_budge
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert result.metrics["memory_estimate_bytes"] <= budget
     assert peak <= budget
+
+
+def test_layer_error_table_is_zero_on_ideal_chips_and_grows_with_read_noise():
+    from chipforge.simulate import run_reram
+
+    graph = _gemm_graph(128)
+    x = np.random.default_rng(1).random((30, 128))
+    y = np.zeros(30, dtype=int)
+    rows = {}
+    for noise in (0.0, 0.02, 0.1):
+        r = run_reram(graph, "isaac", x, y, read_noise=noise, layer_errors=20,
+                      float_accuracy=False)
+        (layer,) = r.layers
+        rows[noise] = layer
+    assert rows[0.0]["relative_error"] == 0 and rows[0.0]["snr_db"] == float("inf")
+    assert 0 < rows[0.02]["relative_error"] < rows[0.1]["relative_error"] < 1
+    for noise in (0.02, 0.1):
+        assert rows[noise]["snr_db"] == pytest.approx(-20 * np.log10(rows[noise]
+                                                                    ["relative_error"]))
