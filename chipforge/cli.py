@@ -70,6 +70,9 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
     p.add_argument("--max-memory", metavar="SIZE", help="memory budget such as 2G (default: "
                    "half the available memory); the batch is streamed in chunks that fit")
+    p.add_argument("--adc-range", metavar="MODE", help="ReRAM ADC full scale: max (one level "
+                   "per code, default), fraction:F (F x the array maximum) or calibrated "
+                   "(largest column sum of each layer on the first 64 samples)")
     p.add_argument("--layer-errors", type=int, metavar="N", help="add each ReRAM layer's "
                    "relative error and SNR vs the ideal run (on N samples) to the table")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where ReRAM crossbars run "
@@ -121,7 +124,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
                                  ("selectors", args.selectors),
                                  ("max_memory", args.max_memory),
                                  ("device_kind", args.device),
-                                 ("layer_errors", args.layer_errors)) if v is not None}
+                                 ("layer_errors", args.layer_errors),
+                                 ("adc_range", args.adc_range)) if v is not None}
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     job = run_main_job(model, accelerator=args.accelerator, data=args.data, out=out,

@@ -224,7 +224,8 @@ def reram_device(accel, *, device=None, variation: float | None = None,
 def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
               mapped=None, ideal_logits: np.ndarray | None = None, float_accuracy: bool = True,
               max_memory: int | str | None = None, device_kind: str = "cpu",
-              layer_errors: int = 0, **device_options: Any) -> SimulationResult:
+              layer_errors: int = 0, adc_range: str = "max",
+              **device_options: Any) -> SimulationResult:
     """The ReRAM crossbar runner: place, program one chip instance (``seed``), run.
 
     ``mapped`` (a MappedModel of this graph and accelerator) and ``ideal_logits`` skip
@@ -233,13 +234,16 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
     (:mod:`chipforge.sim.memory`), with the same result for any chunking. ``device_kind``
     ``"cuda"`` runs the crossbars on torch tensors on the GPU. ``layer_errors`` > 0 adds
     ``metrics["layer_errors"]``: each layer's output vs the ideal run on that many samples
-    (:mod:`chipforge.sim.layer_error`).
+    (:mod:`chipforge.sim.layer_error`). ``adc_range``: ``"max"`` (one level per ADC code,
+    the presets'), ``"fraction:F"`` (full scale F x the array's largest column sum) or
+    ``"calibrated"`` (the largest column sum of each layer on the first 64 samples); see
+    :func:`chipforge.sim.reram.adc_steps`.
     """
     from chipforge.accelerators import get_accelerator
     from chipforge.mappings.placement import place
     from chipforge.sim.executor import run_graph
     from chipforge.sim.memory import parse_size, plan_memory
-    from chipforge.sim.reram import CrossbarMatmul
+    from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
 
     accel = get_accelerator(accelerator)
     device = reram_device(accel, **device_options)
@@ -251,9 +255,13 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
                        None if max_memory is None else parse_size(max_memory))
     if ideal_logits is None:
         ideal_logits = run_graph(graph, x, batch_size=plan.batch)
+    calibration = None
+    if adc_range == "calibrated":
+        calibration = calibrate_adc(graph, x[:64], CrossbarMatmul(mapped, device, seed=seed))
+    steps = adc_steps(adc_range, mapped, calibration)
     hook = CrossbarMatmul(mapped, device, seed=seed, chunk_bytes=plan.chunk_bytes,
                           backend="numpy" if device_kind == "cpu" else "torch",
-                          array_device=device_kind)
+                          array_device=device_kind, adc_steps=steps)
     logits = run_graph(graph, x, matmul=hook, batch_size=plan.batch)
     ideal_pred, hw_pred = ideal_logits.argmax(axis=1), logits.argmax(axis=1)
     acc_float = None
@@ -281,9 +289,10 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
         from chipforge.sim.layer_error import layer_error_table
 
         make = lambda: CrossbarMatmul(mapped, device, seed=seed,  # noqa: E731
-                                      chunk_bytes=plan.chunk_bytes)
+                                      chunk_bytes=plan.chunk_bytes, adc_steps=steps)
         errors = {r["node"]: r for r in layer_error_table(graph, x[:layer_errors], make,
                                                           batch_size=min(plan.batch, 64))}
+    metrics["adc_range"] = adc_range
     metrics["memory_estimate_bytes"] = plan.estimate
     metrics["memory_budget_bytes"] = plan.budget
     metrics["batch_chunk"] = plan.batch

@@ -48,7 +48,8 @@ from chipforge.sim.executor import exact_int_matmul
 from chipforge.sim.graph import Node
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
-           "can_never_saturate", "crossbar_layer_matmul", "effective_weights", "program_layer"]
+           "adc_steps", "calibrate_adc", "can_never_saturate", "crossbar_layer_matmul",
+           "effective_weights", "layer_chunk_bytes_per_row", "max_column_sum", "program_layer"]
 
 # Default bound on one layer's kernel temporaries (rows are streamed in chunks that fit);
 # CrossbarMatmul's memory budget replaces it.
@@ -319,7 +320,8 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
                           signed_inputs: bool, rng: np.random.Generator | None = None,
                           report: dict[str, int] | None = None, noise_key: int | None = None,
                           row_offset: int = 0, chunk_bytes: int | None = None,
-                          backend: str = "numpy", device: str = "cpu") -> np.ndarray:
+                          backend: str = "numpy", device: str = "cpu",
+                          adc_step: float = 1.0) -> np.ndarray:
     """``x_q @ w_q`` of one mapped layer computed by its crossbars: int64 (M, N).
 
     ``x_q`` (M, K) integers in the ``input_bits`` range (signed or not), fed bit-serially
@@ -330,7 +332,10 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     given, accumulates ``adc_reads`` and ``saturated`` counts. ``chunk_bytes`` bounds the
     temporaries (rows are streamed in chunks that fit). ``backend``: ``"numpy"`` (the
     compiled CPU kernels) or ``"torch"`` on ``device`` (``cpu`` or ``cuda``; same integers
-    where the arithmetic is integer, its own Gaussians otherwise).
+    where the arithmetic is integer, its own Gaussians otherwise). ``adc_step``: the ADC's
+    step in level units (1: codes count levels, full scale ``2**adc_bits - 1`` levels; a
+    larger step widens the range, see :func:`adc_steps`); with a step other than 1 the
+    result is float64.
     """
     layer = programmed.layer
     dev = programmed.device
@@ -366,12 +371,12 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
         from chipforge.sim.reram_torch import layer_matmul_torch
 
         out, saturated = layer_matmul_torch(xu, layer, prep, shifts, dmasks, cycle_w, full,
-                                            key, row_offset, chunk_bytes, device)
+                                            key, row_offset, chunk_bytes, device, adc_step)
     elif backend != "numpy":
         raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
     else:
         out, saturated = _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full,
-                                             key, row_offset, chunk_bytes)
+                                             key, row_offset, chunk_bytes, adc_step)
     if report is not None:
         reads = m_total * layer.stats.adc_reads_per_vector
         report["adc_reads"] = report.get("adc_reads", 0) + reads
@@ -380,7 +385,7 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
 
 
 def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row_offset,
-                        chunk_bytes) -> tuple[np.ndarray, int]:
+                        chunk_bytes, adc_step=1.0) -> tuple[np.ndarray, int]:
     from chipforge.sim import reram_kernels as kern
 
     m_total = xu.shape[0]
@@ -395,7 +400,8 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
     if rows <= _FUSED_MAX_ROWS:
         kern.reads_fused(xu, prep.rowidx, shifts, dmasks, cycle_w, prep.cells_t, prep.nvar_t,
                          prep.indep_var, prep.scoef, layer.per_output, prep.ucoef, full,
-                         layer.unit_column, prep.noise_mode, key, row_offset, out, sat)
+                         layer.unit_column, prep.noise_mode, key, row_offset, out, sat,
+                         adc_step)
     else:
         per_row = layer_chunk_bytes_per_row(layer, cycles, prep.noise_mode == 1)
         chunk = max(1, int(chunk_bytes or _CHUNK_BYTES) // per_row)
@@ -412,8 +418,73 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
             del a
             kern.reads_post(sums, cols, ones, squares, cycle_w, prep.indep_var, prep.scoef,
                             layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
-                            key, row_offset + start, out[start:stop], sat[start:stop])
+                            key, row_offset + start, out[start:stop], sat[start:stop],
+                            adc_step)
+    if adc_step != 1.0:
+        return out, int(sat.sum())
     return np.rint(out).astype(np.int64), int(sat.sum())
+
+
+def max_column_sum(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: int,
+                   signed_inputs: bool) -> float:
+    """The largest noise-free column sum (level units) of any read for inputs ``x_q``: the
+    calibration of :func:`adc_steps` (unit columns included)."""
+    from chipforge.sim import reram_kernels as kern
+
+    layer = programmed.layer
+    cfg = CrossbarConfig(rows=1, cols=1, cell_bits=layer.cell_bits, weight_bits=1,
+                         input_bits=input_bits, dac_bits=layer.dac_bits,
+                         adc_bits=layer.adc_bits, signed_inputs=signed_inputs)
+    shifts, dmasks = _input_planes_spec(cfg)
+    prep = _prepare(programmed)
+    xu = np.zeros((len(x_q), layer.rows + 1), dtype=np.int64)
+    xu[:, :layer.rows] = np.asarray(x_q)[:, :layer.rows] & ((1 << input_bits) - 1)
+    cells = np.ascontiguousarray(programmed.conductance)
+    top = 0.0
+    step = max(1, (64 << 20) // max(1, layer_chunk_bytes_per_row(layer, len(shifts), False)))
+    for start in range(0, len(xu), step):
+        a, ones, _ = kern.bit_planes(xu[start:start + step], prep.rowidx, shifts, dmasks,
+                                     cells.dtype)
+        top = max(top, float(np.matmul(a, cells).max(initial=0)))
+        if layer.unit_column:
+            top = max(top, float(ones.max(initial=0)))
+    return top
+
+
+def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | None = None
+              ) -> dict[str, float]:
+    """Each layer's ADC step (level units per code) for an ADC range ``mode``:
+
+    - ``"max"``: one level per code (full scale ``2**adc_bits - 1`` levels; exact integer
+      codes until saturation: the presets' setting);
+    - ``"fraction:F"``: full scale ``F`` times the array's largest possible column sum
+      (rows x DAC max x cell max), never finer than one level;
+    - ``"calibrated"``: full scale the largest column sum seen on a calibration batch
+      (``calibration``: layer -> :func:`max_column_sum`), never finer than one level.
+    """
+    steps = {}
+    for name, layer in mapped.layers.items():
+        full = (1 << layer.adc_bits) - 1
+        if mode == "max":
+            scale = float(full)
+        elif mode.startswith("fraction:"):
+            try:
+                fraction = float(mode.split(":", 1)[1])
+            except ValueError:
+                fraction = -1.0
+            if not 0 < fraction <= 1:
+                raise ValueError(f"adc range fraction must be in (0, 1], not {mode!r}")
+            rows = layer.levels.shape[1]
+            scale = fraction * rows * ((1 << layer.dac_bits) - 1) * ((1 << layer.cell_bits) - 1)
+        elif mode == "calibrated":
+            if calibration is None or name not in calibration:
+                raise ValueError(f"adc range 'calibrated' needs a calibration of layer {name!r}")
+            scale = calibration[name]
+        else:
+            raise ValueError(f"adc range must be 'max', 'fraction:F' or 'calibrated', "
+                             f"not {mode!r}")
+        steps[name] = max(1.0, scale / full)
+    return steps
 
 
 def can_never_saturate(layer: MappedLayer) -> bool:
@@ -461,8 +532,10 @@ class CrossbarMatmul:
 
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
                  seed: int = 0, fast_path: bool = True, chunk_bytes: int | None = None,
-                 backend: str = "numpy", array_device: str = "cpu") -> None:
+                 backend: str = "numpy", array_device: str = "cpu",
+                 adc_steps: dict[str, float] | None = None) -> None:
         self.mapped = mapped
+        self.adc_steps = adc_steps or {}
         self.device = device
         self.seed = seed
         self.chunk_bytes = chunk_bytes
@@ -474,6 +547,8 @@ class CrossbarMatmul:
         self.effective = {}
         if fast_path:
             for name, programmed in self.programmed.items():
+                if self.adc_steps.get(name, 1.0) != 1.0:
+                    continue
                 w_eff = effective_weights(programmed)
                 if w_eff is not None:
                     self.effective[name] = w_eff
@@ -508,4 +583,24 @@ class CrossbarMatmul:
                                      signed_inputs=bool(node.attrs["act_signed"]),
                                      noise_key=self.noise_keys[node.name], row_offset=offset,
                                      report=self.report, chunk_bytes=self.chunk_bytes,
-                                     backend=self.backend, device=self.array_device)
+                                     backend=self.backend, device=self.array_device,
+                                     adc_step=self.adc_steps.get(node.name, 1.0))
+
+
+def calibrate_adc(graph, x: np.ndarray, hook: CrossbarMatmul) -> dict[str, float]:
+    """Largest column sum of each mapped layer on calibration inputs ``x`` (the ideal
+    quantized activations feed every layer): the ``"calibrated"`` ADC range."""
+    from chipforge.sim.executor import exact_int_matmul, run_graph
+
+    seen: dict[str, float] = {}
+
+    def record(node, x_q, w_q):
+        programmed = hook.programmed.get(node.name)
+        if programmed is not None:
+            seen[node.name] = max(seen.get(node.name, 0.0), max_column_sum(
+                x_q, programmed, input_bits=int(node.attrs["act_bits"]),
+                signed_inputs=bool(node.attrs["act_signed"])))
+        return exact_int_matmul(node, x_q, w_q)
+
+    run_graph(graph, x, matmul=record)
+    return seen

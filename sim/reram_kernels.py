@@ -156,14 +156,26 @@ def _add_noise(s, sd, z, key, base, kn, wn, fn):
 
 
 @nb.njit(inline="always", cache=True)
-def _convert_accumulate(s, w, scoef_g, acc, full, top):
-    # The ADC (round, saturate) and the shift-and-add weight, branch-free (vectorizes).
+def _convert_accumulate(s, w, scoef_g, acc, full, top, step):
+    # The ADC (steps of ``step`` level units, round, saturate) and the shift-and-add
+    # weight, branch-free (vectorizes). step == 1: codes are the integer column sums.
     nsat = 0
+    inv = 1.0 / step
+    ws = w * step
     for c in range(s.shape[0]):
-        x = s[c]
+        x = s[c] * inv
         nsat += x > top
-        acc[c] += w * scoef_g[c] * min(max(np.rint(x), 0.0), full)
+        acc[c] += ws * scoef_g[c] * min(max(np.rint(x), 0.0), full)
     return nsat
+
+
+@nb.njit(inline="always", cache=True)
+def _unit_code(ones, full, step):
+    # The unit column through the same ADC: (code in level units, saturated?).
+    x = ones / step
+    if x > full + 0.5:
+        return full * step, 1
+    return np.rint(x) * step, 0
 
 
 @nb.njit(inline="always", cache=True)
@@ -177,7 +189,7 @@ def _finish_row(acc, per, unit_acc, out_row):
 
 @nb.njit(parallel=True, cache=True)
 def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, per, ucoef,
-                 full, has_unit, noise_mode, key, row0, out, sat, kn, wn, fn):
+                 full, has_unit, noise_mode, key, row0, step, out, sat, kn, wn, fn):
     m_total = xu.shape[0]
     g_total, r_total, c_total = cells.shape          # (G, R, C), C contiguous
     t_total = shifts.shape[0]
@@ -233,12 +245,10 @@ def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, 
                     else:
                         sd[:] = math.sqrt(squares * indep_var)
                     _add_noise(s, sd, z, key, base, kn, wn, fn)
-                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step)
                 if has_unit:
-                    u = ones
-                    if u > full:
-                        nsat += 1
-                        u = full
+                    u, us = _unit_code(ones, full, step)
+                    nsat += us
                     for n in range(n_total):
                         unit_acc[n] += w * ucoef[g, n] * u
         _finish_row(acc, per, unit_acc, out[m])
@@ -246,12 +256,12 @@ def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, 
 
 
 def reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, per, ucoef,
-                full, has_unit, noise_mode, key, row0, out, sat) -> None:
+                full, has_unit, noise_mode, key, row0, out, sat, step=1.0) -> None:
     """All reads of a layer for rows ``xu`` (M, K+1) of unsigned input bit patterns (the
     last column zero), accumulated into ``out`` (M, N) float64; saturations into ``sat``."""
     _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, float(indep_var), scoef,
                  int(per), ucoef, float(full), bool(has_unit), int(noise_mode), np.uint64(key),
-                 np.int64(row0), out, sat, _KN, _WN, _FN)
+                 np.int64(row0), float(step), out, sat, _KN, _WN, _FN)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -288,7 +298,7 @@ def bit_planes(xu, rowidx, shifts, dmasks, dtype) -> tuple[np.ndarray, np.ndarra
 
 @nb.njit(parallel=True, cache=True)
 def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, full,
-                has_unit, noise_mode, key, row0, out, sat, kn, wn, fn):
+                has_unit, noise_mode, key, row0, step, out, sat, kn, wn, fn):
     g_total = sums.shape[0]
     t_total = cw.shape[0]
     m_total = out.shape[0]
@@ -319,12 +329,10 @@ def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, 
                     else:
                         sd[:] = math.sqrt(squares[g, row] * indep_var)
                     _add_noise(s, sd, z, key, base, kn, wn, fn)
-                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step)
                 if has_unit:
-                    u = o
-                    if u > full:
-                        nsat += 1
-                        u = full
+                    u, us = _unit_code(o, full, step)
+                    nsat += us
                     for n in range(n_total):
                         unit_acc[n] += w * ucoef[g, n] * u
         _finish_row(acc, per, unit_acc, out[m])
@@ -332,8 +340,8 @@ def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, 
 
 
 def reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, full,
-               has_unit, noise_mode, key, row0, out, sat) -> None:
+               has_unit, noise_mode, key, row0, out, sat, step=1.0) -> None:
     """Noise, ADC and shift-and-add of GEMM results ``sums`` (G, M*T, C or 2C)."""
     _reads_post(sums, int(c_total), ones, squares, cw, float(indep_var), scoef, int(per), ucoef,
                 float(full), bool(has_unit), int(noise_mode), np.uint64(key), np.int64(row0),
-                out, sat, _KN, _WN, _FN)
+                float(step), out, sat, _KN, _WN, _FN)

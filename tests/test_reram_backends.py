@@ -240,3 +240,45 @@ def test_layer_error_table_is_zero_on_ideal_chips_and_grows_with_read_noise():
     for noise in (0.02, 0.1):
         assert rows[noise]["snr_db"] == pytest.approx(-20 * np.log10(rows[noise]
                                                                     ["relative_error"]))
+
+
+def test_adc_range_modes_fix_a_saturating_adc():
+    """256 rows of 2-bit cells read with 2-bit DACs reach 2304 levels: a 6-bit ADC at one
+    level per code saturates almost every read; a calibrated or fractional range does not,
+    and torch agrees with numpy on the wide range."""
+    from chipforge.sim.reram import adc_steps, calibrate_adc
+
+    accel = ReramAcceleratorConfig(rows=256, cols=128, dac_bits=2, adc_bits=6, weight_bits=8,
+                                   scheme=PlacementScheme.OFFSET, adc_range=AdcRange.CLIP)
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (16, 256))
+    node = Node(Op.LINEAR, "fc", ("input",), dict(weight_bits=8, weight_scale=1.0, act_bits=8,
+                                                  act_scale=1.0, act_signed=False),
+                {"weight": w * 1.0})
+    graph = Graph("fc", (256,), [node])
+    mapped = place(graph, accel)
+    x = rng.integers(0, 256, (60, 256)).astype(float)
+    exact = x @ w.T
+    hook = CrossbarMatmul(mapped)
+    cal = calibrate_adc(graph, x[:50], hook)
+    assert 300 < cal["fc"] <= 256 * 3 * 3
+    errors, reports = {}, {}
+    for mode in ("max", "fraction:0.5", "calibrated"):
+        steps = adc_steps(mode, mapped, cal)
+        h = CrossbarMatmul(mapped, adc_steps=steps)
+        got = run_graph(graph, x, matmul=h)
+        errors[mode] = np.linalg.norm(got - exact) / np.linalg.norm(exact)
+        reports[mode] = h.report["saturated"] / h.report["adc_reads"]
+    assert errors["max"] > 0.5 and reports["max"] > 0.5
+    # A 6-bit ADC over ~1500 levels quantizes coarsely (about 24 levels per code), but
+    # nothing saturates: a fraction of the error that clipping leaves.
+    assert errors["calibrated"] < errors["max"] / 3 and errors["fraction:0.5"] < errors["max"] / 2
+    assert reports["calibrated"] < 0.01
+    steps = adc_steps("calibrated", mapped, cal)
+    layer = program_layer(mapped.layers["fc"])
+    kw = dict(input_bits=8, signed_inputs=False, adc_step=steps["fc"])
+    xi = x.astype(np.int64)
+    assert np.allclose(crossbar_layer_matmul(xi, layer, **kw),
+                       crossbar_layer_matmul(xi, layer, backend="torch", **kw))
+    with pytest.raises(ValueError, match="fraction must be in"):
+        adc_steps("fraction:2", mapped)
