@@ -26,6 +26,14 @@ arithmetic, so the layer reproduces ``x_q @ w_q`` bit for bit unless an ADC satu
 Read noise drawn anew for every cell at every read is, summed on a bit line, one Gaussian
 per ADC read with variance ``sum_r a_r**2 * sigma_r**2``; for proportional noise that is
 one more matrix product (``a**2 @ (sigma * G)**2``), so no per-cell noise is ever drawn.
+
+How it runs. The numpy backend uses compiled kernels (:mod:`chipforge.sim.reram_kernels`):
+short row groups (FORMS fragments) are read by one fused kernel that skips all-zero reads;
+whole crossbars by one batched float32 GEMM ``a @ [cells | variances]`` followed by one
+fused pass (noise, ADC, shift-and-add). The torch backend (:mod:`chipforge.sim.reram_torch`,
+CPU or CUDA) does the same with tensor operations. A read's Gaussian is indexed by the
+read (seed, layer, input row since programming, group, cycle, column), so results do not
+depend on chunking, the memory budget (:mod:`chipforge.sim.memory`) or thread counts.
 """
 
 from __future__ import annotations
