@@ -8,8 +8,10 @@ read noise (2 %, proportional or independent) drawn for every read, 0.1 % stuck-
 The floor of the ADC-level method (issue 16): the stacked GEMM of its ADC reads,
 ``(G, batch * cycles, R) @ (G, R, C)`` in float32 for G row groups of R rows and C
 physical columns, plus one Gaussian per read (numpy's SFC64 ``standard_normal`` in
-float32, two seeded streams filled on the two cores at once). Also printed: the ratio to
-the GEMM alone and the user+sys CPU seconds of the simulation.
+float32, two seeded streams filled on the two cores at once). Exact proportional noise
+also needs the variance GEMM ``a @ (sigma G)**2``; those rows print the ratio with it in
+the floor as well. Also printed: the ratio to the GEMM alone, user+sys CPU seconds and the
+CPU-time ratio (the build machine is shared: CPU time is the steadier measure).
 
 Run: ``python benchmarks/bench_crossbar_layer.py`` (or ``make bench``).
 """
@@ -110,6 +112,11 @@ def main() -> None:
                       f"{r['time'] / r['floor']:5.2f}x (to the GEMM alone "
                       f"{r['time'] / r['gemm']:5.2f}x); CPU-time ratio "
                       f"{r['cpu'] / r['floor_cpu']:5.2f}x", flush=True)
+                if model is ReadNoiseModel.PROPORTIONAL:
+                    # Exact proportional noise needs its variance GEMM (a @ (sigma G)**2).
+                    print(f"  {'':<9} {'':<7} {'':<12} with the variance GEMM in the floor "
+                          f"({r['floor'] + r['gemm']:.3f} s): ratio "
+                          f"{r['time'] / (r['floor'] + r['gemm']):5.2f}x", flush=True)
     print(f"  load average at the end {os.getloadavg()[0]:.1f}")
 
 
