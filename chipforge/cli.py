@@ -69,6 +69,19 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
     _add_family_options(p)
+    run = p.add_argument_group("run options (families that simulate in batches: reram)")
+    run.add_argument("--max-memory", dest="run_max_memory", metavar="SIZE",
+                     help="memory budget such as 2G (default: half the available memory); "
+                          "the batch is streamed in chunks that fit")
+    run.add_argument("--device", dest="run_device_kind", choices=["cpu", "cuda"],
+                     help="where the crossbars run (cuda: torch tensors on the GPU)")
+    run.add_argument("--layer-errors", dest="run_layer_errors", type=int, metavar="N",
+                     help="add each layer's relative error and SNR vs the ideal run (on N "
+                          "samples) to the per-layer table")
+    run.add_argument("--adc-range", dest="run_adc_range", metavar="MODE",
+                     help="ADC full scale: max (one level per code, default), fraction:F "
+                          "(F x the array maximum) or calibrated (largest column sum of each "
+                          "layer on the first 64 samples)")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cost model runs on (default 100)")
     from chipforge.rtl_loop import add_rtl_arguments
@@ -150,12 +163,22 @@ def _run_simulate(args: argparse.Namespace) -> int:
                              f"not combine with {', '.join(given)}")
         args.model = model
         return run_rtl_command(args)
+    run_options = {k[len("run_"):]: v for k, v in vars(args).items()
+                   if k.startswith("run_") and v is not None}
+    foreign = [k for k in run_options if k not in spec.family.run_options]
+    if foreign:
+        flags = ", ".join("--" + {"device_kind": "device"}.get(k, k).replace("_", "-")
+                          for k in foreign)
+        raise UsageError(f"{flags} do(es) not apply to accelerator {spec.name!r} (family "
+                         f"{spec.family.name}; its run options: "
+                         f"{', '.join(spec.family.run_options) or 'none'})")
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     check_output_dir(out, option="--out")  # before the simulation, not after it
     job = run_main_job(model, accelerator=spec, data=args.data, out=out,
                        samples=args.samples, seed=args.seed, quantize=args.quantize,
-                       cycle_samples=args.cycle_samples, progress=True)
+                       cycle_samples=args.cycle_samples, progress=True,
+                       run_options=run_options)
     print(job.summary())
     return 0
 

@@ -72,7 +72,8 @@ class MainJob:
 def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                  out: str | Path | None = None, samples: int | None = None, seed: int = 0,
                  quantize: str = "auto", cycle_samples: int = 100, progress: bool = True,
-                 overrides: dict[str, Any] | None = None, **options: Any) -> MainJob:
+                 overrides: dict[str, Any] | None = None,
+                 run_options: dict[str, Any] | None = None, **options: Any) -> MainJob:
     """Run the main job; see the module doc. ``accelerator`` is anything
     :func:`chipforge.families.get_accelerator_spec` takes; ``overrides`` (dotted keys) and
     ``options`` (the family's convenience options: ReRAM ``variation``, ``fault_rate``, ...)
@@ -124,7 +125,7 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
                                    notes=notes)
         bar.update()
         step("functional simulation")
-        sim = simulate_graph(spec, graph, x, y, seed=seed)
+        sim = simulate_graph(spec, graph, x, y, seed=seed, run_options=run_options)
         result = sim.result
         bar.update()
         step("cost model")

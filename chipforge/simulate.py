@@ -93,6 +93,8 @@ class SimulationResult:
         if self.layers:
             keys = [k for k, v in self.layers[0].items()
                     if isinstance(v, int | float | str | list | tuple)][:10]
+            keys += [k for k in ("relative_error", "snr_db")
+                     if k in self.layers[0] and k not in keys]
             rows = [[_cell(layer.get(k, '')) for k in keys] for layer in self.layers]
             widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
             lines.append("  per layer:")

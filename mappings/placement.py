@@ -106,6 +106,10 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     if bits > accel.weight_bits:
         raise ValueError(f"node {node.name!r} has {bits}-bit weights but accelerator "
                          f"{accel.name!r} stores at most weight_bits={accel.weight_bits}")
+    # The weight encoding follows the model: an 8-bit model on a 16-bit preset (ISAAC) is
+    # sliced as 8-bit weights (4 cells, offset 2**7), not padded to 16 bits whose high cells
+    # would hold only offset (and add their read noise to every column sum).
+    accel = accel.replace(weight_bits=max(bits, 2))
     w_q = integer_weights(node)
     # grouped/depthwise convolutions: one block-diagonal matrix, each group's weights in
     # rows and columns of their own (see block_diagonal_weights)

@@ -26,6 +26,14 @@ arithmetic, so the layer reproduces ``x_q @ w_q`` bit for bit unless an ADC satu
 Read noise drawn anew for every cell at every read is, summed on a bit line, one Gaussian
 per ADC read with variance ``sum_r a_r**2 * sigma_r**2``; for proportional noise that is
 one more matrix product (``a**2 @ (sigma * G)**2``), so no per-cell noise is ever drawn.
+
+How it runs. The numpy backend uses compiled kernels (:mod:`chipforge.sim.reram_kernels`):
+short row groups (FORMS fragments) are read by one fused kernel that skips all-zero reads;
+whole crossbars by one batched float32 GEMM ``a @ [cells | variances]`` followed by one
+fused pass (noise, ADC, shift-and-add). The torch backend (:mod:`chipforge.sim.reram_torch`,
+CPU or CUDA) does the same with tensor operations. A read's Gaussian is indexed by the
+read (seed, layer, input row since programming, group, cycle, column), so results do not
+depend on chunking, the memory budget (:mod:`chipforge.sim.memory`) or thread counts.
 """
 
 from __future__ import annotations
@@ -46,16 +54,14 @@ from chipforge.sim.devices import (
 )
 from chipforge.sim.executor import exact_int_matmul
 from chipforge.sim.graph import Node
-from chipforge.sim.ref.crossbar import adc_convert, input_slices
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
-           "can_never_saturate", "crossbar_layer_matmul", "effective_weights", "program_layer"]
+           "adc_steps", "calibrate_adc", "can_never_saturate", "crossbar_layer_matmul",
+           "effective_weights", "layer_chunk_bytes_per_row", "max_column_sum", "program_layer"]
 
-# Batch chunking: each chunk's GEMMs get at least _MIN_ROWS stacked rows (BLAS needs tall
-# operands to run near peak), and its analog-sum array stays below _CHUNK_BYTES (memory
-# stays flat for big batches).
-_CHUNK_BYTES = 96 << 20
-_MIN_ROWS = 1024
+# Default bound on one layer's kernel temporaries (rows are streamed in chunks that fit);
+# CrossbarMatmul's memory budget replaces it.
+_CHUNK_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,8 @@ class ProgrammedLayer:
     noise_var: np.ndarray | None
     """(G, R, C) per-cell read-noise variance in level units squared (proportional noise)."""
     device: ReramDeviceConfig
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+    """Derived arrays of the kernels (filled on first use)."""
 
 
 def _seed_stream(seed: int, layer_index: int, purpose: int) -> np.random.Generator:
@@ -201,11 +209,21 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     g = program_cells(layer.levels, layer.cell_bits, device,
                       _seed_stream(seed, layer_index, _VARIATION), faults, dtype=dtype)
     noise_var = None
+    cache: dict = {}
+    n_groups, rows, cols = g.shape
+    # (The fused path reads the fields as they are: (G, R, C), C contiguous.)
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
-        noise_var = (np.square(g.astype(np.float64) + base) * device.read_noise ** 2
-                     ).astype(dtype)
-    return ProgrammedLayer(layer, g, faults, noise_var, device)
+        noise_var = np.square(g.astype(np.float64) + base) * device.read_noise ** 2
+        if rows > _FUSED_MAX_ROWS:
+            # One buffer [cells | variances] for the GEMM path; the fields are views of it.
+            both = np.empty((n_groups, rows, 2 * cols), dtype=dtype)
+            both[:, :, :cols], both[:, :, cols:] = g, noise_var
+            cache["cells_nv"] = both
+            g, noise_var = both[:, :, :cols], both[:, :, cols:]
+        else:
+            noise_var = noise_var.astype(dtype)
+    return ProgrammedLayer(layer, g, faults, noise_var, device, cache)
 
 
 def _cycle_weights(cfg: CrossbarConfig) -> np.ndarray:
@@ -218,17 +236,118 @@ def _cycle_weights(cfg: CrossbarConfig) -> np.ndarray:
     return w
 
 
+def _input_planes_spec(cfg: CrossbarConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Shift and mask of each input cycle's DAC slice (MSB first)."""
+    shifts, masks = [], []
+    top = cfg.input_bits
+    for width in cfg.input_slice_widths:
+        top -= width
+        shifts.append(top)
+        masks.append((1 << width) - 1)
+    return np.array(shifts, dtype=np.int64), np.array(masks, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A programmed layer's arrays in the layouts the kernels read (computed once)."""
+
+    rowidx: np.ndarray        # (G, R) int64, unused rows -> K (a zero input column)
+    cells: np.ndarray         # (G, R, C) conductances in level units
+    nvar: np.ndarray | None   # (G, R, C) proportional read-noise variances
+    cells_t: np.ndarray       # (G, R, C) contiguous conductances (fused path)
+    nvar_t: np.ndarray        # (G, R, C) contiguous noise variances, or (1, 1, 1)
+    cells_nv: np.ndarray      # (G, R, C or 2C) [cells | variances] (GEMM path)
+    scoef: np.ndarray         # (G, C) float64 digital weight with the flip sign folded in
+    col_out: np.ndarray       # (C,) int64 output of each physical column
+    ucoef: np.ndarray         # (G, N) float64 weight of the unit column's code
+    noise_mode: int           # 0 none, 1 proportional (GEMM variance), 2 independent
+    indep_var: float          # independent noise variance per unit of input squared
+    exact_bound: float        # largest |accumulator| per input cycle weight
+
+
+# Row groups up to this many rows are read by the fused kernel (inputs gathered and
+# multiplied in registers, all-zero reads skipped); taller ones by BLAS + one fused pass.
+_FUSED_MAX_ROWS = 16
+
+
+def _prepare(programmed: ProgrammedLayer) -> _Prepared:
+    cached = programmed.cache.get("prepared")
+    if cached is not None:
+        return cached
+    layer, device = programmed.layer, programmed.device
+    n_groups, rows, cols = layer.levels.shape
+    mask = (1 << layer.cell_bits) - 1
+    full = (1 << layer.adc_bits) - 1
+    rowidx = np.where(layer.row_index < 0, layer.rows, layer.row_index).astype(np.int64)
+    cells = programmed.conductance
+    noise_mode, indep_var = 0, 0.0
+    if device.read_noise > 0:
+        if device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
+            noise_mode = 1
+        else:
+            noise_mode, indep_var = 2, float((device.read_noise * mask) ** 2)
+    nvar = programmed.noise_var
+    # Each path's layout only (the programmed fields are views of it where possible).
+    empty = np.zeros((1, 1, 1), dtype=cells.dtype)
+    if rows > _FUSED_MAX_ROWS:
+        cells_nv = programmed.cache.get("cells_nv")
+        if cells_nv is None:
+            cells_nv = (np.concatenate([cells, nvar.astype(cells.dtype)], axis=2)
+                        if noise_mode == 1 else np.ascontiguousarray(cells))
+        cells_t = nvar_t = empty
+    else:
+        cells_nv = empty
+        cells_t = np.ascontiguousarray(cells)
+        nvar_t = np.ascontiguousarray(nvar) if noise_mode == 1 else empty
+    scoef = np.where(layer.flipped, -layer.coef, layer.coef).astype(np.float64)
+    flip_coef = (layer.flipped * layer.coef).reshape(n_groups, layer.outputs,
+                                                      layer.per_output).sum(-1) * mask
+    ucoef = (flip_coef - layer.offset).astype(np.float64)
+    col_out = (np.arange(cols) // layer.per_output).astype(np.int64)
+    per_out = np.abs(scoef).reshape(n_groups, layer.outputs, layer.per_output).sum(axis=(0, 2))
+    bound = full * float(per_out.max(initial=0) + np.abs(ucoef).sum(axis=0).max(initial=0))
+    prepared = _Prepared(rowidx, cells, nvar if noise_mode == 1 else None, cells_t, nvar_t,
+                         cells_nv, scoef, col_out, ucoef, noise_mode, indep_var, bound)
+    programmed.cache["prepared"] = prepared
+    return prepared
+
+
+def layer_chunk_bytes_per_row(layer: MappedLayer, cycles: int, noise: bool) -> int:
+    """Bytes of kernel temporaries per input row (one output pixel of one sample) of a
+    layer: the GEMM path's DAC inputs and column sums (sums and variances with noise);
+    the fused path keeps only the inputs and the output row."""
+    n_groups, rows, cols = layer.levels.shape
+    k1 = layer.rows + 1
+    base = 8 * k1 + 8 * layer.outputs + 8            # unsigned inputs, accumulators, counts
+    if rows <= _FUSED_MAX_ROWS:
+        return base
+    width = 2 * cols if noise else cols
+    return base + cycles * n_groups * (4 * rows + 4 * width + 16)
+
+
 def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: int,
                           signed_inputs: bool, rng: np.random.Generator | None = None,
-                          report: dict[str, int] | None = None) -> np.ndarray:
+                          report: dict[str, int] | None = None, noise_key: int | None = None,
+                          row_offset: int = 0, chunk_bytes: int | None = None,
+                          backend: str = "numpy", device: str = "cpu",
+                          adc_step: float = 1.0) -> np.ndarray:
     """``x_q @ w_q`` of one mapped layer computed by its crossbars: int64 (M, N).
 
     ``x_q`` (M, K) integers in the ``input_bits`` range (signed or not), fed bit-serially
-    through ``dac_bits`` DACs. ``rng`` draws the read noise (required when the device has
-    read noise). ``report``, if given, accumulates ``adc_reads`` and ``saturated`` counts.
+    through ``dac_bits`` DACs. Read noise (one Gaussian per ADC read) comes from the
+    counter-based stream ``noise_key``: the read of input row ``row_offset + m`` draws the
+    same number however the rows are chunked (:mod:`chipforge.sim.reram_kernels`); without
+    a key, ``rng`` supplies one (required when the device has read noise). ``report``, if
+    given, accumulates ``adc_reads`` and ``saturated`` counts. ``chunk_bytes`` bounds the
+    temporaries (rows are streamed in chunks that fit). ``backend``: ``"numpy"`` (the
+    compiled CPU kernels) or ``"torch"`` on ``device`` (``cpu`` or ``cuda``; same integers
+    where the arithmetic is integer, its own Gaussians otherwise). ``adc_step``: the ADC's
+    step in level units (1: codes count levels, full scale ``2**adc_bits - 1`` levels; a
+    larger step widens the range, see :func:`adc_steps`); with a step other than 1 the
+    result is float64.
     """
     layer = programmed.layer
-    device = programmed.device
+    dev = programmed.device
     x_q = np.asarray(x_q)
     if x_q.ndim != 2:
         raise ValueError(f"layer {layer.node!r}: inputs must be 2-D (M, K), not {x_q.shape}")
@@ -239,85 +358,142 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     cfg = CrossbarConfig(rows=1, cols=1, cell_bits=layer.cell_bits, weight_bits=1,
                          input_bits=input_bits, dac_bits=layer.dac_bits, adc_bits=layer.adc_bits,
                          signed_inputs=signed_inputs)
-    if device.read_noise > 0 and rng is None:
-        raise ValueError("a device with read noise needs an rng for the reads")
+    lo, hi = cfg.input_range
+    if x_q.size and (int(x_q.min()) < lo or int(x_q.max()) > hi):
+        raise ValueError(f"layer {layer.node!r}: inputs must lie in {lo}..{hi} for "
+                         f"{input_bits}-bit {'signed' if signed_inputs else 'unsigned'} inputs, "
+                         f"not {int(x_q.min())}..{int(x_q.max())}")
+    if dev.read_noise > 0 and noise_key is None:
+        if rng is None:
+            raise ValueError("a device with read noise needs an rng for the reads")
+        noise_key = int(rng.integers(0, 2**63))
+    prep = _prepare(programmed)
     cycle_w = _cycle_weights(cfg)
-    n_groups, rows, cols = layer.levels.shape
-    n_out, per = layer.outputs, layer.per_output
-    mask = (1 << layer.cell_bits) - 1
+    shifts, dmasks = _input_planes_spec(cfg)
     full = (1 << layer.adc_bits) - 1
-    dtype = programmed.conductance.dtype
-    # Work in slice-major column order (c' = p * N + n), so adding an output's slices
-    # reduces over contiguous blocks instead of a short strided axis.
-    order = np.arange(cols).reshape(n_out, per).T.reshape(-1)
-    cells = programmed.conductance[:, :, order]
-    noise_var = None if programmed.noise_var is None else programmed.noise_var[:, :, order]
+    # Pad the inputs to the layer's rows plus one zero column (unused crossbar rows read it).
+    xu = np.zeros((m_total, layer.rows + 1), dtype=np.int64)
+    xu[:, :layer.rows] = x_q[:, :layer.rows]
+    xu[:, :layer.rows] &= (1 << input_bits) - 1        # two's complement bit pattern
+    key = int(noise_key or 0)
+    if backend == "torch":
+        from chipforge.sim.reram_torch import layer_matmul_torch
 
-    # Fold flips into the digital weights: value = code * (1 - 2f) + f * mask * unit.
-    sign_coef = np.where(layer.flipped, -layer.coef, layer.coef)            # (G, C)
-    flip_coef = (layer.flipped * layer.coef).reshape(n_groups, n_out, per).sum(-1) * mask
-    unit_coef = (flip_coef - layer.offset).astype(np.float64)                # (G, N)
-    # Codes times coefficients, summed over groups and slices, stay exact in float32 while
-    # below 2**24; otherwise use float64.
-    bound = full * float(np.abs(layer.coef).reshape(n_groups, n_out, per).sum(axis=(0, 2)).max())
-    acc_dtype = np.float32 if bound < (1 << 24) else np.float64
-    sign_coef = sign_coef[:, order].astype(acc_dtype)[:, None, :]             # (G, 1, C)
-
-    # Row gather: a zero column at index K feeds the unused crossbar rows.
-    gather = np.where(layer.row_index < 0, k, layer.row_index).reshape(-1)
-    indep_var = None
-    if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.INDEPENDENT:
-        indep_var = (device.read_noise * mask) ** 2
-
-    cycles = cfg.input_cycles
-    per_row_bytes = cycles * n_groups * cols * np.dtype(dtype).itemsize
-    chunk = max(1, -(-_MIN_ROWS // cycles), _CHUNK_BYTES // max(per_row_bytes, 1))
-    chunk = min(m_total, chunk)
-    out = np.empty((m_total, n_out), dtype=np.int64)
-    saturated = 0
-    for start in range(0, m_total, chunk):
-        xs = x_q[start:start + chunk]
-        mb = xs.shape[0]
-        planes = input_slices(xs, cfg)                                      # (T, mb, K)
-        planes = np.concatenate([planes, np.zeros((cycles, mb, 1), planes.dtype)], axis=2)
-        a = planes[:, :, gather].astype(dtype).reshape(cycles * mb, n_groups, rows)
-        a = np.ascontiguousarray(a.transpose(1, 0, 2))                      # (G, T*mb, R)
-        sums = np.matmul(a, cells)                                           # (G, T*mb, C)
-        unit = a.sum(axis=2)                                                 # (G, T*mb)
-        if device.read_noise > 0:
-            a2 = a if layer.dac_bits == 1 else a * a
-            noise = rng.standard_normal(sums.shape, dtype=np.float32)
-            if noise_var is not None:
-                std = np.matmul(a2, noise_var)               # the variance: one more GEMM
-                np.sqrt(std, out=std)
-                std *= noise
-                sums += std
-            else:
-                noise *= np.sqrt(a2.sum(axis=2) * indep_var, dtype=np.float32)[:, :, None]
-                sums += noise
-            del noise
-        if report is not None:
-            saturated += int(np.count_nonzero(sums > full + 0.5))
-        codes = adc_convert(sums, layer.adc_bits, out=sums)
-        unit_codes = np.minimum(unit, full).astype(np.float64)
-        if layer.unit_column:
-            saturated += int(np.count_nonzero(unit > full))
-        # Digital side: weight the columns, add the groups, then the slices of each output.
-        codes = codes.astype(acc_dtype, copy=False)
-        codes *= sign_coef
-        if n_groups > 1:
-            codes = codes.sum(axis=0, keepdims=True)
-        per_cycle = codes.reshape(cycles * mb, per, n_out).sum(axis=1)
-        per_cycle = np.rint(per_cycle).astype(np.int64)
-        if layer.unit_column:
-            per_cycle += np.rint(unit_codes.T @ unit_coef).astype(np.int64)
-        per_cycle = per_cycle.reshape(cycles, mb, n_out)
-        out[start:start + mb] = np.tensordot(cycle_w, per_cycle, axes=(0, 0))
+        out, saturated = layer_matmul_torch(xu, layer, prep, shifts, dmasks, cycle_w, full,
+                                            key, row_offset, chunk_bytes, device, adc_step)
+    elif backend != "numpy":
+        raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
+    else:
+        out, saturated = _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full,
+                                             key, row_offset, chunk_bytes, adc_step)
     if report is not None:
         reads = m_total * layer.stats.adc_reads_per_vector
         report["adc_reads"] = report.get("adc_reads", 0) + reads
         report["saturated"] = report.get("saturated", 0) + saturated
     return out
+
+
+def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row_offset,
+                        chunk_bytes, adc_step=1.0) -> tuple[np.ndarray, int]:
+    from chipforge.sim import reram_kernels as kern
+
+    m_total = xu.shape[0]
+    n_groups, rows, cols = layer.levels.shape
+    cycles = len(shifts)
+    if float(np.abs(cycle_w).sum()) * prep.exact_bound >= 2.0**53:
+        raise ValueError(f"layer {layer.node!r}: partial sums of up to "
+                         f"{float(np.abs(cycle_w).sum()) * prep.exact_bound:.3g} do not stay "
+                         "exact in float64 accumulators (use fewer weight or input bits)")
+    out = np.zeros((m_total, layer.outputs), dtype=np.float64)
+    sat = np.zeros(m_total, dtype=np.int64)
+    if rows <= _FUSED_MAX_ROWS:
+        kern.reads_fused(xu, prep.rowidx, shifts, dmasks, cycle_w, prep.cells_t, prep.nvar_t,
+                         prep.indep_var, prep.scoef, layer.per_output, prep.ucoef, full,
+                         layer.unit_column, prep.noise_mode, key, row_offset, out, sat,
+                         adc_step)
+    else:
+        per_row = layer_chunk_bytes_per_row(layer, cycles, prep.noise_mode == 1)
+        chunk = max(1, int(chunk_bytes or _CHUNK_BYTES) // per_row)
+        dtype = prep.cells_nv.dtype
+        for start in range(0, m_total, chunk):
+            stop = min(m_total, start + chunk)
+            a, ones, squares = kern.bit_planes(xu[start:stop], prep.rowidx, shifts, dmasks,
+                                               dtype)
+            if prep.noise_mode == 1 and layer.dac_bits > 1:
+                sums = np.concatenate([np.matmul(a, prep.cells_nv[:, :, :cols]),
+                                       np.matmul(a * a, prep.cells_nv[:, :, cols:])], axis=2)
+            else:
+                sums = np.matmul(a, prep.cells_nv)          # (G, mb*T, C or 2C)
+            del a
+            kern.reads_post(sums, cols, ones, squares, cycle_w, prep.indep_var, prep.scoef,
+                            layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
+                            key, row_offset + start, out[start:stop], sat[start:stop],
+                            adc_step)
+    if adc_step != 1.0:
+        return out, int(sat.sum())
+    return np.rint(out).astype(np.int64), int(sat.sum())
+
+
+def max_column_sum(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: int,
+                   signed_inputs: bool) -> float:
+    """The largest noise-free column sum (level units) of any read for inputs ``x_q``: the
+    calibration of :func:`adc_steps` (unit columns included)."""
+    from chipforge.sim import reram_kernels as kern
+
+    layer = programmed.layer
+    cfg = CrossbarConfig(rows=1, cols=1, cell_bits=layer.cell_bits, weight_bits=1,
+                         input_bits=input_bits, dac_bits=layer.dac_bits,
+                         adc_bits=layer.adc_bits, signed_inputs=signed_inputs)
+    shifts, dmasks = _input_planes_spec(cfg)
+    prep = _prepare(programmed)
+    xu = np.zeros((len(x_q), layer.rows + 1), dtype=np.int64)
+    xu[:, :layer.rows] = np.asarray(x_q)[:, :layer.rows] & ((1 << input_bits) - 1)
+    cells = np.ascontiguousarray(programmed.conductance)
+    top = 0.0
+    step = max(1, (64 << 20) // max(1, layer_chunk_bytes_per_row(layer, len(shifts), False)))
+    for start in range(0, len(xu), step):
+        a, ones, _ = kern.bit_planes(xu[start:start + step], prep.rowidx, shifts, dmasks,
+                                     cells.dtype)
+        top = max(top, float(np.matmul(a, cells).max(initial=0)))
+        if layer.unit_column:
+            top = max(top, float(ones.max(initial=0)))
+    return top
+
+
+def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | None = None
+              ) -> dict[str, float]:
+    """Each layer's ADC step (level units per code) for an ADC range ``mode``:
+
+    - ``"max"``: one level per code (full scale ``2**adc_bits - 1`` levels; exact integer
+      codes until saturation: the presets' setting);
+    - ``"fraction:F"``: full scale ``F`` times the array's largest possible column sum
+      (rows x DAC max x cell max), never finer than one level;
+    - ``"calibrated"``: full scale the largest column sum seen on a calibration batch
+      (``calibration``: layer -> :func:`max_column_sum`), never finer than one level.
+    """
+    steps = {}
+    for name, layer in mapped.layers.items():
+        full = (1 << layer.adc_bits) - 1
+        if mode == "max":
+            scale = float(full)
+        elif mode.startswith("fraction:"):
+            try:
+                fraction = float(mode.split(":", 1)[1])
+            except ValueError:
+                fraction = -1.0
+            if not 0 < fraction <= 1:
+                raise ValueError(f"adc range fraction must be in (0, 1], not {mode!r}")
+            rows = layer.levels.shape[1]
+            scale = fraction * rows * ((1 << layer.dac_bits) - 1) * ((1 << layer.cell_bits) - 1)
+        elif mode == "calibrated":
+            if calibration is None or name not in calibration:
+                raise ValueError(f"adc range 'calibrated' needs a calibration of layer {name!r}")
+            scale = calibration[name]
+        else:
+            raise ValueError(f"adc range must be 'max', 'fraction:F' or 'calibrated', "
+                             f"not {mode!r}")
+        steps[name] = max(1.0, scale / full)
+    return steps
 
 
 def can_never_saturate(layer: MappedLayer) -> bool:
@@ -375,23 +551,35 @@ class CrossbarMatmul:
     """
 
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
-                 seed: int = 0, fast_path: bool = True) -> None:
+                 seed: int = 0, fast_path: bool = True, chunk_bytes: int | None = None,
+                 backend: str = "numpy", array_device: str = "cpu",
+                 adc_steps: dict[str, float] | None = None) -> None:
         self.mapped = mapped
+        self.adc_steps = adc_steps or {}
         self.device = device
         self.seed = seed
+        self.chunk_bytes = chunk_bytes
+        self.backend = backend
+        self.array_device = array_device
         self.programmed = {name: program_layer(layer, device, seed=seed, layer_index=i)
                            for i, (name, layer) in enumerate(mapped.layers.items())}
         # Integer cells, no noise, no possible saturation: one exact product per layer.
         self.effective = {}
         if fast_path:
             for name, programmed in self.programmed.items():
+                if self.adc_steps.get(name, 1.0) != 1.0:
+                    continue
                 w_eff = effective_weights(programmed)
                 if w_eff is not None:
                     self.effective[name] = w_eff
-        # SFC64: the read noise needs one Gaussian per ADC read, and bit generation is the
-        # cost that dominates it (SFC64 is the fastest of numpy's generators).
-        self.rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([int(seed), 0,
-                                                                              _READ])))
+        # Read noise: one counter-based stream per layer; a read's Gaussian depends on the
+        # seed, the layer and the read's index (input rows counted since programming), so
+        # results do not depend on how the batch is chunked or on the thread count.
+        from chipforge.sim.reram_kernels import stream_key
+
+        self.noise_keys = {name: stream_key(seed, i, _READ)
+                           for i, name in enumerate(mapped.layers)}
+        self.rows_done = dict.fromkeys(mapped.layers, 0)
         self.report: dict[str, int] = {}
 
     def __call__(self, node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
@@ -412,7 +600,30 @@ class CrossbarMatmul:
                 return _block_diagonal_product(x_q[:, :layer.rows], w_eff,
                                                int(node.attrs["groups"]))
             return exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
+        offset = self.rows_done[node.name]
+        self.rows_done[node.name] = offset + len(x_q)
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
                                      signed_inputs=bool(node.attrs["act_signed"]),
-                                     rng=self.rng, report=self.report)
+                                     noise_key=self.noise_keys[node.name], row_offset=offset,
+                                     report=self.report, chunk_bytes=self.chunk_bytes,
+                                     backend=self.backend, device=self.array_device,
+                                     adc_step=self.adc_steps.get(node.name, 1.0))
 
+
+def calibrate_adc(graph, x: np.ndarray, hook: CrossbarMatmul) -> dict[str, float]:
+    """Largest column sum of each mapped layer on calibration inputs ``x`` (the ideal
+    quantized activations feed every layer): the ``"calibrated"`` ADC range."""
+    from chipforge.sim.executor import exact_int_matmul, run_graph
+
+    seen: dict[str, float] = {}
+
+    def record(node, x_q, w_q):
+        programmed = hook.programmed.get(node.name)
+        if programmed is not None:
+            seen[node.name] = max(seen.get(node.name, 0.0), max_column_sum(
+                x_q, programmed, input_bits=int(node.attrs["act_bits"]),
+                signed_inputs=bool(node.attrs["act_signed"])))
+        return exact_int_matmul(node, x_q, w_q)
+
+    run_graph(graph, x, matmul=record)
+    return seen

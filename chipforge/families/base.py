@@ -271,6 +271,9 @@ class AcceleratorFamily:
     model (post-training, 8 bits) before :meth:`map`. False for families that take the
     model as it is (binarized or fixed-point inside the family)."""
     rtl_loop: ClassVar[bool] = False
+    run_options: ClassVar[dict[str, str]] = {}
+    """Keyword options of :meth:`run` that are not hardware (memory budget, array device,
+    ...) -> what they do; the CLI refuses the ones a family lacks."""
     """``chipforge simulate --rtl`` can run one layer of this family through Verilog."""
 
     # -- configs --------------------------------------------------------------------------

@@ -78,6 +78,14 @@ class ReramFamily(AcceleratorFamily):
     }
     rtl_blocks = ("shift-add", "forms-fragment")
     rtl_loop = True
+    run_options: ClassVar = {
+        "max_memory": "memory budget such as 2G (default: half the available memory); the "
+                      "batch is streamed in chunks that fit",
+        "device_kind": "where the crossbars run: cpu (numpy kernels) or cuda (torch tensors)",
+        "layer_errors": "add each layer's relative error and SNR vs the ideal run, on N samples",
+        "adc_range": "ADC full scale: max (one level per code), fraction:F (F x the array "
+                     "maximum) or calibrated (largest column sum per layer on 64 samples)",
+    }
 
     def map(self, graph, config: ReramAcceleratorConfig) -> Mapping:
         from chipforge.mappings.placement import place
@@ -102,24 +110,59 @@ class ReramFamily(AcceleratorFamily):
 
     def run(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, x: np.ndarray, *,
             seed: int = 0, ideal_logits: np.ndarray | None = None,
-            float_logits: bool = True) -> RunOutput:
+            float_logits: bool = True, max_memory: int | str | None = None,
+            device_kind: str = "cpu", layer_errors: int = 0,
+            adc_range: str = "max") -> RunOutput:
+        """``max_memory`` (bytes or ``"2G"``; default half the available memory) bounds the
+        estimated peak: the batch is streamed in chunks that fit (:mod:`chipforge.sim.memory`),
+        with the same result for any chunking. ``device_kind`` ``"cuda"`` runs the crossbars
+        on torch tensors on the GPU. ``layer_errors`` > 0 adds each layer's output error vs
+        the ideal run on that many samples (:mod:`chipforge.sim.layer_error`). ``adc_range``:
+        ``"max"``, ``"fraction:F"`` or ``"calibrated"`` (:func:`chipforge.sim.reram.adc_steps`).
+        """
         from chipforge.sim.executor import run_graph
-        from chipforge.sim.reram import CrossbarMatmul
+        from chipforge.sim.memory import parse_size, plan_memory
+        from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
 
-        device = config.device
-        hook = CrossbarMatmul(mapped.detail, device, seed=seed)
-        logits = run_graph(graph, x, matmul=hook)
+        if device_kind not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
+        if not isinstance(layer_errors, int) or layer_errors < 0:
+            raise ValueError(f"layer_errors must be an integer >= 0, not {layer_errors!r}")
+        device, placed = config.device, mapped.detail
+        plan = plan_memory(graph, placed, device, len(x),
+                           None if max_memory is None else parse_size(max_memory))
+        calibration = None
+        if adc_range == "calibrated":
+            calibration = calibrate_adc(graph, x[:64], CrossbarMatmul(placed, device, seed=seed))
+        steps = adc_steps(adc_range, placed, calibration)
+
+        def hook_factory():
+            return CrossbarMatmul(placed, device, seed=seed, chunk_bytes=plan.chunk_bytes,
+                                  backend="numpy" if device_kind == "cpu" else "torch",
+                                  array_device=device_kind, adc_steps=steps)
+
+        hook = hook_factory()
+        logits = run_graph(graph, x, matmul=hook, batch_size=plan.batch)
         if ideal_logits is None:
-            ideal_logits = run_graph(graph, x)
+            ideal_logits = run_graph(graph, x, batch_size=plan.batch)
         described = ", ".join(f"{k}={v}" for k, v in device.to_dict().items()
                               if k in ("programming_sigma", "read_noise", "p_stuck_off",
                                        "p_stuck_on") and v)
         metrics = {"adc_reads_per_sample": hook.report.get("adc_reads", 0) / len(x),
                    "adc_saturations": hook.report.get("saturated", 0),
-                   "device": described or "ideal"}
+                   "device": described or "ideal", "adc_range": adc_range,
+                   "memory_estimate_bytes": plan.estimate,
+                   "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
+        layers: list[dict] = []
+        if layer_errors:
+            from chipforge.sim.layer_error import layer_error_table
+
+            layers = layer_error_table(graph, x[:layer_errors], hook_factory,
+                                       batch_size=min(plan.batch, 64))
         return RunOutput(logits, ideal_logits,
-                         "quantized model, exact integer arithmetic", metrics,
-                         float_logits=run_graph(graph, x, quantized=False)
+                         "quantized model, exact integer arithmetic", metrics, layers=layers,
+                         float_logits=run_graph(graph, x, quantized=False,
+                                                batch_size=plan.batch)
                          if float_logits else None)
 
     def cost(self, graph, mapped: Mapping, config: ReramAcceleratorConfig,
