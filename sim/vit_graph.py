@@ -265,7 +265,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
                   and ln1.name in w.nodes[n].inputs]
         if len(inputs) == 1 and inputs[0].params["weight"].shape[0] == 3 * dim:
             qkv_w = inputs[0].params["weight"]
-            qkv_b = inputs[0].params.get("bias", np.zeros(3 * dim))
+            qkv_b = _bias(w, inputs[0])
         elif len(inputs) == 3:
             qkv_w, qkv_b = _order_qkv(w, inner, soft[0], inputs, dim)
         else:
@@ -356,6 +356,17 @@ def _selector_heads_mismatch(graph: Graph, selector_blocks: list[int], depth: in
     return False
 
 
+def _bias(w: _Walker, lin: Node) -> np.ndarray:
+    """A linear layer's bias, also when the exporter adds it as a separate constant
+    (``nn.MultiheadAttention``'s in-projection: MatMul, then Add)."""
+    out = lin.params["weight"].shape[0]
+    bias = lin.params.get("bias", np.zeros(out))
+    after = w.only(lin.name, Op.ADD_CONST)
+    if after is not None and after.params["constant"].size == out:
+        bias = bias + after.params["constant"].reshape(out)
+    return bias
+
+
 def _order_qkv(w: _Walker, inner: set[str], soft: Node, linears: list[Node], dim: int):
     """Stack three projections as (q, k, v): q and k feed the logits' MATMUL (left, right),
     v the MATMUL after the softmax (right)."""
@@ -377,7 +388,7 @@ def _order_qkv(w: _Walker, inner: set[str], soft: Node, linears: list[Node], dim
     if len(role) != 3:
         raise w.fail("cannot tell the q, k and v projections apart")
     ws = [role[r].params["weight"] for r in "qkv"]
-    bs = [role[r].params.get("bias", np.zeros(dim)) for r in "qkv"]
+    bs = [_bias(w, role[r]) for r in "qkv"]
     return np.concatenate(ws), np.concatenate(bs)
 
 

@@ -146,21 +146,31 @@ def test_any_vit_graph_runs_on_the_heatvit_accelerator(tmp_path, capsys):
 
 
 def test_transformer_encoder_layer_vit_lowers_to_the_engine():
-    """nn.TransformerEncoderLayer(norm_first=True) blocks, imported through ONNX: the engine's
-    float run equals the graph's (graph_to_vit checks it), fixed point agrees closely."""
+    """nn.TransformerEncoderLayer(norm_first=True) blocks with 2 heads of 8 channels (the
+    scale's remainder folds into q), imported through ONNX, every weight and bias nonzero
+    (the in-projection's bias arrives as a separate Add): the engine's float run equals the
+    graph's (graph_to_vit checks it), and 8-bit fixed point agrees with it."""
     from chipforge.heatvit import run_heatvit_graph
     from chipforge.sim.executor import run_graph
     from chipforge.sim.vit_graph import graph_to_vit
 
     torch.manual_seed(0)
-    net = EncoderLayerVit(**TINY).eval()
+    net = EncoderLayerVit(dim=16, heads=2, depth=3).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
     d = digits(8)
     graph = from_torch(net, torch.tensor(d.x_test[:4]))
     model = graph_to_vit(graph)
-    assert model.config.depth == 3 and model.config.heads == 1
-    run = run_heatvit_graph(graph, d.x_test[:100], calibration=d.x_train[:256])
-    ref = run_graph(graph, d.x_test[:100], quantized=False)
-    assert (run.logits.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    assert model.config.depth == 3 and model.config.heads == 2
+    assert np.abs(model.params["blocks.0.qkv.bias"]).min() > 0
+    run = run_heatvit_graph(graph, d.x_test[:100], calibration=d.x_train[:256], fixed=False)
+    np.testing.assert_allclose(run.logits, run_graph(graph, d.x_test[:100], quantized=False),
+                               atol=1e-6 * np.abs(run.logits).max())
+    # 8 bits track the float logits of this random-weight model (its classes are near
+    # ties, so argmax agreement says little).
+    fixed = run_heatvit_graph(graph, d.x_test[:100], calibration=d.x_train[:256])
+    assert np.corrcoef(fixed.logits.ravel(), run.logits.ravel())[0, 1] > 0.95
 
 
 @pytest.mark.slow
