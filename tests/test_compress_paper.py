@@ -44,7 +44,12 @@ def test_forms_polarized_within_one_point_of_pruned_and_crossbars_from_placement
                                 polarize=False)
     on_forms8 = _sim(polarized, "forms8", cnn)
     unpolarized = _sim(pruned, "isaac", cnn)      # same pruning, no polarization
-    dense = _sim(cnn["model"], "isaac", cnn)
+    from chipforge.importers.onnx import load_onnx
+    from chipforge.mappings.quantize import quantize_graph
+
+    with np.load(cnn["train"]) as f:
+        calib = f["x"][:256].astype(np.float64)
+    dense = _sim(quantize_graph(load_onnx(cnn["model"]), calib), "isaac", cnn)
     print(f"\nforms8 (polarized): ideal {on_forms8.accuracy_ideal:.4f}, hardware "
           f"{on_forms8.accuracy_hardware:.4f}, crossbars {on_forms8.metrics['crossbars']}; "
           f"pruned, unpolarized: {unpolarized.accuracy_ideal:.4f}; "
