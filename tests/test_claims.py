@@ -102,6 +102,7 @@ def test_structured_pruning_frees_whole_crossbars():
     from chipforge.mappings.structured import LayerPlan, StructuredConfig, structured_prune
     from chipforge.mappings.torch_export import to_graph
     from chipforge.mappings.train import deterministic, seed_everything, train
+    from chipforge.zoo.forms_mnist import as_32bit_weights
     from chipforge.zoo.recipes import mlp
 
     data = _mlp_data()
@@ -127,8 +128,8 @@ def test_structured_pruning_frees_whole_crossbars():
                         ("unstructured", unstructured)):
         q = copy.deepcopy(model)
         prepare_qat(q, data.x_train, QuantizeConfig())
-        counts[name] = {n: la.stats.crossbars
-                        for n, la in place(to_graph(q, (1, 8, 8)), base).layers.items()}
+        graph = as_32bit_weights(to_graph(q, (1, 8, 8)))   # stored as 32-bit weights
+        counts[name] = {n: la.stats.crossbars for n, la in place(graph, base).layers.items()}
     # Independent count: ceil(K / 128) row tiles x ceil(N / 4) column tiles per layer.
     assert counts["dense"] == {"fc1": 1 * 16, "fc2": 1 * 8, "fc3": 1 * 3}
     assert counts["structured"] == {"fc1": 4, "fc2": 2, "fc3": 3}

@@ -181,7 +181,7 @@ def test_superbnn_binarizes_a_user_mlp_for_the_aqfp_arrays(mlp, tmp_path, capsys
 
 @pytest.mark.parametrize("case, message", [
     ("shape", "each input has shape"),
-    ("labels", "labels run up to 12"),
+    ("labels", "labels must be class indices below the model's 10 outputs, found 12"),
     ("few", "too few"),
     ("superbnn-cnn", "binarizes MLPs"),
     ("unknown-option", "--fragment-size is not an option of superbnn"),

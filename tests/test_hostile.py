@@ -267,8 +267,8 @@ def test_simulate_bad_inputs_are_one_line_with_the_rule(work, capsys):
         (["--data", d / "objects.npz"],
          f"data file {d / 'objects.npz'}: array 'x' holds Python objects"),
         (["--data", d / "random.npz"], f"data file {d / 'random.npz'} is not an .npz"),
-        (["--data", d / "labels.npz"], "labels must be < 10 (graph 'lenet-digits-forms8' "
-                                         "has 10 outputs), found 10"),
+        (["--data", d / "labels.npz"], "labels must be class indices below the model's 10 "
+                                         "outputs, found 10"),
         (["--out", d / "a_file" / "sub"], "is a file, so the folder cannot be created"),
         (["--out", d / "a_file"], "exists and is not a folder"),
         (["--out", "/proc/chipforge-report"], "cannot write in /proc"),

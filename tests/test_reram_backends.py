@@ -165,8 +165,8 @@ def _gemm_graph(n, bits=8):
 
 
 def test_a_tight_memory_budget_streams_the_batch_with_the_same_result():
+    from chipforge.families.reram import run_reram
     from chipforge.sim.memory import parse_size, plan_memory
-    from chipforge.simulate import run_reram
 
     graph = _gemm_graph(512)
     x = np.random.default_rng(1).random((40, 512))
@@ -210,8 +210,8 @@ def test_a_4096x4096_gemm_with_read_noise_and_500_samples_fits_the_default_budge
     (half the available memory) and below the estimate's bound."""
     import resource
 
+    from chipforge.families.reram import run_reram
     from chipforge.sim.memory import available_memory
-    from chipforge.simulate import run_reram
 
     budget = available_memory() // 2
     graph = _gemm_graph(4096)
@@ -224,7 +224,7 @@ def test_a_4096x4096_gemm_with_read_noise_and_500_samples_fits_the_default_budge
 
 
 def test_layer_error_table_is_zero_on_ideal_chips_and_grows_with_read_noise():
-    from chipforge.simulate import run_reram
+    from chipforge.families.reram import run_reram
 
     graph = _gemm_graph(128)
     x = np.random.default_rng(1).random((30, 128))

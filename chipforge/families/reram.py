@@ -200,11 +200,14 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
               **device_options: Any):
     """One ReRAM chip instance through the interface, for sweeps: ``mapped`` (a placement's
     ``MappedModel``) and ``ideal_logits`` skip recomputing them; ``device_options`` are the
-    family's convenience options (``fault_rate``, ``variation``, ...). Returns the
+    family's convenience options (``fault_rate``, ``variation``, ...) and its run options
+    (``max_memory``, ``layer_errors``, ...). Returns the
     :class:`~chipforge.simulate.SimulationResult`."""
     from chipforge.families import get_accelerator_spec
     from chipforge.simulate import simulate_graph
 
+    run_options = {k: device_options.pop(k) for k in list(device_options)
+                   if k in ReramFamily.run_options}
     spec = get_accelerator_spec(accelerator, options=device_options)
     if not isinstance(spec.family, ReramFamily):
         raise ValueError(f"run_reram needs a ReRAM accelerator, not {spec.name!r} "
@@ -213,7 +216,8 @@ def run_reram(graph, accelerator, x: np.ndarray, y: np.ndarray, *, seed: int = 0
         mapped = spec.family.mapping_of(mapped, graph, spec.config)
     return simulate_graph(spec, graph, x, y, seed=seed, mapped=mapped,
                           run_options={"ideal_logits": ideal_logits,
-                                       "float_logits": float_accuracy}).result
+                                       "float_logits": float_accuracy,
+                                       **run_options}).result
 
 
 register_family(ReramFamily())

@@ -167,8 +167,8 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
     classes = output_classes(graph)
     if classes is not None and y.max() >= classes:
-        raise ValueError(f"data {label}: labels must be < {classes} (graph {graph.name!r} "
-                         f"has {classes} outputs), found {int(y.max())}")
+        raise ValueError(f"data {label}: labels must be class indices below the model's "
+                         f"{classes} outputs, found {int(y.max())}")
     return x, y.astype(np.int64)
 
 
