@@ -7,12 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
-
+import torch
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from chipforge.importers.onnx import OnnxImportError, load_onnx  # noqa: E402
@@ -635,7 +633,7 @@ def test_bundled_vit_backbone_imports_through_pytorch_and_onnx():
     """The bundled vit-digits (HeatViT's backbone, stored in its own format) rebuilt as a
     plain PyTorch module from its parameters, imported with from_torch: the IR's float
     output equals chipforge.sim.vit's float run of the same model (no token selectors)."""
-    vit = pytest.importorskip("chipforge.zoo.vit")
+    import chipforge.zoo.vit as vit
     from chipforge.sim.vit import run_vit
     from chipforge.zoo.data import digits
 
@@ -697,7 +695,6 @@ def test_qdq_model_on_ideal_crossbars_equals_onnxruntime(digits_cnn_onnx, tmp_pa
     """The imported QDQ model placed on an accelerator's ideal crossbars (bit-sliced cells,
     ADCs, shift-and-add) gives exactly chipforge's quantized output, hence onnxruntime's up
     to the rounding ties of the QDQ test above."""
-    pytest.importorskip("chipforge.sim.reram")
     from onnxruntime.quantization import QuantType
 
     from chipforge.accelerators import get_accelerator
