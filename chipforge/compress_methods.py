@@ -19,7 +19,7 @@ import numpy as np
 from chipforge.compress_options import parse_ratios
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["forms", "heatvit", "isqed", "pim_qat", "superbnn"]
+__all__ = ["forms", "isqed", "pim_qat", "superbnn"]
 
 _QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
 _FRAGMENT_ATTRS = ("fragment_size", "fragment_order")
@@ -714,21 +714,3 @@ class _Split:
         self.x_test = self.data.x_val
         self.y_test = self.data.y_val
         self.input_shape = self.data.input_shape
-
-
-
-# -- heatvit (the vit branch's selector training, behind this dispatcher) -----------------
-
-def heatvit(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Graph:
-    """HeatViT token selectors (:func:`chipforge.mappings.heatvit_selectors.heatvit`): it
-    gets only the training part of the split (it carves its own early-stopping validation
-    from it), so the dispatcher's validation split stays unseen; its per-epoch checkpoint
-    goes into this run's checkpoint directory."""
-    from chipforge.mappings.heatvit_selectors import heatvit as train_selectors
-
-    state = None if checkpoint.directory is None else checkpoint.directory / "heatvit.state.npz"
-    out = train_selectors(graph, data.x_train, data.y_train, seed=seed,
-                          progress=progress.enabled, checkpoint=state,
-                          **dataclasses.asdict(options))
-    out.meta["compress_result"] = out.meta.pop("provenance", {})
-    return out

@@ -110,8 +110,6 @@ class HeatvitOptions(ConfigBase):
         return self.blocks or tuple(range(1, len(self.keep) + 1))
 
 
-HeatVitCompressOptions = HeatvitOptions
-"""The earlier name (``chipforge.compress_methods.heatvit`` on the compress branch uses it)."""
 
 
 def graph_sha256(graph: Graph) -> str:
