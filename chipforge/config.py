@@ -120,6 +120,23 @@ def _resolve_type(cls: type, annotation: Any) -> Any:
     return annotation
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file; a folder, a missing, unreadable or invalid file is a
+    ``ValueError`` naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder, not a .toml file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ValueError(f"config file {path} cannot be read: {e.strerror}") from None
+
+
 def load_toml(cls: type[ConfigBase], path: str | Path, table: str | None = None, *,
               required: tuple[str, ...] = ()) -> ConfigBase:
     """Load a config of type ``cls`` from a TOML file (optionally from one of its tables).
@@ -128,15 +145,7 @@ def load_toml(cls: type[ConfigBase], path: str | Path, table: str | None = None,
     the file and the field: a truncated or empty file never becomes a default config.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"config file {path} is a folder, not a .toml file")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"config file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+    data = read_toml(path)
     if table is not None:
         if table not in data:
             raise ValueError(f"config file {path} has no [{table}] table; "

@@ -111,7 +111,9 @@ def check_output_file(path: str | Path, *, option: str) -> Path:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (``MemAvailable``; 4 GiB where it cannot be read)."""
+    """Bytes of memory available now (``MemAvailable``; the physical size where it cannot be
+    read). The file-size budget here and the simulation's memory budget
+    (:mod:`chipforge.sim.memory`) both start from it."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -119,7 +121,10 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 4 << 30
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return 4 << 30
 
 
 def npz_budget() -> int:

@@ -20,12 +20,12 @@ chunk (:mod:`chipforge.sim.reram_kernels`).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from chipforge.guard import available_memory
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph, Op
 from chipforge.sim.reram import layer_chunk_bytes_per_row
@@ -38,18 +38,6 @@ DEFAULT_FRACTION = 0.5
 
 _MAX_CHUNK = 256 << 20      # bigger kernel chunks do not run faster
 _MIN_CHUNK = 8 << 20
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (``MemAvailable``; the physical size as a fallback)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,

@@ -229,18 +229,12 @@ def flatten(table: MappingABC[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The tables of an accelerator file; a folder, a missing, unreadable, invalid or empty
     file is a :class:`FamilyError` naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise FamilyError(f"config file {path} is a folder, not a .toml file")
+    from chipforge.config import read_toml as read_file
+
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise FamilyError(f"config file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise FamilyError(f"config file {path} is not valid TOML: {e}") from None
-    except OSError as e:
-        raise FamilyError(f"config file {path} cannot be read: {e.strerror}") from None
+        data = read_file(path)
+    except ValueError as e:
+        raise FamilyError(str(e)) from None
     if not data:
         raise FamilyError(f"config file {path} is empty: it must name a preset "
                           "(preset = \"NAME\") or set the fields of an accelerator")
