@@ -84,6 +84,9 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
                           "layer on the first 64 samples)")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cost model runs on (default 100)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr: steps, then samples done, rate and ETA of "
+                        "the hardware run (default: when stderr is a terminal)")
     from chipforge.rtl_loop import add_rtl_arguments
 
     add_rtl_arguments(p)
@@ -177,7 +180,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     check_output_dir(out, option="--out")  # before the simulation, not after it
     job = run_main_job(model, accelerator=spec, data=args.data, out=out,
                        samples=args.samples, seed=args.seed, quantize=args.quantize,
-                       cycle_samples=args.cycle_samples, progress=True,
+                       cycle_samples=args.cycle_samples, progress=args.progress,
                        run_options=run_options)
     print(job.summary())
     return 0

@@ -27,16 +27,22 @@ Steps (a progress bar on stderr names each):
    energy, area per layer and in total, on the first ``cycle_samples`` inputs;
 6. **report** — terminal table, ``report.json``, ``accuracy.png``, ``layers.png``
    (:func:`chipforge.report.write_report`), the family's own numbers in its section.
+
+Each step's wall and CPU seconds are measured (:mod:`chipforge.stages`) and reported
+(``stages`` in ``report.json``, a table at the end of the text report). While the hardware
+runs, a second bar counts the samples done, their rate and the time left (ETA); both bars
+go to stderr and show only on a terminal unless ``progress`` is True (False: never).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MainJob", "run_main_job"]
+__all__ = ["MainJob", "load_inputs", "run_main_job"]
 
 
 @dataclasses.dataclass
@@ -51,6 +57,8 @@ class MainJob:
     """Report files: json, accuracy, layers (PNG)."""
     notes: list[str]
     """What the job did beyond the plain run (post-training quantization, ...)."""
+    stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Measured wall and CPU seconds per step (:mod:`chipforge.stages`)."""
 
     @property
     def cycles(self) -> Any | None:
@@ -59,60 +67,51 @@ class MainJob:
 
     def summary(self) -> str:
         from chipforge.report import format_cost
+        from chipforge.stages import format_stages
 
-        lines = [self.simulation.summary()]
+        lines = [self.simulation.summary(stages=False)]
         if self.cost is not None:
             lines.append(format_cost(self.cost))
+        if self.stages:
+            lines.append(format_stages(self.stages))
         lines += [f"note: {n}" for n in self.notes]
         if self.paths:
             lines.append("report: " + ", ".join(str(p) for p in self.paths.values()))
         return "\n".join(lines)
 
 
-def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
-                 out: str | Path | None = None, samples: int | None = None, seed: int = 0,
-                 quantize: str = "auto", cycle_samples: int = 100, progress: bool = True,
-                 overrides: dict[str, Any] | None = None,
-                 run_options: dict[str, Any] | None = None, **options: Any) -> MainJob:
-    """Run the main job; see the module doc. ``accelerator`` is anything
-    :func:`chipforge.families.get_accelerator_spec` takes; ``overrides`` (dotted keys) and
-    ``options`` (the family's convenience options: ReRAM ``variation``, ``fault_rate``, ...)
-    are validated by the family before any work starts."""
-    from tqdm import tqdm
-
-    from chipforge.families import CALIBRATION_SAMPLES, get_accelerator_spec
-    from chipforge.simulate import simulate_graph
+def load_inputs(family, model: Any, data: Any, *, samples: int | None = None,
+                quantize: str = "auto", notes: list[str] | None = None, timer=None,
+                step: Callable[[str], None] | None = None) -> tuple[Any, Any, Any]:
+    """Steps 1-3 of the main job (model, data, quantize) as ``(graph, x, y)``: the model
+    and data a family simulates, so that ``chipforge cycles --data`` runs the same ones.
+    ``notes`` collects what was done (quantization, provenance); ``timer`` (a
+    :class:`chipforge.stages.StageTimer`) the stage times; ``step(name)`` is told each
+    step as it starts (and ``step("")`` at its end)."""
+    from chipforge.compress import format_provenance  # how `chipforge compress` made it
+    from chipforge.families import CALIBRATION_SAMPLES
+    from chipforge.stages import StageTimer
 
     if quantize not in ("auto", "off"):
         raise ValueError(f"quantize must be 'auto' or 'off', not {quantize!r}")
-    if samples is not None and samples < 1:
-        raise ValueError(f"samples must be >= 1, not {samples}")
-    spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
-    family = spec.family
-    steps = ["model", "data", "quantize", "functional simulation", "cost model", "report"]
-    bar = tqdm(total=len(steps), disable=None if progress else True, file=sys.stderr,
-               unit="step",  # None: only on a terminal
-               bar_format="{desc:<32} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
-    notes: list[str] = []
-
-    def step(name: str) -> None:
-        bar.set_description(f"chipforge simulate: {name}")
-
-    try:
-        step("model")
+    notes = [] if notes is None else notes
+    timer = StageTimer() if timer is None else timer
+    step = step or (lambda name: None)
+    step("model")
+    with timer("import"):
         graph = family.load_model(model)
-        from chipforge.compress import format_provenance  # how `chipforge compress` made it
-
-        if (provenance := format_provenance(getattr(graph, "meta", {}))) is not None:
-            notes.append(provenance)
-        bar.update()
-        step("data")
+    if (provenance := format_provenance(getattr(graph, "meta", {}))) is not None:
+        notes.append(provenance)
+    step("")
+    step("data")
+    with timer("data"):
         x, y = family.load_data(data, graph, samples)
-        if samples is not None:
-            x, y = x[:samples], y[:samples]
-        bar.update()
-        step("quantize")
-        if family.integer_model:
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+    step("")
+    step("quantize")
+    if family.integer_model:
+        with timer("quantize"):
             if str(data) == "digits":
                 from chipforge.importers.model import digits_train_inputs
 
@@ -123,29 +122,86 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
                 calib_label = f"the first {len(calib)} given inputs"
             graph = family.prepare(graph, calib, mode=quantize, calib_label=calib_label,
                                    notes=notes)
-        bar.update()
+    step("")
+    return graph, x, y
+
+
+def _bar_disable(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None shows a bar only on a terminal."""
+    return None if progress is None else not progress
+
+
+def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
+                 out: str | Path | None = None, samples: int | None = None, seed: int = 0,
+                 quantize: str = "auto", cycle_samples: int = 100,
+                 progress: bool | None = None,
+                 overrides: dict[str, Any] | None = None,
+                 run_options: dict[str, Any] | None = None, **options: Any) -> MainJob:
+    """Run the main job; see the module doc. ``accelerator`` is anything
+    :func:`chipforge.families.get_accelerator_spec` takes; ``overrides`` (dotted keys) and
+    ``options`` (the family's convenience options: ReRAM ``variation``, ``fault_rate``, ...)
+    are validated by the family before any work starts. ``progress``: None (default) shows
+    the progress bars on stderr when it is a terminal, True always, False never."""
+    from tqdm import tqdm
+
+    from chipforge.families import get_accelerator_spec
+    from chipforge.simulate import simulate_graph
+    from chipforge.stages import StageTimer
+
+    if quantize not in ("auto", "off"):
+        raise ValueError(f"quantize must be 'auto' or 'off', not {quantize!r}")
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1, not {samples}")
+    spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
+    family = spec.family
+    steps = ["model", "data", "quantize", "functional simulation", "cost model", "report"]
+    disable = _bar_disable(progress)
+    bar = tqdm(total=len(steps), disable=disable, file=sys.stderr, unit="step",
+               bar_format="{desc:<32} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    notes: list[str] = []
+    timer = StageTimer()
+
+    def step(name: str) -> None:
+        if name:
+            bar.set_description(f"chipforge simulate: {name}")
+        else:
+            bar.update()
+
+    try:
+        graph, x, y = load_inputs(family, model, data, samples=samples, quantize=quantize,
+                                  notes=notes, timer=timer, step=step)
         step("functional simulation")
-        sim = simulate_graph(spec, graph, x, y, seed=seed, run_options=run_options)
+        images = tqdm(total=len(x), disable=disable, file=sys.stderr, unit="img",
+                      desc="  hardware run", position=1, leave=False, dynamic_ncols=True)
+        try:
+            sim = simulate_graph(spec, graph, x, y, seed=seed, run_options=run_options,
+                                 progress=images.update, timer=timer)
+        finally:
+            images.close()
         result = sim.result
-        bar.update()
+        step("")
         step("cost model")
-        cost = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
+        with timer("cost"):
+            cost = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
         if cost is None:
             notes.append(f"accelerator {spec.name} (family {family.name}) has no cost model "
                          "for this configuration: no latency or energy")
         else:
             result.cost = cost.to_dict()
-        bar.update()
+        step("")
         step("report")
         paths: dict[str, Path] = {}
         if out is not None:
             from chipforge.report import write_report
 
-            section = family.report_section(spec.config, sim.mapped, sim.output, cost)
-            paths = write_report(result, out, cost=cost, section=section,
-                                 extra={"notes": notes,
-                                        "provenance": getattr(graph, "meta", {}).get("provenance")})
-        bar.update()
+            with timer("report"):
+                section = family.report_section(spec.config, sim.mapped, sim.output, cost)
+                result.stages = timer.rows()
+                paths = write_report(result, out, cost=cost, section=section,
+                                     extra={"notes": notes, "provenance": getattr(
+                                         graph, "meta", {}).get("provenance")})
+        step("")
     finally:
         bar.close()
-    return MainJob(result, cost, paths, notes)
+    result.stages = timer.rows()
+    return MainJob(result, cost, paths, notes, stages=result.stages)

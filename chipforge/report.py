@@ -5,9 +5,13 @@
 :class:`~chipforge.families.base.CostReport` (or None) and its family-specific numbers, and
 writes into ``out_dir``, the same for every accelerator family:
 
-- ``report.json`` — ``simulation`` (accuracies, metrics, per-layer mapping), ``cost``
-  (cycles, latency, throughput, energy, area per layer and in total, with its basis),
-  ``family`` (name and the family's own section), ``notes``;
+- ``report.json`` (``schema`` 2) — ``simulation`` (accuracies, metrics, per-layer
+  mapping), ``cost`` (cycles, latency, throughput, energy, area per layer and in total,
+  with its basis), ``family`` (name and the family's own section), ``notes``, ``stages``
+  (measured wall and CPU seconds of each step, :mod:`chipforge.stages`) and, when the run
+  measured it, ``layer_errors`` (each layer's relative error and SNR vs the ideal run);
+  sections are only ever added, so readers of schema 2 keep working. Non-finite numbers
+  are written as ``null`` (strict JSON); an exact layer has ``"exact": true``;
 - ``accuracy.png`` — accuracy of the float model, ideal hardware and simulated hardware;
 - ``layers.png`` — per-layer latency and energy by component (with a cost model), else
   the per-layer mapping.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,17 @@ def _plain(value: Any) -> Any:
 
 
 plain = _plain
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with infinities and NaN as None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def cycle_summary(report) -> dict[str, Any]:
@@ -99,13 +115,23 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
     family-specific numbers of ``section``) and whatever ``extra`` adds (``notes``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"schema": 2, "simulation": _plain(result),
+    from chipforge.simulate import layer_errors
+
+    simulation = _plain(result)
+    stages = simulation.pop("stages", []) if isinstance(simulation, dict) else []
+    data = {"schema": 2, "simulation": simulation,
             "cost": cost.to_dict() if cost is not None else None,
-            "family": {"name": getattr(result, "family", ""), **_plain(section or {})}}
+            "family": {"name": getattr(result, "family", ""), **_plain(section or {})},
+            "stages": stages}
+    errors = layer_errors(result) if hasattr(result, "layers") else None
+    if errors is not None:
+        data["layer_errors"] = {"samples": errors["samples"], "layers": [
+            dict(r, exact=r["snr_db"] == float("inf")) for r in errors["layers"]]}
     if extra:
         data.update(_plain(extra))
     paths = {"json": out / "report.json"}
-    paths["json"].write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    paths["json"].write_text(json.dumps(_finite(data), indent=2, sort_keys=True,
+                                        allow_nan=False) + "\n")
 
     import matplotlib
 

@@ -22,15 +22,21 @@ says what that is) next to the *hardware* accuracy, from the same samples.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Simulation", "SimulationResult", "load_model", "simulate", "simulate_graph"]
+if TYPE_CHECKING:
+    from chipforge.stages import StageTimer
+
+__all__ = ["Simulation", "SimulationResult", "layer_errors", "load_model", "simulate",
+           "simulate_graph"]
 
 
 @dataclasses.dataclass
@@ -63,13 +69,18 @@ class SimulationResult:
     cost: dict[str, Any] | None = None
     """The family's cost report as plain data (cycles, latency_s, throughput_per_s,
     energy_j, area_mm2, per layer and in total; None: not computed or no cost model)."""
+    stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Measured wall and CPU seconds per stage (:mod:`chipforge.stages`): the interface
+    steps (import, data, quantize, map, run, cost) and the family's parts of ``run``."""
 
     @property
     def accuracy_drop(self) -> float:
         """Ideal minus hardware accuracy, in points of accuracy (0..1 scale)."""
         return self.accuracy_ideal - self.accuracy_hardware
 
-    def summary(self) -> str:
+    def summary(self, *, stages: bool = True) -> str:
+        """The text report; ``stages=False`` leaves out the stage times (the main job
+        prints them last)."""
         lines = [f"{self.model} on {self.accelerator} ({self.samples} samples, seed {self.seed})"]
         if self.accuracy_float is not None:
             lines.append(f"  accuracy float           {100 * self.accuracy_float:6.2f} %")
@@ -101,7 +112,30 @@ class SimulationResult:
             lines.append("    " + "  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
             for r in rows:
                 lines.append("    " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+        errors = layer_errors(self)
+        if errors is not None:
+            from chipforge.sim.layer_error import format_layer_errors
+
+            lines.append(f"  per-layer error vs the ideal run ({errors['samples']} samples; "
+                         "errors compound through the layers):")
+            lines.append(format_layer_errors(errors["layers"]))
+        if stages and self.stages:
+            from chipforge.stages import format_stages
+
+            lines.append(format_stages(self.stages))
         return "\n".join(lines)
+
+
+def layer_errors(result: SimulationResult) -> dict[str, Any] | None:
+    """The per-layer error table of a run (rows with ``relative_error`` and ``snr_db``,
+    :mod:`chipforge.sim.layer_error`) as ``{"samples": N, "layers": [...]}``; None when
+    the run did not measure it (``--layer-errors N``)."""
+    rows = [{"node": r.get("node", ""), "relative_error": r["relative_error"],
+             "snr_db": r["snr_db"]} for r in result.layers
+            if "relative_error" in r and "snr_db" in r]
+    if not rows:
+        return None
+    return {"samples": result.metrics.get("layer_error_samples"), "layers": rows}
 
 
 def _cell(value: Any) -> str:
@@ -151,18 +185,24 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
     ``bitstream_length``; ...). Either one that the family lacks is a ``ValueError`` naming
     it, the family and what the family accepts."""
     from chipforge.families import get_accelerator_spec
+    from chipforge.stages import StageTimer
 
     if samples is not None and samples < 1:
         raise ValueError(f"samples must be >= 1, not {samples}")
     spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
-    graph = spec.family.load_model(model)
-    x, y = spec.family.load_data(data, graph, samples)
+    timer = StageTimer()
+    with timer("import"):
+        graph = spec.family.load_model(model)
+    with timer("data"):
+        x, y = spec.family.load_data(data, graph, samples)
     if samples is not None:
         x, y = x[:samples], y[:samples]
-    sim = simulate_graph(spec, graph, x, y, seed=seed)
+    sim = simulate_graph(spec, graph, x, y, seed=seed, timer=timer)
     if cost:
-        report = spec.family.cost(graph, sim.mapped, spec.config, x[:cost_samples])
+        with timer("cost"):
+            report = spec.family.cost(graph, sim.mapped, spec.config, x[:cost_samples])
         sim.result.cost = None if report is None else report.to_dict()
+    sim.result.stages = timer.rows()
     return sim.result
 
 
@@ -184,15 +224,33 @@ def _merge_layers(mapped_rows: list[dict], run_rows: list[dict]) -> list[dict]:
 
 
 def simulate_graph(spec, graph, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
-                   mapped=None, run_options: dict[str, Any] | None = None) -> Simulation:
+                   mapped=None, run_options: dict[str, Any] | None = None,
+                   progress: Callable[[int], None] | None = None,
+                   timer: StageTimer | None = None) -> Simulation:
     """Map (unless ``mapped`` is given) and run ``graph`` on the accelerator ``spec``
     (:class:`chipforge.families.AcceleratorSpec`); accuracies from the same samples.
-    ``run_options`` go to the family's ``run`` (e.g. reused ideal logits in sweeps)."""
+    ``run_options`` go to the family's ``run`` (e.g. reused ideal logits in sweeps).
+    ``progress(n)`` is told each chunk of ``n`` samples the hardware run finished (once,
+    with all samples, for a family whose ``run`` takes no ``progress``). ``timer`` (a
+    :class:`chipforge.stages.StageTimer`) collects the map and run times with the
+    caller's other stages; the result's ``stages`` are its rows."""
+    from chipforge.stages import StageTimer
+
     family, config = spec.family, spec.config
+    timer = StageTimer() if timer is None else timer
     start = time.perf_counter()
     if mapped is None:
-        mapped = family.map(graph, config)
-    out = family.run(graph, mapped, config, x, seed=seed, **(run_options or {}))
+        with timer("map"):
+            mapped = family.map(graph, config)
+    options = dict(run_options or {})
+    streams = progress is not None and _takes(family.run, "progress")
+    if streams:
+        options["progress"] = progress
+    with timer("run"):
+        out = family.run(graph, mapped, config, x, seed=seed, **options)
+    if progress is not None and not streams:
+        progress(len(x))
+    timer.extend([dict(r, within=r.get("within", "run")) for r in out.stages])
     y = np.asarray(y)
     ideal_pred, hw_pred = out.ideal_logits.argmax(axis=1), out.logits.argmax(axis=1)
     metrics = {k: v for k, v in mapped.totals.items() if not k.startswith("_")}
@@ -205,7 +263,17 @@ def simulate_graph(spec, graph, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
         layers=_merge_layers(mapped.layers, out.layers), config=config.to_dict(),
         ideal_label=out.ideal_label, family=family.name)
     result.seconds = time.perf_counter() - start
+    result.stages = timer.rows()
     return Simulation(result, mapped, out)
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` has a parameter ``name`` (older families' ``run`` lack
+    ``progress``)."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:

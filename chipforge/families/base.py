@@ -10,8 +10,10 @@ is a subclass of :class:`AcceleratorFamily` registered with
   a dotted config key or a function ``(config, value) -> config``;
 - :meth:`~AcceleratorFamily.map` ``(graph, config) -> Mapping``: placement, tiling and
   per-layer statistics as plain data;
-- :meth:`~AcceleratorFamily.run` ``(graph, mapped, config, x, seed=...) -> RunOutput``:
-  hardware logits next to the ideal ones, batched numpy, one seed one result;
+- :meth:`~AcceleratorFamily.run` ``(graph, mapped, config, x, seed=..., progress=...) ->
+  RunOutput``: hardware logits next to the ideal ones, batched numpy, one seed one result;
+  ``progress`` (optional) is called with the number of samples each streamed chunk of the
+  hardware run finished (a family without it is reported done at the end);
 - :meth:`~AcceleratorFamily.cost` ``(graph, mapped, config, x) -> CostReport | None``:
   cycles, latency, throughput, energy, area per layer and in total;
 - ``rtl_blocks``: the names of its blocks in :data:`chipforge.hw.generate.BLOCKS`.
@@ -86,6 +88,9 @@ class RunOutput:
     """Per-layer rows measured during the run; merged by ``node`` into the mapping's."""
     float_logits: np.ndarray | None = None
     """The float model's scores, where the model has a float view."""
+    stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Optional breakdown of the run's time (:class:`chipforge.stages.StageTimer` rows:
+    ``stage``, ``wall_s``, ``cpu_s``), e.g. hardware, ideal and float runs."""
 
 
 @dataclasses.dataclass
@@ -356,7 +361,9 @@ class AcceleratorFamily:
         raise NotImplementedError
 
     def run(self, graph, mapped: Mapping, config: ConfigBase, x: np.ndarray, *,
-            seed: int = 0) -> RunOutput:
+            seed: int = 0, progress: Callable[[int], None] | None = None) -> RunOutput:
+        """The functional run. A family that streams the batch calls ``progress(n)`` after
+        each chunk of ``n`` samples of the hardware run; chunking never changes results."""
         raise NotImplementedError
 
     def cost(self, graph, mapped: Mapping, config: ConfigBase,

@@ -10,6 +10,7 @@ placement's row groups and crossbar counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -112,17 +113,21 @@ class ReramFamily(AcceleratorFamily):
             seed: int = 0, ideal_logits: np.ndarray | None = None,
             float_logits: bool = True, max_memory: int | str | None = None,
             device_kind: str = "cpu", layer_errors: int = 0,
-            adc_range: str = "max") -> RunOutput:
+            adc_range: str = "max", progress: Callable[[int], None] | None = None
+            ) -> RunOutput:
         """``max_memory`` (bytes or ``"2G"``; default half the available memory) bounds the
         estimated peak: the batch is streamed in chunks that fit (:mod:`chipforge.sim.memory`),
         with the same result for any chunking. ``device_kind`` ``"cuda"`` runs the crossbars
         on torch tensors on the GPU. ``layer_errors`` > 0 adds each layer's output error vs
         the ideal run on that many samples (:mod:`chipforge.sim.layer_error`). ``adc_range``:
         ``"max"``, ``"fraction:F"`` or ``"calibrated"`` (:func:`chipforge.sim.reram.adc_steps`).
+        ``progress(n)`` is called after each streamed chunk of ``n`` samples of the hardware
+        run (chunks of at most a 20th of the batch then, for a steady ETA; same results).
         """
         from chipforge.sim.executor import run_graph
         from chipforge.sim.memory import parse_size, plan_memory
         from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
+        from chipforge.stages import StageTimer
 
         if device_kind not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
@@ -141,10 +146,20 @@ class ReramFamily(AcceleratorFamily):
                                   backend="numpy" if device_kind == "cpu" else "torch",
                                   array_device=device_kind, adc_steps=steps)
 
-        hook = hook_factory()
-        logits = run_graph(graph, x, matmul=hook, batch_size=plan.batch)
+        hook, timer = hook_factory(), StageTimer()
+        # One hook over consecutive chunks reads exactly as one call over the whole batch.
+        chunk = plan.batch if progress is None else min(plan.batch, max(16, -(-len(x) // 20)))
+        parts = []
+        with timer("hardware"):
+            for start in range(0, len(x), chunk):
+                parts.append(run_graph(graph, x[start:start + chunk], matmul=hook,
+                                       batch_size=plan.batch))
+                if progress is not None:
+                    progress(len(parts[-1]))
+        logits = np.concatenate(parts)
         if ideal_logits is None:
-            ideal_logits = run_graph(graph, x, batch_size=plan.batch)
+            with timer("ideal"):
+                ideal_logits = run_graph(graph, x, batch_size=plan.batch)
         described = ", ".join(f"{k}={v}" for k, v in device.to_dict().items()
                               if k in ("programming_sigma", "read_noise", "p_stuck_off",
                                        "p_stuck_on") and v)
@@ -157,13 +172,17 @@ class ReramFamily(AcceleratorFamily):
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table
 
-            layers = layer_error_table(graph, x[:layer_errors], hook_factory,
-                                       batch_size=min(plan.batch, 64))
+            with timer("layer_errors"):
+                layers = layer_error_table(graph, x[:layer_errors], hook_factory,
+                                           batch_size=min(plan.batch, 64))
+            metrics["layer_error_samples"] = len(x[:layer_errors])
+        float_out = None
+        if float_logits:
+            with timer("float"):
+                float_out = run_graph(graph, x, quantized=False, batch_size=plan.batch)
         return RunOutput(logits, ideal_logits,
                          "quantized model, exact integer arithmetic", metrics, layers=layers,
-                         float_logits=run_graph(graph, x, quantized=False,
-                                                batch_size=plan.batch)
-                         if float_logits else None)
+                         float_logits=float_out, stages=timer.rows())
 
     def cost(self, graph, mapped: Mapping, config: ReramAcceleratorConfig,
              x: np.ndarray) -> CostReport | None:
