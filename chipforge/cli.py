@@ -469,8 +469,15 @@ def _add_cycles(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", nargs="+", default=["isaac8", "forms8"],
                    help="architectures: isaac, isaac8, forms4, forms8, forms16 "
                         "(default: isaac8 forms8)")
-    p.add_argument("--images", type=int, default=64,
-                   help="digits test images to run (default 64)")
+    p.add_argument("--images", type=int,
+                   help="inputs the cycle model runs on (default 64 digits test images; with "
+                        "--data 100, as simulate's --cycle-samples)")
+    p.add_argument("--data", metavar="FILE.npz|digits",
+                   help="run the model simulate runs (8-bit quantized when float) on these "
+                        "inputs, as `chipforge simulate --data` (default: digits upsampled, "
+                        "float model at 16-bit activations)")
+    p.add_argument("--samples", type=int,
+                   help="with --data: load the first N inputs, as simulate --samples")
     p.add_argument("--plot", type=Path, help="write the energy breakdown as a PNG here")
     p.add_argument("--components", action="store_true",
                    help="also print the ISAAC / FORMS component tables and chip totals")
@@ -481,6 +488,7 @@ def _add_cycles(p: argparse.ArgumentParser) -> None:
 def _run_cycles(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from chipforge.cycles import cycles_on_data, describe_model
     from chipforge.sim.cycle.components import FORMS8_CHIP, ISAAC_CHIP
     from chipforge.sim.cycle.report import (
         cycle_reports,
@@ -491,36 +499,47 @@ def _run_cycles(args: argparse.Namespace) -> int:
     )
     from chipforge.zoo.data import digits
 
-    if args.images < 1:
-        raise UsageError(f"--images must be >= 1, not {args.images}")
+    for flag in ("images", "samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, not {getattr(args, flag)}")
+    if args.samples is not None and args.data is None:
+        raise UsageError("--samples applies to --data (the digits default takes --images)")
+    if args.data is not None and args.model == "resnet18-shaped":
+        raise UsageError("--data does not apply to resnet18-shaped (a synthetic workload "
+                         "calibrated on digits); give a model file or zoo name")
     if args.plot is not None:
         check_output_file(args.plot, option="--plot")
-    if args.model == "resnet18-shaped":
+    args.images = args.images or (None if args.data else 64)
+    if args.data is not None:
+        run = cycles_on_data(args.model, args.data, args.arch, samples=args.samples,
+                             images=args.images)
+        print(run.describe())
+        graph, reports = None, run.reports
+    elif args.model == "resnet18-shaped":
         from chipforge.sim.cycle.workloads import resnet18_shaped
 
         x = np.repeat(digits(32).x_test[:args.images], 3, axis=1).astype(np.float64)
         graph = resnet18_shaped(x)
     else:
-        path = Path(args.model)
-        if path.suffix == ".npz" or path.exists():
-            from chipforge.sim.graph import load_graph
+        from chipforge.importers.model import load_model
 
-            graph = load_graph(path)
-        else:
-            try:
-                from chipforge.zoo import load
-            except ImportError:
-                raise UsageError(f"{args.model!r} is not a file, and this chipforge has no "
-                                 "model zoo yet") from None
-            graph = load(args.model)
+        graph = load_model(args.model)    # an .npz graph, an .onnx file or a zoo name
         size = graph.input_shape[-1]
         x = digits(size).x_test[:args.images]
         if graph.input_shape[0] != x.shape[1]:
             x = np.repeat(x, graph.input_shape[0], axis=1)
+    if graph is not None:
+        print(f"data: {len(x)} digits test images upsampled to {tuple(x.shape[1:])} (the "
+              "default; --data FILE.npz or --data digits runs the model simulate runs)")
+        bits = describe_model(graph)
+        print(f"model: {bits}" + (" (activations taken at 16 bits by the cycle model, "
+                                  "not the 8-bit model simulate runs: use --data)"
+                                  if bits.endswith("float") else ""))
     if args.components:
         print(ISAAC_CHIP.table())
         print(FORMS8_CHIP.table())
-    reports = cycle_reports(graph, x, args.arch)
+    if graph is not None:
+        reports = cycle_reports(graph, x, args.arch)
     for r in reports:
         print(format_report(r))
     print("energy per frame by component (nJ):")
