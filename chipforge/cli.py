@@ -548,6 +548,10 @@ def _run_cycles(args: argparse.Namespace) -> int:
     print(format_comparison(reports))
     if args.plot:
         print(f"wrote {plot_breakdown(reports, args.plot)}")
+    if args.data is not None:
+        from chipforge.stages import format_stages
+
+        print(format_stages(run.stages))
     return 0
 
 

@@ -102,10 +102,10 @@ class SimulationResult:
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"  {key:<24} {text}")
         if self.layers:
+            # (the per-layer errors get their own table below)
             keys = [k for k, v in self.layers[0].items()
-                    if isinstance(v, int | float | str | list | tuple)][:10]
-            keys += [k for k in ("relative_error", "snr_db")
-                     if k in self.layers[0] and k not in keys]
+                    if isinstance(v, int | float | str | list | tuple)
+                    and k not in ("relative_error", "snr_db")][:10]
             rows = [[_cell(layer.get(k, '')) for k in keys] for layer in self.layers]
             widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
             lines.append("  per layer:")
