@@ -124,6 +124,11 @@ def test_simulate_progress_flag_shows_samples_rate_and_eta(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert main([*args, "--out", str(tmp_path / "c")]) == 0   # stderr is no terminal here
     assert capsys.readouterr().err == ""
+    # a family whose run does not stream (PIM) is reported done when it returns
+    assert main(["simulate", "lenet-digits", "--accelerator", "cap-ram", "--samples", "20",
+                 "--cycle-samples", "2", "--out", str(tmp_path / "d"), "--progress"]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert any("20/20" in line for line in err.splitlines() if "hardware run" in line)
 
 
 def test_layer_errors_in_the_text_report_and_strict_json(tmp_path, capsys):
