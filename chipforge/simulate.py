@@ -176,14 +176,17 @@ def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
 def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
              samples: int | None = None, seed: int = 0,
              overrides: dict[str, Any] | None = None, cost: bool = True,
-             cost_samples: int = 100, **options: Any) -> SimulationResult:
+             cost_samples: int = 100, progress: Callable[[int], None] | None = None,
+             **options: Any) -> SimulationResult:
     """Simulate ``model`` on ``accelerator``; see the module doc.
 
     ``overrides`` set config fields by dotted key (``{"adc.bits": 6}``); ``options`` are the
     family's convenience options (ReRAM: ``variation``, ``read_noise``, ``fault_rate``,
     ``p_stuck_off``, ``p_stuck_on``; AQFP: ``sigma_ua``, ``crossbar_size``,
     ``bitstream_length``; ...). Either one that the family lacks is a ``ValueError`` naming
-    it, the family and what the family accepts."""
+    it, the family and what the family accepts. ``progress(n)`` is told each chunk of
+    ``n`` samples the hardware run finished (e.g. ``tqdm(total=...).update``); the result's
+    ``stages`` hold the measured seconds of each step (:mod:`chipforge.stages`)."""
     from chipforge.families import get_accelerator_spec
     from chipforge.stages import StageTimer
 
@@ -197,7 +200,7 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
         x, y = spec.family.load_data(data, graph, samples)
     if samples is not None:
         x, y = x[:samples], y[:samples]
-    sim = simulate_graph(spec, graph, x, y, seed=seed, timer=timer)
+    sim = simulate_graph(spec, graph, x, y, seed=seed, timer=timer, progress=progress)
     if cost:
         with timer("cost"):
             report = spec.family.cost(graph, sim.mapped, spec.config, x[:cost_samples])
