@@ -48,7 +48,7 @@ def test_cycles_data_gives_simulates_cycle_figures(tmp_path, capsys):
     assert format_report(job.cycles) in out                  # figure for figure
     assert f"the first 15 inputs of {data}" in out
     assert "8-bit weights, 8-bit activations" in out
-    assert "FORMS-8: the ReRAM family's placement" in out
+    assert "FORMS-8 (8-bit inputs of the model): the ReRAM family's placement" in out
     assert "ISAAC (8-bit weights): the cycle model's own tiling" in out
 
 

@@ -34,11 +34,37 @@ def cycle_placement(mapped) -> dict[str, tuple[np.ndarray, int]]:
             for name, layer in mapped.layers.items()}
 
 
-def cycle_architecture(config: ReramAcceleratorConfig):
+def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
     """The cycle model's architecture of a config: the ISAAC / FORMS preset of the same
     name when the config is that preset, else ISAAC (offset scheme) or FORMS (polarized)
     with this config's crossbar geometry, bits and ADCs. None for the ISQED schemes (no
-    cycle architecture)."""
+    cycle architecture).
+
+    With ``graph`` (a quantized model), the weight and input widths follow the model as
+    the placement and the functional simulation do: an 8-bit model on the 16-bit ISAAC
+    preset is costed as 8-bit weights in 4 cells fed 8 input cycles, not 16."""
+    arch = _config_architecture(config)
+    if arch is None or graph is None:
+        return arch
+    nodes = graph.weighted_nodes()
+    if not nodes or not all(n.quantized for n in nodes):
+        return arch
+    # placement.place_layer stores a layer at max(its bits, 2); inputs take act_bits cycles
+    weight_bits = max(max(int(n.attrs["weight_bits"]) for n in nodes), 2)
+    input_bits = max(int(n.attrs.get("act_bits", arch.input_bits)) for n in nodes)
+    changes = {}
+    if weight_bits < arch.weight_bits:
+        changes["weight_bits"] = weight_bits
+    if input_bits < arch.input_bits:
+        changes["input_bits"] = input_bits
+    if not changes:
+        return arch
+    widths = ", ".join(f"{changes[k]}-bit {what}" for k, what in
+                       (("weight_bits", "weights"), ("input_bits", "inputs")) if k in changes)
+    return arch.replace(name=f"{arch.name} ({widths} of the model)", **changes)
+
+
+def _config_architecture(config: ReramAcceleratorConfig):
     from chipforge.accelerators import PlacementScheme
     from chipforge.sim.cycle.report import ARCHITECTURES
 
@@ -190,7 +216,7 @@ class ReramFamily(AcceleratorFamily):
             from chipforge.sim.cycle.report import cycle_reports
         except ImportError:   # a build without the cycle-level models
             return None
-        arch = cycle_architecture(config)
+        arch = cycle_architecture(config, graph)
         if arch is None:
             return None
         report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
