@@ -32,3 +32,11 @@ def test_float_or_16bit_configs_keep_the_preset_widths():
     for node in float_graph.weighted_nodes():
         node.attrs.pop("weight_bits", None)
     assert cycle_architecture(spec.config, float_graph).weight_bits == 16
+
+
+def test_narrower_inputs_keep_the_pipelines_other_stages():
+    spec = get_accelerator_spec("isaac")
+    arch = cycle_architecture(spec.config, load("lenet-digits"))
+    preset = cycle_architecture(spec.config)
+    assert arch.input_bits == 8 and preset.input_bits == 16
+    assert arch.pipeline_stages - arch.input_bits == preset.pipeline_stages - preset.input_bits

@@ -57,6 +57,8 @@ def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
         changes["weight_bits"] = weight_bits
     if input_bits < arch.input_bits:
         changes["input_bits"] = input_bits
+        # the pipeline's non-crossbar stages stay; only its input cycles shrink
+        changes["pipeline_stages"] = arch.pipeline_stages - (arch.input_bits - input_bits)
     if not changes:
         return arch
     widths = ", ".join(f"{changes[k]}-bit {what}" for k, what in
