@@ -180,6 +180,10 @@ class PimQatOptions(ConfigBase):
     """SGD (momentum 0.9, cosine) learning rate of both phases."""
     bn_batches: int = 8
     """Batches of 128 training samples for the BN calibration."""
+    calibrate_ranges: bool = True
+    """Before PIM-aware training, choose each layer's activation and weight clip that
+    minimize its PIM output error on training data
+    (:func:`chipforge.mappings.pim_qat.calibrate_ranges`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or not self.preset:
@@ -195,6 +199,8 @@ class PimQatOptions(ConfigBase):
         check_int("epochs", self.epochs, 0, 10_000)
         check_float("lr", self.lr, 0.0, 10.0, lo_open=True)
         check_int("bn_batches", self.bn_batches, 1, 10_000)
+        if not isinstance(self.calibrate_ranges, bool):
+            raise ValueError(f"calibrate_ranges must be a bool, not {self.calibrate_ranges!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
