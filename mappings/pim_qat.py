@@ -9,13 +9,21 @@ it is implemented:
 
 - **STE through the PIM quantizer**: the forward pass returns the PIM result, the backward
   pass the gradient of the exact integer product (``y = xw + (y_pim - xw).detach()``).
+- **PIM range calibration** (:func:`calibrate_ranges`, used by ``chipforge compress
+  pim-qat``): the ADC's LSB is fixed by the array, so each layer's activation and weight
+  clips are searched for the smallest PIM output error (noisy ADC included) before training.
 - **Forward/backward rescaling**: coarse ADCs round small partial sums to zero and shrink
-  the layer output; a per-layer gain ``alpha`` (least-squares fit of the PIM output to the
+  the layer output; a gain ``alpha`` per layer (the bundled models) or per output channel
+  (``compress pim-qat``) (least-squares fit of the PIM output to the
   exact product, tracked as a running average during training, frozen in evaluation)
   multiplies the PIM output in the forward pass and, through the STE, the gradient in the
   backward pass. It keeps the activation and gradient magnitudes of the digital model, so
   batch-norm statistics and the learning rate stay valid. In hardware it is one digital
-  multiply per layer, folded into the requantization scale.
+  multiply per layer or channel, folded into the requantization scale.
+- **Noise-aware training**: the forward pass draws the ADC's thermal noise at every
+  conversion, with the same per-ADC gain/offset draws, calibration and S-curve as the
+  simulator (the twin below; tested against it exactly without noise, in distribution
+  with it).
 - **BN calibration**: re-estimate batch-norm running statistics with the PIM forward
   pass on training data (no gradient), as "BN adaptation" does (Bhattacharjee et al.).
 - **Adjusted-precision training**: train with an ADC of ``train_bits`` and deploy at
