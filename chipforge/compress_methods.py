@@ -11,7 +11,6 @@ seeded (:func:`chipforge.mappings.train.deterministic`): same seed, same model.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -350,7 +349,7 @@ def _pim_modules():
                 self.kernel = int(layer.kernel_size[0])
                 self.stride, self.padding = int(layer.stride[0]), int(layer.padding[0])
             self.layer_index = layer_index
-            self._setup_quant(weight_bits, act_bits, act_clip)
+            self._setup_quant(weight_bits, act_bits, act_clip, channels=layer.weight.shape[0])
 
         def forward(self, x):
             x_q, a_scale = self.quantize_input(x)
@@ -437,74 +436,31 @@ def _build_pim_model(base: Graph, data, o):
 
 def _pim_train(model, data, *, epochs: int, lr: float, mode, seed: int, progress, stage: str,
                cfg_label: str) -> None:
+    """:func:`chipforge.mappings.pim_qat.train` with the progress bar (validation accuracy
+    on the same macro after every epoch), single-threaded and deterministic."""
     import torch
-    import torch.nn.functional as F
 
-    from chipforge.mappings.pim_qat import PimMode, set_pim
+    from chipforge.mappings.pim_qat import train
     from chipforge.mappings.train import deterministic
 
     if epochs == 0:
         return
-    x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(data.y_train))
     xv = torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32))
-    batch = 64
+
+    def on_epoch(model, epoch: int, loss: float) -> None:
+        with torch.no_grad():
+            acc = float((model(xv).argmax(1).numpy() == data.y_val).mean())
+        progress.epoch(loss=loss, val_accuracy=acc, on=cfg_label)
+
     with deterministic(), progress.stage(stage, epochs):
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(x)
-                                                                                   / batch))
-        train_mode = dataclasses.replace(mode, track_gain=True) if mode.cfg else PimMode()
-        for _ in range(epochs):
-            set_pim(model, train_mode)
-            model.train()
-            order = rng.permutation(len(x))
-            total = 0.0
-            for i in range(0, len(x), batch):
-                idx = torch.from_numpy(order[i:i + batch])
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(idx)
-            set_pim(model, dataclasses.replace(mode, track_gain=False))
-            model.eval()
-            with torch.no_grad():
-                acc = float((model(xv).argmax(1).numpy() == data.y_val).mean())
-            progress.epoch(loss=total / len(x), val_accuracy=acc, on=cfg_label)
-        set_pim(model, PimMode())
-        model.eval()
-
-
-def _bn_calibrate(model, data, mode, *, batches: int, seed: int) -> None:
-    """Re-estimate the batch norms' running statistics with the PIM forward pass."""
-    import torch
-    from torch import nn
-
-    from chipforge.mappings.pim_qat import PimMode, set_pim
-
-    rng = np.random.default_rng(seed)
-    set_pim(model, dataclasses.replace(mode, track_gain=False))
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None                     # cumulative average over the batches
-    model.train()
-    x = np.ascontiguousarray(data.x_train, dtype=np.float32)
-    with torch.no_grad():
-        for _ in range(batches):
-            idx = rng.choice(len(x), size=min(128, len(x)), replace=False)
-            model(torch.from_numpy(x[idx]))
-    model.eval()
-    set_pim(model, PimMode())
+        train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, mode=mode, seed=seed,
+              on_epoch=on_epoch)
 
 
 def _pim_export(record, base: Graph, o, cfg) -> Graph:
     """The trained PIM model as a quantized graph: batch norms folded into the per-channel
     weight scales and biases (the integer weights only change sign where gamma < 0), the
-    per-layer rescaling gain as attr ``pim_gain``."""
+    rescaling gains (one per output channel) as attr ``pim_gain``."""
     import torch
 
     out = base.copy()
@@ -526,11 +482,12 @@ def _pim_export(record, base: Graph, o, cfg) -> Graph:
         node.params["bias"] = bias.numpy()
         node.attrs.update(weight_bits=o.weight_bits, weight_scale=[float(s) for s in scale],
                           act_bits=o.act_bits, act_scale=clip / ((1 << o.act_bits) - 1),
-                          act_signed=False, pim_gain=float(pim.pim_gain))
+                          act_signed=False,
+                          pim_gain=[float(g) for g in pim.pim_gain.reshape(-1)])
     out.meta["pim"] = {"preset": o.preset, "overrides": _pim_overrides(o),
                        "macro": _pim_macro(o).to_dict(), "pim_config": cfg.to_dict(),
-                       "note": "pim_gain multiplies each layer's PIM product (digital "
-                               "rescaling, folded into requantization in hardware)"}
+                       "note": "pim_gain multiplies each output channel's PIM product "
+                               "(digital rescaling, folded into requantization in hardware)"}
     return out
 
 
@@ -546,7 +503,7 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
     """PIM-aware training for a PIM ADC macro (options: PimQatOptions)."""
     import torch
 
-    from chipforge.mappings.pim_qat import PimMode
+    from chipforge.mappings.pim_qat import PimMode, bn_calibrate, calibrate_ranges
     from chipforge.mappings.quantize import QuantizeConfig, quantize_graph
     from chipforge.sim.executor import run_graph
 
@@ -573,9 +530,17 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
 
     def pim() -> dict[str, np.ndarray]:
         mode = PimMode(cfg=cfg, seed=seed)
+        if o.calibrate_ranges:
+            with _deterministic():
+                ranges = calibrate_ranges([r[1] for r in record], model, data.x_train, mode)
+            for (name, _, _), r in zip(record, ranges, strict=True):
+                progress.note(f"{name}: activation clip x{r['act_clip_fraction']:g}, weight "
+                              f"clip x{r['weight_clip']:g}, PIM error "
+                              f"{r['relative_error_before']:.3f} -> {r['relative_error']:.3f}")
         _pim_train(model, data, epochs=o.epochs, lr=o.lr, mode=mode, seed=seed + 2,
                    progress=progress, stage="PIM-aware training", cfg_label=label)
-        _bn_calibrate(model, data, mode, batches=o.bn_batches, seed=seed + 3)
+        with _deterministic():
+            bn_calibrate(model, data.x_train, mode, batches=o.bn_batches, seed=seed + 3)
         return state()
 
     load(checkpoint.arrays("pim-aware", pim))

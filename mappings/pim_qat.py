@@ -9,13 +9,21 @@ it is implemented:
 
 - **STE through the PIM quantizer**: the forward pass returns the PIM result, the backward
   pass the gradient of the exact integer product (``y = xw + (y_pim - xw).detach()``).
+- **PIM range calibration** (:func:`calibrate_ranges`, used by ``chipforge compress
+  pim-qat``): the ADC's LSB is fixed by the array, so each layer's activation and weight
+  clips are searched for the smallest PIM output error (noisy ADC included) before training.
 - **Forward/backward rescaling**: coarse ADCs round small partial sums to zero and shrink
-  the layer output; a per-layer gain ``alpha`` (least-squares fit of the PIM output to the
+  the layer output; a gain ``alpha`` per layer (the bundled models) or per output channel
+  (``compress pim-qat``) (least-squares fit of the PIM output to the
   exact product, tracked as a running average during training, frozen in evaluation)
   multiplies the PIM output in the forward pass and, through the STE, the gradient in the
   backward pass. It keeps the activation and gradient magnitudes of the digital model, so
   batch-norm statistics and the learning rate stay valid. In hardware it is one digital
-  multiply per layer, folded into the requantization scale.
+  multiply per layer or channel, folded into the requantization scale.
+- **Noise-aware training**: the forward pass draws the ADC's thermal noise at every
+  conversion, with the same per-ADC gain/offset draws, calibration and S-curve as the
+  simulator (the twin below; tested against it exactly without noise, in distribution
+  with it).
 - **BN calibration**: re-estimate batch-norm running statistics with the PIM forward
   pass on training data (no gradient), as "BN adaptation" does (Bhattacharjee et al.).
 - **Adjusted-precision training**: train with an ADC of ``train_bits`` and deploy at
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,9 +48,10 @@ from torch import nn
 from chipforge.sim.adc import AdcConfig, AdcQuantizer, FullScale, Inl
 from chipforge.sim.pim import Decomposition, PimConfig
 
-__all__ = ["PIM_SWEEP_CFG", "PIM_TRAIN_BITS", "PimMode", "QuantPimConv2d", "QuantPimLinear",
-           "ResNetDigits", "TorchPimAdc", "adc_variant", "bn_calibrate", "evaluate",
-           "load_pim_model", "set_pim", "torch_pim_matmul", "train", "train_pim_models"]
+__all__ = ["PIM_SWEEP_CFG", "PIM_TRAIN_BITS", "RANGE_ACT_CLIPS", "RANGE_WEIGHT_CLIPS", "PimMode",
+           "QuantPimConv2d", "QuantPimLinear", "ResNetDigits", "TorchPimAdc", "adc_variant",
+           "bn_calibrate", "calibrate_ranges", "evaluate", "load_pim_model", "set_pim",
+           "torch_pim_matmul", "train", "train_pim_models"]
 
 
 class TorchPimAdc:
@@ -74,10 +84,14 @@ class TorchPimAdc:
                 c = 2 * s / fs - 1
                 s = fs * (c * (1 + n) / (1 + n * c.abs()) + 1) / 2
         if cfg.quantizer is AdcQuantizer.MID_TREAD:
-            value = torch.clamp(torch.round(s / ref.lsb), ref.code_min, ref.code_max) * ref.lsb
+            code = torch.clamp(torch.round(s / ref.lsb), ref.code_min, ref.code_max)
+            value = code * ref.lsb
         else:
             code = torch.clamp(torch.floor(s / ref.lsb), ref.code_min, ref.code_max)
             value = (code + 0.5) * ref.lsb
+        if cfg.inl is Inl.TABLE:
+            table = torch.tensor(cfg.inl_table, dtype=torch.float32)
+            value = value + table[(code - ref.code_min).to(torch.int64)] * ref.lsb
         if cfg.calibrate and (cfg.gain_error_std or cfg.offset_error_lsb):
             value = (value - offset) / gain
         return value
@@ -150,10 +164,16 @@ class PimMode:
 class _QuantPimMixin(nn.Module):
     """Weight/activation fake quantization and the PIM product for conv and linear."""
 
-    def _setup_quant(self, weight_bits: int, act_bits: int, act_clip: float) -> None:
+    def _setup_quant(self, weight_bits: int, act_bits: int, act_clip: float, *,
+                     channels: int | None = None) -> None:
+        """``channels``: one rescaling gain per output channel and a stored weight clip
+        (``chipforge compress pim-qat``); None: one gain per layer and no weight clipping
+        (the bundled ``resnet-digits-pim`` models, whose state dicts predate both)."""
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.act_clip = nn.Parameter(torch.tensor(float(act_clip)))  # PACT clipping level
-        self.register_buffer("pim_gain", torch.tensor(1.0))
+        self.register_buffer("pim_gain", torch.tensor(1.0) if channels is None
+                             else torch.ones(channels))
+        self.register_buffer("weight_clip", torch.tensor(1.0), persistent=channels is not None)
         self.mode = PimMode()
         self._adc: TorchPimAdc | None = None
         self._adc_key = None
@@ -168,13 +188,29 @@ class _QuantPimMixin(nn.Module):
         return x_q + (torch.round(x_q) - x_q).detach(), scale
 
     def quantize_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric per-output-channel weight_bits quantization, STE. -> (w_q, scale)."""
+        """Symmetric per-output-channel weight_bits quantization, STE. -> (w_q, scale).
+
+        The range is ``weight_clip`` x the channel's largest magnitude (1: no clipping;
+        below 1 the integer weights fill more of the range, which raises the analog partial
+        sums above the ADC's fixed LSB, see :func:`calibrate_ranges`)."""
         w = self.weight
         qmax = (1 << (self.weight_bits - 1)) - 1
-        scale = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-8) / qmax
+        scale = (w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-8)
+                 * self.weight_clip / qmax)
         scale = scale.reshape((-1,) + (1,) * (w.dim() - 1))
-        w_q = torch.clamp(w / scale, -qmax - 1, qmax)
+        # symmetric: a sign flip (a folded negative BN gamma) stays in range
+        w_q = torch.clamp(w / scale, -qmax, qmax)
         return w_q + (torch.round(w_q) - w_q).detach(), scale.reshape(-1)
+
+    def product_float(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output without bias as (positions, channels): the quantized product
+        (through the PIM macro in ``self.mode``) times the activation and weight scales."""
+        x_q, a_scale = self.quantize_input(x)
+        w_q, w_scale = self.quantize_weight()
+        if w_q.dim() == 4:
+            cols = F.unfold(x_q, self.kernel, padding=self.padding, stride=self.stride)
+            x_q = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        return self.product(x_q, w_q.reshape(w_q.shape[0], -1).t()) * a_scale * w_scale[None, :]
 
     def _adc_for(self, cfg: PimConfig, seed: int) -> TorchPimAdc:
         key = (cfg, seed)
@@ -197,8 +233,12 @@ class _QuantPimMixin(nn.Module):
         if self.mode.rescale:
             if self.mode.track_gain:
                 with torch.no_grad():
-                    denom = (y_pim * y_pim).sum().clamp_min(1e-12)
-                    fit = (y_pim * exact.detach()).sum() / denom
+                    # least squares fit of the exact product from the PIM one, per layer or
+                    # per output channel (a channel whose PIM output is all zero keeps 1)
+                    dims = tuple(range(y_pim.dim() - self.pim_gain.dim()))
+                    power = (y_pim * y_pim).sum(dims)
+                    fit = (y_pim * exact.detach()).sum(dims) / power.clamp_min(1e-12)
+                    fit = torch.where(power > 0, fit, torch.ones_like(fit))
                     self.pim_gain.mul_(0.9).add_(0.1 * fit)
             gain = self.pim_gain
             return gain * (exact + (y_pim - exact).detach())
@@ -208,13 +248,14 @@ class _QuantPimMixin(nn.Module):
 class QuantPimConv2d(_QuantPimMixin):
     def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0,
                  weight_bits: int = 4, act_bits: int = 4, act_clip: float = 4.0,
-                 layer_index: int = 0):
+                 layer_index: int = 0, per_channel_gain: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(cout, cin, kernel, kernel))
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         self.stride, self.padding, self.kernel, self.layer_index = stride, padding, kernel, \
             layer_index
-        self._setup_quant(weight_bits, act_bits, act_clip)
+        self._setup_quant(weight_bits, act_bits, act_clip,
+                          channels=cout if per_channel_gain else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_q, a_scale = self.quantize_input(x)
@@ -231,13 +272,14 @@ class QuantPimConv2d(_QuantPimMixin):
 
 class QuantPimLinear(_QuantPimMixin):
     def __init__(self, cin: int, cout: int, *, weight_bits: int = 4, act_bits: int = 4,
-                 act_clip: float = 4.0, layer_index: int = 0):
+                 act_clip: float = 4.0, layer_index: int = 0, per_channel_gain: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(cout, cin))
         nn.init.kaiming_normal_(self.weight)
         self.bias = nn.Parameter(torch.zeros(cout))
         self.layer_index = layer_index
-        self._setup_quant(weight_bits, act_bits, act_clip)
+        self._setup_quant(weight_bits, act_bits, act_clip,
+                          channels=cout if per_channel_gain else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_q, a_scale = self.quantize_input(x)
@@ -308,36 +350,45 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, mode: PimMode | Non
 
 def bn_calibrate(model: nn.Module, x: np.ndarray, mode: PimMode, *, batches: int = 8,
                  batch: int = 128, seed: int = 0) -> None:
-    """Re-estimate every BatchNorm's running statistics with the PIM forward pass."""
+    """Re-estimate every batch norm's running statistics with the PIM forward pass (BN
+    calibration: no gradient, the cumulative average over ``batches`` random batches)."""
     rng = np.random.default_rng(seed)
     set_pim(model, dataclasses.replace(mode, track_gain=False))
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
     model.train()
+    x = np.ascontiguousarray(x, dtype=np.float32)
     with torch.no_grad():
         for _ in range(batches):
             idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
-            model(torch.from_numpy(np.array(x[idx])))
+            model(torch.from_numpy(x[idx]))
     model.eval()
     set_pim(model, PimMode())
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
-          mode: PimMode | None = None, batch: int = 64, seed: int = 0) -> None:
-    """SGD with momentum and cosine decay; the layers run in ``mode`` (PIM-aware if set)."""
+          mode: PimMode | None = None, batch: int = 64, seed: int = 0,
+          on_epoch: Callable[[nn.Module, int, float], None] | None = None) -> None:
+    """SGD with momentum and cosine decay; the layers run in ``mode`` (PIM-aware if set,
+    tracking the rescaling gains). ``on_epoch(model, epoch, mean_loss)`` is called after
+    every epoch with the model in evaluation mode on the same macro (gains frozen)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * math.ceil(len(x) / batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    train_mode = dataclasses.replace(mode, track_gain=True) if mode and mode.cfg else PimMode()
-    set_pim(model, train_mode)
-    model.train()
-    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
-    for _ in range(epochs):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    pim = mode is not None and mode.cfg is not None
+    train_mode = dataclasses.replace(mode, track_gain=True) if pim else PimMode()
+    eval_mode = dataclasses.replace(mode, track_gain=False) if pim else PimMode()
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    for epoch in range(epochs):
+        set_pim(model, train_mode)
+        model.train()
         order = rng.permutation(len(x))
+        total = 0.0
         for i in range(0, len(x), batch):
             idx = torch.from_numpy(order[i:i + batch])
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
@@ -345,8 +396,82 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
             loss.backward()
             opt.step()
             sched.step()
+            total += float(loss.detach()) * len(idx)
+        if on_epoch is not None:
+            set_pim(model, eval_mode)
+            model.eval()
+            on_epoch(model, epoch, total / len(x))
     set_pim(model, PimMode())
     model.eval()
+
+
+RANGE_ACT_CLIPS = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)
+"""Activation clips tried by :func:`calibrate_ranges`, as fractions of the trained clip."""
+RANGE_WEIGHT_CLIPS = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3)
+"""Weight clips tried, as fractions of each output channel's largest magnitude."""
+
+
+def calibrate_ranges(layers: list[nn.Module], model: nn.Module, x: np.ndarray,
+                     mode: PimMode, *, samples: int = 128) -> list[dict[str, float]]:
+    """PIM range calibration: per layer, the activation clip and weight clip whose PIM
+    output (noisy ADC included) is closest to the layer's unquantized product.
+
+    Why: the macro's ADC has a full scale fixed by the array (rows x largest input slice),
+    so its LSB is a fixed number of MAC units; a layer whose integer inputs and weights are
+    small (a clip at the 99.9th percentile, a max-scaled weight) produces partial sums of a
+    few LSB that the ADC rounds and its noise buries. Clipping both harder raises the
+    partial sums (more signal per LSB) at the cost of clipping error. The search minimizes
+    the sum of both on ``samples`` training inputs, over the grids
+    :data:`RANGE_ACT_CLIPS` x :data:`RANGE_WEIGHT_CLIPS`, each layer with the gains a
+    least-squares fit per output channel (as training tracks them). An exhaustive search of
+    the quantization range on data, as Kim et al. (JETC 2022) search the partial-sum
+    range. Returns each layer's choice and relative error (before -> after)."""
+    captured: dict[nn.Module, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(
+        lambda mod, args, out: captured.__setitem__(mod, args[0].detach())) for m in layers]
+    set_pim(model, PimMode())
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(x[:samples], dtype=np.float32)))
+    finally:
+        for h in hooks:
+            h.remove()
+    chosen = []
+    for layer in layers:
+        chosen.append(_calibrate_layer(layer, captured[layer], mode))
+    set_pim(model, PimMode())
+    return chosen
+
+
+def _calibrate_layer(layer: nn.Module, x: torch.Tensor, mode: PimMode) -> dict[str, float]:
+    with torch.no_grad():
+        if layer.weight.dim() == 4:
+            cols = F.unfold(F.relu(x), layer.kernel, padding=layer.padding,
+                            stride=layer.stride)
+            x_cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        else:
+            x_cols = F.relu(x)
+        reference = x_cols @ layer.weight.reshape(layer.weight.shape[0], -1).t()
+        clip0 = float(layer.act_clip.abs())
+        layer.mode = dataclasses.replace(mode, track_gain=False, rescale=False)
+        errors = {}
+        for a in RANGE_ACT_CLIPS:
+            for w in RANGE_WEIGHT_CLIPS:
+                layer.act_clip.fill_(clip0 * a)
+                layer.weight_clip.fill_(w)
+                y = layer.product_float(x)
+                power = (y * y).sum(0)
+                gain = torch.where(power > 0, (y * reference).sum(0) / power.clamp_min(1e-12),
+                                   torch.ones_like(power))
+                errors[a, w] = float(((gain * y - reference) ** 2).mean()
+                                     / (reference ** 2).mean().clamp_min(1e-12))
+        (a, w), best = min(errors.items(), key=lambda kv: kv[1])
+        layer.act_clip.fill_(clip0 * a)
+        layer.weight_clip.fill_(w)
+        layer.mode = PimMode()
+    return {"act_clip": clip0 * a, "act_clip_fraction": a, "weight_clip": w,
+            "relative_error_before": errors[1.0, 1.0], "relative_error": best}
 
 
 def adc_variant(bits: int, *, noisy: bool) -> AdcConfig:

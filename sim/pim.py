@@ -153,7 +153,8 @@ class PimMatmul:
         y = pim_matmul(x_q, w_q, act_bits=int(node.attrs["act_bits"]),
                        weight_bits=int(node.attrs["weight_bits"]), cfg=self.cfg,
                        adc=self.adc_for(node))
-        # PIM-aware training (chipforge compress pim-qat) learns a per-layer digital gain
-        # that rescales the ADC-quantized product (folded into requantization in hardware).
+        # PIM-aware training (chipforge compress pim-qat) learns a digital gain per layer or
+        # per output channel that rescales the ADC-quantized product (folded into the
+        # requantization scale in hardware).
         gain = node.attrs.get("pim_gain")
-        return y if gain is None else y * float(gain)
+        return y if gain is None else y * np.asarray(gain, dtype=np.float64)

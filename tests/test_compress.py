@@ -151,7 +151,9 @@ def test_pim_qat_export_matches_the_trained_torch_model(cnn):
     r = graph.meta["provenance"]["result"]
     for node in graph.weighted_nodes():
         assert node.quantized and node.attrs["weight_bits"] == 4
-        assert node.attrs["act_signed"] is False and node.attrs["pim_gain"] > 0
+        assert node.attrs["act_signed"] is False
+        assert len(node.attrs["pim_gain"]) == node.params["weight"].shape[0]  # per channel
+        assert min(node.attrs["pim_gain"]) > 0
     # the exported graph (batch norms folded, gains as attrs) on the PIM macro reproduces
     # the trained torch model
     assert r["val_accuracy_pim"] == r["val_accuracy_pim_torch"]

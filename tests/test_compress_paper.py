@@ -90,9 +90,15 @@ def test_superbnn_user_mlp_on_the_aqfp_arrays(tmp_path):
     assert r.accuracy_hardware >= 0.85
 
 
-def _pim_accuracies(cnn, b_pim: int):
-    """Test accuracy of the 4-bit model on digital hardware, of the naive (post-training
-    quantized) model and of the pim-qat model on cap-ram at ``b_pim`` bits."""
+ADC_SEEDS = (0, 1, 2)
+"""Chips (ADC gain/offset draws and noise streams) each PIM accuracy is averaged over."""
+
+
+def _pim_accuracies(cnn, b_pim: int) -> dict[str, float]:
+    """Test accuracy on cap-ram at ``b_pim`` bits (mean over ADC_SEEDS) of the naive model
+    (post-training quantized to 4 bits, as simulate does), of the same with BN calibration
+    only (``compress pim-qat`` with no training and no range calibration), and of the
+    pim-qat model; beside the 4-bit digital accuracy of the naive and pim-qat models."""
     from chipforge.compress_methods import _pim_config
     from chipforge.compress_options import PimQatOptions
     from chipforge.importers.onnx import load_onnx
@@ -106,29 +112,36 @@ def _pim_accuracies(cnn, b_pim: int):
     cfg = _pim_config(PimQatOptions(b_pim=b_pim))
 
     def acc(graph, pim: bool) -> float:
-        matmul = PimMatmul(cfg) if pim else None
-        return float((run_graph(graph, x, matmul=matmul).argmax(1) == y).mean())
+        if not pim:
+            return float((run_graph(graph, x).argmax(1) == y).mean())
+        return float(np.mean([(run_graph(graph, x, matmul=PimMatmul(cfg, seed=s)).argmax(1)
+                               == y).mean() for s in ADC_SEEDS]))
 
     naive = quantize_graph(load_onnx(cnn["model"]), calib,
                            QuantizeConfig(weight_bits=4, act_bits=4))
+    bn_only = chipforge.compress("pim-qat", cnn["model"], cnn["train"], progress=False,
+                                 b_pim=b_pim, qat_epochs=0, epochs=0, calibrate_ranges=False)
     trained = chipforge.compress("pim-qat", cnn["model"], cnn["train"], progress=False,
                                  b_pim=b_pim)
-    out = acc(naive, False), acc(naive, True), acc(trained, True)
-    print(f"\ncap-ram, b_PIM {b_pim}: digital (4-bit) {out[0]:.4f}, naive on PIM {out[1]:.4f}, "
-          f"pim-qat on PIM {out[2]:.4f}")
+    out = {"digital": acc(naive, False), "naive": acc(naive, True),
+           "bn_calibrated": acc(bn_only, True), "pim_qat": acc(trained, True),
+           "pim_qat_digital": acc(trained, False)}
+    print(f"\ncap-ram, b_PIM {b_pim}, mean of {len(ADC_SEEDS)} chips: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in out.items()))
     return out
 
 
 def test_pim_qat_recovers_the_model_that_collapses_on_cap_ram(cnn):
-    digital, naive_pim, trained_pim = _pim_accuracies(cnn, 6)     # cap-ram's own ADC
-    assert naive_pim < digital - 0.5                                # collapsed
-    assert trained_pim > naive_pim + 0.4
+    r = _pim_accuracies(cnn, 6)                                     # cap-ram's own ADC
+    assert r["naive"] < r["digital"] - 0.5                          # collapsed
+    assert r["pim_qat"] > max(r["naive"], r["bn_calibrated"]) + 0.4
 
 
-@pytest.mark.xfail(reason="measured: pim-qat reaches 92.5-93.3 % against 97.8 % digital at "
-                          "b_PIM 7 on cap-ram (4.5 points short); see docs/compress.md",
-                   strict=False)
 def test_pim_qat_within_two_points_of_digital(cnn):
-    digital, naive_pim, trained_pim = _pim_accuracies(cnn, 7)
-    assert naive_pim < digital - 0.2
-    assert trained_pim >= digital - 0.02
+    """b_PIM 7 is the lowest resolution at which pim-qat comes within 2 points of the 4-bit
+    digital model on cap-ram (at 6 bits it reaches 90.7 %, docs/compress.md); there the
+    naive model collapses."""
+    r = _pim_accuracies(cnn, 7)
+    assert r["naive"] < r["digital"] - 0.2
+    assert r["bn_calibrated"] < r["digital"] - 0.1
+    assert r["pim_qat"] >= r["digital"] - 0.02
