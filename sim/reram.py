@@ -197,13 +197,20 @@ def _seed_stream(seed: int, layer_index: int, purpose: int) -> np.random.Generat
 _FAULTS, _VARIATION, _READ = 1, 2, 3
 
 
+# Largest number of terms of a float32 column sum: grid steps of at most 2**-12 of the
+# largest value (rows x DAC max**2 above it: the layer's cells are float64).
+_GRID_TERMS_FLOAT32 = 1 << 11
+
+
 def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
-    """``values`` rounded to multiples of a power of two so fine that it changes them by
-    less than 2**-22 of the largest, and so coarse that any sum of ``terms`` of them (an
-    analog column sum, integer DAC weights folded into ``terms``) is exact in the values'
-    float type ``dtype`` (the result's). Column sums then do not depend on the GEMM's summation order: the BLAS
-    blocking, the chunk size and the thread count leave every bit unchanged, and torch's
-    GEMM gives numpy's sums. (Integer levels are already on the grid.)"""
+    """``values`` rounded to multiples of a power of two so coarse that any sum of ``terms``
+    of them (an analog column sum, integer DAC weights folded into ``terms``) is exact in
+    the float type ``dtype`` (the result's), and so fine that it moves each value by at most
+    ``terms * 2**-mantissa`` of the largest (float32: 1.5e-5 for a 128-row crossbar;
+    layers with more than ``_GRID_TERMS_FLOAT32`` terms are programmed in float64). Column
+    sums then do not depend on the GEMM's summation order: the BLAS blocking, the chunk
+    size and the thread count leave every bit unchanged, and torch's GEMM gives numpy's
+    sums. (Integer levels are already on the grid.)"""
     largest = float(np.abs(values).max(initial=0.0))
     if largest == 0.0:
         return values.astype(dtype)
@@ -224,6 +231,9 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     dac_max = (1 << layer.dac_bits) - 1
     bound = layer.levels.shape[1] * dac_max * ((1 << layer.cell_bits) - 1)
     dtype = np.float32 if bound < (1 << 24) else np.float64
+    if (device.programming_sigma > 0 or device.read_noise > 0) \
+            and layer.levels.shape[1] * dac_max ** 2 > _GRID_TERMS_FLOAT32:
+        dtype = np.float64          # a float32 grid would be coarser than 2**-12 (see below)
     g = program_cells(layer.levels, layer.cell_bits, device,
                       _seed_stream(seed, layer_index, _VARIATION), faults, dtype=dtype)
     noise_var = None
