@@ -53,7 +53,7 @@ from chipforge.sim.devices import (
     draw_fault_map,
     program_cells,
 )
-from chipforge.sim.executor import exact_int_matmul
+from chipforge.sim.executor import exact_int_matmul, exact_product
 from chipforge.sim.graph import Node
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
@@ -581,6 +581,9 @@ class CrossbarMatmul:
     instance as ``run_graph(graph, x, matmul=hook)``.
     """
 
+    takes_float_integers = True
+    """The executor may pass the quantized activations as integer-valued float64."""
+
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
                  seed: int = 0, fast_path: bool = True, chunk_bytes: int | None = None,
                  backend: str = "numpy", array_device: str = "cpu",
@@ -630,7 +633,10 @@ class CrossbarMatmul:
             if int(node.attrs.get("groups", 1)) > 1:
                 return _block_diagonal_product(x_q[:, :layer.rows], w_eff,
                                                int(node.attrs["groups"]))
-            return exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
+            y = exact_product(node, x_q[:, :layer.rows], w_eff)
+            return y if y is not None else exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
+        if x_q.dtype.kind == "f":
+            x_q = x_q.astype(np.int64)
         offset = self.rows_done[node.name]
         self.rows_done[node.name] = offset + len(x_q)
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
