@@ -23,7 +23,7 @@ import numpy as np
 from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
-           "exact_int_matmul", "fake_quantize", "im2col", "integer_weights",
+           "exact_int_matmul", "exact_product", "fake_quantize", "im2col", "integer_weights",
            "quantize_activations", "run_graph", "run_node", "token_scores", "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
@@ -32,10 +32,48 @@ MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 
 def exact_int_matmul(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
     """Exact integer product (float64 BLAS while every sum stays below 2**53)."""
-    bound = float(np.abs(x_q).max(initial=0)) * float(np.abs(w_q).max(initial=0)) * x_q.shape[1]
-    if bound < 2.0**53:
-        return np.rint(x_q.astype(np.float64) @ w_q.astype(np.float64)).astype(np.int64)
-    return (x_q.astype(object) @ w_q.astype(object)).astype(np.int64)
+    y = exact_product(node, x_q, w_q)
+    if y is not None:
+        return np.rint(y).astype(np.int64)
+    return (np.asarray(x_q).astype(np.int64).astype(object)
+            @ w_q.astype(object)).astype(np.int64)
+
+
+def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | None:
+    """``x_q @ w_q`` for integer-valued operands (any dtype) as float64 holding the exact
+    integers, or None when a sum could leave float64's exact range (2**53).
+
+    float32 GEMMs where every partial sum stays below 2**24: one, or one of twice the
+    width on the weights split into two halves of digits (``w = w_lo + 2**s * w_hi``, both
+    small) added in float64; else one float64 GEMM. No rounding or integer conversion
+    passes. The bound on ``x_q`` is the node's activation range when it has one (the
+    executor's quantizer clips to it), else the data's."""
+    k = x_q.shape[1]
+    if "act_bits" in node.attrs and x_q.dtype.kind == "f":
+        lo, hi = activation_range(node)
+        x_max = float(max(-lo, hi))
+    else:
+        x_max = float(np.abs(x_q).max(initial=0))
+    w_max = int(np.abs(w_q).max(initial=0))
+    if x_max * w_max * k < 2.0**24:
+        y = x_q.astype(np.float32, copy=False) @ w_q.astype(np.float32)
+        return y.astype(np.float64)
+    shift = (w_max.bit_length() + 1) // 2
+    half = 1 << max(shift - 1, 0)
+    if x_max * max(half, (w_max + half) >> shift) * k < 2.0**24:
+        w = np.asarray(w_q, dtype=np.int64)
+        w_lo = ((w + half) & ((1 << shift) - 1)) - half           # in -half .. half - 1
+        w_hi = (w - w_lo) >> shift
+        n = w.shape[1]
+        parts = x_q.astype(np.float32, copy=False) @ np.concatenate(
+            [w_lo, w_hi], axis=1).astype(np.float32)
+        y = parts[:, n:].astype(np.float64)
+        y *= float(1 << shift)
+        y += parts[:, :n]
+        return y
+    if x_max * w_max * k < 2.0**53:
+        return x_q.astype(np.float64, copy=False) @ w_q.astype(np.float64)
+    return None
 
 
 def activation_range(node: Node) -> tuple[int, int]:
@@ -47,8 +85,16 @@ def activation_range(node: Node) -> tuple[int, int]:
 
 def quantize_activations(x: np.ndarray, node: Node) -> np.ndarray:
     """Round-to-nearest, saturating activation quantizer of a quantized node."""
+    return _quantize_float(x, node).astype(np.int64)
+
+
+def _quantize_float(x: np.ndarray, node: Node, dtype: type = np.float64) -> np.ndarray:
+    # quantize_activations' integers as float values, computed in place (one buffer).
     lo, hi = activation_range(node)
-    return np.clip(np.rint(x / float(node.attrs["act_scale"])), lo, hi).astype(np.int64)
+    y = np.divide(x, float(node.attrs["act_scale"]), dtype=np.float64)
+    np.rint(y, out=y)
+    np.clip(y, lo, hi, out=y)
+    return y if dtype == np.float64 else y.astype(dtype)
 
 
 def fake_quantize(x: np.ndarray, node: Node) -> np.ndarray:
@@ -127,12 +173,21 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> tuple[
 
 
 def _dense(node: Node, x2d: np.ndarray, w_float: np.ndarray, matmul: MatmulHook | None,
-           quantized: bool) -> np.ndarray:
-    """One 2-D product of a weighted node, quantized or float. w_float: (out, K)."""
+           quantized: bool, prequantized: bool = False) -> np.ndarray:
+    """One 2-D product of a weighted node, quantized or float. w_float: (out, K).
+    ``prequantized``: x2d already holds the quantized integers (as float64 values)."""
     if quantized and node.quantized:
-        x_q = quantize_activations(x2d, node)
+        x_q = x2d if prequantized else _quantize_float(x2d, node)
         w_q = integer_weights(node).reshape(w_float.shape[0], -1).T
-        y = np.asarray((matmul or exact_int_matmul)(node, x_q, w_q), dtype=np.float64)
+        if matmul is None:
+            y = exact_product(node, x_q, w_q)
+            if y is None:
+                y = exact_int_matmul(node, x_q, w_q).astype(np.float64)
+        else:
+            # Hooks receive int64 unless they take integer-valued floats (saves two passes).
+            if not getattr(matmul, "takes_float_integers", False):
+                x_q = x_q.astype(np.int64)
+            y = np.asarray(matmul(node, x_q, w_q), dtype=np.float64)
         y = y * float(node.attrs["act_scale"]) * _weight_scale(node)[None, :]
     else:
         y = x2d.astype(np.float64) @ w_float.reshape(w_float.shape[0], -1).T.astype(np.float64)
@@ -276,6 +331,11 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
                 sub.params["weight"] = block_diagonal_weights(node).T
                 y = _dense(sub, patches, sub.params["weight"], matmul, quantized)
                 return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+            # Quantize before im2col: the patches repeat each input kh*kw times.
+            pre = quantized and node.quantized
+            if pre:   # float32 holds the integers exactly (half the bytes to copy)
+                x = _quantize_float(x, node, np.float32 if int(a["act_bits"]) <= 24
+                                    else np.float64)
             outs = []
             for g in range(groups):
                 xg = x[:, g * in_per_group:(g + 1) * in_per_group]
@@ -289,7 +349,7 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
                         sub.params["bias"] = node.params["bias"][g * per:(g + 1) * per]
                     if np.ndim(a.get("weight_scale", 0.0)) == 1:
                         sub.attrs["weight_scale"] = list(a["weight_scale"][g * per:(g + 1) * per])
-                y = _dense(sub, patches, sub.params["weight"], matmul, quantized)
+                y = _dense(sub, patches, sub.params["weight"], matmul, quantized, pre)
                 outs.append(y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2))
             return np.concatenate(outs, axis=1) if groups > 1 else outs[0]
         case Op.BATCHNORM:

@@ -28,7 +28,7 @@ import numpy as np
 from chipforge.guard import available_memory
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph, Op
-from chipforge.sim.reram import layer_chunk_bytes_per_row
+from chipforge.sim.reram import _GRID_TERMS_FLOAT32, layer_chunk_bytes_per_row
 
 __all__ = ["MemoryPlan", "available_memory", "executor_bytes_per_sample", "format_bytes",
            "parse_size", "plan_memory", "programmed_bytes"]
@@ -75,6 +75,9 @@ def programmed_bytes(mapped, device) -> int:
         rows = layer.rows
         bound = r * ((1 << layer.dac_bits) - 1) * ((1 << layer.cell_bits) - 1)
         item = 4 if bound < (1 << 24) else 8
+        if (device.programming_sigma > 0 or device.read_noise > 0) \
+                and r * ((1 << layer.dac_bits) - 1) ** 2 > _GRID_TERMS_FLOAT32:
+            item = 8                       # programmed in float64 (chipforge.sim.reram)
         total += layer.levels.nbytes + layer.row_index.nbytes + layer.coef.nbytes * 2
         if device.ideal or (device.programming_sigma == 0 and device.read_noise == 0):
             total += cells + 8 * rows * layer.outputs        # faults, effective weights

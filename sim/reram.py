@@ -39,6 +39,7 @@ depend on chunking, the memory budget (:mod:`chipforge.sim.memory`) or thread co
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ from chipforge.sim.devices import (
     draw_fault_map,
     program_cells,
 )
-from chipforge.sim.executor import exact_int_matmul
+from chipforge.sim.executor import exact_int_matmul, exact_product
 from chipforge.sim.graph import Node
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
@@ -196,6 +197,29 @@ def _seed_stream(seed: int, layer_index: int, purpose: int) -> np.random.Generat
 _FAULTS, _VARIATION, _READ = 1, 2, 3
 
 
+# Largest number of terms of a float32 column sum: grid steps of at most 2**-12 of the
+# largest value (rows x DAC max**2 above it: the layer's cells are float64).
+_GRID_TERMS_FLOAT32 = 1 << 11
+
+
+def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
+    """``values`` rounded to multiples of a power of two so coarse that any sum of ``terms``
+    of them (an analog column sum, integer DAC weights folded into ``terms``) is exact in
+    the float type ``dtype`` (the result's), and so fine that it moves each value by at most
+    ``terms * 2**-mantissa`` of the largest (float32: 1.5e-5 for a 128-row crossbar;
+    layers with more than ``_GRID_TERMS_FLOAT32`` terms are programmed in float64). Column
+    sums then do not depend on the GEMM's summation order: the BLAS blocking, the chunk
+    size and the thread count leave every bit unchanged, and torch's GEMM gives numpy's
+    sums. (Integer levels are already on the grid.)"""
+    largest = float(np.abs(values).max(initial=0.0))
+    if largest == 0.0:
+        return values.astype(dtype)
+    digits = np.finfo(dtype).nmant + 1
+    exponent = math.ceil(math.log2(largest * terms)) + 1 - digits
+    grid = 2.0 ** exponent
+    return (np.rint(values / grid) * grid).astype(dtype)
+
+
 def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, *,
                   seed: int = 0, layer_index: int = 0) -> ProgrammedLayer:
     """Program a mapped layer's cells on ``device`` (faults and variation from ``seed``)."""
@@ -204,17 +228,24 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
         faults = draw_fault_map(layer.levels.shape, device,
                                 _seed_stream(seed, layer_index, _FAULTS))
     # Exact integer sums stay exact in float32 below 2**24 (the reference's rule).
-    bound = layer.levels.shape[1] * ((1 << layer.dac_bits) - 1) * ((1 << layer.cell_bits) - 1)
+    dac_max = (1 << layer.dac_bits) - 1
+    bound = layer.levels.shape[1] * dac_max * ((1 << layer.cell_bits) - 1)
     dtype = np.float32 if bound < (1 << 24) else np.float64
+    if (device.programming_sigma > 0 or device.read_noise > 0) \
+            and layer.levels.shape[1] * dac_max ** 2 > _GRID_TERMS_FLOAT32:
+        dtype = np.float64          # a float32 grid would be coarser than 2**-12 (see below)
     g = program_cells(layer.levels, layer.cell_bits, device,
                       _seed_stream(seed, layer_index, _VARIATION), faults, dtype=dtype)
     noise_var = None
     cache: dict = {}
     n_groups, rows, cols = g.shape
+    if device.programming_sigma > 0:
+        g = _on_exact_grid(g, rows * dac_max, dtype)
     # (The fused path reads the fields as they are: (G, R, C), C contiguous.)
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
-        noise_var = np.square(g.astype(np.float64) + base) * device.read_noise ** 2
+        noise_var = _on_exact_grid(np.square(g.astype(np.float64) + base)
+                                   * device.read_noise ** 2, rows * dac_max ** 2, dtype)
         if rows > _FUSED_MAX_ROWS:
             # One buffer [cells | variances] for the GEMM path; the fields are views of it.
             both = np.empty((n_groups, rows, 2 * cols), dtype=dtype)
@@ -550,6 +581,9 @@ class CrossbarMatmul:
     instance as ``run_graph(graph, x, matmul=hook)``.
     """
 
+    takes_float_integers = True
+    """The executor may pass the quantized activations as integer-valued float64."""
+
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
                  seed: int = 0, fast_path: bool = True, chunk_bytes: int | None = None,
                  backend: str = "numpy", array_device: str = "cpu",
@@ -599,7 +633,10 @@ class CrossbarMatmul:
             if int(node.attrs.get("groups", 1)) > 1:
                 return _block_diagonal_product(x_q[:, :layer.rows], w_eff,
                                                int(node.attrs["groups"]))
-            return exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
+            y = exact_product(node, x_q[:, :layer.rows], w_eff)
+            return y if y is not None else exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
+        if x_q.dtype.kind == "f":
+            x_q = x_q.astype(np.int64)
         offset = self.rows_done[node.name]
         self.rows_done[node.name] = offset + len(x_q)
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
