@@ -50,9 +50,6 @@ REGISTER_MAP = {
 while the selector is idle (``busy`` low, no token of an image taken yet). Weights take
 effect at LOAD."""
 
-DIV_BITS = 16
-"""Quotient bits of the package division: |package| <= 2**15 (a weighted mean of 16-bit
-codes), so 16 bits always suffice."""
 RECIP_BITS = 17
 """Quotient bits of the softmax reciprocal ``2**31 // sum`` (sum >= exp(0) ~ 2**15)."""
 
@@ -100,16 +97,18 @@ class TokenSelector(wiring.Component):
     while idle and takes one token per cycle into the token buffers. From the cycle after
     the last token: 1 cycle to prime the buffer read, then the fc1 MAC row takes one head
     every ``hidden`` cycles (it is the bottleneck: ``hidden`` outputs per head), so token t's
-    score is complete ``33 + 24 t`` cycles (``hidden`` = 8, 3 heads) after the last input,
-    and enters the packager in that cycle; its output beat is written to the output buffer
-    in the next. After the packager's last beat: if anything was pruned, the package
-    division takes 16 cycles per channel (``16 * dim``) plus 1 write cycle; then 1 cycle
+    score is complete ``hidden * heads * (t + 1) + 11`` cycles after the last input (fc1
+    latency 2 + ``hidden`` outputs, GELU 3, collector 1, fc2 2, sigmoid 1, fusion 1) and
+    enters the packager in that cycle; its output beat is written to the output buffer in
+    the next. After the packager's last beat: if anything was pruned, the package division
+    takes ``data_bits`` cycles per channel (``data_bits * dim``) plus 1 write cycle; then 1 cycle
     primes the output read, and the output beats (kept tokens, then the package) leave one
     per cycle while ``m_axis_tready`` is high; the cycle after the last one is idle again.
     Latency (no stalls, T tokens, P = 1 if a package): T input cycles +
-    ``2 + 8 * heads * T + 9`` + (``16 * dim + 1``) * P + 1 + outputs. Throughput: one image
-    at a time (no overlap between images): for vit-digits' first selector (T = 17,
-    dim = 48), about 17 + 419 + 769 + 12 ~ 1200 cycles per image.
+    ``hidden * heads * T + 11`` + 1 (+ 1 if the last token is kept and a package follows) +
+    (``data_bits * dim + 1``) * P + 1 + outputs. Throughput: one image at a time (no
+    overlap between images): for vit-digits' first selector (T = 17, dim = 48, 16-bit
+    codes), 17 + 419 + 1 + 769 + 1 + ~11 ~ 1220 cycles per image.
 
     Registers where long paths would be: every block stage is registered; the division
     keeps a 14-bit remainder (one subtractor per cycle), the reciprocal a 19-bit one.
@@ -118,6 +117,9 @@ class TokenSelector(wiring.Component):
     def __init__(self, cfg: TokenSelectorConfig):
         if not isinstance(cfg, TokenSelectorConfig):
             raise TypeError(f"cfg must be a TokenSelectorConfig, not {cfg!r}")
+        if cfg.hidden < 4:
+            raise ValueError(f"hidden must be >= 4 (fc1 must be the bottleneck of the score "
+                             f"pipeline, as the cycle model assumes), not {cfg.hidden}")
         self.cfg = cfg
         self.cfg_width = max(linear_weight_layout(cfg.fc1).size,
                              linear_weight_layout(cfg.fc2).size)
@@ -250,7 +252,10 @@ class TokenSelector(wiring.Component):
             with m.If(xrd.data.force | (score >= cfg.threshold)):
                 m.d.sync += mask.bit_select(pack_index, 1).eq(1)
 
-        # ---- package division: q = (|num| + den // 2) // max(den, 1), 16 bits, serially ----
+        # ---- package division: q = (|num| + den // 2) // max(den, 1), serially ----
+        # |package| <= 2**(data_bits - 1) (a weighted mean of data_bits codes), so
+        # data_bits quotient bits suffice: the remainder starts as num >> data_bits < den.
+        DIV_BITS = cfg.data_bits  # noqa: N806
         num = [Signal(signed(pk.acc_bits), name=f"num{k}") for k in range(dim)]
         den = Signal(unsigned(pk.weight_bits))
         rem = Signal(unsigned(pk.weight_bits + 1))

@@ -206,7 +206,7 @@ def selector_timeline(images: Sequence[SelectorOutput], cfg: TokenSelectorConfig
     ``a + 2 + hidden * heads * (t + 1) + 9`` (fc1 latency 2 + hidden outputs, GELU 3,
     collector 1, fc2 2, sigmoid 1, fusion 1), its output beat 1 cycle later; a package
     follows the last token's beat by 1 cycle when that token was pruned, 2 when it was
-    kept (the packager's pending beat). If there is a package: ``16 * dim`` division
+    kept (the packager's pending beat). If there is a package: ``data_bits * dim`` division
     cycles and 1 write cycle. Then 1 priming cycle and the output beats as the consumer
     takes them; the next cycle is idle.
     """
@@ -231,7 +231,7 @@ def selector_timeline(images: Sequence[SelectorOutput], cfg: TokenSelectorConfig
         final = last_in + 1
         if out.package is not None:
             final += 1 if out.mask[count - 1] else 0    # the package beat
-            final += 16 * cfg.dim + 1                   # division, write
+            final += cfg.data_bits * cfg.dim + 1        # division, write
         prime = final + 1
         beats, c = [], prime
         for _ in range(int(out.mask.sum()) + (out.package is not None)):

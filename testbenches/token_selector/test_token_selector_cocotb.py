@@ -136,6 +136,7 @@ class Selector:
                 if c == beats[index]:
                     index += 1
         sent, got = 0, [[] for _ in images]
+        last_driven, was_offered, last_ready = None, False, None
         junk = random.Random(seed + 99)
         for cycle in range(tl.cycles + 60):      # 60 quiet cycles: no extra output
             if stop_at is not None and cycle == stop_at:
@@ -143,11 +144,19 @@ class Selector:
                 return cycle, 0
             await self.tick()
             offer = valid_p[cycle] and sent < len(words)
-            dut.s_axis_tvalid.value = int(offer)
-            dut.s_axis_tdata.value = (words[sent] if offer
-                                      else junk.getrandbits(self.in_codec.width))
-            dut.s_axis_tlast.value = int(tokens[sent][3]) if offer else junk.getrandbits(1)
-            dut.m_axis_tready.value = int(ready_p[cycle])
+            # Payload and tlast are junk while tvalid is low (new junk each time it drops;
+            # writing a 1153-bit value every cycle would triple the simulation time).
+            driven = (sent if offer else -1, was_offered)
+            if driven != last_driven:
+                dut.s_axis_tvalid.value = int(offer)
+                dut.s_axis_tdata.value = (words[sent] if offer
+                                          else junk.getrandbits(self.in_codec.width))
+                dut.s_axis_tlast.value = (int(tokens[sent][3]) if offer
+                                          else junk.getrandbits(1))
+                last_driven = driven
+            was_offered = offer
+            if ready_p[cycle] != last_ready:
+                dut.m_axis_tready.value = last_ready = int(ready_p[cycle])
             await ReadOnly()
             where = f"cycle {cycle}"
             tready = int(dut.s_axis_tready.value)
@@ -183,14 +192,15 @@ class Selector:
 @cocotb.test()
 async def selector_real_images(dut):
     """The case's images with idle input cycles and output stalls up to 100 cycles, then
-    back to back (no idle, no stall: the cycle model's plain count)."""
+    (the first 5) back to back (no idle, no stall: the cycle model's plain count)."""
     manifest, cfg, weights, images = _env()
     Clock(dut.clk, 10, unit="ns").start()
     sel = Selector(dut, manifest, cfg)
-    for seed, idle, stall in ((3, 0.3, 0.02), (4, 0.0, 0.0)):
+    for seed, idle, stall, count in ((3, 0.3, 0.02, len(images)), (4, 0.0, 0.0, 5)):
         await sel.reset()
         await sel.program(weights)
-        cycles, n = await sel.run(weights, images, seed=seed, idle=idle, stall=stall)
+        cycles, n = await sel.run(weights, images[:count], seed=seed, idle=idle,
+                                  stall=stall)
         dut._log.info(f"{n} images, idle {idle}, stalls {stall}: {cycles} cycles "
                       "(= cycle model), every beat = reference")
 
