@@ -271,8 +271,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _add_rtl(p: argparse.ArgumentParser) -> None:
     from chipforge.hw.generate import BLOCKS
 
-    p.add_argument("block", choices=[*BLOCKS, "all", "tile"],
-                   help="block to generate, all, or tile (with --accelerator and --layer)")
+    p.add_argument("block", choices=[*BLOCKS, "all", "tile", "selector"],
+                   help="block to generate, all, tile (with --accelerator and --layer), or "
+                        "selector MODEL [--selector NAME] (a ViT's token selector)")
+    p.add_argument("model", nargs="?", help="selector: the ViT (e.g. vit-digits-keep60)")
+    p.add_argument("--selector", default="0", help="selector: node name or index (default 0)")
     p.add_argument("--accelerator", default="isaac", help="tile: ReRAM preset (isaac, forms8...)")
     p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1)")
     p.add_argument("--out", type=Path, default=Path("rtl"),
@@ -296,6 +299,15 @@ def _run_rtl(args: argparse.Namespace) -> int:
                 raise UsageError("rtl tile needs --layer MODEL:LAYER (e.g. lenet-digits:conv1)")
             try:
                 paths = generate_tile(args.accelerator, args.layer, args.out)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            module = paths[0].stem
+        elif name == "selector":  # chipforge.hw.generate.generate_selector
+            from chipforge.hw.generate import generate_selector
+            if not args.model:
+                raise UsageError("rtl selector needs a MODEL (e.g. vit-digits-keep60)")
+            try:
+                paths = generate_selector(args.model, args.out, selector=args.selector)
             except ValueError as err:
                 raise UsageError(str(err)) from None
             module = paths[0].stem

@@ -32,6 +32,8 @@ __all__ = [
     "PolyGeluConfig",
     "TokenLinearConfig",
     "TokenPackagerConfig",
+    "TokenSelectorConfig",
+    "VIT_DIGITS_KEEP60_SELECTOR0",
     "WeightEncoding",
     "check_float",
     "check_int",
@@ -531,3 +533,93 @@ HEATVIT_SIGMOID = PlanSigmoidConfig()
 HEATVIT_PACKAGER = TokenPackagerConfig(channels=4)
 # The vit-digits selector's first layer: per head, 16 channels -> 8 hidden.
 HEATVIT_SELECTOR_LINEAR = TokenLinearConfig()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenSelectorConfig(ConfigBase):
+    """Sizes and fixed-point formats of one HeatViT token selector top level
+    (``chipforge.hw.token_selector``; reference ``chipforge.sim.ref.token_selector``).
+    The weights are loaded at run time; the formats (shifts) and the threshold are built in."""
+
+    dim: int = 48
+    """Channels per token (the embedding width)."""
+    heads: int = 3
+    """Heads; each scores ``dim / heads`` channels with the shared MLP."""
+    hidden: int = 8
+    """Hidden width of the selector MLP."""
+    token_bits: int = 8
+    """Signed width of a LayerNorm output code (the MLP input)."""
+    data_bits: int = 16
+    """Signed width of a residual-stream code (what is kept and packaged)."""
+    bias_bits: int = 20
+    """Signed width of a bias, in accumulator units."""
+    fc1_shift: int = 8
+    """Rounding right shift from the fc1 accumulator to the GELU input format."""
+    gelu_frac_bits: int = 4
+    """Fraction bits of the fc1 output / GELU input and output."""
+    fc2_shift: int = 7
+    """Rounding right shift from the fc2 accumulator to the sigmoid input (Q3.4)."""
+    threshold: int = 64
+    """Keep iff the Q0.7 score code is >= threshold."""
+    max_tokens: int = 32
+    """Most tokens of one image at the selector (sizes the buffers and the keep mask)."""
+
+    def __post_init__(self) -> None:
+        check_int("dim", self.dim, 1, 1024)
+        check_int("heads", self.heads, 1, 64)
+        if self.dim % self.heads:
+            raise ValueError(f"dim must be a multiple of heads, not {self.dim} and {self.heads}")
+        check_int("hidden", self.hidden, 1, 256)
+        check_int("token_bits", self.token_bits, 2, 16)
+        check_int("data_bits", self.data_bits, 2, 24)
+        check_int("bias_bits", self.bias_bits, 2, 40)
+        check_int("fc1_shift", self.fc1_shift, 0, 40)
+        check_int("gelu_frac_bits", self.gelu_frac_bits, 0, 7)
+        check_int("fc2_shift", self.fc2_shift, 0, 40)
+        check_int("threshold", self.threshold, 0, 255)
+        check_int("max_tokens", self.max_tokens, 2, 1024)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def fc1(self) -> TokenLinearConfig:
+        return TokenLinearConfig(in_features=self.head_dim, out_features=self.hidden,
+                                 data_bits=self.token_bits, bias_bits=self.bias_bits,
+                                 out_bits=8, out_shift=self.fc1_shift)
+
+    @property
+    def fc2(self) -> TokenLinearConfig:
+        return TokenLinearConfig(in_features=self.hidden, out_features=1, data_bits=8,
+                                 bias_bits=self.bias_bits, out_bits=HEATVIT_SIGMOID.in_bits,
+                                 out_shift=self.fc2_shift)
+
+    @property
+    def gelu(self) -> PolyGeluConfig:
+        return PolyGeluConfig(data_bits=8, frac_bits=self.gelu_frac_bits)
+
+    @property
+    def sigmoid(self) -> PlanSigmoidConfig:
+        return HEATVIT_SIGMOID
+
+    @property
+    def exp(self) -> PolyExpConfig:
+        """The exp unit of the head-weight softmax (the attention softmax's unit)."""
+        return HEATVIT_EXP
+
+    @property
+    def score_frac_bits(self) -> int:
+        return HEATVIT_SIGMOID.out_frac_bits
+
+    @property
+    def packager(self) -> TokenPackagerConfig:
+        return TokenPackagerConfig(channels=self.dim, data_bits=self.data_bits, score_bits=8,
+                                   score_frac_bits=self.score_frac_bits,
+                                   threshold=self.threshold, max_tokens=self.max_tokens)
+
+
+# The first selector of vit-digits-keep60 (formats calibrated on 256 digits training images;
+# tests/test_token_selector.py checks that they are still what the model gives).
+VIT_DIGITS_KEEP60_SELECTOR0 = TokenSelectorConfig(fc1_shift=8, gelu_frac_bits=4, fc2_shift=7,
+                                                  threshold=57)

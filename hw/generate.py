@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from amaranth import Shape
 from amaranth.back import verilog
 from amaranth.lib import data, wiring
@@ -29,16 +30,21 @@ from chipforge.config import (
     HEATVIT_SELECTOR_LINEAR,
     HEATVIT_SIGMOID,
     ISAAC_CROSSBAR,
+    VIT_DIGITS_KEEP60_SELECTOR0,
     ConfigBase,
+    TokenSelectorConfig,
 )
 from chipforge.hw.forms_fragment import FormsFragment
 from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
 from chipforge.hw.reram_tile import REGISTER_MAP, ReramTile, TileConfig, tile_config
 from chipforge.hw.sc_accumulator import ScAccumulator
 from chipforge.hw.shift_add import ShiftAdd
+from chipforge.hw.token_selector import REGISTER_MAP as SELECTOR_REGISTERS
+from chipforge.hw.token_selector import TokenSelector
 from chipforge.sc_config import SC_DIGITS
 
-__all__ = ["BLOCKS", "Block", "generate", "generate_tile", "port_manifest"]
+__all__ = ["BLOCKS", "Block", "generate", "generate_selector", "generate_tile",
+           "port_manifest"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,15 @@ BLOCKS: dict[str, Block] = {
                 "8 rows with sign indicators, zero-skipping LSB-first planes, adder tree, "
                 "requantization",
     ),
+    "token-selector": Block(
+        module="token_selector",
+        build=TokenSelector,
+        config=VIT_DIGITS_KEEP60_SELECTOR0,
+        summary="HeatViT token selector of vit-digits-keep60 (selector 0): AXI4-Stream tokens "
+                "in, kept tokens + package token + keep mask out, weight memory + register "
+                "map, score MLP on the MAC rows, GELU, head softmax, PLAN sigmoid, packager, "
+                "package division",
+    ),
 }
 
 
@@ -199,6 +214,9 @@ def _write(name: str, block: Block, out_dir: str | Path,
     if isinstance(block.config, TileConfig):
         manifest["registers"] = {k: {"address": a, "meaning": t}
                                  for k, (a, t) in REGISTER_MAP.items()}
+    if isinstance(block.config, TokenSelectorConfig):
+        manifest["registers"] = {k: {"address": a, "meaning": t}
+                                 for k, (a, t) in SELECTOR_REGISTERS.items()}
     manifest.update(extra or {})
     manifest_path = target / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -233,3 +251,43 @@ def generate_tile(accelerator: str, layer: str, out_dir: str | Path, *,
     passes = -(-n // cfg.cols)
     return _write(tag, block, out_dir, {"layer": {"model": model, "name": layer_name,
                                                   "k": k, "n": n, "column_passes": passes}})
+
+
+def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 0) -> list[Path]:
+    """Write the token selector top level for selector ``selector`` (an index or a
+    ``TOKEN_SELECT`` node name such as ``selector.1``) of the ViT ``model`` (a bundled one,
+    e.g. ``vit-digits-keep60``, or a graph file) to ``out_dir/token-selector-MODEL-sK``.
+    The fixed-point formats are calibrated like ``chipforge heatvit`` (256 digits training
+    images); the manifest records the selector and its integer weights (register values)."""
+    from chipforge import zoo
+    from chipforge.heatvit import calibrate_graph
+    from chipforge.sim.graph import Op
+    from chipforge.sim.ref.token_selector import selector_program
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.data import digits
+
+    bundled = [*zoo.names(), *zoo.GRAPH_ONLY_NAMES]
+    graph = zoo.load(model) if model in bundled else zoo.load_graph_file(model)
+    names = [n.name for n in graph.nodes if n.op is Op.TOKEN_SELECT]
+    if not names:
+        raise ValueError(f"model {model!r} has no token selector (TOKEN_SELECT node)")
+    index = names.index(selector) if selector in names else selector
+    if isinstance(index, str) and index.isdigit():
+        index = int(index)
+    if not isinstance(index, int) or not 0 <= index < len(names):
+        raise ValueError(f"--selector must be one of {', '.join(names)} or an index in "
+                         f"0..{len(names) - 1}, not {selector!r}")
+    if tuple(graph.input_shape[:1]) != (1,) or graph.input_shape[-1] not in (8, 16, 28):
+        raise ValueError(f"model {model!r}: its formats are calibrated on digits images, so "
+                         f"its input must be (1, S, S) digits-sized, not {graph.input_shape}")
+    net = graph_to_vit(graph)
+    fracs, _ = calibrate_graph(net, digits(graph.input_shape[-1]).x_train[:256])
+    cfg, weights = selector_program(net, fracs, index)
+    tag = f"token-selector-{Path(model).stem}-s{index}".replace("_", "-")
+    block = Block(module=tag.replace("-", "_"), build=TokenSelector, config=cfg,
+                  summary=f"HeatViT token selector {names[index]} of {model}")
+    info = {"model": model, "node": names[index], "index": index,
+            "weights": {k: np.asarray(getattr(weights, k)).tolist()
+                        for k in ("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias",
+                                  "head_logits")}}
+    return _write(tag, block, out_dir, {"selector": info})

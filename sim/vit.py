@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chipforge.config import PlanSigmoidConfig, PolyExpConfig, PolyGeluConfig
+from chipforge.config import PlanSigmoidConfig, PolyExpConfig, PolyGeluConfig, TokenSelectorConfig
 from chipforge.sim.ref.plan_sigmoid import plan_sigmoid, sigmoid_float
 from chipforge.sim.ref.poly_exp import int_softmax
 from chipforge.sim.ref.poly_gelu import poly_gelu
@@ -44,6 +44,7 @@ SCORE_FRAC = 7          # selector scores are Q0.7 (PLAN output); threshold 0.5 
 SIGMOID_IN = PlanSigmoidConfig(in_bits=8, frac_bits=4, out_frac_bits=SCORE_FRAC)
 EXP_IN = PolyExpConfig()
 ATTN_FRAC = 8           # attention probabilities are unsigned Q0.8
+_SELECTOR = TokenSelectorConfig()   # only its exp-unit and score formats are used here
 
 
 @dataclass
@@ -133,10 +134,15 @@ def _patches(images: np.ndarray, patch: int) -> np.ndarray:
 
 def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             use_selectors: bool = True, fracs: dict[str, int] | None = None,
-            record: dict | None = None, scores_out: list | None = None) -> VitResult:
+            record: dict | None = None, scores_out: list | None = None,
+            selector_io: list | None = None) -> VitResult:
     """Run ``model`` on ``(N, C, S, S)`` images in [0, 1] (``(N, S, S)`` when C = 1).
 
-    ``scores_out`` collects each selector's (scores, live candidates) (N, T) arrays.
+    ``scores_out`` collects each selector's (scores, live candidates) (N, T) arrays;
+    ``selector_io`` (fixed point) each selector's inputs and outputs as a dict: ``h``
+    (N, T, D) LayerNorm codes, ``x`` (N, T, D) residual codes, ``live`` and ``candidate``
+    (N, T) masks, ``score``, ``keep`` (N, T) and ``package`` (N, D) codes (the token
+    selector's RTL test cases, :mod:`chipforge.sim.ref.token_selector`).
     ``fixed`` picks 8-bit fixed point (needs ``fracs`` from :func:`calibrate`, computed on
     the fly when omitted) or float. ``use_selectors=False`` runs the backbone alone.
     """
@@ -214,6 +220,10 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
             den = weight.sum(1)
             package = (package_token(num, den[:, None]) if fixed
                        else num / np.maximum(den, 1e-12)[:, None])
+            if selector_io is not None:
+                selector_io.append({"h": h, "x": x, "live": policy.copy(),
+                                    "candidate": alive, "score": score,
+                                    "keep": policy & ~pruned, "package": package})
             policy = np.concatenate([policy & ~pruned, pruned.any(1, keepdims=True)], 1)
             candidate = np.concatenate([candidate, np.zeros((n, 1), dtype=bool)], 1)
             x = np.concatenate([x, package[:, None]], 1)
@@ -291,9 +301,9 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
     pre = f"selectors.{s}."
     n, t, _ = h.shape
     per_head = h.reshape(n, t, c.heads, c.head_dim)
-    a = np.exp(p[pre + "head_logits"] - p[pre + "head_logits"].max())
-    a = a / a.sum()
     if not ar.fixed:
+        a = np.exp(p[pre + "head_logits"] - p[pre + "head_logits"].max())
+        a = a / a.sum()
         hid = _gelu_exact(ar.linear(pre + "fc1", per_head, p[pre + "fc1.weight"],
                                     p[pre + "fc1.bias"], out=pre + "fc1"))
         logit = (hid @ p[pre + "fc2.weight"].T + p[pre + "fc2.bias"])[..., 0]
@@ -305,7 +315,10 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
                               hid_frac)
     logit = _Arith.requant(acc[..., 0], acc_frac, SIGMOID_IN.frac_bits, SIGMOID_IN.in_bits)
     sig = plan_sigmoid(logit, SIGMOID_IN)                          # Q0.7 per head
-    a_q = np.round(a * (1 << SCORE_FRAC)).astype(np.int64)         # head weights, Q0.7
+    # Head weights softmax(head_logits) in the integer softmax, Q0.7 (as the RTL does it).
+    from chipforge.sim.ref.token_selector import head_weights, quantize_head_logits
+
+    a_q = head_weights(quantize_head_logits(p[pre + "head_logits"], _SELECTOR), _SELECTOR)
     return (sig * a_q).sum(-1) >> SCORE_FRAC
 
 

@@ -1,0 +1,56 @@
+"""Deliberate faults in the generated token selector's Verilog must fail its testbench.
+
+Each mutation edits a copy of ``rtl/token-selector`` and runs the testbench on one real
+image: two bits of an output channel swapped, a wrong keep decision (the packager's
+threshold 57 -> 41), one lost cycle per head (fc1 takes the next head a cycle late:
+bit-exact, only slower), an output that advances while stalled, and a reset that no
+longer clears a pending output beat.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+BLOCK = HERE.parents[1] / "rtl" / "token-selector"
+TESTBENCH = HERE / "test_token_selector_cocotb.py"
+
+MUTATIONS = {
+    "output-bits-swapped": (r"assign m_axis_tdata\[15:0\] = (\\\$signature__data\$\d+ )\[15:0\];",
+                            r"assign m_axis_tdata[15:0] = { \1[15:2], \1[0], \1[1] };"),
+    "wrong-keep-decision": (r"(i_stream__payload\[775:768\] >= )6'h39;", r"\g<1>6'h29;"),
+    "lost-cycle-per-head": (r"(module \\token_selector\.fc1 [\s\S]*?assign i_stream__ready = "
+                            r"\\\$\d+  )\| finishing;", r"\1;"),
+    "output-ignores-stall": (r"assign out_take = m_axis_tvalid & m_axis_tready;",
+                             r"assign out_take = m_axis_tvalid;"),
+    "reset-keeps-output": (r"(\$(\d+)  = m_axis_tvalid;[\s\S]*?endcase\n)    if \(rst\) begin\n"
+                           r"      \\\$\2  = 1'h0;\n    end\n", r"\1"),
+}
+
+
+@pytest.fixture(scope="module")
+def one_image_case(tmp_path_factory):
+    from chipforge.verify.selector_case import save_case, selector_cases
+    from chipforge.zoo.data import digits
+
+    data = digits(8)
+    case = selector_cases("vit-digits-keep60", data.x_test[:1], data.x_train[:256])[0]
+    return save_case(case, tmp_path_factory.mktemp("case") / "case.npz")
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_mutation_is_caught(name, one_image_case, tmp_path):
+    from chipforge.verify.runner import run_cocotb
+
+    block = tmp_path / "token-selector"
+    shutil.copytree(BLOCK, block)
+    verilog = block / "token_selector.v"
+    pattern, replacement = MUTATIONS[name]
+    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
+    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
+    verilog.write_text(text)
+    with pytest.raises(AssertionError, match="tests of"):
+        run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path,
+                   extra_env={"CHIPFORGE_SELECTOR_CASE": str(one_image_case)})

@@ -1,0 +1,98 @@
+"""The fixed-point token selector reference (chipforge.sim.ref.token_selector) against the
+8-bit engine's selector on real digits images, its formats, and bad input."""
+
+import numpy as np
+import pytest
+
+from chipforge.config import VIT_DIGITS_KEEP60_SELECTOR0, TokenSelectorConfig
+from chipforge.sim.ref.token_selector import (
+    SelectorWeights,
+    head_weights,
+    output_beats,
+    select_tokens,
+)
+
+
+@pytest.fixture(scope="module")
+def keep60_cases():
+    from chipforge.verify.selector_case import selector_cases
+    from chipforge.zoo.data import digits
+
+    data = digits(8)
+    return selector_cases("vit-digits-keep60", data.x_test[:40], data.x_train[:256])
+
+
+def test_reference_equals_the_engine_on_real_images(keep60_cases):
+    """Per image and token, the reference (block references, token by token) keeps exactly
+    the tokens the vectorized engine keeps, with the same scores and package token."""
+    assert len(keep60_cases) == 2
+    packages = 0
+    for case in keep60_cases:
+        for i in range(len(case.h)):
+            out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
+            scored = ~case.force[i]
+            assert np.array_equal(out.scores[scored], case.engine_scores[i][scored])
+            assert np.array_equal(out.mask, case.engine_mask[i]), (case.selector, i)
+            if case.engine_package[i] is None:
+                assert out.package is None
+            else:
+                packages += 1
+                assert np.array_equal(out.package, case.engine_package[i]), (case.selector, i)
+        kept = np.mean([m[~f].mean() for m, f in zip(case.engine_mask, case.force,
+                                                      strict=True)])
+        assert 0.3 < kept < 0.95, f"selector {case.selector} keeps {kept:.0%}: a trivial case"
+    assert packages >= 60
+
+
+def test_package_is_the_score_weighted_mean_of_the_pruned_tokens(keep60_cases):
+    case = keep60_cases[0]
+    for i in range(5):
+        out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
+        pruned = ~out.mask
+        s = out.scores[pruned].astype(float)
+        mean = (s[:, None] * case.x[i][pruned]).sum(0) / s.sum()
+        assert np.abs(out.package - mean).max() <= 0.5
+        beats = output_beats(out)
+        assert len(beats) == out.mask.sum() + 1 and beats[-1]["package"] == 1
+        assert beats[-1]["mask"] == sum(1 << t for t in np.flatnonzero(out.mask))
+
+
+def test_preset_is_vit_digits_keep60_first_selector(keep60_cases):
+    """rtl/token-selector is generated from this preset: it must be the model's selector."""
+    assert keep60_cases[0].cfg == VIT_DIGITS_KEEP60_SELECTOR0
+
+
+def test_head_weights_are_the_softmax_in_q07():
+    cfg = TokenSelectorConfig()
+    for logits in ([0.0, 0.0, 0.0], [1.0, -1.0, 0.5], [3.0, -4.0, 0.0]):
+        codes = np.round(np.array(logits) * 32).astype(int)
+        a = head_weights(codes, cfg)
+        e = np.exp(np.array(logits) - max(logits))
+        assert np.abs(a - e / e.sum() * 128).max() <= 2.5
+        assert a.sum() <= 128
+
+
+def test_bad_input_is_one_clear_error():
+    cfg = TokenSelectorConfig()
+    w = SelectorWeights(np.zeros((8, 16), int), np.zeros(8, int), np.zeros((1, 8), int),
+                        np.zeros(1, int), np.zeros(3, int))
+    h = np.zeros((40, 48), int)
+    with pytest.raises(ValueError, match="1..max_tokens=32"):
+        select_tokens(h, h, np.zeros(40, bool), w, cfg)
+    with pytest.raises(ValueError, match="16-bit codes"):
+        select_tokens(h[:2], h[:2] + 40000, np.zeros(2, bool), w, cfg)
+    with pytest.raises(ValueError, match="dim must be a multiple of heads"):
+        TokenSelectorConfig(dim=47)
+
+
+def test_rtl_selector_command_errors(tmp_path, capsys):
+    from chipforge.cli import main
+
+    assert main(["rtl", "selector", "--out", str(tmp_path)]) == 2
+    assert "needs a MODEL" in capsys.readouterr().err
+    assert main(["rtl", "selector", "lenet-digits", "--out", str(tmp_path)]) == 2
+    assert "has no token selector" in capsys.readouterr().err
+    assert main(["rtl", "selector", "vit-digits-keep60", "--selector", "selector.7",
+                 "--out", str(tmp_path)]) == 2
+    assert "--selector must be one of selector.0, selector.1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
