@@ -88,6 +88,7 @@ def run(block: str) -> dict:
                               str(work / "wrap.json"), "--freq", "12", "--seed", "1",
                               "--timing-allow-fail"], capture_output=True, text=True,
                              check=False)
+        (work / "nextpnr.log").write_text(res.stderr)   # the critical path report
         found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
         row["fmax_mhz"] = float(found[-1]) if found else None
         if res.returncode:
