@@ -69,13 +69,17 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [4:0] \$69 ;
   wire [10:0] \$7 ;
   wire [4:0] \$70 ;
-  reg \$71 ;
-  reg [3:0] \$72 ;
-  reg [40:0] \$73 ;
-  reg [40:0] \$74 ;
+  wire \$71 ;
+  reg \$72 ;
+  reg \$73 ;
+  reg [24:0] \$74 ;
+  reg [3:0] \$75 ;
+  reg [3:0] \$76 ;
+  reg [40:0] \$77 ;
+  reg [40:0] \$78 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
   reg [40:0] acc = 41'h00000000000;
@@ -83,6 +87,9 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   reg [3:0] beat = 4'h0;
   input clk;
   wire clk;
+  reg [3:0] held_beat = 4'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -100,6 +107,7 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [40:0] o_stream__payload;
   reg [40:0] o_stream__payload = 41'h00000000000;
   input o_stream__ready;
@@ -118,41 +126,50 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
+  assign \$22  = $signed(\$20 ) + $signed(\$21 );
+  assign \$24  = $signed(\$22 ) + $signed(\$23 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
   assign \$28  = $signed(\$26 ) + $signed(\$27 );
   assign \$30  = $signed(\$28 ) + $signed(\$29 );
   assign \$32  = $signed(\$30 ) + $signed(\$31 );
   assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$35  = - $signed(\$34 [24:0]);
-  assign \$37  = $signed(\$36 ) + $signed(\$34 [24:0]);
-  assign \$39  = $signed(\$38 ) + $signed(\$34 [24:0]);
-  assign \$41  = $signed(\$40 ) + $signed(\$34 [24:0]);
-  assign \$43  = $signed(\$42 ) + $signed(\$34 [24:0]);
-  assign \$45  = $signed(\$44 ) + $signed(\$34 [24:0]);
-  assign \$47  = $signed(\$46 ) + $signed(\$34 [24:0]);
-  assign \$49  = $signed(\$48 ) + $signed(\$34 [24:0]);
-  assign \$51  = $signed(\$50 ) + $signed(\$34 [24:0]);
-  assign \$53  = $signed(\$52 ) + $signed(\$34 [24:0]);
-  assign \$55  = $signed(\$54 ) + $signed(\$34 [24:0]);
-  assign \$57  = $signed(\$56 ) + $signed(\$34 [24:0]);
-  assign \$59  = $signed(\$58 ) + $signed(\$34 [24:0]);
-  assign \$61  = $signed(\$60 ) + $signed(\$34 [24:0]);
-  assign \$63  = $signed(\$62 ) + $signed(\$34 [24:0]);
-  assign \$65  = $signed(\$64 ) + $signed(\$34 [24:0]);
+  assign \$35  = - $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$49  = $signed(\$48 ) + $signed(held_value);
+  assign \$51  = $signed(\$50 ) + $signed(held_value);
+  assign \$53  = $signed(\$52 ) + $signed(held_value);
+  assign \$55  = $signed(\$54 ) + $signed(held_value);
+  assign \$57  = $signed(\$56 ) + $signed(held_value);
+  assign \$59  = $signed(\$58 ) + $signed(held_value);
+  assign \$61  = $signed(\$60 ) + $signed(held_value);
+  assign \$63  = $signed(\$62 ) + $signed(held_value);
+  assign \$65  = $signed(\$64 ) + $signed(held_value);
   assign \$66  = ~ o_stream__valid;
   assign i_stream__ready = \$66  | o_stream__ready;
   assign \$67  = o_stream__valid & o_stream__ready;
-  assign \$68  = i_stream__valid & i_stream__ready;
-  assign \$69  = beat == 4'hf;
-  assign \$70  = beat + 1'h1;
+  assign \$68  = beat == 4'hf;
+  assign \$69  = beat + 1'h1;
+  assign \$70  = \$68  ? 5'h00 : \$69 ;
+  assign \$71  = held_beat == 4'hf;
   always @(posedge clk)
-    o_stream__valid <= \$71 ;
+    o_stream__valid <= \$72 ;
   always @(posedge clk)
-    beat <= \$72 ;
+    held_valid <= \$73 ;
   always @(posedge clk)
-    o_stream__payload <= \$73 ;
+    held_value <= \$74 ;
   always @(posedge clk)
-    acc <= \$74 ;
+    held_beat <= \$75 ;
+  always @(posedge clk)
+    beat <= \$76 ;
+  always @(posedge clk)
+    o_stream__payload <= \$77 ;
+  always @(posedge clk)
+    acc <= \$78 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -171,8 +188,6 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
   assign \$18  = $signed(1'h0) + $signed(\$17 );
   assign \$20  = $signed(\$18 ) + $signed(\$19 );
-  assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
@@ -248,7 +263,7 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       4'h0:
           acc_next = { \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35  };
       4'h1:
@@ -285,62 +300,100 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$71  = o_stream__valid;
+    \$72  = o_stream__valid;
     if (\$67 ) begin
-      \$71  = 1'h0;
+      \$72  = 1'h0;
     end
-    if (\$68 ) begin
-      if (\$69 ) begin
-        \$71  = 1'h1;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        if (\$71 ) begin
+          \$72  = 1'h1;
+        end
       end
     end
     if (rst) begin
-      \$71  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$72  = beat;
-    if (\$68 ) begin
-      (* full_case = 32'd1 *)
-      if (\$69 ) begin
-        \$72  = 4'h0;
-      end else begin
-        \$72  = \$70 [3:0];
-      end
+    \$73  = held_valid;
+    if (i_stream__ready) begin
+      \$73  = i_stream__valid;
     end
     if (rst) begin
-      \$72  = 4'h0;
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$73  = o_stream__payload;
-    if (\$68 ) begin
-      if (\$69 ) begin
-        \$73  = acc_next;
+    \$74  = held_value;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$74  = \$34 [24:0];
       end
     end
     if (rst) begin
-      \$73  = 41'h00000000000;
+      \$74  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$74  = acc;
-    if (\$68 ) begin
-      (* full_case = 32'd1 *)
-      if (\$69 ) begin
-      end else begin
-        \$74  = acc_next;
+    \$75  = held_beat;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$75  = beat;
       end
     end
     if (rst) begin
-      \$74  = 41'h00000000000;
+      \$75  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$76  = beat;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$76  = \$70 [3:0];
+      end
+    end
+    if (rst) begin
+      \$76  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$77  = o_stream__payload;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        if (\$71 ) begin
+          \$77  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$77  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$78  = acc;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$71 ) begin
+        end else begin
+          \$78  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$78  = 41'h00000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
   assign value = \$34 [24:0];
+  assign move = i_stream__ready;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];

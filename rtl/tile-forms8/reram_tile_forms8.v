@@ -6,287 +6,287 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [31:0] \$10 ;
-  wire [6:0] \$100 ;
-  wire [7:0] \$101 ;
-  wire [6:0] \$102 ;
-  wire [7:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [7:0] \$105 ;
-  wire [6:0] \$106 ;
-  wire [7:0] \$107 ;
-  wire [8:0] \$108 ;
-  wire [9:0] \$109 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire [6:0] \$108 ;
+  wire [7:0] \$109 ;
   wire [32:0] \$11 ;
-  wire [10:0] \$110 ;
-  wire [11:0] \$111 ;
-  wire [14:0] \$112 ;
-  wire [15:0] \$113 ;
-  wire [14:0] \$114 ;
-  wire [16:0] \$115 ;
-  wire [17:0] \$116 ;
-  wire [17:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire [7:0] \$119 ;
+  wire [6:0] \$110 ;
+  wire [7:0] \$111 ;
+  wire [6:0] \$112 ;
+  wire [7:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire [7:0] \$115 ;
+  wire [8:0] \$116 ;
+  wire [9:0] \$117 ;
+  wire [10:0] \$118 ;
+  wire [11:0] \$119 ;
   wire [31:0] \$12 ;
-  wire [6:0] \$120 ;
-  wire [7:0] \$121 ;
-  wire [6:0] \$122 ;
-  wire [7:0] \$123 ;
-  wire [6:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire [8:0] \$126 ;
-  wire [9:0] \$127 ;
-  wire [10:0] \$128 ;
-  wire [11:0] \$129 ;
+  wire [14:0] \$120 ;
+  wire [15:0] \$121 ;
+  wire [14:0] \$122 ;
+  wire [16:0] \$123 ;
+  wire [17:0] \$124 ;
+  wire [17:0] \$125 ;
+  wire [6:0] \$126 ;
+  wire [7:0] \$127 ;
+  wire [6:0] \$128 ;
+  wire [7:0] \$129 ;
   wire [32:0] \$13 ;
-  wire [14:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire [14:0] \$132 ;
-  wire [16:0] \$133 ;
-  wire [17:0] \$134 ;
-  wire [17:0] \$135 ;
-  wire [6:0] \$136 ;
-  wire [7:0] \$137 ;
-  wire [6:0] \$138 ;
-  wire [7:0] \$139 ;
+  wire [6:0] \$130 ;
+  wire [7:0] \$131 ;
+  wire [6:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire [8:0] \$134 ;
+  wire [9:0] \$135 ;
+  wire [10:0] \$136 ;
+  wire [11:0] \$137 ;
+  wire [14:0] \$138 ;
+  wire [15:0] \$139 ;
   wire [31:0] \$14 ;
-  wire [6:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [6:0] \$142 ;
-  wire [7:0] \$143 ;
-  wire [8:0] \$144 ;
-  wire [9:0] \$145 ;
-  wire [10:0] \$146 ;
-  wire [11:0] \$147 ;
-  wire [14:0] \$148 ;
-  wire [15:0] \$149 ;
+  wire [14:0] \$140 ;
+  wire [16:0] \$141 ;
+  wire [17:0] \$142 ;
+  wire [17:0] \$143 ;
+  wire [6:0] \$144 ;
+  wire [7:0] \$145 ;
+  wire [6:0] \$146 ;
+  wire [7:0] \$147 ;
+  wire [6:0] \$148 ;
+  wire [7:0] \$149 ;
   wire [32:0] \$15 ;
-  wire [14:0] \$150 ;
-  wire [16:0] \$151 ;
-  wire [17:0] \$152 ;
-  wire [17:0] \$153 ;
-  wire [6:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire [6:0] \$156 ;
-  wire [7:0] \$157 ;
-  wire [6:0] \$158 ;
-  wire [7:0] \$159 ;
+  wire [6:0] \$150 ;
+  wire [7:0] \$151 ;
+  wire [8:0] \$152 ;
+  wire [9:0] \$153 ;
+  wire [10:0] \$154 ;
+  wire [11:0] \$155 ;
+  wire [14:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire [14:0] \$158 ;
+  wire [16:0] \$159 ;
   wire [31:0] \$16 ;
-  wire [6:0] \$160 ;
-  wire [7:0] \$161 ;
-  wire [8:0] \$162 ;
-  wire [9:0] \$163 ;
-  wire [10:0] \$164 ;
-  wire [11:0] \$165 ;
-  wire [14:0] \$166 ;
-  wire [15:0] \$167 ;
-  wire [14:0] \$168 ;
-  wire [16:0] \$169 ;
+  wire [17:0] \$160 ;
+  wire [17:0] \$161 ;
+  wire [6:0] \$162 ;
+  wire [7:0] \$163 ;
+  wire [6:0] \$164 ;
+  wire [7:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [7:0] \$167 ;
+  wire [6:0] \$168 ;
+  wire [7:0] \$169 ;
   wire [32:0] \$17 ;
-  wire [17:0] \$170 ;
-  wire [17:0] \$171 ;
-  wire [14:0] \$172 ;
-  wire [14:0] \$173 ;
-  wire [15:0] \$174 ;
-  wire [14:0] \$175 ;
+  wire [8:0] \$170 ;
+  wire [9:0] \$171 ;
+  wire [10:0] \$172 ;
+  wire [11:0] \$173 ;
+  wire [14:0] \$174 ;
+  wire [15:0] \$175 ;
   wire [14:0] \$176 ;
   wire [16:0] \$177 ;
-  wire [14:0] \$178 ;
-  wire [14:0] \$179 ;
+  wire [17:0] \$178 ;
+  wire [17:0] \$179 ;
   wire [6:0] \$18 ;
-  wire [17:0] \$180 ;
+  wire [14:0] \$180 ;
   wire [14:0] \$181 ;
   wire [14:0] \$182 ;
-  wire [18:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire [7:0] \$185 ;
-  wire [6:0] \$186 ;
-  wire [7:0] \$187 ;
-  wire [6:0] \$188 ;
-  wire [7:0] \$189 ;
+  wire [14:0] \$183 ;
+  wire [15:0] \$184 ;
+  wire [14:0] \$185 ;
+  wire [14:0] \$186 ;
+  wire [14:0] \$187 ;
+  wire [14:0] \$188 ;
+  wire [15:0] \$189 ;
   wire \$19 ;
   wire [6:0] \$190 ;
   wire [7:0] \$191 ;
-  wire [8:0] \$192 ;
-  wire [9:0] \$193 ;
-  wire [10:0] \$194 ;
-  wire [11:0] \$195 ;
-  wire [14:0] \$196 ;
-  wire [15:0] \$197 ;
-  wire [14:0] \$198 ;
-  wire [16:0] \$199 ;
+  wire [6:0] \$192 ;
+  wire [7:0] \$193 ;
+  wire [6:0] \$194 ;
+  wire [7:0] \$195 ;
+  wire [6:0] \$196 ;
+  wire [7:0] \$197 ;
+  wire [8:0] \$198 ;
+  wire [9:0] \$199 ;
   wire \$2 ;
   wire [6:0] \$20 ;
-  wire [17:0] \$200 ;
-  wire [17:0] \$201 ;
-  wire [6:0] \$202 ;
-  wire [7:0] \$203 ;
-  wire [6:0] \$204 ;
-  wire [7:0] \$205 ;
-  wire [6:0] \$206 ;
-  wire [7:0] \$207 ;
+  wire [10:0] \$200 ;
+  wire [11:0] \$201 ;
+  wire [14:0] \$202 ;
+  wire [15:0] \$203 ;
+  wire [14:0] \$204 ;
+  wire [16:0] \$205 ;
+  wire [17:0] \$206 ;
+  wire [17:0] \$207 ;
   wire [6:0] \$208 ;
   wire [7:0] \$209 ;
   wire [4:0] \$21 ;
-  wire [8:0] \$210 ;
-  wire [9:0] \$211 ;
-  wire [10:0] \$212 ;
-  wire [11:0] \$213 ;
-  wire [14:0] \$214 ;
-  wire [15:0] \$215 ;
-  wire [14:0] \$216 ;
-  wire [16:0] \$217 ;
-  wire [17:0] \$218 ;
-  wire [17:0] \$219 ;
+  wire [6:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire [6:0] \$212 ;
+  wire [7:0] \$213 ;
+  wire [6:0] \$214 ;
+  wire [7:0] \$215 ;
+  wire [8:0] \$216 ;
+  wire [9:0] \$217 ;
+  wire [10:0] \$218 ;
+  wire [11:0] \$219 ;
   wire [7:0] \$22 ;
-  wire [6:0] \$220 ;
-  wire [7:0] \$221 ;
-  wire [6:0] \$222 ;
-  wire [7:0] \$223 ;
-  wire [6:0] \$224 ;
-  wire [7:0] \$225 ;
+  wire [14:0] \$220 ;
+  wire [15:0] \$221 ;
+  wire [14:0] \$222 ;
+  wire [16:0] \$223 ;
+  wire [17:0] \$224 ;
+  wire [17:0] \$225 ;
   wire [6:0] \$226 ;
   wire [7:0] \$227 ;
-  wire [8:0] \$228 ;
-  wire [9:0] \$229 ;
+  wire [6:0] \$228 ;
+  wire [7:0] \$229 ;
   wire [7:0] \$23 ;
-  wire [10:0] \$230 ;
-  wire [11:0] \$231 ;
-  wire [14:0] \$232 ;
-  wire [15:0] \$233 ;
-  wire [14:0] \$234 ;
-  wire [16:0] \$235 ;
-  wire [17:0] \$236 ;
-  wire [17:0] \$237 ;
-  wire [6:0] \$238 ;
-  wire [7:0] \$239 ;
+  wire [6:0] \$230 ;
+  wire [7:0] \$231 ;
+  wire [6:0] \$232 ;
+  wire [7:0] \$233 ;
+  wire [8:0] \$234 ;
+  wire [9:0] \$235 ;
+  wire [10:0] \$236 ;
+  wire [11:0] \$237 ;
+  wire [14:0] \$238 ;
+  wire [15:0] \$239 ;
   wire [7:0] \$24 ;
-  wire [6:0] \$240 ;
-  wire [7:0] \$241 ;
-  wire [6:0] \$242 ;
-  wire [7:0] \$243 ;
+  wire [14:0] \$240 ;
+  wire [16:0] \$241 ;
+  wire [17:0] \$242 ;
+  wire [17:0] \$243 ;
   wire [6:0] \$244 ;
   wire [7:0] \$245 ;
-  wire [8:0] \$246 ;
-  wire [9:0] \$247 ;
-  wire [10:0] \$248 ;
-  wire [11:0] \$249 ;
+  wire [6:0] \$246 ;
+  wire [7:0] \$247 ;
+  wire [6:0] \$248 ;
+  wire [7:0] \$249 ;
   wire [7:0] \$25 ;
-  wire [14:0] \$250 ;
-  wire [15:0] \$251 ;
-  wire [14:0] \$252 ;
-  wire [16:0] \$253 ;
-  wire [17:0] \$254 ;
-  wire [17:0] \$255 ;
+  wire [6:0] \$250 ;
+  wire [7:0] \$251 ;
+  wire [8:0] \$252 ;
+  wire [9:0] \$253 ;
+  wire [10:0] \$254 ;
+  wire [11:0] \$255 ;
   wire [14:0] \$256 ;
-  wire [14:0] \$257 ;
-  wire [15:0] \$258 ;
-  wire [14:0] \$259 ;
+  wire [15:0] \$257 ;
+  wire [14:0] \$258 ;
+  wire [16:0] \$259 ;
   wire [7:0] \$26 ;
-  wire [14:0] \$260 ;
-  wire [16:0] \$261 ;
+  wire [17:0] \$260 ;
+  wire [17:0] \$261 ;
   wire [14:0] \$262 ;
   wire [14:0] \$263 ;
-  wire [17:0] \$264 ;
+  wire [14:0] \$264 ;
   wire [14:0] \$265 ;
-  wire [14:0] \$266 ;
-  wire [18:0] \$267 ;
-  wire [6:0] \$268 ;
-  wire [7:0] \$269 ;
+  wire [15:0] \$266 ;
+  wire [14:0] \$267 ;
+  wire [14:0] \$268 ;
+  wire [14:0] \$269 ;
   wire [7:0] \$27 ;
-  wire [6:0] \$270 ;
-  wire [7:0] \$271 ;
+  wire [14:0] \$270 ;
+  wire [15:0] \$271 ;
   wire [6:0] \$272 ;
   wire [7:0] \$273 ;
   wire [6:0] \$274 ;
   wire [7:0] \$275 ;
-  wire [8:0] \$276 ;
-  wire [9:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire [6:0] \$276 ;
+  wire [7:0] \$277 ;
+  wire [6:0] \$278 ;
+  wire [7:0] \$279 ;
   wire [7:0] \$28 ;
-  wire [14:0] \$280 ;
-  wire [15:0] \$281 ;
-  wire [14:0] \$282 ;
-  wire [16:0] \$283 ;
-  wire [17:0] \$284 ;
-  wire [17:0] \$285 ;
-  wire [6:0] \$286 ;
-  wire [7:0] \$287 ;
-  wire [6:0] \$288 ;
-  wire [7:0] \$289 ;
+  wire [8:0] \$280 ;
+  wire [9:0] \$281 ;
+  wire [10:0] \$282 ;
+  wire [11:0] \$283 ;
+  wire [14:0] \$284 ;
+  wire [15:0] \$285 ;
+  wire [14:0] \$286 ;
+  wire [16:0] \$287 ;
+  wire [17:0] \$288 ;
+  wire [17:0] \$289 ;
   wire [7:0] \$29 ;
   wire [6:0] \$290 ;
   wire [7:0] \$291 ;
   wire [6:0] \$292 ;
   wire [7:0] \$293 ;
-  wire [8:0] \$294 ;
-  wire [9:0] \$295 ;
-  wire [10:0] \$296 ;
-  wire [11:0] \$297 ;
-  wire [14:0] \$298 ;
-  wire [15:0] \$299 ;
+  wire [6:0] \$294 ;
+  wire [7:0] \$295 ;
+  wire [6:0] \$296 ;
+  wire [7:0] \$297 ;
+  wire [8:0] \$298 ;
+  wire [9:0] \$299 ;
   wire [6:0] \$3 ;
   wire [7:0] \$30 ;
-  wire [14:0] \$300 ;
-  wire [16:0] \$301 ;
-  wire [17:0] \$302 ;
-  wire [17:0] \$303 ;
-  wire [6:0] \$304 ;
-  wire [7:0] \$305 ;
-  wire [6:0] \$306 ;
-  wire [7:0] \$307 ;
+  wire [10:0] \$300 ;
+  wire [11:0] \$301 ;
+  wire [14:0] \$302 ;
+  wire [15:0] \$303 ;
+  wire [14:0] \$304 ;
+  wire [16:0] \$305 ;
+  wire [17:0] \$306 ;
+  wire [17:0] \$307 ;
   wire [6:0] \$308 ;
   wire [7:0] \$309 ;
   wire [7:0] \$31 ;
   wire [6:0] \$310 ;
   wire [7:0] \$311 ;
-  wire [8:0] \$312 ;
-  wire [9:0] \$313 ;
-  wire [10:0] \$314 ;
-  wire [11:0] \$315 ;
-  wire [14:0] \$316 ;
-  wire [15:0] \$317 ;
-  wire [14:0] \$318 ;
-  wire [16:0] \$319 ;
+  wire [6:0] \$312 ;
+  wire [7:0] \$313 ;
+  wire [6:0] \$314 ;
+  wire [7:0] \$315 ;
+  wire [8:0] \$316 ;
+  wire [9:0] \$317 ;
+  wire [10:0] \$318 ;
+  wire [11:0] \$319 ;
   wire [7:0] \$32 ;
-  wire [17:0] \$320 ;
-  wire [17:0] \$321 ;
-  wire [6:0] \$322 ;
-  wire [7:0] \$323 ;
-  wire [6:0] \$324 ;
-  wire [7:0] \$325 ;
+  wire [14:0] \$320 ;
+  wire [15:0] \$321 ;
+  wire [14:0] \$322 ;
+  wire [16:0] \$323 ;
+  wire [17:0] \$324 ;
+  wire [17:0] \$325 ;
   wire [6:0] \$326 ;
   wire [7:0] \$327 ;
   wire [6:0] \$328 ;
   wire [7:0] \$329 ;
   wire [7:0] \$33 ;
-  wire [8:0] \$330 ;
-  wire [9:0] \$331 ;
-  wire [10:0] \$332 ;
-  wire [11:0] \$333 ;
-  wire [14:0] \$334 ;
-  wire [15:0] \$335 ;
-  wire [14:0] \$336 ;
-  wire [16:0] \$337 ;
-  wire [17:0] \$338 ;
-  wire [17:0] \$339 ;
+  wire [6:0] \$330 ;
+  wire [7:0] \$331 ;
+  wire [6:0] \$332 ;
+  wire [7:0] \$333 ;
+  wire [8:0] \$334 ;
+  wire [9:0] \$335 ;
+  wire [10:0] \$336 ;
+  wire [11:0] \$337 ;
+  wire [14:0] \$338 ;
+  wire [15:0] \$339 ;
   wire [7:0] \$34 ;
   wire [14:0] \$340 ;
-  wire [14:0] \$341 ;
-  wire [15:0] \$342 ;
-  wire [14:0] \$343 ;
+  wire [16:0] \$341 ;
+  wire [17:0] \$342 ;
+  wire [17:0] \$343 ;
   wire [14:0] \$344 ;
-  wire [16:0] \$345 ;
+  wire [14:0] \$345 ;
   wire [14:0] \$346 ;
   wire [14:0] \$347 ;
-  wire [17:0] \$348 ;
+  wire [15:0] \$348 ;
   wire [14:0] \$349 ;
   wire [7:0] \$35 ;
   wire [14:0] \$350 ;
-  wire [18:0] \$351 ;
-  wire [6:0] \$352 ;
-  wire [7:0] \$353 ;
+  wire [14:0] \$351 ;
+  wire [14:0] \$352 ;
+  wire [15:0] \$353 ;
   wire [6:0] \$354 ;
   wire [7:0] \$355 ;
   wire [6:0] \$356 ;
@@ -294,38 +294,38 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [6:0] \$358 ;
   wire [7:0] \$359 ;
   wire [7:0] \$36 ;
-  wire [8:0] \$360 ;
-  wire [9:0] \$361 ;
-  wire [10:0] \$362 ;
-  wire [11:0] \$363 ;
-  wire [14:0] \$364 ;
-  wire [15:0] \$365 ;
+  wire [6:0] \$360 ;
+  wire [7:0] \$361 ;
+  wire [8:0] \$362 ;
+  wire [9:0] \$363 ;
+  wire [10:0] \$364 ;
+  wire [11:0] \$365 ;
   wire [14:0] \$366 ;
-  wire [16:0] \$367 ;
-  wire [17:0] \$368 ;
-  wire [17:0] \$369 ;
+  wire [15:0] \$367 ;
+  wire [14:0] \$368 ;
+  wire [16:0] \$369 ;
   wire [7:0] \$37 ;
-  wire [6:0] \$370 ;
-  wire [7:0] \$371 ;
+  wire [17:0] \$370 ;
+  wire [17:0] \$371 ;
   wire [6:0] \$372 ;
   wire [7:0] \$373 ;
   wire [6:0] \$374 ;
   wire [7:0] \$375 ;
   wire [6:0] \$376 ;
   wire [7:0] \$377 ;
-  wire [8:0] \$378 ;
-  wire [9:0] \$379 ;
+  wire [6:0] \$378 ;
+  wire [7:0] \$379 ;
   wire [7:0] \$38 ;
-  wire [10:0] \$380 ;
-  wire [11:0] \$381 ;
-  wire [14:0] \$382 ;
-  wire [15:0] \$383 ;
+  wire [8:0] \$380 ;
+  wire [9:0] \$381 ;
+  wire [10:0] \$382 ;
+  wire [11:0] \$383 ;
   wire [14:0] \$384 ;
-  wire [16:0] \$385 ;
-  wire [17:0] \$386 ;
-  wire [17:0] \$387 ;
-  wire [6:0] \$388 ;
-  wire [7:0] \$389 ;
+  wire [15:0] \$385 ;
+  wire [14:0] \$386 ;
+  wire [16:0] \$387 ;
+  wire [17:0] \$388 ;
+  wire [17:0] \$389 ;
   wire [7:0] \$39 ;
   wire [6:0] \$390 ;
   wire [7:0] \$391 ;
@@ -333,20 +333,20 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [7:0] \$393 ;
   wire [6:0] \$394 ;
   wire [7:0] \$395 ;
-  wire [8:0] \$396 ;
-  wire [9:0] \$397 ;
-  wire [10:0] \$398 ;
-  wire [11:0] \$399 ;
+  wire [6:0] \$396 ;
+  wire [7:0] \$397 ;
+  wire [8:0] \$398 ;
+  wire [9:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
-  wire [14:0] \$400 ;
-  wire [15:0] \$401 ;
+  wire [10:0] \$400 ;
+  wire [11:0] \$401 ;
   wire [14:0] \$402 ;
-  wire [16:0] \$403 ;
-  wire [17:0] \$404 ;
-  wire [17:0] \$405 ;
-  wire [6:0] \$406 ;
-  wire [7:0] \$407 ;
+  wire [15:0] \$403 ;
+  wire [14:0] \$404 ;
+  wire [16:0] \$405 ;
+  wire [17:0] \$406 ;
+  wire [17:0] \$407 ;
   wire [6:0] \$408 ;
   wire [7:0] \$409 ;
   wire [7:0] \$41 ;
@@ -354,30 +354,30 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [7:0] \$411 ;
   wire [6:0] \$412 ;
   wire [7:0] \$413 ;
-  wire [8:0] \$414 ;
-  wire [9:0] \$415 ;
-  wire [10:0] \$416 ;
-  wire [11:0] \$417 ;
-  wire [14:0] \$418 ;
-  wire [15:0] \$419 ;
+  wire [6:0] \$414 ;
+  wire [7:0] \$415 ;
+  wire [8:0] \$416 ;
+  wire [9:0] \$417 ;
+  wire [10:0] \$418 ;
+  wire [11:0] \$419 ;
   wire [7:0] \$42 ;
   wire [14:0] \$420 ;
-  wire [16:0] \$421 ;
-  wire [17:0] \$422 ;
-  wire [17:0] \$423 ;
-  wire [14:0] \$424 ;
-  wire [14:0] \$425 ;
-  wire [15:0] \$426 ;
+  wire [15:0] \$421 ;
+  wire [14:0] \$422 ;
+  wire [16:0] \$423 ;
+  wire [17:0] \$424 ;
+  wire [17:0] \$425 ;
+  wire [14:0] \$426 ;
   wire [14:0] \$427 ;
   wire [14:0] \$428 ;
-  wire [16:0] \$429 ;
+  wire [14:0] \$429 ;
   wire [7:0] \$43 ;
-  wire [14:0] \$430 ;
+  wire [15:0] \$430 ;
   wire [14:0] \$431 ;
-  wire [17:0] \$432 ;
+  wire [14:0] \$432 ;
   wire [14:0] \$433 ;
   wire [14:0] \$434 ;
-  wire [18:0] \$435 ;
+  wire [15:0] \$435 ;
   wire [6:0] \$436 ;
   wire [7:0] \$437 ;
   wire [6:0] \$438 ;
@@ -461,16 +461,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [14:0] \$508 ;
   wire [14:0] \$509 ;
   wire [7:0] \$51 ;
-  wire [15:0] \$510 ;
+  wire [14:0] \$510 ;
   wire [14:0] \$511 ;
-  wire [14:0] \$512 ;
-  wire [16:0] \$513 ;
+  wire [15:0] \$512 ;
+  wire [14:0] \$513 ;
   wire [14:0] \$514 ;
   wire [14:0] \$515 ;
-  wire [17:0] \$516 ;
-  wire [14:0] \$517 ;
-  wire [14:0] \$518 ;
-  wire [18:0] \$519 ;
+  wire [14:0] \$516 ;
+  wire [15:0] \$517 ;
+  wire [6:0] \$518 ;
+  wire [7:0] \$519 ;
   wire [7:0] \$52 ;
   wire [6:0] \$520 ;
   wire [7:0] \$521 ;
@@ -478,208 +478,208 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [7:0] \$523 ;
   wire [6:0] \$524 ;
   wire [7:0] \$525 ;
-  wire [6:0] \$526 ;
-  wire [7:0] \$527 ;
-  wire [8:0] \$528 ;
-  wire [9:0] \$529 ;
+  wire [8:0] \$526 ;
+  wire [9:0] \$527 ;
+  wire [10:0] \$528 ;
+  wire [11:0] \$529 ;
   wire [7:0] \$53 ;
-  wire [10:0] \$530 ;
-  wire [11:0] \$531 ;
+  wire [14:0] \$530 ;
+  wire [15:0] \$531 ;
   wire [14:0] \$532 ;
-  wire [15:0] \$533 ;
-  wire [14:0] \$534 ;
-  wire [16:0] \$535 ;
-  wire [17:0] \$536 ;
-  wire [17:0] \$537 ;
+  wire [16:0] \$533 ;
+  wire [17:0] \$534 ;
+  wire [17:0] \$535 ;
+  wire [6:0] \$536 ;
+  wire [7:0] \$537 ;
   wire [6:0] \$538 ;
   wire [7:0] \$539 ;
-  wire [55:0] \$54 ;
+  wire [39:0] \$54 ;
   wire [6:0] \$540 ;
   wire [7:0] \$541 ;
   wire [6:0] \$542 ;
   wire [7:0] \$543 ;
-  wire [6:0] \$544 ;
-  wire [7:0] \$545 ;
-  wire [8:0] \$546 ;
-  wire [9:0] \$547 ;
-  wire [10:0] \$548 ;
-  wire [11:0] \$549 ;
-  wire [3:0] \$55 ;
+  wire [8:0] \$544 ;
+  wire [9:0] \$545 ;
+  wire [10:0] \$546 ;
+  wire [11:0] \$547 ;
+  wire [14:0] \$548 ;
+  wire [15:0] \$549 ;
+  wire [39:0] \$55 ;
   wire [14:0] \$550 ;
-  wire [15:0] \$551 ;
-  wire [14:0] \$552 ;
-  wire [16:0] \$553 ;
-  wire [17:0] \$554 ;
-  wire [17:0] \$555 ;
+  wire [16:0] \$551 ;
+  wire [17:0] \$552 ;
+  wire [17:0] \$553 ;
+  wire [6:0] \$554 ;
+  wire [7:0] \$555 ;
   wire [6:0] \$556 ;
   wire [7:0] \$557 ;
   wire [6:0] \$558 ;
   wire [7:0] \$559 ;
-  wire \$56 ;
+  wire [3:0] \$56 ;
   wire [6:0] \$560 ;
   wire [7:0] \$561 ;
-  wire [6:0] \$562 ;
-  wire [7:0] \$563 ;
-  wire [8:0] \$564 ;
-  wire [9:0] \$565 ;
-  wire [10:0] \$566 ;
-  wire [11:0] \$567 ;
+  wire [8:0] \$562 ;
+  wire [9:0] \$563 ;
+  wire [10:0] \$564 ;
+  wire [11:0] \$565 ;
+  wire [14:0] \$566 ;
+  wire [15:0] \$567 ;
   wire [14:0] \$568 ;
-  wire [15:0] \$569 ;
-  wire [23:0] \$57 ;
-  wire [14:0] \$570 ;
-  wire [16:0] \$571 ;
-  wire [17:0] \$572 ;
-  wire [17:0] \$573 ;
+  wire [16:0] \$569 ;
+  wire [70:0] \$57 ;
+  wire [17:0] \$570 ;
+  wire [17:0] \$571 ;
+  wire [6:0] \$572 ;
+  wire [7:0] \$573 ;
   wire [6:0] \$574 ;
   wire [7:0] \$575 ;
   wire [6:0] \$576 ;
   wire [7:0] \$577 ;
   wire [6:0] \$578 ;
   wire [7:0] \$579 ;
-  wire [23:0] \$58 ;
-  wire [6:0] \$580 ;
-  wire [7:0] \$581 ;
-  wire [8:0] \$582 ;
-  wire [9:0] \$583 ;
-  wire [10:0] \$584 ;
-  wire [11:0] \$585 ;
+  wire [71:0] \$58 ;
+  wire [8:0] \$580 ;
+  wire [9:0] \$581 ;
+  wire [10:0] \$582 ;
+  wire [11:0] \$583 ;
+  wire [14:0] \$584 ;
+  wire [15:0] \$585 ;
   wire [14:0] \$586 ;
-  wire [15:0] \$587 ;
-  wire [14:0] \$588 ;
-  wire [16:0] \$589 ;
-  wire [23:0] \$59 ;
-  wire [17:0] \$590 ;
-  wire [17:0] \$591 ;
+  wire [16:0] \$587 ;
+  wire [17:0] \$588 ;
+  wire [17:0] \$589 ;
+  wire [72:0] \$59 ;
+  wire [14:0] \$590 ;
+  wire [14:0] \$591 ;
   wire [14:0] \$592 ;
   wire [14:0] \$593 ;
   wire [15:0] \$594 ;
   wire [14:0] \$595 ;
   wire [14:0] \$596 ;
-  wire [16:0] \$597 ;
+  wire [14:0] \$597 ;
   wire [14:0] \$598 ;
-  wire [14:0] \$599 ;
+  wire [15:0] \$599 ;
   wire [31:0] \$6 ;
-  wire [23:0] \$60 ;
-  wire [17:0] \$600 ;
-  wire [14:0] \$601 ;
-  wire [14:0] \$602 ;
-  wire [18:0] \$603 ;
-  wire \$604 ;
+  wire [127:0] \$60 ;
+  wire \$600 ;
+  wire [63:0] \$601 ;
+  wire [63:0] \$602 ;
+  wire \$603 ;
+  wire [63:0] \$604 ;
   wire [63:0] \$605 ;
-  wire [63:0] \$606 ;
-  wire \$607 ;
+  wire \$606 ;
+  wire [63:0] \$607 ;
   wire [63:0] \$608 ;
-  wire [63:0] \$609 ;
-  wire [23:0] \$61 ;
-  wire \$610 ;
+  wire \$609 ;
+  wire [127:0] \$61 ;
+  wire [63:0] \$610 ;
   wire [63:0] \$611 ;
-  wire [63:0] \$612 ;
-  wire \$613 ;
+  wire \$612 ;
+  wire [63:0] \$613 ;
   wire [63:0] \$614 ;
-  wire [63:0] \$615 ;
-  wire \$616 ;
-  wire [63:0] \$617 ;
-  wire [63:0] \$618 ;
-  wire \$619 ;
-  wire [23:0] \$62 ;
-  wire [63:0] \$620 ;
-  wire [64:0] \$621 ;
-  wire [127:0] \$622 ;
-  wire [127:0] \$623 ;
-  wire [128:0] \$624 ;
-  wire [7:0] \$625 ;
+  wire \$615 ;
+  wire [63:0] \$616 ;
+  wire [7:0] \$617 ;
+  wire \$618 ;
+  wire [7:0] \$619 ;
+  wire [128:0] \$62 ;
+  wire \$620 ;
+  wire [7:0] \$621 ;
+  wire [7:0] \$622 ;
+  wire \$623 ;
+  wire [23:0] \$624 ;
+  wire [23:0] \$625 ;
   wire \$626 ;
-  wire [7:0] \$627 ;
-  wire \$628 ;
-  wire [7:0] \$629 ;
+  wire [23:0] \$627 ;
+  wire [23:0] \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [7:0] \$630 ;
-  wire \$631 ;
-  wire [23:0] \$632 ;
+  wire [23:0] \$630 ;
+  wire [23:0] \$631 ;
+  wire \$632 ;
   wire [23:0] \$633 ;
-  wire \$634 ;
-  wire [23:0] \$635 ;
+  wire [23:0] \$634 ;
+  wire \$635 ;
   wire [23:0] \$636 ;
-  wire \$637 ;
-  wire [23:0] \$638 ;
+  wire [23:0] \$637 ;
+  wire \$638 ;
   wire [23:0] \$639 ;
-  wire [3:0] \$64 ;
+  wire [23:0] \$64 ;
   wire \$640 ;
-  wire [23:0] \$641 ;
-  wire [23:0] \$642 ;
+  wire [31:0] \$641 ;
+  wire [31:0] \$642 ;
   wire \$643 ;
-  wire [23:0] \$644 ;
-  wire [23:0] \$645 ;
+  wire [31:0] \$644 ;
+  wire [31:0] \$645 ;
   wire \$646 ;
-  wire [23:0] \$647 ;
-  wire \$648 ;
-  wire [31:0] \$649 ;
-  wire [3:0] \$65 ;
+  wire [31:0] \$647 ;
+  wire [31:0] \$648 ;
+  wire \$649 ;
+  wire [23:0] \$65 ;
   wire [31:0] \$650 ;
-  wire \$651 ;
-  wire [31:0] \$652 ;
+  wire [31:0] \$651 ;
+  wire \$652 ;
   wire [31:0] \$653 ;
-  wire \$654 ;
-  wire [31:0] \$655 ;
+  wire [31:0] \$654 ;
+  wire \$655 ;
   wire [31:0] \$656 ;
   wire \$657 ;
   wire [31:0] \$658 ;
   wire [31:0] \$659 ;
-  wire \$66 ;
+  wire [23:0] \$66 ;
   wire \$660 ;
   wire [31:0] \$661 ;
   wire [31:0] \$662 ;
   wire \$663 ;
   wire [31:0] \$664 ;
-  wire \$665 ;
-  wire [31:0] \$666 ;
+  wire [31:0] \$665 ;
+  wire \$666 ;
   wire [31:0] \$667 ;
-  wire \$668 ;
-  wire [31:0] \$669 ;
-  wire \$67 ;
+  wire [31:0] \$668 ;
+  wire \$669 ;
+  wire [23:0] \$67 ;
   wire [31:0] \$670 ;
-  wire \$671 ;
-  wire [31:0] \$672 ;
+  wire [31:0] \$671 ;
+  wire \$672 ;
   wire [31:0] \$673 ;
-  wire \$674 ;
-  wire [31:0] \$675 ;
-  wire [31:0] \$676 ;
+  wire [3:0] \$674 ;
+  wire [6:0] \$675 ;
+  wire [6:0] \$676 ;
   wire \$677 ;
-  wire [31:0] \$678 ;
-  wire [31:0] \$679 ;
-  wire \$68 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire [23:0] \$68 ;
   wire \$680 ;
-  wire [31:0] \$681 ;
-  wire [3:0] \$682 ;
-  wire [6:0] \$683 ;
-  wire [6:0] \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire \$689 ;
-  wire \$69 ;
-  wire \$690 ;
-  reg \$691 ;
-  reg \$692 ;
-  reg [5:0] \$693 ;
-  reg [2:0] \$694 ;
-  reg [5:0] \$695 ;
+  wire \$681 ;
+  wire \$682 ;
+  reg \$683 ;
+  reg \$684 ;
+  reg [5:0] \$685 ;
+  reg [2:0] \$686 ;
+  reg [5:0] \$687 ;
+  reg [31:0] \$688 ;
+  reg [63:0] \$689 ;
+  wire [23:0] \$69 ;
+  reg [31:0] \$690 ;
+  reg [63:0] \$691 ;
+  reg [31:0] \$692 ;
+  reg [63:0] \$693 ;
+  reg [31:0] \$694 ;
+  reg [63:0] \$695 ;
   reg [31:0] \$696 ;
   reg [63:0] \$697 ;
   reg [31:0] \$698 ;
   reg [63:0] \$699 ;
   wire [32:0] \$7 ;
-  wire \$70 ;
-  reg [31:0] \$700 ;
-  reg [63:0] \$701 ;
-  reg [31:0] \$702 ;
-  reg [63:0] \$703 ;
-  reg [31:0] \$704 ;
-  reg [63:0] \$705 ;
-  reg [31:0] \$706 ;
-  reg [63:0] \$707 ;
+  wire [3:0] \$70 ;
+  reg [4:0] \$700 ;
+  reg [4:0] \$701 ;
+  reg [4:0] \$702 ;
+  reg [4:0] \$703 ;
+  reg [4:0] \$704 ;
+  reg [4:0] \$705 ;
+  reg [4:0] \$706 ;
+  reg [4:0] \$707 ;
   reg [4:0] \$708 ;
   reg [4:0] \$709 ;
   wire \$71 ;
@@ -693,27 +693,27 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   reg [4:0] \$717 ;
   reg [4:0] \$718 ;
   reg [4:0] \$719 ;
-  wire \$72 ;
+  wire [3:0] \$72 ;
   reg [4:0] \$720 ;
   reg [4:0] \$721 ;
   reg [4:0] \$722 ;
   reg [4:0] \$723 ;
-  reg [4:0] \$724 ;
-  reg [4:0] \$725 ;
-  reg [4:0] \$726 ;
-  reg [4:0] \$727 ;
-  reg [4:0] \$728 ;
-  reg [4:0] \$729 ;
-  wire \$73 ;
-  reg [4:0] \$730 ;
-  reg [4:0] \$731 ;
-  reg [5:0] \$732 ;
-  reg \$733 ;
-  reg [23:0] \$734 ;
+  reg [5:0] \$724 ;
+  reg \$725 ;
+  reg \$726 ;
+  reg [3:0] \$727 ;
+  reg [16:0] \$728 ;
+  reg [23:0] \$729 ;
+  wire [3:0] \$73 ;
+  reg [16:0] \$730 ;
+  reg [23:0] \$731 ;
+  reg [16:0] \$732 ;
+  reg [23:0] \$733 ;
+  reg [16:0] \$734 ;
   reg [23:0] \$735 ;
-  reg [23:0] \$736 ;
+  reg [16:0] \$736 ;
   reg [23:0] \$737 ;
-  reg [23:0] \$738 ;
+  reg [16:0] \$738 ;
   reg [23:0] \$739 ;
   wire \$74 ;
   reg [7:0] \$740 ;
@@ -754,16 +754,19 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   reg [3:0] \$772 ;
   reg [2:0] \$773 ;
   reg [2:0] \$774 ;
-  reg [55:0] \$775 ;
-  reg [2:0] \$776 ;
-  reg [31:0] \$777 ;
-  reg [31:0] \$778 ;
-  reg [31:0] \$779 ;
+  reg [40:0] \$775 ;
+  reg [39:0] \$776 ;
+  reg [2:0] \$777 ;
+  reg [2:0] \$778 ;
+  reg [65:0] \$779 ;
   wire \$78 ;
   reg [31:0] \$780 ;
   reg [31:0] \$781 ;
   reg [31:0] \$782 ;
-  reg [2:0] \$783 ;
+  reg [31:0] \$783 ;
+  reg [31:0] \$784 ;
+  reg [31:0] \$785 ;
+  reg [2:0] \$786 ;
   wire \$79 ;
   wire [31:0] \$8 ;
   wire \$80 ;
@@ -1175,6 +1178,13 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire group_left1;
   wire group_left2;
   wire group_left3;
+  reg [3:0] held_plane = 4'h0;
+  reg [16:0] held_plane_sum0 = 17'h00000;
+  reg [16:0] held_plane_sum1 = 17'h00000;
+  reg [16:0] held_plane_sum2 = 17'h00000;
+  reg [16:0] held_plane_sum3 = 17'h00000;
+  reg [16:0] held_plane_sum4 = 17'h00000;
+  reg [16:0] held_plane_sum5 = 17'h00000;
   output [31:0] m_axis_tdata;
   wire [31:0] m_axis_tdata;
   output m_axis_tlast;
@@ -1199,8 +1209,10 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire [16:0] plane_sum3;
   wire [16:0] plane_sum4;
   wire [16:0] plane_sum5;
-  reg [55:0] product = 56'h00000000000000;
+  reg plane_taken = 1'h0;
   reg [2:0] product_col = 3'h0;
+  reg [39:0] product_hi = 40'h0000000000;
+  reg [40:0] product_lo = 41'h00000000000;
   reg [4:0] rd__addr;
   wire [7:0] rd__data;
   reg [63:0] reg_bias0 = 64'h0000000000000000;
@@ -1261,7 +1273,8 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   wire s_axis_tready;
   input s_axis_tvalid;
   wire s_axis_tvalid;
-  wire [65:0] scaled;
+  reg [65:0] scaled = 66'h00000000000000000;
+  reg [2:0] scaled_col = 3'h0;
   reg take_plane;
   reg [2:0] tile_state = 3'h0;
   wire [4:0] wr__addr;
@@ -1454,188 +1467,195 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     _0_ <= input_buffer[rd__addr];
   end
   assign rd__data = _0_;
-  assign \$211  = $signed(1'h0) + $signed(\$210 );
-  assign \$213  = $signed(\$211 ) + $signed(\$212 );
-  assign \$215  = $signed(\$213 ) + $signed(\$214 );
-  assign \$217  = $signed(\$215 ) + $signed(\$216 );
-  assign \$218  = $signed(\$217 ) - $signed(1'h0);
-  assign \$219  = group_left1 ? \$218  : 18'h00000;
-  assign \$220  = 2'h3 * beat2_1[19:16];
-  assign \$221  = $signed(\$220 ) - $signed({ 1'h0, beat2_1[3:0] });
-  assign \$222  = 2'h3 * beat2_1[19:16];
-  assign \$223  = $signed(\$222 ) - $signed({ 1'h0, beat2_1[7:4] });
-  assign \$224  = 2'h3 * beat2_1[19:16];
-  assign \$225  = $signed(\$224 ) - $signed({ 1'h0, beat2_1[11:8] });
+  assign \$206  = $signed(\$205 ) - $signed(1'h0);
+  assign \$207  = group_left0 ? \$206  : 18'h00000;
+  assign \$208  = 2'h3 * beat1_1[19:16];
+  assign \$209  = $signed(\$208 ) - $signed({ 1'h0, beat1_1[3:0] });
+  assign \$210  = 2'h3 * beat1_1[19:16];
+  assign \$211  = $signed(\$210 ) - $signed({ 1'h0, beat1_1[7:4] });
+  assign \$212  = 2'h3 * beat1_1[19:16];
+  assign \$213  = $signed(\$212 ) - $signed({ 1'h0, beat1_1[11:8] });
+  assign \$214  = 2'h3 * beat1_1[19:16];
+  assign \$215  = $signed(\$214 ) - $signed({ 1'h0, beat1_1[15:12] });
+  assign \$217  = $signed(1'h0) + $signed(\$216 );
+  assign \$219  = $signed(\$217 ) + $signed(\$218 );
+  assign \$221  = $signed(\$219 ) + $signed(\$220 );
+  assign \$223  = $signed(\$221 ) + $signed(\$222 );
+  assign \$224  = $signed(\$223 ) - $signed(1'h0);
+  assign \$225  = group_left1 ? \$224  : 18'h00000;
   assign \$226  = 2'h3 * beat2_1[19:16];
-  assign \$227  = $signed(\$226 ) - $signed({ 1'h0, beat2_1[15:12] });
-  assign \$229  = $signed(1'h0) + $signed(\$228 );
-  assign \$231  = $signed(\$229 ) + $signed(\$230 );
-  assign \$233  = $signed(\$231 ) + $signed(\$232 );
-  assign \$235  = $signed(\$233 ) + $signed(\$234 );
-  assign \$236  = $signed(\$235 ) - $signed(1'h0);
-  assign \$237  = group_left2 ? \$236  : 18'h00000;
-  assign \$238  = 2'h3 * beat3_1[19:16];
-  assign \$239  = $signed(\$238 ) - $signed({ 1'h0, beat3_1[3:0] });
-  assign \$240  = 2'h3 * beat3_1[19:16];
-  assign \$241  = $signed(\$240 ) - $signed({ 1'h0, beat3_1[7:4] });
-  assign \$242  = 2'h3 * beat3_1[19:16];
-  assign \$243  = $signed(\$242 ) - $signed({ 1'h0, beat3_1[11:8] });
+  assign \$227  = $signed(\$226 ) - $signed({ 1'h0, beat2_1[3:0] });
+  assign \$228  = 2'h3 * beat2_1[19:16];
+  assign \$229  = $signed(\$228 ) - $signed({ 1'h0, beat2_1[7:4] });
+  assign \$230  = 2'h3 * beat2_1[19:16];
+  assign \$231  = $signed(\$230 ) - $signed({ 1'h0, beat2_1[11:8] });
+  assign \$232  = 2'h3 * beat2_1[19:16];
+  assign \$233  = $signed(\$232 ) - $signed({ 1'h0, beat2_1[15:12] });
+  assign \$235  = $signed(1'h0) + $signed(\$234 );
+  assign \$237  = $signed(\$235 ) + $signed(\$236 );
+  assign \$239  = $signed(\$237 ) + $signed(\$238 );
+  assign \$241  = $signed(\$239 ) + $signed(\$240 );
+  assign \$242  = $signed(\$241 ) - $signed(1'h0);
+  assign \$243  = group_left2 ? \$242  : 18'h00000;
   assign \$244  = 2'h3 * beat3_1[19:16];
-  assign \$245  = $signed(\$244 ) - $signed({ 1'h0, beat3_1[15:12] });
-  assign \$247  = $signed(1'h0) + $signed(\$246 );
-  assign \$249  = $signed(\$247 ) + $signed(\$248 );
-  assign \$251  = $signed(\$249 ) + $signed(\$250 );
-  assign \$253  = $signed(\$251 ) + $signed(\$252 );
-  assign \$254  = $signed(\$253 ) - $signed(1'h0);
-  assign \$255  = group_left3 ? \$254  : 18'h00000;
-  assign \$256  = - $signed(\$201 [13:0]);
-  assign \$257  = reg_meta0_1[4] ? \$256  : { \$201 [13], \$201 [13:0] };
-  assign \$258  = $signed(1'h0) + $signed(\$257 );
-  assign \$259  = - $signed(\$219 [13:0]);
-  assign \$260  = reg_meta1_1[4] ? \$259  : { \$219 [13], \$219 [13:0] };
-  assign \$261  = $signed(\$258 ) + $signed(\$260 );
-  assign \$262  = - $signed(\$237 [13:0]);
-  assign \$263  = reg_meta2_1[4] ? \$262  : { \$237 [13], \$237 [13:0] };
-  assign \$264  = $signed(\$261 ) + $signed(\$263 );
-  assign \$265  = - $signed(\$255 [13:0]);
-  assign \$266  = reg_meta3_1[4] ? \$265  : { \$255 [13], \$255 [13:0] };
-  assign \$267  = $signed(\$264 ) + $signed(\$266 );
-  assign \$268  = 2'h3 * beat0_2[19:16];
-  assign \$269  = $signed(\$268 ) - $signed({ 1'h0, beat0_2[3:0] });
-  assign \$270  = 2'h3 * beat0_2[19:16];
-  assign \$271  = $signed(\$270 ) - $signed({ 1'h0, beat0_2[7:4] });
+  assign \$245  = $signed(\$244 ) - $signed({ 1'h0, beat3_1[3:0] });
+  assign \$246  = 2'h3 * beat3_1[19:16];
+  assign \$247  = $signed(\$246 ) - $signed({ 1'h0, beat3_1[7:4] });
+  assign \$248  = 2'h3 * beat3_1[19:16];
+  assign \$249  = $signed(\$248 ) - $signed({ 1'h0, beat3_1[11:8] });
+  assign \$250  = 2'h3 * beat3_1[19:16];
+  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, beat3_1[15:12] });
+  assign \$253  = $signed(1'h0) + $signed(\$252 );
+  assign \$255  = $signed(\$253 ) + $signed(\$254 );
+  assign \$257  = $signed(\$255 ) + $signed(\$256 );
+  assign \$259  = $signed(\$257 ) + $signed(\$258 );
+  assign \$260  = $signed(\$259 ) - $signed(1'h0);
+  assign \$261  = group_left3 ? \$260  : 18'h00000;
+  assign \$262  = - $signed(\$207 [13:0]);
+  assign \$263  = reg_meta0_1[4] ? \$262  : { \$207 [13], \$207 [13:0] };
+  assign \$264  = - $signed(\$225 [13:0]);
+  assign \$265  = reg_meta1_1[4] ? \$264  : { \$225 [13], \$225 [13:0] };
+  assign \$266  = $signed(\$263 ) + $signed(\$265 );
+  assign \$267  = - $signed(\$243 [13:0]);
+  assign \$268  = reg_meta2_1[4] ? \$267  : { \$243 [13], \$243 [13:0] };
+  assign \$269  = - $signed(\$261 [13:0]);
+  assign \$270  = reg_meta3_1[4] ? \$269  : { \$261 [13], \$261 [13:0] };
+  assign \$271  = $signed(\$268 ) + $signed(\$270 );
+  assign plane_sum1 = $signed(\$266 ) + $signed(\$271 );
   assign \$272  = 2'h3 * beat0_2[19:16];
-  assign \$273  = $signed(\$272 ) - $signed({ 1'h0, beat0_2[11:8] });
+  assign \$273  = $signed(\$272 ) - $signed({ 1'h0, beat0_2[3:0] });
   assign \$274  = 2'h3 * beat0_2[19:16];
-  assign \$275  = $signed(\$274 ) - $signed({ 1'h0, beat0_2[15:12] });
-  assign \$277  = $signed(1'h0) + $signed(\$276 );
-  assign \$279  = $signed(\$277 ) + $signed(\$278 );
-  assign \$281  = $signed(\$279 ) + $signed(\$280 );
+  assign \$275  = $signed(\$274 ) - $signed({ 1'h0, beat0_2[7:4] });
+  assign \$276  = 2'h3 * beat0_2[19:16];
+  assign \$277  = $signed(\$276 ) - $signed({ 1'h0, beat0_2[11:8] });
+  assign \$278  = 2'h3 * beat0_2[19:16];
+  assign \$279  = $signed(\$278 ) - $signed({ 1'h0, beat0_2[15:12] });
+  assign \$281  = $signed(1'h0) + $signed(\$280 );
   assign \$283  = $signed(\$281 ) + $signed(\$282 );
-  assign \$284  = $signed(\$283 ) - $signed(1'h0);
-  assign \$285  = group_left0 ? \$284  : 18'h00000;
-  assign \$286  = 2'h3 * beat1_2[19:16];
-  assign \$287  = $signed(\$286 ) - $signed({ 1'h0, beat1_2[3:0] });
-  assign \$288  = 2'h3 * beat1_2[19:16];
-  assign \$289  = $signed(\$288 ) - $signed({ 1'h0, beat1_2[7:4] });
+  assign \$285  = $signed(\$283 ) + $signed(\$284 );
+  assign \$287  = $signed(\$285 ) + $signed(\$286 );
+  assign \$288  = $signed(\$287 ) - $signed(1'h0);
+  assign \$289  = group_left0 ? \$288  : 18'h00000;
   assign \$290  = 2'h3 * beat1_2[19:16];
-  assign \$291  = $signed(\$290 ) - $signed({ 1'h0, beat1_2[11:8] });
+  assign \$291  = $signed(\$290 ) - $signed({ 1'h0, beat1_2[3:0] });
   assign \$292  = 2'h3 * beat1_2[19:16];
-  assign \$293  = $signed(\$292 ) - $signed({ 1'h0, beat1_2[15:12] });
-  assign \$295  = $signed(1'h0) + $signed(\$294 );
-  assign \$297  = $signed(\$295 ) + $signed(\$296 );
-  assign \$299  = $signed(\$297 ) + $signed(\$298 );
+  assign \$293  = $signed(\$292 ) - $signed({ 1'h0, beat1_2[7:4] });
+  assign \$294  = 2'h3 * beat1_2[19:16];
+  assign \$295  = $signed(\$294 ) - $signed({ 1'h0, beat1_2[11:8] });
+  assign \$296  = 2'h3 * beat1_2[19:16];
+  assign \$297  = $signed(\$296 ) - $signed({ 1'h0, beat1_2[15:12] });
+  assign \$299  = $signed(1'h0) + $signed(\$298 );
   assign \$301  = $signed(\$299 ) + $signed(\$300 );
-  assign \$302  = $signed(\$301 ) - $signed(1'h0);
-  assign \$303  = group_left1 ? \$302  : 18'h00000;
-  assign \$304  = 2'h3 * beat2_2[19:16];
-  assign \$305  = $signed(\$304 ) - $signed({ 1'h0, beat2_2[3:0] });
-  assign \$306  = 2'h3 * beat2_2[19:16];
-  assign \$307  = $signed(\$306 ) - $signed({ 1'h0, beat2_2[7:4] });
+  assign \$303  = $signed(\$301 ) + $signed(\$302 );
+  assign \$305  = $signed(\$303 ) + $signed(\$304 );
+  assign \$306  = $signed(\$305 ) - $signed(1'h0);
+  assign \$307  = group_left1 ? \$306  : 18'h00000;
   assign \$308  = 2'h3 * beat2_2[19:16];
-  assign \$309  = $signed(\$308 ) - $signed({ 1'h0, beat2_2[11:8] });
+  assign \$309  = $signed(\$308 ) - $signed({ 1'h0, beat2_2[3:0] });
   assign \$310  = 2'h3 * beat2_2[19:16];
-  assign \$311  = $signed(\$310 ) - $signed({ 1'h0, beat2_2[15:12] });
-  assign \$313  = $signed(1'h0) + $signed(\$312 );
-  assign \$315  = $signed(\$313 ) + $signed(\$314 );
-  assign \$317  = $signed(\$315 ) + $signed(\$316 );
+  assign \$311  = $signed(\$310 ) - $signed({ 1'h0, beat2_2[7:4] });
+  assign \$312  = 2'h3 * beat2_2[19:16];
+  assign \$313  = $signed(\$312 ) - $signed({ 1'h0, beat2_2[11:8] });
+  assign \$314  = 2'h3 * beat2_2[19:16];
+  assign \$315  = $signed(\$314 ) - $signed({ 1'h0, beat2_2[15:12] });
+  assign \$317  = $signed(1'h0) + $signed(\$316 );
   assign \$319  = $signed(\$317 ) + $signed(\$318 );
-  assign \$320  = $signed(\$319 ) - $signed(1'h0);
-  assign \$321  = group_left2 ? \$320  : 18'h00000;
-  assign \$322  = 2'h3 * beat3_2[19:16];
-  assign \$323  = $signed(\$322 ) - $signed({ 1'h0, beat3_2[3:0] });
-  assign \$324  = 2'h3 * beat3_2[19:16];
-  assign \$325  = $signed(\$324 ) - $signed({ 1'h0, beat3_2[7:4] });
+  assign \$321  = $signed(\$319 ) + $signed(\$320 );
+  assign \$323  = $signed(\$321 ) + $signed(\$322 );
+  assign \$324  = $signed(\$323 ) - $signed(1'h0);
+  assign \$325  = group_left2 ? \$324  : 18'h00000;
   assign \$326  = 2'h3 * beat3_2[19:16];
-  assign \$327  = $signed(\$326 ) - $signed({ 1'h0, beat3_2[11:8] });
+  assign \$327  = $signed(\$326 ) - $signed({ 1'h0, beat3_2[3:0] });
   assign \$328  = 2'h3 * beat3_2[19:16];
-  assign \$329  = $signed(\$328 ) - $signed({ 1'h0, beat3_2[15:12] });
-  assign \$331  = $signed(1'h0) + $signed(\$330 );
-  assign \$333  = $signed(\$331 ) + $signed(\$332 );
-  assign \$335  = $signed(\$333 ) + $signed(\$334 );
+  assign \$329  = $signed(\$328 ) - $signed({ 1'h0, beat3_2[7:4] });
+  assign \$330  = 2'h3 * beat3_2[19:16];
+  assign \$331  = $signed(\$330 ) - $signed({ 1'h0, beat3_2[11:8] });
+  assign \$332  = 2'h3 * beat3_2[19:16];
+  assign \$333  = $signed(\$332 ) - $signed({ 1'h0, beat3_2[15:12] });
+  assign \$335  = $signed(1'h0) + $signed(\$334 );
   assign \$337  = $signed(\$335 ) + $signed(\$336 );
-  assign \$338  = $signed(\$337 ) - $signed(1'h0);
-  assign \$339  = group_left3 ? \$338  : 18'h00000;
-  assign \$340  = - $signed(\$285 [13:0]);
-  assign \$341  = reg_meta0_2[4] ? \$340  : { \$285 [13], \$285 [13:0] };
-  assign \$342  = $signed(1'h0) + $signed(\$341 );
-  assign \$343  = - $signed(\$303 [13:0]);
-  assign \$344  = reg_meta1_2[4] ? \$343  : { \$303 [13], \$303 [13:0] };
-  assign \$345  = $signed(\$342 ) + $signed(\$344 );
-  assign \$346  = - $signed(\$321 [13:0]);
-  assign \$347  = reg_meta2_2[4] ? \$346  : { \$321 [13], \$321 [13:0] };
+  assign \$339  = $signed(\$337 ) + $signed(\$338 );
+  assign \$341  = $signed(\$339 ) + $signed(\$340 );
+  assign \$342  = $signed(\$341 ) - $signed(1'h0);
+  assign \$343  = group_left3 ? \$342  : 18'h00000;
+  assign \$344  = - $signed(\$289 [13:0]);
+  assign \$345  = reg_meta0_2[4] ? \$344  : { \$289 [13], \$289 [13:0] };
+  assign \$346  = - $signed(\$307 [13:0]);
+  assign \$347  = reg_meta1_2[4] ? \$346  : { \$307 [13], \$307 [13:0] };
   assign \$348  = $signed(\$345 ) + $signed(\$347 );
-  assign \$349  = - $signed(\$339 [13:0]);
-  assign \$350  = reg_meta3_2[4] ? \$349  : { \$339 [13], \$339 [13:0] };
-  assign \$351  = $signed(\$348 ) + $signed(\$350 );
-  assign \$352  = 2'h3 * beat0_3[19:16];
-  assign \$353  = $signed(\$352 ) - $signed({ 1'h0, beat0_3[3:0] });
+  assign \$349  = - $signed(\$325 [13:0]);
+  assign \$350  = reg_meta2_2[4] ? \$349  : { \$325 [13], \$325 [13:0] };
+  assign \$351  = - $signed(\$343 [13:0]);
+  assign \$352  = reg_meta3_2[4] ? \$351  : { \$343 [13], \$343 [13:0] };
+  assign \$353  = $signed(\$350 ) + $signed(\$352 );
+  assign plane_sum2 = $signed(\$348 ) + $signed(\$353 );
   assign \$354  = 2'h3 * beat0_3[19:16];
-  assign \$355  = $signed(\$354 ) - $signed({ 1'h0, beat0_3[7:4] });
+  assign \$355  = $signed(\$354 ) - $signed({ 1'h0, beat0_3[3:0] });
   assign \$356  = 2'h3 * beat0_3[19:16];
-  assign \$357  = $signed(\$356 ) - $signed({ 1'h0, beat0_3[11:8] });
+  assign \$357  = $signed(\$356 ) - $signed({ 1'h0, beat0_3[7:4] });
   assign \$358  = 2'h3 * beat0_3[19:16];
-  assign \$359  = $signed(\$358 ) - $signed({ 1'h0, beat0_3[15:12] });
-  assign \$361  = $signed(1'h0) + $signed(\$360 );
-  assign \$363  = $signed(\$361 ) + $signed(\$362 );
+  assign \$359  = $signed(\$358 ) - $signed({ 1'h0, beat0_3[11:8] });
+  assign \$360  = 2'h3 * beat0_3[19:16];
+  assign \$361  = $signed(\$360 ) - $signed({ 1'h0, beat0_3[15:12] });
+  assign \$363  = $signed(1'h0) + $signed(\$362 );
   assign \$365  = $signed(\$363 ) + $signed(\$364 );
   assign \$367  = $signed(\$365 ) + $signed(\$366 );
-  assign \$368  = $signed(\$367 ) - $signed(1'h0);
-  assign \$369  = group_left0 ? \$368  : 18'h00000;
-  assign \$370  = 2'h3 * beat1_3[19:16];
-  assign \$371  = $signed(\$370 ) - $signed({ 1'h0, beat1_3[3:0] });
+  assign \$369  = $signed(\$367 ) + $signed(\$368 );
+  assign \$370  = $signed(\$369 ) - $signed(1'h0);
+  assign \$371  = group_left0 ? \$370  : 18'h00000;
   assign \$372  = 2'h3 * beat1_3[19:16];
-  assign \$373  = $signed(\$372 ) - $signed({ 1'h0, beat1_3[7:4] });
+  assign \$373  = $signed(\$372 ) - $signed({ 1'h0, beat1_3[3:0] });
   assign \$374  = 2'h3 * beat1_3[19:16];
-  assign \$375  = $signed(\$374 ) - $signed({ 1'h0, beat1_3[11:8] });
+  assign \$375  = $signed(\$374 ) - $signed({ 1'h0, beat1_3[7:4] });
   assign \$376  = 2'h3 * beat1_3[19:16];
-  assign \$377  = $signed(\$376 ) - $signed({ 1'h0, beat1_3[15:12] });
-  assign \$379  = $signed(1'h0) + $signed(\$378 );
-  assign \$381  = $signed(\$379 ) + $signed(\$380 );
+  assign \$377  = $signed(\$376 ) - $signed({ 1'h0, beat1_3[11:8] });
+  assign \$378  = 2'h3 * beat1_3[19:16];
+  assign \$379  = $signed(\$378 ) - $signed({ 1'h0, beat1_3[15:12] });
+  assign \$381  = $signed(1'h0) + $signed(\$380 );
   assign \$383  = $signed(\$381 ) + $signed(\$382 );
   assign \$385  = $signed(\$383 ) + $signed(\$384 );
-  assign \$386  = $signed(\$385 ) - $signed(1'h0);
-  assign \$387  = group_left1 ? \$386  : 18'h00000;
-  assign \$388  = 2'h3 * beat2_3[19:16];
-  assign \$389  = $signed(\$388 ) - $signed({ 1'h0, beat2_3[3:0] });
+  assign \$387  = $signed(\$385 ) + $signed(\$386 );
+  assign \$388  = $signed(\$387 ) - $signed(1'h0);
+  assign \$389  = group_left1 ? \$388  : 18'h00000;
   assign \$390  = 2'h3 * beat2_3[19:16];
-  assign \$391  = $signed(\$390 ) - $signed({ 1'h0, beat2_3[7:4] });
+  assign \$391  = $signed(\$390 ) - $signed({ 1'h0, beat2_3[3:0] });
   assign \$392  = 2'h3 * beat2_3[19:16];
-  assign \$393  = $signed(\$392 ) - $signed({ 1'h0, beat2_3[11:8] });
+  assign \$393  = $signed(\$392 ) - $signed({ 1'h0, beat2_3[7:4] });
   assign \$394  = 2'h3 * beat2_3[19:16];
-  assign \$395  = $signed(\$394 ) - $signed({ 1'h0, beat2_3[15:12] });
-  assign \$397  = $signed(1'h0) + $signed(\$396 );
-  assign \$399  = $signed(\$397 ) + $signed(\$398 );
+  assign \$395  = $signed(\$394 ) - $signed({ 1'h0, beat2_3[11:8] });
+  assign \$396  = 2'h3 * beat2_3[19:16];
+  assign \$397  = $signed(\$396 ) - $signed({ 1'h0, beat2_3[15:12] });
+  assign \$399  = $signed(1'h0) + $signed(\$398 );
   assign \$401  = $signed(\$399 ) + $signed(\$400 );
   assign \$403  = $signed(\$401 ) + $signed(\$402 );
-  assign \$404  = $signed(\$403 ) - $signed(1'h0);
-  assign \$405  = group_left2 ? \$404  : 18'h00000;
-  assign \$406  = 2'h3 * beat3_3[19:16];
-  assign \$407  = $signed(\$406 ) - $signed({ 1'h0, beat3_3[3:0] });
+  assign \$405  = $signed(\$403 ) + $signed(\$404 );
+  assign \$406  = $signed(\$405 ) - $signed(1'h0);
+  assign \$407  = group_left2 ? \$406  : 18'h00000;
   assign \$408  = 2'h3 * beat3_3[19:16];
-  assign \$409  = $signed(\$408 ) - $signed({ 1'h0, beat3_3[7:4] });
+  assign \$409  = $signed(\$408 ) - $signed({ 1'h0, beat3_3[3:0] });
   assign \$410  = 2'h3 * beat3_3[19:16];
-  assign \$411  = $signed(\$410 ) - $signed({ 1'h0, beat3_3[11:8] });
+  assign \$411  = $signed(\$410 ) - $signed({ 1'h0, beat3_3[7:4] });
   assign \$412  = 2'h3 * beat3_3[19:16];
-  assign \$413  = $signed(\$412 ) - $signed({ 1'h0, beat3_3[15:12] });
-  assign \$415  = $signed(1'h0) + $signed(\$414 );
-  assign \$417  = $signed(\$415 ) + $signed(\$416 );
+  assign \$413  = $signed(\$412 ) - $signed({ 1'h0, beat3_3[11:8] });
+  assign \$414  = 2'h3 * beat3_3[19:16];
+  assign \$415  = $signed(\$414 ) - $signed({ 1'h0, beat3_3[15:12] });
+  assign \$417  = $signed(1'h0) + $signed(\$416 );
   assign \$419  = $signed(\$417 ) + $signed(\$418 );
   assign \$421  = $signed(\$419 ) + $signed(\$420 );
-  assign \$422  = $signed(\$421 ) - $signed(1'h0);
-  assign \$423  = group_left3 ? \$422  : 18'h00000;
-  assign \$424  = - $signed(\$369 [13:0]);
-  assign \$425  = reg_meta0_3[4] ? \$424  : { \$369 [13], \$369 [13:0] };
-  assign \$426  = $signed(1'h0) + $signed(\$425 );
-  assign \$427  = - $signed(\$387 [13:0]);
-  assign \$428  = reg_meta1_3[4] ? \$427  : { \$387 [13], \$387 [13:0] };
-  assign \$429  = $signed(\$426 ) + $signed(\$428 );
-  assign \$430  = - $signed(\$405 [13:0]);
-  assign \$431  = reg_meta2_3[4] ? \$430  : { \$405 [13], \$405 [13:0] };
-  assign \$432  = $signed(\$429 ) + $signed(\$431 );
-  assign \$433  = - $signed(\$423 [13:0]);
-  assign \$434  = reg_meta3_3[4] ? \$433  : { \$423 [13], \$423 [13:0] };
+  assign \$423  = $signed(\$421 ) + $signed(\$422 );
+  assign \$424  = $signed(\$423 ) - $signed(1'h0);
+  assign \$425  = group_left3 ? \$424  : 18'h00000;
+  assign \$426  = - $signed(\$371 [13:0]);
+  assign \$427  = reg_meta0_3[4] ? \$426  : { \$371 [13], \$371 [13:0] };
+  assign \$428  = - $signed(\$389 [13:0]);
+  assign \$429  = reg_meta1_3[4] ? \$428  : { \$389 [13], \$389 [13:0] };
+  assign \$430  = $signed(\$427 ) + $signed(\$429 );
+  assign \$431  = - $signed(\$407 [13:0]);
+  assign \$432  = reg_meta2_3[4] ? \$431  : { \$407 [13], \$407 [13:0] };
+  assign \$433  = - $signed(\$425 [13:0]);
+  assign \$434  = reg_meta3_3[4] ? \$433  : { \$425 [13], \$425 [13:0] };
   assign \$435  = $signed(\$432 ) + $signed(\$434 );
+  assign plane_sum3 = $signed(\$430 ) + $signed(\$435 );
   assign \$436  = 2'h3 * beat0_4[19:16];
   assign \$437  = $signed(\$436 ) - $signed({ 1'h0, beat0_4[3:0] });
   assign \$438  = 2'h3 * beat0_4[19:16];
@@ -1694,271 +1714,282 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   assign \$507  = group_left3 ? \$506  : 18'h00000;
   assign \$508  = - $signed(\$453 [13:0]);
   assign \$509  = reg_meta0_4[4] ? \$508  : { \$453 [13], \$453 [13:0] };
-  assign \$510  = $signed(1'h0) + $signed(\$509 );
-  assign \$511  = - $signed(\$471 [13:0]);
-  assign \$512  = reg_meta1_4[4] ? \$511  : { \$471 [13], \$471 [13:0] };
-  assign \$513  = $signed(\$510 ) + $signed(\$512 );
-  assign \$514  = - $signed(\$489 [13:0]);
-  assign \$515  = reg_meta2_4[4] ? \$514  : { \$489 [13], \$489 [13:0] };
-  assign \$516  = $signed(\$513 ) + $signed(\$515 );
-  assign \$517  = - $signed(\$507 [13:0]);
-  assign \$518  = reg_meta3_4[4] ? \$517  : { \$507 [13], \$507 [13:0] };
-  assign \$519  = $signed(\$516 ) + $signed(\$518 );
+  assign \$510  = - $signed(\$471 [13:0]);
+  assign \$511  = reg_meta1_4[4] ? \$510  : { \$471 [13], \$471 [13:0] };
+  assign \$512  = $signed(\$509 ) + $signed(\$511 );
+  assign \$513  = - $signed(\$489 [13:0]);
+  assign \$514  = reg_meta2_4[4] ? \$513  : { \$489 [13], \$489 [13:0] };
+  assign \$515  = - $signed(\$507 [13:0]);
+  assign \$516  = reg_meta3_4[4] ? \$515  : { \$507 [13], \$507 [13:0] };
+  assign \$517  = $signed(\$514 ) + $signed(\$516 );
+  assign plane_sum4 = $signed(\$512 ) + $signed(\$517 );
+  assign \$518  = 2'h3 * beat0_5[19:16];
+  assign \$519  = $signed(\$518 ) - $signed({ 1'h0, beat0_5[3:0] });
   assign \$520  = 2'h3 * beat0_5[19:16];
-  assign \$521  = $signed(\$520 ) - $signed({ 1'h0, beat0_5[3:0] });
+  assign \$521  = $signed(\$520 ) - $signed({ 1'h0, beat0_5[7:4] });
   assign \$522  = 2'h3 * beat0_5[19:16];
-  assign \$523  = $signed(\$522 ) - $signed({ 1'h0, beat0_5[7:4] });
+  assign \$523  = $signed(\$522 ) - $signed({ 1'h0, beat0_5[11:8] });
   assign \$524  = 2'h3 * beat0_5[19:16];
-  assign \$525  = $signed(\$524 ) - $signed({ 1'h0, beat0_5[11:8] });
-  assign \$526  = 2'h3 * beat0_5[19:16];
-  assign \$527  = $signed(\$526 ) - $signed({ 1'h0, beat0_5[15:12] });
-  assign \$529  = $signed(1'h0) + $signed(\$528 );
+  assign \$525  = $signed(\$524 ) - $signed({ 1'h0, beat0_5[15:12] });
+  assign \$527  = $signed(1'h0) + $signed(\$526 );
+  assign \$529  = $signed(\$527 ) + $signed(\$528 );
   assign \$531  = $signed(\$529 ) + $signed(\$530 );
   assign \$533  = $signed(\$531 ) + $signed(\$532 );
-  assign \$535  = $signed(\$533 ) + $signed(\$534 );
-  assign \$536  = $signed(\$535 ) - $signed(1'h0);
-  assign \$537  = group_left0 ? \$536  : 18'h00000;
+  assign \$534  = $signed(\$533 ) - $signed(1'h0);
+  assign \$535  = group_left0 ? \$534  : 18'h00000;
+  assign \$536  = 2'h3 * beat1_5[19:16];
+  assign \$537  = $signed(\$536 ) - $signed({ 1'h0, beat1_5[3:0] });
   assign \$538  = 2'h3 * beat1_5[19:16];
-  assign \$539  = $signed(\$538 ) - $signed({ 1'h0, beat1_5[3:0] });
+  assign \$539  = $signed(\$538 ) - $signed({ 1'h0, beat1_5[7:4] });
   assign \$540  = 2'h3 * beat1_5[19:16];
-  assign \$541  = $signed(\$540 ) - $signed({ 1'h0, beat1_5[7:4] });
+  assign \$541  = $signed(\$540 ) - $signed({ 1'h0, beat1_5[11:8] });
   assign \$542  = 2'h3 * beat1_5[19:16];
-  assign \$543  = $signed(\$542 ) - $signed({ 1'h0, beat1_5[11:8] });
-  assign \$544  = 2'h3 * beat1_5[19:16];
-  assign \$545  = $signed(\$544 ) - $signed({ 1'h0, beat1_5[15:12] });
-  assign \$547  = $signed(1'h0) + $signed(\$546 );
+  assign \$543  = $signed(\$542 ) - $signed({ 1'h0, beat1_5[15:12] });
+  assign \$545  = $signed(1'h0) + $signed(\$544 );
+  assign \$547  = $signed(\$545 ) + $signed(\$546 );
   assign \$549  = $signed(\$547 ) + $signed(\$548 );
   assign \$551  = $signed(\$549 ) + $signed(\$550 );
-  assign \$553  = $signed(\$551 ) + $signed(\$552 );
-  assign \$554  = $signed(\$553 ) - $signed(1'h0);
-  assign \$555  = group_left1 ? \$554  : 18'h00000;
+  assign \$552  = $signed(\$551 ) - $signed(1'h0);
+  assign \$553  = group_left1 ? \$552  : 18'h00000;
+  assign \$554  = 2'h3 * beat2_5[19:16];
+  assign \$555  = $signed(\$554 ) - $signed({ 1'h0, beat2_5[3:0] });
   assign \$556  = 2'h3 * beat2_5[19:16];
-  assign \$557  = $signed(\$556 ) - $signed({ 1'h0, beat2_5[3:0] });
+  assign \$557  = $signed(\$556 ) - $signed({ 1'h0, beat2_5[7:4] });
   assign \$558  = 2'h3 * beat2_5[19:16];
-  assign \$559  = $signed(\$558 ) - $signed({ 1'h0, beat2_5[7:4] });
+  assign \$559  = $signed(\$558 ) - $signed({ 1'h0, beat2_5[11:8] });
   assign \$560  = 2'h3 * beat2_5[19:16];
-  assign \$561  = $signed(\$560 ) - $signed({ 1'h0, beat2_5[11:8] });
-  assign \$562  = 2'h3 * beat2_5[19:16];
-  assign \$563  = $signed(\$562 ) - $signed({ 1'h0, beat2_5[15:12] });
-  assign \$565  = $signed(1'h0) + $signed(\$564 );
+  assign \$561  = $signed(\$560 ) - $signed({ 1'h0, beat2_5[15:12] });
+  assign \$563  = $signed(1'h0) + $signed(\$562 );
+  assign \$565  = $signed(\$563 ) + $signed(\$564 );
   assign \$567  = $signed(\$565 ) + $signed(\$566 );
   assign \$569  = $signed(\$567 ) + $signed(\$568 );
-  assign \$571  = $signed(\$569 ) + $signed(\$570 );
-  assign \$572  = $signed(\$571 ) - $signed(1'h0);
-  assign \$573  = group_left2 ? \$572  : 18'h00000;
+  assign \$570  = $signed(\$569 ) - $signed(1'h0);
+  assign \$571  = group_left2 ? \$570  : 18'h00000;
+  assign \$572  = 2'h3 * beat3_5[19:16];
+  assign \$573  = $signed(\$572 ) - $signed({ 1'h0, beat3_5[3:0] });
   assign \$574  = 2'h3 * beat3_5[19:16];
-  assign \$575  = $signed(\$574 ) - $signed({ 1'h0, beat3_5[3:0] });
+  assign \$575  = $signed(\$574 ) - $signed({ 1'h0, beat3_5[7:4] });
   assign \$576  = 2'h3 * beat3_5[19:16];
-  assign \$577  = $signed(\$576 ) - $signed({ 1'h0, beat3_5[7:4] });
+  assign \$577  = $signed(\$576 ) - $signed({ 1'h0, beat3_5[11:8] });
   assign \$578  = 2'h3 * beat3_5[19:16];
-  assign \$579  = $signed(\$578 ) - $signed({ 1'h0, beat3_5[11:8] });
-  assign \$580  = 2'h3 * beat3_5[19:16];
-  assign \$581  = $signed(\$580 ) - $signed({ 1'h0, beat3_5[15:12] });
-  assign \$583  = $signed(1'h0) + $signed(\$582 );
+  assign \$579  = $signed(\$578 ) - $signed({ 1'h0, beat3_5[15:12] });
+  assign \$581  = $signed(1'h0) + $signed(\$580 );
+  assign \$583  = $signed(\$581 ) + $signed(\$582 );
   assign \$585  = $signed(\$583 ) + $signed(\$584 );
   assign \$587  = $signed(\$585 ) + $signed(\$586 );
-  assign \$589  = $signed(\$587 ) + $signed(\$588 );
-  assign \$590  = $signed(\$589 ) - $signed(1'h0);
-  assign \$591  = group_left3 ? \$590  : 18'h00000;
-  assign \$592  = - $signed(\$537 [13:0]);
-  assign \$593  = reg_meta0_5[4] ? \$592  : { \$537 [13], \$537 [13:0] };
-  assign \$594  = $signed(1'h0) + $signed(\$593 );
-  assign \$595  = - $signed(\$555 [13:0]);
-  assign \$596  = reg_meta1_5[4] ? \$595  : { \$555 [13], \$555 [13:0] };
-  assign \$597  = $signed(\$594 ) + $signed(\$596 );
-  assign \$598  = - $signed(\$573 [13:0]);
-  assign \$599  = reg_meta2_5[4] ? \$598  : { \$573 [13], \$573 [13:0] };
-  assign \$600  = $signed(\$597 ) + $signed(\$599 );
-  assign \$601  = - $signed(\$591 [13:0]);
-  assign \$602  = reg_meta3_5[4] ? \$601  : { \$591 [13], \$591 [13:0] };
-  assign \$603  = $signed(\$600 ) + $signed(\$602 );
-  assign \$604  = ! product_col;
-  assign \$605  = \$604  ? reg_bias0 : 64'h0000000000000000;
-  assign \$607  = product_col == 1'h1;
-  assign \$608  = \$607  ? reg_bias1 : 64'h0000000000000000;
-  assign \$609  = \$606  | \$608 ;
-  assign \$610  = product_col == 2'h2;
-  assign \$611  = \$610  ? reg_bias2 : 64'h0000000000000000;
-  assign \$612  = \$609  | \$611 ;
-  assign \$613  = product_col == 2'h3;
-  assign \$614  = \$613  ? reg_bias3 : 64'h0000000000000000;
-  assign \$615  = \$612  | \$614 ;
-  assign \$616  = product_col == 3'h4;
-  assign \$617  = \$616  ? reg_bias4 : 64'h0000000000000000;
-  assign \$618  = \$615  | \$617 ;
-  assign \$619  = product_col == 3'h5;
-  assign \$620  = \$619  ? reg_bias5 : 64'h0000000000000000;
-  assign bias_sel = \$618  | \$620 ;
-  assign \$621  = $signed(product) + $signed(bias_sel);
-  assign \$622  = 1'h1 << reg_shift;
-  assign \$624  = $signed(\$621 ) + $signed(\$623 );
-  assign rounded = $signed(\$624 [65:0]) >>> reg_shift;
-  assign \$625  = reg_relu ? 8'h00 : 8'h80;
-  assign \$626  = $signed(rounded) < $signed(\$625 );
-  assign \$627  = reg_relu ? 8'hff : 8'h7f;
-  assign \$628  = $signed(rounded) > $signed({ 1'h0, \$627  });
-  assign \$629  = reg_relu ? 8'h00 : 8'h80;
-  assign \$630  = reg_relu ? 8'hff : 8'h7f;
-  assign \$631  = ! rq_col;
-  assign \$632  = \$631  ? result0 : 24'h000000;
-  assign \$634  = rq_col == 1'h1;
-  assign \$635  = \$634  ? result1 : 24'h000000;
-  assign \$636  = \$633  | \$635 ;
-  assign \$637  = rq_col == 2'h2;
-  assign \$638  = \$637  ? result2 : 24'h000000;
-  assign \$639  = \$636  | \$638 ;
-  assign \$640  = rq_col == 2'h3;
-  assign \$641  = \$640  ? result3 : 24'h000000;
-  assign \$642  = \$639  | \$641 ;
-  assign \$643  = rq_col == 3'h4;
-  assign \$644  = \$643  ? result4 : 24'h000000;
+  assign \$588  = $signed(\$587 ) - $signed(1'h0);
+  assign \$589  = group_left3 ? \$588  : 18'h00000;
+  assign \$590  = - $signed(\$535 [13:0]);
+  assign \$591  = reg_meta0_5[4] ? \$590  : { \$535 [13], \$535 [13:0] };
+  assign \$592  = - $signed(\$553 [13:0]);
+  assign \$593  = reg_meta1_5[4] ? \$592  : { \$553 [13], \$553 [13:0] };
+  assign \$594  = $signed(\$591 ) + $signed(\$593 );
+  assign \$595  = - $signed(\$571 [13:0]);
+  assign \$596  = reg_meta2_5[4] ? \$595  : { \$571 [13], \$571 [13:0] };
+  assign \$597  = - $signed(\$589 [13:0]);
+  assign \$598  = reg_meta3_5[4] ? \$597  : { \$589 [13], \$589 [13:0] };
+  assign \$599  = $signed(\$596 ) + $signed(\$598 );
+  assign plane_sum5 = $signed(\$594 ) + $signed(\$599 );
+  assign \$600  = ! product_col;
+  assign \$601  = \$600  ? reg_bias0 : 64'h0000000000000000;
+  assign \$603  = product_col == 1'h1;
+  assign \$604  = \$603  ? reg_bias1 : 64'h0000000000000000;
+  assign \$605  = \$602  | \$604 ;
+  assign \$606  = product_col == 2'h2;
+  assign \$607  = \$606  ? reg_bias2 : 64'h0000000000000000;
+  assign \$608  = \$605  | \$607 ;
+  assign \$609  = product_col == 2'h3;
+  assign \$610  = \$609  ? reg_bias3 : 64'h0000000000000000;
+  assign \$611  = \$608  | \$610 ;
+  assign \$612  = product_col == 3'h4;
+  assign \$613  = \$612  ? reg_bias4 : 64'h0000000000000000;
+  assign \$614  = \$611  | \$613 ;
+  assign \$615  = product_col == 3'h5;
+  assign \$616  = \$615  ? reg_bias5 : 64'h0000000000000000;
+  assign bias_sel = \$614  | \$616 ;
+  assign rounded = $signed(scaled) >>> reg_shift;
+  assign \$617  = reg_relu ? 8'h00 : 8'h80;
+  assign \$618  = $signed(rounded) < $signed(\$617 );
+  assign \$619  = reg_relu ? 8'hff : 8'h7f;
+  assign \$620  = $signed(rounded) > $signed({ 1'h0, \$619  });
+  assign \$621  = reg_relu ? 8'h00 : 8'h80;
+  assign \$622  = reg_relu ? 8'hff : 8'h7f;
+  assign \$623  = ! rq_col;
+  assign \$624  = \$623  ? result0 : 24'h000000;
+  assign \$626  = rq_col == 1'h1;
+  assign \$627  = \$626  ? result1 : 24'h000000;
+  assign \$628  = \$625  | \$627 ;
+  assign \$629  = rq_col == 2'h2;
+  assign \$630  = \$629  ? result2 : 24'h000000;
+  assign \$631  = \$628  | \$630 ;
+  assign \$632  = rq_col == 2'h3;
+  assign \$633  = \$632  ? result3 : 24'h000000;
+  assign \$634  = \$631  | \$633 ;
+  assign \$635  = rq_col == 3'h4;
+  assign \$636  = \$635  ? result4 : 24'h000000;
+  assign \$637  = \$634  | \$636 ;
+  assign \$638  = rq_col == 3'h5;
+  assign \$639  = \$638  ? result5 : 24'h000000;
+  assign result_sel = \$637  | \$639 ;
+  assign \$640  = ! rq_col;
+  assign \$641  = \$640  ? reg_mult0 : 32'd0;
+  assign \$643  = rq_col == 1'h1;
+  assign \$644  = \$643  ? reg_mult1 : 32'd0;
   assign \$645  = \$642  | \$644 ;
-  assign \$646  = rq_col == 3'h5;
-  assign \$647  = \$646  ? result5 : 24'h000000;
-  assign result_sel = \$645  | \$647 ;
-  assign \$648  = ! rq_col;
-  assign \$649  = \$648  ? reg_mult0 : 32'd0;
-  assign \$651  = rq_col == 1'h1;
-  assign \$652  = \$651  ? reg_mult1 : 32'd0;
-  assign \$653  = \$650  | \$652 ;
-  assign \$654  = rq_col == 2'h2;
-  assign \$655  = \$654  ? reg_mult2 : 32'd0;
-  assign \$656  = \$653  | \$655 ;
-  assign \$657  = rq_col == 2'h3;
-  assign \$658  = \$657  ? reg_mult3 : 32'd0;
-  assign \$659  = \$656  | \$658 ;
-  assign \$660  = rq_col == 3'h4;
-  assign \$661  = \$660  ? reg_mult4 : 32'd0;
+  assign \$646  = rq_col == 2'h2;
+  assign \$647  = \$646  ? reg_mult2 : 32'd0;
+  assign \$648  = \$645  | \$647 ;
+  assign \$649  = rq_col == 2'h3;
+  assign \$650  = \$649  ? reg_mult3 : 32'd0;
+  assign \$651  = \$648  | \$650 ;
+  assign \$652  = rq_col == 3'h4;
+  assign \$653  = \$652  ? reg_mult4 : 32'd0;
+  assign \$654  = \$651  | \$653 ;
+  assign \$655  = rq_col == 3'h5;
+  assign \$656  = \$655  ? reg_mult5 : 32'd0;
+  assign mult_sel = \$654  | \$656 ;
+  assign \$657  = ! out_col;
+  assign \$658  = \$657  ? out_buf0 : 32'd0;
+  assign \$660  = out_col == 1'h1;
+  assign \$661  = \$660  ? out_buf1 : 32'd0;
   assign \$662  = \$659  | \$661 ;
-  assign \$663  = rq_col == 3'h5;
-  assign \$664  = \$663  ? reg_mult5 : 32'd0;
-  assign mult_sel = \$662  | \$664 ;
-  assign \$665  = ! out_col;
-  assign \$666  = \$665  ? out_buf0 : 32'd0;
-  assign \$668  = out_col == 1'h1;
-  assign \$669  = \$668  ? out_buf1 : 32'd0;
-  assign \$670  = \$667  | \$669 ;
-  assign \$671  = out_col == 2'h2;
-  assign \$672  = \$671  ? out_buf2 : 32'd0;
-  assign \$673  = \$670  | \$672 ;
-  assign \$674  = out_col == 2'h3;
-  assign \$675  = \$674  ? out_buf3 : 32'd0;
-  assign \$676  = \$673  | \$675 ;
-  assign \$677  = out_col == 3'h4;
-  assign \$678  = \$677  ? out_buf4 : 32'd0;
-  assign \$679  = \$676  | \$678 ;
-  assign \$680  = out_col == 3'h5;
-  assign \$681  = \$680  ? out_buf5 : 32'd0;
-  assign m_axis_tdata = \$679  | \$681 ;
-  assign \$682  = reg_n - 1'h1;
-  assign m_axis_tlast = out_col == \$682 ;
-  assign \$683  = reg_k - 1'h1;
-  assign \$684  = fill - 1'h1;
-  assign \$685  = ! fill;
-  assign busy = ~ \$686 ;
-  assign xbar_dac_valid = \$688  & anything_left;
-  assign \$686  = ! tile_state;
-  assign \$687  = tile_state == 1'h1;
-  assign \$688  = tile_state == 2'h2;
-  assign \$689  = tile_state == 2'h3;
-  assign \$690  = tile_state == 3'h4;
+  assign \$663  = out_col == 2'h2;
+  assign \$664  = \$663  ? out_buf2 : 32'd0;
+  assign \$665  = \$662  | \$664 ;
+  assign \$666  = out_col == 2'h3;
+  assign \$667  = \$666  ? out_buf3 : 32'd0;
+  assign \$668  = \$665  | \$667 ;
+  assign \$669  = out_col == 3'h4;
+  assign \$670  = \$669  ? out_buf4 : 32'd0;
+  assign \$671  = \$668  | \$670 ;
+  assign \$672  = out_col == 3'h5;
+  assign \$673  = \$672  ? out_buf5 : 32'd0;
+  assign m_axis_tdata = \$671  | \$673 ;
+  assign \$674  = reg_n - 1'h1;
+  assign m_axis_tlast = out_col == \$674 ;
+  assign \$675  = reg_k - 1'h1;
+  assign \$676  = fill - 1'h1;
+  assign \$677  = ! fill;
+  assign busy = ~ \$678 ;
+  assign xbar_dac_valid = \$680  & anything_left;
+  assign \$678  = ! tile_state;
+  assign \$679  = tile_state == 1'h1;
+  assign \$680  = tile_state == 2'h2;
+  assign \$681  = tile_state == 2'h3;
+  assign \$682  = tile_state == 3'h4;
   assign m_axis_tvalid = tile_state == 3'h5;
   always @(posedge clk)
-    reg_relu <= \$691 ;
+    reg_relu <= \$683 ;
   always @(posedge clk)
-    reg_raw <= \$692 ;
+    reg_raw <= \$684 ;
   always @(posedge clk)
-    reg_k <= \$693 ;
+    reg_k <= \$685 ;
   always @(posedge clk)
-    reg_n <= \$694 ;
+    reg_n <= \$686 ;
   always @(posedge clk)
-    reg_shift <= \$695 ;
+    reg_shift <= \$687 ;
   always @(posedge clk)
-    reg_mult0 <= \$696 ;
+    reg_mult0 <= \$688 ;
   always @(posedge clk)
-    reg_bias0 <= \$697 ;
+    reg_bias0 <= \$689 ;
   always @(posedge clk)
-    reg_mult1 <= \$698 ;
+    reg_mult1 <= \$690 ;
   always @(posedge clk)
-    reg_bias1 <= \$699 ;
+    reg_bias1 <= \$691 ;
   always @(posedge clk)
-    reg_mult2 <= \$700 ;
+    reg_mult2 <= \$692 ;
   always @(posedge clk)
-    reg_bias2 <= \$701 ;
+    reg_bias2 <= \$693 ;
   always @(posedge clk)
-    reg_mult3 <= \$702 ;
+    reg_mult3 <= \$694 ;
   always @(posedge clk)
-    reg_bias3 <= \$703 ;
+    reg_bias3 <= \$695 ;
   always @(posedge clk)
-    reg_mult4 <= \$704 ;
+    reg_mult4 <= \$696 ;
   always @(posedge clk)
-    reg_bias4 <= \$705 ;
+    reg_bias4 <= \$697 ;
   always @(posedge clk)
-    reg_mult5 <= \$706 ;
+    reg_mult5 <= \$698 ;
   always @(posedge clk)
-    reg_bias5 <= \$707 ;
+    reg_bias5 <= \$699 ;
   always @(posedge clk)
-    reg_meta0_0 <= \$708 ;
+    reg_meta0_0 <= \$700 ;
   always @(posedge clk)
-    reg_meta0_1 <= \$709 ;
+    reg_meta0_1 <= \$701 ;
   always @(posedge clk)
-    reg_meta0_2 <= \$710 ;
+    reg_meta0_2 <= \$702 ;
   always @(posedge clk)
-    reg_meta0_3 <= \$711 ;
+    reg_meta0_3 <= \$703 ;
   always @(posedge clk)
-    reg_meta0_4 <= \$712 ;
+    reg_meta0_4 <= \$704 ;
   always @(posedge clk)
-    reg_meta0_5 <= \$713 ;
+    reg_meta0_5 <= \$705 ;
   always @(posedge clk)
-    reg_meta1_0 <= \$714 ;
+    reg_meta1_0 <= \$706 ;
   always @(posedge clk)
-    reg_meta1_1 <= \$715 ;
+    reg_meta1_1 <= \$707 ;
   always @(posedge clk)
-    reg_meta1_2 <= \$716 ;
+    reg_meta1_2 <= \$708 ;
   always @(posedge clk)
-    reg_meta1_3 <= \$717 ;
+    reg_meta1_3 <= \$709 ;
   always @(posedge clk)
-    reg_meta1_4 <= \$718 ;
+    reg_meta1_4 <= \$710 ;
   always @(posedge clk)
-    reg_meta1_5 <= \$719 ;
+    reg_meta1_5 <= \$711 ;
   always @(posedge clk)
-    reg_meta2_0 <= \$720 ;
+    reg_meta2_0 <= \$712 ;
   always @(posedge clk)
-    reg_meta2_1 <= \$721 ;
+    reg_meta2_1 <= \$713 ;
   always @(posedge clk)
-    reg_meta2_2 <= \$722 ;
+    reg_meta2_2 <= \$714 ;
   always @(posedge clk)
-    reg_meta2_3 <= \$723 ;
+    reg_meta2_3 <= \$715 ;
   always @(posedge clk)
-    reg_meta2_4 <= \$724 ;
+    reg_meta2_4 <= \$716 ;
   always @(posedge clk)
-    reg_meta2_5 <= \$725 ;
+    reg_meta2_5 <= \$717 ;
   always @(posedge clk)
-    reg_meta3_0 <= \$726 ;
+    reg_meta3_0 <= \$718 ;
   always @(posedge clk)
-    reg_meta3_1 <= \$727 ;
+    reg_meta3_1 <= \$719 ;
   always @(posedge clk)
-    reg_meta3_2 <= \$728 ;
+    reg_meta3_2 <= \$720 ;
   always @(posedge clk)
-    reg_meta3_3 <= \$729 ;
+    reg_meta3_3 <= \$721 ;
   always @(posedge clk)
-    reg_meta3_4 <= \$730 ;
+    reg_meta3_4 <= \$722 ;
   always @(posedge clk)
-    reg_meta3_5 <= \$731 ;
+    reg_meta3_5 <= \$723 ;
   always @(posedge clk)
-    fill <= \$732 ;
+    fill <= \$724 ;
   always @(posedge clk)
-    full <= \$733 ;
+    full <= \$725 ;
   always @(posedge clk)
-    result0 <= \$734 ;
+    plane_taken <= \$726 ;
   always @(posedge clk)
-    result1 <= \$735 ;
+    held_plane <= \$727 ;
   always @(posedge clk)
-    result2 <= \$736 ;
+    held_plane_sum0 <= \$728 ;
   always @(posedge clk)
-    result3 <= \$737 ;
+    result0 <= \$729 ;
   always @(posedge clk)
-    result4 <= \$738 ;
+    held_plane_sum1 <= \$730 ;
+  always @(posedge clk)
+    result1 <= \$731 ;
+  always @(posedge clk)
+    held_plane_sum2 <= \$732 ;
+  always @(posedge clk)
+    result2 <= \$733 ;
+  always @(posedge clk)
+    held_plane_sum3 <= \$734 ;
+  always @(posedge clk)
+    result3 <= \$735 ;
+  always @(posedge clk)
+    held_plane_sum4 <= \$736 ;
+  always @(posedge clk)
+    result4 <= \$737 ;
+  always @(posedge clk)
+    held_plane_sum5 <= \$738 ;
   always @(posedge clk)
     result5 <= \$739 ;
   always @(posedge clk)
@@ -2032,231 +2063,232 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   always @(posedge clk)
     rq_col <= \$774 ;
   always @(posedge clk)
-    product <= \$775 ;
+    product_lo <= \$775 ;
   always @(posedge clk)
-    product_col <= \$776 ;
+    product_hi <= \$776 ;
   always @(posedge clk)
-    out_buf0 <= \$777 ;
+    product_col <= \$777 ;
   always @(posedge clk)
-    out_buf1 <= \$778 ;
+    scaled_col <= \$778 ;
   always @(posedge clk)
-    out_buf2 <= \$779 ;
+    scaled <= \$779 ;
   always @(posedge clk)
-    out_buf3 <= \$780 ;
+    out_buf0 <= \$780 ;
   always @(posedge clk)
-    out_buf4 <= \$781 ;
+    out_buf1 <= \$781 ;
   always @(posedge clk)
-    out_buf5 <= \$782 ;
+    out_buf2 <= \$782 ;
   always @(posedge clk)
-    out_col <= \$783 ;
+    out_buf3 <= \$783 ;
+  always @(posedge clk)
+    out_buf4 <= \$784 ;
+  always @(posedge clk)
+    out_buf5 <= \$785 ;
+  always @(posedge clk)
+    out_col <= \$786 ;
   assign \$1  = ~ full;
   assign \$2  = s_axis_tvalid & \$1 ;
   assign \$3  = reg_k - 1'h1;
   assign \$4  = fill == \$3 ;
   assign \$5  = fill + 1'h1;
-  assign \$6  = $signed(\$183 [16:0]) << plane;
+  assign \$6  = $signed(held_plane_sum0) << held_plane;
   assign \$7  = $signed(result0) + $signed(\$6 );
-  assign \$8  = $signed(\$267 [16:0]) << plane;
+  assign \$8  = $signed(held_plane_sum1) << held_plane;
   assign \$9  = $signed(result1) + $signed(\$8 );
-  assign \$10  = $signed(\$351 [16:0]) << plane;
+  assign \$10  = $signed(held_plane_sum2) << held_plane;
   assign \$11  = $signed(result2) + $signed(\$10 );
-  assign \$12  = $signed(\$435 [16:0]) << plane;
+  assign \$12  = $signed(held_plane_sum3) << held_plane;
   assign \$13  = $signed(result3) + $signed(\$12 );
-  assign \$14  = $signed(\$519 [16:0]) << plane;
+  assign \$14  = $signed(held_plane_sum4) << held_plane;
   assign \$15  = $signed(result4) + $signed(\$14 );
-  assign \$16  = $signed(\$603 [16:0]) << plane;
+  assign \$16  = $signed(held_plane_sum5) << held_plane;
   assign \$17  = $signed(result5) + $signed(\$16 );
   assign \$18  = reg_k - 1'h1;
   assign \$19  = ! fill;
   assign \$20  = fill - 1'h1;
   assign \$21  = plane + 1'h1;
-  assign \$54  = $signed(result_sel) * $signed(mult_sel);
-  assign \$55  = rq_col + 1'h1;
-  assign \$56  = | rq_col;
-  assign \$57  = reg_raw ? result0 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$58  = reg_raw ? result1 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$59  = reg_raw ? result2 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$60  = reg_raw ? result3 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$61  = reg_raw ? result4 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$62  = reg_raw ? result5 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$63  = rq_col == reg_n;
-  assign \$64  = out_col + 1'h1;
-  assign \$65  = reg_n - 1'h1;
-  assign \$66  = out_col == \$65 ;
+  assign \$54  = $signed(result_sel) * $signed({ 1'h0, mult_sel[15:0] });
+  assign \$55  = $signed(result_sel) * $signed(mult_sel[31:16]);
+  assign \$56  = rq_col + 1'h1;
+  assign \$58  = $signed(\$57 ) + $signed(product_lo);
+  assign \$59  = $signed(\$58 ) + $signed(bias_sel);
+  assign \$60  = 1'h1 << reg_shift;
+  assign \$62  = $signed(\$59 ) + $signed(\$61 );
+  assign \$63  = rq_col >= 2'h2;
+  assign \$64  = reg_raw ? result0 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$65  = reg_raw ? result1 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$66  = reg_raw ? result2 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$67  = reg_raw ? result3 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$68  = reg_raw ? result4 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$69  = reg_raw ? result5 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$70  = reg_n + 1'h1;
+  assign \$71  = rq_col == \$70 ;
+  assign \$72  = out_col + 1'h1;
+  assign \$73  = reg_n - 1'h1;
+  assign \$74  = out_col == \$73 ;
   assign s_axis_tready = ~ full;
-  assign \$67  = ~ full;
-  assign wr__en = s_axis_tvalid & \$67 ;
-  assign \$68  = | dac0;
-  assign \$69  = | dac1;
-  assign \$70  = | dac2;
-  assign \$71  = | dac3;
-  assign \$72  = | dac4;
-  assign \$73  = | dac5;
-  assign \$74  = | dac6;
-  assign \$75  = | dac7;
-  assign group_left0 = | { \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
-  assign \$76  = | dac8;
-  assign \$77  = | dac9;
-  assign \$78  = | dac10;
-  assign \$79  = | dac11;
-  assign \$80  = | dac12;
-  assign \$81  = | dac13;
-  assign \$82  = | dac14;
-  assign \$83  = | dac15;
-  assign group_left1 = | { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76  };
-  assign \$84  = | dac16;
-  assign \$85  = | dac17;
-  assign \$86  = | dac18;
-  assign \$87  = | dac19;
-  assign \$88  = | dac20;
-  assign \$89  = | dac21;
-  assign \$90  = | dac22;
-  assign \$91  = | dac23;
-  assign group_left2 = | { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84  };
-  assign \$92  = | dac24;
-  assign \$93  = | dac25;
-  assign \$94  = | dac26;
-  assign \$95  = | dac27;
-  assign \$96  = | dac28;
-  assign \$97  = | dac29;
-  assign \$98  = | dac30;
-  assign \$99  = | dac31;
-  assign group_left3 = | { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92  };
+  assign \$75  = ~ full;
+  assign wr__en = s_axis_tvalid & \$75 ;
+  assign \$76  = | dac0;
+  assign \$77  = | dac1;
+  assign \$78  = | dac2;
+  assign \$79  = | dac3;
+  assign \$80  = | dac4;
+  assign \$81  = | dac5;
+  assign \$82  = | dac6;
+  assign \$83  = | dac7;
+  assign group_left0 = | { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76  };
+  assign \$84  = | dac8;
+  assign \$85  = | dac9;
+  assign \$86  = | dac10;
+  assign \$87  = | dac11;
+  assign \$88  = | dac12;
+  assign \$89  = | dac13;
+  assign \$90  = | dac14;
+  assign \$91  = | dac15;
+  assign group_left1 = | { \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84  };
+  assign \$92  = | dac16;
+  assign \$93  = | dac17;
+  assign \$94  = | dac18;
+  assign \$95  = | dac19;
+  assign \$96  = | dac20;
+  assign \$97  = | dac21;
+  assign \$98  = | dac22;
+  assign \$99  = | dac23;
+  assign group_left2 = | { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92  };
+  assign \$100  = | dac24;
+  assign \$101  = | dac25;
+  assign \$102  = | dac26;
+  assign \$103  = | dac27;
+  assign \$104  = | dac28;
+  assign \$105  = | dac29;
+  assign \$106  = | dac30;
+  assign \$107  = | dac31;
+  assign group_left3 = | { \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100  };
   assign anything_left = | { group_left3, group_left2, group_left1, group_left0 };
-  assign \$100  = 2'h3 * beat0_0[19:16];
-  assign \$101  = $signed(\$100 ) - $signed({ 1'h0, beat0_0[3:0] });
-  assign \$102  = 2'h3 * beat0_0[19:16];
-  assign \$103  = $signed(\$102 ) - $signed({ 1'h0, beat0_0[7:4] });
-  assign \$104  = 2'h3 * beat0_0[19:16];
-  assign \$105  = $signed(\$104 ) - $signed({ 1'h0, beat0_0[11:8] });
-  assign \$106  = 2'h3 * beat0_0[19:16];
-  assign \$107  = $signed(\$106 ) - $signed({ 1'h0, beat0_0[15:12] });
-  assign \$109  = $signed(1'h0) + $signed(\$108 );
-  assign \$111  = $signed(\$109 ) + $signed(\$110 );
-  assign \$113  = $signed(\$111 ) + $signed(\$112 );
-  assign \$115  = $signed(\$113 ) + $signed(\$114 );
-  assign \$116  = $signed(\$115 ) - $signed(1'h0);
-  assign \$117  = group_left0 ? \$116  : 18'h00000;
-  assign \$118  = 2'h3 * beat1_0[19:16];
-  assign \$119  = $signed(\$118 ) - $signed({ 1'h0, beat1_0[3:0] });
-  assign \$120  = 2'h3 * beat1_0[19:16];
-  assign \$121  = $signed(\$120 ) - $signed({ 1'h0, beat1_0[7:4] });
-  assign \$122  = 2'h3 * beat1_0[19:16];
-  assign \$123  = $signed(\$122 ) - $signed({ 1'h0, beat1_0[11:8] });
-  assign \$124  = 2'h3 * beat1_0[19:16];
-  assign \$125  = $signed(\$124 ) - $signed({ 1'h0, beat1_0[15:12] });
-  assign \$127  = $signed(1'h0) + $signed(\$126 );
-  assign \$129  = $signed(\$127 ) + $signed(\$128 );
-  assign \$131  = $signed(\$129 ) + $signed(\$130 );
-  assign \$133  = $signed(\$131 ) + $signed(\$132 );
-  assign \$134  = $signed(\$133 ) - $signed(1'h0);
-  assign \$135  = group_left1 ? \$134  : 18'h00000;
-  assign \$136  = 2'h3 * beat2_0[19:16];
-  assign \$137  = $signed(\$136 ) - $signed({ 1'h0, beat2_0[3:0] });
-  assign \$138  = 2'h3 * beat2_0[19:16];
-  assign \$139  = $signed(\$138 ) - $signed({ 1'h0, beat2_0[7:4] });
-  assign \$140  = 2'h3 * beat2_0[19:16];
-  assign \$141  = $signed(\$140 ) - $signed({ 1'h0, beat2_0[11:8] });
-  assign \$142  = 2'h3 * beat2_0[19:16];
-  assign \$143  = $signed(\$142 ) - $signed({ 1'h0, beat2_0[15:12] });
-  assign \$145  = $signed(1'h0) + $signed(\$144 );
-  assign \$147  = $signed(\$145 ) + $signed(\$146 );
-  assign \$149  = $signed(\$147 ) + $signed(\$148 );
-  assign \$151  = $signed(\$149 ) + $signed(\$150 );
-  assign \$152  = $signed(\$151 ) - $signed(1'h0);
-  assign \$153  = group_left2 ? \$152  : 18'h00000;
-  assign \$154  = 2'h3 * beat3_0[19:16];
-  assign \$155  = $signed(\$154 ) - $signed({ 1'h0, beat3_0[3:0] });
-  assign \$156  = 2'h3 * beat3_0[19:16];
-  assign \$157  = $signed(\$156 ) - $signed({ 1'h0, beat3_0[7:4] });
-  assign \$158  = 2'h3 * beat3_0[19:16];
-  assign \$159  = $signed(\$158 ) - $signed({ 1'h0, beat3_0[11:8] });
-  assign \$160  = 2'h3 * beat3_0[19:16];
-  assign \$161  = $signed(\$160 ) - $signed({ 1'h0, beat3_0[15:12] });
-  assign \$163  = $signed(1'h0) + $signed(\$162 );
-  assign \$165  = $signed(\$163 ) + $signed(\$164 );
-  assign \$167  = $signed(\$165 ) + $signed(\$166 );
-  assign \$169  = $signed(\$167 ) + $signed(\$168 );
-  assign \$170  = $signed(\$169 ) - $signed(1'h0);
-  assign \$171  = group_left3 ? \$170  : 18'h00000;
-  assign \$172  = - $signed(\$117 [13:0]);
-  assign \$173  = reg_meta0_0[4] ? \$172  : { \$117 [13], \$117 [13:0] };
-  assign \$174  = $signed(1'h0) + $signed(\$173 );
-  assign \$175  = - $signed(\$135 [13:0]);
-  assign \$176  = reg_meta1_0[4] ? \$175  : { \$135 [13], \$135 [13:0] };
-  assign \$177  = $signed(\$174 ) + $signed(\$176 );
-  assign \$178  = - $signed(\$153 [13:0]);
-  assign \$179  = reg_meta2_0[4] ? \$178  : { \$153 [13], \$153 [13:0] };
-  assign \$180  = $signed(\$177 ) + $signed(\$179 );
-  assign \$181  = - $signed(\$171 [13:0]);
-  assign \$182  = reg_meta3_0[4] ? \$181  : { \$171 [13], \$171 [13:0] };
-  assign \$183  = $signed(\$180 ) + $signed(\$182 );
-  assign \$184  = 2'h3 * beat0_1[19:16];
-  assign \$185  = $signed(\$184 ) - $signed({ 1'h0, beat0_1[3:0] });
-  assign \$186  = 2'h3 * beat0_1[19:16];
-  assign \$187  = $signed(\$186 ) - $signed({ 1'h0, beat0_1[7:4] });
-  assign \$188  = 2'h3 * beat0_1[19:16];
-  assign \$189  = $signed(\$188 ) - $signed({ 1'h0, beat0_1[11:8] });
+  assign \$108  = 2'h3 * beat0_0[19:16];
+  assign \$109  = $signed(\$108 ) - $signed({ 1'h0, beat0_0[3:0] });
+  assign \$110  = 2'h3 * beat0_0[19:16];
+  assign \$111  = $signed(\$110 ) - $signed({ 1'h0, beat0_0[7:4] });
+  assign \$112  = 2'h3 * beat0_0[19:16];
+  assign \$113  = $signed(\$112 ) - $signed({ 1'h0, beat0_0[11:8] });
+  assign \$114  = 2'h3 * beat0_0[19:16];
+  assign \$115  = $signed(\$114 ) - $signed({ 1'h0, beat0_0[15:12] });
+  assign \$117  = $signed(1'h0) + $signed(\$116 );
+  assign \$119  = $signed(\$117 ) + $signed(\$118 );
+  assign \$121  = $signed(\$119 ) + $signed(\$120 );
+  assign \$123  = $signed(\$121 ) + $signed(\$122 );
+  assign \$124  = $signed(\$123 ) - $signed(1'h0);
+  assign \$125  = group_left0 ? \$124  : 18'h00000;
+  assign \$126  = 2'h3 * beat1_0[19:16];
+  assign \$127  = $signed(\$126 ) - $signed({ 1'h0, beat1_0[3:0] });
+  assign \$128  = 2'h3 * beat1_0[19:16];
+  assign \$129  = $signed(\$128 ) - $signed({ 1'h0, beat1_0[7:4] });
+  assign \$130  = 2'h3 * beat1_0[19:16];
+  assign \$131  = $signed(\$130 ) - $signed({ 1'h0, beat1_0[11:8] });
+  assign \$132  = 2'h3 * beat1_0[19:16];
+  assign \$133  = $signed(\$132 ) - $signed({ 1'h0, beat1_0[15:12] });
+  assign \$135  = $signed(1'h0) + $signed(\$134 );
+  assign \$137  = $signed(\$135 ) + $signed(\$136 );
+  assign \$139  = $signed(\$137 ) + $signed(\$138 );
+  assign \$141  = $signed(\$139 ) + $signed(\$140 );
+  assign \$142  = $signed(\$141 ) - $signed(1'h0);
+  assign \$143  = group_left1 ? \$142  : 18'h00000;
+  assign \$144  = 2'h3 * beat2_0[19:16];
+  assign \$145  = $signed(\$144 ) - $signed({ 1'h0, beat2_0[3:0] });
+  assign \$146  = 2'h3 * beat2_0[19:16];
+  assign \$147  = $signed(\$146 ) - $signed({ 1'h0, beat2_0[7:4] });
+  assign \$148  = 2'h3 * beat2_0[19:16];
+  assign \$149  = $signed(\$148 ) - $signed({ 1'h0, beat2_0[11:8] });
+  assign \$150  = 2'h3 * beat2_0[19:16];
+  assign \$151  = $signed(\$150 ) - $signed({ 1'h0, beat2_0[15:12] });
+  assign \$153  = $signed(1'h0) + $signed(\$152 );
+  assign \$155  = $signed(\$153 ) + $signed(\$154 );
+  assign \$157  = $signed(\$155 ) + $signed(\$156 );
+  assign \$159  = $signed(\$157 ) + $signed(\$158 );
+  assign \$160  = $signed(\$159 ) - $signed(1'h0);
+  assign \$161  = group_left2 ? \$160  : 18'h00000;
+  assign \$162  = 2'h3 * beat3_0[19:16];
+  assign \$163  = $signed(\$162 ) - $signed({ 1'h0, beat3_0[3:0] });
+  assign \$164  = 2'h3 * beat3_0[19:16];
+  assign \$165  = $signed(\$164 ) - $signed({ 1'h0, beat3_0[7:4] });
+  assign \$166  = 2'h3 * beat3_0[19:16];
+  assign \$167  = $signed(\$166 ) - $signed({ 1'h0, beat3_0[11:8] });
+  assign \$168  = 2'h3 * beat3_0[19:16];
+  assign \$169  = $signed(\$168 ) - $signed({ 1'h0, beat3_0[15:12] });
+  assign \$171  = $signed(1'h0) + $signed(\$170 );
+  assign \$173  = $signed(\$171 ) + $signed(\$172 );
+  assign \$175  = $signed(\$173 ) + $signed(\$174 );
+  assign \$177  = $signed(\$175 ) + $signed(\$176 );
+  assign \$178  = $signed(\$177 ) - $signed(1'h0);
+  assign \$179  = group_left3 ? \$178  : 18'h00000;
+  assign \$180  = - $signed(\$125 [13:0]);
+  assign \$181  = reg_meta0_0[4] ? \$180  : { \$125 [13], \$125 [13:0] };
+  assign \$182  = - $signed(\$143 [13:0]);
+  assign \$183  = reg_meta1_0[4] ? \$182  : { \$143 [13], \$143 [13:0] };
+  assign \$184  = $signed(\$181 ) + $signed(\$183 );
+  assign \$185  = - $signed(\$161 [13:0]);
+  assign \$186  = reg_meta2_0[4] ? \$185  : { \$161 [13], \$161 [13:0] };
+  assign \$187  = - $signed(\$179 [13:0]);
+  assign \$188  = reg_meta3_0[4] ? \$187  : { \$179 [13], \$179 [13:0] };
+  assign \$189  = $signed(\$186 ) + $signed(\$188 );
+  assign plane_sum0 = $signed(\$184 ) + $signed(\$189 );
   assign \$190  = 2'h3 * beat0_1[19:16];
-  assign \$191  = $signed(\$190 ) - $signed({ 1'h0, beat0_1[15:12] });
-  assign \$193  = $signed(1'h0) + $signed(\$192 );
-  assign \$195  = $signed(\$193 ) + $signed(\$194 );
-  assign \$197  = $signed(\$195 ) + $signed(\$196 );
-  assign \$199  = $signed(\$197 ) + $signed(\$198 );
-  assign \$200  = $signed(\$199 ) - $signed(1'h0);
-  assign \$201  = group_left0 ? \$200  : 18'h00000;
-  assign \$202  = 2'h3 * beat1_1[19:16];
-  assign \$203  = $signed(\$202 ) - $signed({ 1'h0, beat1_1[3:0] });
-  assign \$204  = 2'h3 * beat1_1[19:16];
-  assign \$205  = $signed(\$204 ) - $signed({ 1'h0, beat1_1[7:4] });
-  assign \$206  = 2'h3 * beat1_1[19:16];
-  assign \$207  = $signed(\$206 ) - $signed({ 1'h0, beat1_1[11:8] });
-  assign \$208  = 2'h3 * beat1_1[19:16];
-  assign \$209  = $signed(\$208 ) - $signed({ 1'h0, beat1_1[15:12] });
+  assign \$191  = $signed(\$190 ) - $signed({ 1'h0, beat0_1[3:0] });
+  assign \$192  = 2'h3 * beat0_1[19:16];
+  assign \$193  = $signed(\$192 ) - $signed({ 1'h0, beat0_1[7:4] });
+  assign \$194  = 2'h3 * beat0_1[19:16];
+  assign \$195  = $signed(\$194 ) - $signed({ 1'h0, beat0_1[11:8] });
+  assign \$196  = 2'h3 * beat0_1[19:16];
+  assign \$197  = $signed(\$196 ) - $signed({ 1'h0, beat0_1[15:12] });
+  assign \$199  = $signed(1'h0) + $signed(\$198 );
+  assign \$201  = $signed(\$199 ) + $signed(\$200 );
+  assign \$203  = $signed(\$201 ) + $signed(\$202 );
+  assign \$205  = $signed(\$203 ) + $signed(\$204 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = reg_relu;
+    \$683  = reg_relu;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
-            \$691  = cfg_wdata[0];
+            \$683  = cfg_wdata[0];
       endcase
     end
     if (rst) begin
-      \$691  = 1'h0;
+      \$683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = reg_raw;
+    \$684  = reg_raw;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
-            \$692  = cfg_wdata[1];
+            \$684  = cfg_wdata[1];
       endcase
     end
     if (rst) begin
-      \$692  = 1'h0;
+      \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = reg_k;
+    \$685  = reg_k;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
             /* empty */;
         12'h001:
-            \$693  = cfg_wdata[5:0];
+            \$685  = cfg_wdata[5:0];
       endcase
     end
     if (rst) begin
-      \$693  = 6'h20;
+      \$685  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = reg_n;
+    \$686  = reg_n;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2264,16 +2296,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h001:
             /* empty */;
         12'h002:
-            \$694  = cfg_wdata[2:0];
+            \$686  = cfg_wdata[2:0];
       endcase
     end
     if (rst) begin
-      \$694  = 3'h6;
+      \$686  = 3'h6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = reg_shift;
+    \$687  = reg_shift;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2283,16 +2315,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h002:
             /* empty */;
         12'h003:
-            \$695  = cfg_wdata[5:0];
+            \$687  = cfg_wdata[5:0];
       endcase
     end
     if (rst) begin
-      \$695  = 6'h00;
+      \$687  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = reg_mult0;
+    \$688  = reg_mult0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2304,16 +2336,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h003:
             /* empty */;
         12'h100:
-            \$696  = cfg_wdata[31:0];
+            \$688  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$696  = 32'd0;
+      \$688  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = reg_bias0;
+    \$689  = reg_bias0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2327,16 +2359,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h100:
             /* empty */;
         12'h200:
-            \$697  = cfg_wdata;
+            \$689  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$697  = 64'h0000000000000000;
+      \$689  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = reg_mult1;
+    \$690  = reg_mult1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2352,16 +2384,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h200:
             /* empty */;
         12'h101:
-            \$698  = cfg_wdata[31:0];
+            \$690  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$698  = 32'd0;
+      \$690  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = reg_bias1;
+    \$691  = reg_bias1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2379,16 +2411,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h101:
             /* empty */;
         12'h201:
-            \$699  = cfg_wdata;
+            \$691  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$699  = 64'h0000000000000000;
+      \$691  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = reg_mult2;
+    \$692  = reg_mult2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2408,16 +2440,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h201:
             /* empty */;
         12'h102:
-            \$700  = cfg_wdata[31:0];
+            \$692  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$700  = 32'd0;
+      \$692  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = reg_bias2;
+    \$693  = reg_bias2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2439,16 +2471,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h102:
             /* empty */;
         12'h202:
-            \$701  = cfg_wdata;
+            \$693  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$701  = 64'h0000000000000000;
+      \$693  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$702  = reg_mult3;
+    \$694  = reg_mult3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2472,16 +2504,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h202:
             /* empty */;
         12'h103:
-            \$702  = cfg_wdata[31:0];
+            \$694  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$702  = 32'd0;
+      \$694  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = reg_bias3;
+    \$695  = reg_bias3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2507,16 +2539,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h103:
             /* empty */;
         12'h203:
-            \$703  = cfg_wdata;
+            \$695  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$703  = 64'h0000000000000000;
+      \$695  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$704  = reg_mult4;
+    \$696  = reg_mult4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2544,16 +2576,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h203:
             /* empty */;
         12'h104:
-            \$704  = cfg_wdata[31:0];
+            \$696  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$704  = 32'd0;
+      \$696  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = reg_bias4;
+    \$697  = reg_bias4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2583,16 +2615,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h104:
             /* empty */;
         12'h204:
-            \$705  = cfg_wdata;
+            \$697  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$705  = 64'h0000000000000000;
+      \$697  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$706  = reg_mult5;
+    \$698  = reg_mult5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2624,16 +2656,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h204:
             /* empty */;
         12'h105:
-            \$706  = cfg_wdata[31:0];
+            \$698  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$706  = 32'd0;
+      \$698  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = reg_bias5;
+    \$699  = reg_bias5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2667,16 +2699,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h105:
             /* empty */;
         12'h205:
-            \$707  = cfg_wdata;
+            \$699  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$707  = 64'h0000000000000000;
+      \$699  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$708  = reg_meta0_0;
+    \$700  = reg_meta0_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2712,16 +2744,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h205:
             /* empty */;
         12'h400:
-            \$708  = cfg_wdata[4:0];
+            \$700  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$708  = 5'h00;
+      \$700  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = reg_meta0_1;
+    \$701  = reg_meta0_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2759,16 +2791,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h400:
             /* empty */;
         12'h401:
-            \$709  = cfg_wdata[4:0];
+            \$701  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$709  = 5'h00;
+      \$701  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = reg_meta0_2;
+    \$702  = reg_meta0_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2808,16 +2840,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h401:
             /* empty */;
         12'h402:
-            \$710  = cfg_wdata[4:0];
+            \$702  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$710  = 5'h00;
+      \$702  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = reg_meta0_3;
+    \$703  = reg_meta0_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2859,16 +2891,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h402:
             /* empty */;
         12'h403:
-            \$711  = cfg_wdata[4:0];
+            \$703  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$711  = 5'h00;
+      \$703  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = reg_meta0_4;
+    \$704  = reg_meta0_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2912,16 +2944,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h403:
             /* empty */;
         12'h404:
-            \$712  = cfg_wdata[4:0];
+            \$704  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$712  = 5'h00;
+      \$704  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = reg_meta0_5;
+    \$705  = reg_meta0_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2967,16 +2999,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h404:
             /* empty */;
         12'h405:
-            \$713  = cfg_wdata[4:0];
+            \$705  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$713  = 5'h00;
+      \$705  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = reg_meta1_0;
+    \$706  = reg_meta1_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3024,16 +3056,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h405:
             /* empty */;
         12'h406:
-            \$714  = cfg_wdata[4:0];
+            \$706  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$714  = 5'h00;
+      \$706  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = reg_meta1_1;
+    \$707  = reg_meta1_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3083,16 +3115,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h406:
             /* empty */;
         12'h407:
-            \$715  = cfg_wdata[4:0];
+            \$707  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$715  = 5'h00;
+      \$707  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = reg_meta1_2;
+    \$708  = reg_meta1_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3144,16 +3176,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h407:
             /* empty */;
         12'h408:
-            \$716  = cfg_wdata[4:0];
+            \$708  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$716  = 5'h00;
+      \$708  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = reg_meta1_3;
+    \$709  = reg_meta1_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3207,16 +3239,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h408:
             /* empty */;
         12'h409:
-            \$717  = cfg_wdata[4:0];
+            \$709  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$717  = 5'h00;
+      \$709  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = reg_meta1_4;
+    \$710  = reg_meta1_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3272,16 +3304,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h409:
             /* empty */;
         12'h40a:
-            \$718  = cfg_wdata[4:0];
+            \$710  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$718  = 5'h00;
+      \$710  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = reg_meta1_5;
+    \$711  = reg_meta1_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3339,16 +3371,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40a:
             /* empty */;
         12'h40b:
-            \$719  = cfg_wdata[4:0];
+            \$711  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$719  = 5'h00;
+      \$711  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = reg_meta2_0;
+    \$712  = reg_meta2_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3408,16 +3440,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40b:
             /* empty */;
         12'h40c:
-            \$720  = cfg_wdata[4:0];
+            \$712  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$720  = 5'h00;
+      \$712  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = reg_meta2_1;
+    \$713  = reg_meta2_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3479,16 +3511,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40c:
             /* empty */;
         12'h40d:
-            \$721  = cfg_wdata[4:0];
+            \$713  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$721  = 5'h00;
+      \$713  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = reg_meta2_2;
+    \$714  = reg_meta2_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3552,16 +3584,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40d:
             /* empty */;
         12'h40e:
-            \$722  = cfg_wdata[4:0];
+            \$714  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$722  = 5'h00;
+      \$714  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = reg_meta2_3;
+    \$715  = reg_meta2_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3627,16 +3659,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40e:
             /* empty */;
         12'h40f:
-            \$723  = cfg_wdata[4:0];
+            \$715  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$723  = 5'h00;
+      \$715  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = reg_meta2_4;
+    \$716  = reg_meta2_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3704,16 +3736,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h40f:
             /* empty */;
         12'h410:
-            \$724  = cfg_wdata[4:0];
+            \$716  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$724  = 5'h00;
+      \$716  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = reg_meta2_5;
+    \$717  = reg_meta2_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3783,16 +3815,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h410:
             /* empty */;
         12'h411:
-            \$725  = cfg_wdata[4:0];
+            \$717  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$725  = 5'h00;
+      \$717  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = reg_meta3_0;
+    \$718  = reg_meta3_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3864,16 +3896,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h411:
             /* empty */;
         12'h412:
-            \$726  = cfg_wdata[4:0];
+            \$718  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$726  = 5'h00;
+      \$718  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = reg_meta3_1;
+    \$719  = reg_meta3_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -3947,16 +3979,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h412:
             /* empty */;
         12'h413:
-            \$727  = cfg_wdata[4:0];
+            \$719  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$727  = 5'h00;
+      \$719  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = reg_meta3_2;
+    \$720  = reg_meta3_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -4032,16 +4064,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h413:
             /* empty */;
         12'h414:
-            \$728  = cfg_wdata[4:0];
+            \$720  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$728  = 5'h00;
+      \$720  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = reg_meta3_3;
+    \$721  = reg_meta3_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -4119,16 +4151,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h414:
             /* empty */;
         12'h415:
-            \$729  = cfg_wdata[4:0];
+            \$721  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$729  = 5'h00;
+      \$721  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = reg_meta3_4;
+    \$722  = reg_meta3_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -4208,16 +4240,16 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h415:
             /* empty */;
         12'h416:
-            \$730  = cfg_wdata[4:0];
+            \$722  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$730  = 5'h00;
+      \$722  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = reg_meta3_5;
+    \$723  = reg_meta3_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -4299,46 +4331,46 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
         12'h416:
             /* empty */;
         12'h417:
-            \$731  = cfg_wdata[4:0];
+            \$723  = cfg_wdata[4:0];
       endcase
     end
     if (rst) begin
-      \$731  = 5'h00;
+      \$723  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = fill;
+    \$724  = fill;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
       if (\$4 ) begin
-        \$732  = 6'h00;
+        \$724  = 6'h00;
       end else begin
-        \$732  = \$5 [5:0];
+        \$724  = \$5 [5:0];
       end
     end
     casez (tile_state)
       3'h0:
           if (full) begin
-            \$732  = \$18 [5:0];
+            \$724  = \$18 [5:0];
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$19 ) begin
           end else begin
-            \$732  = \$20 [5:0];
+            \$724  = \$20 [5:0];
           end
     endcase
     if (rst) begin
-      \$732  = 6'h00;
+      \$724  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = full;
+    \$725  = full;
     if (\$2 ) begin
       if (\$4 ) begin
-        \$733  = 1'h1;
+        \$725  = 1'h1;
       end
     end
     casez (tile_state)
@@ -4346,32 +4378,113 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
           /* empty */;
       3'h1:
           if (\$19 ) begin
-            \$733  = 1'h0;
+            \$725  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$733  = 1'h0;
+      \$725  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = result0;
-    if (clear_acc) begin
-      \$734  = 24'h000000;
-    end else if (take_plane) begin
-      \$734  = \$7 [23:0];
+    \$726  = take_plane;
+    if (rst) begin
+      \$726  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$727  = held_plane;
+    if (take_plane) begin
+      \$727  = plane;
     end
     if (rst) begin
-      \$734  = 24'h000000;
+      \$727  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = result1;
+    \$728  = held_plane_sum0;
+    if (take_plane) begin
+      \$728  = plane_sum0;
+    end
+    if (rst) begin
+      \$728  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$729  = result0;
+    if (clear_acc) begin
+      \$729  = 24'h000000;
+    end else if (plane_taken) begin
+      \$729  = \$7 [23:0];
+    end
+    if (rst) begin
+      \$729  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$730  = held_plane_sum1;
+    if (take_plane) begin
+      \$730  = plane_sum1;
+    end
+    if (rst) begin
+      \$730  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$731  = result1;
+    if (clear_acc) begin
+      \$731  = 24'h000000;
+    end else if (plane_taken) begin
+      \$731  = \$9 [23:0];
+    end
+    if (rst) begin
+      \$731  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$732  = held_plane_sum2;
+    if (take_plane) begin
+      \$732  = plane_sum2;
+    end
+    if (rst) begin
+      \$732  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$733  = result2;
+    if (clear_acc) begin
+      \$733  = 24'h000000;
+    end else if (plane_taken) begin
+      \$733  = \$11 [23:0];
+    end
+    if (rst) begin
+      \$733  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$734  = held_plane_sum3;
+    if (take_plane) begin
+      \$734  = plane_sum3;
+    end
+    if (rst) begin
+      \$734  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$735  = result3;
     if (clear_acc) begin
       \$735  = 24'h000000;
-    end else if (take_plane) begin
-      \$735  = \$9 [23:0];
+    end else if (plane_taken) begin
+      \$735  = \$13 [23:0];
     end
     if (rst) begin
       \$735  = 24'h000000;
@@ -4379,23 +4492,21 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = result2;
-    if (clear_acc) begin
-      \$736  = 24'h000000;
-    end else if (take_plane) begin
-      \$736  = \$11 [23:0];
+    \$736  = held_plane_sum4;
+    if (take_plane) begin
+      \$736  = plane_sum4;
     end
     if (rst) begin
-      \$736  = 24'h000000;
+      \$736  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = result3;
+    \$737  = result4;
     if (clear_acc) begin
       \$737  = 24'h000000;
-    end else if (take_plane) begin
-      \$737  = \$13 [23:0];
+    end else if (plane_taken) begin
+      \$737  = \$15 [23:0];
     end
     if (rst) begin
       \$737  = 24'h000000;
@@ -4403,14 +4514,12 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = result4;
-    if (clear_acc) begin
-      \$738  = 24'h000000;
-    end else if (take_plane) begin
-      \$738  = \$15 [23:0];
+    \$738  = held_plane_sum5;
+    if (take_plane) begin
+      \$738  = plane_sum5;
     end
     if (rst) begin
-      \$738  = 24'h000000;
+      \$738  = 17'h00000;
     end
   end
   always @* begin
@@ -4418,7 +4527,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     \$739  = result5;
     if (clear_acc) begin
       \$739  = 24'h000000;
-    end else if (take_plane) begin
+    end else if (plane_taken) begin
       \$739  = \$17 [23:0];
     end
     if (rst) begin
@@ -5142,12 +5251,12 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
             \$773  = 3'h2;
           end
       3'h4:
-          if (\$63 ) begin
+          if (\$71 ) begin
             \$773  = 3'h5;
           end
       3'h5:
           if (m_axis_tready) begin
-            if (\$66 ) begin
+            if (\$74 ) begin
               \$773  = 3'h0;
             end
           end
@@ -5173,7 +5282,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          \$774  = \$55 [2:0];
+          \$774  = \$56 [2:0];
     endcase
     if (rst) begin
       \$774  = 3'h0;
@@ -5181,7 +5290,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = product;
+    \$775  = product_lo;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5192,15 +5301,15 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          \$775  = \$54 ;
+          \$775  = { \$54 [39], \$54  };
     endcase
     if (rst) begin
-      \$775  = 56'h00000000000000;
+      \$775  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = product_col;
+    \$776  = product_hi;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5211,15 +5320,15 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          \$776  = rq_col;
+          \$776  = \$55 ;
     endcase
     if (rst) begin
-      \$776  = 3'h0;
+      \$776  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = out_buf0;
+    \$777  = product_col;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5230,20 +5339,15 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  \$777  = { \$57 [23], \$57 [23], \$57 [23], \$57 [23], \$57 [23], \$57 [23], \$57 [23], \$57 [23], \$57  };
-            endcase
-          end
+          \$777  = rq_col;
     endcase
     if (rst) begin
-      \$777  = 32'd0;
+      \$777  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = out_buf1;
+    \$778  = scaled_col;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5254,22 +5358,15 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  \$778  = { \$58 [23], \$58 [23], \$58 [23], \$58 [23], \$58 [23], \$58 [23], \$58 [23], \$58 [23], \$58  };
-            endcase
-          end
+          \$778  = product_col;
     endcase
     if (rst) begin
-      \$778  = 32'd0;
+      \$778  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = out_buf2;
+    \$779  = scaled;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5280,120 +5377,15 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h3:
           /* empty */;
       3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  \$779  = { \$59 [23], \$59 [23], \$59 [23], \$59 [23], \$59 [23], \$59 [23], \$59 [23], \$59 [23], \$59  };
-            endcase
-          end
+          \$779  = \$62 [65:0];
     endcase
     if (rst) begin
-      \$779  = 32'd0;
+      \$779  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$780  = out_buf3;
-    casez (tile_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  \$780  = { \$60 [23], \$60 [23], \$60 [23], \$60 [23], \$60 [23], \$60 [23], \$60 [23], \$60 [23], \$60  };
-            endcase
-          end
-    endcase
-    if (rst) begin
-      \$780  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$781  = out_buf4;
-    casez (tile_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$781  = { \$61 [23], \$61 [23], \$61 [23], \$61 [23], \$61 [23], \$61 [23], \$61 [23], \$61 [23], \$61  };
-            endcase
-          end
-    endcase
-    if (rst) begin
-      \$781  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$782  = out_buf5;
-    casez (tile_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (\$56 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  /* empty */;
-              3'h5:
-                  \$782  = { \$62 [23], \$62 [23], \$62 [23], \$62 [23], \$62 [23], \$62 [23], \$62 [23], \$62 [23], \$62  };
-            endcase
-          end
-    endcase
-    if (rst) begin
-      \$782  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$783  = out_col;
+    \$780  = out_buf0;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -5405,22 +5397,196 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
           /* empty */;
       3'h4:
           if (\$63 ) begin
-            \$783  = 3'h0;
-          end
-      3'h5:
-          if (m_axis_tready) begin
-            \$783  = \$64 [2:0];
+            casez (scaled_col)
+              3'h0:
+                  \$780  = { \$64 [23], \$64 [23], \$64 [23], \$64 [23], \$64 [23], \$64 [23], \$64 [23], \$64 [23], \$64  };
+            endcase
           end
     endcase
     if (rst) begin
-      \$783  = 3'h0;
+      \$780  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$781  = out_buf1;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$63 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$781  = { \$65 [23], \$65 [23], \$65 [23], \$65 [23], \$65 [23], \$65 [23], \$65 [23], \$65 [23], \$65  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$781  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$782  = out_buf2;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$63 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$782  = { \$66 [23], \$66 [23], \$66 [23], \$66 [23], \$66 [23], \$66 [23], \$66 [23], \$66 [23], \$66  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$782  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$783  = out_buf3;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$63 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$783  = { \$67 [23], \$67 [23], \$67 [23], \$67 [23], \$67 [23], \$67 [23], \$67 [23], \$67 [23], \$67  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$783  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$784  = out_buf4;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$63 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$784  = { \$68 [23], \$68 [23], \$68 [23], \$68 [23], \$68 [23], \$68 [23], \$68 [23], \$68 [23], \$68  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$784  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$785  = out_buf5;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$63 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$785  = { \$69 [23], \$69 [23], \$69 [23], \$69 [23], \$69 [23], \$69 [23], \$69 [23], \$69 [23], \$69  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$785  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$786  = out_col;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$71 ) begin
+            \$786  = 3'h0;
+          end
+      3'h5:
+          if (m_axis_tready) begin
+            \$786  = \$72 [2:0];
+          end
+    endcase
+    if (rst) begin
+      \$786  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_0[20]) begin
-      g0c0_slice0 = \$101 ;
+      g0c0_slice0 = \$109 ;
     end else begin
       g0c0_slice0 = { 4'h0, beat0_0[3:0] };
     end
@@ -5429,7 +5595,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_0[21]) begin
-      g0c0_slice1 = \$103 ;
+      g0c0_slice1 = \$111 ;
     end else begin
       g0c0_slice1 = { 4'h0, beat0_0[7:4] };
     end
@@ -5438,7 +5604,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_0[22]) begin
-      g0c0_slice2 = \$105 ;
+      g0c0_slice2 = \$113 ;
     end else begin
       g0c0_slice2 = { 4'h0, beat0_0[11:8] };
     end
@@ -5447,7 +5613,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_0[23]) begin
-      g0c0_slice3 = \$107 ;
+      g0c0_slice3 = \$115 ;
     end else begin
       g0c0_slice3 = { 4'h0, beat0_0[15:12] };
     end
@@ -5456,7 +5622,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_0[20]) begin
-      g1c0_slice0 = \$119 ;
+      g1c0_slice0 = \$127 ;
     end else begin
       g1c0_slice0 = { 4'h0, beat1_0[3:0] };
     end
@@ -5465,7 +5631,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_0[21]) begin
-      g1c0_slice1 = \$121 ;
+      g1c0_slice1 = \$129 ;
     end else begin
       g1c0_slice1 = { 4'h0, beat1_0[7:4] };
     end
@@ -5474,7 +5640,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_0[22]) begin
-      g1c0_slice2 = \$123 ;
+      g1c0_slice2 = \$131 ;
     end else begin
       g1c0_slice2 = { 4'h0, beat1_0[11:8] };
     end
@@ -5483,7 +5649,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_0[23]) begin
-      g1c0_slice3 = \$125 ;
+      g1c0_slice3 = \$133 ;
     end else begin
       g1c0_slice3 = { 4'h0, beat1_0[15:12] };
     end
@@ -5492,7 +5658,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_0[20]) begin
-      g2c0_slice0 = \$137 ;
+      g2c0_slice0 = \$145 ;
     end else begin
       g2c0_slice0 = { 4'h0, beat2_0[3:0] };
     end
@@ -5501,7 +5667,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_0[21]) begin
-      g2c0_slice1 = \$139 ;
+      g2c0_slice1 = \$147 ;
     end else begin
       g2c0_slice1 = { 4'h0, beat2_0[7:4] };
     end
@@ -5510,7 +5676,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_0[22]) begin
-      g2c0_slice2 = \$141 ;
+      g2c0_slice2 = \$149 ;
     end else begin
       g2c0_slice2 = { 4'h0, beat2_0[11:8] };
     end
@@ -5519,7 +5685,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_0[23]) begin
-      g2c0_slice3 = \$143 ;
+      g2c0_slice3 = \$151 ;
     end else begin
       g2c0_slice3 = { 4'h0, beat2_0[15:12] };
     end
@@ -5528,7 +5694,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_0[20]) begin
-      g3c0_slice0 = \$155 ;
+      g3c0_slice0 = \$163 ;
     end else begin
       g3c0_slice0 = { 4'h0, beat3_0[3:0] };
     end
@@ -5537,7 +5703,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_0[21]) begin
-      g3c0_slice1 = \$157 ;
+      g3c0_slice1 = \$165 ;
     end else begin
       g3c0_slice1 = { 4'h0, beat3_0[7:4] };
     end
@@ -5546,7 +5712,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_0[22]) begin
-      g3c0_slice2 = \$159 ;
+      g3c0_slice2 = \$167 ;
     end else begin
       g3c0_slice2 = { 4'h0, beat3_0[11:8] };
     end
@@ -5555,7 +5721,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_0[23]) begin
-      g3c0_slice3 = \$161 ;
+      g3c0_slice3 = \$169 ;
     end else begin
       g3c0_slice3 = { 4'h0, beat3_0[15:12] };
     end
@@ -5564,7 +5730,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_1[20]) begin
-      g0c1_slice0 = \$185 ;
+      g0c1_slice0 = \$191 ;
     end else begin
       g0c1_slice0 = { 4'h0, beat0_1[3:0] };
     end
@@ -5573,7 +5739,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_1[21]) begin
-      g0c1_slice1 = \$187 ;
+      g0c1_slice1 = \$193 ;
     end else begin
       g0c1_slice1 = { 4'h0, beat0_1[7:4] };
     end
@@ -5582,7 +5748,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_1[22]) begin
-      g0c1_slice2 = \$189 ;
+      g0c1_slice2 = \$195 ;
     end else begin
       g0c1_slice2 = { 4'h0, beat0_1[11:8] };
     end
@@ -5591,7 +5757,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_1[23]) begin
-      g0c1_slice3 = \$191 ;
+      g0c1_slice3 = \$197 ;
     end else begin
       g0c1_slice3 = { 4'h0, beat0_1[15:12] };
     end
@@ -5600,7 +5766,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_1[20]) begin
-      g1c1_slice0 = \$203 ;
+      g1c1_slice0 = \$209 ;
     end else begin
       g1c1_slice0 = { 4'h0, beat1_1[3:0] };
     end
@@ -5609,7 +5775,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_1[21]) begin
-      g1c1_slice1 = \$205 ;
+      g1c1_slice1 = \$211 ;
     end else begin
       g1c1_slice1 = { 4'h0, beat1_1[7:4] };
     end
@@ -5618,7 +5784,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_1[22]) begin
-      g1c1_slice2 = \$207 ;
+      g1c1_slice2 = \$213 ;
     end else begin
       g1c1_slice2 = { 4'h0, beat1_1[11:8] };
     end
@@ -5627,7 +5793,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_1[23]) begin
-      g1c1_slice3 = \$209 ;
+      g1c1_slice3 = \$215 ;
     end else begin
       g1c1_slice3 = { 4'h0, beat1_1[15:12] };
     end
@@ -5636,7 +5802,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_1[20]) begin
-      g2c1_slice0 = \$221 ;
+      g2c1_slice0 = \$227 ;
     end else begin
       g2c1_slice0 = { 4'h0, beat2_1[3:0] };
     end
@@ -5645,7 +5811,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_1[21]) begin
-      g2c1_slice1 = \$223 ;
+      g2c1_slice1 = \$229 ;
     end else begin
       g2c1_slice1 = { 4'h0, beat2_1[7:4] };
     end
@@ -5654,7 +5820,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_1[22]) begin
-      g2c1_slice2 = \$225 ;
+      g2c1_slice2 = \$231 ;
     end else begin
       g2c1_slice2 = { 4'h0, beat2_1[11:8] };
     end
@@ -5663,7 +5829,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_1[23]) begin
-      g2c1_slice3 = \$227 ;
+      g2c1_slice3 = \$233 ;
     end else begin
       g2c1_slice3 = { 4'h0, beat2_1[15:12] };
     end
@@ -5672,7 +5838,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_1[20]) begin
-      g3c1_slice0 = \$239 ;
+      g3c1_slice0 = \$245 ;
     end else begin
       g3c1_slice0 = { 4'h0, beat3_1[3:0] };
     end
@@ -5681,7 +5847,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_1[21]) begin
-      g3c1_slice1 = \$241 ;
+      g3c1_slice1 = \$247 ;
     end else begin
       g3c1_slice1 = { 4'h0, beat3_1[7:4] };
     end
@@ -5690,7 +5856,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_1[22]) begin
-      g3c1_slice2 = \$243 ;
+      g3c1_slice2 = \$249 ;
     end else begin
       g3c1_slice2 = { 4'h0, beat3_1[11:8] };
     end
@@ -5699,7 +5865,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_1[23]) begin
-      g3c1_slice3 = \$245 ;
+      g3c1_slice3 = \$251 ;
     end else begin
       g3c1_slice3 = { 4'h0, beat3_1[15:12] };
     end
@@ -5708,7 +5874,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_2[20]) begin
-      g0c2_slice0 = \$269 ;
+      g0c2_slice0 = \$273 ;
     end else begin
       g0c2_slice0 = { 4'h0, beat0_2[3:0] };
     end
@@ -5717,7 +5883,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_2[21]) begin
-      g0c2_slice1 = \$271 ;
+      g0c2_slice1 = \$275 ;
     end else begin
       g0c2_slice1 = { 4'h0, beat0_2[7:4] };
     end
@@ -5726,7 +5892,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_2[22]) begin
-      g0c2_slice2 = \$273 ;
+      g0c2_slice2 = \$277 ;
     end else begin
       g0c2_slice2 = { 4'h0, beat0_2[11:8] };
     end
@@ -5735,7 +5901,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_2[23]) begin
-      g0c2_slice3 = \$275 ;
+      g0c2_slice3 = \$279 ;
     end else begin
       g0c2_slice3 = { 4'h0, beat0_2[15:12] };
     end
@@ -5744,7 +5910,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_2[20]) begin
-      g1c2_slice0 = \$287 ;
+      g1c2_slice0 = \$291 ;
     end else begin
       g1c2_slice0 = { 4'h0, beat1_2[3:0] };
     end
@@ -5753,7 +5919,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_2[21]) begin
-      g1c2_slice1 = \$289 ;
+      g1c2_slice1 = \$293 ;
     end else begin
       g1c2_slice1 = { 4'h0, beat1_2[7:4] };
     end
@@ -5762,7 +5928,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_2[22]) begin
-      g1c2_slice2 = \$291 ;
+      g1c2_slice2 = \$295 ;
     end else begin
       g1c2_slice2 = { 4'h0, beat1_2[11:8] };
     end
@@ -5771,7 +5937,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_2[23]) begin
-      g1c2_slice3 = \$293 ;
+      g1c2_slice3 = \$297 ;
     end else begin
       g1c2_slice3 = { 4'h0, beat1_2[15:12] };
     end
@@ -5780,7 +5946,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_2[20]) begin
-      g2c2_slice0 = \$305 ;
+      g2c2_slice0 = \$309 ;
     end else begin
       g2c2_slice0 = { 4'h0, beat2_2[3:0] };
     end
@@ -5789,7 +5955,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_2[21]) begin
-      g2c2_slice1 = \$307 ;
+      g2c2_slice1 = \$311 ;
     end else begin
       g2c2_slice1 = { 4'h0, beat2_2[7:4] };
     end
@@ -5798,7 +5964,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_2[22]) begin
-      g2c2_slice2 = \$309 ;
+      g2c2_slice2 = \$313 ;
     end else begin
       g2c2_slice2 = { 4'h0, beat2_2[11:8] };
     end
@@ -5807,7 +5973,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_2[23]) begin
-      g2c2_slice3 = \$311 ;
+      g2c2_slice3 = \$315 ;
     end else begin
       g2c2_slice3 = { 4'h0, beat2_2[15:12] };
     end
@@ -5816,7 +5982,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_2[20]) begin
-      g3c2_slice0 = \$323 ;
+      g3c2_slice0 = \$327 ;
     end else begin
       g3c2_slice0 = { 4'h0, beat3_2[3:0] };
     end
@@ -5825,7 +5991,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_2[21]) begin
-      g3c2_slice1 = \$325 ;
+      g3c2_slice1 = \$329 ;
     end else begin
       g3c2_slice1 = { 4'h0, beat3_2[7:4] };
     end
@@ -5834,7 +6000,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_2[22]) begin
-      g3c2_slice2 = \$327 ;
+      g3c2_slice2 = \$331 ;
     end else begin
       g3c2_slice2 = { 4'h0, beat3_2[11:8] };
     end
@@ -5843,7 +6009,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_2[23]) begin
-      g3c2_slice3 = \$329 ;
+      g3c2_slice3 = \$333 ;
     end else begin
       g3c2_slice3 = { 4'h0, beat3_2[15:12] };
     end
@@ -5852,7 +6018,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_3[20]) begin
-      g0c3_slice0 = \$353 ;
+      g0c3_slice0 = \$355 ;
     end else begin
       g0c3_slice0 = { 4'h0, beat0_3[3:0] };
     end
@@ -5861,7 +6027,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_3[21]) begin
-      g0c3_slice1 = \$355 ;
+      g0c3_slice1 = \$357 ;
     end else begin
       g0c3_slice1 = { 4'h0, beat0_3[7:4] };
     end
@@ -5870,7 +6036,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_3[22]) begin
-      g0c3_slice2 = \$357 ;
+      g0c3_slice2 = \$359 ;
     end else begin
       g0c3_slice2 = { 4'h0, beat0_3[11:8] };
     end
@@ -5879,7 +6045,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_3[23]) begin
-      g0c3_slice3 = \$359 ;
+      g0c3_slice3 = \$361 ;
     end else begin
       g0c3_slice3 = { 4'h0, beat0_3[15:12] };
     end
@@ -5888,7 +6054,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_3[20]) begin
-      g1c3_slice0 = \$371 ;
+      g1c3_slice0 = \$373 ;
     end else begin
       g1c3_slice0 = { 4'h0, beat1_3[3:0] };
     end
@@ -5897,7 +6063,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_3[21]) begin
-      g1c3_slice1 = \$373 ;
+      g1c3_slice1 = \$375 ;
     end else begin
       g1c3_slice1 = { 4'h0, beat1_3[7:4] };
     end
@@ -5906,7 +6072,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_3[22]) begin
-      g1c3_slice2 = \$375 ;
+      g1c3_slice2 = \$377 ;
     end else begin
       g1c3_slice2 = { 4'h0, beat1_3[11:8] };
     end
@@ -5915,7 +6081,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_3[23]) begin
-      g1c3_slice3 = \$377 ;
+      g1c3_slice3 = \$379 ;
     end else begin
       g1c3_slice3 = { 4'h0, beat1_3[15:12] };
     end
@@ -5924,7 +6090,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_3[20]) begin
-      g2c3_slice0 = \$389 ;
+      g2c3_slice0 = \$391 ;
     end else begin
       g2c3_slice0 = { 4'h0, beat2_3[3:0] };
     end
@@ -5933,7 +6099,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_3[21]) begin
-      g2c3_slice1 = \$391 ;
+      g2c3_slice1 = \$393 ;
     end else begin
       g2c3_slice1 = { 4'h0, beat2_3[7:4] };
     end
@@ -5942,7 +6108,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_3[22]) begin
-      g2c3_slice2 = \$393 ;
+      g2c3_slice2 = \$395 ;
     end else begin
       g2c3_slice2 = { 4'h0, beat2_3[11:8] };
     end
@@ -5951,7 +6117,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_3[23]) begin
-      g2c3_slice3 = \$395 ;
+      g2c3_slice3 = \$397 ;
     end else begin
       g2c3_slice3 = { 4'h0, beat2_3[15:12] };
     end
@@ -5960,7 +6126,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_3[20]) begin
-      g3c3_slice0 = \$407 ;
+      g3c3_slice0 = \$409 ;
     end else begin
       g3c3_slice0 = { 4'h0, beat3_3[3:0] };
     end
@@ -5969,7 +6135,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_3[21]) begin
-      g3c3_slice1 = \$409 ;
+      g3c3_slice1 = \$411 ;
     end else begin
       g3c3_slice1 = { 4'h0, beat3_3[7:4] };
     end
@@ -5978,7 +6144,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_3[22]) begin
-      g3c3_slice2 = \$411 ;
+      g3c3_slice2 = \$413 ;
     end else begin
       g3c3_slice2 = { 4'h0, beat3_3[11:8] };
     end
@@ -5987,7 +6153,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_3[23]) begin
-      g3c3_slice3 = \$413 ;
+      g3c3_slice3 = \$415 ;
     end else begin
       g3c3_slice3 = { 4'h0, beat3_3[15:12] };
     end
@@ -6140,7 +6306,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_5[20]) begin
-      g0c5_slice0 = \$521 ;
+      g0c5_slice0 = \$519 ;
     end else begin
       g0c5_slice0 = { 4'h0, beat0_5[3:0] };
     end
@@ -6149,7 +6315,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_5[21]) begin
-      g0c5_slice1 = \$523 ;
+      g0c5_slice1 = \$521 ;
     end else begin
       g0c5_slice1 = { 4'h0, beat0_5[7:4] };
     end
@@ -6158,7 +6324,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_5[22]) begin
-      g0c5_slice2 = \$525 ;
+      g0c5_slice2 = \$523 ;
     end else begin
       g0c5_slice2 = { 4'h0, beat0_5[11:8] };
     end
@@ -6167,7 +6333,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat0_5[23]) begin
-      g0c5_slice3 = \$527 ;
+      g0c5_slice3 = \$525 ;
     end else begin
       g0c5_slice3 = { 4'h0, beat0_5[15:12] };
     end
@@ -6176,7 +6342,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_5[20]) begin
-      g1c5_slice0 = \$539 ;
+      g1c5_slice0 = \$537 ;
     end else begin
       g1c5_slice0 = { 4'h0, beat1_5[3:0] };
     end
@@ -6185,7 +6351,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_5[21]) begin
-      g1c5_slice1 = \$541 ;
+      g1c5_slice1 = \$539 ;
     end else begin
       g1c5_slice1 = { 4'h0, beat1_5[7:4] };
     end
@@ -6194,7 +6360,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_5[22]) begin
-      g1c5_slice2 = \$543 ;
+      g1c5_slice2 = \$541 ;
     end else begin
       g1c5_slice2 = { 4'h0, beat1_5[11:8] };
     end
@@ -6203,7 +6369,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat1_5[23]) begin
-      g1c5_slice3 = \$545 ;
+      g1c5_slice3 = \$543 ;
     end else begin
       g1c5_slice3 = { 4'h0, beat1_5[15:12] };
     end
@@ -6212,7 +6378,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_5[20]) begin
-      g2c5_slice0 = \$557 ;
+      g2c5_slice0 = \$555 ;
     end else begin
       g2c5_slice0 = { 4'h0, beat2_5[3:0] };
     end
@@ -6221,7 +6387,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_5[21]) begin
-      g2c5_slice1 = \$559 ;
+      g2c5_slice1 = \$557 ;
     end else begin
       g2c5_slice1 = { 4'h0, beat2_5[7:4] };
     end
@@ -6230,7 +6396,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_5[22]) begin
-      g2c5_slice2 = \$561 ;
+      g2c5_slice2 = \$559 ;
     end else begin
       g2c5_slice2 = { 4'h0, beat2_5[11:8] };
     end
@@ -6239,7 +6405,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat2_5[23]) begin
-      g2c5_slice3 = \$563 ;
+      g2c5_slice3 = \$561 ;
     end else begin
       g2c5_slice3 = { 4'h0, beat2_5[15:12] };
     end
@@ -6248,7 +6414,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_5[20]) begin
-      g3c5_slice0 = \$575 ;
+      g3c5_slice0 = \$573 ;
     end else begin
       g3c5_slice0 = { 4'h0, beat3_5[3:0] };
     end
@@ -6257,7 +6423,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_5[21]) begin
-      g3c5_slice1 = \$577 ;
+      g3c5_slice1 = \$575 ;
     end else begin
       g3c5_slice1 = { 4'h0, beat3_5[7:4] };
     end
@@ -6266,7 +6432,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_5[22]) begin
-      g3c5_slice2 = \$579 ;
+      g3c5_slice2 = \$577 ;
     end else begin
       g3c5_slice2 = { 4'h0, beat3_5[11:8] };
     end
@@ -6275,7 +6441,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     if (beat3_5[23]) begin
-      g3c5_slice3 = \$581 ;
+      g3c5_slice3 = \$579 ;
     end else begin
       g3c5_slice3 = { 4'h0, beat3_5[15:12] };
     end
@@ -6283,10 +6449,10 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$626 ) begin
-      clipped = { \$629 [7], \$629  };
-    end else if (\$628 ) begin
-      clipped = { 1'h0, \$630  };
+    if (\$618 ) begin
+      clipped = { \$621 [7], \$621  };
+    end else if (\$620 ) begin
+      clipped = { 1'h0, \$622  };
     end else begin
       clipped = rounded[8:0];
     end
@@ -6296,9 +6462,9 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
     rd__addr = 5'h00;
     casez (tile_state)
       3'h0:
-          rd__addr = \$683 [4:0];
+          rd__addr = \$675 [4:0];
       3'h1:
-          rd__addr = \$684 [4:0];
+          rd__addr = \$676 [4:0];
     endcase
   end
   always @* begin
@@ -6308,7 +6474,7 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
       3'h0:
           /* empty */;
       3'h1:
-          if (\$685 ) begin
+          if (\$677 ) begin
             clear_acc = 1'h1;
           end
     endcase
@@ -6329,46 +6495,40 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
           end
     endcase
   end
-  assign plane_sum0 = \$183 [16:0];
-  assign plane_sum1 = \$267 [16:0];
-  assign plane_sum2 = \$351 [16:0];
-  assign plane_sum3 = \$435 [16:0];
-  assign plane_sum4 = \$519 [16:0];
-  assign plane_sum5 = \$603 [16:0];
   assign wr__addr = fill[4:0];
   assign wr__data = s_axis_tdata;
   assign g0c0_unit = { 1'h0, beat0_0[19:16] };
-  assign g0c0_value = \$117 [13:0];
+  assign g0c0_value = \$125 [13:0];
   assign g1c0_unit = { 1'h0, beat1_0[19:16] };
-  assign g1c0_value = \$135 [13:0];
+  assign g1c0_value = \$143 [13:0];
   assign g2c0_unit = { 1'h0, beat2_0[19:16] };
-  assign g2c0_value = \$153 [13:0];
+  assign g2c0_value = \$161 [13:0];
   assign g3c0_unit = { 1'h0, beat3_0[19:16] };
-  assign g3c0_value = \$171 [13:0];
+  assign g3c0_value = \$179 [13:0];
   assign g0c1_unit = { 1'h0, beat0_1[19:16] };
-  assign g0c1_value = \$201 [13:0];
+  assign g0c1_value = \$207 [13:0];
   assign g1c1_unit = { 1'h0, beat1_1[19:16] };
-  assign g1c1_value = \$219 [13:0];
+  assign g1c1_value = \$225 [13:0];
   assign g2c1_unit = { 1'h0, beat2_1[19:16] };
-  assign g2c1_value = \$237 [13:0];
+  assign g2c1_value = \$243 [13:0];
   assign g3c1_unit = { 1'h0, beat3_1[19:16] };
-  assign g3c1_value = \$255 [13:0];
+  assign g3c1_value = \$261 [13:0];
   assign g0c2_unit = { 1'h0, beat0_2[19:16] };
-  assign g0c2_value = \$285 [13:0];
+  assign g0c2_value = \$289 [13:0];
   assign g1c2_unit = { 1'h0, beat1_2[19:16] };
-  assign g1c2_value = \$303 [13:0];
+  assign g1c2_value = \$307 [13:0];
   assign g2c2_unit = { 1'h0, beat2_2[19:16] };
-  assign g2c2_value = \$321 [13:0];
+  assign g2c2_value = \$325 [13:0];
   assign g3c2_unit = { 1'h0, beat3_2[19:16] };
-  assign g3c2_value = \$339 [13:0];
+  assign g3c2_value = \$343 [13:0];
   assign g0c3_unit = { 1'h0, beat0_3[19:16] };
-  assign g0c3_value = \$369 [13:0];
+  assign g0c3_value = \$371 [13:0];
   assign g1c3_unit = { 1'h0, beat1_3[19:16] };
-  assign g1c3_value = \$387 [13:0];
+  assign g1c3_value = \$389 [13:0];
   assign g2c3_unit = { 1'h0, beat2_3[19:16] };
-  assign g2c3_value = \$405 [13:0];
+  assign g2c3_value = \$407 [13:0];
   assign g3c3_unit = { 1'h0, beat3_3[19:16] };
-  assign g3c3_value = \$423 [13:0];
+  assign g3c3_value = \$425 [13:0];
   assign g0c4_unit = { 1'h0, beat0_4[19:16] };
   assign g0c4_value = \$453 [13:0];
   assign g1c4_unit = { 1'h0, beat1_4[19:16] };
@@ -6378,14 +6538,13 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   assign g3c4_unit = { 1'h0, beat3_4[19:16] };
   assign g3c4_value = \$507 [13:0];
   assign g0c5_unit = { 1'h0, beat0_5[19:16] };
-  assign g0c5_value = \$537 [13:0];
+  assign g0c5_value = \$535 [13:0];
   assign g1c5_unit = { 1'h0, beat1_5[19:16] };
-  assign g1c5_value = \$555 [13:0];
+  assign g1c5_value = \$553 [13:0];
   assign g2c5_unit = { 1'h0, beat2_5[19:16] };
-  assign g2c5_value = \$573 [13:0];
+  assign g2c5_value = \$571 [13:0];
   assign g3c5_unit = { 1'h0, beat3_5[19:16] };
-  assign g3c5_value = \$591 [13:0];
-  assign scaled = \$624 [65:0];
+  assign g3c5_value = \$589 [13:0];
   assign out_word = m_axis_tdata;
   assign xbar_dac = { dac31[0], dac30[0], dac29[0], dac28[0], dac27[0], dac26[0], dac25[0], dac24[0], dac23[0], dac22[0], dac21[0], dac20[0], dac19[0], dac18[0], dac17[0], dac16[0], dac15[0], dac14[0], dac13[0], dac12[0], dac11[0], dac10[0], dac9[0], dac8[0], dac7[0], dac6[0], dac5[0], dac4[0], dac3[0], dac2[0], dac1[0], dac0[0] };
   assign xbar_active = { group_left3, group_left2, group_left1, group_left0 };
@@ -6762,102 +6921,6 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   assign beat0_0[23:20] = reg_meta0_0[3:0];
   assign beat0_0[19:16] = xbar_adc_codes[99:96];
   assign beat0_0[15:0] = xbar_adc_codes[15:0];
-  assign \$108  = { g0c0_slice0[7], g0c0_slice0 };
-  assign \$110  = { g0c0_slice1[7], g0c0_slice1, 2'h0 };
-  assign \$112  = { g0c0_slice2[7], g0c0_slice2[7], g0c0_slice2[7], g0c0_slice2, 4'h0 };
-  assign \$114  = { g0c0_slice3[7], g0c0_slice3, 6'h00 };
-  assign \$126  = { g1c0_slice0[7], g1c0_slice0 };
-  assign \$128  = { g1c0_slice1[7], g1c0_slice1, 2'h0 };
-  assign \$130  = { g1c0_slice2[7], g1c0_slice2[7], g1c0_slice2[7], g1c0_slice2, 4'h0 };
-  assign \$132  = { g1c0_slice3[7], g1c0_slice3, 6'h00 };
-  assign \$144  = { g2c0_slice0[7], g2c0_slice0 };
-  assign \$146  = { g2c0_slice1[7], g2c0_slice1, 2'h0 };
-  assign \$148  = { g2c0_slice2[7], g2c0_slice2[7], g2c0_slice2[7], g2c0_slice2, 4'h0 };
-  assign \$150  = { g2c0_slice3[7], g2c0_slice3, 6'h00 };
-  assign \$162  = { g3c0_slice0[7], g3c0_slice0 };
-  assign \$164  = { g3c0_slice1[7], g3c0_slice1, 2'h0 };
-  assign \$166  = { g3c0_slice2[7], g3c0_slice2[7], g3c0_slice2[7], g3c0_slice2, 4'h0 };
-  assign \$168  = { g3c0_slice3[7], g3c0_slice3, 6'h00 };
-  assign \$192  = { g0c1_slice0[7], g0c1_slice0 };
-  assign \$194  = { g0c1_slice1[7], g0c1_slice1, 2'h0 };
-  assign \$196  = { g0c1_slice2[7], g0c1_slice2[7], g0c1_slice2[7], g0c1_slice2, 4'h0 };
-  assign \$198  = { g0c1_slice3[7], g0c1_slice3, 6'h00 };
-  assign \$210  = { g1c1_slice0[7], g1c1_slice0 };
-  assign \$212  = { g1c1_slice1[7], g1c1_slice1, 2'h0 };
-  assign \$214  = { g1c1_slice2[7], g1c1_slice2[7], g1c1_slice2[7], g1c1_slice2, 4'h0 };
-  assign \$216  = { g1c1_slice3[7], g1c1_slice3, 6'h00 };
-  assign \$228  = { g2c1_slice0[7], g2c1_slice0 };
-  assign \$230  = { g2c1_slice1[7], g2c1_slice1, 2'h0 };
-  assign \$232  = { g2c1_slice2[7], g2c1_slice2[7], g2c1_slice2[7], g2c1_slice2, 4'h0 };
-  assign \$234  = { g2c1_slice3[7], g2c1_slice3, 6'h00 };
-  assign \$246  = { g3c1_slice0[7], g3c1_slice0 };
-  assign \$248  = { g3c1_slice1[7], g3c1_slice1, 2'h0 };
-  assign \$250  = { g3c1_slice2[7], g3c1_slice2[7], g3c1_slice2[7], g3c1_slice2, 4'h0 };
-  assign \$252  = { g3c1_slice3[7], g3c1_slice3, 6'h00 };
-  assign \$276  = { g0c2_slice0[7], g0c2_slice0 };
-  assign \$278  = { g0c2_slice1[7], g0c2_slice1, 2'h0 };
-  assign \$280  = { g0c2_slice2[7], g0c2_slice2[7], g0c2_slice2[7], g0c2_slice2, 4'h0 };
-  assign \$282  = { g0c2_slice3[7], g0c2_slice3, 6'h00 };
-  assign \$294  = { g1c2_slice0[7], g1c2_slice0 };
-  assign \$296  = { g1c2_slice1[7], g1c2_slice1, 2'h0 };
-  assign \$298  = { g1c2_slice2[7], g1c2_slice2[7], g1c2_slice2[7], g1c2_slice2, 4'h0 };
-  assign \$300  = { g1c2_slice3[7], g1c2_slice3, 6'h00 };
-  assign \$312  = { g2c2_slice0[7], g2c2_slice0 };
-  assign \$314  = { g2c2_slice1[7], g2c2_slice1, 2'h0 };
-  assign \$316  = { g2c2_slice2[7], g2c2_slice2[7], g2c2_slice2[7], g2c2_slice2, 4'h0 };
-  assign \$318  = { g2c2_slice3[7], g2c2_slice3, 6'h00 };
-  assign \$330  = { g3c2_slice0[7], g3c2_slice0 };
-  assign \$332  = { g3c2_slice1[7], g3c2_slice1, 2'h0 };
-  assign \$334  = { g3c2_slice2[7], g3c2_slice2[7], g3c2_slice2[7], g3c2_slice2, 4'h0 };
-  assign \$336  = { g3c2_slice3[7], g3c2_slice3, 6'h00 };
-  assign \$360  = { g0c3_slice0[7], g0c3_slice0 };
-  assign \$362  = { g0c3_slice1[7], g0c3_slice1, 2'h0 };
-  assign \$364  = { g0c3_slice2[7], g0c3_slice2[7], g0c3_slice2[7], g0c3_slice2, 4'h0 };
-  assign \$366  = { g0c3_slice3[7], g0c3_slice3, 6'h00 };
-  assign \$378  = { g1c3_slice0[7], g1c3_slice0 };
-  assign \$380  = { g1c3_slice1[7], g1c3_slice1, 2'h0 };
-  assign \$382  = { g1c3_slice2[7], g1c3_slice2[7], g1c3_slice2[7], g1c3_slice2, 4'h0 };
-  assign \$384  = { g1c3_slice3[7], g1c3_slice3, 6'h00 };
-  assign \$396  = { g2c3_slice0[7], g2c3_slice0 };
-  assign \$398  = { g2c3_slice1[7], g2c3_slice1, 2'h0 };
-  assign \$400  = { g2c3_slice2[7], g2c3_slice2[7], g2c3_slice2[7], g2c3_slice2, 4'h0 };
-  assign \$402  = { g2c3_slice3[7], g2c3_slice3, 6'h00 };
-  assign \$414  = { g3c3_slice0[7], g3c3_slice0 };
-  assign \$416  = { g3c3_slice1[7], g3c3_slice1, 2'h0 };
-  assign \$418  = { g3c3_slice2[7], g3c3_slice2[7], g3c3_slice2[7], g3c3_slice2, 4'h0 };
-  assign \$420  = { g3c3_slice3[7], g3c3_slice3, 6'h00 };
-  assign \$444  = { g0c4_slice0[7], g0c4_slice0 };
-  assign \$446  = { g0c4_slice1[7], g0c4_slice1, 2'h0 };
-  assign \$448  = { g0c4_slice2[7], g0c4_slice2[7], g0c4_slice2[7], g0c4_slice2, 4'h0 };
-  assign \$450  = { g0c4_slice3[7], g0c4_slice3, 6'h00 };
-  assign \$462  = { g1c4_slice0[7], g1c4_slice0 };
-  assign \$464  = { g1c4_slice1[7], g1c4_slice1, 2'h0 };
-  assign \$466  = { g1c4_slice2[7], g1c4_slice2[7], g1c4_slice2[7], g1c4_slice2, 4'h0 };
-  assign \$468  = { g1c4_slice3[7], g1c4_slice3, 6'h00 };
-  assign \$480  = { g2c4_slice0[7], g2c4_slice0 };
-  assign \$482  = { g2c4_slice1[7], g2c4_slice1, 2'h0 };
-  assign \$484  = { g2c4_slice2[7], g2c4_slice2[7], g2c4_slice2[7], g2c4_slice2, 4'h0 };
-  assign \$486  = { g2c4_slice3[7], g2c4_slice3, 6'h00 };
-  assign \$498  = { g3c4_slice0[7], g3c4_slice0 };
-  assign \$500  = { g3c4_slice1[7], g3c4_slice1, 2'h0 };
-  assign \$502  = { g3c4_slice2[7], g3c4_slice2[7], g3c4_slice2[7], g3c4_slice2, 4'h0 };
-  assign \$504  = { g3c4_slice3[7], g3c4_slice3, 6'h00 };
-  assign \$528  = { g0c5_slice0[7], g0c5_slice0 };
-  assign \$530  = { g0c5_slice1[7], g0c5_slice1, 2'h0 };
-  assign \$532  = { g0c5_slice2[7], g0c5_slice2[7], g0c5_slice2[7], g0c5_slice2, 4'h0 };
-  assign \$534  = { g0c5_slice3[7], g0c5_slice3, 6'h00 };
-  assign \$546  = { g1c5_slice0[7], g1c5_slice0 };
-  assign \$548  = { g1c5_slice1[7], g1c5_slice1, 2'h0 };
-  assign \$550  = { g1c5_slice2[7], g1c5_slice2[7], g1c5_slice2[7], g1c5_slice2, 4'h0 };
-  assign \$552  = { g1c5_slice3[7], g1c5_slice3, 6'h00 };
-  assign \$564  = { g2c5_slice0[7], g2c5_slice0 };
-  assign \$566  = { g2c5_slice1[7], g2c5_slice1, 2'h0 };
-  assign \$568  = { g2c5_slice2[7], g2c5_slice2[7], g2c5_slice2[7], g2c5_slice2, 4'h0 };
-  assign \$570  = { g2c5_slice3[7], g2c5_slice3, 6'h00 };
-  assign \$582  = { g3c5_slice0[7], g3c5_slice0 };
-  assign \$584  = { g3c5_slice1[7], g3c5_slice1, 2'h0 };
-  assign \$586  = { g3c5_slice2[7], g3c5_slice2[7], g3c5_slice2[7], g3c5_slice2, 4'h0 };
-  assign \$588  = { g3c5_slice3[7], g3c5_slice3, 6'h00 };
   assign \$22  = { 1'h0, dac0[7:1] };
   assign \$23  = { 1'h0, dac1[7:1] };
   assign \$24  = { 1'h0, dac2[7:1] };
@@ -6890,9 +6953,106 @@ module reram_tile_forms8(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wda
   assign \$51  = { 1'h0, dac29[7:1] };
   assign \$52  = { 1'h0, dac30[7:1] };
   assign \$53  = { 1'h0, dac31[7:1] };
-  assign \$633  = \$632 ;
-  assign \$650  = \$649 ;
-  assign \$606  = \$605 ;
-  assign \$623  = { 1'h0, \$622 [127:1] };
-  assign \$667  = \$666 ;
+  assign \$625  = \$624 ;
+  assign \$642  = \$641 ;
+  assign \$57  = { product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi[39], product_hi, 16'h0000 };
+  assign \$602  = \$601 ;
+  assign \$61  = { 1'h0, \$60 [127:1] };
+  assign \$116  = { g0c0_slice0[7], g0c0_slice0 };
+  assign \$118  = { g0c0_slice1[7], g0c0_slice1, 2'h0 };
+  assign \$120  = { g0c0_slice2[7], g0c0_slice2[7], g0c0_slice2[7], g0c0_slice2, 4'h0 };
+  assign \$122  = { g0c0_slice3[7], g0c0_slice3, 6'h00 };
+  assign \$134  = { g1c0_slice0[7], g1c0_slice0 };
+  assign \$136  = { g1c0_slice1[7], g1c0_slice1, 2'h0 };
+  assign \$138  = { g1c0_slice2[7], g1c0_slice2[7], g1c0_slice2[7], g1c0_slice2, 4'h0 };
+  assign \$140  = { g1c0_slice3[7], g1c0_slice3, 6'h00 };
+  assign \$152  = { g2c0_slice0[7], g2c0_slice0 };
+  assign \$154  = { g2c0_slice1[7], g2c0_slice1, 2'h0 };
+  assign \$156  = { g2c0_slice2[7], g2c0_slice2[7], g2c0_slice2[7], g2c0_slice2, 4'h0 };
+  assign \$158  = { g2c0_slice3[7], g2c0_slice3, 6'h00 };
+  assign \$170  = { g3c0_slice0[7], g3c0_slice0 };
+  assign \$172  = { g3c0_slice1[7], g3c0_slice1, 2'h0 };
+  assign \$174  = { g3c0_slice2[7], g3c0_slice2[7], g3c0_slice2[7], g3c0_slice2, 4'h0 };
+  assign \$176  = { g3c0_slice3[7], g3c0_slice3, 6'h00 };
+  assign \$198  = { g0c1_slice0[7], g0c1_slice0 };
+  assign \$200  = { g0c1_slice1[7], g0c1_slice1, 2'h0 };
+  assign \$202  = { g0c1_slice2[7], g0c1_slice2[7], g0c1_slice2[7], g0c1_slice2, 4'h0 };
+  assign \$204  = { g0c1_slice3[7], g0c1_slice3, 6'h00 };
+  assign \$216  = { g1c1_slice0[7], g1c1_slice0 };
+  assign \$218  = { g1c1_slice1[7], g1c1_slice1, 2'h0 };
+  assign \$220  = { g1c1_slice2[7], g1c1_slice2[7], g1c1_slice2[7], g1c1_slice2, 4'h0 };
+  assign \$222  = { g1c1_slice3[7], g1c1_slice3, 6'h00 };
+  assign \$234  = { g2c1_slice0[7], g2c1_slice0 };
+  assign \$236  = { g2c1_slice1[7], g2c1_slice1, 2'h0 };
+  assign \$238  = { g2c1_slice2[7], g2c1_slice2[7], g2c1_slice2[7], g2c1_slice2, 4'h0 };
+  assign \$240  = { g2c1_slice3[7], g2c1_slice3, 6'h00 };
+  assign \$252  = { g3c1_slice0[7], g3c1_slice0 };
+  assign \$254  = { g3c1_slice1[7], g3c1_slice1, 2'h0 };
+  assign \$256  = { g3c1_slice2[7], g3c1_slice2[7], g3c1_slice2[7], g3c1_slice2, 4'h0 };
+  assign \$258  = { g3c1_slice3[7], g3c1_slice3, 6'h00 };
+  assign \$280  = { g0c2_slice0[7], g0c2_slice0 };
+  assign \$282  = { g0c2_slice1[7], g0c2_slice1, 2'h0 };
+  assign \$284  = { g0c2_slice2[7], g0c2_slice2[7], g0c2_slice2[7], g0c2_slice2, 4'h0 };
+  assign \$286  = { g0c2_slice3[7], g0c2_slice3, 6'h00 };
+  assign \$298  = { g1c2_slice0[7], g1c2_slice0 };
+  assign \$300  = { g1c2_slice1[7], g1c2_slice1, 2'h0 };
+  assign \$302  = { g1c2_slice2[7], g1c2_slice2[7], g1c2_slice2[7], g1c2_slice2, 4'h0 };
+  assign \$304  = { g1c2_slice3[7], g1c2_slice3, 6'h00 };
+  assign \$316  = { g2c2_slice0[7], g2c2_slice0 };
+  assign \$318  = { g2c2_slice1[7], g2c2_slice1, 2'h0 };
+  assign \$320  = { g2c2_slice2[7], g2c2_slice2[7], g2c2_slice2[7], g2c2_slice2, 4'h0 };
+  assign \$322  = { g2c2_slice3[7], g2c2_slice3, 6'h00 };
+  assign \$334  = { g3c2_slice0[7], g3c2_slice0 };
+  assign \$336  = { g3c2_slice1[7], g3c2_slice1, 2'h0 };
+  assign \$338  = { g3c2_slice2[7], g3c2_slice2[7], g3c2_slice2[7], g3c2_slice2, 4'h0 };
+  assign \$340  = { g3c2_slice3[7], g3c2_slice3, 6'h00 };
+  assign \$362  = { g0c3_slice0[7], g0c3_slice0 };
+  assign \$364  = { g0c3_slice1[7], g0c3_slice1, 2'h0 };
+  assign \$366  = { g0c3_slice2[7], g0c3_slice2[7], g0c3_slice2[7], g0c3_slice2, 4'h0 };
+  assign \$368  = { g0c3_slice3[7], g0c3_slice3, 6'h00 };
+  assign \$380  = { g1c3_slice0[7], g1c3_slice0 };
+  assign \$382  = { g1c3_slice1[7], g1c3_slice1, 2'h0 };
+  assign \$384  = { g1c3_slice2[7], g1c3_slice2[7], g1c3_slice2[7], g1c3_slice2, 4'h0 };
+  assign \$386  = { g1c3_slice3[7], g1c3_slice3, 6'h00 };
+  assign \$398  = { g2c3_slice0[7], g2c3_slice0 };
+  assign \$400  = { g2c3_slice1[7], g2c3_slice1, 2'h0 };
+  assign \$402  = { g2c3_slice2[7], g2c3_slice2[7], g2c3_slice2[7], g2c3_slice2, 4'h0 };
+  assign \$404  = { g2c3_slice3[7], g2c3_slice3, 6'h00 };
+  assign \$416  = { g3c3_slice0[7], g3c3_slice0 };
+  assign \$418  = { g3c3_slice1[7], g3c3_slice1, 2'h0 };
+  assign \$420  = { g3c3_slice2[7], g3c3_slice2[7], g3c3_slice2[7], g3c3_slice2, 4'h0 };
+  assign \$422  = { g3c3_slice3[7], g3c3_slice3, 6'h00 };
+  assign \$444  = { g0c4_slice0[7], g0c4_slice0 };
+  assign \$446  = { g0c4_slice1[7], g0c4_slice1, 2'h0 };
+  assign \$448  = { g0c4_slice2[7], g0c4_slice2[7], g0c4_slice2[7], g0c4_slice2, 4'h0 };
+  assign \$450  = { g0c4_slice3[7], g0c4_slice3, 6'h00 };
+  assign \$462  = { g1c4_slice0[7], g1c4_slice0 };
+  assign \$464  = { g1c4_slice1[7], g1c4_slice1, 2'h0 };
+  assign \$466  = { g1c4_slice2[7], g1c4_slice2[7], g1c4_slice2[7], g1c4_slice2, 4'h0 };
+  assign \$468  = { g1c4_slice3[7], g1c4_slice3, 6'h00 };
+  assign \$480  = { g2c4_slice0[7], g2c4_slice0 };
+  assign \$482  = { g2c4_slice1[7], g2c4_slice1, 2'h0 };
+  assign \$484  = { g2c4_slice2[7], g2c4_slice2[7], g2c4_slice2[7], g2c4_slice2, 4'h0 };
+  assign \$486  = { g2c4_slice3[7], g2c4_slice3, 6'h00 };
+  assign \$498  = { g3c4_slice0[7], g3c4_slice0 };
+  assign \$500  = { g3c4_slice1[7], g3c4_slice1, 2'h0 };
+  assign \$502  = { g3c4_slice2[7], g3c4_slice2[7], g3c4_slice2[7], g3c4_slice2, 4'h0 };
+  assign \$504  = { g3c4_slice3[7], g3c4_slice3, 6'h00 };
+  assign \$526  = { g0c5_slice0[7], g0c5_slice0 };
+  assign \$528  = { g0c5_slice1[7], g0c5_slice1, 2'h0 };
+  assign \$530  = { g0c5_slice2[7], g0c5_slice2[7], g0c5_slice2[7], g0c5_slice2, 4'h0 };
+  assign \$532  = { g0c5_slice3[7], g0c5_slice3, 6'h00 };
+  assign \$544  = { g1c5_slice0[7], g1c5_slice0 };
+  assign \$546  = { g1c5_slice1[7], g1c5_slice1, 2'h0 };
+  assign \$548  = { g1c5_slice2[7], g1c5_slice2[7], g1c5_slice2[7], g1c5_slice2, 4'h0 };
+  assign \$550  = { g1c5_slice3[7], g1c5_slice3, 6'h00 };
+  assign \$562  = { g2c5_slice0[7], g2c5_slice0 };
+  assign \$564  = { g2c5_slice1[7], g2c5_slice1, 2'h0 };
+  assign \$566  = { g2c5_slice2[7], g2c5_slice2[7], g2c5_slice2[7], g2c5_slice2, 4'h0 };
+  assign \$568  = { g2c5_slice3[7], g2c5_slice3, 6'h00 };
+  assign \$580  = { g3c5_slice0[7], g3c5_slice0 };
+  assign \$582  = { g3c5_slice1[7], g3c5_slice1, 2'h0 };
+  assign \$584  = { g3c5_slice2[7], g3c5_slice2[7], g3c5_slice2[7], g3c5_slice2, 4'h0 };
+  assign \$586  = { g3c5_slice3[7], g3c5_slice3, 6'h00 };
+  assign \$659  = \$658 ;
 endmodule

@@ -136,7 +136,8 @@ class Tile:
         plane_lists = [prog.planes(v) for v in x]
         horizon = 200 * len(x) * (k + n + 40) + 10_000
         valid_p, ready_p = _patterns(seed, idle, stall, horizon)
-        tl = tile_timeline(k, n, [len(p) for p in plane_lists], adc_latency=adc_latency,
+        tl = tile_timeline(k, n, [len(p) for p in plane_lists], forms=cfg.forms,
+                           adc_latency=adc_latency,
                            valid=lambda c: valid_p[c], ready=lambda c: ready_p[c])
         full_cycles = {c for a, b in tl.full for c in range(a, b + 1)}
         busy_cycles = {c for a, b in tl.busy for c in range(a, b + 1)}
@@ -304,7 +305,8 @@ async def tile_reset_while_busy(dut):
     prog = TileProgram(cfg, case.weights)
     Clock(dut.clk, 10, unit="ns").start()
     tile = Tile(dut, manifest, cfg)
-    tl = tile_timeline(x.shape[1], expected.shape[1], [len(prog.planes(v)) for v in x])
+    tl = tile_timeline(x.shape[1], expected.shape[1], [len(prog.planes(v)) for v in x],
+                       forms=cfg.forms)
     for stop in (tl.requests[1][0] + 2 if tl.requests[1] else tl.busy[1][0] + 2,
                  tl.output_start[2] + 1):
         await tile.reset()

@@ -20,8 +20,8 @@ MUTATIONS = {
     "overwritten-under-stall": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
                                 "assign i_stream__ready = 1'h1;"),
     "lost-cycle-per-dot-product": (r"beat == 4'hf;", "beat == 4'he;"),
-    "reset-keeps-pending": (r"(\$71  = 1'h1;\n      end\n    end\n)    if \(rst\) begin\n"
-                            r"      \\\$71  = 1'h0;\n    end\n", r"\1"),
+    "reset-keeps-pending": (r"(\$72  = 1'h1;\n        end\n      end\n    end\n)    if \(rst\) "
+                            r"begin\n      \\\$72  = 1'h0;\n    end\n", r"\1"),
     "slower-under-stalls": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
                             r"assign i_stream__ready = \\$66 ;"),
 }
