@@ -26,6 +26,7 @@ from chipforge.hw.shift_add import (
     column_value,
     shift_add_layout,
     shift_add_value_range,
+    tree_sum,
 )
 
 __all__ = ["REGISTER_MAP", "ReramTile", "TileConfig", "tile_result_range"]
@@ -108,15 +109,6 @@ def _select(index, values):
     for i, v in enumerate(values):
         out = out | Mux(index == i, v, 0)
     return out
-
-
-def _tree_sum(values):
-    """Sum as a balanced tree of adders (depth log2(n), not a chain of n - 1)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
 
 
 def tile_result_range(cfg: TileConfig) -> tuple[int, int]:
@@ -293,7 +285,7 @@ class ReramTile(wiring.Component):
                     signed_values.append(Mux(meta[g][c][phys], -value, value))
                 column_sum = Signal(signed(value_width + (groups - 1).bit_length() + 1),
                                     name=f"plane_sum{c}")
-                m.d.comb += column_sum.eq(_tree_sum(signed_values))
+                m.d.comb += column_sum.eq(tree_sum(signed_values))
                 # Registered, then accumulated in the next cycle (the REQUEST cycle that
                 # follows every answer): the column values and the accumulator's shift-add
                 # are separate register-to-register paths.
@@ -320,7 +312,7 @@ class ReramTile(wiring.Component):
                                  unit.o_stream.ready.eq(sum_results)]
                     dots.append(unit.o_stream.payload)
                 with m.If(sum_results):       # the adder tree across row groups
-                    m.d.sync += result[c].eq(_tree_sum(dots))
+                    m.d.sync += result[c].eq(tree_sum(dots))
 
         # ---- requantization into the output buffer, then the output stream ----
         # Three stages (REQUANT_STAGES): (1) the two halves of the multiplier (two

@@ -3949,55 +3949,54 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4043,32 +4042,31 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4085,17 +4083,17 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
@@ -4175,66 +4173,78 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -4243,22 +4253,26 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -4267,24 +4281,8 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -4298,21 +4296,21 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4327,55 +4325,54 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4421,32 +4418,31 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4463,17 +4459,17 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
@@ -4553,66 +4549,78 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -4621,22 +4629,26 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -4645,24 +4657,8 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -4676,21 +4672,21 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4705,55 +4701,54 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4799,32 +4794,31 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4841,17 +4835,17 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -4931,66 +4925,78 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -4999,22 +5005,26 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -5023,24 +5033,8 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -5054,21 +5048,21 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5083,55 +5077,54 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5177,32 +5170,31 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5219,17 +5211,17 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -5309,66 +5301,78 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -5377,22 +5381,26 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -5401,24 +5409,8 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -5432,21 +5424,21 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5461,55 +5453,54 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5555,32 +5546,31 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5597,17 +5587,17 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
@@ -5687,66 +5677,78 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -5755,22 +5757,26 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -5779,24 +5785,8 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -5810,21 +5800,21 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5839,55 +5829,54 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5933,32 +5922,31 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5975,17 +5963,17 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
@@ -6065,66 +6053,78 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -6133,22 +6133,26 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -6157,24 +6161,8 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -6188,21 +6176,21 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6217,55 +6205,54 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -6311,32 +6298,31 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -6353,17 +6339,17 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
@@ -6443,66 +6429,78 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -6511,22 +6509,26 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -6535,24 +6537,8 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -6566,21 +6552,21 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6595,55 +6581,54 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -6689,32 +6674,31 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -6731,17 +6715,17 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
@@ -6821,66 +6805,78 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -6889,22 +6885,26 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -6913,24 +6913,8 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -6944,21 +6928,21 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6973,55 +6957,54 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -7067,32 +7050,31 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -7109,17 +7091,17 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
@@ -7199,66 +7181,78 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -7267,22 +7261,26 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -7291,24 +7289,8 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -7322,21 +7304,21 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7351,55 +7333,54 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -7445,32 +7426,31 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -7487,17 +7467,17 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
@@ -7577,66 +7557,78 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -7645,22 +7637,26 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -7669,24 +7665,8 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -7700,21 +7680,21 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7729,55 +7709,54 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -7823,32 +7802,31 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -7865,17 +7843,17 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -7955,66 +7933,78 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -8023,22 +8013,26 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -8047,24 +8041,8 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -8078,21 +8056,21 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8107,55 +8085,54 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
+  wire [3:0] \$51 ;
   wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire \$54 ;
+  wire \$53 ;
+  reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [24:0] \$57 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
   reg [2:0] \$58 ;
-  reg [2:0] \$59 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
   reg [32:0] \$60 ;
-  reg [32:0] \$61 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -8201,32 +8178,31 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$40  = $signed(\$39 ) + $signed(held_value);
-  assign \$42  = $signed(\$41 ) + $signed(held_value);
-  assign \$44  = $signed(\$43 ) + $signed(held_value);
-  assign \$46  = $signed(\$45 ) + $signed(held_value);
-  assign \$48  = $signed(\$47 ) + $signed(held_value);
-  assign \$49  = ~ o_stream__valid;
-  assign move = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = beat == 3'h7;
-  assign \$52  = beat + 1'h1;
-  assign \$53  = \$51  ? 4'h0 : \$52 ;
-  assign \$54  = held_beat == 3'h7;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
-    o_stream__valid <= \$55 ;
+    o_stream__valid <= \$54 ;
   always @(posedge clk)
-    held_valid <= \$56 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    held_value <= \$57 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    held_beat <= \$58 ;
+    held_beat <= \$57 ;
   always @(posedge clk)
-    beat <= \$59 ;
+    beat <= \$58 ;
   always @(posedge clk)
-    o_stream__payload <= \$60 ;
+    o_stream__payload <= \$59 ;
   always @(posedge clk)
-    acc <= \$61 ;
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -8243,17 +8219,17 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(held_value);
-  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
@@ -8333,66 +8309,78 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
       3'h0:
           acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$55  = o_stream__valid;
-    if (\$50 ) begin
-      \$55  = 1'h0;
+    \$54  = o_stream__valid;
+    if (\$49 ) begin
+      \$54  = 1'h0;
     end
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
-          \$55  = 1'h1;
+        if (\$53 ) begin
+          \$54  = 1'h1;
         end
       end
     end
     if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
+    end
+    if (rst) begin
       \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$56  = held_valid;
-    if (move) begin
-      \$56  = i_stream__valid;
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$57  = held_value;
+    \$56  = held_value;
     if (move) begin
       if (i_stream__valid) begin
-        \$57  = \$34 [24:0];
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$57  = 25'h0000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$58  = held_beat;
+    \$57  = held_beat;
     if (move) begin
       if (i_stream__valid) begin
-        \$58  = beat;
+        \$57  = beat;
+      end
+    end
+    if (rst) begin
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
       end
     end
     if (rst) begin
@@ -8401,22 +8389,26 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$59  = beat;
+    \$59  = o_stream__payload;
     if (move) begin
-      if (i_stream__valid) begin
-        \$59  = \$53 [2:0];
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
       end
     end
     if (rst) begin
-      \$59  = 3'h0;
+      \$59  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$60  = o_stream__payload;
+    \$60  = acc;
     if (move) begin
       if (held_valid) begin
-        if (\$54 ) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
           \$60  = acc_next;
         end
       end
@@ -8425,24 +8417,8 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
       \$60  = 33'h000000000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$61  = acc;
-    if (move) begin
-      if (held_valid) begin
-        (* full_case = 32'd1 *)
-        if (\$54 ) begin
-        end else begin
-          \$61  = acc_next;
-        end
-      end
-    end
-    if (rst) begin
-      \$61  = 33'h000000000;
-    end
-  end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
   assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
@@ -8456,19 +8432,19 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule

@@ -45,8 +45,9 @@ def _env(whole_layer=False):
     return manifest, cfg, case, vectors
 
 
-def _patterns(seed, idle, stall, length):
-    """Per-cycle input valid and output ready, stalls of 1..MAX_STALL cycles included."""
+def _patterns(seed, idle, stall, length, ready_prob=0.8):
+    """Per-cycle input valid and output ready (``ready_prob`` outside stalls), stalls of
+    1..MAX_STALL cycles included."""
     rng = random.Random(seed)
     valid = [rng.random() >= idle for _ in range(length)]
     ready, c = [], 0
@@ -56,7 +57,7 @@ def _patterns(seed, idle, stall, length):
             ready += [False] * run
             c += run
         else:
-            ready.append(rng.random() < 0.8)
+            ready.append(rng.random() < ready_prob)
             c += 1
     return valid, ready
 
@@ -128,14 +129,15 @@ class Tile:
                 word |= int(unit[g]) << self.offsets[f"groups[{g}]unit"]
         return word
 
-    async def run(self, prog, x, expected, *, seed, idle, stall, adc_latency, stop_at=None):
+    async def run(self, prog, x, expected, *, seed, idle, stall, adc_latency, stop_at=None,
+                  ready_prob=0.8):
         """Stream the vectors; check every port every cycle; return the measured cycles (from
         reset to the last output beat the Verilog handed over, inclusive)."""
         dut, cfg = self.dut, self.cfg
         k, n = x.shape[1], expected.shape[1]
         plane_lists = [prog.planes(v) for v in x]
         horizon = 200 * len(x) * (k + n + 40) + 10_000
-        valid_p, ready_p = _patterns(seed, idle, stall, horizon)
+        valid_p, ready_p = _patterns(seed, idle, stall, horizon, ready_prob)
         tl = tile_timeline(k, n, [len(p) for p in plane_lists], forms=cfg.forms,
                            adc_latency=adc_latency,
                            valid=lambda c: valid_p[c], ready=lambda c: ready_p[c])
@@ -244,8 +246,9 @@ async def tile_layer_idle_and_stalls(dut):
 async def tile_whole_layer(dut):
     """Every output of the case's layer: each column pass programmed in turn (MULT, BIAS,
     META and N of its columns; the crossbar model holds its weights), all vectors back to
-    back, the measured cycles equal to the cycle model's; the first pass once more with
-    idle input (20 %) and output stalls of up to 100 cycles. Writes a JSON summary to
+    back (input always valid, output always ready), the measured cycles equal to the cycle
+    model's; the first pass once more with idle input (20 %), output ready 80 % and output
+    stalls of up to 100 cycles. Writes a JSON summary to
     ``CHIPFORGE_TILE_REPORT`` when set."""
     import json
 
@@ -262,7 +265,8 @@ async def tile_whole_layer(dut):
             await tile.reset()
             await tile.program(prog, part.requant, part.x.shape[1], part.expected.shape[1])
             measured = await tile.run(prog, part.x, part.expected, seed=11 + start,
-                                      idle=idle, stall=stall, adc_latency=1)
+                                      idle=idle, stall=stall, adc_latency=1,
+                                      ready_prob=0.8 if idle else 1.0)
             passes.append({"columns": [start, start + part.weights.shape[1]],
                            "vectors": len(part.x), "outputs_checked": int(part.expected.size),
                            "idle": idle, "stall": stall, "measured_cycles": measured,
