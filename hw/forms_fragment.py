@@ -7,7 +7,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from chipforge.config import FormsFragmentConfig
-from chipforge.hw.shift_add import tree_sum
 
 __all__ = ["FormsFragment", "fragment_job_layout"]
 
@@ -106,7 +105,7 @@ class FormsFragment(wiring.Component):
             terms = []
             for s in range(slices):
                 total = Signal(sum_width, name=f"sum{c}_{s}")
-                m.d.comb += total.eq(tree_sum(
+                m.d.comb += total.eq(sum(
                     levels[i][c][s] & bits[i].replicate(cfg.cell_bits)
                     for i in range(rows)))
                 code = Signal(code_width, name=f"code{c}_{s}")
@@ -119,7 +118,7 @@ class FormsFragment(wiring.Component):
                     m.d.comb += code.eq(total)
                 terms.append(code << (cfg.cell_bits * s))
             weighted = Signal(self.partial_width, name=f"cycle_value{c}")
-            m.d.comb += weighted.eq(tree_sum(terms))
+            m.d.comb += weighted.eq(sum(terms))
             column_add.append(weighted)
 
         m.d.comb += [

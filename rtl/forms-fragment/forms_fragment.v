@@ -6,182 +6,200 @@ module forms_fragment(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [1:0] \$10 ;
-  wire [3:0] \$100 ;
-  wire [1:0] \$101 ;
+  wire [1:0] \$100 ;
+  wire [3:0] \$101 ;
   wire [1:0] \$102 ;
-  wire [2:0] \$103 ;
+  wire [4:0] \$103 ;
   wire [1:0] \$104 ;
-  wire [1:0] \$105 ;
-  wire [2:0] \$106 ;
-  wire [3:0] \$107 ;
+  wire [5:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [6:0] \$107 ;
   wire [1:0] \$108 ;
-  wire [1:0] \$109 ;
-  wire [1:0] \$11 ;
-  wire [2:0] \$110 ;
-  wire [1:0] \$111 ;
+  wire [7:0] \$109 ;
+  wire [2:0] \$11 ;
+  wire [1:0] \$110 ;
+  wire [8:0] \$111 ;
   wire [1:0] \$112 ;
-  wire [2:0] \$113 ;
-  wire [3:0] \$114 ;
-  wire [1:0] \$115 ;
+  wire [9:0] \$113 ;
+  wire [1:0] \$114 ;
+  wire [2:0] \$115 ;
   wire [1:0] \$116 ;
-  wire [2:0] \$117 ;
+  wire [3:0] \$117 ;
   wire [1:0] \$118 ;
-  wire [1:0] \$119 ;
-  wire [2:0] \$12 ;
-  wire [2:0] \$120 ;
-  wire [3:0] \$121 ;
+  wire [4:0] \$119 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$120 ;
+  wire [5:0] \$121 ;
   wire [1:0] \$122 ;
-  wire [1:0] \$123 ;
-  wire [2:0] \$124 ;
-  wire [1:0] \$125 ;
+  wire [6:0] \$123 ;
+  wire [1:0] \$124 ;
+  wire [7:0] \$125 ;
   wire [1:0] \$126 ;
-  wire [2:0] \$127 ;
-  wire [3:0] \$128 ;
-  wire [5:0] \$129 ;
-  wire [1:0] \$13 ;
-  wire [7:0] \$130 ;
-  wire [8:0] \$131 ;
-  wire [11:0] \$132 ;
-  wire [11:0] \$133 ;
-  wire [12:0] \$134 ;
-  wire [13:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [8:0] \$127 ;
+  wire [1:0] \$128 ;
+  wire [9:0] \$129 ;
+  wire [3:0] \$13 ;
+  wire [1:0] \$130 ;
+  wire [2:0] \$131 ;
+  wire [1:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire [1:0] \$134 ;
+  wire [4:0] \$135 ;
+  wire [1:0] \$136 ;
+  wire [5:0] \$137 ;
+  wire [1:0] \$138 ;
+  wire [6:0] \$139 ;
   wire [1:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [28:0] \$142 ;
-  wire [28:0] \$143 ;
-  wire \$144 ;
-  wire [15:0] \$145 ;
-  wire [15:0] \$146 ;
-  wire [15:0] \$147 ;
-  wire [15:0] \$148 ;
-  wire [15:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [15:0] \$150 ;
-  wire [15:0] \$151 ;
-  wire [15:0] \$152 ;
-  wire [58:0] \$153 ;
-  wire [59:0] \$154 ;
-  wire [58:0] \$155 ;
-  wire [59:0] \$156 ;
-  wire [5:0] \$157 ;
+  wire [1:0] \$140 ;
+  wire [7:0] \$141 ;
+  wire [1:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire [1:0] \$144 ;
+  wire [9:0] \$145 ;
+  wire [5:0] \$146 ;
+  wire [6:0] \$147 ;
+  wire [7:0] \$148 ;
+  wire [8:0] \$149 ;
+  wire [4:0] \$15 ;
+  wire [11:0] \$150 ;
+  wire [12:0] \$151 ;
+  wire [11:0] \$152 ;
+  wire [13:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire [33:0] \$159 ;
-  wire [3:0] \$16 ;
-  wire [33:0] \$160 ;
-  wire [33:0] \$161 ;
-  wire [33:0] \$162 ;
-  wire \$163 ;
-  reg \$164 ;
-  reg [15:0] \$165 ;
-  reg [15:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg [15:0] \$168 ;
-  reg [15:0] \$169 ;
-  wire [1:0] \$17 ;
-  reg [15:0] \$170 ;
-  reg [15:0] \$171 ;
-  reg [15:0] \$172 ;
-  reg [27:0] \$173 ;
-  reg [27:0] \$174 ;
-  reg [4:0] \$175 ;
-  reg \$176 ;
-  reg [65:0] \$177 ;
-  reg [32:0] \$178 ;
-  reg [32:0] \$179 ;
+  wire \$159 ;
+  wire [1:0] \$16 ;
+  wire [28:0] \$160 ;
+  wire [28:0] \$161 ;
+  wire \$162 ;
+  wire [15:0] \$163 ;
+  wire [15:0] \$164 ;
+  wire [15:0] \$165 ;
+  wire [15:0] \$166 ;
+  wire [15:0] \$167 ;
+  wire [15:0] \$168 ;
+  wire [15:0] \$169 ;
+  wire [5:0] \$17 ;
+  wire [15:0] \$170 ;
+  wire [58:0] \$171 ;
+  wire [59:0] \$172 ;
+  wire [58:0] \$173 ;
+  wire [59:0] \$174 ;
+  wire [5:0] \$175 ;
+  wire \$176 ;
+  wire [33:0] \$177 ;
+  wire [33:0] \$178 ;
+  wire [33:0] \$179 ;
   wire [1:0] \$18 ;
-  reg [258:0] \$180 ;
-  wire [2:0] \$19 ;
+  wire [33:0] \$180 ;
+  wire \$181 ;
+  reg \$182 ;
+  reg [15:0] \$183 ;
+  reg [15:0] \$184 ;
+  reg [15:0] \$185 ;
+  reg [15:0] \$186 ;
+  reg [15:0] \$187 ;
+  reg [15:0] \$188 ;
+  reg [15:0] \$189 ;
+  wire [6:0] \$19 ;
+  reg [15:0] \$190 ;
+  reg [27:0] \$191 ;
+  reg [27:0] \$192 ;
+  reg [4:0] \$193 ;
+  reg \$194 ;
+  reg [65:0] \$195 ;
+  reg [32:0] \$196 ;
+  reg [32:0] \$197 ;
+  reg [258:0] \$198 ;
   wire \$2 ;
   wire [1:0] \$20 ;
-  wire [1:0] \$21 ;
-  wire [2:0] \$22 ;
-  wire [3:0] \$23 ;
+  wire [7:0] \$21 ;
+  wire [1:0] \$22 ;
+  wire [8:0] \$23 ;
   wire [1:0] \$24 ;
-  wire [1:0] \$25 ;
-  wire [2:0] \$26 ;
-  wire [1:0] \$27 ;
+  wire [9:0] \$25 ;
+  wire [1:0] \$26 ;
+  wire [2:0] \$27 ;
   wire [1:0] \$28 ;
-  wire [2:0] \$29 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire [3:0] \$30 ;
-  wire [1:0] \$31 ;
+  wire [1:0] \$30 ;
+  wire [4:0] \$31 ;
   wire [1:0] \$32 ;
-  wire [2:0] \$33 ;
+  wire [5:0] \$33 ;
   wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
-  wire [2:0] \$36 ;
-  wire [3:0] \$37 ;
+  wire [6:0] \$35 ;
+  wire [1:0] \$36 ;
+  wire [7:0] \$37 ;
   wire [1:0] \$38 ;
-  wire [1:0] \$39 ;
+  wire [8:0] \$39 ;
   wire \$4 ;
-  wire [2:0] \$40 ;
-  wire [1:0] \$41 ;
+  wire [1:0] \$40 ;
+  wire [9:0] \$41 ;
   wire [1:0] \$42 ;
   wire [2:0] \$43 ;
-  wire [3:0] \$44 ;
-  wire [1:0] \$45 ;
+  wire [1:0] \$44 ;
+  wire [3:0] \$45 ;
   wire [1:0] \$46 ;
-  wire [2:0] \$47 ;
+  wire [4:0] \$47 ;
   wire [1:0] \$48 ;
-  wire [1:0] \$49 ;
+  wire [5:0] \$49 ;
   wire \$5 ;
-  wire [2:0] \$50 ;
-  wire [3:0] \$51 ;
+  wire [1:0] \$50 ;
+  wire [6:0] \$51 ;
   wire [1:0] \$52 ;
-  wire [1:0] \$53 ;
-  wire [2:0] \$54 ;
-  wire [1:0] \$55 ;
+  wire [7:0] \$53 ;
+  wire [1:0] \$54 ;
+  wire [8:0] \$55 ;
   wire [1:0] \$56 ;
-  wire [2:0] \$57 ;
-  wire [3:0] \$58 ;
-  wire [1:0] \$59 ;
+  wire [9:0] \$57 ;
+  wire [1:0] \$58 ;
+  wire [2:0] \$59 ;
   wire \$6 ;
   wire [1:0] \$60 ;
-  wire [2:0] \$61 ;
+  wire [3:0] \$61 ;
   wire [1:0] \$62 ;
-  wire [1:0] \$63 ;
-  wire [2:0] \$64 ;
-  wire [3:0] \$65 ;
-  wire [5:0] \$66 ;
-  wire [7:0] \$67 ;
-  wire [8:0] \$68 ;
-  wire [11:0] \$69 ;
+  wire [4:0] \$63 ;
+  wire [1:0] \$64 ;
+  wire [5:0] \$65 ;
+  wire [1:0] \$66 ;
+  wire [6:0] \$67 ;
+  wire [1:0] \$68 ;
+  wire [7:0] \$69 ;
   wire \$7 ;
-  wire [11:0] \$70 ;
-  wire [12:0] \$71 ;
-  wire [13:0] \$72 ;
-  wire [1:0] \$73 ;
-  wire [1:0] \$74 ;
-  wire [2:0] \$75 ;
-  wire [1:0] \$76 ;
-  wire [1:0] \$77 ;
-  wire [2:0] \$78 ;
-  wire [3:0] \$79 ;
+  wire [1:0] \$70 ;
+  wire [8:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [9:0] \$73 ;
+  wire [5:0] \$74 ;
+  wire [6:0] \$75 ;
+  wire [7:0] \$76 ;
+  wire [8:0] \$77 ;
+  wire [11:0] \$78 ;
+  wire [12:0] \$79 ;
   wire \$8 ;
-  wire [1:0] \$80 ;
-  wire [1:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [1:0] \$83 ;
+  wire [11:0] \$80 ;
+  wire [13:0] \$81 ;
+  wire [1:0] \$82 ;
+  wire [2:0] \$83 ;
   wire [1:0] \$84 ;
-  wire [2:0] \$85 ;
-  wire [3:0] \$86 ;
-  wire [1:0] \$87 ;
+  wire [3:0] \$85 ;
+  wire [1:0] \$86 ;
+  wire [4:0] \$87 ;
   wire [1:0] \$88 ;
-  wire [2:0] \$89 ;
+  wire [5:0] \$89 ;
   wire \$9 ;
   wire [1:0] \$90 ;
-  wire [1:0] \$91 ;
-  wire [2:0] \$92 ;
-  wire [3:0] \$93 ;
+  wire [6:0] \$91 ;
+  wire [1:0] \$92 ;
+  wire [7:0] \$93 ;
   wire [1:0] \$94 ;
-  wire [1:0] \$95 ;
-  wire [2:0] \$96 ;
-  wire [1:0] \$97 ;
+  wire [8:0] \$95 ;
+  wire [1:0] \$96 ;
+  wire [9:0] \$97 ;
   wire [1:0] \$98 ;
   wire [2:0] \$99 ;
   reg [32:0] acc0 = 33'h000000000;
@@ -462,203 +480,213 @@ module forms_fragment(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   assign dac_valid = busy & \$9 ;
   assign finishing = busy & all_zero;
   assign \$10  = held[129:128] & { shift0[0], shift0[0] };
-  assign \$11  = held[145:144] & { shift1[0], shift1[0] };
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = held[161:160] & { shift2[0], shift2[0] };
-  assign \$14  = held[177:176] & { shift3[0], shift3[0] };
+  assign \$11  = 1'h0 + \$10 ;
+  assign \$12  = held[145:144] & { shift1[0], shift1[0] };
+  assign \$13  = \$11  + \$12 ;
+  assign \$14  = held[161:160] & { shift2[0], shift2[0] };
   assign \$15  = \$13  + \$14 ;
-  assign \$16  = \$12  + \$15 ;
-  assign \$17  = held[193:192] & { shift4[0], shift4[0] };
-  assign \$18  = held[209:208] & { shift5[0], shift5[0] };
+  assign \$16  = held[177:176] & { shift3[0], shift3[0] };
+  assign \$17  = \$15  + \$16 ;
+  assign \$18  = held[193:192] & { shift4[0], shift4[0] };
   assign \$19  = \$17  + \$18 ;
-  assign \$20  = held[225:224] & { shift6[0], shift6[0] };
-  assign \$21  = held[241:240] & { shift7[0], shift7[0] };
-  assign \$22  = \$20  + \$21 ;
-  assign \$23  = \$19  + \$22 ;
-  assign sum0_0 = \$16  + \$23 ;
-  assign \$24  = held[131:130] & { shift0[0], shift0[0] };
-  assign \$25  = held[147:146] & { shift1[0], shift1[0] };
-  assign \$26  = \$24  + \$25 ;
-  assign \$27  = held[163:162] & { shift2[0], shift2[0] };
-  assign \$28  = held[179:178] & { shift3[0], shift3[0] };
+  assign \$20  = held[209:208] & { shift5[0], shift5[0] };
+  assign \$21  = \$19  + \$20 ;
+  assign \$22  = held[225:224] & { shift6[0], shift6[0] };
+  assign \$23  = \$21  + \$22 ;
+  assign \$24  = held[241:240] & { shift7[0], shift7[0] };
+  assign \$25  = \$23  + \$24 ;
+  assign \$26  = held[131:130] & { shift0[0], shift0[0] };
+  assign \$27  = 1'h0 + \$26 ;
+  assign \$28  = held[147:146] & { shift1[0], shift1[0] };
   assign \$29  = \$27  + \$28 ;
-  assign \$30  = \$26  + \$29 ;
-  assign \$31  = held[195:194] & { shift4[0], shift4[0] };
-  assign \$32  = held[211:210] & { shift5[0], shift5[0] };
+  assign \$30  = held[163:162] & { shift2[0], shift2[0] };
+  assign \$31  = \$29  + \$30 ;
+  assign \$32  = held[179:178] & { shift3[0], shift3[0] };
   assign \$33  = \$31  + \$32 ;
-  assign \$34  = held[227:226] & { shift6[0], shift6[0] };
-  assign \$35  = held[243:242] & { shift7[0], shift7[0] };
-  assign \$36  = \$34  + \$35 ;
-  assign \$37  = \$33  + \$36 ;
-  assign sum0_1 = \$30  + \$37 ;
-  assign \$38  = held[133:132] & { shift0[0], shift0[0] };
-  assign \$39  = held[149:148] & { shift1[0], shift1[0] };
-  assign \$40  = \$38  + \$39 ;
-  assign \$41  = held[165:164] & { shift2[0], shift2[0] };
-  assign \$42  = held[181:180] & { shift3[0], shift3[0] };
-  assign \$43  = \$41  + \$42 ;
-  assign \$44  = \$40  + \$43 ;
-  assign \$45  = held[197:196] & { shift4[0], shift4[0] };
-  assign \$46  = held[213:212] & { shift5[0], shift5[0] };
+  assign \$34  = held[195:194] & { shift4[0], shift4[0] };
+  assign \$35  = \$33  + \$34 ;
+  assign \$36  = held[211:210] & { shift5[0], shift5[0] };
+  assign \$37  = \$35  + \$36 ;
+  assign \$38  = held[227:226] & { shift6[0], shift6[0] };
+  assign \$39  = \$37  + \$38 ;
+  assign \$40  = held[243:242] & { shift7[0], shift7[0] };
+  assign \$41  = \$39  + \$40 ;
+  assign \$42  = held[133:132] & { shift0[0], shift0[0] };
+  assign \$43  = 1'h0 + \$42 ;
+  assign \$44  = held[149:148] & { shift1[0], shift1[0] };
+  assign \$45  = \$43  + \$44 ;
+  assign \$46  = held[165:164] & { shift2[0], shift2[0] };
   assign \$47  = \$45  + \$46 ;
-  assign \$48  = held[229:228] & { shift6[0], shift6[0] };
-  assign \$49  = held[245:244] & { shift7[0], shift7[0] };
-  assign \$50  = \$48  + \$49 ;
-  assign \$51  = \$47  + \$50 ;
-  assign sum0_2 = \$44  + \$51 ;
-  assign \$52  = held[135:134] & { shift0[0], shift0[0] };
-  assign \$53  = held[151:150] & { shift1[0], shift1[0] };
-  assign \$54  = \$52  + \$53 ;
-  assign \$55  = held[167:166] & { shift2[0], shift2[0] };
-  assign \$56  = held[183:182] & { shift3[0], shift3[0] };
+  assign \$48  = held[181:180] & { shift3[0], shift3[0] };
+  assign \$49  = \$47  + \$48 ;
+  assign \$50  = held[197:196] & { shift4[0], shift4[0] };
+  assign \$51  = \$49  + \$50 ;
+  assign \$52  = held[213:212] & { shift5[0], shift5[0] };
+  assign \$53  = \$51  + \$52 ;
+  assign \$54  = held[229:228] & { shift6[0], shift6[0] };
+  assign \$55  = \$53  + \$54 ;
+  assign \$56  = held[245:244] & { shift7[0], shift7[0] };
   assign \$57  = \$55  + \$56 ;
-  assign \$58  = \$54  + \$57 ;
-  assign \$59  = held[199:198] & { shift4[0], shift4[0] };
-  assign \$60  = held[215:214] & { shift5[0], shift5[0] };
+  assign \$58  = held[135:134] & { shift0[0], shift0[0] };
+  assign \$59  = 1'h0 + \$58 ;
+  assign \$60  = held[151:150] & { shift1[0], shift1[0] };
   assign \$61  = \$59  + \$60 ;
-  assign \$62  = held[231:230] & { shift6[0], shift6[0] };
-  assign \$63  = held[247:246] & { shift7[0], shift7[0] };
-  assign \$64  = \$62  + \$63 ;
-  assign \$65  = \$61  + \$64 ;
-  assign sum0_3 = \$58  + \$65 ;
-  assign \$68  = \$66  + \$67 ;
+  assign \$62  = held[167:166] & { shift2[0], shift2[0] };
+  assign \$63  = \$61  + \$62 ;
+  assign \$64  = held[183:182] & { shift3[0], shift3[0] };
+  assign \$65  = \$63  + \$64 ;
+  assign \$66  = held[199:198] & { shift4[0], shift4[0] };
+  assign \$67  = \$65  + \$66 ;
+  assign \$68  = held[215:214] & { shift5[0], shift5[0] };
+  assign \$69  = \$67  + \$68 ;
+  assign \$70  = held[231:230] & { shift6[0], shift6[0] };
   assign \$71  = \$69  + \$70 ;
-  assign \$72  = \$68  + \$71 ;
-  assign \$73  = held[137:136] & { shift0[0], shift0[0] };
-  assign \$74  = held[153:152] & { shift1[0], shift1[0] };
-  assign \$75  = \$73  + \$74 ;
-  assign \$76  = held[169:168] & { shift2[0], shift2[0] };
-  assign \$77  = held[185:184] & { shift3[0], shift3[0] };
-  assign \$78  = \$76  + \$77 ;
-  assign \$79  = \$75  + \$78 ;
-  assign \$80  = held[201:200] & { shift4[0], shift4[0] };
-  assign \$81  = held[217:216] & { shift5[0], shift5[0] };
-  assign \$82  = \$80  + \$81 ;
-  assign \$83  = held[233:232] & { shift6[0], shift6[0] };
-  assign \$84  = held[249:248] & { shift7[0], shift7[0] };
+  assign \$72  = held[247:246] & { shift7[0], shift7[0] };
+  assign \$73  = \$71  + \$72 ;
+  assign \$75  = 1'h0 + \$74 ;
+  assign \$77  = \$75  + \$76 ;
+  assign \$79  = \$77  + \$78 ;
+  assign \$81  = \$79  + \$80 ;
+  assign \$82  = held[137:136] & { shift0[0], shift0[0] };
+  assign \$83  = 1'h0 + \$82 ;
+  assign \$84  = held[153:152] & { shift1[0], shift1[0] };
   assign \$85  = \$83  + \$84 ;
-  assign \$86  = \$82  + \$85 ;
-  assign sum1_0 = \$79  + \$86 ;
-  assign \$87  = held[139:138] & { shift0[0], shift0[0] };
-  assign \$88  = held[155:154] & { shift1[0], shift1[0] };
+  assign \$86  = held[169:168] & { shift2[0], shift2[0] };
+  assign \$87  = \$85  + \$86 ;
+  assign \$88  = held[185:184] & { shift3[0], shift3[0] };
   assign \$89  = \$87  + \$88 ;
-  assign \$90  = held[171:170] & { shift2[0], shift2[0] };
-  assign \$91  = held[187:186] & { shift3[0], shift3[0] };
-  assign \$92  = \$90  + \$91 ;
-  assign \$93  = \$89  + \$92 ;
-  assign \$94  = held[203:202] & { shift4[0], shift4[0] };
-  assign \$95  = held[219:218] & { shift5[0], shift5[0] };
-  assign \$96  = \$94  + \$95 ;
-  assign \$97  = held[235:234] & { shift6[0], shift6[0] };
-  assign \$98  = held[251:250] & { shift7[0], shift7[0] };
-  assign \$99  = \$97  + \$98 ;
-  assign \$100  = \$96  + \$99 ;
-  assign sum1_1 = \$93  + \$100 ;
-  assign \$101  = held[141:140] & { shift0[0], shift0[0] };
-  assign \$102  = held[157:156] & { shift1[0], shift1[0] };
+  assign \$90  = held[201:200] & { shift4[0], shift4[0] };
+  assign \$91  = \$89  + \$90 ;
+  assign \$92  = held[217:216] & { shift5[0], shift5[0] };
+  assign \$93  = \$91  + \$92 ;
+  assign \$94  = held[233:232] & { shift6[0], shift6[0] };
+  assign \$95  = \$93  + \$94 ;
+  assign \$96  = held[249:248] & { shift7[0], shift7[0] };
+  assign \$97  = \$95  + \$96 ;
+  assign \$98  = held[139:138] & { shift0[0], shift0[0] };
+  assign \$99  = 1'h0 + \$98 ;
+  assign \$100  = held[155:154] & { shift1[0], shift1[0] };
+  assign \$101  = \$99  + \$100 ;
+  assign \$102  = held[171:170] & { shift2[0], shift2[0] };
   assign \$103  = \$101  + \$102 ;
-  assign \$104  = held[173:172] & { shift2[0], shift2[0] };
-  assign \$105  = held[189:188] & { shift3[0], shift3[0] };
-  assign \$106  = \$104  + \$105 ;
-  assign \$107  = \$103  + \$106 ;
-  assign \$108  = held[205:204] & { shift4[0], shift4[0] };
-  assign \$109  = held[221:220] & { shift5[0], shift5[0] };
-  assign \$110  = \$108  + \$109 ;
-  assign \$111  = held[237:236] & { shift6[0], shift6[0] };
-  assign \$112  = held[253:252] & { shift7[0], shift7[0] };
+  assign \$104  = held[187:186] & { shift3[0], shift3[0] };
+  assign \$105  = \$103  + \$104 ;
+  assign \$106  = held[203:202] & { shift4[0], shift4[0] };
+  assign \$107  = \$105  + \$106 ;
+  assign \$108  = held[219:218] & { shift5[0], shift5[0] };
+  assign \$109  = \$107  + \$108 ;
+  assign \$110  = held[235:234] & { shift6[0], shift6[0] };
+  assign \$111  = \$109  + \$110 ;
+  assign \$112  = held[251:250] & { shift7[0], shift7[0] };
   assign \$113  = \$111  + \$112 ;
-  assign \$114  = \$110  + \$113 ;
-  assign sum1_2 = \$107  + \$114 ;
-  assign \$115  = held[143:142] & { shift0[0], shift0[0] };
-  assign \$116  = held[159:158] & { shift1[0], shift1[0] };
+  assign \$114  = held[141:140] & { shift0[0], shift0[0] };
+  assign \$115  = 1'h0 + \$114 ;
+  assign \$116  = held[157:156] & { shift1[0], shift1[0] };
   assign \$117  = \$115  + \$116 ;
-  assign \$118  = held[175:174] & { shift2[0], shift2[0] };
-  assign \$119  = held[191:190] & { shift3[0], shift3[0] };
-  assign \$120  = \$118  + \$119 ;
-  assign \$121  = \$117  + \$120 ;
-  assign \$122  = held[207:206] & { shift4[0], shift4[0] };
-  assign \$123  = held[223:222] & { shift5[0], shift5[0] };
-  assign \$124  = \$122  + \$123 ;
-  assign \$125  = held[239:238] & { shift6[0], shift6[0] };
-  assign \$126  = held[255:254] & { shift7[0], shift7[0] };
+  assign \$118  = held[173:172] & { shift2[0], shift2[0] };
+  assign \$119  = \$117  + \$118 ;
+  assign \$120  = held[189:188] & { shift3[0], shift3[0] };
+  assign \$121  = \$119  + \$120 ;
+  assign \$122  = held[205:204] & { shift4[0], shift4[0] };
+  assign \$123  = \$121  + \$122 ;
+  assign \$124  = held[221:220] & { shift5[0], shift5[0] };
+  assign \$125  = \$123  + \$124 ;
+  assign \$126  = held[237:236] & { shift6[0], shift6[0] };
   assign \$127  = \$125  + \$126 ;
-  assign \$128  = \$124  + \$127 ;
-  assign sum1_3 = \$121  + \$128 ;
-  assign \$131  = \$129  + \$130 ;
-  assign \$134  = \$132  + \$133 ;
-  assign \$135  = \$131  + \$134 ;
+  assign \$128  = held[253:252] & { shift7[0], shift7[0] };
+  assign \$129  = \$127  + \$128 ;
+  assign \$130  = held[143:142] & { shift0[0], shift0[0] };
+  assign \$131  = 1'h0 + \$130 ;
+  assign \$132  = held[159:158] & { shift1[0], shift1[0] };
+  assign \$133  = \$131  + \$132 ;
+  assign \$134  = held[175:174] & { shift2[0], shift2[0] };
+  assign \$135  = \$133  + \$134 ;
+  assign \$136  = held[191:190] & { shift3[0], shift3[0] };
+  assign \$137  = \$135  + \$136 ;
+  assign \$138  = held[207:206] & { shift4[0], shift4[0] };
+  assign \$139  = \$137  + \$138 ;
+  assign \$140  = held[223:222] & { shift5[0], shift5[0] };
+  assign \$141  = \$139  + \$140 ;
+  assign \$142  = held[239:238] & { shift6[0], shift6[0] };
+  assign \$143  = \$141  + \$142 ;
+  assign \$144  = held[255:254] & { shift7[0], shift7[0] };
+  assign \$145  = \$143  + \$144 ;
+  assign \$147  = 1'h0 + \$146 ;
+  assign \$149  = \$147  + \$148 ;
+  assign \$151  = \$149  + \$150 ;
+  assign \$153  = \$151  + \$152 ;
   assign dac_bits = { shift7[0], shift6[0], shift5[0], shift4[0], shift3[0], shift2[0], shift1[0], shift0[0] } & { dac_valid, dac_valid, dac_valid, dac_valid, dac_valid, dac_valid, dac_valid, dac_valid };
-  assign \$136  = ~ o_stream__ready;
-  assign o_blocked = o_stream__valid & \$136 ;
-  assign \$137  = ~ held[258];
-  assign \$138  = ~ o_blocked;
-  assign can_finish = \$137  | \$138 ;
-  assign \$139  = ~ busy;
-  assign \$140  = finishing & can_finish;
-  assign i_stream__ready = \$139  | \$140 ;
-  assign \$141  = finishing & can_finish;
-  assign \$142  = - partial0;
-  assign \$143  = - partial1;
-  assign \$144  = o_stream__valid & o_stream__ready;
-  assign \$153  = \$72  << step;
-  assign \$154  = partial0 + \$153 ;
-  assign \$155  = \$135  << step;
-  assign \$156  = partial1 + \$155 ;
-  assign \$157  = step + 1'h1;
+  assign \$154  = ~ o_stream__ready;
+  assign o_blocked = o_stream__valid & \$154 ;
+  assign \$155  = ~ held[258];
+  assign \$156  = ~ o_blocked;
+  assign can_finish = \$155  | \$156 ;
+  assign \$157  = ~ busy;
   assign \$158  = finishing & can_finish;
-  assign \$159  = $signed(acc0) + $signed(signed_partial0);
-  assign \$160  = $signed(acc0) + $signed(signed_partial0);
-  assign \$161  = $signed(acc1) + $signed(signed_partial1);
-  assign \$162  = $signed(acc1) + $signed(signed_partial1);
-  assign \$163  = i_stream__valid & i_stream__ready;
+  assign i_stream__ready = \$157  | \$158 ;
+  assign \$159  = finishing & can_finish;
+  assign \$160  = - partial0;
+  assign \$161  = - partial1;
+  assign \$162  = o_stream__valid & o_stream__ready;
+  assign \$171  = \$81  << step;
+  assign \$172  = partial0 + \$171 ;
+  assign \$173  = \$153  << step;
+  assign \$174  = partial1 + \$173 ;
+  assign \$175  = step + 1'h1;
+  assign \$176  = finishing & can_finish;
+  assign \$177  = $signed(acc0) + $signed(signed_partial0);
+  assign \$178  = $signed(acc0) + $signed(signed_partial0);
+  assign \$179  = $signed(acc1) + $signed(signed_partial1);
+  assign \$180  = $signed(acc1) + $signed(signed_partial1);
+  assign \$181  = i_stream__valid & i_stream__ready;
   always @(posedge clk)
-    o_stream__valid <= \$164 ;
+    o_stream__valid <= \$182 ;
   always @(posedge clk)
-    shift0 <= \$165 ;
+    shift0 <= \$183 ;
   always @(posedge clk)
-    shift1 <= \$166 ;
+    shift1 <= \$184 ;
   always @(posedge clk)
-    shift2 <= \$167 ;
+    shift2 <= \$185 ;
   always @(posedge clk)
-    shift3 <= \$168 ;
+    shift3 <= \$186 ;
   always @(posedge clk)
-    shift4 <= \$169 ;
+    shift4 <= \$187 ;
   always @(posedge clk)
-    shift5 <= \$170 ;
+    shift5 <= \$188 ;
   always @(posedge clk)
-    shift6 <= \$171 ;
+    shift6 <= \$189 ;
   always @(posedge clk)
-    shift7 <= \$172 ;
+    shift7 <= \$190 ;
   always @(posedge clk)
-    partial0 <= \$173 ;
+    partial0 <= \$191 ;
   always @(posedge clk)
-    partial1 <= \$174 ;
+    partial1 <= \$192 ;
   always @(posedge clk)
-    step <= \$175 ;
+    step <= \$193 ;
   always @(posedge clk)
-    busy <= \$176 ;
+    busy <= \$194 ;
   always @(posedge clk)
-    o_stream__payload <= \$177 ;
+    o_stream__payload <= \$195 ;
   always @(posedge clk)
-    acc0 <= \$178 ;
+    acc0 <= \$196 ;
   always @(posedge clk)
-    acc1 <= \$179 ;
+    acc1 <= \$197 ;
   always @(posedge clk)
-    held <= \$180 ;
+    held <= \$198 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     trigger = 1'h0;
-    if (\$141 ) begin
+    if (\$159 ) begin
       trigger = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     signed_partial0 = 33'h000000000;
-    if (\$141 ) begin
+    if (\$159 ) begin
       (* full_case = 32'd1 *)
       if (held[256]) begin
-        signed_partial0 = { \$142 [28], \$142 [28], \$142 [28], \$142 [28], \$142  };
+        signed_partial0 = { \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160  };
       end else begin
         signed_partial0 = { 5'h00, partial0 };
       end
@@ -667,10 +695,10 @@ module forms_fragment(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     signed_partial1 = 33'h000000000;
-    if (\$141 ) begin
+    if (\$159 ) begin
       (* full_case = 32'd1 *)
       if (held[257]) begin
-        signed_partial1 = { \$143 [28], \$143 [28], \$143 [28], \$143 [28], \$143  };
+        signed_partial1 = { \$161 [28], \$161 [28], \$161 [28], \$161 [28], \$161  };
       end else begin
         signed_partial1 = { 5'h00, partial1 };
       end
@@ -678,240 +706,248 @@ module forms_fragment(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$164  = o_stream__valid;
-    if (\$144 ) begin
-      \$164  = 1'h0;
+    \$182  = o_stream__valid;
+    if (\$162 ) begin
+      \$182  = 1'h0;
     end
-    if (\$158 ) begin
+    if (\$176 ) begin
       if (held[258]) begin
-        \$164  = 1'h1;
+        \$182  = 1'h1;
       end
     end
     if (rst) begin
-      \$164  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = shift0;
+    \$183  = shift0;
     if (dac_valid) begin
-      \$165  = \$145 ;
+      \$183  = \$163 ;
     end
-    if (\$163 ) begin
-      \$165  = i_stream__payload[15:0];
+    if (\$181 ) begin
+      \$183  = i_stream__payload[15:0];
     end
     if (rst) begin
-      \$165  = 16'h0000;
+      \$183  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$166  = shift1;
+    \$184  = shift1;
     if (dac_valid) begin
-      \$166  = \$146 ;
+      \$184  = \$164 ;
     end
-    if (\$163 ) begin
-      \$166  = i_stream__payload[31:16];
+    if (\$181 ) begin
+      \$184  = i_stream__payload[31:16];
     end
     if (rst) begin
-      \$166  = 16'h0000;
+      \$184  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = shift2;
+    \$185  = shift2;
     if (dac_valid) begin
-      \$167  = \$147 ;
+      \$185  = \$165 ;
     end
-    if (\$163 ) begin
-      \$167  = i_stream__payload[47:32];
+    if (\$181 ) begin
+      \$185  = i_stream__payload[47:32];
     end
     if (rst) begin
-      \$167  = 16'h0000;
+      \$185  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$168  = shift3;
+    \$186  = shift3;
     if (dac_valid) begin
-      \$168  = \$148 ;
+      \$186  = \$166 ;
     end
-    if (\$163 ) begin
-      \$168  = i_stream__payload[63:48];
+    if (\$181 ) begin
+      \$186  = i_stream__payload[63:48];
     end
     if (rst) begin
-      \$168  = 16'h0000;
+      \$186  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = shift4;
+    \$187  = shift4;
     if (dac_valid) begin
-      \$169  = \$149 ;
+      \$187  = \$167 ;
     end
-    if (\$163 ) begin
-      \$169  = i_stream__payload[79:64];
+    if (\$181 ) begin
+      \$187  = i_stream__payload[79:64];
     end
     if (rst) begin
-      \$169  = 16'h0000;
+      \$187  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$170  = shift5;
+    \$188  = shift5;
     if (dac_valid) begin
-      \$170  = \$150 ;
+      \$188  = \$168 ;
     end
-    if (\$163 ) begin
-      \$170  = i_stream__payload[95:80];
+    if (\$181 ) begin
+      \$188  = i_stream__payload[95:80];
     end
     if (rst) begin
-      \$170  = 16'h0000;
+      \$188  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$171  = shift6;
+    \$189  = shift6;
     if (dac_valid) begin
-      \$171  = \$151 ;
+      \$189  = \$169 ;
     end
-    if (\$163 ) begin
-      \$171  = i_stream__payload[111:96];
+    if (\$181 ) begin
+      \$189  = i_stream__payload[111:96];
     end
     if (rst) begin
-      \$171  = 16'h0000;
+      \$189  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$172  = shift7;
+    \$190  = shift7;
     if (dac_valid) begin
-      \$172  = \$152 ;
+      \$190  = \$170 ;
     end
-    if (\$163 ) begin
-      \$172  = i_stream__payload[127:112];
+    if (\$181 ) begin
+      \$190  = i_stream__payload[127:112];
     end
     if (rst) begin
-      \$172  = 16'h0000;
+      \$190  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$173  = partial0;
+    \$191  = partial0;
     if (dac_valid) begin
-      \$173  = \$154 [27:0];
+      \$191  = \$172 [27:0];
     end
-    if (\$163 ) begin
-      \$173  = 28'h0000000;
+    if (\$181 ) begin
+      \$191  = 28'h0000000;
     end
     if (rst) begin
-      \$173  = 28'h0000000;
+      \$191  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = partial1;
+    \$192  = partial1;
     if (dac_valid) begin
-      \$174  = \$156 [27:0];
+      \$192  = \$174 [27:0];
     end
-    if (\$163 ) begin
-      \$174  = 28'h0000000;
+    if (\$181 ) begin
+      \$192  = 28'h0000000;
     end
     if (rst) begin
-      \$174  = 28'h0000000;
+      \$192  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = step;
+    \$193  = step;
     if (dac_valid) begin
-      \$175  = \$157 [4:0];
+      \$193  = \$175 [4:0];
     end
-    if (\$163 ) begin
-      \$175  = 5'h00;
+    if (\$181 ) begin
+      \$193  = 5'h00;
     end
     if (rst) begin
-      \$175  = 5'h00;
+      \$193  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$176  = busy;
-    if (\$158 ) begin
-      \$176  = 1'h0;
+    \$194  = busy;
+    if (\$176 ) begin
+      \$194  = 1'h0;
     end
-    if (\$163 ) begin
-      \$176  = 1'h1;
+    if (\$181 ) begin
+      \$194  = 1'h1;
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$194  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$177  = o_stream__payload;
-    if (\$158 ) begin
+    \$195  = o_stream__payload;
+    if (\$176 ) begin
       if (held[258]) begin
-        \$177 [32:0] = \$159 [32:0];
-        \$177 [65:33] = \$161 [32:0];
+        \$195 [32:0] = \$177 [32:0];
+        \$195 [65:33] = \$179 [32:0];
       end
     end
     if (rst) begin
-      \$177  = 66'h00000000000000000;
+      \$195  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$178  = acc0;
-    if (\$158 ) begin
+    \$196  = acc0;
+    if (\$176 ) begin
       (* full_case = 32'd1 *)
       if (held[258]) begin
-        \$178  = 33'h000000000;
+        \$196  = 33'h000000000;
       end else begin
-        \$178  = \$160 [32:0];
+        \$196  = \$178 [32:0];
       end
     end
     if (rst) begin
-      \$178  = 33'h000000000;
+      \$196  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$179  = acc1;
-    if (\$158 ) begin
+    \$197  = acc1;
+    if (\$176 ) begin
       (* full_case = 32'd1 *)
       if (held[258]) begin
-        \$179  = 33'h000000000;
+        \$197  = 33'h000000000;
       end else begin
-        \$179  = \$162 [32:0];
+        \$197  = \$180 [32:0];
       end
     end
     if (rst) begin
-      \$179  = 33'h000000000;
+      \$197  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$180  = held;
-    if (\$163 ) begin
-      \$180  = i_stream__payload;
+    \$198  = held;
+    if (\$181 ) begin
+      \$198  = i_stream__payload;
     end
     if (rst) begin
-      \$180  = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+      \$198  = 259'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   assign shifting = dac_valid;
   assign bits = { shift7[0], shift6[0], shift5[0], shift4[0], shift3[0], shift2[0], shift1[0], shift0[0] };
-  assign code0_0 = sum0_0;
-  assign code0_1 = sum0_1;
-  assign code0_2 = sum0_2;
-  assign code0_3 = sum0_3;
-  assign cycle_value0 = { 14'h0000, \$72  };
-  assign code1_0 = sum1_0;
-  assign code1_1 = sum1_1;
-  assign code1_2 = sum1_2;
-  assign code1_3 = sum1_3;
-  assign cycle_value1 = { 14'h0000, \$135  };
+  assign sum0_0 = \$25 [4:0];
+  assign code0_0 = \$25 [4:0];
+  assign sum0_1 = \$41 [4:0];
+  assign code0_1 = \$41 [4:0];
+  assign sum0_2 = \$57 [4:0];
+  assign code0_2 = \$57 [4:0];
+  assign sum0_3 = \$73 [4:0];
+  assign code0_3 = \$73 [4:0];
+  assign cycle_value0 = { 14'h0000, \$81  };
+  assign sum1_0 = \$97 [4:0];
+  assign code1_0 = \$97 [4:0];
+  assign sum1_1 = \$113 [4:0];
+  assign code1_1 = \$113 [4:0];
+  assign sum1_2 = \$129 [4:0];
+  assign code1_2 = \$129 [4:0];
+  assign sum1_3 = \$145 [4:0];
+  assign code1_3 = \$145 [4:0];
+  assign cycle_value1 = { 14'h0000, \$153  };
   assign \i_stream__payload.inputs  = i_stream__payload[127:0];
   assign \i_stream__payload.inputs[0]  = i_stream__payload[15:0];
   assign \i_stream__payload.inputs[1]  = i_stream__payload[31:16];
@@ -1114,20 +1150,20 @@ module forms_fragment(i_stream__valid, o_stream__ready, clk, rst, i_stream__read
   assign \held.levels[7][1][3]  = held[255:254];
   assign \held.negative  = held[257:256];
   assign \held.last  = held[258];
-  assign \$66  = { 1'h0, sum0_0 };
-  assign \$67  = { 1'h0, sum0_1, 2'h0 };
-  assign \$69  = { 3'h0, sum0_2, 4'h0 };
-  assign \$70  = { 1'h0, sum0_3, 6'h00 };
-  assign \$129  = { 1'h0, sum1_0 };
-  assign \$130  = { 1'h0, sum1_1, 2'h0 };
-  assign \$132  = { 3'h0, sum1_2, 4'h0 };
-  assign \$133  = { 1'h0, sum1_3, 6'h00 };
-  assign \$145  = { 1'h0, shift0[15:1] };
-  assign \$146  = { 1'h0, shift1[15:1] };
-  assign \$147  = { 1'h0, shift2[15:1] };
-  assign \$148  = { 1'h0, shift3[15:1] };
-  assign \$149  = { 1'h0, shift4[15:1] };
-  assign \$150  = { 1'h0, shift5[15:1] };
-  assign \$151  = { 1'h0, shift6[15:1] };
-  assign \$152  = { 1'h0, shift7[15:1] };
+  assign \$74  = { 1'h0, \$25 [4:0] };
+  assign \$76  = { 1'h0, \$41 [4:0], 2'h0 };
+  assign \$78  = { 3'h0, \$57 [4:0], 4'h0 };
+  assign \$80  = { 1'h0, \$73 [4:0], 6'h00 };
+  assign \$146  = { 1'h0, \$97 [4:0] };
+  assign \$148  = { 1'h0, \$113 [4:0], 2'h0 };
+  assign \$150  = { 3'h0, \$129 [4:0], 4'h0 };
+  assign \$152  = { 1'h0, \$145 [4:0], 6'h00 };
+  assign \$163  = { 1'h0, shift0[15:1] };
+  assign \$164  = { 1'h0, shift1[15:1] };
+  assign \$165  = { 1'h0, shift2[15:1] };
+  assign \$166  = { 1'h0, shift3[15:1] };
+  assign \$167  = { 1'h0, shift4[15:1] };
+  assign \$168  = { 1'h0, shift5[15:1] };
+  assign \$169  = { 1'h0, shift6[15:1] };
+  assign \$170  = { 1'h0, shift7[15:1] };
 endmodule
