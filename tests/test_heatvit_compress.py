@@ -190,6 +190,11 @@ def test_compress_heatvit_claim_on_user_vits(kind, tmp_path):
     out = compress("heatvit", graph, "digits", keep=(0.7, 0.5), progress=False)
     source = simulate(graph, accelerator="heatvit", data="digits")
     pruned = simulate(out, accelerator="heatvit", data="digits")
+    print(f"\n{kind}: original {source.accuracy_hardware:.4f}, compressed "
+          f"{pruned.accuracy_hardware:.4f} (float {pruned.accuracy_ideal:.4f}), MACs "
+          f"-{pruned.metrics['mac_reduction']:.3f}, kept per selector "
+          f"{pruned.metrics['kept_per_selector']}, cycles {source.cost['cycles']} -> "
+          f"{pruned.cost['cycles']}, result {out.meta['provenance']['result']}")
     assert pruned.metrics["mac_reduction"] >= 0.30
     assert pruned.accuracy_hardware >= source.accuracy_hardware - 0.01
     assert pruned.cost["cycles"] < source.cost["cycles"]
