@@ -458,7 +458,9 @@ def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer
             logits, fractions, attention, tokens, live = _forward(
                 net, x[idx], targets=targets, decision=opts.decision)
             if warm:
-                loss = sum(attention)
+                loss = opts.attention_weight * sum(attention)
+                if not opts.attention_weight:
+                    continue                  # nothing to learn: the warm-up is a no-op
             else:
                 with torch.no_grad():
                     teacher_logits, _, _, teacher_tokens, _ = _forward(teacher, x[idx])
