@@ -223,7 +223,8 @@ def test_compress_heatvit_claim_on_user_vits(kind, tmp_path):
     source = simulate(graph, accelerator="heatvit", data="digits")
     pruned = simulate(out, accelerator="heatvit", data="digits")
     print(f"\n{kind}: original {source.accuracy_hardware:.4f}, compressed "
-          f"{pruned.accuracy_hardware:.4f} (without its selectors {pruned.accuracy_ideal:.4f}), MACs "
+          f"{pruned.accuracy_hardware:.4f} (without its selectors "
+          f"{pruned.accuracy_ideal:.4f}), MACs "
           f"-{pruned.metrics['mac_reduction']:.3f}, kept per selector "
           f"{pruned.metrics['kept_per_selector']}, cycles {source.cost['cycles']} -> "
           f"{pruned.cost['cycles']}, result {out.meta['provenance']['result']}")
