@@ -63,8 +63,8 @@ def test_compress_heatvit_inserts_trained_selectors_that_prune_per_image(tiny_vi
     assert abs(kept[0].mean() - 0.7 * 16) < 1.5 and abs(kept[1].mean() - 0.35 * 16) < 1.5
     assert kept[1].std() > 0                                       # image-adaptive
     # The 8-bit engine prunes too, with thresholds calibrated on its own Q0.7 score codes;
-    # this 4-epoch selector's scores crowd into a few codes, so one code step moves many
-    # tokens (measured 9.2 kept at the first selector).
+    # a short run's scores fill few codes, so one code step can move many tokens: the
+    # engine's counts are only bracketed here.
     fixed = pruned.metrics["kept_per_selector"]
     assert 0.4 * 16 < fixed[0] < 15 and fixed[1] < fixed[0] - 1
     assert pruned.metrics["mac_reduction"] > 0.2 and source.metrics["mac_reduction"] == 0
