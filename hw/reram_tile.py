@@ -26,6 +26,7 @@ from chipforge.hw.shift_add import (
     column_value,
     shift_add_layout,
     shift_add_value_range,
+    tree_sum,
 )
 
 __all__ = ["REGISTER_MAP", "ReramTile", "TileConfig", "tile_result_range"]
@@ -148,9 +149,11 @@ class ReramTile(wiring.Component):
     the input buffer takes one beat per cycle while it is not full (the next vector fills
     while this one computes). Then 1 cycle to start, K cycles to load the DAC registers from
     the buffer (the buffer is free again after them), per plane 1 request cycle + L waiting
-    cycles, then (ISAAC) 1 cycle for the shift-and-add results to pass the adder tree or
-    (FORMS) 1 cycle to see that nothing is left to shift, N + 1 cycles of requantization
-    into the output buffer (2-stage pipeline), and N output beats, one per cycle while
+    cycles, then (ISAAC) 2 cycles for the shift-and-add units' second pipeline stage and
+    the balanced adder tree across row groups or (FORMS) 1 cycle to see that nothing is
+    left to shift (the last plane's registered sum is accumulated in it), N - 1 +
+    ``REQUANT_STAGES`` cycles of requantization into the output buffer (a pipeline of
+    ``chipforge.sim.ref.reram_tile.REQUANT_STAGES`` stages), and N output beats, one per cycle while
     ``m_axis_tready`` is high. ISAAC: P = input_bits; FORMS: P = the vector's effective
     input cycles (its widest input's bit length; 0 for an all-zero vector): planes are
     driven LSB first and stop when every remaining bit is zero (zero-skipping), and
@@ -260,7 +263,12 @@ class ReramTile(wiring.Component):
         take_plane = Signal()       # an answer arrives while waiting for it
         sum_results = Signal()      # ISAAC: shift-and-add results are valid
         clear_acc = Signal()
+        plane_taken = Signal()      # FORMS: the cycle after an answer (accumulate it)
+        held_plane = Signal(range(bits + 1))
         if cfg.forms:
+            m.d.sync += plane_taken.eq(take_plane)
+            with m.If(take_plane):
+                m.d.sync += held_plane.eq(plane)
             (vlo, vhi), _ = shift_add_value_range(xb)
             value_width = _signed_width(vlo, vhi)
             for c in range(cols):
@@ -277,11 +285,17 @@ class ReramTile(wiring.Component):
                     signed_values.append(Mux(meta[g][c][phys], -value, value))
                 column_sum = Signal(signed(value_width + (groups - 1).bit_length() + 1),
                                     name=f"plane_sum{c}")
-                m.d.comb += column_sum.eq(sum(signed_values))
+                m.d.comb += column_sum.eq(tree_sum(signed_values))
+                # Registered, then accumulated in the next cycle (the REQUEST cycle that
+                # follows every answer): the column values and the accumulator's shift-add
+                # are separate register-to-register paths.
+                held_sum = Signal.like(column_sum, name=f"held_plane_sum{c}")
+                with m.If(take_plane):
+                    m.d.sync += held_sum.eq(column_sum)
                 with m.If(clear_acc):
                     m.d.sync += result[c].eq(0)
-                with m.Elif(take_plane):
-                    m.d.sync += result[c].eq(result[c] + (column_sum << plane))
+                with m.Elif(plane_taken):
+                    m.d.sync += result[c].eq(result[c] + (held_sum << held_plane))
         else:
             for c in range(cols):
                 dots = []
@@ -298,13 +312,20 @@ class ReramTile(wiring.Component):
                                  unit.o_stream.ready.eq(sum_results)]
                     dots.append(unit.o_stream.payload)
                 with m.If(sum_results):       # the adder tree across row groups
-                    m.d.sync += result[c].eq(sum(dots))
+                    m.d.sync += result[c].eq(tree_sum(dots))
 
         # ---- requantization into the output buffer, then the output stream ----
+        # Three stages (REQUANT_STAGES): (1) the two halves of the multiplier (two
+        # result_width x mult_bits/2 products instead of one full one: the iCE40 builds
+        # them from LUTs), (2) their sum plus bias and rounding, (3) the shift and the clip
+        # into the output buffer.
         out_buf = [Signal(self.data_width, name=f"out_buf{c}") for c in range(cols)]
-        product = Signal(signed(self.result_width + cfg.mult_bits))
-        product_col = Signal(range(cols + 1))
-        rq_col = Signal(range(cols + 1))
+        low_bits = cfg.mult_bits // 2
+        product_lo = Signal(signed(self.result_width + low_bits + 1))
+        product_hi = Signal(signed(self.result_width + cfg.mult_bits - low_bits))
+        product_col = Signal(range(cols + 2))
+        scaled_col = Signal(range(cols + 2))
+        rq_col = Signal(range(cols + 2))
         out_col = Signal(range(cols + 1))
         hi_relu, lo_relu = (1 << cfg.out_bits) - 1, 0
         hi_signed, lo_signed = (1 << (cfg.out_bits - 1)) - 1, -(1 << (cfg.out_bits - 1))
@@ -313,8 +334,6 @@ class ReramTile(wiring.Component):
         rounded = Signal(signed(wide))
         bias_sel = Signal(signed(64))
         m.d.comb += bias_sel.eq(_select(product_col, bias))
-        m.d.comb += scaled.eq(product + bias_sel
-                              + ((Const(1, 65) << shift_reg) >> 1).as_signed())
         m.d.comb += rounded.eq(scaled >> shift_reg)
         clipped = Signal(signed(cfg.out_bits + 1))
         lo = Mux(relu, lo_relu, lo_signed)
@@ -372,26 +391,32 @@ class ReramTile(wiring.Component):
                     else:
                         m.d.sync += [d.eq(d << 1) for d in dac]
                         with m.If(plane == bits - 1):
-                            m.next = "SUM"
+                            m.next = "DRAIN"
                         with m.Else():
                             m.next = "REQUEST"
             if not cfg.forms:
+                with m.State("DRAIN"):      # the shift-and-add units' second stage
+                    m.next = "SUM"
                 with m.State("SUM"):
                     m.d.comb += sum_results.eq(1)
                     m.d.sync += rq_col.eq(0)
                     m.next = "REQUANT"
             with m.State("REQUANT"):
-                # Stage 1 multiplies column rq_col; stage 2 rounds, clips and stores the
-                # column before it (product_col).
-                m.d.sync += [product.eq(result_sel * mult_sel), product_col.eq(rq_col),
+                # Column rq_col enters stage 1, product_col is in stage 2, scaled_col in
+                # stage 3 (stored into the output buffer).
+                m.d.sync += [product_lo.eq(result_sel * mult_sel[:low_bits]),
+                             product_hi.eq(result_sel * mult_sel[low_bits:].as_signed()),
+                             product_col.eq(rq_col), scaled_col.eq(product_col),
                              rq_col.eq(rq_col + 1)]
-                with m.If(rq_col != 0):
-                    with m.Switch(product_col):
+                m.d.sync += scaled.eq((product_hi << low_bits) + product_lo + bias_sel
+                                      + ((Const(1, 65) << shift_reg) >> 1).as_signed())
+                with m.If(rq_col >= 2):
+                    with m.Switch(scaled_col):
                         for c in range(cols):
                             with m.Case(c):
                                 m.d.sync += out_buf[c].eq(Mux(
                                     raw, result[c].as_signed(), clipped))
-                with m.If(rq_col == n_reg):
+                with m.If(rq_col == n_reg + 1):
                     m.d.sync += out_col.eq(0)
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):

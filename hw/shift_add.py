@@ -8,7 +8,20 @@ from amaranth.lib.wiring import In, Out
 
 from chipforge.config import CrossbarConfig, WeightEncoding
 
-__all__ = ["ShiftAdd", "column_value", "shift_add_layout", "shift_add_value_range"]
+__all__ = ["ShiftAdd", "column_value", "shift_add_layout", "shift_add_value_range",
+           "tree_sum"]
+
+
+def tree_sum(values):
+    """Sum as a balanced tree of adders (depth log2(n), not a chain of n - 1): shorter
+    combinational paths for the same result."""
+    values = list(values)
+    if not values:
+        return 0
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
 
 
 def shift_add_layout(cfg: CrossbarConfig) -> data.StructLayout:
@@ -88,9 +101,9 @@ def column_value(m: Module, cfg: CrossbarConfig, beat, value_width: int, prefix:
     value = Signal(signed(value_width), name=f"{prefix}value")
     weighted = [v << (cfg.cell_bits * (p % cfg.slices)) for p, v in enumerate(slice_values)]
     if cfg.weight_encoding is WeightEncoding.OFFSET:
-        total = sum(weighted) - (unit << (cfg.weight_bits - 1))
+        total = tree_sum(weighted) - (unit << (cfg.weight_bits - 1))
     else:
-        total = sum(weighted[:cfg.slices]) - sum(weighted[cfg.slices:])
+        total = tree_sum(weighted[:cfg.slices]) - tree_sum(weighted[cfg.slices:])
     if enable is None:
         m.d.comb += value.eq(total)
     else:
@@ -111,9 +124,15 @@ class ShiftAdd(wiring.Component):
     ``2**(weight_bits - 1) * unit`` or the w- slices are subtracted, and the accumulator
     does ``acc = (acc << width) + value`` (the sign beat starts it at ``-value``).
 
-    Latency: the result is valid 1 cycle after the last beat of a vector is accepted.
+    Two pipeline stages: the per-beat column value is registered (stage 1), then
+    accumulated (stage 2), so the flip correction and slice adders and the accumulator's
+    adder are separate register-to-register paths (iCE40 HX8K Fmax, docs/rtl.md).
+
+    Latency: the result is valid 2 cycles after the last beat of a vector is accepted
+    (:data:`chipforge.sim.cycle.shift_add.SHIFT_ADD_LATENCY`).
     Throughput: 1 beat per cycle, so one dot product every ``cfg.input_cycles`` cycles,
-    back to back; ``i_stream.ready`` drops only while a result waits on ``o_stream``.
+    back to back; ``i_stream.ready`` drops only while a result waits on ``o_stream``
+    (then both stages hold).
     """
 
     def __init__(self, cfg: CrossbarConfig):
@@ -136,27 +155,35 @@ class ShiftAdd(wiring.Component):
         value = column_value(m, cfg, beat_in, self.value_width)
 
         widths = cfg.input_slice_widths
-        beat = Signal(range(max(len(widths), 2)))
+        beat = Signal(range(max(len(widths), 2)))            # stage 1: the accepted beat
+        held_value = Signal(signed(self.value_width))        # stage 2: its registered value
+        held_beat = Signal(range(max(len(widths), 2)))
+        held_valid = Signal()
         acc = Signal(signed(self.acc_width))
         acc_next = Signal(signed(self.acc_width))
-        with m.Switch(beat):
+        with m.Switch(held_beat):
             for index, width in enumerate(widths):
                 with m.Case(index):
                     if index == 0:
-                        m.d.comb += acc_next.eq(-value if cfg.signed_inputs else value)
+                        m.d.comb += acc_next.eq(-held_value if cfg.signed_inputs
+                                                else held_value)
                     else:
-                        m.d.comb += acc_next.eq((acc << width) + value)
+                        m.d.comb += acc_next.eq((acc << width) + held_value)
 
-        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
+        move = Signal()      # the pipeline advances: no result waits on a stalled output
+        m.d.comb += move.eq(~self.o_stream.valid | self.o_stream.ready)
+        m.d.comb += self.i_stream.ready.eq(move)
         with m.If(self.o_stream.valid & self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
-        with m.If(self.i_stream.valid & self.i_stream.ready):
-            with m.If(beat == len(widths) - 1):
-                m.d.sync += [
-                    beat.eq(0),
-                    self.o_stream.payload.eq(acc_next),
-                    self.o_stream.valid.eq(1),
-                ]
-            with m.Else():
-                m.d.sync += [beat.eq(beat + 1), acc.eq(acc_next)]
+        with m.If(move):
+            m.d.sync += held_valid.eq(self.i_stream.valid)
+            with m.If(self.i_stream.valid):
+                m.d.sync += [held_value.eq(value), held_beat.eq(beat),
+                             beat.eq(Mux(beat == len(widths) - 1, 0, beat + 1))]
+            with m.If(held_valid):
+                with m.If(held_beat == len(widths) - 1):
+                    m.d.sync += [self.o_stream.payload.eq(acc_next),
+                                 self.o_stream.valid.eq(1)]
+                with m.Else():
+                    m.d.sync += acc.eq(acc_next)
         return m

@@ -4,21 +4,37 @@
 attention, ``nn.TransformerEncoderLayer(norm_first=True)``, or the zoo's), recognizes its
 transformer blocks (:func:`chipforge.sim.vit_graph.graph_to_vit`; a graph without them is
 one clear error before training), puts a token selector in front of each chosen block and
-trains the model back in torch (:func:`chipforge.zoo.vit.fine_tune_selectors`, the zoo's
-recipe): cross-entropy + the keep-ratio loss under the latency-aware schedule (each
-selector's target decays from 1 to its keep ratio, the earlier stage first) + KL
-distillation from the original model. Then each selector's inference threshold is set to
-keep its ratio of the training images' tokens, and the result is written back as an IR
-graph with ``TOKEN_SELECT`` nodes (the canonical layout of
-:func:`chipforge.sim.vit_graph.vit_to_graph`: same weights, same function as the input
-graph plus the selectors), which the ``heatvit`` engine runs.
+trains the model back in torch:
+
+1. **Selector warm-up** (``warmup_epochs``, backbone frozen, nothing pruned): each
+   selector learns to rank the tokens like the attention the class token pays them in the
+   block it guards (its keep logit regresses onto the standardized log attention; EViT's
+   ranking, used here as a practitioner's initialization of HeatViT's selector).
+2. **Fine-tuning** (``epochs``) under the latency-aware stage-by-stage schedule (each
+   selector's keep target decays from 1 to its ratio over the first half, the earlier
+   stage first): hard keep decisions from the selectors' own scores (each batch keeps its
+   top target fraction, as the calibrated thresholds do at inference; the pruned tokens
+   masked out of the attention and fused into one package token), loss = cross-entropy +
+   KL distillation of the original model's logits + token distillation on the kept tokens
+   + the keep-ratio loss + the attention loss (which moves only the selectors).
+
+Measured diagnosis (docs/heatvit.md): the previous recipe (hard Gumbel samples with a
+straight-through gradient, no attention guidance) lost about 3 points on the user ViTs;
+the straight-through gradient pulls the selectors' scores away from any useful ranking
+(their attention loss grows 20-50x while it trains) and the sampled decisions differ from
+the thresholded ones of inference. ``decision="gumbel"`` keeps that recipe.
+
+Then each selector's inference threshold is set to keep its ratio of the training images'
+tokens, and the result is written back as an IR graph with ``TOKEN_SELECT`` nodes (the
+canonical layout of :func:`chipforge.sim.vit_graph.vit_to_graph`: same weights, same
+function as the input graph plus the selectors; the selector's structure is unchanged),
+which the ``heatvit`` engine runs.
 
 ``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
-reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 60 epochs,
-lr 5e-4 for selectors and backbone with cosine decay, ratio weight 4: the zoo's
-``vit-digits-keep*`` recipe) are ours; HeatViT gives
-the selector structure and the multi-stage schedule, and chooses keep ratios per model by
-latency (papers.md §5). The 8-bit engine's thresholds and activation formats are
+reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 10 warm-up + 30
+epochs, lr 1e-3 for selectors and backbone with cosine decay) are ours; HeatViT gives the
+selector structure, the losses and the multi-stage schedule, and chooses keep ratios per
+model by latency (papers.md §5). The 8-bit engine's thresholds and activation formats are
 calibrated on 256 training images and stored in the graph.
 
 Training reads only the training data: the validation split (carved by the ``chipforge
@@ -46,7 +62,8 @@ from chipforge.sim.graph import Graph, Op
 __all__ = ["HeatvitOptions", "compress_heatvit", "heatvit", "insert_selectors",
            "train_selectors"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+DECISIONS = ("selector", "gumbel", "quantile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,24 +77,42 @@ class HeatvitOptions(ConfigBase):
     """Keep ratio of each selector, relative to the patch tokens reaching it (0 < r <= 1)."""
     blocks: tuple[int, ...] = ()
     """Blocks (0-based) to put the selectors before; empty: 1, 2, ..., len(keep)."""
-    epochs: int = 60
-    """Fine-tuning epochs (the keep-ratio targets decay over the first half); the zoo's
-    ``vit-digits-keep*`` recipe's 60."""
-    lr: float = 5e-4
-    """AdamW learning rate of the selectors (cosine decay to 0 over the epochs); the zoo
-    recipe's 5e-4."""
-    backbone_lr: float = 5e-4
-    """AdamW learning rate of the ViT's own weights (cosine decay too). Measured on a
-    6-block user ViT: 5e-4 lost 2.8 points, 1e-4 to 3e-4 (with selectors at 1e-3, 30
-    epochs) 3.9 to 7.8, a frozen backbone (0) 13 on validation."""
+    epochs: int = 30
+    """Fine-tuning epochs after the warm-up (the keep-ratio targets decay over the first
+    half, stage by stage); ours. Measured on the 6-block user ViTs: 30 epochs keep the
+    float accuracy within 0.3-1.1 points (docs/heatvit.md)."""
+    warmup_epochs: int = 10
+    """Selector warm-up before any token is pruned: the backbone frozen, the selectors
+    trained only to rank tokens like the class token's attention (``attention_weight``).
+    0 skips it."""
+    lr: float = 1e-3
+    """AdamW learning rate of the selectors (cosine decay to 0 over ``epochs``)."""
+    backbone_lr: float = 1e-3
+    """AdamW learning rate of the ViT's own weights (cosine decay too; 0 freezes them)."""
     ratio_weight: float = 4.0
-    """Weight of the keep-ratio loss."""
+    """Weight of HeatViT's keep-ratio loss, ``sum_s (mean keep_s - target_s)**2``. With
+    ``decision="selector"`` or ``"quantile"`` each batch keeps exactly its target, so the
+    loss is 0 and only ``gumbel`` decisions need it."""
+    attention_weight: float = 1.0
+    """Weight of the selectors' distillation from the class token's attention: each
+    selector's keep logit regresses onto 2x the standardized log attention that the class
+    token pays each live candidate token in the block it guards (that block's own
+    attention, recomputed with the current backbone; the selector reads detached tokens,
+    so this loss moves only the selector). The practitioner's trick (EViT's ranking)
+    that makes the small selector rank tokens; 0 leaves only the task gradient."""
+    token_weight: float = 1.0
+    """Weight of token-level distillation: mean squared difference of the final normalized
+    tokens of the pruned model and of the original, over the tokens kept (DynamicViT's
+    token distillation, which HeatViT inherits)."""
     selector_hidden: int = 8
     """Hidden width of each selector's per-head MLP."""
-    decision: str = "gumbel"
-    """Training keep decisions: ``gumbel`` (hard Gumbel-softmax samples, straight-through:
-    DynamicViT/HeatViT) or ``quantile`` (each batch keeps its top target fraction of the
-    candidates, as the calibrated thresholds do at inference; straight-through)."""
+    decision: str = "selector"
+    """Training keep decisions: ``selector`` (each batch keeps the top target fraction of
+    its live candidates by the selector's own score, as the calibrated inference
+    thresholds do; no gradient through the decision: the train/inference mismatch and the
+    straight-through gradient were what lost accuracy, docs/heatvit.md), ``gumbel`` (hard
+    Gumbel-softmax samples, straight-through: DynamicViT/HeatViT) or ``quantile`` (as
+    ``selector``, with the straight-through gradient)."""
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -97,13 +132,17 @@ class HeatvitOptions(ConfigBase):
             raise ValueError("blocks must be increasing block indices, one per keep ratio "
                              f"({len(keep)}), not {self.blocks!r}")
         check_int("epochs", self.epochs, 1, 10000)
+        check_int("warmup_epochs", self.warmup_epochs, 0, 10000)
         check_float("lr", self.lr, 0, 1, lo_open=True)
         check_float("backbone_lr", self.backbone_lr, 0, 1)
         check_float("ratio_weight", self.ratio_weight, 0)
+        check_float("attention_weight", self.attention_weight, 0)
+        check_float("token_weight", self.token_weight, 0)
         check_int("selector_hidden", self.selector_hidden, 1, 4096)
         check_int("batch_size", self.batch_size, 1, 65536)
-        if self.decision not in ("gumbel", "quantile"):
-            raise ValueError(f"decision must be gumbel or quantile, not {self.decision!r}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not "
+                             f"{self.decision!r}")
 
     @property
     def selector_blocks(self) -> tuple[int, ...]:
@@ -193,8 +232,8 @@ def heatvit(graph: Graph, x_train, y_train, *, seed: int = 0, progress: bool | N
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(len(x) * val_fraction))
     val, train = order[:n_val], order[n_val:]
-    bar = tqdm(total=opts.epochs, desc="compress heatvit", unit="epoch", file=sys.stderr,
-               disable=None if progress is None else not progress)
+    bar = tqdm(total=opts.warmup_epochs + opts.epochs, desc="compress heatvit", unit="epoch",
+               file=sys.stderr, disable=None if progress is None else not progress)
 
     def on_epoch(epoch: int, loss: float, val_accuracy: float, targets) -> None:
         bar.n = epoch + 1
@@ -217,7 +256,7 @@ def compress_heatvit(graph: Graph, data, *, seed: int, progress, checkpoint,
                   else Path(checkpoint.directory) / "selectors.epoch.npz")
 
     def run() -> Graph:
-        with progress.stage("selectors", options.epochs):
+        with progress.stage("selectors", options.warmup_epochs + options.epochs):
             def on_epoch(epoch, loss, val_accuracy, targets):
                 progress.epoch(loss=loss, val_accuracy=val_accuracy,
                                keep_target="/".join(f"{t:.2f}" for t in targets))
@@ -235,19 +274,12 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     """Insert and train the selectors; validation data only measures. ``on_epoch(epoch,
     loss, val_accuracy, keep_targets)`` after each epoch; ``checkpoint_file``: resume from /
     save to this ``.npz`` (no pickle) after every epoch."""
-    import math
-
     import torch
 
     from chipforge.heatvit import calibrate_graph
     from chipforge.sim.vit import calibrate_engine_thresholds
     from chipforge.sim.vit_graph import vit_to_graph
-    from chipforge.zoo.vit import (
-        VitModel,
-        _torch_model,
-        calibrate_thresholds,
-        fine_tune_selectors,
-    )
+    from chipforge.zoo.vit import VitModel, _torch_model, calibrate_thresholds
 
     check_int("seed", seed, 0)
     backbone, student = insert_selectors(graph, opts.keep, opts.selector_blocks,
@@ -259,8 +291,9 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     xt, yt = torch.tensor(x), torch.tensor(y)
     net = _torch_model(student.config)
     net.load_state_dict({k: torch.tensor(v) for k, v in student.params.items()})
-    net.decision = opts.decision
+    net.config = student.config
     teacher = _torch_model(backbone.config)
+    teacher.config = backbone.config
     teacher.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()})
     teacher.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -283,13 +316,10 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
         if checkpoint_file is not None:
             _save_checkpoint(checkpoint_file, key, epoch + 1, net, opt, gen)
         if on_epoch is not None:
-            on_epoch(epoch, loss, _accuracy(net, xv, yv), targets)
+            on_epoch(epoch, loss, _batch_accuracy(net, xv, yv, targets), targets)
 
-    fine_tune_selectors(net, teacher, xt, yt, opts.keep, epochs=opts.epochs,
-                        ratio_weight=opts.ratio_weight, generator=gen,
-                        batch_size=opts.batch_size, optimizer=opt, start_epoch=start,
-                        on_epoch=epoch_done,
-                        lr_factor=lambda e: 0.5 * (1 + math.cos(math.pi * e / opts.epochs)))
+    _fine_tune(net, teacher, xt, yt, opts, generator=gen, optimizer=opt, start_epoch=start,
+               on_epoch=epoch_done)
     params = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
     trained = calibrate_thresholds(VitModel(student.config, params), n_images=len(x),
                                    images=x)
@@ -316,6 +346,150 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     if "provenance" in graph.meta:
         out.meta["previous_provenance"] = graph.meta["provenance"]
     return out
+
+
+def _forward(net, images, *, targets=None, decision: str = "selector"):
+    """Training forward of a torch ViT of :func:`chipforge.zoo.vit._torch_model`: the same
+    function as its own forward (pre-norm blocks, selectors before their blocks, pruned
+    tokens masked out of the attention keys and fused into one package token), with the
+    training keep decisions of ``decision`` at keep ratios ``targets`` (None: no
+    pruning, the original model). Returns ``(logits, kept_fractions, attention_losses,
+    final_tokens, live)``: the kept fraction of each selector's candidates, each
+    selector's attention-distillation loss, the final normalized tokens and the live mask
+    over them."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    c = net.config
+    n = images.shape[0]
+    g, p = c.image_size // c.patch_size, c.patch_size
+    patches = images.reshape(n, c.channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+    x = torch.cat([net.cls_token.expand(n, -1, -1),
+                   net.patch_embed(patches.reshape(n, g * g, c.patch_dim))], 1) + net.pos_embed
+    policy = torch.ones(n, x.shape[1])
+    candidate = torch.ones_like(policy)
+    candidate[:, 0] = 0                                          # the class token stays
+    fractions, attention_losses = [], []
+    for b, block in enumerate(net.blocks):
+        h = block.norm1(x)
+        if targets is not None and b in c.selector_blocks:
+            s = c.selector_blocks.index(b)
+            selector, target = net.selectors[s], targets[s]
+            alive = policy * candidate
+            attention_losses.append(_attention_loss(block, selector, h, policy, alive, c))
+            score = selector(h)
+            if decision == "gumbel":
+                logp = torch.stack([score, 1 - score], -1).clamp_min(1e-6).log()
+                keep = F.gumbel_softmax(logp, hard=True)[..., 0]
+            else:
+                # The batch's top target fraction of the live candidates, as the calibrated
+                # inference threshold keeps; "quantile" passes the gradient straight through.
+                live = score.detach()[alive.bool()]
+                cut = torch.quantile(live, 1 - target) if target < 1 else live.min() - 1
+                keep = (score.detach() >= cut).float()
+                if decision == "quantile":
+                    keep = keep + score - score.detach()
+            pruned = alive * (1 - keep)
+            weight = pruned * (score.detach() if decision == "selector" else score)
+            package = (weight[..., None] * x).sum(1, keepdim=True) / (
+                weight.sum(1)[:, None, None] + 1e-6)                   # HeatViT Eq. 10
+            has_package = (pruned.sum(1, keepdim=True) > 0).float().detach()
+            fractions.append((alive * keep).sum(1) / alive.sum(1).clamp_min(1))
+            x = torch.cat([x, package], 1)
+            policy = torch.cat([policy * (1 - candidate) + alive * keep, has_package], 1)
+            candidate = torch.cat([candidate, torch.zeros_like(has_package)], 1)
+            h = block.norm1(x)
+        x = block(x, policy, h)
+    tokens = net.norm(x)
+    return net.head(tokens[:, 0]), fractions, attention_losses, tokens, policy
+
+
+def _attention_loss(block, selector, h, policy, alive, c):
+    """Squared error between the selector's keep logit (on detached tokens: only the
+    selector learns from it) and 2x the standardized log attention of the class token
+    to each live candidate in ``block`` (clipped to +-3 deviations), over the candidates."""
+    import torch
+
+    n = h.shape[0]
+    with torch.no_grad():
+        q, k, _ = block.qkv(h).reshape(n, -1, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
+        logits = (q[:, :, :1] @ k.transpose(-2, -1))[:, :, 0] / c.head_dim ** 0.5
+        e = torch.exp(logits - logits.amax(-1, keepdim=True)) * policy[:, None, :]
+        log_attention = torch.log((e / e.sum(-1, keepdim=True)).mean(1).clamp_min(1e-9))
+        count = alive.sum(1, keepdim=True).clamp_min(1)
+        mean = (log_attention * alive).sum(1, keepdim=True) / count
+        std = ((((log_attention - mean) ** 2) * alive).sum(1, keepdim=True) / count).sqrt()
+        z = ((log_attention - mean) / (std + 1e-6)).clamp(-3, 3)
+    score = selector(h.detach()).clamp(1e-6, 1 - 1e-6)
+    logit = torch.log(score) - torch.log1p(-score)
+    return (((logit - 2 * z) ** 2) * alive).sum() / alive.sum().clamp_min(1)
+
+
+def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer,
+               start_epoch: int = 0, on_epoch=None) -> None:
+    """``opts.warmup_epochs`` of selector warm-up (backbone frozen, attention loss only, no
+    pruning), then ``opts.epochs`` of ``CE + KL(teacher || model) + token_weight x token
+    distillation + ratio_weight x keep-ratio loss + attention_weight x attention loss``
+    under the stage-by-stage keep schedule (:func:`chipforge.zoo.vit.selector_targets`),
+    cosine learning rates. ``on_epoch(epoch, loss, targets)`` after each (warm-up epochs
+    count first)."""
+    import math
+
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    from chipforge.zoo.vit import selector_targets
+
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    stages = len(opts.keep)
+    for epoch in range(start_epoch, opts.warmup_epochs + opts.epochs):
+        warm = epoch < opts.warmup_epochs
+        e = epoch - opts.warmup_epochs
+        factor = 1.0 if warm else 0.5 * (1 + math.cos(math.pi * e / opts.epochs))
+        selector_group, backbone_group = optimizer.param_groups
+        selector_group["lr"] = selector_group["initial_lr"] * factor
+        backbone_group["lr"] = 0.0 if warm else backbone_group["initial_lr"] * factor
+        targets = [1.0] * stages if warm else selector_targets(opts.keep, e, opts.epochs)
+        net.train()
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(order), opts.batch_size):
+            idx = order[i:i + opts.batch_size]
+            logits, fractions, attention, tokens, live = _forward(
+                net, x[idx], targets=targets, decision=opts.decision)
+            if warm:
+                loss = opts.attention_weight * sum(attention)
+                if not opts.attention_weight:
+                    continue                  # nothing to learn: the warm-up is a no-op
+            else:
+                with torch.no_grad():
+                    teacher_logits, _, _, teacher_tokens, _ = _forward(teacher, x[idx])
+                t = teacher_tokens.shape[1]
+                kept = live[:, :t]
+                token = (((tokens[:, :t] - teacher_tokens) ** 2).mean(-1) * kept).sum() / (
+                    kept.sum())
+                ratio = sum((f.mean() - r) ** 2 for f, r in zip(fractions, targets,
+                                                                strict=True))
+                kl = F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher_logits, 1),
+                              reduction="batchmean")
+                loss = (F.cross_entropy(logits, y[idx]) + kl + opts.token_weight * token
+                        + opts.ratio_weight * ratio + opts.attention_weight * sum(attention))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if on_epoch is not None:
+            on_epoch(epoch, float(loss.detach()), targets)
+
+
+def _batch_accuracy(net, x: np.ndarray, y: np.ndarray, targets) -> float:
+    """Validation accuracy with each selector keeping its current target fraction of the
+    validation set's live candidates (what the calibrated thresholds will do)."""
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        logits = _forward(net, torch.tensor(x), targets=list(targets))[0]
+    return float((logits.argmax(1).numpy() == y).mean())
 
 
 def _accuracy(net, x: np.ndarray, y: np.ndarray, use_selectors: bool = True) -> float:

@@ -13,7 +13,7 @@ import pytest
 import pyverilator  # noqa: E402,F401  (a requirement: missing = a failure)
 
 from chipforge.config import ISAAC_CROSSBAR
-from chipforge.sim.cycle.shift_add import shift_add_stream_cycles
+from chipforge.sim.cycle.shift_add import SHIFT_ADD_LATENCY, shift_add_stream_cycles
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph, Node, Op
 from chipforge.sim.ref.crossbar import adc_codes, encode_weights, shift_add
@@ -75,9 +75,9 @@ def test_back_to_back_cycles_equal_the_cycle_model(rtl):
     got, run = rtl.shift_add(codes, unit, flipped)
     np.testing.assert_array_equal(got, shift_add(codes, unit, flipped, cfg))
     n = 25 * 4
-    assert run.cycles == shift_add_stream_cycles(cfg, n) == n * cfg.input_cycles + 1
-    # First result 1 cycle after its last beat, then one every input_cycles cycles.
-    assert run.result_cycles[0] == cfg.input_cycles + 1
+    assert run.cycles == shift_add_stream_cycles(cfg, n) == n * cfg.input_cycles + 2
+    # First result 2 cycles after its last beat, then one every input_cycles cycles.
+    assert run.result_cycles[0] == cfg.input_cycles + SHIFT_ADD_LATENCY
     assert (np.diff(run.result_cycles) == cfg.input_cycles).all()
 
 
@@ -202,7 +202,7 @@ def test_digits_layer_through_rtl_is_bit_exact(rtl):
     np.testing.assert_array_equal(run.outputs, run_graph(graph, data.x_test))
     assert run.accuracy == run.reference_accuracy > 0.85
     assert run.dot_products == 360 * 10
-    assert run.cycles == run.model_cycles == 360 * 10 * 16 + 1
+    assert run.cycles == run.model_cycles == 360 * 10 * 16 + 2
 
 
 def test_conv_layer_and_row_tiles_through_rtl(rtl):
@@ -281,7 +281,7 @@ def test_bundled_cnn_layer_through_rtl_on_the_digits_test_set(rtl):
     np.testing.assert_array_equal(run.outputs, run.reference_outputs)
     np.testing.assert_array_equal(run.reference_outputs, run_graph(graph, data.x_test))
     assert run.accuracy == run.reference_accuracy == graph.meta["accuracy_quantized"]
-    assert run.cycles == run.model_cycles == 3600 * 16 + 1
+    assert run.cycles == run.model_cycles == 3600 * 16 + 2
 
 
 @pytest.mark.slow
@@ -365,7 +365,7 @@ def test_simulate_rtl_command_runs_a_zoo_layer_and_reports(rtl, capsys):
     assert main([*argv, "--rtl-stalls", "0.2", "0.7"]) == 0
     out = capsys.readouterr().out
     assert "40 test images" in out and "0 mismatches (bit-exact)" in out
-    assert "cycle model 6401" in out  # 40 x 10 x 16 + 1; the RTL took more (stalls)
+    assert "cycle model 6402" in out  # 40 x 10 x 16 + 2; the RTL took more (stalls)
     assert main(["simulate", "--model", "lenet-digits", "--rtl", "nope"]) == 2
     assert main([*argv, "--fault-rate", "0.01"]) == 2
     err = capsys.readouterr().err

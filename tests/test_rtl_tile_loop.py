@@ -14,4 +14,5 @@ def test_simulate_rtl_tile_fc3(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "bit-exact with the ideal simulated run" in out
+    assert "cycles measured back to back" in out
     assert (tmp_path / "build" / "rtl-tile" / "tile-forms8-fc3" / "manifest.json").exists()

@@ -6,6 +6,7 @@ import pytest
 from chipforge.config import ISAAC_CROSSBAR, CrossbarConfig, WeightEncoding
 from chipforge.hw.shift_add import ShiftAdd
 from chipforge.hw.testing import run_stream
+from chipforge.sim.cycle.shift_add import SHIFT_ADD_LATENCY
 from chipforge.sim.ref.crossbar import adc_codes, encode_weights, shift_add
 
 CONFIGS = {
@@ -81,7 +82,9 @@ def test_shift_add_streams_back_to_back_at_one_beat_per_cycle():
     rng = np.random.default_rng(4)
     codes, unit, flipped = random_codes(cfg, rng, batch=4, cols=1)
     run = run_stream(ShiftAdd(cfg), beats_for(codes, unit, flipped, cfg), 4)
-    # One beat per cycle, no bubbles, and the result 1 cycle after the last beat.
+    # One beat per cycle, no bubbles, and the result SHIFT_ADD_LATENCY (2: two pipeline
+    # stages) cycles after the last beat.
+    assert SHIFT_ADD_LATENCY == 2
     assert run.input_cycles == list(range(1, len(run.input_cycles) + 1))
     last_beats = run.input_cycles[cfg.input_cycles - 1::cfg.input_cycles]
-    assert run.output_cycles == [c + 1 for c in last_beats]
+    assert run.output_cycles == [c + SHIFT_ADD_LATENCY for c in last_beats]

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the tiles' from the cycle model for lenet-digits conv1 of one image (256 patches x 6
 # outputs), which the tile testbench measures equal on the Verilog.
 CYCLES = {
-    "shift-add": "16 per dot product (16-bit signed inputs, 1 beat per cycle)",
+    "shift-add": "16 per dot product (16-bit signed inputs, 1 beat per cycle; latency 2)",
     "forms-fragment": "EIC + 1 per fragment job (EIC: the job's effective input cycles, <= 16)",
     "token-linear": "1 per output (8 per token), first after 2",
     "poly-gelu": "1 per value (latency 3)",
@@ -18,10 +18,11 @@ CYCLES = {
     "plan-sigmoid": "1 per value (latency 1)",
     "token-packager": "1 per token (+1 per image when its last token is kept)",
     "sc-accumulator": "65 per vector (64-bit streams + 1)",
-    "tile-isaac": "9.35 per result (56.1 per 6-output vector; conv1, 1 image: 14,361 cycles)",
-    "tile-forms8": "9.11 per result (54.7 per vector, mean 6.4 planes; conv1, 1 image: "
-                   "13,998 cycles)",
+    "tile-isaac": "9.68 per result (58.1 per 6-output vector; conv1, 1 image: 14,873 cycles)",
+    "tile-forms8": "9.24 per result (55.4 per vector, mean 6.4 planes; conv1, 1 image: "
+                   "14,191 cycles)",
     "tile-forms8-small": "(K=16, N=2: 2 fragments x 2 columns; synthesis only, no testbench)",
+    "tile-isaac-small": "(K=16, N=2: 1 crossbar x 2 columns; synthesis only, no testbench)",
 }
 
 
@@ -63,16 +64,17 @@ def main() -> None:
         for block, row in json.loads(path.read_text()).items():
             if "error" not in row and ("fmax_mhz" in row or block not in results):
                 results[block] = row
-    print("| block / tile | iCE40 LUT4 | iCE40 FF | iCE40 BRAM | 7-series LUT | 7-series FF "
-          "| DSP48E1 | 7-series BRAM | Fmax iCE40 HX8K | cycles per result |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| block / tile | iCE40 LUT4 | iCE40 FF | iCE40 BRAM (SB_RAM40_4K) | iCE40 DSP "
+          "(SB_MAC16) | 7-series LUT | 7-series FF | DSP48E1 | 7-series BRAM | "
+          "Fmax iCE40 HX8K | cycles per result |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for block in CYCLES:
         r = results.get(block) or _partial(block)
         if r is None:
-            print(f"| {block} | not finished | | | | | | | | {CYCLES[block]} |")
+            print(f"| {block} | not finished | | | | | | | | | {CYCLES[block]} |")
             continue
         if "ice40_luts" not in r:
-            print(f"| {block} | failed: {r.get('error', '')[:60]} | | | | | | | | "
+            print(f"| {block} | failed: {r.get('error', '')[:60]} | | | | | | | | | "
                   f"{CYCLES[block]} |")
             continue
         if not r["fits_hx8k"]:
@@ -84,7 +86,8 @@ def main() -> None:
         else:
             fmax = "place-and-route failed"
         print(f"| {block} | {r['ice40_luts']} | {r['ice40_ffs']} | {r['ice40_brams']} | "
-              f"{r.get('xc7_luts', '')} | {r.get('xc7_ffs', '')} | {r.get('xc7_dsps', '')} | "
+              f"{r.get('ice40_dsps', 0)} | {r.get('xc7_luts', '')} | {r.get('xc7_ffs', '')} | "
+              f"{r.get('xc7_dsps', '')} | "
               f"{r.get('xc7_brams', '')} | {fmax} | {CYCLES[block]} |")
 
 

@@ -72,6 +72,7 @@ def run(block: str) -> dict:
     row["ice40_luts"] = ice.get("SB_LUT4", 0)
     row["ice40_ffs"] = sum(v for k, v in ice.items() if k.startswith("SB_DFF"))
     row["ice40_brams"] = ice.get("SB_RAM40_4K", 0)
+    row["ice40_dsps"] = ice.get("SB_MAC16", 0)     # the HX8K has none: always 0 there
     _yosys(f"read_verilog {verilog}; synth_xilinx -family xc7 -top {top}; "
            f"tee -q -o {work}/xc7.stat stat")
     xc = _cells((work / "xc7.stat").read_text())
@@ -88,6 +89,7 @@ def run(block: str) -> dict:
                               str(work / "wrap.json"), "--freq", "12", "--seed", "1",
                               "--timing-allow-fail"], capture_output=True, text=True,
                              check=False)
+        (work / "nextpnr.log").write_text(res.stderr)   # the critical path report
         found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
         row["fmax_mhz"] = float(found[-1]) if found else None
         if res.returncode:

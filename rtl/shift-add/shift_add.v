@@ -13,69 +13,72 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [25:0] \$35 ;
-  wire [41:0] \$36 ;
-  wire [42:0] \$37 ;
-  wire [41:0] \$38 ;
-  wire [42:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [25:0] \$34 ;
+  wire [41:0] \$35 ;
+  wire [42:0] \$36 ;
+  wire [41:0] \$37 ;
+  wire [42:0] \$38 ;
+  wire [41:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [41:0] \$40 ;
-  wire [42:0] \$41 ;
-  wire [41:0] \$42 ;
-  wire [42:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [42:0] \$45 ;
-  wire [41:0] \$46 ;
-  wire [42:0] \$47 ;
-  wire [41:0] \$48 ;
-  wire [42:0] \$49 ;
+  wire [42:0] \$40 ;
+  wire [41:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [41:0] \$43 ;
+  wire [42:0] \$44 ;
+  wire [41:0] \$45 ;
+  wire [42:0] \$46 ;
+  wire [41:0] \$47 ;
+  wire [42:0] \$48 ;
+  wire [41:0] \$49 ;
   wire [10:0] \$5 ;
-  wire [41:0] \$50 ;
-  wire [42:0] \$51 ;
-  wire [41:0] \$52 ;
-  wire [42:0] \$53 ;
-  wire [41:0] \$54 ;
-  wire [42:0] \$55 ;
-  wire [41:0] \$56 ;
-  wire [42:0] \$57 ;
-  wire [41:0] \$58 ;
-  wire [42:0] \$59 ;
+  wire [42:0] \$50 ;
+  wire [41:0] \$51 ;
+  wire [42:0] \$52 ;
+  wire [41:0] \$53 ;
+  wire [42:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire [41:0] \$57 ;
+  wire [42:0] \$58 ;
+  wire [41:0] \$59 ;
   wire [11:0] \$6 ;
-  wire [41:0] \$60 ;
-  wire [42:0] \$61 ;
-  wire [41:0] \$62 ;
-  wire [42:0] \$63 ;
-  wire [41:0] \$64 ;
-  wire [42:0] \$65 ;
+  wire [42:0] \$60 ;
+  wire [41:0] \$61 ;
+  wire [42:0] \$62 ;
+  wire [41:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
   wire \$66 ;
   wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [4:0] \$68 ;
+  wire [4:0] \$69 ;
   wire [10:0] \$7 ;
-  wire [4:0] \$70 ;
+  wire \$70 ;
   reg \$71 ;
-  reg [3:0] \$72 ;
-  reg [40:0] \$73 ;
-  reg [40:0] \$74 ;
+  reg \$72 ;
+  reg [24:0] \$73 ;
+  reg [3:0] \$74 ;
+  reg [3:0] \$75 ;
+  reg [40:0] \$76 ;
+  reg [40:0] \$77 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
   reg [40:0] acc = 41'h00000000000;
@@ -83,6 +86,9 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   reg [3:0] beat = 4'h0;
   input clk;
   wire clk;
+  reg [3:0] held_beat = 4'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -100,6 +106,7 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [40:0] o_stream__payload;
   reg [40:0] o_stream__payload = 41'h00000000000;
   input o_stream__ready;
@@ -118,41 +125,49 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$35  = - $signed(\$34 [24:0]);
-  assign \$37  = $signed(\$36 ) + $signed(\$34 [24:0]);
-  assign \$39  = $signed(\$38 ) + $signed(\$34 [24:0]);
-  assign \$41  = $signed(\$40 ) + $signed(\$34 [24:0]);
-  assign \$43  = $signed(\$42 ) + $signed(\$34 [24:0]);
-  assign \$45  = $signed(\$44 ) + $signed(\$34 [24:0]);
-  assign \$47  = $signed(\$46 ) + $signed(\$34 [24:0]);
-  assign \$49  = $signed(\$48 ) + $signed(\$34 [24:0]);
-  assign \$51  = $signed(\$50 ) + $signed(\$34 [24:0]);
-  assign \$53  = $signed(\$52 ) + $signed(\$34 [24:0]);
-  assign \$55  = $signed(\$54 ) + $signed(\$34 [24:0]);
-  assign \$57  = $signed(\$56 ) + $signed(\$34 [24:0]);
-  assign \$59  = $signed(\$58 ) + $signed(\$34 [24:0]);
-  assign \$61  = $signed(\$60 ) + $signed(\$34 [24:0]);
-  assign \$63  = $signed(\$62 ) + $signed(\$34 [24:0]);
-  assign \$65  = $signed(\$64 ) + $signed(\$34 [24:0]);
-  assign \$66  = ~ o_stream__valid;
-  assign i_stream__ready = \$66  | o_stream__ready;
-  assign \$67  = o_stream__valid & o_stream__ready;
-  assign \$68  = i_stream__valid & i_stream__ready;
-  assign \$69  = beat == 4'hf;
-  assign \$70  = beat + 1'h1;
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$34  = - $signed(held_value);
+  assign \$36  = $signed(\$35 ) + $signed(held_value);
+  assign \$38  = $signed(\$37 ) + $signed(held_value);
+  assign \$40  = $signed(\$39 ) + $signed(held_value);
+  assign \$42  = $signed(\$41 ) + $signed(held_value);
+  assign \$44  = $signed(\$43 ) + $signed(held_value);
+  assign \$46  = $signed(\$45 ) + $signed(held_value);
+  assign \$48  = $signed(\$47 ) + $signed(held_value);
+  assign \$50  = $signed(\$49 ) + $signed(held_value);
+  assign \$52  = $signed(\$51 ) + $signed(held_value);
+  assign \$54  = $signed(\$53 ) + $signed(held_value);
+  assign \$56  = $signed(\$55 ) + $signed(held_value);
+  assign \$58  = $signed(\$57 ) + $signed(held_value);
+  assign \$60  = $signed(\$59 ) + $signed(held_value);
+  assign \$62  = $signed(\$61 ) + $signed(held_value);
+  assign \$64  = $signed(\$63 ) + $signed(held_value);
+  assign \$65  = ~ o_stream__valid;
+  assign i_stream__ready = \$65  | o_stream__ready;
+  assign \$66  = o_stream__valid & o_stream__ready;
+  assign \$67  = beat == 4'hf;
+  assign \$68  = beat + 1'h1;
+  assign \$69  = \$67  ? 5'h00 : \$68 ;
+  assign \$70  = held_beat == 4'hf;
   always @(posedge clk)
     o_stream__valid <= \$71 ;
   always @(posedge clk)
-    beat <= \$72 ;
+    held_valid <= \$72 ;
   always @(posedge clk)
-    o_stream__payload <= \$73 ;
+    held_value <= \$73 ;
   always @(posedge clk)
-    acc <= \$74 ;
+    held_beat <= \$74 ;
+  always @(posedge clk)
+    beat <= \$75 ;
+  always @(posedge clk)
+    o_stream__payload <= \$76 ;
+  always @(posedge clk)
+    acc <= \$77 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -169,10 +184,8 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
@@ -248,50 +261,52 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       4'h0:
-          acc_next = { \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35 [25], \$35  };
+          acc_next = { \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34 [25], \$34  };
       4'h1:
-          acc_next = \$37 [40:0];
+          acc_next = \$36 [40:0];
       4'h2:
-          acc_next = \$39 [40:0];
+          acc_next = \$38 [40:0];
       4'h3:
-          acc_next = \$41 [40:0];
+          acc_next = \$40 [40:0];
       4'h4:
-          acc_next = \$43 [40:0];
+          acc_next = \$42 [40:0];
       4'h5:
-          acc_next = \$45 [40:0];
+          acc_next = \$44 [40:0];
       4'h6:
-          acc_next = \$47 [40:0];
+          acc_next = \$46 [40:0];
       4'h7:
-          acc_next = \$49 [40:0];
+          acc_next = \$48 [40:0];
       4'h8:
-          acc_next = \$51 [40:0];
+          acc_next = \$50 [40:0];
       4'h9:
-          acc_next = \$53 [40:0];
+          acc_next = \$52 [40:0];
       4'ha:
-          acc_next = \$55 [40:0];
+          acc_next = \$54 [40:0];
       4'hb:
-          acc_next = \$57 [40:0];
+          acc_next = \$56 [40:0];
       4'hc:
-          acc_next = \$59 [40:0];
+          acc_next = \$58 [40:0];
       4'hd:
-          acc_next = \$61 [40:0];
+          acc_next = \$60 [40:0];
       4'he:
-          acc_next = \$63 [40:0];
+          acc_next = \$62 [40:0];
       4'hf:
-          acc_next = \$65 [40:0];
+          acc_next = \$64 [40:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$71  = o_stream__valid;
-    if (\$67 ) begin
+    if (\$66 ) begin
       \$71  = 1'h0;
     end
-    if (\$68 ) begin
-      if (\$69 ) begin
-        \$71  = 1'h1;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        if (\$70 ) begin
+          \$71  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -300,47 +315,83 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$72  = beat;
-    if (\$68 ) begin
-      (* full_case = 32'd1 *)
-      if (\$69 ) begin
-        \$72  = 4'h0;
-      end else begin
-        \$72  = \$70 [3:0];
-      end
+    \$72  = held_valid;
+    if (i_stream__ready) begin
+      \$72  = i_stream__valid;
     end
     if (rst) begin
-      \$72  = 4'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$73  = o_stream__payload;
-    if (\$68 ) begin
-      if (\$69 ) begin
-        \$73  = acc_next;
+    \$73  = held_value;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$73  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$73  = 41'h00000000000;
+      \$73  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$74  = acc;
-    if (\$68 ) begin
-      (* full_case = 32'd1 *)
-      if (\$69 ) begin
-      end else begin
-        \$74  = acc_next;
+    \$74  = held_beat;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$74  = beat;
       end
     end
     if (rst) begin
-      \$74  = 41'h00000000000;
+      \$74  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$75  = beat;
+    if (i_stream__ready) begin
+      if (i_stream__valid) begin
+        \$75  = \$69 [3:0];
+      end
+    end
+    if (rst) begin
+      \$75  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$76  = o_stream__payload;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        if (\$70 ) begin
+          \$76  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$76  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$77  = acc;
+    if (i_stream__ready) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$70 ) begin
+        end else begin
+          \$77  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$77  = 41'h00000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign move = i_stream__ready;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -353,27 +404,27 @@ module shift_add(i_stream__valid, o_stream__ready, clk, rst, i_stream__ready, o_
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$36  = { acc, 1'h0 };
-  assign \$38  = { acc, 1'h0 };
-  assign \$40  = { acc, 1'h0 };
-  assign \$42  = { acc, 1'h0 };
-  assign \$44  = { acc, 1'h0 };
-  assign \$46  = { acc, 1'h0 };
-  assign \$48  = { acc, 1'h0 };
-  assign \$50  = { acc, 1'h0 };
-  assign \$52  = { acc, 1'h0 };
-  assign \$54  = { acc, 1'h0 };
-  assign \$56  = { acc, 1'h0 };
-  assign \$58  = { acc, 1'h0 };
-  assign \$60  = { acc, 1'h0 };
-  assign \$62  = { acc, 1'h0 };
-  assign \$64  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$35  = { acc, 1'h0 };
+  assign \$37  = { acc, 1'h0 };
+  assign \$39  = { acc, 1'h0 };
+  assign \$41  = { acc, 1'h0 };
+  assign \$43  = { acc, 1'h0 };
+  assign \$45  = { acc, 1'h0 };
+  assign \$47  = { acc, 1'h0 };
+  assign \$49  = { acc, 1'h0 };
+  assign \$51  = { acc, 1'h0 };
+  assign \$53  = { acc, 1'h0 };
+  assign \$55  = { acc, 1'h0 };
+  assign \$57  = { acc, 1'h0 };
+  assign \$59  = { acc, 1'h0 };
+  assign \$61  = { acc, 1'h0 };
+  assign \$63  = { acc, 1'h0 };
 endmodule

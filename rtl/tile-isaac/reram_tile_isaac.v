@@ -8,142 +8,142 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire [33:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [63:0] \$102 ;
-  wire [63:0] \$103 ;
-  wire \$104 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [63:0] \$104 ;
   wire [63:0] \$105 ;
-  wire [63:0] \$106 ;
-  wire \$107 ;
+  wire \$106 ;
+  wire [63:0] \$107 ;
   wire [63:0] \$108 ;
-  wire [63:0] \$109 ;
-  wire [34:0] \$11 ;
-  wire \$110 ;
+  wire \$109 ;
+  wire [33:0] \$11 ;
+  wire [63:0] \$110 ;
   wire [63:0] \$111 ;
-  wire [63:0] \$112 ;
-  wire \$113 ;
+  wire \$112 ;
+  wire [63:0] \$113 ;
   wire [63:0] \$114 ;
-  wire [63:0] \$115 ;
-  wire \$116 ;
+  wire \$115 ;
+  wire [63:0] \$116 ;
   wire [63:0] \$117 ;
-  wire [66:0] \$118 ;
-  wire [127:0] \$119 ;
-  wire [33:0] \$12 ;
-  wire [127:0] \$120 ;
-  wire [128:0] \$121 ;
+  wire \$118 ;
+  wire [63:0] \$119 ;
+  wire [6:0] \$12 ;
+  wire [7:0] \$120 ;
+  wire \$121 ;
   wire [7:0] \$122 ;
   wire \$123 ;
   wire [7:0] \$124 ;
-  wire \$125 ;
-  wire [7:0] \$126 ;
-  wire [7:0] \$127 ;
-  wire \$128 ;
-  wire [33:0] \$129 ;
-  wire [34:0] \$13 ;
+  wire [7:0] \$125 ;
+  wire \$126 ;
+  wire [33:0] \$127 ;
+  wire [33:0] \$128 ;
+  wire \$129 ;
+  wire \$13 ;
   wire [33:0] \$130 ;
-  wire \$131 ;
-  wire [33:0] \$132 ;
+  wire [33:0] \$131 ;
+  wire \$132 ;
   wire [33:0] \$133 ;
-  wire \$134 ;
-  wire [33:0] \$135 ;
+  wire [33:0] \$134 ;
+  wire \$135 ;
   wire [33:0] \$136 ;
-  wire \$137 ;
-  wire [33:0] \$138 ;
+  wire [33:0] \$137 ;
+  wire \$138 ;
   wire [33:0] \$139 ;
-  wire [33:0] \$14 ;
-  wire \$140 ;
-  wire [33:0] \$141 ;
+  wire [6:0] \$14 ;
+  wire [33:0] \$140 ;
+  wire \$141 ;
   wire [33:0] \$142 ;
   wire \$143 ;
-  wire [33:0] \$144 ;
-  wire \$145 ;
-  wire [31:0] \$146 ;
+  wire [31:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire \$146 ;
   wire [31:0] \$147 ;
-  wire \$148 ;
-  wire [31:0] \$149 ;
-  wire [34:0] \$15 ;
+  wire [31:0] \$148 ;
+  wire \$149 ;
+  wire [4:0] \$15 ;
   wire [31:0] \$150 ;
-  wire \$151 ;
-  wire [31:0] \$152 ;
+  wire [31:0] \$151 ;
+  wire \$152 ;
   wire [31:0] \$153 ;
-  wire \$154 ;
-  wire [31:0] \$155 ;
+  wire [31:0] \$154 ;
+  wire \$155 ;
   wire [31:0] \$156 ;
-  wire \$157 ;
-  wire [31:0] \$158 ;
+  wire [31:0] \$157 ;
+  wire \$158 ;
   wire [31:0] \$159 ;
-  wire [33:0] \$16 ;
+  wire [8:0] \$16 ;
   wire \$160 ;
-  wire [31:0] \$161 ;
-  wire \$162 ;
-  wire [63:0] \$163 ;
+  wire [63:0] \$161 ;
+  wire [63:0] \$162 ;
+  wire \$163 ;
   wire [63:0] \$164 ;
-  wire \$165 ;
-  wire [63:0] \$166 ;
+  wire [63:0] \$165 ;
+  wire \$166 ;
   wire [63:0] \$167 ;
-  wire \$168 ;
-  wire [63:0] \$169 ;
-  wire [34:0] \$17 ;
+  wire [63:0] \$168 ;
+  wire \$169 ;
+  wire [8:0] \$17 ;
   wire [63:0] \$170 ;
-  wire \$171 ;
-  wire [63:0] \$172 ;
+  wire [63:0] \$171 ;
+  wire \$172 ;
   wire [63:0] \$173 ;
-  wire \$174 ;
-  wire [63:0] \$175 ;
+  wire [63:0] \$174 ;
+  wire \$175 ;
   wire [63:0] \$176 ;
-  wire \$177 ;
-  wire [63:0] \$178 ;
-  wire [3:0] \$179 ;
-  wire [6:0] \$18 ;
-  wire [6:0] \$180 ;
-  wire [6:0] \$181 ;
+  wire [3:0] \$177 ;
+  wire [6:0] \$178 ;
+  wire [6:0] \$179 ;
+  wire [8:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
+  reg \$187 ;
   reg \$188 ;
-  reg \$189 ;
-  wire \$19 ;
-  reg [5:0] \$190 ;
-  reg [2:0] \$191 ;
-  reg [5:0] \$192 ;
-  reg [31:0] \$193 ;
-  reg [63:0] \$194 ;
-  reg [31:0] \$195 ;
-  reg [63:0] \$196 ;
-  reg [31:0] \$197 ;
-  reg [63:0] \$198 ;
-  reg [31:0] \$199 ;
+  reg [5:0] \$189 ;
+  wire [8:0] \$19 ;
+  reg [2:0] \$190 ;
+  reg [5:0] \$191 ;
+  reg [31:0] \$192 ;
+  reg [63:0] \$193 ;
+  reg [31:0] \$194 ;
+  reg [63:0] \$195 ;
+  reg [31:0] \$196 ;
+  reg [63:0] \$197 ;
+  reg [31:0] \$198 ;
+  reg [63:0] \$199 ;
   wire \$2 ;
-  wire [6:0] \$20 ;
-  reg [63:0] \$200 ;
-  reg [31:0] \$201 ;
-  reg [63:0] \$202 ;
-  reg [31:0] \$203 ;
-  reg [63:0] \$204 ;
+  wire [8:0] \$20 ;
+  reg [31:0] \$200 ;
+  reg [63:0] \$201 ;
+  reg [31:0] \$202 ;
+  reg [63:0] \$203 ;
+  reg [8:0] \$204 ;
   reg [8:0] \$205 ;
   reg [8:0] \$206 ;
   reg [8:0] \$207 ;
   reg [8:0] \$208 ;
   reg [8:0] \$209 ;
-  wire [4:0] \$21 ;
+  wire [8:0] \$21 ;
   reg [8:0] \$210 ;
   reg [8:0] \$211 ;
   reg [8:0] \$212 ;
   reg [8:0] \$213 ;
   reg [8:0] \$214 ;
   reg [8:0] \$215 ;
-  reg [8:0] \$216 ;
-  reg [5:0] \$217 ;
-  reg \$218 ;
+  reg [5:0] \$216 ;
+  reg \$217 ;
+  reg [33:0] \$218 ;
   reg [33:0] \$219 ;
   wire [8:0] \$22 ;
   reg [33:0] \$220 ;
   reg [33:0] \$221 ;
   reg [33:0] \$222 ;
   reg [33:0] \$223 ;
-  reg [33:0] \$224 ;
+  reg [7:0] \$224 ;
   reg [7:0] \$225 ;
   reg [7:0] \$226 ;
   reg [7:0] \$227 ;
@@ -178,21 +178,23 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   reg [7:0] \$253 ;
   reg [7:0] \$254 ;
   reg [7:0] \$255 ;
-  reg [7:0] \$256 ;
-  reg [3:0] \$257 ;
+  reg [3:0] \$256 ;
+  reg [2:0] \$257 ;
   reg [2:0] \$258 ;
-  reg [2:0] \$259 ;
+  reg [50:0] \$259 ;
   wire [8:0] \$26 ;
-  reg [65:0] \$260 ;
+  reg [49:0] \$260 ;
   reg [2:0] \$261 ;
-  reg [63:0] \$262 ;
-  reg [63:0] \$263 ;
+  reg [2:0] \$262 ;
+  reg [67:0] \$263 ;
   reg [63:0] \$264 ;
   reg [63:0] \$265 ;
   reg [63:0] \$266 ;
   reg [63:0] \$267 ;
-  reg [2:0] \$268 ;
+  reg [63:0] \$268 ;
+  reg [63:0] \$269 ;
   wire [8:0] \$27 ;
+  reg [2:0] \$270 ;
   wire [8:0] \$28 ;
   wire [8:0] \$29 ;
   wire [6:0] \$3 ;
@@ -215,31 +217,31 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire [8:0] \$45 ;
   wire [8:0] \$46 ;
   wire [8:0] \$47 ;
-  wire [8:0] \$48 ;
-  wire [8:0] \$49 ;
+  wire \$48 ;
+  wire [49:0] \$49 ;
   wire [6:0] \$5 ;
-  wire [8:0] \$50 ;
-  wire [8:0] \$51 ;
-  wire [8:0] \$52 ;
-  wire [8:0] \$53 ;
-  wire \$54 ;
-  wire [65:0] \$55 ;
-  wire [3:0] \$56 ;
-  wire \$57 ;
-  wire [33:0] \$58 ;
+  wire [49:0] \$50 ;
+  wire [3:0] \$51 ;
+  wire [80:0] \$52 ;
+  wire [81:0] \$53 ;
+  wire [82:0] \$54 ;
+  wire [127:0] \$55 ;
+  wire [127:0] \$56 ;
+  wire [128:0] \$57 ;
+  wire \$58 ;
   wire [33:0] \$59 ;
   wire [33:0] \$6 ;
   wire [33:0] \$60 ;
   wire [33:0] \$61 ;
   wire [33:0] \$62 ;
   wire [33:0] \$63 ;
-  wire \$64 ;
+  wire [33:0] \$64 ;
   wire [3:0] \$65 ;
-  wire [3:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
+  wire \$66 ;
+  wire [3:0] \$67 ;
+  wire [3:0] \$68 ;
   wire \$69 ;
-  wire [34:0] \$7 ;
+  wire [33:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -261,7 +263,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire [34:0] \$9 ;
+  wire [33:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -323,138 +325,138 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire group_left0;
   wire group_left1;
   wire [79:0] i_stream__payload;
-  wire [79:0] \i_stream__payload$126 ;
-  wire [63:0] \i_stream__payload$126.codes ;
-  wire [7:0] \i_stream__payload$126.codes[0] ;
-  wire [7:0] \i_stream__payload$126.codes[1] ;
-  wire [7:0] \i_stream__payload$126.codes[2] ;
-  wire [7:0] \i_stream__payload$126.codes[3] ;
-  wire [7:0] \i_stream__payload$126.codes[4] ;
-  wire [7:0] \i_stream__payload$126.codes[5] ;
-  wire [7:0] \i_stream__payload$126.codes[6] ;
-  wire [7:0] \i_stream__payload$126.codes[7] ;
-  wire [7:0] \i_stream__payload$126.flip ;
-  wire [7:0] \i_stream__payload$126.unit ;
-  wire [79:0] \i_stream__payload$129 ;
-  wire [63:0] \i_stream__payload$129.codes ;
-  wire [7:0] \i_stream__payload$129.codes[0] ;
-  wire [7:0] \i_stream__payload$129.codes[1] ;
-  wire [7:0] \i_stream__payload$129.codes[2] ;
-  wire [7:0] \i_stream__payload$129.codes[3] ;
-  wire [7:0] \i_stream__payload$129.codes[4] ;
-  wire [7:0] \i_stream__payload$129.codes[5] ;
-  wire [7:0] \i_stream__payload$129.codes[6] ;
-  wire [7:0] \i_stream__payload$129.codes[7] ;
-  wire [7:0] \i_stream__payload$129.flip ;
-  wire [7:0] \i_stream__payload$129.unit ;
-  wire [79:0] \i_stream__payload$132 ;
-  wire [63:0] \i_stream__payload$132.codes ;
-  wire [7:0] \i_stream__payload$132.codes[0] ;
-  wire [7:0] \i_stream__payload$132.codes[1] ;
-  wire [7:0] \i_stream__payload$132.codes[2] ;
-  wire [7:0] \i_stream__payload$132.codes[3] ;
-  wire [7:0] \i_stream__payload$132.codes[4] ;
-  wire [7:0] \i_stream__payload$132.codes[5] ;
-  wire [7:0] \i_stream__payload$132.codes[6] ;
-  wire [7:0] \i_stream__payload$132.codes[7] ;
-  wire [7:0] \i_stream__payload$132.flip ;
-  wire [7:0] \i_stream__payload$132.unit ;
-  wire [79:0] \i_stream__payload$135 ;
-  wire [63:0] \i_stream__payload$135.codes ;
-  wire [7:0] \i_stream__payload$135.codes[0] ;
-  wire [7:0] \i_stream__payload$135.codes[1] ;
-  wire [7:0] \i_stream__payload$135.codes[2] ;
-  wire [7:0] \i_stream__payload$135.codes[3] ;
-  wire [7:0] \i_stream__payload$135.codes[4] ;
-  wire [7:0] \i_stream__payload$135.codes[5] ;
-  wire [7:0] \i_stream__payload$135.codes[6] ;
-  wire [7:0] \i_stream__payload$135.codes[7] ;
-  wire [7:0] \i_stream__payload$135.flip ;
-  wire [7:0] \i_stream__payload$135.unit ;
-  wire [79:0] \i_stream__payload$138 ;
-  wire [63:0] \i_stream__payload$138.codes ;
-  wire [7:0] \i_stream__payload$138.codes[0] ;
-  wire [7:0] \i_stream__payload$138.codes[1] ;
-  wire [7:0] \i_stream__payload$138.codes[2] ;
-  wire [7:0] \i_stream__payload$138.codes[3] ;
-  wire [7:0] \i_stream__payload$138.codes[4] ;
-  wire [7:0] \i_stream__payload$138.codes[5] ;
-  wire [7:0] \i_stream__payload$138.codes[6] ;
-  wire [7:0] \i_stream__payload$138.codes[7] ;
-  wire [7:0] \i_stream__payload$138.flip ;
-  wire [7:0] \i_stream__payload$138.unit ;
-  wire [79:0] \i_stream__payload$141 ;
-  wire [63:0] \i_stream__payload$141.codes ;
-  wire [7:0] \i_stream__payload$141.codes[0] ;
-  wire [7:0] \i_stream__payload$141.codes[1] ;
-  wire [7:0] \i_stream__payload$141.codes[2] ;
-  wire [7:0] \i_stream__payload$141.codes[3] ;
-  wire [7:0] \i_stream__payload$141.codes[4] ;
-  wire [7:0] \i_stream__payload$141.codes[5] ;
-  wire [7:0] \i_stream__payload$141.codes[6] ;
-  wire [7:0] \i_stream__payload$141.codes[7] ;
-  wire [7:0] \i_stream__payload$141.flip ;
-  wire [7:0] \i_stream__payload$141.unit ;
-  wire [79:0] \i_stream__payload$144 ;
-  wire [63:0] \i_stream__payload$144.codes ;
-  wire [7:0] \i_stream__payload$144.codes[0] ;
-  wire [7:0] \i_stream__payload$144.codes[1] ;
-  wire [7:0] \i_stream__payload$144.codes[2] ;
-  wire [7:0] \i_stream__payload$144.codes[3] ;
-  wire [7:0] \i_stream__payload$144.codes[4] ;
-  wire [7:0] \i_stream__payload$144.codes[5] ;
-  wire [7:0] \i_stream__payload$144.codes[6] ;
-  wire [7:0] \i_stream__payload$144.codes[7] ;
-  wire [7:0] \i_stream__payload$144.flip ;
-  wire [7:0] \i_stream__payload$144.unit ;
-  wire [79:0] \i_stream__payload$147 ;
-  wire [63:0] \i_stream__payload$147.codes ;
-  wire [7:0] \i_stream__payload$147.codes[0] ;
-  wire [7:0] \i_stream__payload$147.codes[1] ;
-  wire [7:0] \i_stream__payload$147.codes[2] ;
-  wire [7:0] \i_stream__payload$147.codes[3] ;
-  wire [7:0] \i_stream__payload$147.codes[4] ;
-  wire [7:0] \i_stream__payload$147.codes[5] ;
-  wire [7:0] \i_stream__payload$147.codes[6] ;
-  wire [7:0] \i_stream__payload$147.codes[7] ;
-  wire [7:0] \i_stream__payload$147.flip ;
-  wire [7:0] \i_stream__payload$147.unit ;
-  wire [79:0] \i_stream__payload$150 ;
-  wire [63:0] \i_stream__payload$150.codes ;
-  wire [7:0] \i_stream__payload$150.codes[0] ;
-  wire [7:0] \i_stream__payload$150.codes[1] ;
-  wire [7:0] \i_stream__payload$150.codes[2] ;
-  wire [7:0] \i_stream__payload$150.codes[3] ;
-  wire [7:0] \i_stream__payload$150.codes[4] ;
-  wire [7:0] \i_stream__payload$150.codes[5] ;
-  wire [7:0] \i_stream__payload$150.codes[6] ;
-  wire [7:0] \i_stream__payload$150.codes[7] ;
-  wire [7:0] \i_stream__payload$150.flip ;
-  wire [7:0] \i_stream__payload$150.unit ;
-  wire [79:0] \i_stream__payload$153 ;
-  wire [63:0] \i_stream__payload$153.codes ;
-  wire [7:0] \i_stream__payload$153.codes[0] ;
-  wire [7:0] \i_stream__payload$153.codes[1] ;
-  wire [7:0] \i_stream__payload$153.codes[2] ;
-  wire [7:0] \i_stream__payload$153.codes[3] ;
-  wire [7:0] \i_stream__payload$153.codes[4] ;
-  wire [7:0] \i_stream__payload$153.codes[5] ;
-  wire [7:0] \i_stream__payload$153.codes[6] ;
-  wire [7:0] \i_stream__payload$153.codes[7] ;
-  wire [7:0] \i_stream__payload$153.flip ;
-  wire [7:0] \i_stream__payload$153.unit ;
-  wire [79:0] \i_stream__payload$156 ;
-  wire [63:0] \i_stream__payload$156.codes ;
-  wire [7:0] \i_stream__payload$156.codes[0] ;
-  wire [7:0] \i_stream__payload$156.codes[1] ;
-  wire [7:0] \i_stream__payload$156.codes[2] ;
-  wire [7:0] \i_stream__payload$156.codes[3] ;
-  wire [7:0] \i_stream__payload$156.codes[4] ;
-  wire [7:0] \i_stream__payload$156.codes[5] ;
-  wire [7:0] \i_stream__payload$156.codes[6] ;
-  wire [7:0] \i_stream__payload$156.codes[7] ;
-  wire [7:0] \i_stream__payload$156.flip ;
-  wire [7:0] \i_stream__payload$156.unit ;
+  wire [79:0] \i_stream__payload$130 ;
+  wire [63:0] \i_stream__payload$130.codes ;
+  wire [7:0] \i_stream__payload$130.codes[0] ;
+  wire [7:0] \i_stream__payload$130.codes[1] ;
+  wire [7:0] \i_stream__payload$130.codes[2] ;
+  wire [7:0] \i_stream__payload$130.codes[3] ;
+  wire [7:0] \i_stream__payload$130.codes[4] ;
+  wire [7:0] \i_stream__payload$130.codes[5] ;
+  wire [7:0] \i_stream__payload$130.codes[6] ;
+  wire [7:0] \i_stream__payload$130.codes[7] ;
+  wire [7:0] \i_stream__payload$130.flip ;
+  wire [7:0] \i_stream__payload$130.unit ;
+  wire [79:0] \i_stream__payload$133 ;
+  wire [63:0] \i_stream__payload$133.codes ;
+  wire [7:0] \i_stream__payload$133.codes[0] ;
+  wire [7:0] \i_stream__payload$133.codes[1] ;
+  wire [7:0] \i_stream__payload$133.codes[2] ;
+  wire [7:0] \i_stream__payload$133.codes[3] ;
+  wire [7:0] \i_stream__payload$133.codes[4] ;
+  wire [7:0] \i_stream__payload$133.codes[5] ;
+  wire [7:0] \i_stream__payload$133.codes[6] ;
+  wire [7:0] \i_stream__payload$133.codes[7] ;
+  wire [7:0] \i_stream__payload$133.flip ;
+  wire [7:0] \i_stream__payload$133.unit ;
+  wire [79:0] \i_stream__payload$136 ;
+  wire [63:0] \i_stream__payload$136.codes ;
+  wire [7:0] \i_stream__payload$136.codes[0] ;
+  wire [7:0] \i_stream__payload$136.codes[1] ;
+  wire [7:0] \i_stream__payload$136.codes[2] ;
+  wire [7:0] \i_stream__payload$136.codes[3] ;
+  wire [7:0] \i_stream__payload$136.codes[4] ;
+  wire [7:0] \i_stream__payload$136.codes[5] ;
+  wire [7:0] \i_stream__payload$136.codes[6] ;
+  wire [7:0] \i_stream__payload$136.codes[7] ;
+  wire [7:0] \i_stream__payload$136.flip ;
+  wire [7:0] \i_stream__payload$136.unit ;
+  wire [79:0] \i_stream__payload$139 ;
+  wire [63:0] \i_stream__payload$139.codes ;
+  wire [7:0] \i_stream__payload$139.codes[0] ;
+  wire [7:0] \i_stream__payload$139.codes[1] ;
+  wire [7:0] \i_stream__payload$139.codes[2] ;
+  wire [7:0] \i_stream__payload$139.codes[3] ;
+  wire [7:0] \i_stream__payload$139.codes[4] ;
+  wire [7:0] \i_stream__payload$139.codes[5] ;
+  wire [7:0] \i_stream__payload$139.codes[6] ;
+  wire [7:0] \i_stream__payload$139.codes[7] ;
+  wire [7:0] \i_stream__payload$139.flip ;
+  wire [7:0] \i_stream__payload$139.unit ;
+  wire [79:0] \i_stream__payload$142 ;
+  wire [63:0] \i_stream__payload$142.codes ;
+  wire [7:0] \i_stream__payload$142.codes[0] ;
+  wire [7:0] \i_stream__payload$142.codes[1] ;
+  wire [7:0] \i_stream__payload$142.codes[2] ;
+  wire [7:0] \i_stream__payload$142.codes[3] ;
+  wire [7:0] \i_stream__payload$142.codes[4] ;
+  wire [7:0] \i_stream__payload$142.codes[5] ;
+  wire [7:0] \i_stream__payload$142.codes[6] ;
+  wire [7:0] \i_stream__payload$142.codes[7] ;
+  wire [7:0] \i_stream__payload$142.flip ;
+  wire [7:0] \i_stream__payload$142.unit ;
+  wire [79:0] \i_stream__payload$145 ;
+  wire [63:0] \i_stream__payload$145.codes ;
+  wire [7:0] \i_stream__payload$145.codes[0] ;
+  wire [7:0] \i_stream__payload$145.codes[1] ;
+  wire [7:0] \i_stream__payload$145.codes[2] ;
+  wire [7:0] \i_stream__payload$145.codes[3] ;
+  wire [7:0] \i_stream__payload$145.codes[4] ;
+  wire [7:0] \i_stream__payload$145.codes[5] ;
+  wire [7:0] \i_stream__payload$145.codes[6] ;
+  wire [7:0] \i_stream__payload$145.codes[7] ;
+  wire [7:0] \i_stream__payload$145.flip ;
+  wire [7:0] \i_stream__payload$145.unit ;
+  wire [79:0] \i_stream__payload$148 ;
+  wire [63:0] \i_stream__payload$148.codes ;
+  wire [7:0] \i_stream__payload$148.codes[0] ;
+  wire [7:0] \i_stream__payload$148.codes[1] ;
+  wire [7:0] \i_stream__payload$148.codes[2] ;
+  wire [7:0] \i_stream__payload$148.codes[3] ;
+  wire [7:0] \i_stream__payload$148.codes[4] ;
+  wire [7:0] \i_stream__payload$148.codes[5] ;
+  wire [7:0] \i_stream__payload$148.codes[6] ;
+  wire [7:0] \i_stream__payload$148.codes[7] ;
+  wire [7:0] \i_stream__payload$148.flip ;
+  wire [7:0] \i_stream__payload$148.unit ;
+  wire [79:0] \i_stream__payload$151 ;
+  wire [63:0] \i_stream__payload$151.codes ;
+  wire [7:0] \i_stream__payload$151.codes[0] ;
+  wire [7:0] \i_stream__payload$151.codes[1] ;
+  wire [7:0] \i_stream__payload$151.codes[2] ;
+  wire [7:0] \i_stream__payload$151.codes[3] ;
+  wire [7:0] \i_stream__payload$151.codes[4] ;
+  wire [7:0] \i_stream__payload$151.codes[5] ;
+  wire [7:0] \i_stream__payload$151.codes[6] ;
+  wire [7:0] \i_stream__payload$151.codes[7] ;
+  wire [7:0] \i_stream__payload$151.flip ;
+  wire [7:0] \i_stream__payload$151.unit ;
+  wire [79:0] \i_stream__payload$154 ;
+  wire [63:0] \i_stream__payload$154.codes ;
+  wire [7:0] \i_stream__payload$154.codes[0] ;
+  wire [7:0] \i_stream__payload$154.codes[1] ;
+  wire [7:0] \i_stream__payload$154.codes[2] ;
+  wire [7:0] \i_stream__payload$154.codes[3] ;
+  wire [7:0] \i_stream__payload$154.codes[4] ;
+  wire [7:0] \i_stream__payload$154.codes[5] ;
+  wire [7:0] \i_stream__payload$154.codes[6] ;
+  wire [7:0] \i_stream__payload$154.codes[7] ;
+  wire [7:0] \i_stream__payload$154.flip ;
+  wire [7:0] \i_stream__payload$154.unit ;
+  wire [79:0] \i_stream__payload$157 ;
+  wire [63:0] \i_stream__payload$157.codes ;
+  wire [7:0] \i_stream__payload$157.codes[0] ;
+  wire [7:0] \i_stream__payload$157.codes[1] ;
+  wire [7:0] \i_stream__payload$157.codes[2] ;
+  wire [7:0] \i_stream__payload$157.codes[3] ;
+  wire [7:0] \i_stream__payload$157.codes[4] ;
+  wire [7:0] \i_stream__payload$157.codes[5] ;
+  wire [7:0] \i_stream__payload$157.codes[6] ;
+  wire [7:0] \i_stream__payload$157.codes[7] ;
+  wire [7:0] \i_stream__payload$157.flip ;
+  wire [7:0] \i_stream__payload$157.unit ;
+  wire [79:0] \i_stream__payload$160 ;
+  wire [63:0] \i_stream__payload$160.codes ;
+  wire [7:0] \i_stream__payload$160.codes[0] ;
+  wire [7:0] \i_stream__payload$160.codes[1] ;
+  wire [7:0] \i_stream__payload$160.codes[2] ;
+  wire [7:0] \i_stream__payload$160.codes[3] ;
+  wire [7:0] \i_stream__payload$160.codes[4] ;
+  wire [7:0] \i_stream__payload$160.codes[5] ;
+  wire [7:0] \i_stream__payload$160.codes[6] ;
+  wire [7:0] \i_stream__payload$160.codes[7] ;
+  wire [7:0] \i_stream__payload$160.flip ;
+  wire [7:0] \i_stream__payload$160.unit ;
   wire [63:0] \i_stream__payload.codes ;
   wire [7:0] \i_stream__payload.codes[0] ;
   wire [7:0] \i_stream__payload.codes[1] ;
@@ -467,17 +469,17 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire [7:0] \i_stream__payload.flip ;
   wire [7:0] \i_stream__payload.unit ;
   reg i_stream__valid;
-  wire \i_stream__valid$127 ;
-  wire \i_stream__valid$130 ;
-  wire \i_stream__valid$133 ;
-  wire \i_stream__valid$136 ;
-  wire \i_stream__valid$139 ;
-  wire \i_stream__valid$142 ;
-  wire \i_stream__valid$145 ;
-  wire \i_stream__valid$148 ;
-  wire \i_stream__valid$151 ;
-  wire \i_stream__valid$154 ;
-  wire \i_stream__valid$157 ;
+  wire \i_stream__valid$131 ;
+  wire \i_stream__valid$134 ;
+  wire \i_stream__valid$137 ;
+  wire \i_stream__valid$140 ;
+  wire \i_stream__valid$143 ;
+  wire \i_stream__valid$146 ;
+  wire \i_stream__valid$149 ;
+  wire \i_stream__valid$152 ;
+  wire \i_stream__valid$155 ;
+  wire \i_stream__valid$158 ;
+  wire \i_stream__valid$161 ;
   output [63:0] m_axis_tdata;
   wire [63:0] m_axis_tdata;
   output m_axis_tlast;
@@ -500,17 +502,17 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire [32:0] \o_stream__payload$66 ;
   wire [32:0] \o_stream__payload$67 ;
   wire o_stream__ready;
-  wire \o_stream__ready$128 ;
-  wire \o_stream__ready$131 ;
-  wire \o_stream__ready$134 ;
-  wire \o_stream__ready$137 ;
-  wire \o_stream__ready$140 ;
-  wire \o_stream__ready$143 ;
-  wire \o_stream__ready$146 ;
-  wire \o_stream__ready$149 ;
-  wire \o_stream__ready$152 ;
-  wire \o_stream__ready$155 ;
-  wire \o_stream__ready$158 ;
+  wire \o_stream__ready$132 ;
+  wire \o_stream__ready$135 ;
+  wire \o_stream__ready$138 ;
+  wire \o_stream__ready$141 ;
+  wire \o_stream__ready$144 ;
+  wire \o_stream__ready$147 ;
+  wire \o_stream__ready$150 ;
+  wire \o_stream__ready$153 ;
+  wire \o_stream__ready$156 ;
+  wire \o_stream__ready$159 ;
+  wire \o_stream__ready$162 ;
   reg [63:0] out_buf0 = 64'h0000000000000000;
   reg [63:0] out_buf1 = 64'h0000000000000000;
   reg [63:0] out_buf2 = 64'h0000000000000000;
@@ -520,8 +522,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   reg [2:0] out_col = 3'h0;
   wire [63:0] out_word;
   reg [3:0] plane = 4'h0;
-  reg [65:0] product = 66'h00000000000000000;
   reg [2:0] product_col = 3'h0;
+  reg [49:0] product_hi = 50'h0000000000000;
+  reg [50:0] product_lo = 51'h0000000000000;
   reg [4:0] rd__addr;
   wire [7:0] rd__data;
   reg [63:0] reg_bias0 = 64'h0000000000000000;
@@ -570,7 +573,8 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   wire s_axis_tready;
   input s_axis_tvalid;
   wire s_axis_tvalid;
-  wire [67:0] scaled;
+  reg [67:0] scaled = 68'h00000000000000000;
+  reg [2:0] scaled_col = 3'h0;
   reg sum_results;
   wire take_plane;
   reg [2:0] tile_state = 3'h0;
@@ -751,327 +755,331 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   assign \$3  = reg_k - 1'h1;
   assign \$4  = fill == \$3 ;
   assign \$5  = fill + 1'h1;
-  assign \$6  = $signed(1'h0) + $signed(o_stream__payload);
-  assign \$7  = $signed(\$6 ) + $signed(\o_stream__payload$52 );
-  assign \$8  = $signed(1'h0) + $signed(\o_stream__payload$54 );
-  assign \$9  = $signed(\$8 ) + $signed(\o_stream__payload$55 );
-  assign \$10  = $signed(1'h0) + $signed(\o_stream__payload$57 );
-  assign \$11  = $signed(\$10 ) + $signed(\o_stream__payload$58 );
-  assign \$12  = $signed(1'h0) + $signed(\o_stream__payload$60 );
-  assign \$13  = $signed(\$12 ) + $signed(\o_stream__payload$61 );
-  assign \$14  = $signed(1'h0) + $signed(\o_stream__payload$63 );
-  assign \$15  = $signed(\$14 ) + $signed(\o_stream__payload$64 );
-  assign \$16  = $signed(1'h0) + $signed(\o_stream__payload$66 );
-  assign \$17  = $signed(\$16 ) + $signed(\o_stream__payload$67 );
-  assign \$18  = reg_k - 1'h1;
-  assign \$19  = ! fill;
-  assign \$20  = fill - 1'h1;
-  assign \$21  = plane + 1'h1;
-  assign \$54  = plane == 3'h7;
-  assign \$55  = $signed(result_sel) * $signed(mult_sel);
-  assign \$56  = rq_col + 1'h1;
-  assign \$57  = | rq_col;
-  assign \$58  = reg_raw ? result0 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$59  = reg_raw ? result1 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$60  = reg_raw ? result2 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$61  = reg_raw ? result3 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$62  = reg_raw ? result4 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$63  = reg_raw ? result5 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
-  assign \$64  = rq_col == reg_n;
-  assign \$65  = out_col + 1'h1;
-  assign \$66  = reg_n - 1'h1;
-  assign \$67  = out_col == \$66 ;
+  assign \$6  = $signed(o_stream__payload) + $signed(\o_stream__payload$52 );
+  assign \$7  = $signed(\o_stream__payload$54 ) + $signed(\o_stream__payload$55 );
+  assign \$8  = $signed(\o_stream__payload$57 ) + $signed(\o_stream__payload$58 );
+  assign \$9  = $signed(\o_stream__payload$60 ) + $signed(\o_stream__payload$61 );
+  assign \$10  = $signed(\o_stream__payload$63 ) + $signed(\o_stream__payload$64 );
+  assign \$11  = $signed(\o_stream__payload$66 ) + $signed(\o_stream__payload$67 );
+  assign \$12  = reg_k - 1'h1;
+  assign \$13  = ! fill;
+  assign \$14  = fill - 1'h1;
+  assign \$15  = plane + 1'h1;
+  assign \$48  = plane == 3'h7;
+  assign \$49  = $signed(result_sel) * $signed({ 1'h0, mult_sel[15:0] });
+  assign \$50  = $signed(result_sel) * $signed(mult_sel[31:16]);
+  assign \$51  = rq_col + 1'h1;
+  assign \$53  = $signed(\$52 ) + $signed(product_lo);
+  assign \$54  = $signed(\$53 ) + $signed(bias_sel);
+  assign \$55  = 1'h1 << reg_shift;
+  assign \$57  = $signed(\$54 ) + $signed(\$56 );
+  assign \$58  = rq_col >= 2'h2;
+  assign \$59  = reg_raw ? result0 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$60  = reg_raw ? result1 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$61  = reg_raw ? result2 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$62  = reg_raw ? result3 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$63  = reg_raw ? result4 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$64  = reg_raw ? result5 : { clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped[8], clipped };
+  assign \$65  = reg_n + 1'h1;
+  assign \$66  = rq_col == \$65 ;
+  assign \$67  = out_col + 1'h1;
+  assign \$68  = reg_n - 1'h1;
+  assign \$69  = out_col == \$68 ;
   assign s_axis_tready = ~ full;
-  assign \$68  = ~ full;
-  assign wr__en = s_axis_tvalid & \$68 ;
-  assign \$69  = | dac0;
-  assign \$70  = | dac1;
-  assign \$71  = | dac2;
-  assign \$72  = | dac3;
-  assign \$73  = | dac4;
-  assign \$74  = | dac5;
-  assign \$75  = | dac6;
-  assign \$76  = | dac7;
-  assign \$77  = | dac8;
-  assign \$78  = | dac9;
-  assign \$79  = | dac10;
-  assign \$80  = | dac11;
-  assign \$81  = | dac12;
-  assign \$82  = | dac13;
-  assign \$83  = | dac14;
-  assign \$84  = | dac15;
-  assign group_left0 = | { \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  };
-  assign \$85  = | dac16;
-  assign \$86  = | dac17;
-  assign \$87  = | dac18;
-  assign \$88  = | dac19;
-  assign \$89  = | dac20;
-  assign \$90  = | dac21;
-  assign \$91  = | dac22;
-  assign \$92  = | dac23;
-  assign \$93  = | dac24;
-  assign \$94  = | dac25;
-  assign \$95  = | dac26;
-  assign \$96  = | dac27;
-  assign \$97  = | dac28;
-  assign \$98  = | dac29;
-  assign \$99  = | dac30;
-  assign \$100  = | dac31;
-  assign group_left1 = | { \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85  };
+  assign \$70  = ~ full;
+  assign wr__en = s_axis_tvalid & \$70 ;
+  assign \$71  = | dac0;
+  assign \$72  = | dac1;
+  assign \$73  = | dac2;
+  assign \$74  = | dac3;
+  assign \$75  = | dac4;
+  assign \$76  = | dac5;
+  assign \$77  = | dac6;
+  assign \$78  = | dac7;
+  assign \$79  = | dac8;
+  assign \$80  = | dac9;
+  assign \$81  = | dac10;
+  assign \$82  = | dac11;
+  assign \$83  = | dac12;
+  assign \$84  = | dac13;
+  assign \$85  = | dac14;
+  assign \$86  = | dac15;
+  assign group_left0 = | { \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71  };
+  assign \$87  = | dac16;
+  assign \$88  = | dac17;
+  assign \$89  = | dac18;
+  assign \$90  = | dac19;
+  assign \$91  = | dac20;
+  assign \$92  = | dac21;
+  assign \$93  = | dac22;
+  assign \$94  = | dac23;
+  assign \$95  = | dac24;
+  assign \$96  = | dac25;
+  assign \$97  = | dac26;
+  assign \$98  = | dac27;
+  assign \$99  = | dac28;
+  assign \$100  = | dac29;
+  assign \$101  = | dac30;
+  assign \$102  = | dac31;
+  assign group_left1 = | { \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87  };
   assign anything_left = | { group_left1, group_left0 };
-  assign \$101  = ! product_col;
-  assign \$102  = \$101  ? reg_bias0 : 64'h0000000000000000;
-  assign \$104  = product_col == 1'h1;
-  assign \$105  = \$104  ? reg_bias1 : 64'h0000000000000000;
-  assign \$106  = \$103  | \$105 ;
-  assign \$107  = product_col == 2'h2;
-  assign \$108  = \$107  ? reg_bias2 : 64'h0000000000000000;
-  assign \$109  = \$106  | \$108 ;
-  assign \$110  = product_col == 2'h3;
-  assign \$111  = \$110  ? reg_bias3 : 64'h0000000000000000;
-  assign \$112  = \$109  | \$111 ;
-  assign \$113  = product_col == 3'h4;
-  assign \$114  = \$113  ? reg_bias4 : 64'h0000000000000000;
-  assign \$115  = \$112  | \$114 ;
-  assign \$116  = product_col == 3'h5;
-  assign \$117  = \$116  ? reg_bias5 : 64'h0000000000000000;
-  assign bias_sel = \$115  | \$117 ;
-  assign \$118  = $signed(product) + $signed(bias_sel);
-  assign \$119  = 1'h1 << reg_shift;
-  assign \$121  = $signed(\$118 ) + $signed(\$120 );
-  assign rounded = $signed(\$121 [67:0]) >>> reg_shift;
-  assign \$122  = reg_relu ? 8'h00 : 8'h80;
-  assign \$123  = $signed(rounded) < $signed(\$122 );
-  assign \$124  = reg_relu ? 8'hff : 8'h7f;
-  assign \$125  = $signed(rounded) > $signed({ 1'h0, \$124  });
-  assign \$126  = reg_relu ? 8'h00 : 8'h80;
-  assign \$127  = reg_relu ? 8'hff : 8'h7f;
-  assign \$128  = ! rq_col;
-  assign \$129  = \$128  ? result0 : 34'h000000000;
-  assign \$131  = rq_col == 1'h1;
-  assign \$132  = \$131  ? result1 : 34'h000000000;
-  assign \$133  = \$130  | \$132 ;
-  assign \$134  = rq_col == 2'h2;
-  assign \$135  = \$134  ? result2 : 34'h000000000;
-  assign \$136  = \$133  | \$135 ;
-  assign \$137  = rq_col == 2'h3;
-  assign \$138  = \$137  ? result3 : 34'h000000000;
-  assign \$139  = \$136  | \$138 ;
-  assign \$140  = rq_col == 3'h4;
-  assign \$141  = \$140  ? result4 : 34'h000000000;
-  assign \$142  = \$139  | \$141 ;
-  assign \$143  = rq_col == 3'h5;
-  assign \$144  = \$143  ? result5 : 34'h000000000;
-  assign result_sel = \$142  | \$144 ;
-  assign \$145  = ! rq_col;
-  assign \$146  = \$145  ? reg_mult0 : 32'd0;
-  assign \$148  = rq_col == 1'h1;
-  assign \$149  = \$148  ? reg_mult1 : 32'd0;
-  assign \$150  = \$147  | \$149 ;
-  assign \$151  = rq_col == 2'h2;
-  assign \$152  = \$151  ? reg_mult2 : 32'd0;
-  assign \$153  = \$150  | \$152 ;
-  assign \$154  = rq_col == 2'h3;
-  assign \$155  = \$154  ? reg_mult3 : 32'd0;
-  assign \$156  = \$153  | \$155 ;
-  assign \$157  = rq_col == 3'h4;
-  assign \$158  = \$157  ? reg_mult4 : 32'd0;
-  assign \$159  = \$156  | \$158 ;
-  assign \$160  = rq_col == 3'h5;
-  assign \$161  = \$160  ? reg_mult5 : 32'd0;
-  assign mult_sel = \$159  | \$161 ;
-  assign \$162  = ! out_col;
-  assign \$163  = \$162  ? out_buf0 : 64'h0000000000000000;
-  assign \$165  = out_col == 1'h1;
-  assign \$166  = \$165  ? out_buf1 : 64'h0000000000000000;
-  assign \$167  = \$164  | \$166 ;
-  assign \$168  = out_col == 2'h2;
-  assign \$169  = \$168  ? out_buf2 : 64'h0000000000000000;
-  assign \$170  = \$167  | \$169 ;
-  assign \$171  = out_col == 2'h3;
-  assign \$172  = \$171  ? out_buf3 : 64'h0000000000000000;
-  assign \$173  = \$170  | \$172 ;
-  assign \$174  = out_col == 3'h4;
-  assign \$175  = \$174  ? out_buf4 : 64'h0000000000000000;
-  assign \$176  = \$173  | \$175 ;
-  assign \$177  = out_col == 3'h5;
-  assign \$178  = \$177  ? out_buf5 : 64'h0000000000000000;
-  assign m_axis_tdata = \$176  | \$178 ;
-  assign \$179  = reg_n - 1'h1;
-  assign m_axis_tlast = out_col == \$179 ;
-  assign \$180  = reg_k - 1'h1;
-  assign \$181  = fill - 1'h1;
-  assign \$182  = ! fill;
-  assign busy = ~ \$183 ;
-  assign \$183  = ! tile_state;
-  assign \$184  = tile_state == 1'h1;
+  assign \$103  = ! product_col;
+  assign \$104  = \$103  ? reg_bias0 : 64'h0000000000000000;
+  assign \$106  = product_col == 1'h1;
+  assign \$107  = \$106  ? reg_bias1 : 64'h0000000000000000;
+  assign \$108  = \$105  | \$107 ;
+  assign \$109  = product_col == 2'h2;
+  assign \$110  = \$109  ? reg_bias2 : 64'h0000000000000000;
+  assign \$111  = \$108  | \$110 ;
+  assign \$112  = product_col == 2'h3;
+  assign \$113  = \$112  ? reg_bias3 : 64'h0000000000000000;
+  assign \$114  = \$111  | \$113 ;
+  assign \$115  = product_col == 3'h4;
+  assign \$116  = \$115  ? reg_bias4 : 64'h0000000000000000;
+  assign \$117  = \$114  | \$116 ;
+  assign \$118  = product_col == 3'h5;
+  assign \$119  = \$118  ? reg_bias5 : 64'h0000000000000000;
+  assign bias_sel = \$117  | \$119 ;
+  assign rounded = $signed(scaled) >>> reg_shift;
+  assign \$120  = reg_relu ? 8'h00 : 8'h80;
+  assign \$121  = $signed(rounded) < $signed(\$120 );
+  assign \$122  = reg_relu ? 8'hff : 8'h7f;
+  assign \$123  = $signed(rounded) > $signed({ 1'h0, \$122  });
+  assign \$124  = reg_relu ? 8'h00 : 8'h80;
+  assign \$125  = reg_relu ? 8'hff : 8'h7f;
+  assign \$126  = ! rq_col;
+  assign \$127  = \$126  ? result0 : 34'h000000000;
+  assign \$129  = rq_col == 1'h1;
+  assign \$130  = \$129  ? result1 : 34'h000000000;
+  assign \$131  = \$128  | \$130 ;
+  assign \$132  = rq_col == 2'h2;
+  assign \$133  = \$132  ? result2 : 34'h000000000;
+  assign \$134  = \$131  | \$133 ;
+  assign \$135  = rq_col == 2'h3;
+  assign \$136  = \$135  ? result3 : 34'h000000000;
+  assign \$137  = \$134  | \$136 ;
+  assign \$138  = rq_col == 3'h4;
+  assign \$139  = \$138  ? result4 : 34'h000000000;
+  assign \$140  = \$137  | \$139 ;
+  assign \$141  = rq_col == 3'h5;
+  assign \$142  = \$141  ? result5 : 34'h000000000;
+  assign result_sel = \$140  | \$142 ;
+  assign \$143  = ! rq_col;
+  assign \$144  = \$143  ? reg_mult0 : 32'd0;
+  assign \$146  = rq_col == 1'h1;
+  assign \$147  = \$146  ? reg_mult1 : 32'd0;
+  assign \$148  = \$145  | \$147 ;
+  assign \$149  = rq_col == 2'h2;
+  assign \$150  = \$149  ? reg_mult2 : 32'd0;
+  assign \$151  = \$148  | \$150 ;
+  assign \$152  = rq_col == 2'h3;
+  assign \$153  = \$152  ? reg_mult3 : 32'd0;
+  assign \$154  = \$151  | \$153 ;
+  assign \$155  = rq_col == 3'h4;
+  assign \$156  = \$155  ? reg_mult4 : 32'd0;
+  assign \$157  = \$154  | \$156 ;
+  assign \$158  = rq_col == 3'h5;
+  assign \$159  = \$158  ? reg_mult5 : 32'd0;
+  assign mult_sel = \$157  | \$159 ;
+  assign \$160  = ! out_col;
+  assign \$161  = \$160  ? out_buf0 : 64'h0000000000000000;
+  assign \$163  = out_col == 1'h1;
+  assign \$164  = \$163  ? out_buf1 : 64'h0000000000000000;
+  assign \$165  = \$162  | \$164 ;
+  assign \$166  = out_col == 2'h2;
+  assign \$167  = \$166  ? out_buf2 : 64'h0000000000000000;
+  assign \$168  = \$165  | \$167 ;
+  assign \$169  = out_col == 2'h3;
+  assign \$170  = \$169  ? out_buf3 : 64'h0000000000000000;
+  assign \$171  = \$168  | \$170 ;
+  assign \$172  = out_col == 3'h4;
+  assign \$173  = \$172  ? out_buf4 : 64'h0000000000000000;
+  assign \$174  = \$171  | \$173 ;
+  assign \$175  = out_col == 3'h5;
+  assign \$176  = \$175  ? out_buf5 : 64'h0000000000000000;
+  assign m_axis_tdata = \$174  | \$176 ;
+  assign \$177  = reg_n - 1'h1;
+  assign m_axis_tlast = out_col == \$177 ;
+  assign \$178  = reg_k - 1'h1;
+  assign \$179  = fill - 1'h1;
+  assign \$180  = ! fill;
+  assign busy = ~ \$181 ;
+  assign \$181  = ! tile_state;
+  assign \$182  = tile_state == 1'h1;
   assign xbar_dac_valid = tile_state == 2'h2;
-  assign \$185  = tile_state == 2'h3;
-  assign \$186  = tile_state == 3'h4;
-  assign \$187  = tile_state == 3'h5;
-  assign m_axis_tvalid = tile_state == 3'h6;
+  assign \$183  = tile_state == 2'h3;
+  assign \$184  = tile_state == 3'h4;
+  assign \$185  = tile_state == 3'h5;
+  assign \$186  = tile_state == 3'h6;
+  assign m_axis_tvalid = tile_state == 3'h7;
   always @(posedge clk)
-    reg_relu <= \$188 ;
+    reg_relu <= \$187 ;
   always @(posedge clk)
-    reg_raw <= \$189 ;
+    reg_raw <= \$188 ;
   always @(posedge clk)
-    reg_k <= \$190 ;
+    reg_k <= \$189 ;
   always @(posedge clk)
-    reg_n <= \$191 ;
+    reg_n <= \$190 ;
   always @(posedge clk)
-    reg_shift <= \$192 ;
+    reg_shift <= \$191 ;
   always @(posedge clk)
-    reg_mult0 <= \$193 ;
+    reg_mult0 <= \$192 ;
   always @(posedge clk)
-    reg_bias0 <= \$194 ;
+    reg_bias0 <= \$193 ;
   always @(posedge clk)
-    reg_mult1 <= \$195 ;
+    reg_mult1 <= \$194 ;
   always @(posedge clk)
-    reg_bias1 <= \$196 ;
+    reg_bias1 <= \$195 ;
   always @(posedge clk)
-    reg_mult2 <= \$197 ;
+    reg_mult2 <= \$196 ;
   always @(posedge clk)
-    reg_bias2 <= \$198 ;
+    reg_bias2 <= \$197 ;
   always @(posedge clk)
-    reg_mult3 <= \$199 ;
+    reg_mult3 <= \$198 ;
   always @(posedge clk)
-    reg_bias3 <= \$200 ;
+    reg_bias3 <= \$199 ;
   always @(posedge clk)
-    reg_mult4 <= \$201 ;
+    reg_mult4 <= \$200 ;
   always @(posedge clk)
-    reg_bias4 <= \$202 ;
+    reg_bias4 <= \$201 ;
   always @(posedge clk)
-    reg_mult5 <= \$203 ;
+    reg_mult5 <= \$202 ;
   always @(posedge clk)
-    reg_bias5 <= \$204 ;
+    reg_bias5 <= \$203 ;
   always @(posedge clk)
-    reg_meta0_0 <= \$205 ;
+    reg_meta0_0 <= \$204 ;
   always @(posedge clk)
-    reg_meta0_1 <= \$206 ;
+    reg_meta0_1 <= \$205 ;
   always @(posedge clk)
-    reg_meta0_2 <= \$207 ;
+    reg_meta0_2 <= \$206 ;
   always @(posedge clk)
-    reg_meta0_3 <= \$208 ;
+    reg_meta0_3 <= \$207 ;
   always @(posedge clk)
-    reg_meta0_4 <= \$209 ;
+    reg_meta0_4 <= \$208 ;
   always @(posedge clk)
-    reg_meta0_5 <= \$210 ;
+    reg_meta0_5 <= \$209 ;
   always @(posedge clk)
-    reg_meta1_0 <= \$211 ;
+    reg_meta1_0 <= \$210 ;
   always @(posedge clk)
-    reg_meta1_1 <= \$212 ;
+    reg_meta1_1 <= \$211 ;
   always @(posedge clk)
-    reg_meta1_2 <= \$213 ;
+    reg_meta1_2 <= \$212 ;
   always @(posedge clk)
-    reg_meta1_3 <= \$214 ;
+    reg_meta1_3 <= \$213 ;
   always @(posedge clk)
-    reg_meta1_4 <= \$215 ;
+    reg_meta1_4 <= \$214 ;
   always @(posedge clk)
-    reg_meta1_5 <= \$216 ;
+    reg_meta1_5 <= \$215 ;
   always @(posedge clk)
-    fill <= \$217 ;
+    fill <= \$216 ;
   always @(posedge clk)
-    full <= \$218 ;
+    full <= \$217 ;
   always @(posedge clk)
-    result0 <= \$219 ;
+    result0 <= \$218 ;
   always @(posedge clk)
-    result1 <= \$220 ;
+    result1 <= \$219 ;
   always @(posedge clk)
-    result2 <= \$221 ;
+    result2 <= \$220 ;
   always @(posedge clk)
-    result3 <= \$222 ;
+    result3 <= \$221 ;
   always @(posedge clk)
-    result4 <= \$223 ;
+    result4 <= \$222 ;
   always @(posedge clk)
-    result5 <= \$224 ;
+    result5 <= \$223 ;
   always @(posedge clk)
-    dac0 <= \$225 ;
+    dac0 <= \$224 ;
   always @(posedge clk)
-    dac1 <= \$226 ;
+    dac1 <= \$225 ;
   always @(posedge clk)
-    dac2 <= \$227 ;
+    dac2 <= \$226 ;
   always @(posedge clk)
-    dac3 <= \$228 ;
+    dac3 <= \$227 ;
   always @(posedge clk)
-    dac4 <= \$229 ;
+    dac4 <= \$228 ;
   always @(posedge clk)
-    dac5 <= \$230 ;
+    dac5 <= \$229 ;
   always @(posedge clk)
-    dac6 <= \$231 ;
+    dac6 <= \$230 ;
   always @(posedge clk)
-    dac7 <= \$232 ;
+    dac7 <= \$231 ;
   always @(posedge clk)
-    dac8 <= \$233 ;
+    dac8 <= \$232 ;
   always @(posedge clk)
-    dac9 <= \$234 ;
+    dac9 <= \$233 ;
   always @(posedge clk)
-    dac10 <= \$235 ;
+    dac10 <= \$234 ;
   always @(posedge clk)
-    dac11 <= \$236 ;
+    dac11 <= \$235 ;
   always @(posedge clk)
-    dac12 <= \$237 ;
+    dac12 <= \$236 ;
   always @(posedge clk)
-    dac13 <= \$238 ;
+    dac13 <= \$237 ;
   always @(posedge clk)
-    dac14 <= \$239 ;
+    dac14 <= \$238 ;
   always @(posedge clk)
-    dac15 <= \$240 ;
+    dac15 <= \$239 ;
   always @(posedge clk)
-    dac16 <= \$241 ;
+    dac16 <= \$240 ;
   always @(posedge clk)
-    dac17 <= \$242 ;
+    dac17 <= \$241 ;
   always @(posedge clk)
-    dac18 <= \$243 ;
+    dac18 <= \$242 ;
   always @(posedge clk)
-    dac19 <= \$244 ;
+    dac19 <= \$243 ;
   always @(posedge clk)
-    dac20 <= \$245 ;
+    dac20 <= \$244 ;
   always @(posedge clk)
-    dac21 <= \$246 ;
+    dac21 <= \$245 ;
   always @(posedge clk)
-    dac22 <= \$247 ;
+    dac22 <= \$246 ;
   always @(posedge clk)
-    dac23 <= \$248 ;
+    dac23 <= \$247 ;
   always @(posedge clk)
-    dac24 <= \$249 ;
+    dac24 <= \$248 ;
   always @(posedge clk)
-    dac25 <= \$250 ;
+    dac25 <= \$249 ;
   always @(posedge clk)
-    dac26 <= \$251 ;
+    dac26 <= \$250 ;
   always @(posedge clk)
-    dac27 <= \$252 ;
+    dac27 <= \$251 ;
   always @(posedge clk)
-    dac28 <= \$253 ;
+    dac28 <= \$252 ;
   always @(posedge clk)
-    dac29 <= \$254 ;
+    dac29 <= \$253 ;
   always @(posedge clk)
-    dac30 <= \$255 ;
+    dac30 <= \$254 ;
   always @(posedge clk)
-    dac31 <= \$256 ;
+    dac31 <= \$255 ;
   always @(posedge clk)
-    plane <= \$257 ;
+    plane <= \$256 ;
   always @(posedge clk)
-    tile_state <= \$258 ;
+    tile_state <= \$257 ;
   always @(posedge clk)
-    rq_col <= \$259 ;
+    rq_col <= \$258 ;
   always @(posedge clk)
-    product <= \$260 ;
+    product_lo <= \$259 ;
+  always @(posedge clk)
+    product_hi <= \$260 ;
   always @(posedge clk)
     product_col <= \$261 ;
   always @(posedge clk)
-    out_buf0 <= \$262 ;
+    scaled_col <= \$262 ;
   always @(posedge clk)
-    out_buf1 <= \$263 ;
+    scaled <= \$263 ;
   always @(posedge clk)
-    out_buf2 <= \$264 ;
+    out_buf0 <= \$264 ;
   always @(posedge clk)
-    out_buf3 <= \$265 ;
+    out_buf1 <= \$265 ;
   always @(posedge clk)
-    out_buf4 <= \$266 ;
+    out_buf2 <= \$266 ;
   always @(posedge clk)
-    out_buf5 <= \$267 ;
+    out_buf3 <= \$267 ;
   always @(posedge clk)
-    out_col <= \$268 ;
+    out_buf4 <= \$268 ;
+  always @(posedge clk)
+    out_buf5 <= \$269 ;
+  always @(posedge clk)
+    out_col <= \$270 ;
   \reram_tile_isaac.shift_add0_0  shift_add0_0 (
     .clk(clk),
     .i_stream__payload(i_stream__payload),
@@ -1082,7 +1090,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add0_1  shift_add0_1 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$129 ),
+    .i_stream__payload(\i_stream__payload$133 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$54 ),
     .o_stream__ready(sum_results),
@@ -1090,7 +1098,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add0_2  shift_add0_2 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$135 ),
+    .i_stream__payload(\i_stream__payload$139 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$57 ),
     .o_stream__ready(sum_results),
@@ -1098,7 +1106,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add0_3  shift_add0_3 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$141 ),
+    .i_stream__payload(\i_stream__payload$145 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$60 ),
     .o_stream__ready(sum_results),
@@ -1106,7 +1114,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add0_4  shift_add0_4 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$147 ),
+    .i_stream__payload(\i_stream__payload$151 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$63 ),
     .o_stream__ready(sum_results),
@@ -1114,7 +1122,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add0_5  shift_add0_5 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$153 ),
+    .i_stream__payload(\i_stream__payload$157 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$66 ),
     .o_stream__ready(sum_results),
@@ -1122,7 +1130,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_0  shift_add1_0 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$126 ),
+    .i_stream__payload(\i_stream__payload$130 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$52 ),
     .o_stream__ready(sum_results),
@@ -1130,7 +1138,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_1  shift_add1_1 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$132 ),
+    .i_stream__payload(\i_stream__payload$136 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$55 ),
     .o_stream__ready(sum_results),
@@ -1138,7 +1146,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_2  shift_add1_2 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$138 ),
+    .i_stream__payload(\i_stream__payload$142 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$58 ),
     .o_stream__ready(sum_results),
@@ -1146,7 +1154,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_3  shift_add1_3 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$144 ),
+    .i_stream__payload(\i_stream__payload$148 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$61 ),
     .o_stream__ready(sum_results),
@@ -1154,7 +1162,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_4  shift_add1_4 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$150 ),
+    .i_stream__payload(\i_stream__payload$154 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$64 ),
     .o_stream__ready(sum_results),
@@ -1162,7 +1170,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   \reram_tile_isaac.shift_add1_5  shift_add1_5 (
     .clk(clk),
-    .i_stream__payload(\i_stream__payload$156 ),
+    .i_stream__payload(\i_stream__payload$160 ),
     .i_stream__valid(i_stream__valid),
     .o_stream__payload(\o_stream__payload$67 ),
     .o_stream__ready(sum_results),
@@ -1170,11 +1178,24 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = reg_relu;
+    \$187  = reg_relu;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
-            \$188  = cfg_wdata[0];
+            \$187  = cfg_wdata[0];
+      endcase
+    end
+    if (rst) begin
+      \$187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$188  = reg_raw;
+    if (cfg_we) begin
+      casez (cfg_addr)
+        12'h000:
+            \$188  = cfg_wdata[1];
       endcase
     end
     if (rst) begin
@@ -1183,35 +1204,22 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = reg_raw;
-    if (cfg_we) begin
-      casez (cfg_addr)
-        12'h000:
-            \$189  = cfg_wdata[1];
-      endcase
-    end
-    if (rst) begin
-      \$189  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = reg_k;
+    \$189  = reg_k;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
             /* empty */;
         12'h001:
-            \$190  = cfg_wdata[5:0];
+            \$189  = cfg_wdata[5:0];
       endcase
     end
     if (rst) begin
-      \$190  = 6'h20;
+      \$189  = 6'h20;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = reg_n;
+    \$190  = reg_n;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1219,16 +1227,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h001:
             /* empty */;
         12'h002:
-            \$191  = cfg_wdata[2:0];
+            \$190  = cfg_wdata[2:0];
       endcase
     end
     if (rst) begin
-      \$191  = 3'h6;
+      \$190  = 3'h6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = reg_shift;
+    \$191  = reg_shift;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1238,16 +1246,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h002:
             /* empty */;
         12'h003:
-            \$192  = cfg_wdata[5:0];
+            \$191  = cfg_wdata[5:0];
       endcase
     end
     if (rst) begin
-      \$192  = 6'h00;
+      \$191  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = reg_mult0;
+    \$192  = reg_mult0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1259,16 +1267,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h003:
             /* empty */;
         12'h100:
-            \$193  = cfg_wdata[31:0];
+            \$192  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$193  = 32'd0;
+      \$192  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = reg_bias0;
+    \$193  = reg_bias0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1282,16 +1290,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h100:
             /* empty */;
         12'h200:
-            \$194  = cfg_wdata;
+            \$193  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$194  = 64'h0000000000000000;
+      \$193  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = reg_mult1;
+    \$194  = reg_mult1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1307,16 +1315,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h200:
             /* empty */;
         12'h101:
-            \$195  = cfg_wdata[31:0];
+            \$194  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$195  = 32'd0;
+      \$194  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = reg_bias1;
+    \$195  = reg_bias1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1334,16 +1342,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h101:
             /* empty */;
         12'h201:
-            \$196  = cfg_wdata;
+            \$195  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$196  = 64'h0000000000000000;
+      \$195  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = reg_mult2;
+    \$196  = reg_mult2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1363,16 +1371,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h201:
             /* empty */;
         12'h102:
-            \$197  = cfg_wdata[31:0];
+            \$196  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$197  = 32'd0;
+      \$196  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = reg_bias2;
+    \$197  = reg_bias2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1394,16 +1402,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h102:
             /* empty */;
         12'h202:
-            \$198  = cfg_wdata;
+            \$197  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$198  = 64'h0000000000000000;
+      \$197  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = reg_mult3;
+    \$198  = reg_mult3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1427,16 +1435,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h202:
             /* empty */;
         12'h103:
-            \$199  = cfg_wdata[31:0];
+            \$198  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$199  = 32'd0;
+      \$198  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = reg_bias3;
+    \$199  = reg_bias3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1462,16 +1470,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h103:
             /* empty */;
         12'h203:
-            \$200  = cfg_wdata;
+            \$199  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$200  = 64'h0000000000000000;
+      \$199  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = reg_mult4;
+    \$200  = reg_mult4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1499,16 +1507,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h203:
             /* empty */;
         12'h104:
-            \$201  = cfg_wdata[31:0];
+            \$200  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$201  = 32'd0;
+      \$200  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = reg_bias4;
+    \$201  = reg_bias4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1538,16 +1546,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h104:
             /* empty */;
         12'h204:
-            \$202  = cfg_wdata;
+            \$201  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$202  = 64'h0000000000000000;
+      \$201  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = reg_mult5;
+    \$202  = reg_mult5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1579,16 +1587,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h204:
             /* empty */;
         12'h105:
-            \$203  = cfg_wdata[31:0];
+            \$202  = cfg_wdata[31:0];
       endcase
     end
     if (rst) begin
-      \$203  = 32'd0;
+      \$202  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = reg_bias5;
+    \$203  = reg_bias5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1622,16 +1630,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h105:
             /* empty */;
         12'h205:
-            \$204  = cfg_wdata;
+            \$203  = cfg_wdata;
       endcase
     end
     if (rst) begin
-      \$204  = 64'h0000000000000000;
+      \$203  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = reg_meta0_0;
+    \$204  = reg_meta0_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1667,16 +1675,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h205:
             /* empty */;
         12'h400:
-            \$205  = cfg_wdata[8:0];
+            \$204  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$205  = 9'h000;
+      \$204  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = reg_meta0_1;
+    \$205  = reg_meta0_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1714,16 +1722,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h400:
             /* empty */;
         12'h401:
-            \$206  = cfg_wdata[8:0];
+            \$205  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$206  = 9'h000;
+      \$205  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = reg_meta0_2;
+    \$206  = reg_meta0_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1763,16 +1771,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h401:
             /* empty */;
         12'h402:
-            \$207  = cfg_wdata[8:0];
+            \$206  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$207  = 9'h000;
+      \$206  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = reg_meta0_3;
+    \$207  = reg_meta0_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1814,16 +1822,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h402:
             /* empty */;
         12'h403:
-            \$208  = cfg_wdata[8:0];
+            \$207  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$208  = 9'h000;
+      \$207  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = reg_meta0_4;
+    \$208  = reg_meta0_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1867,16 +1875,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h403:
             /* empty */;
         12'h404:
-            \$209  = cfg_wdata[8:0];
+            \$208  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$209  = 9'h000;
+      \$208  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = reg_meta0_5;
+    \$209  = reg_meta0_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1922,16 +1930,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h404:
             /* empty */;
         12'h405:
-            \$210  = cfg_wdata[8:0];
+            \$209  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$210  = 9'h000;
+      \$209  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = reg_meta1_0;
+    \$210  = reg_meta1_0;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -1979,16 +1987,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h405:
             /* empty */;
         12'h406:
-            \$211  = cfg_wdata[8:0];
+            \$210  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$211  = 9'h000;
+      \$210  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = reg_meta1_1;
+    \$211  = reg_meta1_1;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2038,16 +2046,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h406:
             /* empty */;
         12'h407:
-            \$212  = cfg_wdata[8:0];
+            \$211  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$212  = 9'h000;
+      \$211  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = reg_meta1_2;
+    \$212  = reg_meta1_2;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2099,16 +2107,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h407:
             /* empty */;
         12'h408:
-            \$213  = cfg_wdata[8:0];
+            \$212  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$213  = 9'h000;
+      \$212  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = reg_meta1_3;
+    \$213  = reg_meta1_3;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2162,16 +2170,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h408:
             /* empty */;
         12'h409:
-            \$214  = cfg_wdata[8:0];
+            \$213  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$214  = 9'h000;
+      \$213  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = reg_meta1_4;
+    \$214  = reg_meta1_4;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2227,16 +2235,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h409:
             /* empty */;
         12'h40a:
-            \$215  = cfg_wdata[8:0];
+            \$214  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$215  = 9'h000;
+      \$214  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = reg_meta1_5;
+    \$215  = reg_meta1_5;
     if (cfg_we) begin
       casez (cfg_addr)
         12'h000:
@@ -2294,65 +2302,75 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
         12'h40a:
             /* empty */;
         12'h40b:
-            \$216  = cfg_wdata[8:0];
+            \$215  = cfg_wdata[8:0];
       endcase
     end
     if (rst) begin
-      \$216  = 9'h000;
+      \$215  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = fill;
+    \$216  = fill;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
       if (\$4 ) begin
-        \$217  = 6'h00;
+        \$216  = 6'h00;
       end else begin
-        \$217  = \$5 [5:0];
+        \$216  = \$5 [5:0];
       end
     end
     casez (tile_state)
       3'h0:
           if (full) begin
-            \$217  = \$18 [5:0];
+            \$216  = \$12 [5:0];
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
+          if (\$13 ) begin
           end else begin
-            \$217  = \$20 [5:0];
+            \$216  = \$14 [5:0];
           end
     endcase
     if (rst) begin
-      \$217  = 6'h00;
+      \$216  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = full;
+    \$217  = full;
     if (\$2 ) begin
       if (\$4 ) begin
-        \$218  = 1'h1;
+        \$217  = 1'h1;
       end
     end
     casez (tile_state)
       3'h0:
           /* empty */;
       3'h1:
-          if (\$19 ) begin
-            \$218  = 1'h0;
+          if (\$13 ) begin
+            \$217  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$218  = 1'h0;
+      \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = result0;
+    \$218  = result0;
     if (sum_results) begin
-      \$219  = \$7 [33:0];
+      \$218  = \$6 ;
+    end
+    if (rst) begin
+      \$218  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$219  = result1;
+    if (sum_results) begin
+      \$219  = \$7 ;
     end
     if (rst) begin
       \$219  = 34'h000000000;
@@ -2360,9 +2378,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = result1;
+    \$220  = result2;
     if (sum_results) begin
-      \$220  = \$9 [33:0];
+      \$220  = \$8 ;
     end
     if (rst) begin
       \$220  = 34'h000000000;
@@ -2370,9 +2388,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = result2;
+    \$221  = result3;
     if (sum_results) begin
-      \$221  = \$11 [33:0];
+      \$221  = \$9 ;
     end
     if (rst) begin
       \$221  = 34'h000000000;
@@ -2380,9 +2398,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = result3;
+    \$222  = result4;
     if (sum_results) begin
-      \$222  = \$13 [33:0];
+      \$222  = \$10 ;
     end
     if (rst) begin
       \$222  = 34'h000000000;
@@ -2390,9 +2408,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = result4;
+    \$223  = result5;
     if (sum_results) begin
-      \$223  = \$15 [33:0];
+      \$223  = \$11 ;
     end
     if (rst) begin
       \$223  = 34'h000000000;
@@ -2400,29 +2418,40 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = result5;
-    if (sum_results) begin
-      \$224  = \$17 [33:0];
-    end
+    \$224  = dac0;
+    casez (tile_state)
+      3'h0:
+          if (full) begin
+            \$224  = 8'h00;
+          end
+      3'h1:
+          \$224  = rd__data;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (xbar_adc_valid) begin
+            \$224  = \$16 [7:0];
+          end
+    endcase
     if (rst) begin
-      \$224  = 34'h000000000;
+      \$224  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = dac0;
+    \$225  = dac1;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$225  = 8'h00;
           end
       3'h1:
-          \$225  = rd__data;
+          \$225  = dac0;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$225  = \$22 [7:0];
+            \$225  = \$17 [7:0];
           end
     endcase
     if (rst) begin
@@ -2431,19 +2460,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = dac1;
+    \$226  = dac2;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$226  = 8'h00;
           end
       3'h1:
-          \$226  = dac0;
+          \$226  = dac1;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$226  = \$23 [7:0];
+            \$226  = \$18 [7:0];
           end
     endcase
     if (rst) begin
@@ -2452,19 +2481,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = dac2;
+    \$227  = dac3;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$227  = 8'h00;
           end
       3'h1:
-          \$227  = dac1;
+          \$227  = dac2;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$227  = \$24 [7:0];
+            \$227  = \$19 [7:0];
           end
     endcase
     if (rst) begin
@@ -2473,19 +2502,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = dac3;
+    \$228  = dac4;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$228  = 8'h00;
           end
       3'h1:
-          \$228  = dac2;
+          \$228  = dac3;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$228  = \$25 [7:0];
+            \$228  = \$20 [7:0];
           end
     endcase
     if (rst) begin
@@ -2494,19 +2523,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = dac4;
+    \$229  = dac5;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$229  = 8'h00;
           end
       3'h1:
-          \$229  = dac3;
+          \$229  = dac4;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$229  = \$26 [7:0];
+            \$229  = \$21 [7:0];
           end
     endcase
     if (rst) begin
@@ -2515,19 +2544,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = dac5;
+    \$230  = dac6;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$230  = 8'h00;
           end
       3'h1:
-          \$230  = dac4;
+          \$230  = dac5;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$230  = \$27 [7:0];
+            \$230  = \$22 [7:0];
           end
     endcase
     if (rst) begin
@@ -2536,19 +2565,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = dac6;
+    \$231  = dac7;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$231  = 8'h00;
           end
       3'h1:
-          \$231  = dac5;
+          \$231  = dac6;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$231  = \$28 [7:0];
+            \$231  = \$23 [7:0];
           end
     endcase
     if (rst) begin
@@ -2557,19 +2586,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = dac7;
+    \$232  = dac8;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$232  = 8'h00;
           end
       3'h1:
-          \$232  = dac6;
+          \$232  = dac7;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$232  = \$29 [7:0];
+            \$232  = \$24 [7:0];
           end
     endcase
     if (rst) begin
@@ -2578,19 +2607,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = dac8;
+    \$233  = dac9;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$233  = 8'h00;
           end
       3'h1:
-          \$233  = dac7;
+          \$233  = dac8;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$233  = \$30 [7:0];
+            \$233  = \$25 [7:0];
           end
     endcase
     if (rst) begin
@@ -2599,19 +2628,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = dac9;
+    \$234  = dac10;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$234  = 8'h00;
           end
       3'h1:
-          \$234  = dac8;
+          \$234  = dac9;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$234  = \$31 [7:0];
+            \$234  = \$26 [7:0];
           end
     endcase
     if (rst) begin
@@ -2620,19 +2649,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = dac10;
+    \$235  = dac11;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$235  = 8'h00;
           end
       3'h1:
-          \$235  = dac9;
+          \$235  = dac10;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$235  = \$32 [7:0];
+            \$235  = \$27 [7:0];
           end
     endcase
     if (rst) begin
@@ -2641,19 +2670,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = dac11;
+    \$236  = dac12;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$236  = 8'h00;
           end
       3'h1:
-          \$236  = dac10;
+          \$236  = dac11;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$236  = \$33 [7:0];
+            \$236  = \$28 [7:0];
           end
     endcase
     if (rst) begin
@@ -2662,19 +2691,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = dac12;
+    \$237  = dac13;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$237  = 8'h00;
           end
       3'h1:
-          \$237  = dac11;
+          \$237  = dac12;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$237  = \$34 [7:0];
+            \$237  = \$29 [7:0];
           end
     endcase
     if (rst) begin
@@ -2683,19 +2712,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = dac13;
+    \$238  = dac14;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$238  = 8'h00;
           end
       3'h1:
-          \$238  = dac12;
+          \$238  = dac13;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$238  = \$35 [7:0];
+            \$238  = \$30 [7:0];
           end
     endcase
     if (rst) begin
@@ -2704,19 +2733,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = dac14;
+    \$239  = dac15;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$239  = 8'h00;
           end
       3'h1:
-          \$239  = dac13;
+          \$239  = dac14;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$239  = \$36 [7:0];
+            \$239  = \$31 [7:0];
           end
     endcase
     if (rst) begin
@@ -2725,19 +2754,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = dac15;
+    \$240  = dac16;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$240  = 8'h00;
           end
       3'h1:
-          \$240  = dac14;
+          \$240  = dac15;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$240  = \$37 [7:0];
+            \$240  = \$32 [7:0];
           end
     endcase
     if (rst) begin
@@ -2746,19 +2775,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = dac16;
+    \$241  = dac17;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$241  = 8'h00;
           end
       3'h1:
-          \$241  = dac15;
+          \$241  = dac16;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$241  = \$38 [7:0];
+            \$241  = \$33 [7:0];
           end
     endcase
     if (rst) begin
@@ -2767,19 +2796,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = dac17;
+    \$242  = dac18;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$242  = 8'h00;
           end
       3'h1:
-          \$242  = dac16;
+          \$242  = dac17;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$242  = \$39 [7:0];
+            \$242  = \$34 [7:0];
           end
     endcase
     if (rst) begin
@@ -2788,19 +2817,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = dac18;
+    \$243  = dac19;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$243  = 8'h00;
           end
       3'h1:
-          \$243  = dac17;
+          \$243  = dac18;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$243  = \$40 [7:0];
+            \$243  = \$35 [7:0];
           end
     endcase
     if (rst) begin
@@ -2809,19 +2838,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = dac19;
+    \$244  = dac20;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$244  = 8'h00;
           end
       3'h1:
-          \$244  = dac18;
+          \$244  = dac19;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$244  = \$41 [7:0];
+            \$244  = \$36 [7:0];
           end
     endcase
     if (rst) begin
@@ -2830,19 +2859,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = dac20;
+    \$245  = dac21;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$245  = 8'h00;
           end
       3'h1:
-          \$245  = dac19;
+          \$245  = dac20;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$245  = \$42 [7:0];
+            \$245  = \$37 [7:0];
           end
     endcase
     if (rst) begin
@@ -2851,19 +2880,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = dac21;
+    \$246  = dac22;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$246  = 8'h00;
           end
       3'h1:
-          \$246  = dac20;
+          \$246  = dac21;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$246  = \$43 [7:0];
+            \$246  = \$38 [7:0];
           end
     endcase
     if (rst) begin
@@ -2872,19 +2901,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = dac22;
+    \$247  = dac23;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$247  = 8'h00;
           end
       3'h1:
-          \$247  = dac21;
+          \$247  = dac22;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$247  = \$44 [7:0];
+            \$247  = \$39 [7:0];
           end
     endcase
     if (rst) begin
@@ -2893,19 +2922,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = dac23;
+    \$248  = dac24;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$248  = 8'h00;
           end
       3'h1:
-          \$248  = dac22;
+          \$248  = dac23;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$248  = \$45 [7:0];
+            \$248  = \$40 [7:0];
           end
     endcase
     if (rst) begin
@@ -2914,19 +2943,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = dac24;
+    \$249  = dac25;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$249  = 8'h00;
           end
       3'h1:
-          \$249  = dac23;
+          \$249  = dac24;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$249  = \$46 [7:0];
+            \$249  = \$41 [7:0];
           end
     endcase
     if (rst) begin
@@ -2935,19 +2964,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = dac25;
+    \$250  = dac26;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$250  = 8'h00;
           end
       3'h1:
-          \$250  = dac24;
+          \$250  = dac25;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$250  = \$47 [7:0];
+            \$250  = \$42 [7:0];
           end
     endcase
     if (rst) begin
@@ -2956,19 +2985,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = dac26;
+    \$251  = dac27;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$251  = 8'h00;
           end
       3'h1:
-          \$251  = dac25;
+          \$251  = dac26;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$251  = \$48 [7:0];
+            \$251  = \$43 [7:0];
           end
     endcase
     if (rst) begin
@@ -2977,19 +3006,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = dac27;
+    \$252  = dac28;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$252  = 8'h00;
           end
       3'h1:
-          \$252  = dac26;
+          \$252  = dac27;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$252  = \$49 [7:0];
+            \$252  = \$44 [7:0];
           end
     endcase
     if (rst) begin
@@ -2998,19 +3027,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = dac28;
+    \$253  = dac29;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$253  = 8'h00;
           end
       3'h1:
-          \$253  = dac27;
+          \$253  = dac28;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$253  = \$50 [7:0];
+            \$253  = \$45 [7:0];
           end
     endcase
     if (rst) begin
@@ -3019,19 +3048,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = dac29;
+    \$254  = dac30;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$254  = 8'h00;
           end
       3'h1:
-          \$254  = dac28;
+          \$254  = dac29;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$254  = \$51 [7:0];
+            \$254  = \$46 [7:0];
           end
     endcase
     if (rst) begin
@@ -3040,19 +3069,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = dac30;
+    \$255  = dac31;
     casez (tile_state)
       3'h0:
           if (full) begin
             \$255  = 8'h00;
           end
       3'h1:
-          \$255  = dac29;
+          \$255  = dac30;
       3'h2:
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$255  = \$52 [7:0];
+            \$255  = \$47 [7:0];
           end
     endcase
     if (rst) begin
@@ -3061,32 +3090,11 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = dac31;
+    \$256  = plane;
     casez (tile_state)
       3'h0:
           if (full) begin
-            \$256  = 8'h00;
-          end
-      3'h1:
-          \$256  = dac30;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (xbar_adc_valid) begin
-            \$256  = \$53 [7:0];
-          end
-    endcase
-    if (rst) begin
-      \$256  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = plane;
-    casez (tile_state)
-      3'h0:
-          if (full) begin
-            \$257  = 4'h0;
+            \$256  = 4'h0;
           end
       3'h1:
           /* empty */;
@@ -3094,48 +3102,74 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
           /* empty */;
       3'h3:
           if (xbar_adc_valid) begin
-            \$257  = \$21 [3:0];
+            \$256  = \$15 [3:0];
           end
     endcase
     if (rst) begin
-      \$257  = 4'h0;
+      \$256  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = tile_state;
+    \$257  = tile_state;
+    (* full_case = 32'd1 *)
     casez (tile_state)
       3'h0:
           if (full) begin
-            \$258  = 3'h1;
+            \$257  = 3'h1;
           end
       3'h1:
-          if (\$19 ) begin
-            \$258  = 3'h2;
+          if (\$13 ) begin
+            \$257  = 3'h2;
           end
       3'h2:
-          \$258  = 3'h3;
+          \$257  = 3'h3;
       3'h3:
           if (xbar_adc_valid) begin
             (* full_case = 32'd1 *)
-            if (\$54 ) begin
-              \$258  = 3'h4;
+            if (\$48 ) begin
+              \$257  = 3'h4;
             end else begin
-              \$258  = 3'h2;
+              \$257  = 3'h2;
             end
           end
       3'h4:
-          \$258  = 3'h5;
+          \$257  = 3'h5;
       3'h5:
-          if (\$64 ) begin
-            \$258  = 3'h6;
-          end
+          \$257  = 3'h6;
       3'h6:
+          if (\$66 ) begin
+            \$257  = 3'h7;
+          end
+      3'h7:
           if (m_axis_tready) begin
-            if (\$67 ) begin
-              \$258  = 3'h0;
+            if (\$69 ) begin
+              \$257  = 3'h0;
             end
           end
+    endcase
+    if (rst) begin
+      \$257  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = rq_col;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          \$258  = 3'h0;
+      3'h6:
+          \$258  = \$51 [2:0];
     endcase
     if (rst) begin
       \$258  = 3'h0;
@@ -3143,7 +3177,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = rq_col;
+    \$259  = product_lo;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3154,17 +3188,19 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h3:
           /* empty */;
       3'h4:
-          \$259  = 3'h0;
+          /* empty */;
       3'h5:
-          \$259  = \$56 [2:0];
+          /* empty */;
+      3'h6:
+          \$259  = { \$49 [49], \$49  };
     endcase
     if (rst) begin
-      \$259  = 3'h0;
+      \$259  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = product;
+    \$260  = product_hi;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3177,10 +3213,12 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          \$260  = \$55 ;
+          /* empty */;
+      3'h6:
+          \$260  = \$50 ;
     endcase
     if (rst) begin
-      \$260  = 66'h00000000000000000;
+      \$260  = 50'h0000000000000;
     end
   end
   always @* begin
@@ -3198,6 +3236,8 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           \$261  = rq_col;
     endcase
     if (rst) begin
@@ -3206,7 +3246,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = out_buf0;
+    \$262  = scaled_col;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3219,20 +3259,17 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
-              3'h0:
-                  \$262  = { \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58 [33], \$58  };
-            endcase
-          end
+          /* empty */;
+      3'h6:
+          \$262  = product_col;
     endcase
     if (rst) begin
-      \$262  = 64'h0000000000000000;
+      \$262  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = out_buf1;
+    \$263  = scaled;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3245,22 +3282,17 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  \$263  = { \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59  };
-            endcase
-          end
+          /* empty */;
+      3'h6:
+          \$263  = \$57 [67:0];
     endcase
     if (rst) begin
-      \$263  = 64'h0000000000000000;
+      \$263  = 68'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = out_buf2;
+    \$264  = out_buf0;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3273,14 +3305,12 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  \$264  = { \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60  };
+                  \$264  = { \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59 [33], \$59  };
             endcase
           end
     endcase
@@ -3290,7 +3320,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = out_buf3;
+    \$265  = out_buf1;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3303,16 +3333,14 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
               3'h0:
                   /* empty */;
               3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  \$265  = { \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61  };
+                  \$265  = { \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60 [33], \$60  };
             endcase
           end
     endcase
@@ -3322,7 +3350,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = out_buf4;
+    \$266  = out_buf2;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3335,18 +3363,16 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$266  = { \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62  };
+                  \$266  = { \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61 [33], \$61  };
             endcase
           end
     endcase
@@ -3356,7 +3382,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = out_buf5;
+    \$267  = out_buf3;
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3369,8 +3395,80 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$57 ) begin
-            casez (product_col)
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$267  = { \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62 [33], \$62  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$267  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$268  = out_buf4;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$268  = { \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63  };
+            endcase
+          end
+    endcase
+    if (rst) begin
+      \$268  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$269  = out_buf5;
+    casez (tile_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (\$58 ) begin
+            casez (scaled_col)
               3'h0:
                   /* empty */;
               3'h1:
@@ -3382,17 +3480,18 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
               3'h4:
                   /* empty */;
               3'h5:
-                  \$267  = { \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63 [33], \$63  };
+                  \$269  = { \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64 [33], \$64  };
             endcase
           end
     endcase
     if (rst) begin
-      \$267  = 64'h0000000000000000;
+      \$269  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = out_col;
+    \$270  = out_col;
+    (* full_case = 32'd1 *)
     casez (tile_state)
       3'h0:
           /* empty */;
@@ -3405,25 +3504,27 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h4:
           /* empty */;
       3'h5:
-          if (\$64 ) begin
-            \$268  = 3'h0;
-          end
+          /* empty */;
       3'h6:
+          if (\$66 ) begin
+            \$270  = 3'h0;
+          end
+      3'h7:
           if (m_axis_tready) begin
-            \$268  = \$65 [2:0];
+            \$270  = \$67 [2:0];
           end
     endcase
     if (rst) begin
-      \$268  = 3'h0;
+      \$270  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$123 ) begin
-      clipped = { \$126 [7], \$126  };
-    end else if (\$125 ) begin
-      clipped = { 1'h0, \$127  };
+    if (\$121 ) begin
+      clipped = { \$124 [7], \$124  };
+    end else if (\$123 ) begin
+      clipped = { 1'h0, \$125  };
     end else begin
       clipped = rounded[8:0];
     end
@@ -3433,9 +3534,9 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
     rd__addr = 5'h00;
     casez (tile_state)
       3'h0:
-          rd__addr = \$180 [4:0];
+          rd__addr = \$178 [4:0];
       3'h1:
-          rd__addr = \$181 [4:0];
+          rd__addr = \$179 [4:0];
     endcase
   end
   always @* begin
@@ -3445,7 +3546,7 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h0:
           /* empty */;
       3'h1:
-          if (\$182 ) begin
+          if (\$180 ) begin
             clear_acc = 1'h1;
           end
     endcase
@@ -3479,6 +3580,8 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           sum_results = 1'h1;
     endcase
   end
@@ -3486,29 +3589,28 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   assign wr__data = s_axis_tdata;
   assign take_plane = i_stream__valid;
   assign o_stream__ready = sum_results;
-  assign \i_stream__valid$127  = i_stream__valid;
-  assign \o_stream__ready$128  = sum_results;
-  assign \i_stream__valid$130  = i_stream__valid;
-  assign \o_stream__ready$131  = sum_results;
-  assign \i_stream__valid$133  = i_stream__valid;
-  assign \o_stream__ready$134  = sum_results;
-  assign \i_stream__valid$136  = i_stream__valid;
-  assign \o_stream__ready$137  = sum_results;
-  assign \i_stream__valid$139  = i_stream__valid;
-  assign \o_stream__ready$140  = sum_results;
-  assign \i_stream__valid$142  = i_stream__valid;
-  assign \o_stream__ready$143  = sum_results;
-  assign \i_stream__valid$145  = i_stream__valid;
-  assign \o_stream__ready$146  = sum_results;
-  assign \i_stream__valid$148  = i_stream__valid;
-  assign \o_stream__ready$149  = sum_results;
-  assign \i_stream__valid$151  = i_stream__valid;
-  assign \o_stream__ready$152  = sum_results;
-  assign \i_stream__valid$154  = i_stream__valid;
-  assign \o_stream__ready$155  = sum_results;
-  assign \i_stream__valid$157  = i_stream__valid;
-  assign \o_stream__ready$158  = sum_results;
-  assign scaled = \$121 [67:0];
+  assign \i_stream__valid$131  = i_stream__valid;
+  assign \o_stream__ready$132  = sum_results;
+  assign \i_stream__valid$134  = i_stream__valid;
+  assign \o_stream__ready$135  = sum_results;
+  assign \i_stream__valid$137  = i_stream__valid;
+  assign \o_stream__ready$138  = sum_results;
+  assign \i_stream__valid$140  = i_stream__valid;
+  assign \o_stream__ready$141  = sum_results;
+  assign \i_stream__valid$143  = i_stream__valid;
+  assign \o_stream__ready$144  = sum_results;
+  assign \i_stream__valid$146  = i_stream__valid;
+  assign \o_stream__ready$147  = sum_results;
+  assign \i_stream__valid$149  = i_stream__valid;
+  assign \o_stream__ready$150  = sum_results;
+  assign \i_stream__valid$152  = i_stream__valid;
+  assign \o_stream__ready$153  = sum_results;
+  assign \i_stream__valid$155  = i_stream__valid;
+  assign \o_stream__ready$156  = sum_results;
+  assign \i_stream__valid$158  = i_stream__valid;
+  assign \o_stream__ready$159  = sum_results;
+  assign \i_stream__valid$161  = i_stream__valid;
+  assign \o_stream__ready$162  = sum_results;
   assign out_word = m_axis_tdata;
   assign xbar_dac = { dac31[7], dac30[7], dac29[7], dac28[7], dac27[7], dac26[7], dac25[7], dac24[7], dac23[7], dac22[7], dac21[7], dac20[7], dac19[7], dac18[7], dac17[7], dac16[7], dac15[7], dac14[7], dac13[7], dac12[7], dac11[7], dac10[7], dac9[7], dac8[7], dac7[7], dac6[7], dac5[7], dac4[7], dac3[7], dac2[7], dac1[7], dac0[7] };
   assign xbar_active = 2'h3;
@@ -3638,200 +3740,201 @@ module reram_tile_isaac(s_axis_tvalid, m_axis_tready, cfg_we, cfg_addr, cfg_wdat
   assign \i_stream__payload.codes[7]  = i_stream__payload[63:56];
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
-  assign \i_stream__payload$126.codes  = \i_stream__payload$126 [63:0];
-  assign \i_stream__payload$126.codes[0]  = \i_stream__payload$126 [7:0];
-  assign \i_stream__payload$126.codes[1]  = \i_stream__payload$126 [15:8];
-  assign \i_stream__payload$126.codes[2]  = \i_stream__payload$126 [23:16];
-  assign \i_stream__payload$126.codes[3]  = \i_stream__payload$126 [31:24];
-  assign \i_stream__payload$126.codes[4]  = \i_stream__payload$126 [39:32];
-  assign \i_stream__payload$126.codes[5]  = \i_stream__payload$126 [47:40];
-  assign \i_stream__payload$126.codes[6]  = \i_stream__payload$126 [55:48];
-  assign \i_stream__payload$126.codes[7]  = \i_stream__payload$126 [63:56];
-  assign \i_stream__payload$126.unit  = \i_stream__payload$126 [71:64];
-  assign \i_stream__payload$126.flip  = \i_stream__payload$126 [79:72];
-  assign \i_stream__payload$129.codes  = \i_stream__payload$129 [63:0];
-  assign \i_stream__payload$129.codes[0]  = \i_stream__payload$129 [7:0];
-  assign \i_stream__payload$129.codes[1]  = \i_stream__payload$129 [15:8];
-  assign \i_stream__payload$129.codes[2]  = \i_stream__payload$129 [23:16];
-  assign \i_stream__payload$129.codes[3]  = \i_stream__payload$129 [31:24];
-  assign \i_stream__payload$129.codes[4]  = \i_stream__payload$129 [39:32];
-  assign \i_stream__payload$129.codes[5]  = \i_stream__payload$129 [47:40];
-  assign \i_stream__payload$129.codes[6]  = \i_stream__payload$129 [55:48];
-  assign \i_stream__payload$129.codes[7]  = \i_stream__payload$129 [63:56];
-  assign \i_stream__payload$129.unit  = \i_stream__payload$129 [71:64];
-  assign \i_stream__payload$129.flip  = \i_stream__payload$129 [79:72];
-  assign \i_stream__payload$132.codes  = \i_stream__payload$132 [63:0];
-  assign \i_stream__payload$132.codes[0]  = \i_stream__payload$132 [7:0];
-  assign \i_stream__payload$132.codes[1]  = \i_stream__payload$132 [15:8];
-  assign \i_stream__payload$132.codes[2]  = \i_stream__payload$132 [23:16];
-  assign \i_stream__payload$132.codes[3]  = \i_stream__payload$132 [31:24];
-  assign \i_stream__payload$132.codes[4]  = \i_stream__payload$132 [39:32];
-  assign \i_stream__payload$132.codes[5]  = \i_stream__payload$132 [47:40];
-  assign \i_stream__payload$132.codes[6]  = \i_stream__payload$132 [55:48];
-  assign \i_stream__payload$132.codes[7]  = \i_stream__payload$132 [63:56];
-  assign \i_stream__payload$132.unit  = \i_stream__payload$132 [71:64];
-  assign \i_stream__payload$132.flip  = \i_stream__payload$132 [79:72];
-  assign \i_stream__payload$135.codes  = \i_stream__payload$135 [63:0];
-  assign \i_stream__payload$135.codes[0]  = \i_stream__payload$135 [7:0];
-  assign \i_stream__payload$135.codes[1]  = \i_stream__payload$135 [15:8];
-  assign \i_stream__payload$135.codes[2]  = \i_stream__payload$135 [23:16];
-  assign \i_stream__payload$135.codes[3]  = \i_stream__payload$135 [31:24];
-  assign \i_stream__payload$135.codes[4]  = \i_stream__payload$135 [39:32];
-  assign \i_stream__payload$135.codes[5]  = \i_stream__payload$135 [47:40];
-  assign \i_stream__payload$135.codes[6]  = \i_stream__payload$135 [55:48];
-  assign \i_stream__payload$135.codes[7]  = \i_stream__payload$135 [63:56];
-  assign \i_stream__payload$135.unit  = \i_stream__payload$135 [71:64];
-  assign \i_stream__payload$135.flip  = \i_stream__payload$135 [79:72];
-  assign \i_stream__payload$138.codes  = \i_stream__payload$138 [63:0];
-  assign \i_stream__payload$138.codes[0]  = \i_stream__payload$138 [7:0];
-  assign \i_stream__payload$138.codes[1]  = \i_stream__payload$138 [15:8];
-  assign \i_stream__payload$138.codes[2]  = \i_stream__payload$138 [23:16];
-  assign \i_stream__payload$138.codes[3]  = \i_stream__payload$138 [31:24];
-  assign \i_stream__payload$138.codes[4]  = \i_stream__payload$138 [39:32];
-  assign \i_stream__payload$138.codes[5]  = \i_stream__payload$138 [47:40];
-  assign \i_stream__payload$138.codes[6]  = \i_stream__payload$138 [55:48];
-  assign \i_stream__payload$138.codes[7]  = \i_stream__payload$138 [63:56];
-  assign \i_stream__payload$138.unit  = \i_stream__payload$138 [71:64];
-  assign \i_stream__payload$138.flip  = \i_stream__payload$138 [79:72];
-  assign \i_stream__payload$141.codes  = \i_stream__payload$141 [63:0];
-  assign \i_stream__payload$141.codes[0]  = \i_stream__payload$141 [7:0];
-  assign \i_stream__payload$141.codes[1]  = \i_stream__payload$141 [15:8];
-  assign \i_stream__payload$141.codes[2]  = \i_stream__payload$141 [23:16];
-  assign \i_stream__payload$141.codes[3]  = \i_stream__payload$141 [31:24];
-  assign \i_stream__payload$141.codes[4]  = \i_stream__payload$141 [39:32];
-  assign \i_stream__payload$141.codes[5]  = \i_stream__payload$141 [47:40];
-  assign \i_stream__payload$141.codes[6]  = \i_stream__payload$141 [55:48];
-  assign \i_stream__payload$141.codes[7]  = \i_stream__payload$141 [63:56];
-  assign \i_stream__payload$141.unit  = \i_stream__payload$141 [71:64];
-  assign \i_stream__payload$141.flip  = \i_stream__payload$141 [79:72];
-  assign \i_stream__payload$144.codes  = \i_stream__payload$144 [63:0];
-  assign \i_stream__payload$144.codes[0]  = \i_stream__payload$144 [7:0];
-  assign \i_stream__payload$144.codes[1]  = \i_stream__payload$144 [15:8];
-  assign \i_stream__payload$144.codes[2]  = \i_stream__payload$144 [23:16];
-  assign \i_stream__payload$144.codes[3]  = \i_stream__payload$144 [31:24];
-  assign \i_stream__payload$144.codes[4]  = \i_stream__payload$144 [39:32];
-  assign \i_stream__payload$144.codes[5]  = \i_stream__payload$144 [47:40];
-  assign \i_stream__payload$144.codes[6]  = \i_stream__payload$144 [55:48];
-  assign \i_stream__payload$144.codes[7]  = \i_stream__payload$144 [63:56];
-  assign \i_stream__payload$144.unit  = \i_stream__payload$144 [71:64];
-  assign \i_stream__payload$144.flip  = \i_stream__payload$144 [79:72];
-  assign \i_stream__payload$147.codes  = \i_stream__payload$147 [63:0];
-  assign \i_stream__payload$147.codes[0]  = \i_stream__payload$147 [7:0];
-  assign \i_stream__payload$147.codes[1]  = \i_stream__payload$147 [15:8];
-  assign \i_stream__payload$147.codes[2]  = \i_stream__payload$147 [23:16];
-  assign \i_stream__payload$147.codes[3]  = \i_stream__payload$147 [31:24];
-  assign \i_stream__payload$147.codes[4]  = \i_stream__payload$147 [39:32];
-  assign \i_stream__payload$147.codes[5]  = \i_stream__payload$147 [47:40];
-  assign \i_stream__payload$147.codes[6]  = \i_stream__payload$147 [55:48];
-  assign \i_stream__payload$147.codes[7]  = \i_stream__payload$147 [63:56];
-  assign \i_stream__payload$147.unit  = \i_stream__payload$147 [71:64];
-  assign \i_stream__payload$147.flip  = \i_stream__payload$147 [79:72];
-  assign \i_stream__payload$150.codes  = \i_stream__payload$150 [63:0];
-  assign \i_stream__payload$150.codes[0]  = \i_stream__payload$150 [7:0];
-  assign \i_stream__payload$150.codes[1]  = \i_stream__payload$150 [15:8];
-  assign \i_stream__payload$150.codes[2]  = \i_stream__payload$150 [23:16];
-  assign \i_stream__payload$150.codes[3]  = \i_stream__payload$150 [31:24];
-  assign \i_stream__payload$150.codes[4]  = \i_stream__payload$150 [39:32];
-  assign \i_stream__payload$150.codes[5]  = \i_stream__payload$150 [47:40];
-  assign \i_stream__payload$150.codes[6]  = \i_stream__payload$150 [55:48];
-  assign \i_stream__payload$150.codes[7]  = \i_stream__payload$150 [63:56];
-  assign \i_stream__payload$150.unit  = \i_stream__payload$150 [71:64];
-  assign \i_stream__payload$150.flip  = \i_stream__payload$150 [79:72];
-  assign \i_stream__payload$153.codes  = \i_stream__payload$153 [63:0];
-  assign \i_stream__payload$153.codes[0]  = \i_stream__payload$153 [7:0];
-  assign \i_stream__payload$153.codes[1]  = \i_stream__payload$153 [15:8];
-  assign \i_stream__payload$153.codes[2]  = \i_stream__payload$153 [23:16];
-  assign \i_stream__payload$153.codes[3]  = \i_stream__payload$153 [31:24];
-  assign \i_stream__payload$153.codes[4]  = \i_stream__payload$153 [39:32];
-  assign \i_stream__payload$153.codes[5]  = \i_stream__payload$153 [47:40];
-  assign \i_stream__payload$153.codes[6]  = \i_stream__payload$153 [55:48];
-  assign \i_stream__payload$153.codes[7]  = \i_stream__payload$153 [63:56];
-  assign \i_stream__payload$153.unit  = \i_stream__payload$153 [71:64];
-  assign \i_stream__payload$153.flip  = \i_stream__payload$153 [79:72];
-  assign \i_stream__payload$156.codes  = \i_stream__payload$156 [63:0];
-  assign \i_stream__payload$156.codes[0]  = \i_stream__payload$156 [7:0];
-  assign \i_stream__payload$156.codes[1]  = \i_stream__payload$156 [15:8];
-  assign \i_stream__payload$156.codes[2]  = \i_stream__payload$156 [23:16];
-  assign \i_stream__payload$156.codes[3]  = \i_stream__payload$156 [31:24];
-  assign \i_stream__payload$156.codes[4]  = \i_stream__payload$156 [39:32];
-  assign \i_stream__payload$156.codes[5]  = \i_stream__payload$156 [47:40];
-  assign \i_stream__payload$156.codes[6]  = \i_stream__payload$156 [55:48];
-  assign \i_stream__payload$156.codes[7]  = \i_stream__payload$156 [63:56];
-  assign \i_stream__payload$156.unit  = \i_stream__payload$156 [71:64];
-  assign \i_stream__payload$156.flip  = \i_stream__payload$156 [79:72];
-  assign \i_stream__payload$156 [79:72] = reg_meta1_5[7:0];
-  assign \i_stream__payload$156 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$156 [63:0] = xbar_adc_codes[775:712];
-  assign \i_stream__payload$153 [79:72] = reg_meta0_5[7:0];
-  assign \i_stream__payload$153 [71:64] = xbar_adc_codes[391:384];
-  assign \i_stream__payload$153 [63:0] = xbar_adc_codes[383:320];
-  assign \i_stream__payload$150 [79:72] = reg_meta1_4[7:0];
-  assign \i_stream__payload$150 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$150 [63:0] = xbar_adc_codes[711:648];
-  assign \i_stream__payload$147 [79:72] = reg_meta0_4[7:0];
-  assign \i_stream__payload$147 [71:64] = xbar_adc_codes[391:384];
-  assign \i_stream__payload$147 [63:0] = xbar_adc_codes[319:256];
-  assign \i_stream__payload$144 [79:72] = reg_meta1_3[7:0];
-  assign \i_stream__payload$144 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$144 [63:0] = xbar_adc_codes[647:584];
-  assign \i_stream__payload$141 [79:72] = reg_meta0_3[7:0];
-  assign \i_stream__payload$141 [71:64] = xbar_adc_codes[391:384];
-  assign \i_stream__payload$141 [63:0] = xbar_adc_codes[255:192];
-  assign \i_stream__payload$138 [79:72] = reg_meta1_2[7:0];
-  assign \i_stream__payload$138 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$138 [63:0] = xbar_adc_codes[583:520];
-  assign \i_stream__payload$135 [79:72] = reg_meta0_2[7:0];
-  assign \i_stream__payload$135 [71:64] = xbar_adc_codes[391:384];
-  assign \i_stream__payload$135 [63:0] = xbar_adc_codes[191:128];
-  assign \i_stream__payload$132 [79:72] = reg_meta1_1[7:0];
-  assign \i_stream__payload$132 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$132 [63:0] = xbar_adc_codes[519:456];
-  assign \i_stream__payload$129 [79:72] = reg_meta0_1[7:0];
-  assign \i_stream__payload$129 [71:64] = xbar_adc_codes[391:384];
-  assign \i_stream__payload$129 [63:0] = xbar_adc_codes[127:64];
-  assign \i_stream__payload$126 [79:72] = reg_meta1_0[7:0];
-  assign \i_stream__payload$126 [71:64] = xbar_adc_codes[783:776];
-  assign \i_stream__payload$126 [63:0] = xbar_adc_codes[455:392];
+  assign \i_stream__payload$130.codes  = \i_stream__payload$130 [63:0];
+  assign \i_stream__payload$130.codes[0]  = \i_stream__payload$130 [7:0];
+  assign \i_stream__payload$130.codes[1]  = \i_stream__payload$130 [15:8];
+  assign \i_stream__payload$130.codes[2]  = \i_stream__payload$130 [23:16];
+  assign \i_stream__payload$130.codes[3]  = \i_stream__payload$130 [31:24];
+  assign \i_stream__payload$130.codes[4]  = \i_stream__payload$130 [39:32];
+  assign \i_stream__payload$130.codes[5]  = \i_stream__payload$130 [47:40];
+  assign \i_stream__payload$130.codes[6]  = \i_stream__payload$130 [55:48];
+  assign \i_stream__payload$130.codes[7]  = \i_stream__payload$130 [63:56];
+  assign \i_stream__payload$130.unit  = \i_stream__payload$130 [71:64];
+  assign \i_stream__payload$130.flip  = \i_stream__payload$130 [79:72];
+  assign \i_stream__payload$133.codes  = \i_stream__payload$133 [63:0];
+  assign \i_stream__payload$133.codes[0]  = \i_stream__payload$133 [7:0];
+  assign \i_stream__payload$133.codes[1]  = \i_stream__payload$133 [15:8];
+  assign \i_stream__payload$133.codes[2]  = \i_stream__payload$133 [23:16];
+  assign \i_stream__payload$133.codes[3]  = \i_stream__payload$133 [31:24];
+  assign \i_stream__payload$133.codes[4]  = \i_stream__payload$133 [39:32];
+  assign \i_stream__payload$133.codes[5]  = \i_stream__payload$133 [47:40];
+  assign \i_stream__payload$133.codes[6]  = \i_stream__payload$133 [55:48];
+  assign \i_stream__payload$133.codes[7]  = \i_stream__payload$133 [63:56];
+  assign \i_stream__payload$133.unit  = \i_stream__payload$133 [71:64];
+  assign \i_stream__payload$133.flip  = \i_stream__payload$133 [79:72];
+  assign \i_stream__payload$136.codes  = \i_stream__payload$136 [63:0];
+  assign \i_stream__payload$136.codes[0]  = \i_stream__payload$136 [7:0];
+  assign \i_stream__payload$136.codes[1]  = \i_stream__payload$136 [15:8];
+  assign \i_stream__payload$136.codes[2]  = \i_stream__payload$136 [23:16];
+  assign \i_stream__payload$136.codes[3]  = \i_stream__payload$136 [31:24];
+  assign \i_stream__payload$136.codes[4]  = \i_stream__payload$136 [39:32];
+  assign \i_stream__payload$136.codes[5]  = \i_stream__payload$136 [47:40];
+  assign \i_stream__payload$136.codes[6]  = \i_stream__payload$136 [55:48];
+  assign \i_stream__payload$136.codes[7]  = \i_stream__payload$136 [63:56];
+  assign \i_stream__payload$136.unit  = \i_stream__payload$136 [71:64];
+  assign \i_stream__payload$136.flip  = \i_stream__payload$136 [79:72];
+  assign \i_stream__payload$139.codes  = \i_stream__payload$139 [63:0];
+  assign \i_stream__payload$139.codes[0]  = \i_stream__payload$139 [7:0];
+  assign \i_stream__payload$139.codes[1]  = \i_stream__payload$139 [15:8];
+  assign \i_stream__payload$139.codes[2]  = \i_stream__payload$139 [23:16];
+  assign \i_stream__payload$139.codes[3]  = \i_stream__payload$139 [31:24];
+  assign \i_stream__payload$139.codes[4]  = \i_stream__payload$139 [39:32];
+  assign \i_stream__payload$139.codes[5]  = \i_stream__payload$139 [47:40];
+  assign \i_stream__payload$139.codes[6]  = \i_stream__payload$139 [55:48];
+  assign \i_stream__payload$139.codes[7]  = \i_stream__payload$139 [63:56];
+  assign \i_stream__payload$139.unit  = \i_stream__payload$139 [71:64];
+  assign \i_stream__payload$139.flip  = \i_stream__payload$139 [79:72];
+  assign \i_stream__payload$142.codes  = \i_stream__payload$142 [63:0];
+  assign \i_stream__payload$142.codes[0]  = \i_stream__payload$142 [7:0];
+  assign \i_stream__payload$142.codes[1]  = \i_stream__payload$142 [15:8];
+  assign \i_stream__payload$142.codes[2]  = \i_stream__payload$142 [23:16];
+  assign \i_stream__payload$142.codes[3]  = \i_stream__payload$142 [31:24];
+  assign \i_stream__payload$142.codes[4]  = \i_stream__payload$142 [39:32];
+  assign \i_stream__payload$142.codes[5]  = \i_stream__payload$142 [47:40];
+  assign \i_stream__payload$142.codes[6]  = \i_stream__payload$142 [55:48];
+  assign \i_stream__payload$142.codes[7]  = \i_stream__payload$142 [63:56];
+  assign \i_stream__payload$142.unit  = \i_stream__payload$142 [71:64];
+  assign \i_stream__payload$142.flip  = \i_stream__payload$142 [79:72];
+  assign \i_stream__payload$145.codes  = \i_stream__payload$145 [63:0];
+  assign \i_stream__payload$145.codes[0]  = \i_stream__payload$145 [7:0];
+  assign \i_stream__payload$145.codes[1]  = \i_stream__payload$145 [15:8];
+  assign \i_stream__payload$145.codes[2]  = \i_stream__payload$145 [23:16];
+  assign \i_stream__payload$145.codes[3]  = \i_stream__payload$145 [31:24];
+  assign \i_stream__payload$145.codes[4]  = \i_stream__payload$145 [39:32];
+  assign \i_stream__payload$145.codes[5]  = \i_stream__payload$145 [47:40];
+  assign \i_stream__payload$145.codes[6]  = \i_stream__payload$145 [55:48];
+  assign \i_stream__payload$145.codes[7]  = \i_stream__payload$145 [63:56];
+  assign \i_stream__payload$145.unit  = \i_stream__payload$145 [71:64];
+  assign \i_stream__payload$145.flip  = \i_stream__payload$145 [79:72];
+  assign \i_stream__payload$148.codes  = \i_stream__payload$148 [63:0];
+  assign \i_stream__payload$148.codes[0]  = \i_stream__payload$148 [7:0];
+  assign \i_stream__payload$148.codes[1]  = \i_stream__payload$148 [15:8];
+  assign \i_stream__payload$148.codes[2]  = \i_stream__payload$148 [23:16];
+  assign \i_stream__payload$148.codes[3]  = \i_stream__payload$148 [31:24];
+  assign \i_stream__payload$148.codes[4]  = \i_stream__payload$148 [39:32];
+  assign \i_stream__payload$148.codes[5]  = \i_stream__payload$148 [47:40];
+  assign \i_stream__payload$148.codes[6]  = \i_stream__payload$148 [55:48];
+  assign \i_stream__payload$148.codes[7]  = \i_stream__payload$148 [63:56];
+  assign \i_stream__payload$148.unit  = \i_stream__payload$148 [71:64];
+  assign \i_stream__payload$148.flip  = \i_stream__payload$148 [79:72];
+  assign \i_stream__payload$151.codes  = \i_stream__payload$151 [63:0];
+  assign \i_stream__payload$151.codes[0]  = \i_stream__payload$151 [7:0];
+  assign \i_stream__payload$151.codes[1]  = \i_stream__payload$151 [15:8];
+  assign \i_stream__payload$151.codes[2]  = \i_stream__payload$151 [23:16];
+  assign \i_stream__payload$151.codes[3]  = \i_stream__payload$151 [31:24];
+  assign \i_stream__payload$151.codes[4]  = \i_stream__payload$151 [39:32];
+  assign \i_stream__payload$151.codes[5]  = \i_stream__payload$151 [47:40];
+  assign \i_stream__payload$151.codes[6]  = \i_stream__payload$151 [55:48];
+  assign \i_stream__payload$151.codes[7]  = \i_stream__payload$151 [63:56];
+  assign \i_stream__payload$151.unit  = \i_stream__payload$151 [71:64];
+  assign \i_stream__payload$151.flip  = \i_stream__payload$151 [79:72];
+  assign \i_stream__payload$154.codes  = \i_stream__payload$154 [63:0];
+  assign \i_stream__payload$154.codes[0]  = \i_stream__payload$154 [7:0];
+  assign \i_stream__payload$154.codes[1]  = \i_stream__payload$154 [15:8];
+  assign \i_stream__payload$154.codes[2]  = \i_stream__payload$154 [23:16];
+  assign \i_stream__payload$154.codes[3]  = \i_stream__payload$154 [31:24];
+  assign \i_stream__payload$154.codes[4]  = \i_stream__payload$154 [39:32];
+  assign \i_stream__payload$154.codes[5]  = \i_stream__payload$154 [47:40];
+  assign \i_stream__payload$154.codes[6]  = \i_stream__payload$154 [55:48];
+  assign \i_stream__payload$154.codes[7]  = \i_stream__payload$154 [63:56];
+  assign \i_stream__payload$154.unit  = \i_stream__payload$154 [71:64];
+  assign \i_stream__payload$154.flip  = \i_stream__payload$154 [79:72];
+  assign \i_stream__payload$157.codes  = \i_stream__payload$157 [63:0];
+  assign \i_stream__payload$157.codes[0]  = \i_stream__payload$157 [7:0];
+  assign \i_stream__payload$157.codes[1]  = \i_stream__payload$157 [15:8];
+  assign \i_stream__payload$157.codes[2]  = \i_stream__payload$157 [23:16];
+  assign \i_stream__payload$157.codes[3]  = \i_stream__payload$157 [31:24];
+  assign \i_stream__payload$157.codes[4]  = \i_stream__payload$157 [39:32];
+  assign \i_stream__payload$157.codes[5]  = \i_stream__payload$157 [47:40];
+  assign \i_stream__payload$157.codes[6]  = \i_stream__payload$157 [55:48];
+  assign \i_stream__payload$157.codes[7]  = \i_stream__payload$157 [63:56];
+  assign \i_stream__payload$157.unit  = \i_stream__payload$157 [71:64];
+  assign \i_stream__payload$157.flip  = \i_stream__payload$157 [79:72];
+  assign \i_stream__payload$160.codes  = \i_stream__payload$160 [63:0];
+  assign \i_stream__payload$160.codes[0]  = \i_stream__payload$160 [7:0];
+  assign \i_stream__payload$160.codes[1]  = \i_stream__payload$160 [15:8];
+  assign \i_stream__payload$160.codes[2]  = \i_stream__payload$160 [23:16];
+  assign \i_stream__payload$160.codes[3]  = \i_stream__payload$160 [31:24];
+  assign \i_stream__payload$160.codes[4]  = \i_stream__payload$160 [39:32];
+  assign \i_stream__payload$160.codes[5]  = \i_stream__payload$160 [47:40];
+  assign \i_stream__payload$160.codes[6]  = \i_stream__payload$160 [55:48];
+  assign \i_stream__payload$160.codes[7]  = \i_stream__payload$160 [63:56];
+  assign \i_stream__payload$160.unit  = \i_stream__payload$160 [71:64];
+  assign \i_stream__payload$160.flip  = \i_stream__payload$160 [79:72];
+  assign \i_stream__payload$160 [79:72] = reg_meta1_5[7:0];
+  assign \i_stream__payload$160 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$160 [63:0] = xbar_adc_codes[775:712];
+  assign \i_stream__payload$157 [79:72] = reg_meta0_5[7:0];
+  assign \i_stream__payload$157 [71:64] = xbar_adc_codes[391:384];
+  assign \i_stream__payload$157 [63:0] = xbar_adc_codes[383:320];
+  assign \i_stream__payload$154 [79:72] = reg_meta1_4[7:0];
+  assign \i_stream__payload$154 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$154 [63:0] = xbar_adc_codes[711:648];
+  assign \i_stream__payload$151 [79:72] = reg_meta0_4[7:0];
+  assign \i_stream__payload$151 [71:64] = xbar_adc_codes[391:384];
+  assign \i_stream__payload$151 [63:0] = xbar_adc_codes[319:256];
+  assign \i_stream__payload$148 [79:72] = reg_meta1_3[7:0];
+  assign \i_stream__payload$148 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$148 [63:0] = xbar_adc_codes[647:584];
+  assign \i_stream__payload$145 [79:72] = reg_meta0_3[7:0];
+  assign \i_stream__payload$145 [71:64] = xbar_adc_codes[391:384];
+  assign \i_stream__payload$145 [63:0] = xbar_adc_codes[255:192];
+  assign \i_stream__payload$142 [79:72] = reg_meta1_2[7:0];
+  assign \i_stream__payload$142 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$142 [63:0] = xbar_adc_codes[583:520];
+  assign \i_stream__payload$139 [79:72] = reg_meta0_2[7:0];
+  assign \i_stream__payload$139 [71:64] = xbar_adc_codes[391:384];
+  assign \i_stream__payload$139 [63:0] = xbar_adc_codes[191:128];
+  assign \i_stream__payload$136 [79:72] = reg_meta1_1[7:0];
+  assign \i_stream__payload$136 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$136 [63:0] = xbar_adc_codes[519:456];
+  assign \i_stream__payload$133 [79:72] = reg_meta0_1[7:0];
+  assign \i_stream__payload$133 [71:64] = xbar_adc_codes[391:384];
+  assign \i_stream__payload$133 [63:0] = xbar_adc_codes[127:64];
+  assign \i_stream__payload$130 [79:72] = reg_meta1_0[7:0];
+  assign \i_stream__payload$130 [71:64] = xbar_adc_codes[783:776];
+  assign \i_stream__payload$130 [63:0] = xbar_adc_codes[455:392];
   assign i_stream__payload[79:72] = reg_meta0_0[7:0];
   assign i_stream__payload[71:64] = xbar_adc_codes[391:384];
   assign i_stream__payload[63:0] = xbar_adc_codes[63:0];
-  assign \$22  = { dac0, 1'h0 };
-  assign \$23  = { dac1, 1'h0 };
-  assign \$24  = { dac2, 1'h0 };
-  assign \$25  = { dac3, 1'h0 };
-  assign \$26  = { dac4, 1'h0 };
-  assign \$27  = { dac5, 1'h0 };
-  assign \$28  = { dac6, 1'h0 };
-  assign \$29  = { dac7, 1'h0 };
-  assign \$30  = { dac8, 1'h0 };
-  assign \$31  = { dac9, 1'h0 };
-  assign \$32  = { dac10, 1'h0 };
-  assign \$33  = { dac11, 1'h0 };
-  assign \$34  = { dac12, 1'h0 };
-  assign \$35  = { dac13, 1'h0 };
-  assign \$36  = { dac14, 1'h0 };
-  assign \$37  = { dac15, 1'h0 };
-  assign \$38  = { dac16, 1'h0 };
-  assign \$39  = { dac17, 1'h0 };
-  assign \$40  = { dac18, 1'h0 };
-  assign \$41  = { dac19, 1'h0 };
-  assign \$42  = { dac20, 1'h0 };
-  assign \$43  = { dac21, 1'h0 };
-  assign \$44  = { dac22, 1'h0 };
-  assign \$45  = { dac23, 1'h0 };
-  assign \$46  = { dac24, 1'h0 };
-  assign \$47  = { dac25, 1'h0 };
-  assign \$48  = { dac26, 1'h0 };
-  assign \$49  = { dac27, 1'h0 };
-  assign \$50  = { dac28, 1'h0 };
-  assign \$51  = { dac29, 1'h0 };
-  assign \$52  = { dac30, 1'h0 };
-  assign \$53  = { dac31, 1'h0 };
-  assign \$130  = \$129 ;
-  assign \$147  = \$146 ;
-  assign \$103  = \$102 ;
-  assign \$120  = { 1'h0, \$119 [127:1] };
-  assign \$164  = \$163 ;
+  assign \$16  = { dac0, 1'h0 };
+  assign \$17  = { dac1, 1'h0 };
+  assign \$18  = { dac2, 1'h0 };
+  assign \$19  = { dac3, 1'h0 };
+  assign \$20  = { dac4, 1'h0 };
+  assign \$21  = { dac5, 1'h0 };
+  assign \$22  = { dac6, 1'h0 };
+  assign \$23  = { dac7, 1'h0 };
+  assign \$24  = { dac8, 1'h0 };
+  assign \$25  = { dac9, 1'h0 };
+  assign \$26  = { dac10, 1'h0 };
+  assign \$27  = { dac11, 1'h0 };
+  assign \$28  = { dac12, 1'h0 };
+  assign \$29  = { dac13, 1'h0 };
+  assign \$30  = { dac14, 1'h0 };
+  assign \$31  = { dac15, 1'h0 };
+  assign \$32  = { dac16, 1'h0 };
+  assign \$33  = { dac17, 1'h0 };
+  assign \$34  = { dac18, 1'h0 };
+  assign \$35  = { dac19, 1'h0 };
+  assign \$36  = { dac20, 1'h0 };
+  assign \$37  = { dac21, 1'h0 };
+  assign \$38  = { dac22, 1'h0 };
+  assign \$39  = { dac23, 1'h0 };
+  assign \$40  = { dac24, 1'h0 };
+  assign \$41  = { dac25, 1'h0 };
+  assign \$42  = { dac26, 1'h0 };
+  assign \$43  = { dac27, 1'h0 };
+  assign \$44  = { dac28, 1'h0 };
+  assign \$45  = { dac29, 1'h0 };
+  assign \$46  = { dac30, 1'h0 };
+  assign \$47  = { dac31, 1'h0 };
+  assign \$128  = \$127 ;
+  assign \$145  = \$144 ;
+  assign \$52  = { product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi[49], product_hi, 16'h0000 };
+  assign \$105  = \$104 ;
+  assign \$56  = { 1'h0, \$55 [127:1] };
+  assign \$162  = \$161 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3846,51 +3949,54 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -3899,6 +4005,9 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -3915,6 +4024,7 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -3932,23 +4042,31 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -3965,19 +4083,17 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
@@ -4053,34 +4169,36 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -4089,47 +4207,83 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -4142,21 +4296,21 @@ module \reram_tile_isaac.shift_add0_0 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4171,51 +4325,54 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4224,6 +4381,9 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -4240,6 +4400,7 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -4257,23 +4418,31 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4290,19 +4459,17 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
@@ -4378,34 +4545,36 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -4414,47 +4583,83 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -4467,21 +4672,21 @@ module \reram_tile_isaac.shift_add0_1 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4496,51 +4701,54 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4549,6 +4757,9 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -4565,6 +4776,7 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -4582,23 +4794,31 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4615,19 +4835,17 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -4703,34 +4921,36 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -4739,47 +4959,83 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -4792,21 +5048,21 @@ module \reram_tile_isaac.shift_add0_2 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4821,51 +5077,54 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -4874,6 +5133,9 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -4890,6 +5152,7 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -4907,23 +5170,31 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -4940,19 +5211,17 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
@@ -5028,34 +5297,36 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -5064,47 +5335,83 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -5117,21 +5424,21 @@ module \reram_tile_isaac.shift_add0_3 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5146,51 +5453,54 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5199,6 +5509,9 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -5215,6 +5528,7 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -5232,23 +5546,31 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5265,19 +5587,17 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
@@ -5353,34 +5673,36 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -5389,47 +5711,83 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -5442,21 +5800,21 @@ module \reram_tile_isaac.shift_add0_4 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5471,51 +5829,54 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5524,6 +5885,9 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -5540,6 +5904,7 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -5557,23 +5922,31 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5590,19 +5963,17 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
@@ -5678,34 +6049,36 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -5714,47 +6087,83 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -5767,21 +6176,21 @@ module \reram_tile_isaac.shift_add0_5 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5796,51 +6205,54 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -5849,6 +6261,9 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -5865,6 +6280,7 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -5882,23 +6298,31 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -5915,19 +6339,17 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
@@ -6003,34 +6425,36 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -6039,47 +6463,83 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -6092,21 +6552,21 @@ module \reram_tile_isaac.shift_add1_0 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6121,51 +6581,54 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -6174,6 +6637,9 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -6190,6 +6656,7 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -6207,23 +6674,31 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -6240,19 +6715,17 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
@@ -6328,34 +6801,36 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -6364,47 +6839,83 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -6417,21 +6928,21 @@ module \reram_tile_isaac.shift_add1_1 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6446,51 +6957,54 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -6499,6 +7013,9 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -6515,6 +7032,7 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -6532,23 +7050,31 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -6565,19 +7091,17 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
@@ -6653,34 +7177,36 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -6689,47 +7215,83 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -6742,21 +7304,21 @@ module \reram_tile_isaac.shift_add1_2 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6771,51 +7333,54 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -6824,6 +7389,9 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -6840,6 +7408,7 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -6857,23 +7426,31 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -6890,19 +7467,17 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
@@ -6978,34 +7553,36 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -7014,47 +7591,83 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -7067,21 +7680,21 @@ module \reram_tile_isaac.shift_add1_3 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7096,51 +7709,54 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -7149,6 +7765,9 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -7165,6 +7784,7 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -7182,23 +7802,31 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -7215,19 +7843,17 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
@@ -7303,34 +7929,36 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -7339,47 +7967,83 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -7392,21 +8056,21 @@ module \reram_tile_isaac.shift_add1_4 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7421,51 +8085,54 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   wire [10:0] \$15 ;
   wire [11:0] \$16 ;
   wire [12:0] \$17 ;
-  wire [13:0] \$18 ;
-  wire [14:0] \$19 ;
+  wire [14:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [11:0] \$2 ;
-  wire [15:0] \$20 ;
+  wire [18:0] \$20 ;
   wire [18:0] \$21 ;
   wire [19:0] \$22 ;
-  wire [18:0] \$23 ;
-  wire [20:0] \$24 ;
+  wire [20:0] \$23 ;
+  wire [26:0] \$24 ;
   wire [26:0] \$25 ;
   wire [27:0] \$26 ;
   wire [26:0] \$27 ;
-  wire [28:0] \$28 ;
-  wire [26:0] \$29 ;
+  wire [26:0] \$28 ;
+  wire [27:0] \$29 ;
   wire [10:0] \$3 ;
-  wire [29:0] \$30 ;
-  wire [26:0] \$31 ;
-  wire [30:0] \$32 ;
-  wire [23:0] \$33 ;
-  wire [31:0] \$34 ;
-  wire [33:0] \$35 ;
-  wire [34:0] \$36 ;
-  wire [33:0] \$37 ;
-  wire [34:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire [28:0] \$30 ;
+  wire [29:0] \$31 ;
+  wire [23:0] \$32 ;
+  wire [30:0] \$33 ;
+  wire [33:0] \$34 ;
+  wire [34:0] \$35 ;
+  wire [33:0] \$36 ;
+  wire [34:0] \$37 ;
+  wire [33:0] \$38 ;
+  wire [34:0] \$39 ;
   wire [11:0] \$4 ;
-  wire [34:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire [33:0] \$43 ;
-  wire [34:0] \$44 ;
-  wire [33:0] \$45 ;
-  wire [34:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire [33:0] \$40 ;
+  wire [34:0] \$41 ;
+  wire [33:0] \$42 ;
+  wire [34:0] \$43 ;
+  wire [33:0] \$44 ;
+  wire [34:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [10:0] \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [3:0] \$53 ;
+  wire [3:0] \$51 ;
+  wire [3:0] \$52 ;
+  wire \$53 ;
   reg \$54 ;
-  reg [2:0] \$55 ;
-  reg [32:0] \$56 ;
-  reg [32:0] \$57 ;
+  reg \$55 ;
+  reg [24:0] \$56 ;
+  reg [2:0] \$57 ;
+  reg [2:0] \$58 ;
+  reg [32:0] \$59 ;
   wire [11:0] \$6 ;
+  reg [32:0] \$60 ;
   wire [10:0] \$7 ;
   wire [11:0] \$8 ;
   wire [10:0] \$9 ;
@@ -7474,6 +8141,9 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   reg [2:0] beat = 3'h0;
   input clk;
   wire clk;
+  reg [2:0] held_beat = 3'h0;
+  reg held_valid = 1'h0;
+  reg [24:0] held_value = 25'h0000000;
   input [79:0] i_stream__payload;
   wire [79:0] i_stream__payload;
   wire [63:0] \i_stream__payload.codes ;
@@ -7490,6 +8160,7 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   wire i_stream__ready;
   input i_stream__valid;
   wire i_stream__valid;
+  wire move;
   output [32:0] o_stream__payload;
   reg [32:0] o_stream__payload = 33'h000000000;
   input o_stream__ready;
@@ -7507,23 +8178,31 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   reg [11:0] slice7;
   wire [8:0] unit;
   wire [24:0] value;
-  assign \$44  = $signed(\$43 ) + $signed(\$34 [24:0]);
-  assign \$46  = $signed(\$45 ) + $signed(\$34 [24:0]);
-  assign \$48  = $signed(\$47 ) + $signed(\$34 [24:0]);
-  assign \$49  = ~ o_stream__valid;
-  assign i_stream__ready = \$49  | o_stream__ready;
-  assign \$50  = o_stream__valid & o_stream__ready;
-  assign \$51  = i_stream__valid & i_stream__ready;
-  assign \$52  = beat == 3'h7;
-  assign \$53  = beat + 1'h1;
+  assign \$41  = $signed(\$40 ) + $signed(held_value);
+  assign \$43  = $signed(\$42 ) + $signed(held_value);
+  assign \$45  = $signed(\$44 ) + $signed(held_value);
+  assign \$47  = $signed(\$46 ) + $signed(held_value);
+  assign \$48  = ~ o_stream__valid;
+  assign move = \$48  | o_stream__ready;
+  assign \$49  = o_stream__valid & o_stream__ready;
+  assign \$50  = beat == 3'h7;
+  assign \$51  = beat + 1'h1;
+  assign \$52  = \$50  ? 4'h0 : \$51 ;
+  assign \$53  = held_beat == 3'h7;
   always @(posedge clk)
     o_stream__valid <= \$54 ;
   always @(posedge clk)
-    beat <= \$55 ;
+    held_valid <= \$55 ;
   always @(posedge clk)
-    o_stream__payload <= \$56 ;
+    held_value <= \$56 ;
   always @(posedge clk)
-    acc <= \$57 ;
+    held_beat <= \$57 ;
+  always @(posedge clk)
+    beat <= \$58 ;
+  always @(posedge clk)
+    o_stream__payload <= \$59 ;
+  always @(posedge clk)
+    acc <= \$60 ;
   assign \$1  = 2'h3 * i_stream__payload[71:64];
   assign \$2  = $signed(\$1 ) - $signed({ 1'h0, i_stream__payload[7:0] });
   assign \$3  = 2'h3 * i_stream__payload[71:64];
@@ -7540,19 +8219,17 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   assign \$14  = $signed(\$13 ) - $signed({ 1'h0, i_stream__payload[55:48] });
   assign \$15  = 2'h3 * i_stream__payload[71:64];
   assign \$16  = $signed(\$15 ) - $signed({ 1'h0, i_stream__payload[63:56] });
-  assign \$18  = $signed(1'h0) + $signed(\$17 );
-  assign \$20  = $signed(\$18 ) + $signed(\$19 );
+  assign \$19  = $signed(\$17 ) + $signed(\$18 );
   assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$24  = $signed(\$22 ) + $signed(\$23 );
+  assign \$23  = $signed(\$19 ) + $signed(\$22 );
   assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$28  = $signed(\$26 ) + $signed(\$27 );
-  assign \$30  = $signed(\$28 ) + $signed(\$29 );
-  assign \$32  = $signed(\$30 ) + $signed(\$31 );
-  assign \$34  = $signed(\$32 ) - $signed(\$33 );
-  assign \$36  = $signed(\$35 ) + $signed(\$34 [24:0]);
-  assign \$38  = $signed(\$37 ) + $signed(\$34 [24:0]);
-  assign \$40  = $signed(\$39 ) + $signed(\$34 [24:0]);
-  assign \$42  = $signed(\$41 ) + $signed(\$34 [24:0]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$26 ) + $signed(\$29 );
+  assign \$31  = $signed(\$23 ) + $signed(\$30 );
+  assign \$33  = $signed(\$31 ) - $signed(\$32 );
+  assign \$35  = $signed(\$34 ) + $signed(held_value);
+  assign \$37  = $signed(\$36 ) + $signed(held_value);
+  assign \$39  = $signed(\$38 ) + $signed(held_value);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
@@ -7628,34 +8305,36 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
-    casez (beat)
+    casez (held_beat)
       3'h0:
-          acc_next = { \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24], \$34 [24:0] };
+          acc_next = { held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value[24], held_value };
       3'h1:
-          acc_next = \$36 [32:0];
+          acc_next = \$35 [32:0];
       3'h2:
-          acc_next = \$38 [32:0];
+          acc_next = \$37 [32:0];
       3'h3:
-          acc_next = \$40 [32:0];
+          acc_next = \$39 [32:0];
       3'h4:
-          acc_next = \$42 [32:0];
+          acc_next = \$41 [32:0];
       3'h5:
-          acc_next = \$44 [32:0];
+          acc_next = \$43 [32:0];
       3'h6:
-          acc_next = \$46 [32:0];
+          acc_next = \$45 [32:0];
       3'h7:
-          acc_next = \$48 [32:0];
+          acc_next = \$47 [32:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$54  = o_stream__valid;
-    if (\$50 ) begin
+    if (\$49 ) begin
       \$54  = 1'h0;
     end
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$54  = 1'h1;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$54  = 1'h1;
+        end
       end
     end
     if (rst) begin
@@ -7664,47 +8343,83 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$55  = beat;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-        \$55  = 3'h0;
-      end else begin
-        \$55  = \$53 [2:0];
-      end
+    \$55  = held_valid;
+    if (move) begin
+      \$55  = i_stream__valid;
     end
     if (rst) begin
-      \$55  = 3'h0;
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$56  = o_stream__payload;
-    if (\$51 ) begin
-      if (\$52 ) begin
-        \$56  = acc_next;
+    \$56  = held_value;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$56  = \$33 [24:0];
       end
     end
     if (rst) begin
-      \$56  = 33'h000000000;
+      \$56  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$57  = acc;
-    if (\$51 ) begin
-      (* full_case = 32'd1 *)
-      if (\$52 ) begin
-      end else begin
-        \$57  = acc_next;
+    \$57  = held_beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$57  = beat;
       end
     end
     if (rst) begin
-      \$57  = 33'h000000000;
+      \$57  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$58  = beat;
+    if (move) begin
+      if (i_stream__valid) begin
+        \$58  = \$52 [2:0];
+      end
+    end
+    if (rst) begin
+      \$58  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$59  = o_stream__payload;
+    if (move) begin
+      if (held_valid) begin
+        if (\$53 ) begin
+          \$59  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$59  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$60  = acc;
+    if (move) begin
+      if (held_valid) begin
+        (* full_case = 32'd1 *)
+        if (\$53 ) begin
+        end else begin
+          \$60  = acc_next;
+        end
+      end
+    end
+    if (rst) begin
+      \$60  = 33'h000000000;
     end
   end
   assign unit = { 1'h0, i_stream__payload[71:64] };
-  assign value = \$34 [24:0];
+  assign value = \$33 [24:0];
+  assign i_stream__ready = move;
   assign \i_stream__payload.codes  = i_stream__payload[63:0];
   assign \i_stream__payload.codes[0]  = i_stream__payload[7:0];
   assign \i_stream__payload.codes[1]  = i_stream__payload[15:8];
@@ -7717,19 +8432,19 @@ module \reram_tile_isaac.shift_add1_5 (rst, i_stream__payload, i_stream__valid, 
   assign \i_stream__payload.unit  = i_stream__payload[71:64];
   assign \i_stream__payload.flip  = i_stream__payload[79:72];
   assign \$17  = { slice0[11], slice0 };
-  assign \$19  = { slice1[11], slice1, 2'h0 };
-  assign \$21  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
-  assign \$23  = { slice3[11], slice3, 6'h00 };
-  assign \$25  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
-  assign \$27  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
-  assign \$29  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
-  assign \$31  = { slice7[11], slice7, 14'h0000 };
-  assign \$33  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
-  assign \$35  = { acc, 1'h0 };
-  assign \$37  = { acc, 1'h0 };
-  assign \$39  = { acc, 1'h0 };
-  assign \$41  = { acc, 1'h0 };
-  assign \$43  = { acc, 1'h0 };
-  assign \$45  = { acc, 1'h0 };
-  assign \$47  = { acc, 1'h0 };
+  assign \$18  = { slice1[11], slice1, 2'h0 };
+  assign \$20  = { slice2[11], slice2[11], slice2[11], slice2, 4'h0 };
+  assign \$21  = { slice3[11], slice3, 6'h00 };
+  assign \$24  = { slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4[11], slice4, 8'h00 };
+  assign \$25  = { slice5[11], slice5[11], slice5[11], slice5[11], slice5[11], slice5, 10'h000 };
+  assign \$27  = { slice6[11], slice6[11], slice6[11], slice6, 12'h000 };
+  assign \$28  = { slice7[11], slice7, 14'h0000 };
+  assign \$32  = { 1'h0, i_stream__payload[71:64], 15'h0000 };
+  assign \$34  = { acc, 1'h0 };
+  assign \$36  = { acc, 1'h0 };
+  assign \$38  = { acc, 1'h0 };
+  assign \$40  = { acc, 1'h0 };
+  assign \$42  = { acc, 1'h0 };
+  assign \$44  = { acc, 1'h0 };
+  assign \$46  = { acc, 1'h0 };
 endmodule

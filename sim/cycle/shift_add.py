@@ -2,9 +2,10 @@
 
 The block's docstring states its timing: one input beat per cycle (one ADC readout of one
 weight column per input cycle), ``cfg.input_cycles`` beats per dot product, the result
-valid 1 cycle after the last beat is accepted, and back-to-back vectors without a bubble
-(``i_stream.ready`` stays high while the output is consumed every cycle). The RTL in the
-loop (``chipforge.sim.rtl_layer``) checks this model against the cycles it measures.
+valid 2 cycles after the last beat is accepted (two pipeline stages), and back-to-back
+vectors without a bubble (``i_stream.ready`` stays high while the output is consumed
+every cycle). The RTL in the loop (``chipforge.sim.rtl_layer``) checks this model
+against the cycles it measures.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from chipforge.config import CrossbarConfig
 
 __all__ = ["SHIFT_ADD_LATENCY", "shift_add_stream_cycles"]
 
-SHIFT_ADD_LATENCY = 1
+SHIFT_ADD_LATENCY = 2
 """Cycles from the acceptance of a vector's last beat to its result being valid."""
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from chipforge.config import CrossbarConfig, WeightEncoding
 from chipforge.sim.ref.crossbar import adc_codes, adc_convert, encode_weights, shift_add
 
-__all__ = ["Requant", "TileProgram", "TileTimeline", "effective_input_cycles", "requant_for",
-           "requantize", "tile_timeline"]
+__all__ = ["REQUANT_STAGES", "Requant", "TileProgram", "TileTimeline", "effective_input_cycles",
+           "requant_for", "requantize", "settle_cycles", "tile_timeline"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,20 @@ class TileTimeline:
         return self.outputs[-1][-1] + 1 if self.outputs else 0
 
 
-def tile_timeline(k: int, n: int, planes: Sequence[int], *, adc_latency: int = 1,
+REQUANT_STAGES = 3
+"""Pipeline stages of the tile's requantization: a vector's N results take N - 1 +
+``REQUANT_STAGES`` cycles into the output buffer."""
+
+
+def settle_cycles(forms: bool) -> int:
+    """Cycles between a vector's last ADC answer (or, FORMS, the check after it) and its
+    requantization: ISAAC 2 (the shift-and-add units' second stage, then the adder tree
+    across row groups); FORMS 1 (the zero-skip check, in which the last registered plane
+    sum is accumulated)."""
+    return 1 if forms else 2
+
+
+def tile_timeline(k: int, n: int, planes: Sequence[int], *, forms: bool, adc_latency: int = 1,
                   valid: Callable[[int], bool] = lambda c: True,
                   ready: Callable[[int], bool] = lambda c: True,
                   horizon: int = 10**8) -> TileTimeline:
@@ -211,8 +224,10 @@ def tile_timeline(k: int, n: int, planes: Sequence[int], *, adc_latency: int = 1
     in cycle c; ``adc_latency``: cycles from a plane request to the crossbar's answer.
     Per vector (see ``ReramTile``'s docstring): the buffer fills while not full; the cycle
     after it is full and the tile is idle, 1 start + K load cycles (the buffer is free
-    after them); per plane 1 + adc_latency cycles; 1 cycle (sum / zero-skip check); N + 1
-    requantization cycles; then the N output beats as the consumer takes them.
+    after them); per plane 1 + adc_latency cycles; :func:`settle_cycles` (ISAAC 2: the
+    shift-and-add pipeline and the adder tree; FORMS 1: the zero-skip check); N - 1 +
+    :data:`REQUANT_STAGES` requantization cycles; then the N output beats as the consumer
+    takes them. ``forms`` selects the variant (FORMS: ``planes[v]`` is the vector's EIC).
     """
     def first(start: int, ok: Callable[[int], bool]) -> int:
         c = start
@@ -235,7 +250,7 @@ def tile_timeline(k: int, n: int, planes: Sequence[int], *, adc_latency: int = 1
         request = start + k + 1
         reqs = [request + j * (1 + adc_latency) for j in range(p)]
         tl.requests.append(reqs)
-        out = request + p * (1 + adc_latency) + 1 + (n + 1)
+        out = request + p * (1 + adc_latency) + settle_cycles(forms) + (n - 1 + REQUANT_STAGES)
         tl.output_start.append(out)
         beats, c = [], out - 1
         for _ in range(n):

@@ -5,7 +5,10 @@ stream out, one value per beat.
 
 Reference: ``chipforge.sim.ref.<unit>``; config and widths from the manifest. Stimulus:
 every input code of the unit's domain (extremes included), then 2000 random codes; random
-idle cycles on the input and back-pressure on the output.
+idle cycles on the input and back-pressure (stalls of up to 100 cycles) on the output,
+then a reset while a result waits; then, back to back, the cycles on the Verilog: each
+result offered exactly the documented latency after its input (hw/heatvit.py: GELU and
+exp 3 cycles, sigmoid 1), one per cycle.
 """
 
 import importlib
@@ -23,6 +26,8 @@ RTL = HERE.parents[1] / "rtl"
 
 # block -> (config class in chipforge.config, reference module.function, inputs <= 0 only
 # (poly-exp's contract: it takes x - max), signed output, stimulus/driver/monitor seeds)
+LATENCY = {"poly-gelu": 3, "poly-exp": 3, "plan-sigmoid": 1}
+"""Cycles from an input's transfer to its result being valid (the blocks' docstrings)."""
 UNITS = {
     "poly-gelu": ("PolyGeluConfig", "poly_gelu.poly_gelu", False, True, (3, 11, 12)),
     "poly-exp": ("PolyExpConfig", "poly_exp.poly_exp", True, False, (3, 11, 12)),
@@ -63,6 +68,20 @@ async def elementwise_unit_random_idle_backpressure(dut):
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, words)
     Scoreboard(block).check(expected, received, context=lambda k: f"x = {x[k]}")
+
+    # Back to back on the Verilog: every result exactly LATENCY cycles after its input.
+    await reset_dut(dut)
+    n = 300
+    driver = StreamDriver(dut, "i_stream", idle_prob=0.0, seed=s_drv)
+    monitor = StreamMonitor(dut, "o_stream", ready_prob=1.0, seed=s_mon, signed=signed_out)
+    start(driver.send(words[:n]))
+    received = await monitor.collect(n, timeout_cycles=n + 100)
+    Scoreboard(block).check(expected[:n], received, context=lambda k: f"x = {x[k]}")
+    assert np.diff(driver.sent_cycles).tolist() == [1] * (n - 1), "input not 1 per cycle"
+    for k, (sent, offered) in enumerate(zip(driver.sent_cycles, monitor.valid_cycles,
+                                            strict=True)):
+        assert offered == sent + LATENCY[block], (
+            f"value {k}: offered in cycle {offered}, its input was accepted in {sent}")
 
 
 # Verilator builds take a minute on the shared CI machine: run them with `make test-slow`.

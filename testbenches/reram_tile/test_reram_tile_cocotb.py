@@ -28,21 +28,26 @@ from cocotb.triggers import FallingEdge, ReadOnly
 from chipforge.hw.reram_tile import TileConfig
 from chipforge.sim.ref.reram_tile import TileProgram, tile_timeline
 from chipforge.verify.manifest import load_manifest
-from chipforge.verify.tile_case import load_case
+from chipforge.verify.tile_case import column_pass, load_case
 
 MAX_STALL = 100
 
 
-def _env():
+def _env(whole_layer=False):
+    """The manifest, tile config, case and vector count. The case's first column pass
+    unless ``whole_layer`` (a layer wider than the tile runs in column passes)."""
     manifest = load_manifest(os.environ["CHIPFORGE_MANIFEST"])
     cfg = TileConfig.from_dict(manifest.config)
     case = load_case(os.environ["CHIPFORGE_TILE_CASE"])
+    if not whole_layer and case.weights.shape[1] > cfg.cols:
+        case = column_pass(case, 0, cfg.cols)
     vectors = int(os.environ.get("CHIPFORGE_TILE_VECTORS", len(case.x)))
     return manifest, cfg, case, vectors
 
 
-def _patterns(seed, idle, stall, length):
-    """Per-cycle input valid and output ready, stalls of 1..MAX_STALL cycles included."""
+def _patterns(seed, idle, stall, length, ready_prob=0.8):
+    """Per-cycle input valid and output ready (``ready_prob`` outside stalls), stalls of
+    1..MAX_STALL cycles included."""
     rng = random.Random(seed)
     valid = [rng.random() >= idle for _ in range(length)]
     ready, c = [], 0
@@ -52,7 +57,7 @@ def _patterns(seed, idle, stall, length):
             ready += [False] * run
             c += run
         else:
-            ready.append(rng.random() < 0.8)
+            ready.append(rng.random() < ready_prob)
             c += 1
     return valid, ready
 
@@ -124,14 +129,17 @@ class Tile:
                 word |= int(unit[g]) << self.offsets[f"groups[{g}]unit"]
         return word
 
-    async def run(self, prog, x, expected, *, seed, idle, stall, adc_latency, stop_at=None):
-        """Stream the vectors; check every port every cycle; return the measured cycles."""
+    async def run(self, prog, x, expected, *, seed, idle, stall, adc_latency, stop_at=None,
+                  ready_prob=0.8):
+        """Stream the vectors; check every port every cycle; return the measured cycles (from
+        reset to the last output beat the Verilog handed over, inclusive)."""
         dut, cfg = self.dut, self.cfg
         k, n = x.shape[1], expected.shape[1]
         plane_lists = [prog.planes(v) for v in x]
         horizon = 200 * len(x) * (k + n + 40) + 10_000
-        valid_p, ready_p = _patterns(seed, idle, stall, horizon)
-        tl = tile_timeline(k, n, [len(p) for p in plane_lists], adc_latency=adc_latency,
+        valid_p, ready_p = _patterns(seed, idle, stall, horizon, ready_prob)
+        tl = tile_timeline(k, n, [len(p) for p in plane_lists], forms=cfg.forms,
+                           adc_latency=adc_latency,
                            valid=lambda c: valid_p[c], ready=lambda c: ready_p[c])
         full_cycles = {c for a, b in tl.full for c in range(a, b + 1)}
         busy_cycles = {c for a, b in tl.busy for c in range(a, b + 1)}
@@ -147,6 +155,7 @@ class Tile:
         sent, pending, junk = 0, {}, random.Random(seed + 99)
         rows, groups = cfg.crossbar.rows, cfg.row_groups
         got = np.zeros_like(expected)
+        measured = 0                        # one past the last output beat the DUT gave
         last_end = tl.cycles + 50          # idle cycles after the last output: no extras
         for cycle in range(last_end):
             if stop_at is not None and cycle == stop_at:
@@ -205,10 +214,13 @@ class Tile:
                 assert int(dut.m_axis_tlast.value) == int(j == n - 1), f"{where}: tlast"
                 if ready_p[cycle]:
                     got[v, j] = data
+                    measured = cycle + 1
         assert not pending, "crossbar answers left over"
         assert np.array_equal(got, expected)
+        assert measured == tl.cycles, f"measured {measured} cycles, cycle model {tl.cycles}"
+        self.model_cycles = tl.cycles
         await self.tick()
-        return tl.cycles
+        return measured
 
 
 @cocotb.test()
@@ -228,6 +240,42 @@ async def tile_layer_idle_and_stalls(dut):
                                 stall=stall, adc_latency=latency)
         dut._log.info(f"{count} vectors, idle {idle}, stalls {stall}: {cycles} cycles "
                       "(= cycle model)")
+
+
+@cocotb.test()
+async def tile_whole_layer(dut):
+    """Every output of the case's layer: each column pass programmed in turn (MULT, BIAS,
+    META and N of its columns; the crossbar model holds its weights), all vectors back to
+    back (input always valid, output always ready), the measured cycles equal to the cycle
+    model's; the first pass once more with idle input (20 %), output ready 80 % and output
+    stalls of up to 100 cycles. Writes a JSON summary to
+    ``CHIPFORGE_TILE_REPORT`` when set."""
+    import json
+
+    manifest, cfg, case, _ = _env(whole_layer=True)
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    n_total = case.weights.shape[1]
+    passes = []
+    for start in range(0, n_total, cfg.cols):
+        part = column_pass(case, start, min(start + cfg.cols, n_total))
+        prog = TileProgram(cfg, part.weights)
+        runs = [(0.0, 0.0)] + ([(0.2, 0.03)] if start == 0 else [])
+        for idle, stall in runs:
+            await tile.reset()
+            await tile.program(prog, part.requant, part.x.shape[1], part.expected.shape[1])
+            measured = await tile.run(prog, part.x, part.expected, seed=11 + start,
+                                      idle=idle, stall=stall, adc_latency=1,
+                                      ready_prob=0.8 if idle else 1.0)
+            passes.append({"columns": [start, start + part.weights.shape[1]],
+                           "vectors": len(part.x), "outputs_checked": int(part.expected.size),
+                           "idle": idle, "stall": stall, "measured_cycles": measured,
+                           "model_cycles": tile.model_cycles})
+            dut._log.info(f"columns {start}..{start + part.weights.shape[1] - 1}, idle {idle}, "
+                          f"stalls {stall}: {measured} cycles measured (= cycle model)")
+    if os.environ.get("CHIPFORGE_TILE_REPORT"):
+        with open(os.environ["CHIPFORGE_TILE_REPORT"], "w") as f:
+            json.dump(passes, f, indent=1)
 
 
 @cocotb.test()
@@ -261,7 +309,8 @@ async def tile_reset_while_busy(dut):
     prog = TileProgram(cfg, case.weights)
     Clock(dut.clk, 10, unit="ns").start()
     tile = Tile(dut, manifest, cfg)
-    tl = tile_timeline(x.shape[1], expected.shape[1], [len(prog.planes(v)) for v in x])
+    tl = tile_timeline(x.shape[1], expected.shape[1], [len(prog.planes(v)) for v in x],
+                       forms=cfg.forms)
     for stop in (tl.requests[1][0] + 2 if tl.requests[1] else tl.busy[1][0] + 2,
                  tl.output_start[2] + 1):
         await tile.reset()
@@ -303,6 +352,9 @@ def _case(tmp_path, block, layer, images):
     return save_case(case, tmp_path / f"{block}-{layer}.npz"), case
 
 
+FAST_TESTS = "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"
+
+
 @pytest.mark.parametrize("block", sorted(MODELS))
 def test_tile_conv1_one_image(block, tmp_path):
     """lenet-digits conv1 of one digits image (256 patches) on the committed tile: bit-exact
@@ -312,10 +364,11 @@ def test_tile_conv1_one_image(block, tmp_path):
     path, case = _case(tmp_path, block, "conv1", 1)
     assert np.array_equal(case.ideal, case.x @ case.weights)
     run_cocotb(RTL / block, __file__, simulator="icarus", build_root=tmp_path,
-               extra_env={"CHIPFORGE_TILE_CASE": str(path)})
+               extra_env={"CHIPFORGE_TILE_CASE": str(path)}, test_filter=FAST_TESTS)
 
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
+SLOW_SIMULATOR = os.environ.get("CHIPFORGE_TILE_SIMULATOR", "verilator")
 
 
 @pytest.mark.slow
@@ -323,20 +376,38 @@ LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
 @pytest.mark.parametrize("block", sorted(MODELS))
 def test_tile_every_layer(block, layer, tmp_path):
     """Every layer of lenet-digits (ISAAC) / lenet-digits-forms8 (FORMS-8) on a tile
-    generated for it (``chipforge rtl tile``), every column pass, one image's vectors (conv)
-    or 4 images (fc): bit-exact with the ideal simulated run and the cycle model."""
+    generated for it (``chipforge rtl tile``): every output of the layer for one image
+    (conv: all its patches) or 4 images (fc), every column pass, bit-exact with the ideal
+    simulated run and every cycle as the cycle model; the first pass also with idle input,
+    stalls, random vectors and reset while busy. One build per layer (Verilator unless
+    ``CHIPFORGE_TILE_SIMULATOR=icarus``); the per-pass numbers go to ``tile-report.json``."""
+    import json
+    import resource
+    import time
+
     from chipforge.hw.generate import generate_tile
     from chipforge.verify.runner import run_cocotb
-    from chipforge.verify.tile_case import column_pass, save_case
 
     model, accelerator = MODELS[block]
-    _, case = _case(tmp_path, block, layer, 1 if layer.startswith("conv") else 4)
+    path, case = _case(tmp_path, block, layer, 1 if layer.startswith("conv") else 4)
     assert np.array_equal(case.ideal, case.x @ case.weights)
     verilog, _ = generate_tile(accelerator, f"{model}:{layer}", tmp_path / "rtl")
-    cols = TileConfig.from_dict(load_manifest(verilog.parent).config).cols
-    for start in range(0, case.weights.shape[1], cols):
-        part = column_pass(case, start, min(start + cols, case.weights.shape[1]))
-        path = save_case(part, tmp_path / f"pass{start}.npz")
-        run_cocotb(verilog.parent, __file__, simulator="icarus",
-                   build_root=tmp_path / f"build{start}",
-                   extra_env={"CHIPFORGE_TILE_CASE": str(path)})
+    report = tmp_path / "tile-report.json"
+    def cpu():
+        own, sims = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+        return own.ru_utime + own.ru_stime + sims.ru_utime + sims.ru_stime
+
+    start, wall = cpu(), time.perf_counter()
+    run_cocotb(verilog.parent, __file__, simulator=SLOW_SIMULATOR, build_root=tmp_path,
+               extra_env={"CHIPFORGE_TILE_CASE": str(path), "CHIPFORGE_TILE_REPORT": str(report)})
+    passes = json.loads(report.read_text())
+    checked = sum(p["outputs_checked"] for p in passes if p["idle"] == 0)
+    assert checked == case.expected.size
+    assert all(p["measured_cycles"] == p["model_cycles"] for p in passes)
+    out = Path(os.environ.get("CHIPFORGE_TILE_SUMMARY", tmp_path / "summary.jsonl"))
+    with out.open("a") as f:
+        f.write(json.dumps({"tile": block, "layer": layer, "outputs_checked": checked,
+                            "passes": passes, "simulator": SLOW_SIMULATOR,
+                            "cpu_seconds": round(cpu() - start, 1),
+                            "wall_seconds": round(time.perf_counter() - wall, 1)}) + "\n")

@@ -108,7 +108,7 @@ async def shift_add_random_idle_backpressure(dut):
     # The real readouts at the end are the crossbar's MVM: exactly x @ W unless saturated.
     if not saturated:
         assert received[-x.shape[0] * 4:] == (x @ w).ravel().tolist()
-    # Cycles on the Verilog: each result is offered exactly 1 cycle (SHIFT_ADD_LATENCY)
+    # Cycles on the Verilog: each result is offered exactly SHIFT_ADD_LATENCY (2) cycles
     # after its vector's last beat is accepted, stalls or not.
     from chipforge.sim.cycle.shift_add import SHIFT_ADD_LATENCY
     last_beats = [driver.sent_cycles[(j + 1) * cfg.input_cycles - 1]

@@ -16,14 +16,14 @@ HERE = Path(__file__).resolve().parent
 BLOCK = HERE.parents[1] / "rtl" / "shift-add"
 TESTBENCH = HERE / "test_shift_add_cocotb.py"
 
-MUTATIONS = {
-    "overwritten-under-stall": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
+MUTATIONS = {   # yosys numbers its wires ($NN): the patterns match any number
+    "overwritten-under-stall": (r"assign i_stream__ready = \\\$(\d+)  \| o_stream__ready;",
                                 "assign i_stream__ready = 1'h1;"),
-    "lost-cycle-per-dot-product": (r"beat == 4'hf;", "beat == 4'he;"),
-    "reset-keeps-pending": (r"(\$71  = 1'h1;\n      end\n    end\n)    if \(rst\) begin\n"
-                            r"      \\\$71  = 1'h0;\n    end\n", r"\1"),
-    "slower-under-stalls": (r"assign i_stream__ready = \\\$66  \| o_stream__ready;",
-                            r"assign i_stream__ready = \\$66 ;"),
+    "lost-cycle-per-dot-product": (r"= beat == 4'hf;", "= beat == 4'he;"),
+    "reset-keeps-pending": (r"(\\\$(\d+)  = 1'h1;\n        end\n      end\n    end\n)    if "
+                            r"\(rst\) begin\n      \\\$\2  = 1'h0;\n    end\n", r"\1"),
+    "slower-under-stalls": (r"assign i_stream__ready = \\\$(\d+)  \| o_stream__ready;",
+                            r"assign i_stream__ready = \\$\1 ;"),
 }
 
 

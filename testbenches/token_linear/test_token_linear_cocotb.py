@@ -4,7 +4,9 @@ Reference: ``chipforge.sim.ref.token_linear.token_linear``; config and widths fr
 manifest. Stimulus: random weights and biases (the first row at full negative scale),
 loaded through ``w_stream``, then 300 random tokens (the first at full negative scale, so
 the largest product sum occurs); random idle cycles on both inputs and back-pressure on
-the output.
+the output (stalls of up to 100 cycles), a reset while a result waits; then back to back,
+the cycles on the Verilog against the docstring (first output 2 cycles after its token,
+one output per cycle).
 """
 
 import os
@@ -60,6 +62,26 @@ async def token_linear_random_idle_backpressure(dut):
     Scoreboard("token_linear").check(
         expected, received,
         context=lambda k: f"token {k // cfg.out_features}, output {k % cfg.out_features}")
+
+    # Back to back on the Verilog (docstring): a token's first output 2 cycles after its
+    # transfer, then one output per cycle, one token every out_features cycles.
+    await reset_dut(dut)
+    dut.i_stream__valid.value = 0
+    await StreamDriver(dut, "w_stream", idle_prob=0.0, seed=22).send(w_words)
+    tokens = 40
+    driver = StreamDriver(dut, "i_stream", idle_prob=0.0, seed=23)
+    monitor = StreamMonitor(dut, "o_stream", ready_prob=1.0, seed=24, signed=True)
+    start(driver.send(i_words[:tokens]))
+    n = tokens * cfg.out_features
+    received = await monitor.collect(n, timeout_cycles=4 * n + 100)
+    Scoreboard("token_linear").check(expected[:n], received)
+    assert np.diff(driver.sent_cycles).tolist() == [cfg.out_features] * (tokens - 1), (
+        f"tokens not taken every {cfg.out_features} cycles: {driver.sent_cycles[:5]}")
+    for k, offered in enumerate(monitor.valid_cycles):
+        token, output = divmod(k, cfg.out_features)
+        want = driver.sent_cycles[token] + 2 + output
+        assert offered == want, (f"token {token} output {output}: offered in cycle "
+                                 f"{offered}, the docstring says {want}")
 
 
 # Verilator builds take a minute on the shared CI machine: run them with `make test-slow`.
