@@ -382,8 +382,8 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
     pim = mode is not None and mode.cfg is not None
     train_mode = dataclasses.replace(mode, track_gain=True) if pim else PimMode()
     eval_mode = dataclasses.replace(mode, track_gain=False) if pim else PimMode()
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    xt = torch.from_numpy(np.array(x, dtype=np.float32))   # a copy: x may be read-only
+    yt = torch.from_numpy(np.array(y, dtype=np.int64))
     for epoch in range(epochs):
         set_pim(model, train_mode)
         model.train()
