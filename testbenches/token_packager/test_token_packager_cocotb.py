@@ -3,7 +3,9 @@
 Reference: ``chipforge.sim.ref.token_packager.packager_beats``; config and widths from the
 manifest. Stimulus: 150 images of 1..16 random tokens (full-scale negative channels and
 full-scale scores mixed in, about 20 % forced keeps), back to back; random idle cycles on
-the input and back-pressure on the output.
+the input and back-pressure on the output, a reset while a result waits; then 30 images
+back to back with the output always ready, every beat's cycle on the Verilog against the
+docstring's latency and throughput.
 """
 
 import os
@@ -20,11 +22,8 @@ HERE = Path(__file__).resolve().parent
 RTL = HERE.parents[1] / "rtl" / "token-packager"
 
 
-def _stimulus(cfg, seed, n_images=150):
-    from chipforge.sim.ref.token_packager import packager_beats
-
+def _images(cfg, seed, n_images):
     rng = np.random.default_rng(seed)
-    beats, expected = [], []
     lim = 1 << (cfg.data_bits - 1)
     for _ in range(n_images):
         t = int(rng.integers(1, 17))
@@ -33,6 +32,15 @@ def _stimulus(cfg, seed, n_images=150):
         scores = rng.integers(0, 1 << cfg.score_bits, t)
         scores[rng.random(t) < 0.1] = (1 << cfg.score_bits) - 1
         force = rng.random(t) < 0.2
+        yield tokens, scores, force
+
+
+def _stimulus(cfg, seed, n_images=150):
+    from chipforge.sim.ref.token_packager import packager_beats
+
+    beats, expected = [], []
+    for tokens, scores, force in _images(cfg, seed, n_images):
+        t = len(tokens)
         for k in range(t):
             beats.append({"data": tokens[k].tolist(), "score": int(scores[k]),
                           "force": int(force[k]), "last": int(k == t - 1)})
@@ -67,6 +75,50 @@ async def token_packager_random_idle_backpressure(dut):
     Scoreboard("token_packager").check(
         [o_codec.pack(e) for e in expected], received,
         context=lambda k: f"beat {k}: expected {expected[k]}")
+
+    # Back to back on the Verilog (docstring): a kept token's beat 1 cycle after its
+    # transfer; the package 1 cycle after the image's last token, 2 when that token is
+    # kept itself; 1 token per cycle, one extra cycle per image whose last token is kept
+    # and is followed by a package (an image with nothing pruned has no package beat).
+    await reset_dut(dut)
+    images = _images(cfg, seed=7, n_images=30)
+    beats, expected, keeps, packages = [], [], [], []
+    from chipforge.sim.ref.token_packager import packager_beats
+    for tokens, scores, force in images:
+        for k in range(len(tokens)):
+            beats.append({"data": tokens[k].tolist(), "score": int(scores[k]),
+                          "force": int(force[k]), "last": int(k == len(tokens) - 1)})
+        out = packager_beats(tokens, scores, force, cfg)
+        expected += out
+        keeps.append(force | (scores >= cfg.threshold))
+        packages.append(bool(out[-1]["package"]))
+    driver = StreamDriver(dut, "i_stream", idle_prob=0.0, seed=17)
+    monitor = StreamMonitor(dut, "o_stream", ready_prob=1.0, seed=18)
+    start(driver.send([i_codec.pack(b) for b in beats]))
+    received = await monitor.collect(len(expected), timeout_cycles=4 * len(beats) + 100)
+    Scoreboard("token_packager").check([o_codec.pack(e) for e in expected], received)
+    want_sent, want_valid, cycle, token = [], [], driver.sent_cycles[0], 0
+    for keep, package in zip(keeps, packages, strict=True):
+        for k in range(len(keep)):
+            want_sent.append(cycle)
+            if keep[k]:
+                want_valid.append(cycle + 1)
+            cycle += 1
+            token += 1
+        if package:
+            want_valid.append(cycle + (1 if keep[-1] else 0))
+        cycle += 1 if keep[-1] and package else 0
+    _same_cycles("tokens taken", driver.sent_cycles, want_sent)
+    _same_cycles("beats offered", monitor.valid_cycles, want_valid)
+
+
+def _same_cycles(what, got, want):
+    # the first differing cycle, or where the shorter list ends
+    first = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                 None if len(got) == len(want) else min(len(got), len(want)))
+    near = slice(max((first or 0) - 3, 0), (first or 0) + 3)
+    assert first is None, (f"{what}: #{first} in cycle {got[first:first + 1]}, the docstring "
+                           f"says {want[first:first + 1]} (around: {got[near]} vs {want[near]})")
 
 
 # Verilator builds take a minute on the shared CI machine: run them with `make test-slow`.
