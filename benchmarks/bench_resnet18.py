@@ -33,10 +33,10 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+from bench_crossbar_layer import draws_two_cores  # same folder: the floor's draws
 
 FLOOR_READS = 24_000_000
 
@@ -75,18 +75,6 @@ def busiest_thread_seconds(before: dict[int, float], after: dict[int, float]) ->
     return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
 
 
-def _draws_two_cores(count: int, seed: int) -> None:
-    half = count // 2
-    gens = [np.random.Generator(np.random.SFC64(s)) for s in (seed, seed + 1)]
-    bufs = [np.empty(half, dtype=np.float32), np.empty(count - half, dtype=np.float32)]
-    threads = [threading.Thread(target=g.standard_normal, kwargs={"out": b, "dtype": np.float32})
-               for g, b in zip(gens, bufs, strict=True)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
 def floor_seconds(mapped, shapes: dict[str, tuple[int, int]], cycles: dict[str, int],
                   noise: bool) -> float:
     """The method's floor for these layers and input rows (see the module doc)."""
@@ -105,7 +93,7 @@ def floor_seconds(mapped, shapes: dict[str, tuple[int, int]], cycles: dict[str, 
         c1 = os.times()
         np.matmul(a, w)
         if noise:
-            _draws_two_cores(rows * per_row_reads, 7)
+            draws_two_cores(rows * per_row_reads, 7)
         c2 = os.times()
         total += (time.perf_counter() - start) * m / rows
         cpu += (c2.user - c1.user + c2.system - c1.system) * m / rows
