@@ -9,6 +9,11 @@ exact integer arithmetic, which defines "the quantized model". Accelerator simul
 (crossbars, ADCs, RTL) replace ``matmul`` and nothing else, so in ideal-device mode they
 reproduce the quantized model exactly.
 
+A quantized convolution whose product is exact integers (the default, or a hook that
+offers ``exact_weights``, such as ideal crossbars) skips the patch matrix: one direct
+float32 convolution on all cores, exact by a bound checked on every call
+(:func:`exact_conv`); the same integers as the im2col product.
+
 Unquantized nodes run in float64 (``quantized=False`` runs every node that way: the
 float model).
 """
@@ -23,8 +28,9 @@ import numpy as np
 from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
-           "exact_int_matmul", "exact_product", "fake_quantize", "im2col", "integer_weights",
-           "quantize_activations", "run_graph", "run_node", "token_scores", "weight_matrix"]
+           "exact_conv", "exact_int_matmul", "exact_product", "fake_quantize", "im2col",
+           "integer_weights", "quantize_activations", "run_graph", "run_node", "token_scores",
+           "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
@@ -74,6 +80,93 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     if x_max * w_max * k < 2.0**53:
         return x_q.astype(np.float64, copy=False) @ w_q.astype(np.float64)
     return None
+
+
+_EXACT_CONV_BACKENDS = frozenset({"Mkldnn", "Slow2d"})
+"""torch convolution algorithms that only multiply and add the operands (direct or
+im2col + GEMM); NNPACK's Winograd/FFT transforms would round."""
+
+
+def exact_conv(x_q: np.ndarray, w_q: np.ndarray, *, stride: int = 1, padding: int = 0,
+               groups: int = 1, x_max: float | None = None) -> np.ndarray | None:
+    """The convolution of integer-valued ``x_q`` (N, C, H, W) with integer weights ``w_q``
+    (O, C / groups, kh, kw) as float64 holding the exact integers, or None when that
+    cannot be guaranteed (the caller then takes :func:`im2col` and :func:`exact_product`).
+
+    One float32 direct convolution (torch, all cores, no patch matrix), or two on the
+    weights split in digit halves. Exact whatever the summation order or thread count:
+    every partial sum of an output is a sum over a subset of its products, so its
+    magnitude is at most ``sum |x| |w|``; while that bound is below 2**24 every partial
+    sum is an integer float32 holds exactly. The bound is the smaller of
+    ``max|x| * max_o ||w_o||_1`` and Cauchy-Schwarz ``max_patch ||x_patch||_2 *
+    max_o ||w_o||_2`` (the patch norms over all channels, one box sum). Only when torch
+    picks a multiply-and-add algorithm in full float32 precision. ``x_max``: a bound on
+    ``|x_q|`` known beforehand (the quantizer's range), else taken from the data."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    if getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision",
+               "none") not in ("none", "ieee"):
+        return None                      # the user asked oneDNN for bf16/tf32 products
+    x = np.asarray(x_q, dtype=np.float32)
+    xt = torch.from_numpy(x if x.flags.c_contiguous else np.ascontiguousarray(x))
+    w = np.asarray(w_q)
+    o = w.shape[0]
+    kh, kw = w.shape[2], w.shape[3]
+    conv = {"stride": stride, "padding": padding, "groups": groups}
+
+    def norms(v: np.ndarray) -> tuple[float, float]:
+        flat = v.reshape(o, -1).astype(np.float64)
+        return float(np.abs(flat).sum(1).max(initial=0)), math.sqrt(float(
+            np.square(flat).sum(1).max(initial=0)))
+
+    if x_max is None:
+        lo, hi = torch.aminmax(xt) if xt.numel() else (0.0, 0.0)
+        x_max = max(-float(lo), float(hi))
+    patch_norm: list[float] = []
+
+    def fits(l1: float, l2: float) -> bool:
+        if x_max * l1 < 2.0**24:
+            return True
+        if not patch_norm:               # computed once, only when the L1 bound fails
+            sq = torch.square(xt.to(torch.float64)).sum(1, keepdim=True)
+            box = F.conv2d(sq, torch.ones((1, 1, kh, kw), dtype=torch.float64),
+                           stride=stride, padding=padding)
+            patch_norm.append(math.sqrt(float(box.max())) if box.numel() else 0.0)
+        return patch_norm[0] * l2 * (1 + 1e-9) < 2.0**24
+
+    def run(v: np.ndarray) -> np.ndarray | None:
+        wt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        try:
+            backend = torch._C._select_conv_backend(xt, wt, None, [stride] * 2,
+                                                    [padding] * 2, [1, 1], False, [0, 0],
+                                                    groups, None)
+        except (AttributeError, RuntimeError, TypeError):
+            return None                  # cannot tell which algorithm torch would take
+        if backend.name not in _EXACT_CONV_BACKENDS:
+            return None
+        with torch.no_grad():
+            return F.conv2d(xt, wt, **conv).numpy()
+
+    w_max = int(np.abs(w).max(initial=0))
+    if fits(*norms(w)):
+        y = run(w)
+        return None if y is None else y.astype(np.float64)
+    shift = (w_max.bit_length() + 1) // 2
+    half = 1 << max(shift - 1, 0)
+    w_int = w.astype(np.int64)
+    w_lo = ((w_int + half) & ((1 << shift) - 1)) - half          # in -half .. half - 1
+    w_hi = (w_int - w_lo) >> shift
+    (lo1, lo2), (hi1, hi2) = norms(w_lo), norms(w_hi)
+    if not fits(max(lo1, hi1), max(lo2, hi2)):
+        return None
+    low, high = run(w_lo), run(w_hi)
+    if low is None or high is None:
+        return None
+    y = high.astype(np.float64)
+    y *= float(1 << shift)
+    y += low
+    return y
 
 
 def activation_range(node: Node) -> tuple[int, int]:
@@ -188,12 +281,36 @@ def _dense(node: Node, x2d: np.ndarray, w_float: np.ndarray, matmul: MatmulHook 
             if not getattr(matmul, "takes_float_integers", False):
                 x_q = x_q.astype(np.int64)
             y = np.asarray(matmul(node, x_q, w_q), dtype=np.float64)
-        y = y * float(node.attrs["act_scale"]) * _weight_scale(node)[None, :]
-    else:
-        y = x2d.astype(np.float64) @ w_float.reshape(w_float.shape[0], -1).T.astype(np.float64)
+        return _rescale(node, y, axis=1)
+    y = x2d.astype(np.float64) @ w_float.reshape(w_float.shape[0], -1).T.astype(np.float64)
     if "bias" in node.params:
         y = y + node.params["bias"].astype(np.float64)[None, :]
     return y
+
+
+def _rescale(node: Node, y: np.ndarray, axis: int) -> np.ndarray:
+    """The integer product (float64, output channels on ``axis``) back to real values:
+    ``y * act_scale * weight_scale + bias`` (a new array)."""
+    shape = (-1,) + (1,) * (y.ndim - 1 - axis)
+    y = y * float(node.attrs["act_scale"])
+    y *= _weight_scale(node).reshape(shape)
+    if "bias" in node.params:
+        y += node.params["bias"].astype(np.float64).reshape(shape)
+    return y
+
+
+def _exact_conv_weights(node: Node, matmul: MatmulHook | None) -> np.ndarray | None:
+    """The integer (O, C / groups, kh, kw) weights a quantized convolution's product is
+    exactly with, or None when the hook computes something else (noise, ADC rounding).
+
+    A hook may offer ``exact_weights(node) -> array | None``: the integer weights its
+    product equals exactly, in the layout of ``node.params["weight"]``, and
+    ``exact_product_done(node, vectors)`` to count the vectors the executor then
+    multiplied itself by direct convolution."""
+    if matmul is None:
+        return integer_weights(node)
+    offer = getattr(matmul, "exact_weights", None)
+    return offer(node) if offer is not None else None
 
 
 def _pool(x: np.ndarray, kernel: int, stride: int, padding: int, kind: str) -> np.ndarray:
@@ -323,19 +440,29 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             groups = int(a.get("groups", 1))
             stride, padding = int(a.get("stride", 1)), int(a.get("padding", 0))
             n = x.shape[0]
-            if groups > 1 and matmul is not None and quantized and node.quantized:
-                # A hook (crossbars) computes what is placed: the block-diagonal matrix of
-                # all groups, one product over the whole input's patches (group-major).
-                patches, oh, ow = im2col(x, kh, kw, stride, padding)
-                sub = node.copy()
-                sub.params["weight"] = block_diagonal_weights(node).T
-                y = _dense(sub, patches, sub.params["weight"], matmul, quantized)
-                return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
             # Quantize before im2col: the patches repeat each input kh*kw times.
             pre = quantized and node.quantized
             if pre:   # float32 holds the integers exactly (half the bytes to copy)
                 x = _quantize_float(x, node, np.float32 if int(a["act_bits"]) <= 24
                                     else np.float64)
+                w_exact = _exact_conv_weights(node, matmul)
+                if w_exact is not None and x.dtype == np.float32:
+                    lo, hi = activation_range(node)            # the quantizer clips to it
+                    y = exact_conv(x, w_exact, stride=stride, padding=padding, groups=groups,
+                                   x_max=float(max(-lo, hi)))
+                    if y is not None:
+                        if matmul is not None:
+                            matmul.exact_product_done(node, y.shape[0] * y.shape[2]
+                                                      * y.shape[3])
+                        return _rescale(node, y, axis=1)
+            if groups > 1 and matmul is not None and pre:
+                # A hook (crossbars) computes what is placed: the block-diagonal matrix of
+                # all groups, one product over the whole input's patches (group-major).
+                patches, oh, ow = im2col(x, kh, kw, stride, padding)
+                sub = node.copy()
+                sub.params["weight"] = block_diagonal_weights(node).T
+                y = _dense(sub, patches, sub.params["weight"], matmul, quantized, pre)
+                return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
             outs = []
             for g in range(groups):
                 xg = x[:, g * in_per_group:(g + 1) * in_per_group]

@@ -615,6 +615,32 @@ class CrossbarMatmul:
                            for i, name in enumerate(mapped.layers)}
         self.rows_done = dict.fromkeys(mapped.layers, 0)
         self.report: dict[str, int] = {}
+        self._exact_layout: dict[str, np.ndarray | None] = {}
+
+    def exact_weights(self, node: Node) -> np.ndarray | None:
+        """The integer weights this chip computes node's product with exactly (integer
+        cells, no noise, no ADC that can saturate), shaped like ``node.params["weight"]``
+        (float32), or None. The executor then convolves directly
+        (:func:`chipforge.sim.executor.exact_conv`) and reports the vectors with
+        :meth:`exact_product_done`."""
+        if node.name not in self._exact_layout:
+            w2d = self.effective.get(node.name)
+            if w2d is not None:
+                shape = node.params["weight"].shape
+                groups = int(node.attrs.get("groups", 1))
+                if groups > 1:             # the diagonal blocks of the placed matrix
+                    k_g, n_g = w2d.shape[0] // groups, w2d.shape[1] // groups
+                    w2d = np.concatenate([w2d[g * k_g:(g + 1) * k_g, g * n_g:(g + 1) * n_g]
+                                          for g in range(groups)], axis=1)
+                w2d = np.ascontiguousarray(w2d.T.reshape(shape), dtype=np.float32)
+            self._exact_layout[node.name] = w2d
+        return self._exact_layout[node.name]
+
+    def exact_product_done(self, node: Node, vectors: int) -> None:
+        layer = self.programmed[node.name].layer
+        self.report["adc_reads"] = (self.report.get("adc_reads", 0)
+                                    + vectors * layer.stats.adc_reads_per_vector)
+        self.report.setdefault("saturated", 0)
 
     def __call__(self, node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
         programmed = self.programmed.get(node.name)
@@ -627,9 +653,7 @@ class CrossbarMatmul:
                              f"the mapped layer ({layer.rows}, {layer.outputs})")
         w_eff = self.effective.get(node.name)
         if w_eff is not None:
-            self.report["adc_reads"] = (self.report.get("adc_reads", 0)
-                                        + len(x_q) * layer.stats.adc_reads_per_vector)
-            self.report.setdefault("saturated", 0)
+            self.exact_product_done(node, len(x_q))
             if int(node.attrs.get("groups", 1)) > 1:
                 return _block_diagonal_product(x_q[:, :layer.rows], w_eff,
                                                int(node.attrs["groups"]))

@@ -10,6 +10,7 @@ import pytest
 from chipforge.mappings.placement import place
 from chipforge.sim.cycle.arch import ISAAC as ISAAC_ARCH
 from chipforge.sim.cycle.model import capture_workloads, simulate_cycles
+from chipforge.sim.devices import IDEAL_DEVICE
 from chipforge.sim.executor import block_diagonal_weights, run_graph
 from chipforge.sim.graph import Graph, Node, Op
 from chipforge.sim.reram import CrossbarMatmul
@@ -86,3 +87,20 @@ def test_cycle_model_counts_grouped_convolutions():
     report = simulate_cycles(list(work.values()), ISAAC_ARCH, model=graph.name)
     layer = next(a for a in report.layers if a.name == "dw")
     assert layer.macs > 0 and layer.crossbars >= 1 and layer.vectors == 16
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_hook_gives_exact_weights_in_the_nodes_layout(groups):
+    """CrossbarMatmul.exact_weights un-places the block-diagonal matrix: the executor's
+    direct convolution gets a grouped convolution's weights as (O, C / groups, kh, kw)."""
+    from chipforge.accelerators import get_accelerator
+    from chipforge.sim.executor import integer_weights
+
+    graph = grouped_net(groups=groups)
+    isaac = get_accelerator("isaac")
+    wide_adc = isaac.replace(name="isaac-wide-adc", adc_bits=isaac.adc_bits + 8)
+    hook = CrossbarMatmul(place(graph, wide_adc))
+    for node in graph.weighted_nodes():
+        np.testing.assert_array_equal(hook.exact_weights(node), integer_weights(node))
+    noisy = CrossbarMatmul(place(graph, wide_adc), IDEAL_DEVICE.replace(read_noise=0.01))
+    assert all(noisy.exact_weights(node) is None for node in graph.weighted_nodes())

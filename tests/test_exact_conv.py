@@ -1,0 +1,117 @@
+"""The exact direct convolution of the executor (``exact_conv``): integer results equal to
+int64 arithmetic on both sides of float32's 2**24 limit, the digit-half split where one
+float32 convolution would round, and a refusal (None) where exactness cannot be
+guaranteed; the executor and the ideal-crossbar hook give the im2col path's integers."""
+
+import warnings
+
+import numpy as np
+import torch
+
+from chipforge.sim.executor import exact_conv, im2col, run_graph
+
+
+def int64_conv(x, w, stride=1, padding=0, groups=1):
+    """The reference: im2col and int64 products, group by group."""
+    n = x.shape[0]
+    o, c_g = w.shape[:2]
+    outs = []
+    for g in range(groups):
+        patches, oh, ow = im2col(x[:, g * c_g:(g + 1) * c_g].astype(np.int64), w.shape[2],
+                                 w.shape[3], stride, padding)
+        wg = w[g * (o // groups):(g + 1) * (o // groups)].reshape(o // groups, -1)
+        outs.append((patches @ wg.astype(np.int64).T).reshape(n, oh, ow, -1))
+    return np.concatenate(outs, axis=3).transpose(0, 3, 1, 2)
+
+
+def test_small_sums_take_one_convolution_and_are_exact():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 16, 9, 9))
+    w = rng.integers(-127, 128, (8, 16, 3, 3))
+    for stride, padding in [(1, 1), (2, 0), (2, 1)]:
+        y = exact_conv(x.astype(np.float32), w, stride=stride, padding=padding)
+        assert y.dtype == np.float64
+        np.testing.assert_array_equal(y, int64_conv(x, w, stride, padding))
+
+
+def test_sums_past_float32s_integers_are_split_and_stay_exact():
+    """All inputs 255 and all weights 127 over 4608 rows: every sum is 149,230,080, far
+    past 2**24; one float32 convolution rounds it, the digit-half split does not."""
+    x = np.full((2, 512, 4, 4), 255.0, dtype=np.float32)
+    w = np.full((4, 512, 3, 3), 127)
+    w[1] = -128
+    w[2, :, 1, 1] = 0
+    want = int64_conv(x.astype(np.int64), w, padding=1)
+    assert np.abs(want).max() > 2**27
+    naive = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(
+        w.astype(np.float32)), padding=1).numpy().astype(np.int64)
+    assert not np.array_equal(naive, want)                 # the bug the bound prevents
+    np.testing.assert_array_equal(exact_conv(x, w, padding=1), want)
+    # Random full-range data at the same size: the Cauchy-Schwarz or split path, exact.
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (2, 512, 5, 5))
+    w = rng.integers(-128, 128, (6, 512, 3, 3))
+    np.testing.assert_array_equal(exact_conv(x.astype(np.float32), w, padding=1),
+                                  int64_conv(x, w, padding=1))
+
+
+def test_grouped_and_depthwise_convolutions_are_exact():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (2, 8, 6, 6))
+    for groups, w_shape in [(8, (8, 1, 3, 3)), (2, (6, 4, 3, 3))]:
+        w = rng.integers(-127, 128, w_shape)
+        np.testing.assert_array_equal(
+            exact_conv(x.astype(np.float32), w, padding=1, groups=groups),
+            int64_conv(x, w, padding=1, groups=groups))
+
+
+def test_sums_too_large_even_when_split_are_refused():
+    """16-bit inputs and weights over 4608 rows: even digit halves overflow 2**24."""
+    x = np.full((1, 512, 3, 3), 40000.0, dtype=np.float32)
+    w = np.full((2, 512, 3, 3), 30000)
+    assert exact_conv(x, w, padding=1) is None
+
+
+def test_no_result_when_torch_would_take_a_transform_algorithm():
+    """Without oneDNN torch takes NNPACK (Winograd/FFT transforms, which round): exact_conv
+    answers None rather than a number it cannot vouch for."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (16, 8, 8, 8)).astype(np.float32)
+    w = rng.integers(-127, 128, (8, 8, 3, 3))
+    # (ignore torch's note that TF32 on oneDNN is for Intel GPUs)
+    with warnings.catch_warnings(action="ignore"), torch.backends.mkldnn.flags(enabled=False):
+        backend = torch._C._select_conv_backend(
+            torch.from_numpy(x), torch.from_numpy(w.astype(np.float32)), None, [1, 1], [1, 1],
+            [1, 1], False, [0, 0], 1, None).name
+        y = exact_conv(x, w, padding=1)
+    if backend.startswith("Nnpack"):
+        assert y is None
+    else:                              # a build without NNPACK: the GEMM fallback, exact
+        np.testing.assert_array_equal(y, int64_conv(x.astype(np.int64), w, padding=1))
+
+
+def test_executor_and_ideal_crossbars_give_the_im2col_integers():
+    """The quantized executor (direct convolution) equals an integer hook that sees the
+    im2col products; the ideal-crossbar shortcut equals the bit-serial ADC path and counts
+    the same ADC reads."""
+    from chipforge.accelerators import get_accelerator
+    from chipforge.mappings.placement import place
+    from chipforge.sim.reram import CrossbarMatmul
+    from chipforge.zoo import load
+    from chipforge.zoo.data import digits
+
+    graph = load("lenet-digits")
+    x = digits(graph.input_shape[-1]).x_test[:12].reshape(-1, *graph.input_shape)
+
+    def int64_hook(node, x_q, w_q):
+        return x_q.astype(np.int64) @ w_q.astype(np.int64)
+
+    direct = run_graph(graph, x)
+    np.testing.assert_array_equal(direct, run_graph(graph, x, matmul=int64_hook))
+    isaac = get_accelerator("isaac")
+    mapped = place(graph, isaac.replace(name="isaac-wide-adc", adc_bits=isaac.adc_bits + 8))
+    fast, slow = CrossbarMatmul(mapped), CrossbarMatmul(mapped, fast_path=False)
+    assert all(fast.exact_weights(n) is not None for n in graph.weighted_nodes())
+    np.testing.assert_array_equal(run_graph(graph, x, matmul=fast), direct)
+    np.testing.assert_array_equal(run_graph(graph, x, matmul=slow), direct)
+    assert fast.report["adc_reads"] == slow.report["adc_reads"] > 0
