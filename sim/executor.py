@@ -67,10 +67,8 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     shift = (w_max.bit_length() + 1) // 2
     half = 1 << max(shift - 1, 0)
     if x_max * max(half, (w_max + half) >> shift) * k < 2.0**24:
-        w = np.asarray(w_q, dtype=np.int64)
-        w_lo = ((w + half) & ((1 << shift) - 1)) - half           # in -half .. half - 1
-        w_hi = (w - w_lo) >> shift
-        n = w.shape[1]
+        w_lo, w_hi, shift = _digit_halves(w_q)
+        n = w_q.shape[1]
         parts = x_q.astype(np.float32, copy=False) @ np.concatenate(
             [w_lo, w_hi], axis=1).astype(np.float32)
         y = parts[:, n:].astype(np.float64)
@@ -80,6 +78,16 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     if x_max * w_max * k < 2.0**53:
         return x_q.astype(np.float64, copy=False) @ w_q.astype(np.float64)
     return None
+
+
+def _digit_halves(w_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``w = w_lo + 2**shift * w_hi`` with both halves about sqrt(max |w|) in size
+    (``w_lo`` in -2**(shift-1) .. 2**(shift-1) - 1): the products of each half stay small."""
+    w = np.asarray(w_q).astype(np.int64)
+    shift = (int(np.abs(w).max(initial=0)).bit_length() + 1) // 2
+    half = 1 << max(shift - 1, 0)
+    w_lo = ((w + half) & ((1 << shift) - 1)) - half
+    return w_lo, (w - w_lo) >> shift, shift
 
 
 _EXACT_CONV_BACKENDS = frozenset({"Mkldnn", "Slow2d"})
@@ -148,15 +156,10 @@ def exact_conv(x_q: np.ndarray, w_q: np.ndarray, *, stride: int = 1, padding: in
         with torch.no_grad():
             return F.conv2d(xt, wt, **conv).numpy()
 
-    w_max = int(np.abs(w).max(initial=0))
     if fits(*norms(w)):
         y = run(w)
         return None if y is None else y.astype(np.float64)
-    shift = (w_max.bit_length() + 1) // 2
-    half = 1 << max(shift - 1, 0)
-    w_int = w.astype(np.int64)
-    w_lo = ((w_int + half) & ((1 << shift) - 1)) - half          # in -half .. half - 1
-    w_hi = (w_int - w_lo) >> shift
+    w_lo, w_hi, shift = _digit_halves(w)
     (lo1, lo2), (hi1, hi2) = norms(w_lo), norms(w_hi)
     if not fits(max(lo1, hi1), max(lo2, hi2)):
         return None
