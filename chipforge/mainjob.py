@@ -171,10 +171,10 @@ def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", 
         graph, x, y = load_inputs(family, model, data, samples=samples, quantize=quantize,
                                   notes=notes, timer=timer, step=step)
         step("functional simulation")
-        # mininterval=0: a family reports at most ~20 chunks, so draw every one of them
+        # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
         images = tqdm(total=len(x), disable=disable, file=sys.stderr, unit="img",
                       desc="  hardware run", position=1, leave=False, dynamic_ncols=True,
-                      mininterval=0)
+                      mininterval=0, miniters=1)
         try:
             sim = simulate_graph(spec, graph, x, y, seed=seed, run_options=run_options,
                                  progress=images.update, timer=timer)

@@ -187,10 +187,13 @@ class PimAdc:
         s = np.linspace(lo, self.full_scale, 4097)
         return float(np.abs(self._s_curve(s) - s).max() / self.lsb)
 
-    def convert(self, sums: np.ndarray, adc_index: np.ndarray | int = 0) -> np.ndarray:
+    def convert(self, sums: np.ndarray, adc_index: np.ndarray | int = 0, *,
+                normals: np.ndarray | None = None) -> np.ndarray:
         """Digitize ``sums`` (MAC units). ``adc_index`` broadcasts against ``sums`` and says
-        which converter reads each sum. Returns values in MAC units (``code * lsb`` plus
-        the mid-rise half step), float64."""
+        which converter reads each sum. ``normals``: the standard normals of the thermal
+        noise, one per sum (default: drawn from this converter's stream in call order).
+        Returns values in MAC units (``code * lsb`` plus the mid-rise half step),
+        float64."""
         cfg = self.cfg
         s = np.asarray(sums, dtype=np.float64)
         k = np.asarray(adc_index) % cfg.num_adcs
@@ -198,7 +201,9 @@ class PimAdc:
         if cfg.gain_error_std or cfg.offset_error_lsb:
             s = s * gain + offset
         if cfg.thermal_noise_lsb:
-            s = s + self.noise_rng.normal(0.0, cfg.thermal_noise_lsb * self.lsb, s.shape)
+            if normals is None:
+                normals = self.noise_rng.standard_normal(s.shape)
+            s = s + (cfg.thermal_noise_lsb * self.lsb) * normals
         if cfg.inl is Inl.S_CURVE and cfg.inl_nonlinearity:
             s = self._s_curve(s)
         if cfg.quantizer is AdcQuantizer.MID_TREAD:

@@ -97,8 +97,15 @@ def weight_digits(w_q: np.ndarray, weight_bits: int,
 
 
 def pim_matmul(x_q: np.ndarray, w_q: np.ndarray, *, act_bits: int, weight_bits: int,
-               cfg: PimConfig, adc: PimAdc) -> np.ndarray:
-    """``x_q @ w_q`` through the PIM macro (float64 result in integer-product units)."""
+               cfg: PimConfig, adc: PimAdc, noise_key: int | None = None,
+               row_offset: int = 0) -> np.ndarray:
+    """``x_q @ w_q`` through the PIM macro (float64 result in integer-product units).
+
+    ``noise_key``: the thermal noise of every conversion is then Gaussian number
+    ``(row_offset + m) * reads_per_row + read`` of that counter-based stream
+    (:func:`chipforge.sim.reram_kernels.gaussians`), so consecutive calls on consecutive
+    input rows give the same result as one call on all of them. Without it the ADC
+    draws from its own stream in call order."""
     x_q = np.asarray(x_q, dtype=np.int64)
     m, k = x_q.shape
     n = w_q.shape[1]
@@ -121,22 +128,35 @@ def pim_matmul(x_q: np.ndarray, w_q: np.ndarray, *, act_bits: int, weight_bits: 
     ws = ws.reshape(tiles, cfg.rows, s * n).astype(np.float32)
     sums = np.matmul(xs, ws[None])                                       # C, T, M, S*N
     columns = np.arange(tiles)[:, None] * (s * n) + np.arange(s * n)[None]  # T, S*N
-    values = adc.convert(sums, columns[None, :, None, :])
+    normals = None
+    if noise_key is not None and adc.cfg.thermal_noise_lsb:
+        from chipforge.sim.reram_kernels import gaussians
+
+        per_row = c * tiles * s * n                          # conversions of one input row
+        normals = gaussians(noise_key, row_offset * per_row, m * per_row).reshape(
+            m, c, tiles, s * n).transpose(1, 2, 0, 3)
+    values = adc.convert(sums, columns[None, :, None, :], normals=normals)
     values = values.reshape(c, tiles, m, s, n).sum(axis=1)                # C, M, S, N
     per_cycle = np.einsum("cmsn,s->cmn", values, slice_scale)
     return np.einsum("cmn,c->mn", per_cycle, np.exp2(shifts))
+
+
+_THERMAL = 4       # the noise stream's purpose word (crossbar streams use 1-3)
 
 
 class PimMatmul:
     """Executor hook: every quantized weighted node runs through a PIM macro.
 
     Each layer gets its own converters, whose gain/offset errors and noise stream derive
-    from ``seed`` and the node's name, so results depend only on the seed.
+    from ``seed`` and the node's name; a conversion's thermal noise is indexed by the
+    input row (counted since this hook was made) and the read, so results depend only on
+    the seed, not on how the batch is split into calls.
     """
 
     def __init__(self, cfg: PimConfig, *, seed: int = 0):
         self.cfg, self.seed = cfg, seed
         self._adcs: dict[str, PimAdc] = {}
+        self._rows_done: dict[str, int] = {}
 
     def adc_for(self, node: Node) -> PimAdc:
         if node.name not in self._adcs:
@@ -150,9 +170,15 @@ class PimMatmul:
         if node.attrs.get("act_signed"):
             raise ValueError(f"node {node.name!r}: PIM inputs must be unsigned "
                              "(act_signed=False)")
+        from chipforge.sim.reram_kernels import stream_key
+
+        offset = self._rows_done.get(node.name, 0)
+        self._rows_done[node.name] = offset + len(x_q)
         y = pim_matmul(x_q, w_q, act_bits=int(node.attrs["act_bits"]),
                        weight_bits=int(node.attrs["weight_bits"]), cfg=self.cfg,
-                       adc=self.adc_for(node))
+                       adc=self.adc_for(node), row_offset=offset,
+                       noise_key=stream_key(self.seed, zlib.crc32(node.name.encode()),
+                                            _THERMAL))
         # PIM-aware training (chipforge compress pim-qat) learns a digital gain per layer or
         # per output channel that rescales the ADC-quantized product (folded into the
         # requantization scale in hardware).

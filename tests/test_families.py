@@ -384,8 +384,8 @@ def test_pim_cost_counts_the_conversions_the_simulation_makes(cnn_files, monkeyp
     cost = spec.family.cost(graph, mapped, spec.config, x)
     seen = []
     convert = PimAdc.convert
-    monkeypatch.setattr(PimAdc, "convert", lambda self, sums, index=0: (
-        seen.append(np.size(sums)), convert(self, sums, index))[1])
+    monkeypatch.setattr(PimAdc, "convert", lambda self, sums, index=0, **kw: (
+        seen.append(np.size(sums)), convert(self, sums, index, **kw))[1])
     spec.family.run(graph, mapped, spec.config, x)
     assert sum(seen) == 3 * cost.details["conversions_per_inference"] > 0
     assert cost.energy_j == pytest.approx(cost.details["conversions_per_inference"]

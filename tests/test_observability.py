@@ -112,6 +112,22 @@ def test_streamed_hardware_run_with_progress_equals_one_unchunked_run():
     assert not np.array_equal(whole.logits, whole.ideal_logits)    # the devices do matter
 
 
+def test_pim_macro_streams_with_progress_and_the_same_noisy_result():
+    """CAP-RAM (thermal noise, gain and offset spread): the progress chunks convert with
+    the same noise as one batch."""
+    spec = get_accelerator_spec("cap-ram")
+    graph = load("lenet-digits")
+    from chipforge.families import test_data
+
+    x, y = test_data(graph, "digits", 40)
+    told = []
+    whole = simulate_graph(spec, graph, x, y, seed=3).output
+    chunked = simulate_graph(spec, graph, x, y, seed=3, progress=told.append).output
+    assert told == [16, 16, 8]
+    np.testing.assert_array_equal(chunked.logits, whole.logits)
+    assert not np.array_equal(whole.logits, whole.ideal_logits)
+
+
 def test_simulate_progress_flag_shows_samples_rate_and_eta(tmp_path, capsys):
     args = ["simulate", "lenet-digits-forms8", "--accelerator", "forms8", "--samples", "48",
             "--cycle-samples", "2"]
@@ -124,9 +140,15 @@ def test_simulate_progress_flag_shows_samples_rate_and_eta(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert main([*args, "--out", str(tmp_path / "c")]) == 0   # stderr is no terminal here
     assert capsys.readouterr().err == ""
-    # a family whose run does not stream (PIM) is reported done when it returns
-    assert main(["simulate", "lenet-digits", "--accelerator", "cap-ram", "--samples", "20",
+    # the PIM macro streams too; a family whose run does not stream (AQFP) is reported
+    # done when it returns
+    assert main(["simulate", "lenet-digits", "--accelerator", "cap-ram", "--samples", "40",
                  "--cycle-samples", "2", "--out", str(tmp_path / "d"), "--progress"]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    bar = [line for line in err.splitlines() if "hardware run" in line]
+    assert any("16/40" in line for line in bar) and any("40/40" in line for line in bar)
+    assert main(["simulate", "bnn-digits", "--accelerator", "superbnn", "--samples", "20",
+                 "--out", str(tmp_path / "e"), "--progress"]) == 0
     err = capsys.readouterr().err.replace("\r", "\n")
     assert any("20/20" in line for line in err.splitlines() if "hardware run" in line)
 

@@ -122,6 +122,40 @@ def test_pim_hook_reproduces_the_quantized_model_exactly():
     assert not np.array_equal(run_graph(g, x, matmul=coarse), run_graph(g, x))
 
 
+def test_hook_noise_is_indexed_by_input_row_so_chunking_does_not_change_results():
+    """CAP-RAM's converters (thermal noise 0.35 LSB, gain and offset spread): one call on
+    24 rows, or 24 calls on one row each, or run_graph in chunks of 5, convert with the
+    same noise; the noise has its configured size and changes with the seed."""
+    rng = np.random.default_rng(4)
+    cfg = PimConfig(rows=64, adc=CAP_RAM_ADC.replace(bits=10))
+    node = Node(Op.LINEAR, "fc", ("input",), dict(weight_bits=4, act_bits=4, act_signed=False),
+                {"weight": np.zeros((5, 200))})
+    x = rng.integers(0, 16, (24, 200))
+    w = rng.integers(-8, 8, (200, 5))
+    whole = PimMatmul(cfg, seed=1)(node, x, w)
+    one_by_one = PimMatmul(cfg, seed=1)
+    rows = np.concatenate([one_by_one(node, x[i:i + 1], w) for i in range(len(x))])
+    assert np.array_equal(whole, rows)
+    assert not np.array_equal(whole, PimMatmul(cfg, seed=2)(node, x, w))
+    # Equal in distribution to the converter's own stream (numpy's normals, in call
+    # order): thermal noise only, 40 seeds each, the spread of the outputs around the
+    # noiseless result agrees within 5 %.
+    thermal = cfg.replace(adc=AdcConfig(bits=10, thermal_noise_lsb=0.5))
+    quiet = PimMatmul(thermal.replace(adc=AdcConfig(bits=10)))(node, x, w)
+    counter = np.stack([PimMatmul(thermal, seed=s)(node, x, w) for s in range(40)]) - quiet
+    stream = np.stack([pim_matmul(x, w, act_bits=4, weight_bits=4, cfg=thermal,
+                                  adc=_adc(thermal, seed=s)) for s in range(40)]) - quiet
+    assert stream.std() > 0 and abs(counter.std() / stream.std() - 1) < 0.05
+    assert abs(counter.mean()) < 0.05 * counter.std()
+    g = Graph("g", (200,), [node])
+    xs = rng.random((23, 200))
+    node.attrs |= dict(weight_scale=0.1, act_scale=1 / 15)
+    node.params["weight"] = w.T * 0.1
+    full = run_graph(g, xs, matmul=PimMatmul(cfg, seed=3))
+    chunked = run_graph(g, xs, matmul=PimMatmul(cfg, seed=3), batch_size=5)
+    assert np.array_equal(full, chunked)
+
+
 def test_torch_twin_matches_the_reference():
     import torch
 

@@ -16,6 +16,7 @@ Nested keys reach the ADC: ``--set adc.bits=5 --set adc.thermal_noise_lsb=0.5``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -172,12 +173,21 @@ class PimFamily(AcceleratorFamily):
         return Mapping(self.name, rows, totals)
 
     def run(self, graph, mapped: Mapping, config: PimMacroConfig, x: np.ndarray, *,
-            seed: int = 0) -> RunOutput:
+            seed: int = 0, progress: Callable[[int], None] | None = None) -> RunOutput:
+        """``progress(n)`` after each streamed chunk of ``n`` samples (a 20th of the batch,
+        at least 16): one hook over consecutive chunks converts exactly as over the whole
+        batch (the thermal noise is indexed by input row)."""
         from chipforge.sim.executor import run_graph
         from chipforge.sim.pim import PimMatmul
 
         hook = PimMatmul(config.pim_config(), seed=seed)
-        logits = run_graph(graph, x, matmul=hook)
+        chunk = len(x) if progress is None else max(16, -(-len(x) // 20))
+        parts = []
+        for start in range(0, max(len(x), 1), max(chunk, 1)):
+            parts.append(run_graph(graph, x[start:start + chunk], matmul=hook))
+            if progress is not None:
+                progress(len(parts[-1]))
+        logits = np.concatenate(parts)
         ideal = run_graph(graph, x)
         metrics: dict[str, Any] = {"adc_full_scale_mac": next(
             (a.full_scale for a in hook._adcs.values()), None)}
