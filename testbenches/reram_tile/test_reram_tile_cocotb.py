@@ -23,14 +23,13 @@ import cocotb
 import numpy as np
 import pytest
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import ReadOnly
 
 from chipforge.hw.reram_tile import TileConfig
 from chipforge.sim.ref.reram_tile import TileProgram, tile_timeline
+from chipforge.verify.cocotb_regmap import RegisterMapDriver, handshake_patterns
 from chipforge.verify.manifest import load_manifest
 from chipforge.verify.tile_case import column_pass, load_case
-
-MAX_STALL = 100
 
 
 def _env(whole_layer=False):
@@ -43,23 +42,6 @@ def _env(whole_layer=False):
         case = column_pass(case, 0, cfg.cols)
     vectors = int(os.environ.get("CHIPFORGE_TILE_VECTORS", len(case.x)))
     return manifest, cfg, case, vectors
-
-
-def _patterns(seed, idle, stall, length, ready_prob=0.8):
-    """Per-cycle input valid and output ready (``ready_prob`` outside stalls), stalls of
-    1..MAX_STALL cycles included."""
-    rng = random.Random(seed)
-    valid = [rng.random() >= idle for _ in range(length)]
-    ready, c = [], 0
-    while c < length:
-        if rng.random() < stall:
-            run = rng.randint(1, MAX_STALL)
-            ready += [False] * run
-            c += run
-        else:
-            ready.append(rng.random() < ready_prob)
-            c += 1
-    return valid, ready
 
 
 def kick_combinational(dut):
@@ -78,33 +60,21 @@ def kick_combinational(dut):
         handle.value = 1
 
 
-class Tile:
+class Tile(RegisterMapDriver):
+    word_mask = (1 << 64) - 1
+
     def __init__(self, dut, manifest, cfg):
-        self.dut, self.cfg = dut, cfg
+        super().__init__(dut, ("s_axis_tvalid", "s_axis_tdata", "m_axis_tready",
+                               "xbar_adc_valid", "xbar_adc_codes"))
+        self.cfg = cfg
         fields = manifest.data["ports"]["xbar_adc_codes"]["fields"]
         self.offsets = {f["name"]: f["offset"] for f in fields}
         self.adc_width = manifest.port_width("xbar_adc_codes")
-        for port in ("s_axis_tvalid", "s_axis_tdata", "m_axis_tready", "xbar_adc_valid",
-                     "xbar_adc_codes", "cfg_we", "cfg_addr", "cfg_wdata"):
-            getattr(dut, port).value = 0
         kick_combinational(dut)
 
-    async def tick(self):
-        await FallingEdge(self.dut.clk)
-
-    async def reset(self, cycles=2):
-        self.dut.rst.value = 1
-        for _ in range(cycles):
-            await self.tick()
-        self.dut.rst.value = 0
-
     async def write(self, addr, value):
-        await self.tick()
-        self.dut.cfg_we.value = 1
-        self.dut.cfg_addr.value = addr
-        self.dut.cfg_wdata.value = int(value) & ((1 << 64) - 1)
-        await self.tick()
-        self.dut.cfg_we.value = 0
+        await self.tick()              # a cycle between writes, as a bus bridge leaves
+        await super().write(addr, value)
 
     async def program(self, prog, rq, k, n):
         await self.write(0x000, int(rq.relu) | (int(rq.raw) << 1))
@@ -137,7 +107,7 @@ class Tile:
         k, n = x.shape[1], expected.shape[1]
         plane_lists = [prog.planes(v) for v in x]
         horizon = 200 * len(x) * (k + n + 40) + 10_000
-        valid_p, ready_p = _patterns(seed, idle, stall, horizon, ready_prob)
+        valid_p, ready_p = handshake_patterns(seed, idle, stall, horizon, ready_prob=ready_prob)
         tl = tile_timeline(k, n, [len(p) for p in plane_lists], forms=cfg.forms,
                            adc_latency=adc_latency,
                            valid=lambda c: valid_p[c], ready=lambda c: ready_p[c])

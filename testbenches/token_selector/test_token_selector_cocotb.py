@@ -23,13 +23,12 @@ from pathlib import Path
 import cocotb
 import pytest
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import ReadOnly
 
 from chipforge.sim.ref.token_selector import output_beats, select_tokens, selector_timeline
+from chipforge.verify.cocotb_regmap import MAX_STALL, RegisterMapDriver, handshake_patterns
 from chipforge.verify.manifest import load_manifest
 from chipforge.verify.selector_case import load_case
-
-MAX_STALL = 100
 
 
 def _env():
@@ -43,22 +42,6 @@ def _env():
     return manifest, cfg, weights, images[:count]
 
 
-def _patterns(seed, idle, stall, length):
-    """Per-cycle input valid and output ready, stalls of 1..MAX_STALL cycles included."""
-    rng = random.Random(seed)
-    valid = [rng.random() >= idle for _ in range(length)]
-    ready, c = [], 0
-    while c < length:
-        if rng.random() < stall:
-            run = rng.randint(1, MAX_STALL)
-            ready += [False] * run
-            c += run
-        else:
-            ready.append(rng.random() < 0.8 if stall else True)
-            c += 1
-    return valid, ready
-
-
 def _row_word(weight_row, bias, data_bits, bias_bits):
     word = 0
     for j, w in enumerate(weight_row):
@@ -66,30 +49,13 @@ def _row_word(weight_row, bias, data_bits, bias_bits):
     return word | ((int(bias) & ((1 << bias_bits) - 1)) << (data_bits * len(weight_row)))
 
 
-class Selector:
+class Selector(RegisterMapDriver):
     def __init__(self, dut, manifest, cfg):
-        self.dut, self.cfg = dut, cfg
+        super().__init__(dut, ("s_axis_tvalid", "s_axis_tdata", "s_axis_tlast",
+                               "m_axis_tready"))
+        self.cfg = cfg
         self.in_codec = manifest.codec("s_axis_tdata")
         self.out_codec = manifest.codec("m_axis_tdata")
-        for port in ("s_axis_tvalid", "s_axis_tdata", "s_axis_tlast", "m_axis_tready",
-                     "cfg_we", "cfg_addr", "cfg_wdata"):
-            getattr(dut, port).value = 0
-
-    async def tick(self):
-        await FallingEdge(self.dut.clk)
-
-    async def reset(self, cycles=2):
-        self.dut.rst.value = 1
-        for _ in range(cycles):
-            await self.tick()
-        self.dut.rst.value = 0
-
-    async def write(self, addr, value):
-        self.dut.cfg_we.value = 1
-        self.dut.cfg_addr.value = addr
-        self.dut.cfg_wdata.value = int(value)
-        await self.tick()
-        self.dut.cfg_we.value = 0
 
     async def program(self, weights):
         """Write the weight memory and head logits, LOAD, and check busy during the load."""
@@ -123,7 +89,8 @@ class Selector:
         words = [self.in_codec.pack({"h": h.tolist(), "x": x.tolist(), "force": int(f)})
                  for h, x, f, _ in tokens]
         horizon = sum(4000 + 150 * len(e) * (1 + MAX_STALL // 4) for e in expected) + 20_000
-        valid_p, ready_p = _patterns(seed, idle, stall, horizon)
+        valid_p, ready_p = handshake_patterns(seed, idle, stall, horizon,
+                                              ready_prob=0.8 if stall else 1.0)
         tl = selector_timeline(outs, cfg, valid=lambda c: valid_p[c],
                                ready=lambda c: ready_p[c])
         busy = {c for a, b in tl.busy for c in range(a, b + 1)}
