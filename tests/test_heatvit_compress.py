@@ -140,7 +140,7 @@ def test_warm_up_teaches_the_selector_the_attention_rollout_ranking(tiny_vit):
 
     trained, trained_band = ranking(warmup_epochs=6)
     untrained, untrained_band = ranking(warmup_epochs=0, attention_weight=0)
-    # measured: 0.79 against -0.54 untrained (it ranks nearly opposite), band 0.12 vs 0.04
+    # measured: 0.79 against -0.36 untrained (it ranks nearly opposite), band 0.15 vs 0.05
     assert trained > 0.7 and trained > untrained + 0.5
     assert trained_band > 2 * untrained_band
     # selector_target="attention": the guarded block's own class-token attention (EViT's
