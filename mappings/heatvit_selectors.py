@@ -111,9 +111,9 @@ class HeatvitOptions(ConfigBase):
     selectors (the backbone is frozen); in fine-tuning its gradient also reaches the
     backbone below each selector, so the tokens the per-token selector reads learn to
     carry their importance (HeatViT and DynamicViT train selector and backbone jointly).
-    Measured (docs/heatvit.md): with the tokens detached instead, the encoder-layer user
-    ViT loses 5 test images, with them 2. The practitioner's trick that makes the small
-    selector rank tokens; 0 leaves only the task gradient."""
+    Measured (docs/heatvit.md, 8 hidden units): with the tokens detached instead, the
+    encoder-layer user ViT loses 5 test images, with them 2. The practitioner's trick
+    that makes the small selector rank tokens; 0 leaves only the task gradient."""
     selector_target: str = "rollout"
     """The importance the selectors learn to rank by: ``rollout`` (how much the original
     model's final class token draws on each token at the guarded block's input: the
@@ -122,8 +122,8 @@ class HeatvitOptions(ConfigBase):
     ``attention`` (the class token's attention in the guarded block alone, recomputed
     with the current backbone; EViT's ranking). Measured (docs/heatvit.md): on one user
     ViT the guarded block's attention picks tokens barely better than random (top-k
-    85.0 % against 82 % random, rollout 91.9 %, 96.4 % dense), and selectors trained on it
-    with the backbone frozen lose 44 test images where rollout-trained ones lose 15."""
+    85.0 % against 81.9 % random, rollout 94.7 %, 96.4 % dense), and selectors trained on
+    it with the backbone frozen lose 44 test images where rollout-trained ones lose 15."""
     mixup: float = 0.8
     """Fine-tuning batches are mixup blends (Zhang et al. 2018; Beta(mixup, mixup) mixing
     weight, one per batch) with the cross-entropy on both labels and the distillation
@@ -137,8 +137,8 @@ class HeatvitOptions(ConfigBase):
     selector_hidden: int = 16
     """Hidden width of each selector's per-head MLP (ours). 16 rather than 8: the selector
     sees one token, and must predict an importance that depends on the whole image
-    (``selector_target``); measured on the two 6-block user ViTs (docs/heatvit.md), 8
-    hidden units lost 5 test images on the timm-style one, 16 lost 2. Costs
+    (``selector_target``); measured on the two 6-block user ViTs with the joint training
+    (docs/heatvit.md), 8 hidden units lost 5 test images on the timm-style one, 16 lost 2. Costs
     ``hidden * heads`` cycles per token in the selector unit."""
     decision: str = "selector"
     """Training keep decisions: ``selector`` (each batch keeps the top target fraction of
