@@ -106,9 +106,11 @@ def test_interrupted_training_resumes_to_the_same_model(tiny_vit, tmp_path):
         train_selectors(*args, seed=2, checkpoint_file=ckpt)
 
 
-def test_warm_up_teaches_the_selector_the_class_token_attention_ranking(tiny_vit):
-    """The warm-up distils the class token's attention in the guarded block into the
-    selector: its scores rank each test image's tokens like that attention (Spearman),
+def test_warm_up_teaches_the_selector_the_attention_rollout_ranking(tiny_vit):
+    """The warm-up distils the original model's attention rollout into the selector: how
+    much the final class token draws on each token at the guarded block's input (the class
+    row of (A2 + I)/2 @ (A1 + I)/2, head-averaged attention maps of the graph's own
+    softmaxes). Its scores rank each test image's tokens like that rollout (Spearman),
     clearly better than the same selector left untrained (which already correlates, as
     blank patches get little attention), and spread over a wider band of scores."""
     from scipy.stats import spearmanr
@@ -119,23 +121,31 @@ def test_warm_up_teaches_the_selector_the_class_token_attention_ranking(tiny_vit
     d = digits(8)
     graph = load_graph(tiny_vit)
     x = d.x_test[:200]
-    attention = run_graph(graph, x, quantized=False, return_all=True)[
-        "blocks.blocks.1.attn.Softmax"][:, :, 0, 1:].mean(1)     # class token -> patches
+    values = run_graph(graph, x, quantized=False, return_all=True)
+    eye = np.eye(17)
+    mix = [0.5 * values[f"blocks.blocks.{b}.attn.Softmax"].mean(1) + 0.5 * eye
+           for b in (1, 2)]
+    rollout = (mix[1] @ mix[0])[:, 0, 1:]                  # class token <- patch tokens
+    attention = values["blocks.blocks.1.attn.Softmax"][:, :, 0, 1:].mean(1)
 
-    def ranking(**kw):
+    def ranking(reference=rollout, **kw):
         opts = HeatvitOptions(keep=(0.6,), blocks=(1,), epochs=1, backbone_lr=0, **kw)
         out = train_selectors(graph, d.x_train[:500], d.y_train[:500], d.x_train[500:600],
                               d.y_train[500:600], opts, seed=0)
         node = next(n for n in out.nodes if n.op is Op.TOKEN_SELECT)
         values = run_graph(out, x, quantized=False, return_all=True)
         scores = token_scores(node, values[node.inputs[0]])[:, 1:]
-        rho = np.mean([spearmanr(s, a)[0] for s, a in zip(scores, attention, strict=True)])
+        rho = np.mean([spearmanr(s, a)[0] for s, a in zip(scores, reference, strict=True)])
         return rho, np.subtract(*np.quantile(scores, [0.95, 0.05]))
 
     trained, trained_band = ranking(warmup_epochs=6)
     untrained, untrained_band = ranking(warmup_epochs=0, attention_weight=0)
-    assert trained > 0.85 and trained > untrained + 0.1          # measured 0.93 vs 0.75
-    assert trained_band > 3 * untrained_band                     # measured 0.29 vs 0.04
+    # measured: 0.79 against -0.36 untrained (it ranks nearly opposite), band 0.15 vs 0.05
+    assert trained > 0.7 and trained > untrained + 0.5
+    assert trained_band > 2 * untrained_band
+    # selector_target="attention": the guarded block's own class-token attention (EViT's
+    # ranking) is learnt as well (measured 0.93).
+    assert ranking(attention, warmup_epochs=6, selector_target="attention")[0] > 0.85
 
 
 def test_models_and_data_the_method_cannot_take_are_clear_errors(tiny_vit):
