@@ -113,9 +113,12 @@ def exact_conv(x_q: np.ndarray, w_q: np.ndarray, *, stride: int = 1, padding: in
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    if getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision",
-               "none") not in ("none", "ieee"):
-        return None                      # the user asked oneDNN for bf16/tf32 products
+    # "none" inherits from the level above; a user may ask any level for bf16/tf32 products
+    levels = (torch.backends, torch.backends.mkldnn,
+              getattr(torch.backends.mkldnn, "conv", None))
+    if any(getattr(level, "fp32_precision", "none") not in ("none", "ieee")
+           for level in levels):
+        return None
     x = np.asarray(x_q, dtype=np.float32)
     xt = torch.from_numpy(x if x.flags.c_contiguous else np.ascontiguousarray(x))
     w = np.asarray(w_q)

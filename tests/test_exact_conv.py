@@ -72,9 +72,10 @@ def test_sums_too_large_even_when_split_are_refused():
     assert exact_conv(x, w, padding=1) is None
 
 
-def test_no_result_when_torch_would_take_a_transform_algorithm():
-    """Without oneDNN torch takes NNPACK (Winograd/FFT transforms, which round): exact_conv
-    answers None rather than a number it cannot vouch for."""
+def test_no_result_when_torch_would_round():
+    """Without oneDNN torch takes NNPACK (Winograd/FFT transforms, which round), and oneDNN
+    may be told to multiply in bf16: exact_conv answers None rather than a number it cannot
+    vouch for."""
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (16, 8, 8, 8)).astype(np.float32)
     w = rng.integers(-127, 128, (8, 8, 3, 3))
@@ -88,6 +89,16 @@ def test_no_result_when_torch_would_take_a_transform_algorithm():
         assert y is None
     else:                              # a build without NNPACK: the GEMM fallback, exact
         np.testing.assert_array_equal(y, int64_conv(x.astype(np.int64), w, padding=1))
+    # nor when the user lets oneDNN multiply in bf16
+    conv = torch.backends.mkldnn.conv
+    before = conv.fp32_precision
+    try:
+        conv.fp32_precision = "bf16"
+        assert exact_conv(x, w, padding=1) is None
+    finally:
+        conv.fp32_precision = before
+    np.testing.assert_array_equal(exact_conv(x, w, padding=1),
+                                  int64_conv(x.astype(np.int64), w, padding=1))
 
 
 def test_executor_and_ideal_crossbars_give_the_im2col_integers():
