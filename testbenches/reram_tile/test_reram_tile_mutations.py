@@ -6,11 +6,11 @@ overwritten/lost under back-pressure), two rows of the DAC port swapped (the cro
 and an output stream that ignores ``tready`` only after a stall of more than 16 cycles.
 """
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
+
+from chipforge.verify.mutation import mutated_copy
 
 HERE = Path(__file__).resolve().parent
 BLOCK = HERE.parents[1] / "rtl" / "tile-forms8"
@@ -33,13 +33,7 @@ def test_mutation_is_caught(name, tmp_path):
     from chipforge.verify.tile_case import layer_case, save_case
     from chipforge.zoo.data import digits
 
-    block = tmp_path / "tile-forms8"
-    shutil.copytree(BLOCK, block)
-    verilog = block / "reram_tile_forms8.v"
-    pattern, replacement = MUTATIONS[name]
-    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
-    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
-    verilog.write_text(text)
+    block = mutated_copy(BLOCK, "reram_tile_forms8.v", *MUTATIONS[name], tmp_path)
     case = layer_case(zoo.load("lenet-digits-forms8"), digits(16).x_test[:1], "conv1",
                       "forms8")
     path = save_case(case, tmp_path / "case.npz")

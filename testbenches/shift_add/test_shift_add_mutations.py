@@ -6,11 +6,11 @@ product, a reset that no longer clears a pending result, and a slowdown that sho
 under output stalls (the input is held off one cycle longer than the ready rule allows).
 """
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
+
+from chipforge.verify.mutation import mutated_copy
 
 HERE = Path(__file__).resolve().parent
 BLOCK = HERE.parents[1] / "rtl" / "shift-add"
@@ -32,12 +32,6 @@ MUTATIONS = {   # yosys numbers its wires ($NN): the patterns match any number
 def test_mutation_is_caught(name, tmp_path):
     from chipforge.verify.runner import run_cocotb
 
-    block = tmp_path / "shift-add"
-    shutil.copytree(BLOCK, block)
-    verilog = block / "shift_add.v"
-    pattern, replacement = MUTATIONS[name]
-    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
-    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
-    verilog.write_text(text)
+    block = mutated_copy(BLOCK, "shift_add.v", *MUTATIONS[name], tmp_path)
     with pytest.raises(AssertionError, match="tests of"):
         run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path)

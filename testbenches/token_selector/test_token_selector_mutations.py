@@ -7,11 +7,11 @@ bit-exact, only slower), an output that advances while stalled, and a reset that
 longer clears a pending output beat.
 """
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
+
+from chipforge.verify.mutation import mutated_copy
 
 HERE = Path(__file__).resolve().parent
 BLOCK = HERE.parents[1] / "rtl" / "token-selector"
@@ -44,13 +44,7 @@ def one_image_case(tmp_path_factory):
 def test_mutation_is_caught(name, one_image_case, tmp_path):
     from chipforge.verify.runner import run_cocotb
 
-    block = tmp_path / "token-selector"
-    shutil.copytree(BLOCK, block)
-    verilog = block / "token_selector.v"
-    pattern, replacement = MUTATIONS[name]
-    text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
-    assert count == 1, f"mutation {name} did not apply: regenerate its pattern"
-    verilog.write_text(text)
+    block = mutated_copy(BLOCK, "token_selector.v", *MUTATIONS[name], tmp_path)
     with pytest.raises(AssertionError, match="tests of"):
         run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path,
                    extra_env={"CHIPFORGE_SELECTOR_CASE": str(one_image_case)})
