@@ -563,6 +563,12 @@ class TokenSelectorConfig(ConfigBase):
     """Keep iff the Q0.7 score code is >= threshold."""
     max_tokens: int = 32
     """Most tokens of one image at the selector (sizes the buffers and the keep mask)."""
+    center: bool = False
+    """Score each token relative to the image's mean token: fc1 reads ``h_t - mean(h)``,
+    the mean over the image's live tokens (:func:`chipforge.sim.ref.token_selector.
+    live_mean`), one ``token_bits + 1``-bit code per channel. The global feature of
+    HeatViT's (and DynamicViT's) selector, tied to fc1's weights so that it costs
+    subtractors, not multipliers (docs/heatvit.md)."""
 
     def __post_init__(self) -> None:
         check_int("dim", self.dim, 1, 1024)
@@ -578,15 +584,22 @@ class TokenSelectorConfig(ConfigBase):
         check_int("fc2_shift", self.fc2_shift, 0, 40)
         check_int("threshold", self.threshold, 0, 255)
         check_int("max_tokens", self.max_tokens, 2, 1024)
+        if not isinstance(self.center, bool):
+            raise TypeError(f"center must be a bool, not {self.center!r}")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 
     @property
+    def fc1_in_bits(self) -> int:
+        """Signed width of fc1's input: ``token_bits``, one more when centered."""
+        return self.token_bits + int(self.center)
+
+    @property
     def fc1(self) -> TokenLinearConfig:
         return TokenLinearConfig(in_features=self.head_dim, out_features=self.hidden,
-                                 data_bits=self.token_bits, bias_bits=self.bias_bits,
+                                 data_bits=self.fc1_in_bits, bias_bits=self.bias_bits,
                                  out_bits=8, out_shift=self.fc1_shift)
 
     @property

@@ -352,14 +352,19 @@ TokenMask = tuple[np.ndarray, np.ndarray]
 each image, and among them the prunable ones (not the class token, not a package token)."""
 
 
-def token_scores(node: Node, x: np.ndarray) -> np.ndarray:
+def token_scores(node: Node, x: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
     """Float keep score in (0, 1) of every token of ``x`` (N, T, D) under a ``TOKEN_SELECT``
-    node (see :data:`chipforge.sim.graph.TOKEN_SELECT_PARAMS`)."""
+    node (see :data:`chipforge.sim.graph.TOKEN_SELECT_PARAMS`); ``live`` (N, T): the
+    image's live tokens, over which a ``center`` selector takes the mean (None: all)."""
     p, heads = node.params, int(node.attrs["heads"])
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     h = (x - mean) / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
     h = h * p["norm_gamma"] + p["norm_beta"]
+    if node.attrs.get("center", False):
+        w = np.ones(h.shape[:2]) if live is None else np.asarray(live, np.float64)
+        w = w / np.maximum(w.sum(1, keepdims=True), 1)
+        h = h - np.einsum("nt,ntd->nd", w, h)[:, None]
     per_head = h.reshape(*x.shape[:-1], heads, x.shape[-1] // heads)
     hidden = per_head @ p["fc1_weight"].T.astype(np.float64) + p["fc1_bias"]
     hidden = 0.5 * hidden * (1 + _erf(hidden / np.sqrt(2)))
@@ -381,7 +386,7 @@ def _token_select(node: Node, x: np.ndarray, mask: TokenMask | None
         candidate[:, :int(node.attrs["protected"])] = False
     else:
         live, candidate = mask
-    score = token_scores(node, x)
+    score = token_scores(node, x, live)
     alive = live & candidate
     pruned = alive & (score < float(node.attrs["threshold"]))
     weight = np.where(pruned, score, 0.0)

@@ -86,7 +86,10 @@ score is ``sum_i softmax(head_logits)_i * score_i``. Tokens ``0 .. protected-1``
 token) and earlier package tokens are always kept; a candidate token is kept iff its score
 is >= ``threshold``; the pruned tokens of an image are fused into one *package token*
 (their score-weighted mean, HeatViT Eq. 10). ``keep_ratio`` records the training target
-(the fraction of the candidates kept); ``mask_from`` names the previous selector.
+(the fraction of the candidates kept); ``mask_from`` names the previous selector. With
+``center`` (optional, default False) the selector reads each head of a token relative to
+the image's mean live token, ``x_i - mean_live(x)_i``, after its LayerNorm: the global
+feature of HeatViT's selector, tied to fc1.
 
 Pruning is a mask, not a gather, so every image keeps the graph's static shapes: a pruned
 token stays in its slot, masked out of the attention keys (exactly the same as removing

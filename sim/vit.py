@@ -207,7 +207,7 @@ def run_vit(model: VitModel, images: np.ndarray, *, fixed: bool = True,
         h, h_frac = ln(pre + "norm1", x)
         if use_selectors and b in c.selector_blocks:
             s = c.selector_blocks.index(b)
-            score = _selector_score(ar, model, s, h, h_frac)
+            score = _selector_score(ar, model, s, h, h_frac, policy)
             alive = policy & candidate
             candidates_at.append(alive.sum(1))
             macs += alive.sum(1) * heads * (hd * c.selector_hidden + c.selector_hidden)
@@ -295,11 +295,20 @@ def _gelu_exact(x: np.ndarray) -> np.ndarray:
 
 
 def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
-                    h_frac: int | None) -> np.ndarray:
-    """Fused keep score of every token: Q0.7 codes (fixed) or floats in (0, 1)."""
+                    h_frac: int | None, live: np.ndarray) -> np.ndarray:
+    """Fused keep score of every token: Q0.7 codes (fixed) or floats in (0, 1). A
+    centered selector reads ``h`` minus the image's mean ``live`` token (in fixed point
+    the selector unit's integer mean, :func:`~chipforge.sim.ref.token_selector.live_mean`)."""
     c, p = model.config, model.params
     pre = f"selectors.{s}."
     n, t, _ = h.shape
+    if c.selector_center and ar.fixed:
+        from chipforge.sim.ref.token_selector import live_mean
+
+        h = h - live_mean(h, live)[:, None]
+    elif c.selector_center:
+        w = live / np.maximum(live.sum(1, keepdims=True), 1)
+        h = h - np.einsum("nt,ntd->nd", w, h)[:, None]
     per_head = h.reshape(n, t, c.heads, c.head_dim)
     if not ar.fixed:
         a = np.exp(p[pre + "head_logits"] - p[pre + "head_logits"].max())

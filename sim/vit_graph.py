@@ -69,6 +69,8 @@ def vit_to_graph(model: VitModel, name: str | None = None) -> Graph:
             sp = f"selectors.{s}."
             attrs = {"heads": c.heads, "threshold": float(c.threshold(s)),
                      "keep_ratio": float(c.keep_ratios[s]), "protected": 1, "eps": eps}
+            if c.selector_center:
+                attrs["center"] = True
             if c.engine_threshold_codes:
                 attrs["engine_threshold_code"] = int(c.engine_threshold_codes[s])
             if last_selector:
@@ -216,6 +218,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
     depth, heads, hidden, eps = 0, None, None, None
     selector_blocks, ratios, thresholds, sel_hidden = [], [], [], 8
     codes: list[int | None] = []
+    centers: list[bool] = []
     while True:
         users = w.consumers.get(cur, [])
         if len(users) == 1 and users[0].op is Op.TOKEN_SELECT:
@@ -228,6 +231,10 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
             ratios.append(float(sel.attrs.get("keep_ratio", 1.0)))
             thresholds.append(float(sel.attrs["threshold"]))
             codes.append(sel.attrs.get("engine_threshold_code"))
+            centers.append(bool(sel.attrs.get("center", False)))
+            if centers[0] != centers[-1]:
+                raise w.fail(f"token_select {sel.name!r}: the engine centers all its selectors "
+                             "or none (attr center)")
             sp = f"selectors.{s}."
             for k in ("fc1", "fc2"):
                 params[sp + k + ".weight"] = sel.params[k + "_weight"]
@@ -334,6 +341,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
                            num_classes=params["head.weight"].shape[0], norm_eps=eps,
                            selector_blocks=tuple(selector_blocks), keep_ratios=tuple(ratios),
                            selector_hidden=sel_hidden, keep_thresholds=tuple(thresholds),
+                           selector_center=bool(centers and centers[0]),
                            engine_threshold_codes=(tuple(int(k) for k in codes)
                                                    if codes and None not in codes else ()))
     except ValueError as e:

@@ -109,6 +109,10 @@ class VitConfig:
     (patch tokens still alive) that it keeps."""
     selector_hidden: int = 8
     """Hidden width of the per-head selector MLP."""
+    selector_center: bool = False
+    """The selectors score each token relative to the image's mean live token (their
+    global feature; ``TokenSelectorConfig.center``). False: each token alone (the bundled
+    ``vit-digits-keep*`` models)."""
     keep_threshold: float = 0.5
     """Inference: a token is kept iff its fused score is >= this (when ``keep_thresholds``
     is empty)."""
@@ -317,8 +321,14 @@ def _torch_model(c: VitConfig):
             self.fc2 = nn.Linear(c.selector_hidden, 1)
             self.head_logits = nn.Parameter(torch.zeros(c.heads))
 
-        def forward(self, h):
+        def forward(self, h, live=None):
+            """Keep scores of the tokens ``h`` (N, T, D); ``live`` (N, T): the tokens still
+            alive, over which a centered selector takes the image's mean token."""
             n, t, _ = h.shape
+            if c.selector_center:
+                w = torch.ones(n, t) if live is None else live
+                w = w / w.sum(1, keepdim=True).clamp_min(1)
+                h = h - (h * w[..., None]).sum(1, keepdim=True)
             per_head = h.reshape(n, t, c.heads, c.head_dim)
             logit = self.fc2(F.gelu(self.fc1(per_head)))[..., 0]      # (n, t, heads)
             a = torch.softmax(self.head_logits, 0)
@@ -356,7 +366,7 @@ def _torch_model(c: VitConfig):
                 if use_selectors and b in c.selector_blocks:
                     selector = self.selectors[c.selector_blocks.index(b)]
                     h = block.norm1(x)
-                    score = selector(h)
+                    score = selector(h, policy)
                     if scores_out is not None:
                         scores_out.append((score, policy * candidate))
                     alive = policy * candidate

@@ -8,6 +8,10 @@ One image's live tokens arrive in order, each as its LayerNorm output ``h`` (``d
 ``data_bits`` codes, what is kept or packaged), with ``force`` set on the class token and
 earlier package tokens (always kept, not scored). Per token, from the block references:
 
+0. centering (``cfg.center``, the selector's global feature): ``h_t <- h_t - m`` with
+   ``m = live_mean(h)``, the image's mean live token in integer arithmetic
+   (``m_c = (sum_t h_tc * round(2**16 / T) + 2**15) >> 16``), so fc1 reads
+   ``token_bits + 1``-bit codes;
 1. score MLP on the token-linear engine's arithmetic, per head i (channels ``i*hd ..``):
    ``hid = token_linear(h_i, W1, b1)`` (rounding shift ``fc1_shift``, 8-bit saturation),
    ``g = poly_gelu(hid)``, ``logit = token_linear(g, w2, b2)`` (shift ``fc2_shift``, Q3.4),
@@ -37,8 +41,8 @@ from chipforge.sim.ref.poly_gelu import poly_gelu
 from chipforge.sim.ref.token_linear import token_linear
 from chipforge.sim.ref.token_packager import package_token, token_packager
 
-__all__ = ["SelectorOutput", "SelectorTimeline", "SelectorWeights", "head_weights",
-           "output_beats", "quantize_head_logits", "select_tokens", "selector_program",
+__all__ = ["MEAN_RECIP_BITS", "SelectorOutput", "SelectorTimeline", "SelectorWeights",
+           "head_weights", "live_mean", "mean_reciprocal", "output_beats", "quantize_head_logits", "select_tokens", "selector_program",
            "selector_timeline", "token_scores"]
 
 
@@ -72,12 +76,37 @@ def head_weights(logit_codes: np.ndarray, cfg: TokenSelectorConfig) -> np.ndarra
     return int_softmax(np.asarray(logit_codes, np.int64), cfg.exp, cfg.score_frac_bits)
 
 
+MEAN_RECIP_BITS = 16
+"""Fraction bits of the token count's reciprocal in :func:`live_mean`."""
+
+
+def mean_reciprocal(count):
+    """``round(2**16 / count)`` (half up), the constant the mean multiplies by."""
+    count = np.asarray(count, dtype=np.int64)
+    return ((1 << MEAN_RECIP_BITS) + count // 2) // count
+
+
+def live_mean(h: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+    """The mean live token of ``(..., T, dim)`` codes, as integer codes of the same format:
+    ``(sum_t h_t * mean_reciprocal(T) + 2**15) >> 16`` per channel (an arithmetic shift),
+    over the tokens ``live`` (``(..., T)`` bool; None: all). Within one code of the exact
+    mean, and inside the codes' own range. Shape ``(..., dim)``."""
+    h = np.asarray(h, dtype=np.int64)
+    live = np.ones(h.shape[:-1], dtype=bool) if live is None else np.asarray(live, bool)
+    total = (h * live[..., None]).sum(-2)
+    count = np.maximum(live.sum(-1), 1)[..., None]
+    return (total * mean_reciprocal(count) + (1 << (MEAN_RECIP_BITS - 1))) >> MEAN_RECIP_BITS
+
+
 def token_scores(h: np.ndarray, weights: SelectorWeights, cfg: TokenSelectorConfig
                  ) -> np.ndarray:
-    """Q0.7 keep scores of ``(T, dim)`` LayerNorm codes (see the module docstring)."""
+    """Q0.7 keep scores of ``(T, dim)`` LayerNorm codes, all of them the image's live
+    tokens (see the module docstring)."""
     h = np.asarray(h, dtype=np.int64)
     if h.ndim != 2 or h.shape[1] != cfg.dim:
         raise ValueError(f"h must be (T, {cfg.dim}), not {h.shape}")
+    if cfg.center:
+        h = h - live_mean(h)
     per_head = h.reshape(-1, cfg.head_dim)                      # (T * heads, head_dim)
     hid = token_linear(per_head, weights.fc1_weight, weights.fc1_bias, cfg.fc1)
     g = poly_gelu(hid, cfg.gelu)
@@ -164,6 +193,7 @@ def selector_program(net, fracs: dict[str, int], selector: int
         raise ValueError(f"selector {selector}: an accumulator has fewer fraction bits than "
                          "its output format (the MAC row only shifts right)")
     cfg = TokenSelectorConfig(dim=c.dim, heads=c.heads, hidden=c.selector_hidden,
+                              center=c.selector_center,
                               fc1_shift=acc1 - hid_frac, gelu_frac_bits=hid_frac,
                               fc2_shift=acc2 - SIGMOID_IN.frac_bits,
                               threshold=c.engine_code(selector, SCORE_FRAC),
