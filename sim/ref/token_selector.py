@@ -42,8 +42,9 @@ from chipforge.sim.ref.token_linear import token_linear
 from chipforge.sim.ref.token_packager import package_token, token_packager
 
 __all__ = ["MEAN_RECIP_BITS", "SelectorOutput", "SelectorTimeline", "SelectorWeights",
-           "head_weights", "live_mean", "mean_reciprocal", "output_beats", "quantize_head_logits", "select_tokens", "selector_program",
-           "selector_timeline", "token_scores"]
+           "head_weights", "live_mean", "mean_reciprocal", "output_beats",
+           "quantize_head_logits", "select_tokens", "selector_program", "selector_timeline",
+           "token_scores"]
 
 
 @dataclass(frozen=True)
