@@ -96,3 +96,23 @@ def test_rtl_selector_command_errors(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "--selector must be one of selector.0, selector.1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_live_mean_is_the_rounded_mean_of_the_live_tokens():
+    """The centered selector's integer mean: within half a code (plus the reciprocal's
+    error) of the exact mean of the live tokens only, inside the codes' range, for every
+    token count the selector takes."""
+    from chipforge.sim.ref.token_selector import live_mean
+
+    rng = np.random.default_rng(0)
+    for count in range(1, 33):
+        h = rng.integers(-128, 128, size=(50, 32, 6))
+        h[0], h[1] = -128, 127                              # the extremes
+        live = np.zeros((50, 32), bool)
+        live[:, :count] = True
+        h[:, count:] = 10**6                                # dead tokens must not count
+        m = live_mean(h, live)
+        exact = h[:, :count].mean(1)
+        assert np.abs(m - exact).max() <= 0.5 + 128 * count * 2 ** -17
+        assert m.min() >= -128 and m.max() <= 127
+        assert np.array_equal(m[0], np.full(6, -128)) and np.array_equal(m[1], np.full(6, 127))
