@@ -65,7 +65,7 @@ class Selector(RegisterMapDriver):
         await self.tick()
         for r in range(cfg.hidden):
             await self.write(0x00 + r, _row_word(weights.fc1_weight[r], weights.fc1_bias[r],
-                                                 cfg.token_bits, cfg.bias_bits))
+                                                 cfg.fc1.data_bits, cfg.bias_bits))
         await self.write(0x40, _row_word(weights.fc2_weight[0], weights.fc2_bias[0], 8,
                                          cfg.bias_bits))
         for i, code in enumerate(weights.head_logits):
@@ -174,14 +174,18 @@ async def selector_real_images(dut):
 
 @cocotb.test()
 async def selector_reset_while_busy(dut):
-    """Reset while scoring, and while an output beat waits (stalled): nothing survives."""
+    """Reset while scoring (and, centered, while the mean token is formed), and while an
+    output beat waits (stalled): nothing survives."""
     manifest, cfg, weights, images = _env()
     images = [images[i % len(images)] for i in range(2)]
     Clock(dut.clk, 10, unit="ns").start()
     sel = Selector(dut, manifest, cfg)
     outs = [select_tokens(h, x, f, weights, cfg) for h, x, f in images]
     tl = selector_timeline(outs, cfg)
-    for stop in (tl.accepted[0][-1] + 60, tl.output_start[0] + 1):
+    stops = (tl.accepted[0][-1] + 60, tl.output_start[0] + 1)
+    if cfg.center:      # in the middle of the mean token (dim cycles after the last token)
+        stops = (tl.accepted[0][-1] + 1 + cfg.dim // 2, *stops)
+    for stop in stops:
         await sel.reset()
         await sel.program(weights)
         await sel.run(weights, images, seed=5, idle=0.0, stall=0.0, stop_at=stop)
@@ -205,12 +209,12 @@ HERE = Path(__file__).resolve().parent
 RTL = HERE.parents[1] / "rtl"
 
 
-def _cases(model, images):
+def _cases(model, images, center=None):
     from chipforge.verify.selector_case import selector_cases
     from chipforge.zoo.data import digits
 
     data = digits(8)
-    return selector_cases(model, data.x_test[:images], data.x_train[:256])
+    return selector_cases(model, data.x_test[:images], data.x_train[:256], center=center)
 
 
 def test_selector_real_images(tmp_path):
@@ -223,6 +227,53 @@ def test_selector_real_images(tmp_path):
     case = _cases("vit-digits-keep60", 3)[0]
     path = save_case(case, tmp_path / "case.npz")
     run_cocotb(RTL / "token-selector", __file__, simulator="icarus", build_root=tmp_path,
+               extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
+
+
+def test_centered_case_engine_equals_reference():
+    """vit-digits-keep60 with its selectors switched to centered (the same weights, the
+    formats calibrated for it), on 20 real images: per image and token, the reference
+    (centering on the image's live tokens, then the block references) keeps exactly what
+    the 8-bit engine keeps, with the same scores and package token; and centering changes
+    the decisions (the case is not the uncentered one)."""
+    import numpy as np
+
+    centered = _cases("vit-digits-keep60", 20, center=True)
+    plain = _cases("vit-digits-keep60", 20)
+    assert [c.cfg.center for c in centered] == [True, True]
+    changed = 0
+    for case, base in zip(centered, plain, strict=True):
+        for i in range(len(case.h)):
+            out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
+            scored = ~case.force[i]
+            assert np.array_equal(out.scores[scored], case.engine_scores[i][scored])
+            assert np.array_equal(out.mask, case.engine_mask[i]), (case.selector, i)
+            if case.engine_package[i] is None:
+                assert out.package is None
+            else:
+                assert np.array_equal(out.package, case.engine_package[i]), (case.selector, i)
+            if case.selector == 0:
+                changed += int(not np.array_equal(case.engine_mask[i], base.engine_mask[i]))
+        kept = np.mean([m[~f].mean() for m, f in zip(case.engine_mask, case.force,
+                                                      strict=True)])
+        assert 0.3 < kept < 0.95, f"selector {case.selector} keeps {kept:.0%}: a trivial case"
+    assert changed >= 5, f"centering changed the first selector's mask on {changed} images"
+
+
+def test_selector_centered_real_images(tmp_path):
+    """The centered selector (vit-digits-keep60's first selector switched to centered, its
+    top level generated for it: mean token, h - m into fc1) on 2 real digits images: every
+    beat bit-exact with the reference and every cycle as the cycle model (fc1 starts dim
+    cycles later), with idle input, output stalls of 1..100 cycles, and reset while busy."""
+    from chipforge.hw.generate import generate_selector
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.selector_case import save_case
+
+    case = _cases("vit-digits-keep60", 2, center=True)[0]
+    assert case.cfg.center
+    verilog, _ = generate_selector("vit-digits-keep60", tmp_path / "rtl", center=True)
+    path = save_case(case, tmp_path / "case.npz")
+    run_cocotb(verilog.parent, __file__, simulator="icarus", build_root=tmp_path,
                extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
 
 
