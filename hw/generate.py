@@ -44,7 +44,7 @@ from chipforge.hw.token_selector import TokenSelector
 from chipforge.sc_config import SC_DIGITS
 
 __all__ = ["BLOCKS", "Block", "generate", "generate_selector", "generate_tile",
-           "port_manifest"]
+           "port_manifest", "write_block"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,12 @@ def generate(name: str, out_dir: str | Path) -> list[Path]:
     if name not in BLOCKS:
         raise ValueError(f"unknown block {name!r}; blocks: {', '.join(BLOCKS)}")
     return _write(name, BLOCKS[name], out_dir)
+
+
+def write_block(name: str, block: Block, out_dir: str | Path) -> list[Path]:
+    """Write an unregistered ``block`` (e.g. a token selector of a test's own config) as
+    :func:`generate` writes a registered one, under ``out_dir/name``."""
+    return _write(name, block, out_dir)
 
 
 def _write(name: str, block: Block, out_dir: str | Path,

