@@ -347,20 +347,23 @@ def test_selector_real_images_verilator(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["vit-digits-keep60"])
-def test_selector_every_selector_100_images(model, tmp_path):
+@pytest.mark.parametrize("model,center", [("vit-digits-keep60", None),
+                                          ("vit-digits-keep60", True)])
+def test_selector_every_selector_100_images(model, center, tmp_path):
     """Every selector of the bundled ViT on the first 100 digits test images, each on a
-    top level generated for it (``chipforge rtl selector``): bit-exact with the reference
-    (kept tokens, keep mask, package token) and the cycle model, under idle input and
-    output stalls."""
+    top level generated for it (``chipforge rtl selector``; also with the selectors
+    switched to centered): bit-exact with the reference (kept tokens, keep mask, package
+    token) and the cycle model, under idle input and output stalls."""
     from chipforge.hw.generate import generate_selector
     from chipforge.verify.runner import run_cocotb
     from chipforge.verify.selector_case import save_case
 
-    cases = _cases(model, 100)
+    cases = _cases(model, 100, center=center)
     assert len(cases) == 2
     for case in cases:
-        verilog, _ = generate_selector(model, tmp_path / "rtl", selector=case.selector)
+        assert case.cfg.center == bool(center)
+        verilog, _ = generate_selector(model, tmp_path / "rtl", selector=case.selector,
+                                       center=center)
         path = save_case(case, tmp_path / f"case{case.selector}.npz")
         run_cocotb(verilog.parent, __file__, simulator="icarus",
                    build_root=tmp_path / f"build{case.selector}",
