@@ -260,18 +260,23 @@ def test_centered_case_engine_equals_reference():
     assert changed >= 5, f"centering changed the first selector's mask on {changed} images"
 
 
-def test_selector_centered_real_images(tmp_path):
+def test_selector_centered_real_images(tmp_path, capsys):
     """The centered selector (vit-digits-keep60's first selector switched to centered, its
-    top level generated for it: mean token, h - m into fc1) on 2 real digits images: every
-    beat bit-exact with the reference and every cycle as the cycle model (fc1 starts dim
-    cycles later), with idle input, output stalls of 1..100 cycles, and reset while busy."""
-    from chipforge.hw.generate import generate_selector
+    top level generated for it by ``chipforge rtl selector --center on --lint``: mean
+    token, h - m into fc1; lint-clean) on 2 real digits images: every beat bit-exact with
+    the reference and every cycle as the cycle model (fc1 starts dim cycles later), with
+    idle input, output stalls of 1..100 cycles, and reset while busy."""
+    from chipforge.cli import main
     from chipforge.verify.runner import run_cocotb
     from chipforge.verify.selector_case import save_case
 
     case = _cases("vit-digits-keep60", 2, center=True)[0]
     assert case.cfg.center
-    verilog, _ = generate_selector("vit-digits-keep60", tmp_path / "rtl", center=True)
+    assert main(["rtl", "selector", "vit-digits-keep60", "--center", "on", "--lint",
+                 "--out", str(tmp_path / "rtl")]) == 0
+    assert "verilator --lint-only -Wall: clean" in capsys.readouterr().out
+    verilog = tmp_path / "rtl" / "token-selector-vit-digits-keep60-s0-centered" / (
+        "token_selector_vit_digits_keep60_s0_centered.v")
     path = save_case(case, tmp_path / "case.npz")
     run_cocotb(verilog.parent, __file__, simulator="icarus", build_root=tmp_path,
                extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
