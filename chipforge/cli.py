@@ -276,6 +276,9 @@ def _add_rtl(p: argparse.ArgumentParser) -> None:
                         "selector MODEL [--selector NAME] (a ViT's token selector)")
     p.add_argument("model", nargs="?", help="selector: the ViT (e.g. vit-digits-keep60)")
     p.add_argument("--selector", default="0", help="selector: node name or index (default 0)")
+    p.add_argument("--center", choices=["model", "on", "off"], default="model",
+                   help="selector: score tokens relative to the image's mean token (on), "
+                        "each alone (off), or as the model's selectors do (default)")
     p.add_argument("--accelerator", default="isaac", help="tile: ReRAM preset (isaac, forms8...)")
     p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1)")
     p.add_argument("--out", type=Path, default=Path("rtl"),
@@ -307,7 +310,9 @@ def _run_rtl(args: argparse.Namespace) -> int:
             if not args.model:
                 raise UsageError("rtl selector needs a MODEL (e.g. vit-digits-keep60)")
             try:
-                paths = generate_selector(args.model, args.out, selector=args.selector)
+                center = {"model": None, "on": True, "off": False}[args.center]
+                paths = generate_selector(args.model, args.out, selector=args.selector,
+                                          center=center)
             except ValueError as err:
                 raise UsageError(str(err)) from None
             module = paths[0].stem

@@ -44,7 +44,7 @@ from chipforge.hw.token_selector import TokenSelector
 from chipforge.sc_config import SC_DIGITS
 
 __all__ = ["BLOCKS", "Block", "generate", "generate_selector", "generate_tile",
-           "port_manifest"]
+           "port_manifest", "write_block"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,12 @@ def generate(name: str, out_dir: str | Path) -> list[Path]:
     return _write(name, BLOCKS[name], out_dir)
 
 
+def write_block(name: str, block: Block, out_dir: str | Path) -> list[Path]:
+    """Write an unregistered ``block`` (e.g. a token selector of a test's own config) as
+    :func:`generate` writes a registered one, under ``out_dir/name``."""
+    return _write(name, block, out_dir)
+
+
 def _write(name: str, block: Block, out_dir: str | Path,
            extra: dict[str, Any] | None = None) -> list[Path]:
     component = block.component()
@@ -253,12 +259,18 @@ def generate_tile(accelerator: str, layer: str, out_dir: str | Path, *,
                                                   "k": k, "n": n, "column_passes": passes}})
 
 
-def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 0) -> list[Path]:
+def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 0,
+                      center: bool | None = None) -> list[Path]:
     """Write the token selector top level for selector ``selector`` (an index or a
     ``TOKEN_SELECT`` node name such as ``selector.1``) of the ViT ``model`` (a bundled one,
-    e.g. ``vit-digits-keep60``, or a graph file) to ``out_dir/token-selector-MODEL-sK``.
-    The fixed-point formats are calibrated like ``chipforge heatvit`` (256 digits training
-    images); the manifest records the selector and its integer weights (register values)."""
+    e.g. ``vit-digits-keep60``, or a graph file) to ``out_dir/token-selector-MODEL-sK``
+    (``-centered`` appended for a centered selector). ``center``: None keeps the model's
+    selectors as they are; True/False switches them all to centered / uncentered
+    (``TokenSelectorConfig.center``; the formats are calibrated for that). The fixed-point
+    formats are calibrated like ``chipforge heatvit`` (256 digits training images); the
+    manifest records the selector and its integer weights (register values)."""
+    import dataclasses
+
     from chipforge import zoo
     from chipforge.heatvit import calibrate_graph
     from chipforge.sim.graph import Op
@@ -280,10 +292,16 @@ def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 
     if tuple(graph.input_shape[:1]) != (1,) or graph.input_shape[-1] not in (8, 16, 28):
         raise ValueError(f"model {model!r}: its formats are calibrated on digits images, so "
                          f"its input must be (1, S, S) digits-sized, not {graph.input_shape}")
+    if center is not None and not isinstance(center, bool):
+        raise ValueError(f"center must be None, True or False, not {center!r}")
     net = graph_to_vit(graph)
+    if center is not None:
+        net = dataclasses.replace(net, config=dataclasses.replace(net.config,
+                                                                  selector_center=center))
     fracs, _ = calibrate_graph(net, digits(graph.input_shape[-1]).x_train[:256])
     cfg, weights = selector_program(net, fracs, index)
-    tag = f"token-selector-{Path(model).stem}-s{index}".replace("_", "-")
+    tag = (f"token-selector-{Path(model).stem}-s{index}" + ("-centered" if cfg.center else "")
+           ).replace("_", "-")
     block = Block(module=tag.replace("-", "_"), build=TokenSelector, config=cfg,
                   summary=f"HeatViT token selector {names[index]} of {model}")
     info = {"model": model, "node": names[index], "index": index,

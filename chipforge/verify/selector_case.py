@@ -36,17 +36,25 @@ class SelectorCase:
     """Per image, (T,) the engine's scores (meaningful where not forced)."""
 
 
-def selector_cases(model: str, images: np.ndarray, calibration: np.ndarray
-                   ) -> list[SelectorCase]:
+def selector_cases(model: str, images: np.ndarray, calibration: np.ndarray, *,
+                   center: bool | None = None) -> list[SelectorCase]:
     """Run the bundled ViT ``model`` (``vit-digits-keep60``...) in 8-bit fixed point on
     ``images`` (formats calibrated on ``calibration``, as ``chipforge heatvit`` does) and
-    return one case per selector."""
+    return one case per selector. ``center``: None runs the model's selectors as they are;
+    True/False switches them all to centered / uncentered (each token scored relative to
+    the image's mean live token, ``TokenSelectorConfig.center``) before calibrating, the
+    same trained weights otherwise."""
+    import dataclasses
+
     from chipforge import zoo
     from chipforge.heatvit import calibrate_graph
     from chipforge.sim.vit import run_vit
     from chipforge.sim.vit_graph import graph_to_vit
 
     net = graph_to_vit(zoo.load(model))
+    if center is not None:
+        net = dataclasses.replace(net, config=dataclasses.replace(net.config,
+                                                                  selector_center=center))
     fracs, _ = calibrate_graph(net, calibration)
     io: list[dict] = []
     run_vit(net, images, fixed=True, fracs=fracs, selector_io=io)

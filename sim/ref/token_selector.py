@@ -232,10 +232,12 @@ def selector_timeline(images: Sequence[SelectorOutput], cfg: TokenSelectorConfig
     producer offers a token / the consumer takes a beat in cycle c.
 
     Per image (see ``TokenSelector``'s docstring): tokens are taken in idle cycles where
-    ``valid``; after the last one (cycle a), 1 priming cycle, and fc1 takes head n of the
-    image at ``a + 2 + hidden * n``; token t's score enters the packager at
-    ``a + 2 + hidden * heads * (t + 1) + 9`` (fc1 latency 2 + hidden outputs, GELU 3,
-    collector 1, fc2 2, sigmoid 1, fusion 1), its output beat 1 cycle later; a package
+    ``valid``; after the last one (cycle a), when ``cfg.center``, ``M = dim`` cycles for
+    the mean token (one channel per cycle; M = 0 uncentered), 1 priming cycle, and fc1
+    takes head n of the image at ``a + M + 2 + hidden * n``; token t's score enters the
+    packager at ``a + M + 2 + hidden * heads * (t + 1) + 9`` (fc1 latency 2 + hidden
+    outputs, GELU 3, collector 1, fc2 2, sigmoid 1, fusion 1), its output beat 1 cycle
+    later; a package
     follows the last token's beat by 1 cycle when that token was pruned, 2 when it was
     kept (the packager's pending beat). If there is a package: ``data_bits * dim`` division
     cycles and 1 write cycle. Then 1 priming cycle and the output beats as the consumer
@@ -251,6 +253,7 @@ def selector_timeline(images: Sequence[SelectorOutput], cfg: TokenSelectorConfig
     tl = SelectorTimeline([], [], [], [])
     idle_from = start
     per_token = cfg.hidden * cfg.heads
+    mean_cycles = cfg.dim if cfg.center else 0
     for out in images:
         count = min(len(out.mask), cfg.max_tokens)
         c, accepted = idle_from - 1, []
@@ -258,7 +261,7 @@ def selector_timeline(images: Sequence[SelectorOutput], cfg: TokenSelectorConfig
             c = first(c + 1, valid)
             accepted.append(c)
         a = accepted[-1]
-        last_in = a + 2 + per_token * count + 9        # the last token enters the packager
+        last_in = a + mean_cycles + 2 + per_token * count + 9  # the last token's score
         final = last_in + 1
         if out.package is not None:
             final += 1 if out.mask[count - 1] else 0    # the package beat

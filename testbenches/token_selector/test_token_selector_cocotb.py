@@ -65,7 +65,7 @@ class Selector(RegisterMapDriver):
         await self.tick()
         for r in range(cfg.hidden):
             await self.write(0x00 + r, _row_word(weights.fc1_weight[r], weights.fc1_bias[r],
-                                                 cfg.token_bits, cfg.bias_bits))
+                                                 cfg.fc1.data_bits, cfg.bias_bits))
         await self.write(0x40, _row_word(weights.fc2_weight[0], weights.fc2_bias[0], 8,
                                          cfg.bias_bits))
         for i, code in enumerate(weights.head_logits):
@@ -174,14 +174,18 @@ async def selector_real_images(dut):
 
 @cocotb.test()
 async def selector_reset_while_busy(dut):
-    """Reset while scoring, and while an output beat waits (stalled): nothing survives."""
+    """Reset while scoring (and, centered, while the mean token is formed), and while an
+    output beat waits (stalled): nothing survives."""
     manifest, cfg, weights, images = _env()
     images = [images[i % len(images)] for i in range(2)]
     Clock(dut.clk, 10, unit="ns").start()
     sel = Selector(dut, manifest, cfg)
     outs = [select_tokens(h, x, f, weights, cfg) for h, x, f in images]
     tl = selector_timeline(outs, cfg)
-    for stop in (tl.accepted[0][-1] + 60, tl.output_start[0] + 1):
+    stops = (tl.accepted[0][-1] + 60, tl.output_start[0] + 1)
+    if cfg.center:      # in the middle of the mean token (dim cycles after the last token)
+        stops = (tl.accepted[0][-1] + 1 + cfg.dim // 2, *stops)
+    for stop in stops:
         await sel.reset()
         await sel.program(weights)
         await sel.run(weights, images, seed=5, idle=0.0, stall=0.0, stop_at=stop)
@@ -205,12 +209,12 @@ HERE = Path(__file__).resolve().parent
 RTL = HERE.parents[1] / "rtl"
 
 
-def _cases(model, images):
+def _cases(model, images, center=None):
     from chipforge.verify.selector_case import selector_cases
     from chipforge.zoo.data import digits
 
     data = digits(8)
-    return selector_cases(model, data.x_test[:images], data.x_train[:256])
+    return selector_cases(model, data.x_test[:images], data.x_train[:256], center=center)
 
 
 def test_selector_real_images(tmp_path):
@@ -223,6 +227,113 @@ def test_selector_real_images(tmp_path):
     case = _cases("vit-digits-keep60", 3)[0]
     path = save_case(case, tmp_path / "case.npz")
     run_cocotb(RTL / "token-selector", __file__, simulator="icarus", build_root=tmp_path,
+               extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
+
+
+def test_centered_case_engine_equals_reference():
+    """vit-digits-keep60 with its selectors switched to centered (the same weights, the
+    formats calibrated for it), on 20 real images: per image and token, the reference
+    (centering on the image's live tokens, then the block references) keeps exactly what
+    the 8-bit engine keeps, with the same scores and package token; and centering changes
+    the decisions (the case is not the uncentered one)."""
+    import numpy as np
+
+    centered = _cases("vit-digits-keep60", 20, center=True)
+    plain = _cases("vit-digits-keep60", 20)
+    assert [c.cfg.center for c in centered] == [True, True]
+    changed = 0
+    for case, base in zip(centered, plain, strict=True):
+        for i in range(len(case.h)):
+            out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
+            scored = ~case.force[i]
+            assert np.array_equal(out.scores[scored], case.engine_scores[i][scored])
+            assert np.array_equal(out.mask, case.engine_mask[i]), (case.selector, i)
+            if case.engine_package[i] is None:
+                assert out.package is None
+            else:
+                assert np.array_equal(out.package, case.engine_package[i]), (case.selector, i)
+            if case.selector == 0:
+                changed += int(not np.array_equal(case.engine_mask[i], base.engine_mask[i]))
+        kept = np.mean([m[~f].mean() for m, f in zip(case.engine_mask, case.force,
+                                                      strict=True)])
+        assert 0.3 < kept < 0.95, f"selector {case.selector} keeps {kept:.0%}: a trivial case"
+    assert changed >= 5, f"centering changed the first selector's mask on {changed} images"
+
+
+def test_selector_centered_real_images(tmp_path, capsys):
+    """The centered selector (vit-digits-keep60's first selector switched to centered, its
+    top level generated for it by ``chipforge rtl selector --center on --lint``: mean
+    token, h - m into fc1; lint-clean) on 2 real digits images: every beat bit-exact with
+    the reference and every cycle as the cycle model (fc1 starts dim cycles later), with
+    idle input, output stalls of 1..100 cycles, and reset while busy."""
+    from chipforge.cli import main
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.selector_case import save_case
+
+    case = _cases("vit-digits-keep60", 2, center=True)[0]
+    assert case.cfg.center
+    assert main(["rtl", "selector", "vit-digits-keep60", "--center", "on", "--lint",
+                 "--out", str(tmp_path / "rtl")]) == 0
+    assert "verilator --lint-only -Wall: clean" in capsys.readouterr().out
+    verilog = tmp_path / "rtl" / "token-selector-vit-digits-keep60-s0-centered" / (
+        "token_selector_vit_digits_keep60_s0_centered.v")
+    path = save_case(case, tmp_path / "case.npz")
+    run_cocotb(verilog.parent, __file__, simulator="icarus", build_root=tmp_path,
+               extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
+
+
+def _extreme_centered_case(path):
+    """A small centered selector (dim 8, 2 heads, hidden 4, max_tokens 32) with random
+    weights, on images that reach the ends of the centering arithmetic: 32 tokens all at
+    -128 or all at +127 (the largest sums), 31 at -128 and one at +127 (h - m = +247, near
+    the 9-bit limit) and the reverse, 1, 2 and 3 tokens (the largest reciprocals), and
+    random ones; 16-bit residual codes at their extremes too."""
+    import numpy as np
+
+    from chipforge.config import TokenSelectorConfig
+    from chipforge.sim.ref.token_selector import SelectorWeights
+    from chipforge.verify.selector_case import SelectorCase, save_case
+
+    cfg = TokenSelectorConfig(dim=8, heads=2, hidden=4, fc1_shift=9, gelu_frac_bits=4,
+                              fc2_shift=6, threshold=64, max_tokens=32, center=True)
+    rng = np.random.default_rng(7)
+    weights = SelectorWeights(rng.integers(-128, 128, (4, 4)), rng.integers(-3000, 3000, 4),
+                              rng.integers(-128, 128, (1, 4)), rng.integers(-500, 500, 1),
+                              rng.integers(-64, 64, 2))
+    hs = [np.full((32, 8), -128), np.full((32, 8), 127)]
+    for lo, hi in ((-128, 127), (127, -128)):
+        h = np.full((32, 8), lo)
+        h[rng.integers(1, 32)] = hi
+        hs.append(h)
+    hs += [rng.integers(-128, 128, (t, 8)) for t in (1, 2, 3, 32, 17, 9, 25)]
+    hs += [rng.choice([-128, 127], (t, 8)) for t in (32, 20)]
+    case = SelectorCase("synthetic", 0, cfg, weights, [], [], [], [], [], [])
+    for h in hs:
+        case.h.append(h)
+        case.x.append(rng.choice([-32768, 32767, -1, 0, 12345], h.shape))
+        force = np.zeros(len(h), bool)
+        force[0] = True
+        case.force.append(force)
+    return cfg, save_case(case, path)
+
+
+def test_selector_centered_extremes(tmp_path):
+    """The centered arithmetic at its ends (see :func:`_extreme_centered_case`) on a small
+    generated top level: every beat bit-exact with the reference, every cycle as the cycle
+    model, idle input, stalls, reset while busy; the case prunes and keeps."""
+    from chipforge.hw.generate import Block, write_block
+    from chipforge.hw.token_selector import TokenSelector
+    from chipforge.verify.runner import run_cocotb
+    from chipforge.verify.selector_case import load_case
+
+    cfg, path = _extreme_centered_case(tmp_path / "case.npz")
+    _, weights, images = load_case(path)
+    masks = [select_tokens(h, x, f, weights, cfg).mask for h, x, f in images]
+    assert any(not m.all() for m in masks) and sum(m[1:].sum() for m in masks) > 10
+    verilog, _ = write_block("token-selector-extremes", Block(
+        module="token_selector_extremes", build=TokenSelector, config=cfg,
+        summary="centered token selector, synthetic"), tmp_path / "rtl")
+    run_cocotb(verilog.parent, __file__, simulator="icarus", build_root=tmp_path,
                extra_env={"CHIPFORGE_SELECTOR_CASE": str(path)})
 
 
@@ -241,20 +352,23 @@ def test_selector_real_images_verilator(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["vit-digits-keep60"])
-def test_selector_every_selector_100_images(model, tmp_path):
+@pytest.mark.parametrize("model,center", [("vit-digits-keep60", None),
+                                          ("vit-digits-keep60", True)])
+def test_selector_every_selector_100_images(model, center, tmp_path):
     """Every selector of the bundled ViT on the first 100 digits test images, each on a
-    top level generated for it (``chipforge rtl selector``): bit-exact with the reference
-    (kept tokens, keep mask, package token) and the cycle model, under idle input and
-    output stalls."""
+    top level generated for it (``chipforge rtl selector``; also with the selectors
+    switched to centered): bit-exact with the reference (kept tokens, keep mask, package
+    token) and the cycle model, under idle input and output stalls."""
     from chipforge.hw.generate import generate_selector
     from chipforge.verify.runner import run_cocotb
     from chipforge.verify.selector_case import save_case
 
-    cases = _cases(model, 100)
+    cases = _cases(model, 100, center=center)
     assert len(cases) == 2
     for case in cases:
-        verilog, _ = generate_selector(model, tmp_path / "rtl", selector=case.selector)
+        assert case.cfg.center == bool(center)
+        verilog, _ = generate_selector(model, tmp_path / "rtl", selector=case.selector,
+                                       center=center)
         path = save_case(case, tmp_path / f"case{case.selector}.npz")
         run_cocotb(verilog.parent, __file__, simulator="icarus",
                    build_root=tmp_path / f"build{case.selector}",

@@ -4,7 +4,10 @@ Each mutation edits a copy of ``rtl/token-selector`` and runs the testbench on o
 image: two bits of an output channel swapped, a wrong keep decision (the packager's
 threshold 57 -> 41), one lost cycle per head (fc1 takes the next head a cycle late:
 bit-exact, only slower), an output that advances while stalled, and a reset that no
-longer clears a pending output beat.
+longer clears a pending output beat. On the centered selector (vit-digits-keep60's first
+selector switched to centered, generated for the test): the mean token rounded down
+instead of to nearest (the ``+ 2**15`` before the shift dropped), and channel 0 of every
+head fed to fc1 without the mean subtracted.
 """
 
 from pathlib import Path
@@ -48,3 +51,36 @@ def test_mutation_is_caught(name, one_image_case, tmp_path):
     with pytest.raises(AssertionError, match="tests of"):
         run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path,
                    extra_env={"CHIPFORGE_SELECTOR_CASE": str(one_image_case)})
+
+
+CENTERED_MUTATIONS = {
+    "mean-rounds-down": (r"\$signed\(17'h08000\)", r"$signed(17'h00000)"),
+    "channel-not-centered": (r"(assign \\\$\d+  = \$signed\(h_head\[7:0\]\)) - "
+                             r"\$signed\(m_head\[7:0\]\);", r"\1;"),
+}
+
+
+@pytest.fixture(scope="module")
+def centered_block(tmp_path_factory):
+    """The centered selector's generated Verilog and a one-image case for it."""
+    from chipforge.hw.generate import generate_selector
+    from chipforge.verify.selector_case import save_case, selector_cases
+    from chipforge.zoo.data import digits
+
+    data = digits(8)
+    case = selector_cases("vit-digits-keep60", data.x_test[:1], data.x_train[:256],
+                          center=True)[0]
+    where = tmp_path_factory.mktemp("centered")
+    verilog, _ = generate_selector("vit-digits-keep60", where / "rtl", center=True)
+    return verilog, save_case(case, where / "case.npz")
+
+
+@pytest.mark.parametrize("name", sorted(CENTERED_MUTATIONS))
+def test_centering_mutation_is_caught(name, centered_block, tmp_path):
+    from chipforge.verify.runner import run_cocotb
+
+    verilog, case = centered_block
+    block = mutated_copy(verilog.parent, verilog.name, *CENTERED_MUTATIONS[name], tmp_path)
+    with pytest.raises(AssertionError, match="tests of"):
+        run_cocotb(block, TESTBENCH, simulator="icarus", build_root=tmp_path,
+                   extra_env={"CHIPFORGE_SELECTOR_CASE": str(case)})
