@@ -36,8 +36,11 @@ rollout over all later blocks (docs/heatvit.md).
 Then each selector's inference threshold is set to keep its ratio of the training images'
 tokens, and the result is written back as an IR graph with ``TOKEN_SELECT`` nodes (the
 canonical layout of :func:`chipforge.sim.vit_graph.vit_to_graph`: same weights, same
-function as the input graph plus the selectors; the selector's structure is unchanged),
-which the ``heatvit`` engine runs.
+function as the input graph plus the selectors), which the ``heatvit`` engine runs. The
+selectors are centered by default (``center_tokens``): each scores its token relative to
+the image's mean live token, HeatViT's global feature; measured on the timm-style user
+ViT over five compress seeds, it cuts the test images lost from 4.4 to 1.6 on average
+(docs/heatvit.md).
 
 ``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
 reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 10 warm-up + 30

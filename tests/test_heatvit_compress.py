@@ -265,3 +265,41 @@ def test_compress_heatvit_claim_on_user_vits(kind, seed, user_vits):
     assert pruned.metrics["mac_reduction"] >= 0.30
     assert pruned.accuracy_hardware >= source.accuracy_hardware - 0.01
     assert pruned.cost["cycles"] < source.cost["cycles"]
+
+
+def test_centered_selectors_score_alike_in_training_and_in_the_graph(tiny_vit):
+    """compress heatvit writes centered selectors (attr center); the torch model it trains
+    and the IR executor take the mean over the same live tokens (the class, kept and
+    package tokens of each image), so both give the same scores at both selectors; an
+    uncentered run writes no attr."""
+    from chipforge.sim.executor import run_graph, token_scores
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.vit import _torch_model
+
+    d = digits(8)
+    out = _compress(tiny_vit, epochs=2)
+    selectors = [n for n in out.nodes if n.op is Op.TOKEN_SELECT]
+    assert [n.attrs.get("center") for n in selectors] == [True, True]
+    x = d.x_test[:100]
+    values = run_graph(out, x, quantized=False, return_all=True)
+    model = graph_to_vit(out)
+    net = _torch_model(model.config)
+    net.load_state_dict({k: torch.tensor(v) for k, v in model.params.items()})
+    net.eval()
+    trained: list = []
+    with torch.no_grad():
+        net(torch.tensor(x), scores_out=trained)
+    live = None
+    for s, node in enumerate(selectors):
+        graph_scores = token_scores(node, values[node.inputs[0]], live)
+        torch_scores, candidates = (v.numpy() for v in trained[s])
+        slots = candidates[:, :17] > 0              # the patch tokens still in the running
+        np.testing.assert_allclose(torch_scores[:, :17][slots], graph_scores[slots], atol=1e-5)
+        live = values[f"{node.name}:live"]
+    # centering matters: the same node uncentered scores differently
+    plain = dict(selectors[1].attrs, center=False)
+    uncentered = type(selectors[1])(**{**selectors[1].__dict__, "attrs": plain})
+    assert np.abs(token_scores(uncentered, values[selectors[1].inputs[0]],
+                               values["selector.0:live"]) - graph_scores).max() > 1e-3
+    assert "center" not in [n for n in _compress(tiny_vit, epochs=1, center_tokens=False).nodes
+                            if n.op is Op.TOKEN_SELECT][0].attrs
