@@ -639,6 +639,8 @@ def _short(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
     return str(value)
 
 
@@ -651,8 +653,8 @@ def run_cli(args) -> int:
     p = graph.meta["provenance"]
     print(format_provenance(graph.meta))
     for key, value in p.get("result", {}).items():
-        if isinstance(value, list):          # a history: one line per entry
-            print(f"  {key}:")
+        if isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
+            print(f"  {key}:")                # a history: one line per entry
             for entry in value:
                 print("    " + ", ".join(f"{k} {_short(v)}" for k, v in entry.items()))
             continue

@@ -303,3 +303,24 @@ def test_centered_selectors_score_alike_in_training_and_in_the_graph(tiny_vit):
                                values["selector.0:live"]) - graph_scores).max() > 1e-3
     assert "center" not in [n for n in _compress(tiny_vit, epochs=1, center_tokens=False).nodes
                             if n.op is Op.TOKEN_SELECT][0].attrs
+
+
+def test_compress_heatvit_from_the_command_line(tiny_vit, tmp_path, capsys):
+    """`chipforge compress heatvit` on an IR file: writes the model, prints
+    its provenance and result (the selector blocks, keep ratios, thresholds: lists of
+    numbers), and `--no-center-tokens` reaches the method."""
+    from chipforge.cli import main
+
+    d = digits(8)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=d.x_train[:300], y=d.y_train[:300])
+    out = tmp_path / "vit-h.npz"
+    assert main(["compress", "heatvit", str(tiny_vit), "--data", str(data), "--out", str(out),
+                 "--keep", "0.7,0.5", "--epochs", "1", "--warmup-epochs", "1",
+                 "--no-center-tokens"]) == 0
+    text = capsys.readouterr().out
+    assert "center_tokens=False" in text and "selector_blocks" in text and "[1, 2]" in text
+    assert f"wrote {out}" in text
+    graph = load_graph(out)
+    sel = [n for n in graph.nodes if n.op is Op.TOKEN_SELECT]
+    assert len(sel) == 2 and not any(n.attrs.get("center") for n in sel)
