@@ -22,26 +22,49 @@ def keep60_cases():
     return selector_cases("vit-digits-keep60", data.x_test[:40], data.x_train[:256])
 
 
-def test_reference_equals_the_engine_on_real_images(keep60_cases):
-    """Per image and token, the reference (block references, token by token) keeps exactly
-    the tokens the vectorized engine keeps, with the same scores and package token."""
-    assert len(keep60_cases) == 2
+def _assert_reference_equals_engine(case) -> int:
+    """Per image and token of ``case``, the reference (block references, token by token)
+    keeps exactly the tokens the vectorized engine keeps, with the same scores and package
+    token; returns how many images have a package."""
     packages = 0
-    for case in keep60_cases:
-        for i in range(len(case.h)):
-            out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
-            scored = ~case.force[i]
-            assert np.array_equal(out.scores[scored], case.engine_scores[i][scored])
-            assert np.array_equal(out.mask, case.engine_mask[i]), (case.selector, i)
-            if case.engine_package[i] is None:
-                assert out.package is None
-            else:
-                packages += 1
-                assert np.array_equal(out.package, case.engine_package[i]), (case.selector, i)
-        kept = np.mean([m[~f].mean() for m, f in zip(case.engine_mask, case.force,
-                                                      strict=True)])
-        assert 0.3 < kept < 0.95, f"selector {case.selector} keeps {kept:.0%}: a trivial case"
-    assert packages >= 60
+    for i in range(len(case.h)):
+        out = select_tokens(case.h[i], case.x[i], case.force[i], case.weights, case.cfg)
+        scored = ~case.force[i]
+        assert np.array_equal(out.scores[scored], case.engine_scores[i][scored])
+        assert np.array_equal(out.mask, case.engine_mask[i]), (case.selector, i)
+        if case.engine_package[i] is None:
+            assert out.package is None
+        else:
+            packages += 1
+            assert np.array_equal(out.package, case.engine_package[i]), (case.selector, i)
+    kept = np.mean([m[~f].mean() for m, f in zip(case.engine_mask, case.force, strict=True)])
+    assert 0.3 < kept < 0.95, f"selector {case.selector} keeps {kept:.0%}: a trivial case"
+    return packages
+
+
+def test_reference_equals_the_engine_on_real_images(keep60_cases):
+    """The reference keeps what the 8-bit engine keeps, on 40 real images, both selectors."""
+    assert len(keep60_cases) == 2
+    assert sum(_assert_reference_equals_engine(case) for case in keep60_cases) >= 60
+
+
+def test_centered_reference_equals_the_engine(keep60_cases):
+    """vit-digits-keep60 with its selectors switched to centered (the same weights, the
+    formats calibrated for it), on 20 real images: the reference (centering on the image's
+    live tokens, then the block references) keeps exactly what the 8-bit engine keeps; and
+    centering changes the decisions (the case is not the uncentered one)."""
+    from chipforge.verify.selector_case import selector_cases
+    from chipforge.zoo.data import digits
+
+    data = digits(8)
+    centered = selector_cases("vit-digits-keep60", data.x_test[:20], data.x_train[:256],
+                              center=True)
+    assert [c.cfg.center for c in centered] == [True, True]
+    for case in centered:
+        _assert_reference_equals_engine(case)
+    changed = sum(not np.array_equal(a, b) for a, b in zip(
+        centered[0].engine_mask, keep60_cases[0].engine_mask[:20], strict=True))
+    assert changed >= 5, f"centering changed the first selector's mask on {changed} images"
 
 
 def test_package_is_the_score_weighted_mean_of_the_pruned_tokens(keep60_cases):
