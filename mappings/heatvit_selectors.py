@@ -147,9 +147,10 @@ class HeatvitOptions(ConfigBase):
     """Each selector scores a token relative to the image's mean live token (it reads
     ``LN(x_t) - mean_live LN(x)``): the global feature of HeatViT's selector (DynamicViT's
     local + global features), tied to fc1's weights so that the selector unit only
-    subtracts (``TokenSelectorConfig.center``). Measured (docs/heatvit.md, float, compress
-    seeds 0-4): the timm-style user ViT loses 0.2 test images on average with it, 4.7
-    without. False: each token alone (the earlier selector)."""
+    subtracts (``TokenSelectorConfig.center``). Measured (docs/heatvit.md, 8-bit engine,
+    compress seeds 0-4): the timm-style user ViT loses 1.6 test images on average with it,
+    4.4 without (the encoder-layer one 2.2 and 1.8). False: each token alone (the earlier
+    selector)."""
     decision: str = "selector"
     """Training keep decisions: ``selector`` (each batch keeps the top target fraction of
     its live candidates by the selector's own score, as the calibrated inference
