@@ -269,7 +269,6 @@ def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 
     (``TokenSelectorConfig.center``; the formats are calibrated for that). The fixed-point
     formats are calibrated like ``chipforge heatvit`` (256 digits training images); the
     manifest records the selector and its integer weights (register values)."""
-    import dataclasses
 
     from chipforge import zoo
     from chipforge.heatvit import calibrate_graph
@@ -295,9 +294,7 @@ def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 
     if center is not None and not isinstance(center, bool):
         raise ValueError(f"center must be None, True or False, not {center!r}")
     net = graph_to_vit(graph)
-    if center is not None:
-        net = dataclasses.replace(net, config=dataclasses.replace(net.config,
-                                                                  selector_center=center))
+    net = net.with_selector_center(center)
     fracs, _ = calibrate_graph(net, digits(graph.input_shape[-1]).x_train[:256])
     cfg, weights = selector_program(net, fracs, index)
     tag = (f"token-selector-{Path(model).stem}-s{index}" + ("-centered" if cfg.center else "")

@@ -28,8 +28,8 @@ import numpy as np
 from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
-           "exact_conv", "exact_int_matmul", "exact_product", "fake_quantize", "im2col",
-           "integer_weights", "quantize_activations", "run_graph", "run_node", "token_scores",
+           "center_on_live_tokens", "exact_conv", "exact_int_matmul", "exact_product",
+           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph", "run_node", "token_scores",
            "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
@@ -352,6 +352,14 @@ TokenMask = tuple[np.ndarray, np.ndarray]
 each image, and among them the prunable ones (not the class token, not a package token)."""
 
 
+def center_on_live_tokens(h: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+    """``h`` (N, T, D) minus each image's mean over its ``live`` tokens ((N, T) bool;
+    None: all): a centered token selector's input, in float."""
+    w = np.ones(h.shape[:2]) if live is None else np.asarray(live, np.float64)
+    w = w / np.maximum(w.sum(1, keepdims=True), 1)
+    return h - np.einsum("nt,ntd->nd", w, h)[:, None]
+
+
 def token_scores(node: Node, x: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
     """Float keep score in (0, 1) of every token of ``x`` (N, T, D) under a ``TOKEN_SELECT``
     node (see :data:`chipforge.sim.graph.TOKEN_SELECT_PARAMS`); ``live`` (N, T): the
@@ -362,9 +370,7 @@ def token_scores(node: Node, x: np.ndarray, live: np.ndarray | None = None) -> n
     h = (x - mean) / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
     h = h * p["norm_gamma"] + p["norm_beta"]
     if node.attrs.get("center", False):
-        w = np.ones(h.shape[:2]) if live is None else np.asarray(live, np.float64)
-        w = w / np.maximum(w.sum(1, keepdims=True), 1)
-        h = h - np.einsum("nt,ntd->nd", w, h)[:, None]
+        h = center_on_live_tokens(h, live)
     per_head = h.reshape(*x.shape[:-1], heads, x.shape[-1] // heads)
     hidden = per_head @ p["fc1_weight"].T.astype(np.float64) + p["fc1_bias"]
     hidden = 0.5 * hidden * (1 + _erf(hidden / np.sqrt(2)))

@@ -307,8 +307,9 @@ def _selector_score(ar: _Arith, model: VitModel, s: int, h: np.ndarray,
 
         h = h - live_mean(h, live)[:, None]
     elif c.selector_center:
-        w = live / np.maximum(live.sum(1, keepdims=True), 1)
-        h = h - np.einsum("nt,ntd->nd", w, h)[:, None]
+        from chipforge.sim.executor import center_on_live_tokens
+
+        h = center_on_live_tokens(h, live)
     per_head = h.reshape(n, t, c.heads, c.head_dim)
     if not ar.fixed:
         a = np.exp(p[pre + "head_logits"] - p[pre + "head_logits"].max())

@@ -44,7 +44,6 @@ def selector_cases(model: str, images: np.ndarray, calibration: np.ndarray, *,
     True/False switches them all to centered / uncentered (each token scored relative to
     the image's mean live token, ``TokenSelectorConfig.center``) before calibrating, the
     same trained weights otherwise."""
-    import dataclasses
 
     from chipforge import zoo
     from chipforge.heatvit import calibrate_graph
@@ -52,9 +51,7 @@ def selector_cases(model: str, images: np.ndarray, calibration: np.ndarray, *,
     from chipforge.sim.vit_graph import graph_to_vit
 
     net = graph_to_vit(zoo.load(model))
-    if center is not None:
-        net = dataclasses.replace(net, config=dataclasses.replace(net.config,
-                                                                  selector_center=center))
+    net = net.with_selector_center(center)
     fracs, _ = calibrate_graph(net, calibration)
     io: list[dict] = []
     run_vit(net, images, fixed=True, fracs=fracs, selector_io=io)

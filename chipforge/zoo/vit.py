@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,13 @@ class VitModel:
     info: dict[str, Any] = field(default_factory=dict)
     """Training record (seed, epochs, float accuracies)."""
     name: str = ""
+
+    def with_selector_center(self, center: bool | None) -> VitModel:
+        """This model with all its selectors switched to centered / uncentered
+        (``VitConfig.selector_center``; the same weights); None: unchanged."""
+        if center is None:
+            return self
+        return replace(self, config=replace(self.config, selector_center=center))
 
 
 # name -> (selector blocks, target keep ratio of each selector)
