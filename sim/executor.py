@@ -29,8 +29,8 @@ from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
            "center_on_live_tokens", "exact_conv", "exact_int_matmul", "exact_product",
-           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph", "run_node", "token_scores",
-           "weight_matrix"]
+           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph",
+           "run_node", "token_scores", "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
