@@ -151,6 +151,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
+    if (args.rtl_tile or args.rtl_dir or args.rtl_stalls) and not args.rtl:
+        flag = "--rtl-tile" if args.rtl_tile else "--rtl-dir" if args.rtl_dir else "--rtl-stalls"
+        raise UsageError(f"{flag} applies to --rtl LAYER (the layer it runs); give --rtl")
     spec = get_accelerator_spec(args.accelerator, overrides=overrides, options=options)
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
         from chipforge.rtl_loop import run_rtl_command
@@ -165,6 +168,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
         args.model = model
+        if args.out is not None:
+            check_output_dir(args.out, option="--out")
         return run_rtl_command(args)
     run_options = {k[len("run_"):]: v for k, v in vars(args).items()
                    if k.startswith("run_") and v is not None}
@@ -280,7 +285,16 @@ def _add_rtl(p: argparse.ArgumentParser) -> None:
                    help="selector: score tokens relative to the image's mean token (on), "
                         "each alone (off), or as the model's selectors do (default)")
     p.add_argument("--accelerator", default="isaac", help="tile: ReRAM preset (isaac, forms8...)")
-    p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1)")
+    p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1, "
+                                   "model.onnx:c2.Conv; a zoo name, .onnx or .npz model)")
+    p.add_argument("--data", default="digits", metavar="FILE.npz|digits",
+                   help="tile: calibration data of a float model (quantized as simulate "
+                        "quantizes it); selector: formats calibrated on these images when "
+                        "the model stores no calibration (default digits)")
+    p.add_argument("--samples", type=int, help="--data: read only the first N inputs")
+    p.add_argument("--force", action="store_true",
+                   help="synthesize a tile estimated far larger than the device (or longer "
+                        "than 5 minutes) anyway")
     p.add_argument("--out", type=Path, default=Path("rtl"),
                    help="output directory (default: rtl/); files go to OUT/BLOCK/")
     p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
@@ -300,21 +314,33 @@ def _run_rtl(args: argparse.Namespace) -> int:
             from chipforge.hw.generate import generate_tile
             if not args.layer:
                 raise UsageError("rtl tile needs --layer MODEL:LAYER (e.g. lenet-digits:conv1)")
+            if args.samples is not None and args.samples < 1:
+                raise UsageError(f"--samples must be >= 1, not {args.samples}")
+            notes: list[str] = []
             try:
-                paths = generate_tile(args.accelerator, args.layer, args.out)
+                paths = generate_tile(args.accelerator, args.layer, args.out, data=args.data,
+                                      samples=args.samples, notes=notes)
             except ValueError as err:
                 raise UsageError(str(err)) from None
+            for note in notes:
+                print(f"tile: note: {note}")
             module = paths[0].stem
+            if args.synth:
+                _check_tile_size(paths[1], args.synth, force=args.force)
         elif name == "selector":  # chipforge.hw.generate.generate_selector
             from chipforge.hw.generate import generate_selector
             if not args.model:
                 raise UsageError("rtl selector needs a MODEL (e.g. vit-digits-keep60)")
             try:
                 center = {"model": None, "on": True, "off": False}[args.center]
+                notes = []
                 paths = generate_selector(args.model, args.out, selector=args.selector,
-                                          center=center)
+                                          center=center, data=args.data,
+                                          samples=args.samples, notes=notes)
             except ValueError as err:
                 raise UsageError(str(err)) from None
+            for note in notes:
+                print(f"selector: note: {note}")
             module = paths[0].stem
         else:
             paths = generate(name, args.out)
@@ -330,6 +356,24 @@ def _run_rtl(args: argparse.Namespace) -> int:
             for cell, count in sorted(counts.items()):
                 print(f"    {cell:<12} {count:>7}")
     return 0
+
+
+def _check_tile_size(manifest_path: Path, target: str, *, force: bool) -> None:
+    """Print the tile's estimated size and synthesis time; refuse one far too large for the
+    device (or slow to synthesize) unless ``force``."""
+    import json
+
+    from chipforge.hw.estimate import estimate_tile
+    from chipforge.hw.reram_tile import TileConfig
+
+    cfg = TileConfig.from_dict(json.loads(manifest_path.read_text())["config"])
+    estimate = estimate_tile(cfg, target)
+    print(f"tile: {estimate.summary()}")
+    if (estimate.far_too_large or estimate.seconds > 300) and not force:
+        raise UsageError(f"the tile is estimated at {estimate.luts:,} LUT4, "
+                         f"{estimate.luts / estimate.device_luts:.1f}x the {estimate.device}, "
+                         f"about {estimate.seconds / 60:.0f} min of synthesis: add --force to "
+                         "synthesize it anyway (the Verilog is written)")
 
 
 def _add_ref(p: argparse.ArgumentParser) -> None:
