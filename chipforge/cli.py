@@ -208,6 +208,15 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                    help="replace an axis' values (repeatable; typed like its defaults)")
     p.add_argument("--trials", type=int, help="Monte-Carlo trials per point "
                    "(default: the sweep's)")
+    p.add_argument("--data", metavar="FILE.npz|digits",
+                   help="sweeps that run a model (faults, accelerator): its test inputs and "
+                        "labels, as simulate --data (float models are calibrated on them); "
+                        "default: the digits test split. --grid data=A.npz,B.npz sweeps "
+                        "several")
+    p.add_argument("--chips", type=int, metavar="N",
+                   help="N programmed chips per point instead of --trials: the same N chip "
+                        "seeds (derived from --seed) at every point; summary with mean, std "
+                        "and the 95 %% interval over chips")
     p.add_argument("--out", type=Path, help="output directory (default: sweeps/NAME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out, skipping the trials already there")
@@ -244,7 +253,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             print(f"  {name}: {sweep.description}\n      metrics: {', '.join(sweep.metrics)}"
                   f"\n      default grid: {axes}; {sweep.trials} trials per point")
         return 0 if args.list else 2
-    for flag in ("trials", "workers", "batch"):
+    for flag in ("trials", "workers", "batch", "chips"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag} must be >= 1, not {value}")
@@ -253,7 +262,33 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.scheduler and args.workers:
         raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
     sweep = get_sweep(args.name)
-    grid = parse_grid_args(args.grid, sweep.grid)
+    if args.chips is not None and args.trials is not None:
+        raise UsageError("--chips N runs N chips per point: they are the trials; give --chips "
+                         "or --trials")
+    from chipforge.sim.sweep import DATA_AXIS
+
+    defaults = dict(sweep.grid)
+    data_given = args.data is not None or any(
+        g.partition("=")[0].strip() == DATA_AXIS for g in args.grid)
+    if data_given and not sweep.takes_data:
+        raise UsageError(f"--data: sweep {sweep.name!r} runs its bundled model on its own "
+                         "data set; --data applies to the sweeps that run a model you give "
+                         "(faults, accelerator)")
+    if sweep.takes_data:
+        defaults[DATA_AXIS] = ["digits"]
+    if args.data is not None:
+        if any(g.partition("=")[0].strip() == DATA_AXIS for g in args.grid):
+            raise UsageError("--data and --grid data=... both give the data: give one")
+    grid = parse_grid_args(args.grid, defaults)
+    if args.data is not None:
+        grid[DATA_AXIS] = [args.data]   # one value, commas and all
+    if sweep.takes_data and not data_given:
+        del grid[DATA_AXIS]   # the documented default, and the seeds of earlier runs
+    for value in grid.get(DATA_AXIS, []):
+        if value != "digits" and (Path(value).suffix.lower() != ".npz"
+                                  or not Path(value).is_file()):
+            raise UsageError(f"--data {value!r} must be 'digits' or an existing .npz file of "
+                             "inputs and labels")
     out = args.out or Path("sweeps") / sweep.name
     if args.resume and args.force:
         raise UsageError("--resume continues the sweep in --out, --force starts it over: "
@@ -263,7 +298,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
                   resume=args.resume, force=args.force, workers=args.workers,
                   scheduler=args.scheduler,
                   dask_local=args.dask, batch=args.batch, progress=args.progress,
-                  plot=not args.no_plot, x_axis=args.x_axis)
+                  plot=not args.no_plot, x_axis=args.x_axis, chips=args.chips)
     except SweepError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
