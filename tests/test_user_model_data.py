@@ -234,3 +234,38 @@ def test_sweep_accelerator_with_data_and_sweeps_without_a_model_refuse_it(user, 
                  str(tmp_path / "adc")]) == 2
     assert "--data" in capsys.readouterr().err
     assert not (tmp_path / "adc").exists()
+
+
+def test_rtl_selector_takes_the_stored_calibration_else_the_data(tmp_path, capsys):
+    """``compress heatvit`` stores its calibration in the graph: ``rtl selector`` uses it;
+    without it, the formats come from ``--data``. Images 3x brighter than digits give other
+    formats than the digits default, so the three outcomes are told apart."""
+    from chipforge import zoo
+    from chipforge.heatvit import calibrate_graph
+    from chipforge.sim.graph import save_graph
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.data import digits
+
+    graph = zoo.load("vit-digits-keep60")
+    bright = digits(8).x_train[:256] * 3.0
+    stored = graph.copy()
+    stored.meta["heatvit_calibration"] = {
+        "fracs": list(calibrate_graph(graph_to_vit(graph), bright)), "label": "bright"}
+    save_graph(stored, tmp_path / "stored.npz")
+    save_graph(graph, tmp_path / "plain.npz")
+    np.savez(tmp_path / "bright.npz", x=bright, y=digits(8).y_train[:256])
+
+    def config(model, *extra):
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        assert main(["rtl", "selector", str(tmp_path / model), "--out", str(out),
+                     *extra]) == 0
+        (folder,) = list(out.iterdir())
+        return json.loads((folder / "manifest.json").read_text())["config"]
+
+    from_model = config("stored.npz")
+    assert "formats from the model file" in capsys.readouterr().out
+    from_data = config("plain.npz", "--data", str(tmp_path / "bright.npz"))
+    assert "first 256 inputs of" in capsys.readouterr().out
+    default = config("plain.npz")
+    assert "digits training images" in capsys.readouterr().out
+    assert from_model == from_data != default
