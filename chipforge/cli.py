@@ -268,9 +268,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from chipforge.sim.sweep import DATA_AXIS
 
     defaults = dict(sweep.grid)
-    data_given = args.data is not None or any(
-        g.partition("=")[0].strip() == DATA_AXIS for g in args.grid)
-    if data_given and not sweep.takes_data:
+    data_given = args.data is not None or (sweep.takes_data and any(
+        g.partition("=")[0].strip() == DATA_AXIS for g in args.grid))
+    if args.data is not None and not sweep.takes_data:
         raise UsageError(f"--data: sweep {sweep.name!r} runs its bundled model on its own "
                          "data set; --data applies to the sweeps that run a model you give "
                          "(faults, accelerator)")
@@ -284,7 +284,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         grid[DATA_AXIS] = [args.data]   # one value, commas and all
     if sweep.takes_data and not data_given:
         del grid[DATA_AXIS]   # the documented default, and the seeds of earlier runs
-    for value in grid.get(DATA_AXIS, []):
+    for value in grid.get(DATA_AXIS, []) if sweep.takes_data else []:
         if value != "digits" and (Path(value).suffix.lower() != ".npz"
                                   or not Path(value).is_file()):
             raise UsageError(f"--data {value!r} must be 'digits' or an existing .npz file of "
