@@ -360,8 +360,6 @@ def _run_rtl(args: argparse.Namespace) -> int:
             for note in notes:
                 print(f"tile: note: {note}")
             module = paths[0].stem
-            if args.synth:
-                _check_tile_size(paths[1], args.synth, force=args.force)
         elif name == "selector":  # chipforge.hw.generate.generate_selector
             from chipforge.hw.generate import generate_selector
             if not args.model:
@@ -386,6 +384,8 @@ def _run_rtl(args: argparse.Namespace) -> int:
             lint_verilog(verilog_path, module)
             print(f"{name}: verilator --lint-only -Wall: clean")
         if args.synth:
+            if name == "tile":    # an estimate first: a large tile takes many minutes
+                _check_tile_size(paths[1], args.synth, force=args.force)
             counts = synthesize(verilog_path, module, args.synth)
             print(f"{name}: yosys synth ({args.synth}, technology mapping only):")
             for cell, count in sorted(counts.items()):

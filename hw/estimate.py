@@ -67,7 +67,7 @@ class TileEstimate:
         when = f"{self.seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
         verdict = ("fits" if self.fits else
                    f"does NOT fit ({self.luts / self.device_luts:.1f}x its LUTs)")
-        return (f"estimated {self.luts:,} LUT4 (model fitted to docs/rtl.md, within 8 %): "
+        return (f"estimated {self.luts:,} LUT4 (model fitted to docs/rtl.md, within 9 %): "
                 f"{verdict} the {self.device} ({self.device_luts:,} LUT4); synthesis about "
                 f"{when} (scaled from measured runs)")
 
