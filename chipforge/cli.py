@@ -621,6 +621,10 @@ def _run_cycles(args: argparse.Namespace) -> int:
 
         graph = load_model(args.model)    # an .npz graph, an .onnx file or a zoo name
         size = graph.input_shape[-1]
+        if size % 8 or len(graph.input_shape) != 3 or graph.input_shape[1] != size:
+            raise UsageError(f"model {args.model} takes inputs of shape {graph.input_shape}; "
+                             "the default data, digits, comes as square images of 8, 16, 24 "
+                             "or 32 pixels: give your inputs with --data FILE.npz")
         x = digits(size).x_test[:args.images]
         if graph.input_shape[0] != x.shape[1]:
             x = np.repeat(x, graph.input_shape[0], axis=1)

@@ -180,6 +180,13 @@ def test_cycles_with_data_on_a_28x28_model(user, capsys):
     assert "8-bit weights, 8-bit activations" in text
 
 
+def test_cycles_of_a_28x28_model_without_data_asks_for_it(user, capsys):
+    """The digits default has no 28-pixel size: one line pointing at --data."""
+    assert main(["cycles", str(user["onnx"])]) == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and "(1, 28, 28)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_sweep_faults_on_the_users_cnn_and_data_over_chips(user, tmp_path, capsys):
     """The ISQED study on the user's CNN and MNIST: 3 fault rates x 2 mappings, 4 chips per
     point with the seeds of chipforge.chips, spread over chips in the summary."""
