@@ -276,3 +276,17 @@ def test_rtl_selector_takes_the_stored_calibration_else_the_data(tmp_path, capsy
     default = config("plain.npz")
     assert "digits training images" in capsys.readouterr().out
     assert from_model == from_data != default
+
+
+@pytest.mark.slow
+def test_simulate_rtl_tile_of_the_users_conv_layer(user, tmp_path, capsys):
+    """The whole ISAAC tile generated for the ONNX CNN's 2.Conv, one MNIST image, in
+    Icarus: bit-exact and every cycle as the model; everything under --out (about 1 min)."""
+    out = tmp_path / "tile"
+    rc = main(["simulate", str(user["onnx"]), "--rtl", CONV, "--rtl-tile", "isaac",
+               "--data", str(user["small"]), "--samples", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "bit-exact with the ideal simulated run" in text and "36 vectors x 6 outputs" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tile"]
+    assert any(p.name.startswith("tile-isaac-l-2-Conv-") for p in out.iterdir())
