@@ -108,15 +108,20 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
 def run_fault_sweep(out: str | Path, *, grid: dict[str, Sequence[Any]] | None = None,
                     trials: int | None = None, seed: int = 0, executor: Any = None,
                     workers: int | None = None, resume: bool = False,
-                    progress: bool | None = False) -> list[dict[str, Any]]:
+                    progress: bool | None = False, data: str | None = None,
+                    chips: int | None = None) -> list[dict[str, Any]]:
     """Run the sweep on the generic engine (:func:`chipforge.sim.sweep.run_sweep`): resumable
     ``results.csv``, ``summary.csv`` and the engine's ``plot.png`` in ``out``, plus
-    ``faults.png`` (:func:`plot_fault_sweep`). Returns the result rows."""
+    ``faults.png`` (:func:`plot_fault_sweep`). ``data``: an ``.npz`` of test inputs and
+    labels (default: digits); ``chips``: the same N chips at every point instead of
+    ``trials``. Returns the result rows."""
     from chipforge.sim.sweep import load_results, run_sweep
 
-    run_sweep(SWEEP, out, grid={**SWEEP.grid, **(grid or {})}, trials=trials, seed=seed,
-              executor=executor, workers=workers, resume=resume, progress=progress,
-              echo=None)
+    full = {**SWEEP.grid, **(grid or {})}
+    if data is not None:
+        full["data"] = [str(data)]
+    run_sweep(SWEEP, out, grid=full, trials=trials, seed=seed, executor=executor,
+              workers=workers, resume=resume, progress=progress, chips=chips, echo=None)
     header, lines = load_results(out)
     rows = [dict(zip(header, line, strict=True)) for line in lines]
     plot_fault_sweep(rows, Path(out) / "faults.png")
