@@ -7,6 +7,9 @@ keep ratio, ...) times Monte-Carlo trials. A trial is a pure function::
 
 Its seed is derived from (base seed, point, trial index) only (:func:`trial_seed`), so the
 results never depend on the executor, the number of workers or the order of completion.
+With ``chips=N`` (``chipforge sweep --chips N``) the trials are N programmed chips, the
+same at every point: trial ``t`` gets :func:`chipforge.chips.chip_seeds` ``(seed, N)[t]``
+and the summary the spread over chips (:func:`chipforge.chips.spread`).
 
 The engine (:func:`run_sweep`):
 
