@@ -200,7 +200,7 @@ def run_rtl_command(args: argparse.Namespace) -> int:
                        seed=getattr(args, "seed", 0) or 0, notes=notes)
     for note in notes:
         print(f"note: {note}")
-    print(f"{args.model}: {len(run.outputs)} inputs of {data}")
+    print(f"{args.model}: {len(run.outputs)} test images ({data})")
     print(run.summary())
     if out is not None:
         report = {"model": str(args.model), "layer": args.rtl, "data": str(data),
