@@ -151,6 +151,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
+    if (args.rtl_tile or args.rtl_dir or args.rtl_stalls) and not args.rtl:
+        flag = "--rtl-tile" if args.rtl_tile else "--rtl-dir" if args.rtl_dir else "--rtl-stalls"
+        raise UsageError(f"{flag} applies to --rtl LAYER (the layer it runs); give --rtl")
     spec = get_accelerator_spec(args.accelerator, overrides=overrides, options=options)
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
         from chipforge.rtl_loop import run_rtl_command
@@ -165,6 +168,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
         args.model = model
+        if args.out is not None:
+            check_output_dir(args.out, option="--out")
         return run_rtl_command(args)
     run_options = {k[len("run_"):]: v for k, v in vars(args).items()
                    if k.startswith("run_") and v is not None}
@@ -203,6 +208,15 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                    help="replace an axis' values (repeatable; typed like its defaults)")
     p.add_argument("--trials", type=int, help="Monte-Carlo trials per point "
                    "(default: the sweep's)")
+    p.add_argument("--data", metavar="FILE.npz|digits",
+                   help="sweeps that run a model (faults, accelerator): its test inputs and "
+                        "labels, as simulate --data (float models are calibrated on them); "
+                        "default: the digits test split. --grid data=A.npz,B.npz sweeps "
+                        "several")
+    p.add_argument("--chips", type=int, metavar="N",
+                   help="N programmed chips per point instead of --trials: the same N chip "
+                        "seeds (derived from --seed) at every point; summary with mean, std "
+                        "and the 95 %% interval over chips")
     p.add_argument("--out", type=Path, help="output directory (default: sweeps/NAME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out, skipping the trials already there")
@@ -239,7 +253,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             print(f"  {name}: {sweep.description}\n      metrics: {', '.join(sweep.metrics)}"
                   f"\n      default grid: {axes}; {sweep.trials} trials per point")
         return 0 if args.list else 2
-    for flag in ("trials", "workers", "batch"):
+    for flag in ("trials", "workers", "batch", "chips"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag} must be >= 1, not {value}")
@@ -248,7 +262,33 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.scheduler and args.workers:
         raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
     sweep = get_sweep(args.name)
-    grid = parse_grid_args(args.grid, sweep.grid)
+    if args.chips is not None and args.trials is not None:
+        raise UsageError("--chips N runs N chips per point: they are the trials; give --chips "
+                         "or --trials")
+    from chipforge.sim.sweep import DATA_AXIS
+
+    defaults = dict(sweep.grid)
+    data_given = args.data is not None or (sweep.takes_data and any(
+        g.partition("=")[0].strip() == DATA_AXIS for g in args.grid))
+    if args.data is not None and not sweep.takes_data:
+        raise UsageError(f"--data: sweep {sweep.name!r} runs its bundled model on its own "
+                         "data set; --data applies to the sweeps that run a model you give "
+                         "(faults, accelerator)")
+    if sweep.takes_data:
+        defaults[DATA_AXIS] = ["digits"]
+    if args.data is not None:
+        if any(g.partition("=")[0].strip() == DATA_AXIS for g in args.grid):
+            raise UsageError("--data and --grid data=... both give the data: give one")
+    grid = parse_grid_args(args.grid, defaults)
+    if args.data is not None:
+        grid[DATA_AXIS] = [args.data]   # one value, commas and all
+    if sweep.takes_data and not data_given:
+        del grid[DATA_AXIS]   # the documented default, and the seeds of earlier runs
+    for value in grid.get(DATA_AXIS, []) if sweep.takes_data else []:
+        if value != "digits" and (Path(value).suffix.lower() != ".npz"
+                                  or not Path(value).is_file()):
+            raise UsageError(f"--data {value!r} must be 'digits' or an existing .npz file of "
+                             "inputs and labels")
     out = args.out or Path("sweeps") / sweep.name
     if args.resume and args.force:
         raise UsageError("--resume continues the sweep in --out, --force starts it over: "
@@ -258,7 +298,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
                   resume=args.resume, force=args.force, workers=args.workers,
                   scheduler=args.scheduler,
                   dask_local=args.dask, batch=args.batch, progress=args.progress,
-                  plot=not args.no_plot, x_axis=args.x_axis)
+                  plot=not args.no_plot, x_axis=args.x_axis, chips=args.chips)
     except SweepError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
@@ -280,7 +320,16 @@ def _add_rtl(p: argparse.ArgumentParser) -> None:
                    help="selector: score tokens relative to the image's mean token (on), "
                         "each alone (off), or as the model's selectors do (default)")
     p.add_argument("--accelerator", default="isaac", help="tile: ReRAM preset (isaac, forms8...)")
-    p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1)")
+    p.add_argument("--layer", help="tile: MODEL:LAYER it is sized for (lenet-digits:conv1, "
+                                   "model.onnx:c2.Conv; a zoo name, .onnx or .npz model)")
+    p.add_argument("--data", default="digits", metavar="FILE.npz|digits",
+                   help="tile: calibration data of a float model (quantized as simulate "
+                        "quantizes it); selector: formats calibrated on these images when "
+                        "the model stores no calibration (default digits)")
+    p.add_argument("--samples", type=int, help="--data: read only the first N inputs")
+    p.add_argument("--force", action="store_true",
+                   help="synthesize a tile estimated far larger than the device (or longer "
+                        "than 5 minutes) anyway")
     p.add_argument("--out", type=Path, default=Path("rtl"),
                    help="output directory (default: rtl/); files go to OUT/BLOCK/")
     p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
@@ -300,10 +349,16 @@ def _run_rtl(args: argparse.Namespace) -> int:
             from chipforge.hw.generate import generate_tile
             if not args.layer:
                 raise UsageError("rtl tile needs --layer MODEL:LAYER (e.g. lenet-digits:conv1)")
+            if args.samples is not None and args.samples < 1:
+                raise UsageError(f"--samples must be >= 1, not {args.samples}")
+            notes: list[str] = []
             try:
-                paths = generate_tile(args.accelerator, args.layer, args.out)
+                paths = generate_tile(args.accelerator, args.layer, args.out, data=args.data,
+                                      samples=args.samples, notes=notes)
             except ValueError as err:
                 raise UsageError(str(err)) from None
+            for note in notes:
+                print(f"tile: note: {note}")
             module = paths[0].stem
         elif name == "selector":  # chipforge.hw.generate.generate_selector
             from chipforge.hw.generate import generate_selector
@@ -311,10 +366,14 @@ def _run_rtl(args: argparse.Namespace) -> int:
                 raise UsageError("rtl selector needs a MODEL (e.g. vit-digits-keep60)")
             try:
                 center = {"model": None, "on": True, "off": False}[args.center]
+                notes = []
                 paths = generate_selector(args.model, args.out, selector=args.selector,
-                                          center=center)
+                                          center=center, data=args.data,
+                                          samples=args.samples, notes=notes)
             except ValueError as err:
                 raise UsageError(str(err)) from None
+            for note in notes:
+                print(f"selector: note: {note}")
             module = paths[0].stem
         else:
             paths = generate(name, args.out)
@@ -325,11 +384,31 @@ def _run_rtl(args: argparse.Namespace) -> int:
             lint_verilog(verilog_path, module)
             print(f"{name}: verilator --lint-only -Wall: clean")
         if args.synth:
+            if name == "tile":    # an estimate first: a large tile takes many minutes
+                _check_tile_size(paths[1], args.synth, force=args.force)
             counts = synthesize(verilog_path, module, args.synth)
             print(f"{name}: yosys synth ({args.synth}, technology mapping only):")
             for cell, count in sorted(counts.items()):
                 print(f"    {cell:<12} {count:>7}")
     return 0
+
+
+def _check_tile_size(manifest_path: Path, target: str, *, force: bool) -> None:
+    """Print the tile's estimated size and synthesis time; refuse one far too large for the
+    device (or slow to synthesize) unless ``force``."""
+    import json
+
+    from chipforge.hw.estimate import estimate_tile
+    from chipforge.hw.reram_tile import TileConfig
+
+    cfg = TileConfig.from_dict(json.loads(manifest_path.read_text())["config"])
+    estimate = estimate_tile(cfg, target)
+    print(f"tile: {estimate.summary()}")
+    if (estimate.far_too_large or estimate.seconds > 300) and not force:
+        raise UsageError(f"the tile is estimated at {estimate.luts:,} LUT4, "
+                         f"{estimate.luts / estimate.device_luts:.1f}x the {estimate.device}, "
+                         f"about {estimate.seconds / 60:.0f} min of synthesis: add --force to "
+                         "synthesize it anyway (the Verilog is written)")
 
 
 def _add_ref(p: argparse.ArgumentParser) -> None:
@@ -542,6 +621,10 @@ def _run_cycles(args: argparse.Namespace) -> int:
 
         graph = load_model(args.model)    # an .npz graph, an .onnx file or a zoo name
         size = graph.input_shape[-1]
+        if size % 8 or len(graph.input_shape) != 3 or graph.input_shape[1] != size:
+            raise UsageError(f"model {args.model} takes inputs of shape {graph.input_shape}; "
+                             "the default data, digits, comes as square images of 8, 16, 24 "
+                             "or 32 pixels: give your inputs with --data FILE.npz")
         x = digits(size).x_test[:args.images]
         if graph.input_shape[0] != x.shape[1]:
             x = np.repeat(x, graph.input_shape[0], axis=1)

@@ -1,11 +1,13 @@
 """``chipforge simulate --model M --rtl LAYER``: one layer of a model computed by the RTL.
 
 The command-line face of :func:`chipforge.sim.rtl_layer.run_layer_rtl`: load a zoo model
-(or a ``.npz``/``.onnx`` graph), take the shared digits test split at the model's input size, and
-run the whole split with ``LAYER``'s integer product computed by the generated
-shift-and-add Verilog (Verilator via pyverilator-mm); everything else runs as the
-quantized model. Prints the comparison with the reference (first mismatch, if any), the
-RTL's cycles against the cycle model, and both accuracies. Exit status 1 on a mismatch.
+(or a ``.npz``/``.onnx`` graph; float models quantized as ``simulate`` quantizes them) and
+its ``--data`` (the digits test split by default, or the user's ``.npz``), and run the data
+with ``LAYER``'s integer product computed by the generated shift-and-add Verilog
+(Verilator via pyverilator-mm); everything else runs as the quantized model. Prints the
+comparison with the reference (first mismatch, if any), the RTL's cycles against the cycle
+model, and both accuracies. Exit status 1 on a mismatch. ``--out DIR`` also writes
+``DIR/rtl-report.json``.
 
 ::
 
@@ -25,26 +27,40 @@ __all__ = ["TileLayerRun", "add_rtl_arguments", "run_rtl_command", "run_layer_on
            "simulate_rtl"]
 
 
-def simulate_rtl(model: Any, layer: str, *, samples: int | None = None,
-                 block_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 idle_prob: float = 0.0, ready_prob: float = 1.0, seed: int = 0):
-    """Run ``model`` (zoo name, ``.npz``/``.onnx`` file or Graph) on the digits test split
-    with ``layer`` in RTL; returns a :class:`chipforge.sim.rtl_layer.RtlLayerRun`."""
-    from chipforge.sim.rtl_layer import run_layer_rtl
-    from chipforge.simulate import load_model
-    from chipforge.zoo.data import digits
+def load_layer_model(model: Any, data: Any = "digits", *, samples: int | None = None,
+                     accelerator: Any = "isaac", notes: list[str] | None = None,
+                     need_data: bool = True) -> tuple[Any, Any, Any]:
+    """``(graph, x, y)`` as ``chipforge simulate --data DATA`` prepares them
+    (:func:`chipforge.mainjob.load_inputs`: a zoo name, ``.onnx`` or ``.npz`` model; a float
+    model quantized after training to 8 bits, calibrated on the digits training split for
+    ``data="digits"``, else on the first 256 given inputs). With ``need_data=False`` a model
+    that is already quantized is returned without reading any data (``x``, ``y`` None)."""
+    from chipforge.families import get_accelerator_spec
+    from chipforge.mainjob import load_inputs
 
-    graph = load_model(model)
-    shape = graph.input_shape
-    if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
-        raise ValueError(f"model {graph.name!r} takes inputs of shape {shape}; --rtl runs "
-                         "models of the digits data set, (1, S, S)")
-    data = digits(shape[-1])
-    x, y = data.x_test, data.y_test
-    if samples is not None:
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, not {samples}")
-        x, y = x[:samples], y[:samples]
+    spec = get_accelerator_spec(accelerator)
+    family = spec.family
+    if not family.rtl_loop:
+        raise ValueError(f"accelerator {spec.name} (family {family.name}) has no ReRAM RTL "
+                         "(isaac, forms8, isqed-... presets have)")
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1, not {samples}")
+    graph = family.load_model(model)
+    if not need_data and all(n.quantized for n in graph.nodes if n.weighted):
+        return graph, None, None
+    return load_inputs(family, graph, data, samples=samples, quantize="auto", notes=notes)
+
+
+def simulate_rtl(model: Any, layer: str, *, data: Any = "digits", samples: int | None = None,
+                 block_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 idle_prob: float = 0.0, ready_prob: float = 1.0, seed: int = 0,
+                 notes: list[str] | None = None):
+    """Run ``model`` (zoo name, ``.npz``/``.onnx`` file or Graph; float models quantized as
+    ``simulate`` does) on ``data`` (``"digits"``, the default, or an ``.npz`` of inputs and
+    labels) with ``layer`` in RTL; returns a :class:`chipforge.sim.rtl_layer.RtlLayerRun`."""
+    from chipforge.sim.rtl_layer import run_layer_rtl
+
+    graph, x, y = load_layer_model(model, data, samples=samples, notes=notes)
     return run_layer_rtl(graph, x, layer, labels=y, block_dir=block_dir, cache_dir=cache_dir,
                          idle_prob=idle_prob, ready_prob=ready_prob, seed=seed)
 
@@ -74,8 +90,11 @@ class TileLayerRun:
 
 
 def run_layer_on_tile(model: Any, layer: str, accelerator: str, *, samples: int = 1,
-                      out_dir: str | Path = "build/rtl-tile") -> TileLayerRun:
-    """Run ``layer`` of ``model`` for ``samples`` digits test images through a ReRAM tile
+                      data: Any = "digits", out_dir: str | Path = "build/rtl-tile",
+                      notes: list[str] | None = None) -> TileLayerRun:
+    """Run ``layer`` of ``model`` for the first ``samples`` inputs of ``data`` (``"digits"``,
+    the default, or an ``.npz``; float models quantized as ``simulate`` does, calibrated on
+    ``data``) through a ReRAM tile
     generated for it (``chipforge rtl tile``), in Icarus with the cocotb testbench of
     ``testbenches/reram_tile``: the tile's outputs are compared with the ideal simulated run
     bit for bit and its cycles with the cycle model. Raises ``AssertionError`` on any
@@ -83,27 +102,25 @@ def run_layer_on_tile(model: Any, layer: str, accelerator: str, *, samples: int 
     import json
     import time
 
-    from chipforge.hw.generate import generate_tile
+    from chipforge.hw.generate import generate_layer_tile
     from chipforge.hw.reram_tile import TileConfig
-    from chipforge.simulate import load_model
     from chipforge.verify.manifest import load_manifest
     from chipforge.verify.runner import run_cocotb
     from chipforge.verify.tile_case import layer_case, save_case
-    from chipforge.zoo.data import digits
 
     testbench = (Path(__file__).resolve().parents[1] / "testbenches" / "reram_tile"
                  / "test_reram_tile_cocotb.py")
     if not testbench.exists():
         raise ValueError(f"the tile testbench {testbench} is missing (a source checkout is "
                          "needed for RTL in the loop)")
-    graph = load_model(model)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, not {samples}")
-    x = digits(graph.input_shape[-1]).x_test[:samples]
+    graph, x, _ = load_layer_model(model, data, samples=samples, accelerator=accelerator,
+                                   notes=notes)
     start = time.perf_counter()
     case = layer_case(graph, x, layer, accelerator)
     out = Path(out_dir)
-    verilog, _ = generate_tile(accelerator, f"{model}:{layer}", out)
+    verilog, _ = generate_layer_tile(accelerator, graph, layer, out, model_label=str(model))
     cols = TileConfig.from_dict(load_manifest(verilog.parent).config).cols
     n = case.weights.shape[1]
     # One build; the testbench programs every column pass in turn.
@@ -143,21 +160,55 @@ def add_rtl_arguments(p: argparse.ArgumentParser, *, with_model: bool = False) -
                         "RTL stream (default 0 1: back to back)")
 
 
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (a temporary file in the same folder, then
+    ``os.replace``)."""
+    import json
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".rtl-report-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def run_rtl_command(args: argparse.Namespace) -> int:
-    """Run ``--rtl`` from parsed arguments; print the report; 1 on a mismatch."""
+    """Run ``--rtl`` from parsed arguments; print the report (and write ``rtl-report.json``
+    in ``--out`` when given); 1 on a mismatch."""
+    data = getattr(args, "data", None) or "digits"
+    out = getattr(args, "out", None)
+    notes: list[str] = []
     if getattr(args, "rtl_tile", None):
         try:
             tile_run = run_layer_on_tile(args.model, args.rtl, args.rtl_tile,
-                                         samples=getattr(args, "samples", None) or 1)
+                                         samples=getattr(args, "samples", None) or 1,
+                                         data=data, notes=notes,
+                                         out_dir=out if out is not None else "build/rtl-tile")
         except AssertionError as err:
             print(f"chipforge simulate --rtl-tile: the tile differs: {err}")
             return 1
+        for note in notes:
+            print(f"note: {note}")
         print(tile_run.summary())
         return 0
     idle, ready = args.rtl_stalls if args.rtl_stalls else (0.0, 1.0)
-    run = simulate_rtl(args.model, args.rtl, samples=getattr(args, "samples", None),
+    run = simulate_rtl(args.model, args.rtl, data=data, samples=getattr(args, "samples", None),
                        block_dir=args.rtl_dir, idle_prob=idle, ready_prob=ready,
-                       seed=getattr(args, "seed", 0) or 0)
-    print(f"{args.model}: {len(run.outputs)} test images")
+                       seed=getattr(args, "seed", 0) or 0, notes=notes)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{args.model}: {len(run.outputs)} test images ({data})")
     print(run.summary())
+    if out is not None:
+        report = {"model": str(args.model), "layer": args.rtl, "data": str(data),
+                  "inputs": len(run.outputs), "bit_exact": bool(run.bit_exact),
+                  "mismatches": int(run.mismatches), "dot_products": int(run.dot_products),
+                  "cycles": int(run.cycles), "model_cycles": int(run.model_cycles),
+                  "accuracy": run.accuracy, "reference_accuracy": run.reference_accuracy,
+                  "notes": notes}
+        _write_json(Path(out) / "rtl-report.json", report)
+        print(f"report: {Path(out) / 'rtl-report.json'}")
     return 0 if run.bit_exact else 1

@@ -43,8 +43,9 @@ from chipforge.hw.token_selector import REGISTER_MAP as SELECTOR_REGISTERS
 from chipforge.hw.token_selector import TokenSelector
 from chipforge.sc_config import SC_DIGITS
 
-__all__ = ["BLOCKS", "Block", "generate", "generate_selector", "generate_tile",
-           "port_manifest", "write_block"]
+__all__ = ["BLOCKS", "Block", "generate", "generate_layer_tile", "generate_selector",
+           "generate_tile", "layer_identifier", "port_manifest", "split_layer_spec",
+           "tile_for_layer", "write_block"]
 
 
 @dataclass(frozen=True)
@@ -229,53 +230,110 @@ def _write(name: str, block: Block, out_dir: str | Path,
     return [verilog_path, manifest_path]
 
 
-def generate_tile(accelerator: str, layer: str, out_dir: str | Path, *,
-                  crossbar_rows: int = 16, max_cols: int = 16) -> list[Path]:
-    """Write a ReRAM tile of ``accelerator`` sized for ``layer`` (``MODEL:LAYER``, a bundled
-    model or a graph file and one of its quantized weighted layers) to ``out_dir/tile-ACCEL-
-    LAYER``. The manifest records the layer (K inputs, N outputs, column passes)."""
-    from chipforge import zoo
-    from chipforge.sim.executor import weight_matrix
+def layer_identifier(name: str, *, max_len: int = 40) -> str:
+    """A plain identifier (letters, digits, ``_``; not starting with a digit) derived from a
+    layer name as an importer writes it (``c2.Conv``, ``/features/0/Conv``): Verilog modules,
+    folders and file names are built from it, never from the raw name. A name that is
+    already such an identifier (``conv1``) stays as it is; any other gets a short hash of the
+    raw name appended, so two names that sanitize alike (``a.b``, ``a/b``) stay apart."""
+    import hashlib
+    import re
 
+    text = str(name)
+    plain = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:max_len].strip("_") or "layer"
+    if plain[0].isdigit():
+        plain = "l_" + plain
+    if plain == text:
+        return plain
+    return f"{plain}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
+
+def split_layer_spec(layer: str) -> tuple[str, str]:
+    """``MODEL:LAYER`` as ``(model, layer)``; the layer is after the last colon."""
     model, sep, layer_name = str(layer).rpartition(":")
     if not sep or not model or not layer_name:
-        raise ValueError(f"--layer must be MODEL:LAYER (e.g. lenet-digits:conv1), not {layer!r}")
-    graph = zoo.load(model) if model in zoo.names() else zoo.load_graph_file(model)
+        raise ValueError(f"--layer must be MODEL:LAYER (e.g. lenet-digits:conv1 or "
+                         f"model.onnx:c2.Conv), not {layer!r}")
+    return model, layer_name
+
+
+def generate_tile(accelerator: str, layer: str, out_dir: str | Path, *, data: Any = "digits",
+                  samples: int | None = None, crossbar_rows: int = 16, max_cols: int = 16,
+                  notes: list[str] | None = None) -> list[Path]:
+    """Write a ReRAM tile of ``accelerator`` sized for ``layer`` (``MODEL:LAYER``: a zoo name,
+    an ``.onnx`` or ``.npz`` file, and one of its weighted layers) to
+    ``out_dir/tile-ACCEL-ID`` (ID: :func:`layer_identifier` of the layer's name). A float
+    model is quantized as ``chipforge simulate`` quantizes it, calibrated on ``data``
+    (:func:`chipforge.rtl_loop.load_layer_model`). The manifest records the layer (its raw
+    name, K inputs, N outputs, column passes)."""
+    from chipforge.rtl_loop import load_layer_model
+
+    model, layer_name = split_layer_spec(layer)
+    graph, _, _ = load_layer_model(model, data, samples=samples, accelerator=accelerator,
+                                   notes=notes, need_data=False)
+    return generate_layer_tile(accelerator, graph, layer_name, out_dir, model_label=model,
+                               crossbar_rows=crossbar_rows, max_cols=max_cols)
+
+
+def tile_for_layer(accelerator: str, graph, layer_name: str, *, crossbar_rows: int = 16,
+                   max_cols: int = 16) -> tuple[TileConfig, int, int]:
+    """The tile config sized for quantized weighted ``layer_name`` of ``graph``, with the
+    layer's K and N."""
+    from chipforge.sim.executor import weight_matrix
+
     names = [n.name for n in graph.nodes if n.weighted and n.quantized]
     if layer_name not in names:
-        raise ValueError(f"layer must be a quantized weighted layer of {model} "
-                         f"({', '.join(names)}), not {layer_name!r}")
+        raise ValueError(f"layer must be a quantized weighted layer of {graph.name} "
+                         f"({', '.join(names) or 'none'}), not {layer_name!r}")
     node = graph.node(layer_name)
     k, n = weight_matrix(node).shape
     cfg = tile_config(accelerator, k, n, input_bits=int(node.attrs["act_bits"]),
                       signed_inputs=bool(node.attrs["act_signed"]),
                       crossbar_rows=crossbar_rows, max_cols=max_cols)
-    tag = f"tile-{cfg.accelerator}-{layer_name}".replace("_", "-")
-    block = Block(module=tag.replace("-", "_"), build=ReramTile, config=cfg,
-                  summary=f"{cfg.accelerator} ReRAM tile for {model}:{layer_name} "
+    return cfg, k, n
+
+
+def generate_layer_tile(accelerator: str, graph, layer_name: str, out_dir: str | Path, *,
+                        model_label: str = "", crossbar_rows: int = 16,
+                        max_cols: int = 16) -> list[Path]:
+    """:func:`generate_tile` for a loaded, quantized graph."""
+    cfg, k, n = tile_for_layer(accelerator, graph, layer_name, crossbar_rows=crossbar_rows,
+                               max_cols=max_cols)
+    # preset names use "-" (isqed-differential): a plain part of the name, not a reason to
+    # hash; the layer's raw name never reaches a path or a tool
+    module = (f"tile_{layer_identifier(cfg.accelerator.replace('-', '_'))}_"
+              f"{layer_identifier(layer_name)}")
+    tag = module.replace("_", "-")
+    label = model_label or graph.name
+    block = Block(module=module, build=ReramTile, config=cfg,
+                  summary=f"{cfg.accelerator} ReRAM tile for {label}:{layer_name} "
                           f"(K={k}, N={n})")
     passes = -(-n // cfg.cols)
-    return _write(tag, block, out_dir, {"layer": {"model": model, "name": layer_name,
+    return _write(tag, block, out_dir, {"layer": {"model": str(label), "name": layer_name,
                                                   "k": k, "n": n, "column_passes": passes}})
 
 
 def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 0,
-                      center: bool | None = None) -> list[Path]:
+                      center: bool | None = None, data: Any = "digits",
+                      samples: int | None = None,
+                      notes: list[str] | None = None) -> list[Path]:
     """Write the token selector top level for selector ``selector`` (an index or a
     ``TOKEN_SELECT`` node name such as ``selector.1``) of the ViT ``model`` (a bundled one,
     e.g. ``vit-digits-keep60``, or a graph file) to ``out_dir/token-selector-MODEL-sK``
     (``-centered`` appended for a centered selector). ``center``: None keeps the model's
     selectors as they are; True/False switches them all to centered / uncentered
     (``TokenSelectorConfig.center``; the formats are calibrated for that). The fixed-point
-    formats are calibrated like ``chipforge heatvit`` (256 digits training images); the
-    manifest records the selector and its integer weights (register values)."""
+    formats are the ones ``chipforge compress heatvit`` stored in the model
+    (``heatvit_calibration``) when the selectors are kept as they are; otherwise they are
+    calibrated on the first 256 inputs of ``data`` (an ``.npz`` of the user's images, or
+    ``"digits"``, the default: its training split). ``notes`` collects which. The manifest
+    records the selector and its integer weights (register values)."""
 
     from chipforge import zoo
     from chipforge.heatvit import calibrate_graph
     from chipforge.sim.graph import Op
     from chipforge.sim.ref.token_selector import selector_program
     from chipforge.sim.vit_graph import graph_to_vit
-    from chipforge.zoo.data import digits
 
     bundled = [*zoo.names(), *zoo.GRAPH_ONLY_NAMES]
     graph = zoo.load(model) if model in bundled else zoo.load_graph_file(model)
@@ -288,16 +346,29 @@ def generate_selector(model: str, out_dir: str | Path, *, selector: str | int = 
     if not isinstance(index, int) or not 0 <= index < len(names):
         raise ValueError(f"--selector must be one of {', '.join(names)} or an index in "
                          f"0..{len(names) - 1}, not {selector!r}")
-    if tuple(graph.input_shape[:1]) != (1,) or graph.input_shape[-1] not in (8, 16, 28):
-        raise ValueError(f"model {model!r}: its formats are calibrated on digits images, so "
-                         f"its input must be (1, S, S) digits-sized, not {graph.input_shape}")
     if center is not None and not isinstance(center, bool):
         raise ValueError(f"center must be None, True or False, not {center!r}")
+    notes = [] if notes is None else notes
     net = graph_to_vit(graph)
-    net = net.with_selector_center(center)
-    fracs, _ = calibrate_graph(net, digits(graph.input_shape[-1]).x_train[:256])
+    stored = graph.meta.get("heatvit_calibration")
+    if center is None and isinstance(stored, dict) and stored.get("fracs"):
+        fracs = dict(stored["fracs"][0])
+        notes.append("formats from the model file (calibrated by compress heatvit on "
+                     f"{stored.get('label', '?')})")
+    else:
+        from chipforge.importers.model import digits_train_inputs, load_data
+
+        net = net.with_selector_center(center)
+        if str(data) == "digits":
+            calib, label = digits_train_inputs(graph)[:256], "256 digits training images"
+        else:
+            calib, _ = load_data(data, graph, samples=min(samples or 256, 256))
+            label = f"the first {len(calib)} inputs of {data}"
+        fracs, _ = calibrate_graph(net, calib)
+        notes.append(f"formats calibrated on {label}")
     cfg, weights = selector_program(net, fracs, index)
-    tag = (f"token-selector-{Path(model).stem}-s{index}" + ("-centered" if cfg.center else "")
+    stem = layer_identifier(Path(str(model)).stem.replace("-", "_"))
+    tag = (f"token-selector-{stem}-s{index}" + ("-centered" if cfg.center else "")
            ).replace("_", "-")
     block = Block(module=tag.replace("-", "_"), build=TokenSelector, config=cfg,
                   summary=f"HeatViT token selector {names[index]} of {model}")

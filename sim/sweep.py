@@ -7,6 +7,9 @@ keep ratio, ...) times Monte-Carlo trials. A trial is a pure function::
 
 Its seed is derived from (base seed, point, trial index) only (:func:`trial_seed`), so the
 results never depend on the executor, the number of workers or the order of completion.
+With ``chips=N`` (``chipforge sweep --chips N``) the trials are N programmed chips, the
+same at every point: trial ``t`` gets :func:`chipforge.chips.chip_seeds` ``(seed, N)[t]``
+and the summary the spread over chips (:func:`chipforge.chips.spread`).
 
 The engine (:func:`run_sweep`):
 
@@ -76,6 +79,8 @@ PLOT_FILE = "plot.png"
 FORMAT_VERSION = 2
 # Columns the engine adds to the point's fields and the metrics.
 TRIAL_COLUMN, SEED_COLUMN, TIME_COLUMN = "trial", "seed", "trial_s"
+DATA_AXIS = "data"
+"""The optional axis of a sweep with ``takes_data``: the data its trials run the model on."""
 CHECK_COLUMN = "check"
 """Per row: a checksum of the sweep's name and the row's cells (all but ``trial_s``), so a
 hand-edited or damaged row is refused on resume instead of trusted."""
@@ -115,6 +120,10 @@ class SweepDef:
     shared: Callable[[], Mapping[str, Any]] | None = None
     """Builds the large inputs every trial needs (a mapped model, a data set) once, in the
     driver; they reach each worker once and each trial as keyword arguments."""
+    takes_data: bool = False
+    """The trial runs a model on data and reads the point's optional ``data`` axis (a
+    ``.npz`` of inputs and labels or ``digits``; ``chipforge sweep --data``); without it
+    the sweep's documented default data set."""
     check_point: Callable[[Point], None] | None = None
     """Raises ``ValueError`` for a point the trial cannot run (e.g. a bit width out of
     range); called for every point before any work starts."""
@@ -202,6 +211,17 @@ def trial_seed(base_seed: int, point: Mapping[str, Any], trial: int) -> int:
     words = [int(w) for w in np.frombuffer(digest[:16], dtype="<u4")]
     sequence = np.random.SeedSequence([base_seed, *words, trial])
     return int(sequence.generate_state(1, np.uint64)[0])
+
+
+def _seed_of(base_seed: int, chips: int | None) -> Callable[[Point, int], int]:
+    """The seed of trial ``t`` at a point: :func:`trial_seed`, or with ``chips`` the seed of
+    chip ``t`` (:func:`chipforge.chips.chip_seeds`), the same N chips at every point."""
+    if chips is None:
+        return lambda point, t: trial_seed(base_seed, point, t)
+    from chipforge.chips import chip_seeds
+
+    seeds = chip_seeds(base_seed, chips)
+    return lambda point, t: seeds[t]
 
 
 def _parse_value(axis: str, text: str, defaults: Sequence[Any]) -> Any:
@@ -303,7 +323,8 @@ class _Layout:
 
 
 def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
-               repair: bool) -> tuple[dict[tuple[int, int], dict[str, float]], int]:
+               repair: bool, chips: int | None = None
+               ) -> tuple[dict[tuple[int, int], dict[str, float]], int]:
     """Completed trials in a results file: {(point index, trial): {metric/trial_s: value}}.
 
     A last line without its newline (the process was killed while writing it) is dropped,
@@ -328,7 +349,7 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
                              "a header); choose another --out")
         rows: dict[tuple[int, int], dict[str, float]] = {}
     else:
-        rows = _check_rows(path, lines, layout, trials, base_seed)
+        rows = _check_rows(path, lines, layout, trials, base_seed, chips)
     if dropped and repair:
         with path.open("r+b") as f:
             f.truncate(cut)
@@ -338,8 +359,10 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
 
 
 def _check_rows(path: Path, lines: list[list[str]], layout: _Layout, trials: int,
-                base_seed: int) -> dict[tuple[int, int], dict[str, float]]:
+                base_seed: int, chips: int | None = None
+                ) -> dict[tuple[int, int], dict[str, float]]:
     columns = layout.columns
+    seed_of = _seed_of(base_seed, None if chips is None else max(chips, trials))
     if lines[0] != columns:
         if lines[0] == [c for c in columns if c != CHECK_COLUMN]:
             raise SweepError(f"{path} was written by an older chipforge (rows without "
@@ -372,7 +395,7 @@ def _check_rows(path: Path, lines: list[list[str]], layout: _Layout, trials: int
             raise SweepError(f"{where} holds a non-number: the file is corrupt") from None
         if not 0 <= trial < trials:
             raise SweepError(f"{where}: trial {trial} is outside 0..{trials - 1}")
-        if seed != trial_seed(base_seed, layout.points[index], trial):
+        if seed != seed_of(layout.points[index], trial):
             raise SweepError(f"{where}: seed {seed} is not the seed of trial {trial} under "
                              f"base seed {base_seed}: the results come from another --seed")
         if (index, trial) in rows:
@@ -401,10 +424,13 @@ class _ResultsWriter:
 
 
 def _manifest(sweep: SweepDef, grid: Mapping[str, Sequence[Any]], trials: int,
-              seed: int, layout: _Layout) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "sweep": sweep.name, "seed": seed, "trials": trials,
-            "grid": {a: list(v) for a, v in grid.items()}, "metrics": list(sweep.metrics),
-            "columns": layout.columns}
+              seed: int, layout: _Layout, chips: int | None = None) -> dict[str, Any]:
+    manifest = {"format": FORMAT_VERSION, "sweep": sweep.name, "seed": seed,
+                "trials": trials, "grid": {a: list(v) for a, v in grid.items()},
+                "metrics": list(sweep.metrics), "columns": layout.columns}
+    if chips is not None:
+        manifest["chips"] = chips   # trial t = chip t, seeds from chipforge.chips.chip_seeds
+    return manifest
 
 
 def _check_manifest(path: Path, expected: dict[str, Any]) -> None:
@@ -640,6 +666,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
               progress: bool | None = None,
               plot: bool = True,
               x_axis: str | None = None,
+              chips: int | None = None,
               echo: Callable[[str], None] | None = print) -> SweepResult:
     """Run (or resume) a sweep and write results, summary and plot under ``out_dir``.
 
@@ -659,12 +686,27 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
       row's checksum are checked) or ``force`` (start over: the engine's own files
       :data:`OWN_FILES` are replaced, every other file is kept).
     - ``progress``: tqdm bar (default: when stderr is a terminal).
+    - ``chips``: run N programmed chips per point instead of ``trials``: trial ``t`` is chip
+      ``t`` with the seed :func:`chipforge.chips.chip_seeds` gives (the same N chips at
+      every point), and the summary's mean, std and 95 % interval come from
+      :func:`chipforge.chips.spread` (``METRIC_ci95_low`` / ``_high`` columns added).
+    - A sweep with ``takes_data`` accepts a ``data`` axis on top of its own (the data set
+      its trials run the model on; absent: the sweep's documented default).
     """
     grid = {a: list(v) for a, v in (grid if grid is not None else sweep.grid).items()}
     _check_grid(grid, f"sweep {sweep.name!r} grid")
-    if set(grid) != set(sweep.grid):
+    allowed = set(sweep.grid) | ({DATA_AXIS} if sweep.takes_data else set())
+    if not set(sweep.grid) <= set(grid) <= allowed:
         raise ValueError(f"grid axes {sorted(grid)} must be the sweep's axes "
-                         f"{sorted(sweep.grid)}")
+                         f"{sorted(sweep.grid)}"
+                         + (f" (and optionally {DATA_AXIS!r})" if sweep.takes_data else ""))
+    if chips is not None:
+        if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+            raise ValueError(f"chips must be an integer >= 1, not {chips!r}")
+        if trials is not None and trials != chips:
+            raise ValueError(f"chips ({chips}) are the trials of each point: give chips or "
+                             f"trials ({trials}), not both")
+        trials = chips
     trials = sweep.trials if trials is None else trials
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an integer >= 1, not {trials!r}")
@@ -697,7 +739,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
 
     out_dir = Path(out_dir)
     layout = _Layout(tuple(grid), tuple(sweep.metrics), tuple(points), sweep.name)
-    manifest = _manifest(sweep, grid, trials, seed, layout)
+    manifest = _manifest(sweep, grid, trials, seed, layout, chips)
     from chipforge.guard import InputError, check_output_dir
 
     try:
@@ -711,7 +753,7 @@ def run_sweep(sweep: SweepDef, out_dir: str | Path, *,
         _check_out_dir(out_dir, manifest, layout, resume=resume, force=force)
         return _run_locked(sweep, out_dir, layout, manifest, points, trials, seed, resume,
                            force, executor, workers, scheduler, dask_local, shared, batch,
-                           progress, plot, x_axis, echo)
+                           progress, plot, x_axis, echo, chips)
 
 
 def _cores() -> int:
@@ -765,6 +807,9 @@ def _manifest_differences(path: Path, expected: dict[str, Any]) -> list[str] | N
     if not isinstance(found, dict) or "format" not in found or "sweep" not in found:
         return None
     differences = []
+    if bool(found.get("chips")) != bool(expected.get("chips")):
+        differences.append("chips: one run has --chips (the same chips at every point), "
+                           "the other per-point trials")
     for key in ("format", "sweep", "seed", "trials", "grid", "metrics", "columns"):
         if key == "trials" and isinstance(found.get(key), int) \
                 and found[key] <= expected[key]:
@@ -795,7 +840,8 @@ def _check_out_dir(out_dir: Path, manifest: dict[str, Any], layout: _Layout, *,
         if manifest_path.exists():
             _check_manifest(manifest_path, manifest)
         if results.exists():  # read only: a refusal leaves every byte in place
-            _read_rows(results, layout, manifest["trials"], manifest["seed"], repair=False)
+            _read_rows(results, layout, manifest["trials"], manifest["seed"], repair=False,
+                       chips=manifest.get("chips"))
         return
     differences = (_manifest_differences(manifest_path, manifest)
                    if manifest_path.exists() else None)
@@ -833,7 +879,7 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
                 executor: cf.Executor | None, workers: int | None, scheduler: str | None,
                 dask_local: bool, shared: Mapping[str, Any] | None, batch: int,
                 progress: bool | None, plot: bool, x_axis: str,
-                echo: Callable[[str], None] | None) -> SweepResult:
+                echo: Callable[[str], None] | None, chips: int | None = None) -> SweepResult:
     grid = {a: list(v) for a, v in manifest["grid"].items()}
     results_path, manifest_path = out_dir / RESULTS_FILE, out_dir / MANIFEST_FILE
     say = echo or (lambda _: None)
@@ -843,7 +889,8 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
     if results_path.exists():
         if manifest_path.exists():
             _check_manifest(manifest_path, manifest)
-        done, dropped = _read_rows(results_path, layout, trials, seed, repair=True)
+        done, dropped = _read_rows(results_path, layout, trials, seed, repair=True,
+                                   chips=chips)
         if dropped:
             say(f"{results_path}: discarded a half-written last line (the sweep was killed "
                 "while writing it); that trial runs again")
@@ -851,7 +898,8 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
             f"{results_path}")
     _write_json_atomic(manifest_path, manifest)
 
-    todo = [(i, t, points[i], trial_seed(seed, points[i], t))
+    seed_of = _seed_of(seed, chips)
+    todo = [(i, t, points[i], seed_of(points[i], t))
             for i in range(len(points)) for t in range(trials) if (i, t) not in done]
     computed, compute_s, elapsed, startup = 0, 0.0, 0.0, 0.0
     where = "none (all trials were done)"
@@ -880,12 +928,12 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
 
     # The summary comes from the file, so an interrupted-and-resumed sweep and an
     # uninterrupted one give the same table bit for bit.
-    rows, _ = _read_rows(results_path, layout, trials, seed, repair=False)
+    rows, _ = _read_rows(results_path, layout, trials, seed, repair=False, chips=chips)
     missing = len(points) * trials - len(rows)
     if missing:
         raise SweepError(f"{results_path} lacks {missing} trials after the sweep")
-    summary = summarize(points, rows, sweep.metrics, trials)
-    _write_summary(out_dir, layout, summary, sweep.metrics)
+    summary = summarize(points, rows, sweep.metrics, trials, chips=chips is not None)
+    _write_summary(out_dir, layout, summary, sweep.metrics, chips=chips is not None)
     table = format_summary(summary, list(grid), sweep.metrics)
     (out_dir / SUMMARY_TEXT_FILE).write_text(table + "\n")
     say(table)
@@ -1014,10 +1062,26 @@ def t_quantile_975(dof: int) -> float:
     return 0.5 * (lo + hi)
 
 
+def _metric_range(metric: str) -> tuple[float | None, float | None]:
+    """Where a metric can lie, for clipping its interval over chips: accuracies and
+    agreement in [0, 1], an accuracy drop in [-1, 1], anything else unbounded."""
+    if metric.endswith("drop"):
+        return -1.0, 1.0
+    if metric.startswith("accuracy") or metric == "agreement":
+        return 0.0, 1.0
+    return None, None
+
+
 def summarize(points: Sequence[Point], rows: Mapping[tuple[int, int], Mapping[str, float]],
-              metrics: Sequence[str], trials: int) -> list[dict[str, Any]]:
+              metrics: Sequence[str], trials: int, *, chips: bool = False
+              ) -> list[dict[str, Any]]:
     """Per point: the point's fields, ``n``, and ``METRIC_mean``, ``METRIC_std`` (sample,
-    ddof=1), ``METRIC_ci95`` (half width of the Student-t 95% interval of the mean)."""
+    ddof=1), ``METRIC_ci95`` (half width of the Student-t 95% interval of the mean). With
+    ``chips`` (the trials are chips), mean, std and the interval come from
+    :func:`chipforge.chips.spread`, clipped to the metric's range, and ``METRIC_ci95_low``
+    / ``METRIC_ci95_high`` are added (``METRIC_ci95``: half their distance)."""
+    if chips:
+        from chipforge.chips import spread
     summary = []
     for index, point in enumerate(points):
         values = np.array([[rows[(index, t)][m] for m in metrics]
@@ -1030,17 +1094,29 @@ def summarize(points: Sequence[Point], rows: Mapping[tuple[int, int], Mapping[st
             std = float(column.std(ddof=1)) if n > 1 else math.nan
             ci = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
             row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_ci95"] = mean, std, ci
+            if chips and n:
+                lower, upper = _metric_range(metric)
+                over = spread(column, lower=lower, upper=upper)
+                low = math.nan if over["ci95_low"] is None else over["ci95_low"]
+                high = math.nan if over["ci95_high"] is None else over["ci95_high"]
+                row[f"{metric}_mean"] = over["mean"]
+                row[f"{metric}_std"] = over["std"] if n > 1 else math.nan
+                row[f"{metric}_ci95"] = (high - low) / 2
+                row[f"{metric}_ci95_low"], row[f"{metric}_ci95_high"] = low, high
         summary.append(row)
     return summary
 
 
-def _summary_columns(axes: Sequence[str], metrics: Sequence[str]) -> list[str]:
-    return [*axes, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "ci95"))]
+def _summary_columns(axes: Sequence[str], metrics: Sequence[str], *,
+                     chips: bool = False) -> list[str]:
+    stats = ("mean", "std", "ci95", "ci95_low", "ci95_high") if chips else ("mean", "std",
+                                                                           "ci95")
+    return [*axes, "n", *(f"{m}_{s}" for m in metrics for s in stats)]
 
 
 def _write_summary(out_dir: Path, layout: _Layout, summary: list[dict[str, Any]],
-                   metrics: Sequence[str]) -> None:
-    columns = _summary_columns(layout.axes, metrics)
+                   metrics: Sequence[str], *, chips: bool = False) -> None:
+    columns = _summary_columns(layout.axes, metrics, chips=chips)
     text = "".join(_csv_line(r) for r in
                    [columns, *([_cell(row[c]) for c in columns] for row in summary)])
     tmp = out_dir / (SUMMARY_FILE + ".tmp")

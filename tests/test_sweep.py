@@ -363,3 +363,30 @@ def test_cli_lists_sweeps_and_rejects_bad_input(tmp_path, capsys):
     assert main(["sweep", "crossbar-adc", "--trials", "0"]) == 2
     assert "--trials must be >= 1, not 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_chips_run_the_same_chip_seeds_at_every_point_with_their_spread(tmp_path):
+    """--chips N: trial t of every point is chip t (chipforge.chips.chip_seeds), and the
+    summary's mean, std and interval are chipforge.chips.spread of the chips' values."""
+    import csv
+
+    from chipforge.chips import chip_seeds, spread
+
+    with cf.ThreadPoolExecutor(1) as pool:
+        result = run_sweep(helpers.TOY, tmp_path / "chips", seed=5, executor=pool, chips=3,
+                           **_quiet())
+    with open(tmp_path / "chips" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(helpers.TOY.grid["sigma"]) * 2 * 3
+    seeds = chip_seeds(5, 3)
+    assert all(int(r["seed"]) == seeds[int(r["trial"])] for r in rows)
+    first = result.summary[0]
+    values = [float(r["peak"]) for r in rows
+              if (float(r["mu"]), float(r["sigma"])) == (first["mu"], first["sigma"])]
+    expected = spread(values, lower=None, upper=None)
+    assert first["peak_mean"] == pytest.approx(expected["mean"], rel=1e-12)
+    assert first["peak_std"] == pytest.approx(expected["std"], rel=1e-12)
+    assert first["peak_ci95_low"] == pytest.approx(expected["ci95_low"], rel=1e-12)
+    assert first["peak_ci95_high"] == pytest.approx(expected["ci95_high"], rel=1e-12)
+    with pytest.raises(ValueError, match="chips"):
+        run_sweep(helpers.TOY, tmp_path / "both", chips=3, trials=2, **_quiet())

@@ -3,14 +3,18 @@ interface (:mod:`chipforge.families`).
 
 A point names a model, an accelerator (preset, ``FAMILY:PRESET`` or TOML file), one config
 key (dotted, as ``--set`` takes it; empty: the preset as it is) and its value; a trial is
-one chip instance (the seed) on the first ``samples`` digits test images::
+one chip instance (the seed) on the first ``samples`` test inputs of the ``data`` axis
+(``chipforge sweep accelerator --data FILE.npz``; default: the digits test split at the
+model's input size)::
 
     chipforge sweep accelerator --grid accelerator=cap-ram,pim-bit-serial \\
         --grid key=adc.bits --grid value=4,5,6,7,8
     chipforge sweep accelerator --grid accelerator=forms8 --grid model=lenet-digits-forms8 \\
         --grid key=device.programming_sigma --grid value=0,0.05,0.1,0.2
 
-A float model is quantized after training to 8 bits, as in ``chipforge simulate``.
+A model is a zoo name or the user's ``.onnx`` / ``.npz`` file; a float model is quantized
+after training to 8 bits, as in ``chipforge simulate`` (the same calibration rule:
+:func:`chipforge.mainjob.load_inputs`). ``--chips N`` runs the same N chips at every point.
 """
 
 from __future__ import annotations
@@ -39,18 +43,14 @@ def check_point(point: dict[str, Any]) -> None:
 
 
 @lru_cache(maxsize=8)
-def _prepared(model: str, accelerator: str, samples: int):
-    """The graph as the accelerator's family takes it and its test data (per worker)."""
-    from chipforge.families import CALIBRATION_SAMPLES, get_accelerator_spec
+def _prepared(model: str, accelerator: str, samples: int, data: str = "digits"):
+    """The graph as the accelerator's family takes it and its test data (per worker), read
+    as ``chipforge simulate`` reads them (:func:`chipforge.mainjob.load_inputs`)."""
+    from chipforge.families import get_accelerator_spec
+    from chipforge.mainjob import load_inputs
 
     family = get_accelerator_spec(accelerator).family
-    graph = family.load_model(model)
-    x, y = family.load_data("digits", graph)
-    if family.integer_model:
-        from chipforge.importers.model import digits_train_inputs
-
-        graph = family.prepare(graph, digits_train_inputs(graph)[:CALIBRATION_SAMPLES],
-                               mode="auto", calib_label="digits training images", notes=[])
+    graph, x, y = load_inputs(family, model, data, quantize="auto")
     return graph, x[:samples], y[:samples]
 
 
@@ -60,7 +60,7 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
 
     spec = get_accelerator_spec(point["accelerator"], overrides=_overrides(point))
     graph, x, y = _prepared(str(point["model"]), str(point["accelerator"]),
-                            int(point.get("samples", 100)))
+                            int(point.get("samples", 100)), str(point.get("data", "digits")))
     r = simulate_graph(spec, graph, x, y, seed=seed).result
     return {"accuracy": r.accuracy_hardware, "accuracy_ideal": r.accuracy_ideal,
             "accuracy_drop": r.accuracy_drop, "agreement": r.agreement}
@@ -75,6 +75,7 @@ SWEEP = SweepDef(
     x_axis="value",
     trials=2,
     check_point=check_point,
+    takes_data=True,
     description="any accelerator family: accuracy vs one config field (--set key), "
                 "through the accelerator interface",
 )

@@ -1,5 +1,9 @@
 """The ``adc`` sweep (PIM-QAT): accuracy of the bundled ResNet vs the PIM ADC resolution.
 
+It reproduces an experiment on the bundled models, so it runs on the digits data set they
+were trained on (documented default; ``--data`` does not apply: use the ``accelerator``
+sweep with ``--data`` for your own model and data).
+
 For each b_PIM from 3 to 8 bits, with an ideal ADC or with CAP-RAM-like thermal noise,
 gain/offset spread and S-shaped nonlinearity, four ways to deploy the model on the macro
 :data:`chipforge.mappings.pim_qat.PIM_SWEEP_CFG`:

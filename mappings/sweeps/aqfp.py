@@ -1,6 +1,8 @@
 """The ``aqfp`` sweep: accuracy and energy of the bundled BNN on SupeRBNN arrays over the
 gray-zone width sigma, the crossbar size N and the bitstream length L (issue 6's trade-offs
-on the sweep engine). Each trial is :func:`chipforge.mappings.superbnn.superbnn_trial`."""
+on the sweep engine). Each trial is :func:`chipforge.mappings.superbnn.superbnn_trial`,
+on the digits data set the bundled BNN was trained on (documented default; ``--data`` does
+not apply)."""
 
 from __future__ import annotations
 

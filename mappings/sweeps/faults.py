@@ -7,15 +7,20 @@ traditional two-column mapping and the fault-tolerant differential mapping.
 
 A trial is a pure function of ``(point, seed)``: :func:`trial`. A point has the axes
 
-- ``model``: a zoo name or ``.npz`` path (the pruning ratio comes with the model and is
-  reported as a metric),
+- ``model``: a zoo name, ``.onnx`` or ``.npz`` path (a float model is quantized after
+  training to 8 bits as ``chipforge simulate`` does it; the pruning ratio comes with the
+  model and is reported as a metric),
 - ``mapping``: ``two_column``, ``differential`` or ``offset``,
 - ``fault_rate``: the total stuck-at rate,
 
-on the ISQED-style hardware of :data:`chipforge.accelerators.ISQED_TWO_COLUMN` (128x128
-crossbars, 8-bit weights in four 2-bit cells per polarity, a 9-bit ADC that never
-saturates), so the mapping is the only difference. The seed picks the chip instance (the
-fault map); it is independent of everything else.
+and optionally ``data`` (``chipforge sweep faults --data FILE.npz``: the user's test inputs
+and labels, also the calibration of a float model; default: the digits test split, at the
+model's input size), on the ISQED-style hardware of
+:data:`chipforge.accelerators.ISQED_TWO_COLUMN` (128x128 crossbars, 8-bit weights in four
+2-bit cells per polarity, a 9-bit ADC that never saturates), so the mapping is the only
+difference. The seed picks the chip instance (the fault map); it is independent of
+everything else. ``--chips N`` runs the same N chips
+(seeds from :func:`chipforge.chips.chip_seeds`) at every point.
 
 ``chipforge sweep faults`` (or :func:`run_fault_sweep`) runs the grid on the generic,
 resumable sweep engine (:mod:`chipforge.sim.sweep`, any executor, Dask included) and adds
@@ -59,14 +64,18 @@ def accelerator_for(mapping: str):
 
 
 @lru_cache(maxsize=8)
-def _prepared(model: str, mapping: str):
-    """Graph, test data, ideal logits, mapped model and pruning ratio (cached per worker)."""
+def _prepared(model: str, mapping: str, data: str = "digits"):
+    """Graph, test data, ideal logits, mapped model and pruning ratio (cached per worker).
+    Model and data are read as ``chipforge simulate`` reads them
+    (:func:`chipforge.mainjob.load_inputs`: float models quantized on the same calibration
+    data)."""
+    from chipforge.families import get_accelerator_spec
+    from chipforge.mainjob import load_inputs
     from chipforge.mappings.placement import place
     from chipforge.sim.executor import run_graph
-    from chipforge.simulate import _test_data, load_model
 
-    graph = load_model(model)
-    x, y = _test_data(graph, None)
+    family = get_accelerator_spec("isqed-two-column").family
+    graph, x, y = load_inputs(family, model, data, quantize="auto")
     ideal = run_graph(graph, x)
     mapped = place(graph, accelerator_for(mapping))
     weights = sum(layer.stats.weights for layer in mapped.layers.values())
@@ -87,7 +96,8 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
     from chipforge.families.reram import run_reram
 
     check_point(point)
-    graph, x, y, ideal, mapped, pruning = _prepared(str(point["model"]), point["mapping"])
+    graph, x, y, ideal, mapped, pruning = _prepared(str(point["model"]), point["mapping"],
+                                                    str(point.get("data", "digits")))
     result = run_reram(graph, accelerator_for(point["mapping"]), x, y, seed=seed,
                        mapped=mapped, ideal_logits=ideal, float_accuracy=False,
                        fault_rate=float(point["fault_rate"]))
@@ -98,15 +108,20 @@ def trial(point: dict[str, Any], seed: int) -> dict[str, float]:
 def run_fault_sweep(out: str | Path, *, grid: dict[str, Sequence[Any]] | None = None,
                     trials: int | None = None, seed: int = 0, executor: Any = None,
                     workers: int | None = None, resume: bool = False,
-                    progress: bool | None = False) -> list[dict[str, Any]]:
+                    progress: bool | None = False, data: str | None = None,
+                    chips: int | None = None) -> list[dict[str, Any]]:
     """Run the sweep on the generic engine (:func:`chipforge.sim.sweep.run_sweep`): resumable
     ``results.csv``, ``summary.csv`` and the engine's ``plot.png`` in ``out``, plus
-    ``faults.png`` (:func:`plot_fault_sweep`). Returns the result rows."""
+    ``faults.png`` (:func:`plot_fault_sweep`). ``data``: an ``.npz`` of test inputs and
+    labels (default: digits); ``chips``: the same N chips at every point instead of
+    ``trials``. Returns the result rows."""
     from chipforge.sim.sweep import load_results, run_sweep
 
-    run_sweep(SWEEP, out, grid={**SWEEP.grid, **(grid or {})}, trials=trials, seed=seed,
-              executor=executor, workers=workers, resume=resume, progress=progress,
-              echo=None)
+    full = {**SWEEP.grid, **(grid or {})}
+    if data is not None:
+        full["data"] = [str(data)]
+    run_sweep(SWEEP, out, grid=full, trials=trials, seed=seed, executor=executor,
+              workers=workers, resume=resume, progress=progress, chips=chips, echo=None)
     header, lines = load_results(out)
     rows = [dict(zip(header, line, strict=True)) for line in lines]
     plot_fault_sweep(rows, Path(out) / "faults.png")
@@ -204,6 +219,7 @@ SWEEP = SweepDef(
     x_axis="fault_rate",
     trials=5,
     check_point=check_point,
+    takes_data=True,
     description="ISQED'21: accuracy vs stuck-at rate (1:5.2) per mapping and pruning",
     log_x=True,
 )

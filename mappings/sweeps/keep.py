@@ -1,7 +1,8 @@
 """The ``keep`` sweep (HeatViT): the bundled ViT's selectors at each keep ratio, on FPGA
 engines of several PE-array sizes: accuracy, MACs saved and the modelled speedup over the
 same engine without selectors. Everything is deterministic (one trial per point); the seed
-is recorded but unused."""
+is recorded but unused. It runs the bundled vit-digits on the digits data set it was
+trained on (documented default; ``--data`` does not apply)."""
 
 from __future__ import annotations
 
