@@ -28,7 +28,45 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cycle_summary", "format_cost", "plain", "write_report"]
+__all__ = ["SI_PREFIXES", "cycle_summary", "format_cost", "format_extra", "plain", "si",
+           "si_scale", "write_report"]
+
+SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
+               (1e-6, "u"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"), (1e-18, "a"),
+               (1e-21, "z"))
+"""Factor and prefix (``u`` for micro, plain ASCII for terminals and file names)."""
+
+
+def si_scale(value: float) -> tuple[float, str]:
+    """The factor and SI prefix that put ``|value|`` in [1, 1000) (1 and "" for 0)."""
+    magnitude = abs(float(value))
+    if magnitude == 0 or magnitude != magnitude:
+        return 1.0, ""
+    for factor, prefix in SI_PREFIXES:
+        if magnitude >= factor * (1 - 5e-13):
+            return factor, prefix
+    return SI_PREFIXES[-1]
+
+
+def si(value: float | None, unit: str, digits: int = 4) -> str:
+    """``value`` with an SI prefix on ``unit``: ``si(3.3e-7, "J")`` -> ``"330 nJ"``."""
+    if value is None or value != value:
+        return "-"
+    factor, prefix = si_scale(value)
+    return f"{value / factor:.{digits}g} {prefix}{unit}"
+
+
+_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_w": "W", "_hz": "Hz"}
+
+
+def format_extra(key: str, value: Any) -> str:
+    """``key value`` of a cost report's ``extra`` number: a key ending in ``_j``, ``_s``,
+    ``_w`` or ``_hz`` is a quantity in that unit, printed with an SI prefix."""
+    for suffix, unit in _SUFFIX_UNITS.items():
+        if key.endswith(suffix) and isinstance(value, int | float):
+            return f"{key[:-len(suffix)].replace('_', ' '):<24} {si(value, unit)}"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{key.replace('_', ' '):<24} {text}"
 
 
 def _plain(value: Any) -> Any:
@@ -87,9 +125,9 @@ def format_cost(cost) -> str:
     lines = [f"cost model: {cost.basis}"]
     if cost.samples:
         lines[0] += f" ({cost.samples} inputs)"
-    lines.append(f"  latency {num(cost.latency_s, 1e6)} us, throughput "
-                 f"{num(cost.throughput_per_s)} inferences/s, energy "
-                 f"{num(cost.energy_j, 1e9)} nJ per inference, cycles {num(cost.cycles)}, "
+    lines.append(f"  latency {si(cost.latency_s, 's')}, throughput "
+                 f"{si(cost.throughput_per_s, 'inferences/s')}, energy "
+                 f"{si(cost.energy_j, 'J')} per inference, cycles {num(cost.cycles)}, "
                  f"area {num(cost.area_mm2)} mm^2")
     header = ("layer", "cycles", "latency_us", "energy_nj", "area_mm2")
     rows = [(la.name, num(la.cycles), num(la.latency_s, 1e6), num(la.energy_j, 1e9),
