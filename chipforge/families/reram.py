@@ -19,7 +19,8 @@ from chipforge.accelerators import ACCELERATORS, ReramAcceleratorConfig
 from chipforge.families import register_family
 from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
 
-__all__ = ["ReramFamily", "cycle_architecture", "cycle_placement", "run_reram"]
+__all__ = ["ReramFamily", "at_model_widths", "cycle_architecture", "cycle_placement",
+           "run_reram"]
 
 
 def _fault_rate(config: ReramAcceleratorConfig, rate: Any) -> ReramAcceleratorConfig:
@@ -47,6 +48,13 @@ def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
     arch = _config_architecture(config)
     if arch is None or graph is None:
         return arch
+    return at_model_widths(arch, graph)
+
+
+def at_model_widths(arch, graph):
+    """``arch`` at a quantized model's weight and input widths where they are narrower
+    (the placement stores a layer at max(its bits, 2); inputs take act_bits cycles), so
+    every architecture of a comparison does the same work; a float graph: ``arch``."""
     nodes = graph.weighted_nodes()
     if not nodes or not all(n.quantized for n in nodes):
         return arch
