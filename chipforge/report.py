@@ -274,7 +274,8 @@ def _plot_cost(cost, result, path: Path) -> None:
                                  for la in cost.layers])
                 ax_e.bar(layer_names, vals, bottom=bottom, label=c.replace("_", " "))
                 bottom += vals
-            ax_e.legend(fontsize=6)
+            ax_e.set_ylim(0, 1.3 * bottom.max(initial=0.0) or 1.0)   # room for the legend
+            ax_e.legend(fontsize=6, ncols=2)
         else:
             ax_e.bar(layer_names, energies / factor)
         ax_e.set_ylabel(f"energy per inference ({prefix}J)")
