@@ -1111,6 +1111,15 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequen
     xs = list(grid[x_axis])
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in xs)
     positions = xs if numeric else list(range(len(xs)))
+    evenly = False
+    if numeric and not log_x and len(xs) > 2:
+        # values bunched at one end (0, 0.001, 0.005, 0.01, 0.05) would print their tick
+        # labels on top of each other: place them evenly and say so on the axis
+        ordered = sorted(float(v) for v in xs)
+        span = ordered[-1] - ordered[0]
+        gap = min(b - a for a, b in zip(ordered, ordered[1:], strict=False))
+        if span > 0 and gap < 0.08 * span:
+            positions, evenly = list(range(len(xs))), True
     others = [a for a in grid if a != x_axis and len(grid[a]) > 1]
     fixed = [f"{_words(a)} = {_cell(grid[a][0])}" for a in grid
              if a != x_axis and len(grid[a]) == 1]
@@ -1154,10 +1163,11 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequen
         if others:
             panel.legend(fontsize=6)
     bottom = panels[-1, 0]
-    bottom.set_xlabel(_words(x_axis), fontsize=8)
+    bottom.set_xlabel(_words(x_axis) + (" (points evenly spaced)" if evenly else ""),
+                      fontsize=8)
     if log_x and numeric:
         bottom.set_xscale("log")
-    if not numeric or len(xs) <= 8:
+    if not numeric or evenly or len(xs) <= 8:
         bottom.set_xticks(positions, [_cell(v) for v in xs])
     if not numeric:
         bottom.tick_params(axis="x", labelrotation=30)
