@@ -43,11 +43,16 @@ may put method-specific results into ``graph.meta["compress_result"]`` (a JSON-a
 ``chipforge simulate``)::
 
     {"method", "options", "seed", "source_model", "source_sha256", "data", "data_sha256",
-     "train_samples", "validation_samples", "validation_accuracy", "result",
+     "train_samples", "validation_samples", "validation_accuracy",
+     "validation_accuracy_on", "validation_accuracy_exact", "result",
      "chipforge_version", "seconds", "previous"}
 
-``validation_accuracy`` is the written model's accuracy on the validation split (quantized
-model, exact arithmetic; float when it is not quantized); ``result`` holds the method's own
+``validation_accuracy`` is the headline: the written model's accuracy on the validation
+split on what ``validation_accuracy_on`` names: the quantized model in exact arithmetic
+(float when it is not quantized), or, where a method says its model is meant for
+non-ideal hardware (a ``"headline"`` entry in its result: pim-qat), that hardware's
+simulation (pim-qat: the PIM macro's ADC path); ``validation_accuracy_exact`` is always the
+exact one. ``result`` holds the method's own
 numbers (e.g. the fault-injected accuracy); ``previous`` the provenance of the input model
 when it was itself compressed. ``source_sha256`` hashes the model's structure and weights
 (:func:`graph_sha256`), so it does not depend on the file format.
@@ -450,6 +455,12 @@ def _validation_accuracy(graph, data: CompressData) -> float:
     return float((logits.argmax(1) == data.y_val).mean())
 
 
+def _exact_label(graph) -> str:
+    quantized = all(n.quantized for n in graph.weighted_nodes())
+    return ("the quantized model, exact integer arithmetic" if quantized
+            else "the float model")
+
+
 def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path | None = None,
              seed: int = 0, val_fraction: float = 0.2, checkpoint: str | Path | None = None,
              overwrite: bool = False, progress: bool | None = None, **options: Any):
@@ -488,6 +499,10 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
         raise
     result.meta = dict(result.meta)
     method_result = result.meta.pop("compress_result", {})
+    # a method whose model runs on non-ideal hardware names that accuracy as the headline
+    # (pim-qat: the simulated PIM path), the exact model's accuracy kept beside it
+    headline = method_result.pop("headline", None)
+    exact_accuracy = _validation_accuracy(result, split)
     provenance = {
         "method": method,
         "options": options_dict(opts),
@@ -499,7 +514,10 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
         "val_fraction": val_fraction,
         "train_samples": len(split.y_train),
         "validation_samples": len(split.y_val),
-        "validation_accuracy": _validation_accuracy(result, split),
+        "validation_accuracy": exact_accuracy if headline is None else headline["accuracy"],
+        "validation_accuracy_on": _exact_label(result) if headline is None
+        else headline["on"],
+        "validation_accuracy_exact": exact_accuracy,
         "runs_on": result.meta.pop("compress_runs_on", METHODS[method].runs_on),
         "result": method_result,
         "resumed_stages": list(ckpt.resumed),
@@ -544,7 +562,9 @@ def format_provenance(meta: dict[str, Any]) -> str | None:
     return (f"compressed by `chipforge compress {p.get('method')}` (seed {p.get('seed')}; "
             f"{opts}) from {p.get('source_model')} (sha256 {str(p.get('source_sha256'))[:12]}) "
             f"on {p.get('data')}: validation accuracy {acc_text} on "
-            f"{p.get('validation_samples')} held-out training samples")
+            f"{p.get('validation_samples')} held-out training samples"
+            + (f", on {p['validation_accuracy_on']}" if p.get("validation_accuracy_on")
+               else ""))
 
 
 # -- the command line ---------------------------------------------------------------------

@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.chips import chip_seeds, spread
 from chipforge.compress_options import parse_ratios
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["forms", "isqed", "pim_qat", "superbnn"]
+__all__ = ["PIM_QAT_CHIPS", "forms", "isqed", "pim_qat", "superbnn"]
+
+PIM_QAT_CHIPS = 4
+"""Chips pim-qat measures its PIM validation accuracy on (chip 0 = the run seed's)."""
 
 _QUANT_ATTRS = ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed")
 _FRAGMENT_ATTRS = ("fragment_size", "fragment_order")
@@ -554,14 +558,33 @@ def pim_qat(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> 
                                QuantizeConfig(weight_bits=o.weight_bits,
                                               act_bits=max(2, o.act_bits)))
     x_val = data.x_val.astype(np.float64)
+    # The numpy PIM path and its torch twin share each chip's gain and offset spread but
+    # draw the thermal noise from different generators (numpy, torch): two realizations
+    # of the same noise. Measured on the same validation split: the spread over chips,
+    # and both paths without thermal noise, where they agree (docs/pim-adc.md).
+    chips = [_pim_accuracy(out, data, cfg, s) for s in chip_seeds(seed, PIM_QAT_CHIPS)]
+    pim_accuracy = chips[0]                  # chip 0 is the run seed's chip
+    noise_check = {}
+    if cfg.adc.thermal_noise_lsb:
+        quiet = dataclasses.replace(cfg, adc=dataclasses.replace(cfg.adc,
+                                                                 thermal_noise_lsb=0.0))
+        noise_check = {
+            "val_accuracy_pim_no_thermal_noise": _pim_accuracy(out, data, quiet, seed),
+            "val_accuracy_pim_torch_no_thermal_noise": evaluate(
+                model, np.ascontiguousarray(data.x_val, dtype=np.float32), data.y_val,
+                PimMode(cfg=quiet, seed=seed)) / 100.0}
     out.meta["compress_result"] = {
         "macro": label,
         "val_accuracy_naive_digital (PTQ)": float(
             (run_graph(naive, x_val).argmax(1) == data.y_val).mean()),
         "val_accuracy_naive_pim (PTQ)": _pim_accuracy(naive, data, cfg, seed),
         "val_accuracy_digital": float((run_graph(out, x_val).argmax(1) == data.y_val).mean()),
-        "val_accuracy_pim": _pim_accuracy(out, data, cfg, seed),
+        "val_accuracy_pim": pim_accuracy,
         "val_accuracy_pim_torch": torch_pim,
+        f"val_accuracy_pim_{PIM_QAT_CHIPS}_chips": spread(chips),
+        **noise_check,
+        "headline": {"accuracy": pim_accuracy,
+                     "on": f"the simulated PIM macro ({label}; chip seed {seed})"},
     }
     out.meta["compress_runs_on"] = " ".join([o.preset, *(f"--set {a}"
                                                           for a in _pim_overrides(o))])

@@ -75,6 +75,7 @@ def cycles_on_data(model: Any, data: Any, archs: list[str], *, samples: int | No
     loads and quantizes them (see the module doc); ``images`` inputs (default
     :data:`DEFAULT_IMAGES`) of the ``samples`` loaded."""
     from chipforge.families import families, get_accelerator_spec
+    from chipforge.families.reram import at_model_widths
     from chipforge.mainjob import load_inputs
     from chipforge.sim.cycle.report import ARCHITECTURES, arch_for, cycle_reports
     from chipforge.stages import StageTimer
@@ -111,8 +112,11 @@ def cycles_on_data(model: Any, data: Any, archs: list[str], *, samples: int | No
                 reports.append(cost.native)
                 placed.append(True)
                 continue
+        # the model's own widths, as the placed presets above take them: every
+        # architecture of the comparison runs the same 8-bit (say) work
         with timer("cost"):
-            reports.append(cycle_reports(graph, x, [name])[0])
+            reports.append(cycle_reports(graph, x, [at_model_widths(arch_for(name),
+                                                                    graph)])[0])
         placed.append(False)
     label = "digits" if str(data) == "digits" else str(Path(str(data)))
     what = (f"{len(x)} inputs of the digits test split, shaped {tuple(x.shape[1:])}"

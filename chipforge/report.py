@@ -28,7 +28,49 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cycle_summary", "format_cost", "plain", "write_report"]
+__all__ = ["SI_PREFIXES", "cycle_summary", "format_cost", "format_extra", "plain",
+           "short_layer_names", "si", "si_scale", "write_report"]
+
+SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
+               (1e-6, "u"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"), (1e-18, "a"),
+               (1e-21, "z"))
+"""Factor and prefix (``u`` for micro, plain ASCII for terminals and file names)."""
+
+
+def si_scale(value: float, *, micro: str = "u") -> tuple[float, str]:
+    """The factor and SI prefix that put ``|value|`` in [1, 1000) (1 and "" for 0);
+    ``micro="µ"`` for plots."""
+    magnitude = abs(float(value))
+    if magnitude == 0 or magnitude != magnitude:
+        return 1.0, ""
+    for factor, prefix in SI_PREFIXES:
+        if magnitude >= factor * (1 - 5e-13):
+            return factor, micro if prefix == "u" else prefix
+    return SI_PREFIXES[-1]
+
+
+def si(value: float | None, unit: str, digits: int = 4, *, micro: str = "u") -> str:
+    """``value`` with an SI prefix on ``unit``: ``si(3.3e-7, "J")`` -> ``"330 nJ"``."""
+    if value is None or value != value:
+        return "-"
+    factor, prefix = si_scale(value, micro=micro)
+    return f"{value / factor:.{digits}g} {prefix}{unit}"
+
+
+MICRO = "\u00b5"
+"""The micro sign plots use (text reports keep ASCII ``u``)."""
+
+_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_w": "W", "_hz": "Hz"}
+
+
+def format_extra(key: str, value: Any) -> str:
+    """``key value`` of a cost report's ``extra`` number: a key ending in ``_j``, ``_s``,
+    ``_w`` or ``_hz`` is a quantity in that unit, printed with an SI prefix."""
+    for suffix, unit in _SUFFIX_UNITS.items():
+        if key.endswith(suffix) and isinstance(value, int | float):
+            return f"{key[:-len(suffix)].replace('_', ' '):<24} {si(value, unit)}"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{key.replace('_', ' '):<24} {text}"
 
 
 def _plain(value: Any) -> Any:
@@ -87,9 +129,9 @@ def format_cost(cost) -> str:
     lines = [f"cost model: {cost.basis}"]
     if cost.samples:
         lines[0] += f" ({cost.samples} inputs)"
-    lines.append(f"  latency {num(cost.latency_s, 1e6)} us, throughput "
-                 f"{num(cost.throughput_per_s)} inferences/s, energy "
-                 f"{num(cost.energy_j, 1e9)} nJ per inference, cycles {num(cost.cycles)}, "
+    lines.append(f"  latency {si(cost.latency_s, 's')}, throughput "
+                 f"{si(cost.throughput_per_s, 'inferences/s')}, energy "
+                 f"{si(cost.energy_j, 'J')} per inference, cycles {num(cost.cycles)}, "
                  f"area {num(cost.area_mm2)} mm^2")
     header = ("layer", "cycles", "latency_us", "energy_nj", "area_mm2")
     rows = [(la.name, num(la.cycles), num(la.latency_s, 1e6), num(la.energy_j, 1e9),
@@ -165,40 +207,89 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
     return paths
 
 
+_OP_WORDS = {"gemm": "fc", "matmul": "fc", "linear": "fc", "conv": "conv",
+             "convtranspose": "deconv"}
+
+
+def short_layer_names(names: list[str], limit: int = 12) -> list[str]:
+    """Short, unique labels for plot axes, in the given (data-flow) order: machine names
+    (``node_Gemm_21``, ``/features/0/Conv``, ``Conv_3``) become the op and its running
+    number (``fc1``, ``conv1``); a readable name (``conv1``, ``block0``) stays, cut to
+    ``limit`` characters."""
+    import re
+
+    counts: dict[str, int] = {}
+    out: list[str] = []
+    for name in names:
+        machine = re.fullmatch(r"(?:node_)?([A-Za-z]+)_\d+", name) or (
+            "/" in name and re.search(r"([A-Za-z]+)(?:_\d+)?$", name))
+        if machine:
+            op = machine.group(1).lower()
+            word = _OP_WORDS.get(op, op[:6])
+            counts[word] = counts.get(word, 0) + 1
+            label = f"{word}{counts[word]}"
+        else:
+            label = name if len(name) <= limit else name[:limit - 1] + "~"
+        while label in out:
+            label += "'"
+        out.append(label)
+    return out
+
+
 def _plot_cost(cost, result, path: Path) -> None:
+    """Per-layer latency bars (their sum is the title's total, or a note says the layers
+    overlap) and stacked per-layer energy by component, SI-prefixed units."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    layer_names = [la.name for la in cost.layers]
+    layer_names = short_layer_names([la.name for la in cost.layers])
     has_energy = any(la.energy_j is not None for la in cost.layers)
-    fig, axes = plt.subplots(1, 2 if has_energy else 1, figsize=(9 if has_energy else 5, 3.8))
+    width = max(3.5, 0.45 * len(layer_names) + 1.5)
+    fig, axes = plt.subplots(1, 2 if has_energy else 1,
+                             figsize=(2 * width if has_energy else width, 3.6))
     axes = np.atleast_1d(axes)
     ax_t = axes[0]
-    ax_t.bar(layer_names, [(la.latency_s or 0.0) * 1e6 for la in cost.layers], color="#4c72b0")
-    ax_t.set_ylabel("time per inference (us)")
-    ax_t.set_title(f"latency by layer (total {cost.latency_s * 1e6:.3g} us)", fontsize=9)
+    latencies = np.array([la.latency_s or 0.0 for la in cost.layers])
+    factor, prefix = si_scale(max(latencies.max(initial=0.0), cost.latency_s), micro=MICRO)
+    ax_t.bar(layer_names, latencies / factor, color="#4c72b0")
+    ax_t.set_ylabel(f"latency per inference ({prefix}s)")
+    total = float(latencies.sum())
+    title = f"latency by layer (sum {si(total, 's', 3, micro=MICRO)})"
+    if not math.isclose(total, cost.latency_s, rel_tol=1e-6):
+        latency = si(cost.latency_s, "s", 3, micro=MICRO)
+        title += (f"\nlayers overlap in the pipeline: latency {latency}"
+                  if total > cost.latency_s else
+                  f"\nplus stages outside the layers: latency {latency}")
+    ax_t.set_title(title, fontsize=8)
     if has_energy:
         ax_e = axes[1]
         categories = list(dict.fromkeys(k for la in cost.layers
                                         for k in la.energy_by_component_j))
+        energies = np.array([la.energy_j or 0.0 for la in cost.layers])
+        factor, prefix = si_scale(energies.max(initial=0.0), micro=MICRO)
         bottom = np.zeros(len(layer_names))
         if categories:
             for c in categories:
-                vals = np.array([la.energy_by_component_j.get(c, 0.0) * 1e9
+                vals = np.array([la.energy_by_component_j.get(c, 0.0) / factor
                                  for la in cost.layers])
-                ax_e.bar(layer_names, vals, bottom=bottom, label=c)
+                ax_e.bar(layer_names, vals, bottom=bottom, label=c.replace("_", " "))
                 bottom += vals
-            ax_e.legend(fontsize=7)
+            ax_e.set_ylim(0, 1.3 * bottom.max(initial=0.0) or 1.0)   # room for the legend
+            ax_e.legend(fontsize=6, ncols=2)
         else:
-            ax_e.bar(layer_names, [(la.energy_j or 0.0) * 1e9 for la in cost.layers])
-        ax_e.set_ylabel("energy per inference (nJ)")
-        ax_e.set_title(f"energy by layer and component (total {cost.energy_j * 1e9:.3g} nJ)",
-                       fontsize=9)
+            ax_e.bar(layer_names, energies / factor)
+        ax_e.set_ylabel(f"energy per inference ({prefix}J)")
+        ax_e.set_title(f"energy by layer and component (sum "
+                       f"{si(energies.sum(), 'J', 3, micro=MICRO)})",
+                       fontsize=8)
     for ax in axes:
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    fig.suptitle(f"{result.model} on {result.accelerator}", fontsize=10)
+        ax.set_xlabel("layer (data-flow order)")
+        ax.tick_params(axis="x", labelrotation=45 if len(layer_names) > 6 else 0,
+                       labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(f"{result.model} on {result.accelerator}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
@@ -214,9 +305,10 @@ def _plot_mapping(result, path: Path) -> None:
                     if isinstance(v, int | float) and not isinstance(v, bool)), None)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     if key is not None:
-        ax.bar([str(r.get("node", i)) for i, r in enumerate(rows)],
+        ax.bar(short_layer_names([str(r.get("node", i)) for i, r in enumerate(rows)]),
                [float(r.get(key, 0)) for r in rows], color="#4c72b0")
-        ax.set_ylabel(key)
+        ax.set_ylabel(key.replace("_", " ") + " (count)")
+        ax.set_xlabel("layer (data-flow order)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     ax.set_title(f"{result.model} on {result.accelerator}: per-layer mapping (no cost model)",
                  fontsize=9)

@@ -92,12 +92,19 @@ class SimulationResult:
                      if self.agreement == self.agreement else "same predictions: n/a)")]
         if self.cost:
             c = self.cost
-            for key, label, scale, unit in (("latency_s", "latency", 1e6, "us"),
-                                            ("throughput_per_s", "throughput", 1, "/s"),
-                                            ("energy_j", "energy per inference", 1e9, "nJ"),
-                                            ("area_mm2", "area", 1, "mm^2")):
+            from chipforge.report import format_extra, si
+
+            for key, label, unit in (("latency_s", "latency", "s"),
+                                     ("throughput_per_s", "throughput", "inferences/s"),
+                                     ("energy_j", "energy per inference", "J")):
                 if c.get(key) is not None:
-                    lines.append(f"  {label:<24} {c[key] * scale:.4g} {unit}")
+                    lines.append(f"  {label:<24} {si(c[key], unit)}")
+            if c.get("area_mm2") is not None:
+                lines.append(f"  {'area':<24} {c['area_mm2']:.4g} mm^2")
+            for key, value in (c.get("extra") or {}).items():
+                lines.append(f"  {format_extra(key, value)}")
+            for key, text in (c.get("includes") or {}).items():
+                lines.append(f"  ({key}: {text})")
         for key, value in self.metrics.items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"  {key:<24} {text}")

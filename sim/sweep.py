@@ -1153,11 +1153,32 @@ def load_results(out_dir: str | Path) -> tuple[list[str], list[list[str]]]:
     return (lines[0], lines[1:]) if lines else ([], [])
 
 
+COLUMN_WIDTH_IN = 3.5
+"""Width of a sweep plot: one column of a two-column paper."""
+
+
+def _words(name: str) -> str:
+    """An identifier as words (``fault_rate`` -> ``fault rate``)."""
+    return name.replace("_", " ").replace(".", " ")
+
+
+def _is_constant(summary: Sequence[Mapping[str, Any]], metric: str) -> bool:
+    means = [row[f"{metric}_mean"] for row in summary]
+    finite = [m for m in means if not math.isnan(m)]
+    spread = [row[f"{metric}_ci95"] for row in summary]
+    return bool(finite) and max(finite) == min(finite) and all(
+        math.isnan(c) or c == 0 for c in spread)
+
+
 def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequence[Any]],
                  metrics: Sequence[str], x_axis: str, path: str | Path, *, title: str = "",
                  log_x: bool = False, log_y: Sequence[str] = ()) -> Path:
-    """One panel per metric: mean against ``x_axis`` with 95% CI error bars, one curve per
-    combination of the other (multi-valued) axes. Writes a PNG (Agg backend)."""
+    """Mean against ``x_axis`` with 95% CI error bars, one curve per combination of the
+    other (multi-valued) axes, one panel per metric stacked in a column 3.5 in wide (a
+    paper column). A metric that is the same at every point is not drawn: its value is
+    named under the title. A metric whose means all lie in [0, 1] (accuracy, agreement,
+    rates) has its intervals clipped to [0, 1]. The title states the trials per point.
+    Writes a PNG (Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1166,41 +1187,79 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequen
     xs = list(grid[x_axis])
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in xs)
     positions = xs if numeric else list(range(len(xs)))
+    evenly = False
+    if numeric and not log_x and len(xs) > 2:
+        # values bunched at one end (0, 0.001, 0.005, 0.01, 0.05) would print their tick
+        # labels on top of each other: place them evenly and say so on the axis
+        ordered = sorted(float(v) for v in xs)
+        span = ordered[-1] - ordered[0]
+        gap = min(b - a for a, b in zip(ordered, ordered[1:], strict=False))
+        if span > 0 and gap < 0.08 * span:
+            positions, evenly = list(range(len(xs))), True
     others = [a for a in grid if a != x_axis and len(grid[a]) > 1]
-    fixed = [f"{a}={_cell(grid[a][0])}" for a in grid if a != x_axis and len(grid[a]) == 1]
+    fixed = [f"{_words(a)} = {_cell(grid[a][0])}" for a in grid
+             if a != x_axis and len(grid[a]) == 1]
+    constant = [m for m in metrics if _is_constant(summary, m)]
+    drawn = [m for m in metrics if m not in constant] or list(metrics[:1])
+    constant = [m for m in constant if m not in drawn]
     curves: dict[tuple, dict[Any, Mapping[str, Any]]] = {}
     for row in summary:
         curves.setdefault(tuple(row[a] for a in others), {})[json.dumps(row[x_axis])] = row
-    fig, panels = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0),
-                               squeeze=False)
-    for panel, metric in zip(panels[0], metrics, strict=True):
+    fig, panels = plt.subplots(len(drawn), 1, figsize=(COLUMN_WIDTH_IN, 0.9 + 2.0 * len(drawn)),
+                               squeeze=False, sharex=True)
+    for panel, metric in zip(panels[:, 0], drawn, strict=True):
+        means_all = [row[f"{metric}_mean"] for row in summary
+                     if not math.isnan(row[f"{metric}_mean"])]
+        unit_interval = bool(means_all) and min(means_all) >= 0 and max(means_all) <= 1
         for label_values, by_x in curves.items():
             keys = [json.dumps(v) for v in xs]
-            mean = [by_x[k][f"{metric}_mean"] if k in by_x else math.nan for k in keys]
-            ci = [by_x[k][f"{metric}_ci95"] if k in by_x else math.nan for k in keys]
-            ci = [0.0 if math.isnan(c) else c for c in ci]
-            label = ", ".join(f"{a}={_cell(v)}" for a, v in zip(others, label_values,
-                                                                 strict=True))
-            panel.errorbar(positions, mean, yerr=ci, marker="o", ms=3, capsize=3,
-                           label=label or None)
-        panel.set_xlabel(x_axis)
-        panel.set_ylabel(metric)
-        if not numeric or len(xs) <= 12:
-            panel.set_xticks(positions, [_cell(v) for v in xs])
-        if log_x and numeric:
-            panel.set_xscale("log")
+            mean = np.array([by_x[k][f"{metric}_mean"] if k in by_x else math.nan
+                             for k in keys], dtype=np.float64)
+            ci = np.array([by_x[k][f"{metric}_ci95"] if k in by_x else math.nan
+                           for k in keys], dtype=np.float64)
+            ci = np.where(np.isnan(ci), 0.0, ci)
+            low, high = ci.copy(), ci.copy()
+            if unit_interval:
+                low = np.minimum(low, np.where(np.isnan(mean), 0.0, mean))
+                high = np.minimum(high, np.where(np.isnan(mean), 0.0, 1.0 - mean))
+            label = ", ".join(f"{_words(a)} = {_cell(v)}"
+                              for a, v in zip(others, label_values, strict=True))
+            panel.errorbar(positions, mean, yerr=np.vstack([low, high]), marker="o", ms=3,
+                           capsize=2, label=label or None)
+        panel.set_ylabel(_words(metric), fontsize=8)
+        if unit_interval:
+            panel.set_ylim(-0.02, 1.02)
         if metric in log_y:
             # symlog shows exact zeros (no saturation, no error) that log would drop
             panel.set_yscale("symlog", linthresh=1e-6)
             if all(row[f"{metric}_mean"] >= 0 for row in summary):
                 panel.set_ylim(bottom=0)
         panel.grid(alpha=0.3)
+        panel.tick_params(labelsize=7)
         if others:
-            panel.legend(fontsize=7)
-    fig.suptitle(" ".join(p for p in [title, f"({', '.join(fixed)})" if fixed else ""] if p)
-                 + "\nmean ± 95% CI", fontsize=10)
+            panel.legend(fontsize=6)
+    bottom = panels[-1, 0]
+    bottom.set_xlabel(_words(x_axis) + (" (points evenly spaced)" if evenly else ""),
+                      fontsize=8)
+    if log_x and numeric:
+        bottom.set_xscale("log")
+    if not numeric or evenly or len(xs) <= 8:
+        bottom.set_xticks(positions, [_cell(v) for v in xs])
+    if not numeric:
+        bottom.tick_params(axis="x", labelrotation=30)
+    trials = sorted({int(row["n"]) for row in summary})
+    n_text = (f"{trials[0]}" if len(trials) == 1 else f"{trials[0]}-{trials[-1]}") \
+        if trials else "0"
+    lines = [title or "sweep",
+             f"mean ± 95 % CI over {n_text} trials (chips) per point"]
+    if fixed:
+        lines.append(", ".join(fixed))
+    if constant:
+        lines.append("constant: " + ", ".join(
+            f"{_words(m)} = {summary[0][f'{m}_mean']:.4g}" for m in constant))
+    fig.suptitle("\n".join(lines), fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=200)
     plt.close(fig)
     return path

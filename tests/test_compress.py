@@ -157,6 +157,11 @@ def test_pim_qat_export_matches_the_trained_torch_model(cnn):
     # the exported graph (batch norms folded, gains as attrs) on the PIM macro reproduces
     # the trained torch model
     assert r["val_accuracy_pim"] == r["val_accuracy_pim_torch"]
+    # the headline is the PIM accuracy (what the macro gives), the exact one beside it
+    p = graph.meta["provenance"]
+    assert p["validation_accuracy"] == r["val_accuracy_pim"]
+    assert "simulated PIM macro" in p["validation_accuracy_on"]
+    assert p["validation_accuracy_exact"] == r["val_accuracy_digital"]
     cfg = _pim_config(PimQatOptions(preset="pim-ideal", b_pim=6))
     assert graph.meta["pim"]["pim_config"] == cfg.to_dict()
     assert graph.meta["pim"]["overrides"] == ["adc.bits=6"]

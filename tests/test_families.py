@@ -149,12 +149,15 @@ def test_users_cnn_on_every_reram_preset(cnn_files, preset, tmp_path, capsys):
     assert sim["accuracy_ideal"] > 0.7                 # the user's model really classifies
     assert sim["accuracy_hardware"] == sim["accuracy_ideal"] and sim["agreement"] == 1.0
     assert sim["metrics"]["crossbars"] == sum(la["crossbars"] for la in sim["layers"]) >= 2
-    if preset.startswith(("isaac", "forms")):          # the cycle model covers these
-        assert report["cost"]["latency_s"] > 0 and report["cost"]["energy_j"] > 0
-        assert [la["name"] for la in report["cost"]["layers"]] == \
-            [la["node"] for la in sim["layers"]]
-    else:
-        assert report["cost"] is None and "no cost model" in " ".join(report["notes"])
+    # every preset has a cost model (ISQED: ISAAC tiles with paired columns)
+    cost = report["cost"]
+    assert cost["latency_s"] > 0 and cost["energy_j"] > 0 and cost["area_mm2"] > 0
+    assert [la["name"] for la in cost["layers"]] == [la["node"] for la in sim["layers"]]
+    # the layers' latencies add up to the model's (pipeline stages counted per layer)
+    assert sum(la["latency_s"] for la in cost["layers"]) == pytest.approx(cost["latency_s"])
+    assert cost["extra"]["crossbars_one_copy"] == sim["metrics"]["crossbars"]
+    assert cost["extra"]["crossbars_priced_in_area"] >= sim["metrics"]["crossbars"]
+    assert set(cost["includes"]) == {"latency", "energy", "area"}
     assert "accuracy hardware" in capsys.readouterr().out
 
 
@@ -431,7 +434,38 @@ def test_a_custom_reram_config_gets_the_cycle_model_of_its_geometry():
         ARCHITECTURES["forms8"], name="x")                  # same FORMS-8 geometry
     small = cycle_architecture(get_accelerator_spec("forms8", overrides={"rows": 64}).config)
     assert small.crossbar_rows == 64 and small.fragment_size == 8
-    assert cycle_architecture(get_accelerator_spec("isqed-two-column").config) is None
+    isqed = cycle_architecture(get_accelerator_spec("isqed-two-column").config)
+    assert isqed.columns_per_weight == 2 and not isqed.unit_column and isqed.adc_bits == 9
+
+
+def test_isqed_pair_columns_cost_twice_the_conversions_of_one_column():
+    """Same 8-bit model and ISAAC tiles: the pair of columns per weight doubles the ADC
+    conversions (and the placement's crossbars) of ISAAC-8 without its unit column."""
+    from chipforge import zoo
+    from chipforge.families import quantize_if_needed
+    from chipforge.sim.cycle.components import sar_adc_energy_pj
+    from chipforge.zoo.data import digits
+
+    data = digits(16)
+    x = data.x_test[:4]
+    graph = quantize_if_needed(zoo.load("lenet-digits"), data.x_train[:64], "auto",
+                               "digits", [])
+    costs = {}
+    for preset in ("isaac", "isqed-two-column", "isqed-differential"):
+        spec = get_accelerator_spec(preset)
+        mapped = spec.family.map(graph, spec.config)
+        costs[preset] = (mapped, spec.family.cost(graph, mapped, spec.config, x))
+    (m_isaac, c_isaac), (m_two, c_two), (m_diff, c_diff) = costs.values()
+    assert m_two.totals["crossbars"] == m_diff.totals["crossbars"]
+    assert m_two.totals["crossbars"] > m_isaac.totals["crossbars"]
+    isaac_conversions = sum(la.actions["adc"] for la in c_isaac.native.layers)
+    two_conversions = sum(la.actions["adc"] for la in c_two.native.layers)
+    # ISAAC-8: 4 cells per weight + a unit column per crossbar; ISQED: 2 x 4 cells, no
+    # unit column: close to, not exactly, twice
+    assert 1.8 * isaac_conversions < two_conversions < 2 * isaac_conversions
+    adc_j = sum(la.energy_by_component_j["ADC"] for la in c_two.layers)
+    assert adc_j == pytest.approx(two_conversions * sar_adc_energy_pj(9) * 1e-12)
+    assert c_two.energy_j == pytest.approx(c_diff.energy_j)
 
 
 def test_report_json_has_one_schema_for_every_family(tmp_path):

@@ -225,7 +225,19 @@ def test_compress_pim_qat_recovers_a_user_cnn_on_cap_ram_and_range_calibration_m
     naive = quantize_graph(load_onnx(files["model"]), x[:256].astype(np.float64),
                            QuantizeConfig(weight_bits=4, act_bits=4))
     tiny = dict(progress=False, b_pim=7, qat_epochs=1, epochs=3)
-    trained = on_pim(chipforge.compress("pim-qat", files["model"], (x, y), **tiny))
+    model = chipforge.compress("pim-qat", files["model"], (x, y), **tiny)
+    trained = on_pim(model)
+    # the headline is the PIM accuracy; most of the gap to the torch twin is the thermal
+    # noise's realization (numpy vs torch generators): without it the two paths differ by
+    # at most 2 of the 120 validation images here (measured: 79.17 vs 80.83 %), float32
+    # torch against float64 numpy (docs/pim-adc.md)
+    p = model.meta["provenance"]
+    r = p["result"]
+    assert p["validation_accuracy"] == r["val_accuracy_pim"] != r["val_accuracy_digital"]
+    assert p["validation_samples"] == 120
+    assert abs(r["val_accuracy_pim_no_thermal_noise"]
+               - r["val_accuracy_pim_torch_no_thermal_noise"]) <= 2 / 120 + 1e-9
+    assert r["val_accuracy_pim_4_chips"]["chips"] == 4
     uncalibrated = on_pim(chipforge.compress("pim-qat", files["model"], (x, y),
                                              calibrate_ranges=False, **tiny))
     assert trained >= on_pim(naive) + 0.20

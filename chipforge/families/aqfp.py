@@ -86,8 +86,22 @@ class AqfpFamily(AcceleratorFamily):
             energy_by_component_j=dict(energy.by_block_j),
             basis="AQFP cost model (chipforge.sim.aqfp): junction counts per block, 4-phase "
                   "clock, 1.4 zJ per junction per cycle at 4.2 K [V-2nd]; cell and MAJ3 "
-                  "junction counts assumed [I]; chip energy at 4.2 K, the cryocooler "
-                  "(x400 assumed) in the family section only",
+                  "junction counts assumed [I]; energy: the chip at 4.2 K, and wall-plug "
+                  f"with the cryocooler (x{config.cryocooler_overhead:g} W/W) beside it",
+            includes={
+                "latency": "the 4-phase clock through every layer's junction pipeline",
+                "energy": "junction switching on the chip at 4.2 K only; wall-plug = chip x "
+                          f"(1 + {config.cryocooler_overhead:g}), the cryocooler's W per W "
+                          "at 4 K (300-1000 for small Gifford-McMahon / pulse-tube coolers, "
+                          "200-300 for large ones: AQFP design textbook, "
+                          "Adiabatic-Machines/sce-futures [secondary]); input encoding, "
+                          "room-temperature I/O and memory excluded",
+                "area": "not modelled: no published AQFP junction or cell area in the "
+                        "references (junction count given instead)"},
+            extra={"energy_per_inference_at_4K_j": energy.chip_j,
+                   "energy_per_inference_wall_plug_j": energy.wall_j,
+                   "cryocooler_factor": float(config.cryocooler_overhead),
+                   "josephson_junctions": int(sum(c.jj_total for c in costs))},
             details=details)
 
 

@@ -124,6 +124,13 @@ class CostReport:
     """Where the numbers come from (model, tables, what is assumed), shown in the report."""
     samples: int = 0
     """Inputs the cost model ran on (0: data independent)."""
+    includes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """What each headline number includes (keys ``latency``, ``energy``, ``area``): chip,
+    periphery, memory, cooling; what is left out; what is assumed. Printed beside the
+    numbers and kept in report.json, so numbers of different families compare fairly."""
+    extra: dict[str, float | int | str] = dataclasses.field(default_factory=dict)
+    """More headline numbers, named with their unit (``energy_wall_plug_j``,
+    ``crossbars_priced_in_area``, ...), printed after latency, energy and area."""
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Family-specific numbers (plain data), written to the family's report section."""
     native: Any = None

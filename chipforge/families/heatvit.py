@@ -13,7 +13,8 @@ heatvit``):
   (dense), so the accuracy cost of pruning reads off directly; the float graph is the
   float view. Deterministic (the seed is recorded only);
 - **cost**: the engine's cycle model (:mod:`chipforge.sim.cycle.heatvit`) on the tokens each
-  image actually keeps, layer sizes from the graph. No energy model.
+  image actually keeps, layer sizes from the graph; energy = an assumed FPGA power
+  (:data:`ZCU102_VIT_POWER_W`, cited) x latency; area as FPGA resources (DSP slices).
 
 The activation formats are calibrated once: a graph from ``compress heatvit`` carries the
 formats its engine thresholds were calibrated with (``meta["heatvit_calibration"]``);
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from chipforge.config import ConfigBase
+from chipforge.config import ConfigBase, check_float
 from chipforge.families import register_family
 from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
 from chipforge.sim.cycle.heatvit import HEATVIT_ZCU102, FpgaEngineConfig
@@ -37,6 +38,13 @@ from chipforge.sim.cycle.heatvit import HEATVIT_ZCU102, FpgaEngineConfig
 __all__ = ["HEATVIT", "HeatvitConfig", "HeatvitFamily"]
 
 BUNDLED_VARIANTS = ("keep80", "keep60", "keep50")
+ZCU102_VIT_POWER_W = 780.2 / 105.1
+"""7.42 W: Shao et al. (arXiv 2403.20230), a ZCU102 ViT accelerator at 200 MHz, 780.2 GOPS
+at 105.1 GOPS/W. Assumed for the HeatViT engine (same board and clock), not HeatViT's."""
+XCZU9EG_DSPS = 2520
+"""DSP slices of the ZCU102's XCZU9EG."""
+SELECTOR_RTL = {"lut": 6518, "ff": 8768, "dsp": 82}
+"""One token selector in RTL (chipforge.hw, yosys synth_xilinx 7-series: docs/rtl.md)."""
 SELECTOR_CHOICES = ("model", "none", *BUNDLED_VARIANTS)
 CALIBRATION_META = "heatvit_calibration"
 
@@ -55,6 +63,12 @@ class HeatvitConfig(ConfigBase):
     """8-bit fixed point (HeatViT §5.1) or float."""
     engine: FpgaEngineConfig = HEATVIT_ZCU102
     """The GEMM engine (ZCU102, 64x64 8-bit MACs)."""
+    power_w: float = ZCU102_VIT_POWER_W
+    """Power of the FPGA running the engine, static and dynamic, for energy per inference
+    = power x latency. Default: an ASSUMED figure, the measured power of a published
+    ZCU102 ViT accelerator at the same 200 MHz (Shao et al., "An FPGA-Based Reconfigurable
+    Accelerator for Convolution-Transformer Hybrid EfficientViT", arXiv 2403.20230:
+    780.2 GOPS at 105.1 GOPS/W = 7.42 W); HeatViT does not publish its power."""
 
     def __post_init__(self) -> None:
         if self.selectors not in SELECTOR_CHOICES:
@@ -64,6 +78,7 @@ class HeatvitConfig(ConfigBase):
             raise ValueError(f"fixed must be true or false, not {self.fixed!r}")
         if not isinstance(self.engine, FpgaEngineConfig):
             raise ValueError(f"engine must be an FpgaEngineConfig, not {self.engine!r}")
+        check_float("power_w", self.power_w, 0.0, lo_open=True)
 
 
 # HeatViT (Dong et al., HPCA'23, §5-6) on the ZCU102 engine model of
@@ -205,11 +220,27 @@ class HeatvitFamily(AcceleratorFamily):
         mean = float(r.cycles.mean())
         return CostReport(
             layers=layers, cycles=mean, latency_s=mean / engine.clock_hz,
-            throughput_per_s=engine.clock_hz / mean, energy_j=None, area_mm2=None,
+            throughput_per_s=engine.clock_hz / mean,
+            energy_j=config.power_w * mean / engine.clock_hz, area_mm2=None,
             basis="FPGA engine cycle model (chipforge.sim.cycle.heatvit) on the tokens each "
                   "image keeps, layer sizes from the graph; clock and tile fill assumed; "
-                  "no energy model",
+                  f"energy = {config.power_w:.3g} W x latency (ASSUMED power: a published "
+                  "ZCU102 ViT accelerator at 200 MHz, Shao et al. arXiv 2403.20230)",
             samples=len(x),
+            includes={
+                "latency": "the GEMM engine's cycles (blocks and selectors on one engine); "
+                           "LayerNorm on the ARM core and the nonlinear units overlap",
+                "energy": "the FPGA at the assumed power (as the cited paper measured "
+                          "its board) for the latency",
+                "area": "an FPGA has no mm^2 of its own: resources instead, "
+                        f"{engine.dsps} DSP slices for the engine "
+                        f"({engine.dsps / XCZU9EG_DSPS:.0%} of the XCZU9EG's "
+                        f"{XCZU9EG_DSPS}); our token-selector RTL, if built beside it: "
+                        f"{SELECTOR_RTL['lut']} LUT, {SELECTOR_RTL['ff']} FF, "
+                        f"{SELECTOR_RTL['dsp']} DSP (7-series, docs/rtl.md)"},
+            extra={"power_assumed_w": float(config.power_w),
+                   "engine_dsp_slices": int(engine.dsps),
+                   "dsp_share_of_xczu9eg": round(engine.dsps / XCZU9EG_DSPS, 4)},
             details={"speedup_vs_no_selectors": r.speedup,
                      "mac_reduction": r.mac_reduction,
                      "cycles_per_image": {"mean": mean, "min": float(r.cycles.min()),

@@ -74,6 +74,11 @@ class PimMacroConfig(ConfigBase):
     ``2**(bits - adc_energy_bits)`` [I]."""
     macro_area_mm2: float = 0.179
     """Area of one macro with its periphery (CAP-RAM chip: 0.179 mm^2)."""
+    cost_adc_bits: int | None = None
+    """The ADC resolution the cost model prices (None: ``adc.bits``). ``pim-ideal`` sets
+    6: its 16-bit ideal ADC is an accuracy reference, not a circuit, so it is priced as
+    the macro's real 6-bit ADC and its report says so (scaling 2**(bits - 6) to 16 bits
+    would claim a 1024x ADC no one builds)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -93,6 +98,8 @@ class PimMacroConfig(ConfigBase):
         check_float("adc_energy_pj", self.adc_energy_pj, 0.0)
         check_int("adc_energy_bits", self.adc_energy_bits, 1, 16)
         check_float("macro_area_mm2", self.macro_area_mm2, 0.0)
+        if self.cost_adc_bits is not None:
+            check_int("cost_adc_bits", self.cost_adc_bits, 1, 16)
 
     def pim_config(self) -> PimConfig:
         """The functional simulator's view (:class:`chipforge.sim.pim.PimConfig`)."""
@@ -100,10 +107,19 @@ class PimMacroConfig(ConfigBase):
                          dac_bits=self.dac_bits, adc=self.adc)
 
     @property
+    def priced_adc_bits(self) -> int:
+        """The ADC resolution the cost model prices (``cost_adc_bits`` or ``adc.bits``)."""
+        return self.adc.bits if self.cost_adc_bits is None else self.cost_adc_bits
+
+    @property
+    def adc_conversion_pj(self) -> float:
+        """ADC energy of one conversion at the priced resolution."""
+        return self.adc_energy_pj * 2.0 ** (self.priced_adc_bits - self.adc_energy_bits)
+
+    @property
     def conversion_energy_pj(self) -> float:
-        """Array plus ADC energy of one column conversion at this ADC resolution."""
-        return self.array_energy_pj + self.adc_energy_pj * 2.0 ** (self.adc.bits
-                                                                   - self.adc_energy_bits)
+        """Array plus ADC energy of one column conversion at the priced ADC resolution."""
+        return self.array_energy_pj + self.adc_conversion_pj
 
 
 # CAP-RAM (JSSC 2021, reference B.1, B.5): 4-bit DAC inputs, 1-bit weight cells, 128 rows,
@@ -120,7 +136,8 @@ CAP_RAM_TERNARY = PimMacroConfig(name="cap-ram-ternary",
 PIM_BIT_SERIAL = PimMacroConfig(name="pim-bit-serial",
                                 decomposition=Decomposition.BIT_SERIAL)
 # The same macro with a wide ideal ADC: exactly the quantized model (a reference point).
-PIM_IDEAL = PimMacroConfig(name="pim-ideal", adc=IDEAL_ADC)
+# Its cost is the real macro's (6-bit ADC), labelled so: an ideal ADC has no circuit.
+PIM_IDEAL = PimMacroConfig(name="pim-ideal", adc=IDEAL_ADC, cost_adc_bits=6)
 
 PIM_PRESETS: dict[str, PimMacroConfig] = {
     c.name: c for c in (CAP_RAM, CAP_RAM_TERNARY, PIM_BIT_SERIAL, PIM_IDEAL)}
@@ -211,8 +228,7 @@ class PimFamily(AcceleratorFamily):
             # `columns` sums per cycle [I]
             cycles = vectors * row["input_cycles"] * min(row["arrays"],
                                                          config.arrays_per_macro)
-            adc_j = conversions * config.adc_energy_pj * 1e-12 * 2.0 ** (
-                config.adc.bits - config.adc_energy_bits)
+            adc_j = conversions * config.adc_conversion_pj * 1e-12
             layers.append(LayerCost(row["node"], cycles=float(cycles),
                                     latency_s=cycles / config.clock_hz,
                                     energy_j=conversions * per_conv,
@@ -235,7 +251,20 @@ class PimFamily(AcceleratorFamily):
                   f"{config.conversion_energy_pj:.3g} pJ from CAP-RAM's measured 11.62 mW at "
                   "70 MHz over 64 columns [derived], its ADC share assumed (ISAAC/Accelergy "
                   "8-bit ADC scaled by 2**(bits-8)) [I]; area = macros x 0.179 mm^2 "
-                  "(CAP-RAM chip); one macro per layer, layers pipelined [I]",
+                  "(CAP-RAM chip); one macro per layer, layers pipelined [I]"
+                  + ("" if config.cost_adc_bits is None or config.cost_adc_bits
+                     == config.adc.bits else
+                     f"; IDEAL REFERENCE: the {config.adc.bits}-bit ideal ADC is priced as "
+                     f"the macro's real {config.cost_adc_bits}-bit ADC"),
+            includes={
+                "latency": "layers one after the other, each its macro's IMC cycles at "
+                           f"{config.clock_hz / 1e6:.4g} MHz",
+                "energy": "macro: ADC conversions plus array, DAC and periphery (CAP-RAM's "
+                          "measured chip power per conversion); no off-macro memory",
+                "area": f"{mapped.totals['macros']} macros x {config.macro_area_mm2} mm^2 "
+                        "(CAP-RAM chip with its periphery); no off-macro memory"},
+            extra={"macros": int(mapped.totals["macros"]),
+                   "adc_bits_priced": int(config.priced_adc_bits)},
             details={"conversion_energy_pj": config.conversion_energy_pj,
                      "conversions_per_inference": total_conversions,
                      "macros": mapped.totals["macros"]})

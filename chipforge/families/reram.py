@@ -19,7 +19,8 @@ from chipforge.accelerators import ACCELERATORS, ReramAcceleratorConfig
 from chipforge.families import register_family
 from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
 
-__all__ = ["ReramFamily", "cycle_architecture", "cycle_placement", "run_reram"]
+__all__ = ["ReramFamily", "at_model_widths", "cycle_architecture", "cycle_placement",
+           "run_reram"]
 
 
 def _fault_rate(config: ReramAcceleratorConfig, rate: Any) -> ReramAcceleratorConfig:
@@ -36,9 +37,10 @@ def cycle_placement(mapped) -> dict[str, tuple[np.ndarray, int]]:
 
 def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
     """The cycle model's architecture of a config: the ISAAC / FORMS preset of the same
-    name when the config is that preset, else ISAAC (offset scheme) or FORMS (polarized)
-    with this config's crossbar geometry, bits and ADCs. None for the ISQED schemes (no
-    cycle architecture).
+    name when the config is that preset, else ISAAC (offset scheme), FORMS (polarized) or ISAAC
+    tiles with paired columns (ISQED'21's two-column and differential schemes,
+    :data:`chipforge.sim.cycle.arch.ISQED`) with this config's crossbar geometry, bits and
+    ADCs.
 
     With ``graph`` (a quantized model), the weight and input widths follow the model as
     the placement and the functional simulation do: an 8-bit model on the 16-bit ISAAC
@@ -46,6 +48,13 @@ def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
     arch = _config_architecture(config)
     if arch is None or graph is None:
         return arch
+    return at_model_widths(arch, graph)
+
+
+def at_model_widths(arch, graph):
+    """``arch`` at a quantized model's weight and input widths where they are narrower
+    (the placement stores a layer at max(its bits, 2); inputs take act_bits cycles), so
+    every architecture of a comparison does the same work; a float graph: ``arch``."""
     nodes = graph.weighted_nodes()
     if not nodes or not all(n.quantized for n in nodes):
         return arch
@@ -68,10 +77,22 @@ def cycle_architecture(config: ReramAcceleratorConfig, graph=None):
 
 def _config_architecture(config: ReramAcceleratorConfig):
     from chipforge.accelerators import PlacementScheme
+    from chipforge.sim.cycle.arch import ISQED
     from chipforge.sim.cycle.report import ARCHITECTURES
 
     if ACCELERATORS.get(config.name) == config and config.name in ARCHITECTURES:
         return ARCHITECTURES[config.name]
+    if config.scheme in (PlacementScheme.TWO_COLUMN, PlacementScheme.DIFFERENTIAL):
+        # ISQED'21: ISAAC tiles with a weight on a pair of columns (arch.ISQED)
+        try:
+            return ISQED.replace(name=f"{config.name} ({ISQED.name})",
+                                 crossbar_rows=config.rows, crossbar_cols=config.cols,
+                                 fragment_size=config.rows, cell_bits=config.cell_bits,
+                                 weight_bits=config.weight_bits, input_bits=config.input_bits,
+                                 adcs_per_crossbar=config.adcs_per_crossbar,
+                                 adc_rate=config.adc_rate, adc_bits=config.adc_bits)
+        except ValueError:
+            return None
     base = {PlacementScheme.OFFSET: "isaac",
             PlacementScheme.POLARIZED: "forms8"}.get(config.scheme)
     if base is None:
@@ -224,7 +245,11 @@ class ReramFamily(AcceleratorFamily):
         report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
         from chipforge.report import cycle_summary, plain
 
-        layers = [LayerCost(la.name, cycles=float(la.cycles), latency_s=la.time_ns * 1e-9,
+        # each layer's share of the latency: its crossbar time plus the pipeline's
+        # non-crossbar stages (eDRAM, ADC, S+A, ...), so the layers sum to the latency
+        stages_ns = (report.arch.pipeline_stages - report.arch.input_bits) * report.cycle_ns
+        layers = [LayerCost(la.name, cycles=float(la.cycles),
+                            latency_s=(la.time_ns + stages_ns) * 1e-9,
                             energy_j=la.energy_total_pj * 1e-12,
                             energy_by_component_j={str(plain(k)): v * 1e-12
                                                    for k, v in la.energy_pj.items()})
@@ -237,8 +262,23 @@ class ReramFamily(AcceleratorFamily):
                                    for k, v in report.energy_pj.items()},
             basis=f"cycle model of the {report.arch.name} architecture "
                   "(chipforge.sim.cycle: component tables of the cited papers), on the "
-                  "placement of the functional simulation, zero-skipping on the given inputs",
+                  "placement of the functional simulation"
+                  + (", zero-skipping on the given inputs" if report.arch.zero_skipping
+                     else ""),
             samples=int(report.frames), details={"cycles": cycle_summary(report)},
+            includes={
+                "latency": "layers one after the other, each its crossbar cycles plus the "
+                           f"{report.arch.pipeline_stages - report.arch.input_bits} "
+                           "non-crossbar pipeline stages (an upper bound: no overlap)",
+                "energy": "chip activity: ADC, DAC, crossbar, S+A, eDRAM buffers and bus, "
+                          "router; HyperTransport and off-chip memory excluded",
+                "area": f"{report.tiles} tiles of the component table holding "
+                        f"{report.crossbars} crossbars (one copy of the weights: "
+                        f"{mapped.totals.get('crossbars', '?')} crossbars, replicated to "
+                        "balance the pipeline); HyperTransport excluded"},
+            extra={"crossbars_one_copy": int(mapped.totals.get("crossbars", 0)),
+                   "crossbars_priced_in_area": int(report.crossbars),
+                   "tiles_priced_in_area": int(report.tiles)},
             native=report)
 
 

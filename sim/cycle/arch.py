@@ -20,10 +20,11 @@ from chipforge.sim.cycle.components import (
     ActionEnergy,
     ChipModel,
     forms_energy,
+    sar_adc_energy_pj,
 )
 
-__all__ = ["FORMS4", "FORMS8", "FORMS16", "ISAAC", "ISAAC8", "Architecture", "ReramArchConfig",
-           "chip_model", "action_energy"]
+__all__ = ["FORMS4", "FORMS8", "FORMS16", "ISAAC", "ISAAC8", "ISQED", "Architecture",
+           "ReramArchConfig", "chip_model", "action_energy"]
 
 
 class Architecture(enum.Enum):
@@ -70,6 +71,14 @@ class ReramArchConfig(ConfigBase):
     ``chipforge.hw.forms_fragment`` takes EIC + 1 cycles per fragment)."""
     unit_column: bool = True
     """ISAAC's unit column (offset encoding): one more ADC conversion per crossbar read."""
+    columns_per_weight: int = 1
+    """Column sets per weight: 2 for a signed weight on a pair of columns (ISQED'21's
+    two-column and differential mappings, ``w = w_a - w_b``), which doubles the cells,
+    the ADC conversions and (from the placement) the crossbars."""
+    adc_bits: int | None = None
+    """ADC resolution when it differs from the architecture's own (ISAAC 8 bits): its
+    conversion energy then follows :func:`~chipforge.sim.cycle.components.sar_adc_energy_pj`
+    (ISQED presets: 9 bits)."""
     pipeline_stages: int = 22
     """Intra-tile pipeline depth (ISAAC §5, FORMS Fig. 12); ``input_bits`` of them are the
     crossbar cycles, the rest add latency only."""
@@ -93,6 +102,9 @@ class ReramArchConfig(ConfigBase):
         check_int("adcs_per_crossbar", self.adcs_per_crossbar, 1, self.crossbar_cols)
         check_float("adc_rate", self.adc_rate, 0.0, lo_open=True)
         check_int("group_overhead_cycles", self.group_overhead_cycles, 0, 64)
+        check_int("columns_per_weight", self.columns_per_weight, 1, 2)
+        if self.adc_bits is not None:
+            check_int("adc_bits", self.adc_bits, 1, 16)
         check_int("pipeline_stages", self.pipeline_stages, self.input_bits, 1024)
         check_int("crossbars_per_unit", self.crossbars_per_unit, 1, 1024)
         check_int("units_per_tile", self.units_per_tile, 1, 1024)
@@ -103,7 +115,8 @@ class ReramArchConfig(ConfigBase):
 
     @property
     def cells_per_weight(self) -> int:
-        return -(-self.weight_bits // self.cell_bits)
+        """Cells one weight occupies, both columns of a differential pair included."""
+        return -(-self.weight_bits // self.cell_bits) * self.columns_per_weight
 
     @property
     def cycle_ns(self) -> float:
@@ -133,6 +146,12 @@ def action_energy(cfg: ReramArchConfig) -> ActionEnergy:
     if cfg.architecture is Architecture.FORMS:
         return forms_energy(cfg.fragment_size) if cfg.fragment_size in (4, 8, 16) \
             else FORMS_ENERGY
+    if cfg.adc_bits is not None and cfg.adc_bits != 8:
+        return dataclasses.replace(
+            ISAAC_ENERGY, adc_conversion_pj=sar_adc_energy_pj(cfg.adc_bits),
+            sources={**ISAAC_ENERGY.sources,
+                     "adc_conversion_pj": f"{cfg.adc_bits}-bit SAR ADC, E(B) = a B + c 2^B "
+                                          "through ISAAC's 8-bit and FORMS' 4-bit points"})
     return ISAAC_ENERGY
 
 
@@ -157,3 +176,13 @@ FORMS8 = ReramArchConfig(name="FORMS-8", architecture=Architecture.FORMS, weight
 # these presets keep the 2.1 GSps of fragment 8 (a parameter: set adc_rate to explore).
 FORMS4 = FORMS8.replace(name="FORMS-4", fragment_size=4)
 FORMS16 = FORMS8.replace(name="FORMS-16", fragment_size=16)
+
+# ISQED'21 (Yuan et al., papers.md §2.2) on ISAAC-style hardware: the paper has no
+# architecture ("same hardware as two-column: Ga/Gb columns and an op-amp subtractor"), so
+# its presets are costed as ISAAC tiles (Table I) holding each 8-bit weight on a pair of
+# 4-cell columns (twice ISAAC-8's cells and conversions; no unit column: no offset) read by
+# the presets' 9-bit ADC (SAR scaling, 3.09 pJ per conversion). The subtractor is not
+# priced [assumed folded into the S+A]. Both mappings have the same cost: they differ only in which
+# conductances a weight programs.
+ISQED = ISAAC.replace(name="ISQED'21 pair columns on ISAAC tiles", weight_bits=8,
+                      columns_per_weight=2, unit_column=False, adc_bits=9)

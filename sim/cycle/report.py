@@ -104,23 +104,25 @@ def breakdown_rows(reports: Sequence[ModelReport]) -> list[dict[str, float | str
 def format_breakdown(reports: Sequence[ModelReport]) -> str:
     """Energy per frame by component (nJ and share), one row per report."""
     cats = list(Category)
-    lines = [f"  {'arch':<24} " + " ".join(f"{c.value:>12}" for c in cats) + f" {'total':>12}"]
+    w = max(24, *(len(r.arch.name) for r in reports))
+    lines = [f"  {'arch':<{w}} " + " ".join(f"{c.value:>12}" for c in cats) + f" {'total':>12}"]
     for r in reports:
         e = r.energy_pj
         total = sum(e.values())
-        lines.append(f"  {r.arch.name:<24} "
+        lines.append(f"  {r.arch.name:<{w}} "
                      + " ".join(f"{e[c] / 1e3:>12.2f}" for c in cats) + f" {total / 1e3:>12.2f}")
-        lines.append(f"  {'':<24} " + " ".join(f"{e[c] / total:>12.1%}" for c in cats))
+        lines.append(f"  {'':<{w}} " + " ".join(f"{e[c] / total:>12.1%}" for c in cats))
     return "\n".join(lines)
 
 
 def format_comparison(reports: Sequence[ModelReport], baseline: int = 0) -> str:
     """One line per architecture, throughput and efficiency relative to ``baseline``."""
     base = reports[baseline]
-    lines = [f"  {'arch':<24} {'fps':>12} {'x':>6} {'GOPs/s/mm2':>11} {'x':>6} "
+    w = max(24, *(len(r.arch.name) for r in reports))
+    lines = [f"  {'arch':<{w}} {'fps':>12} {'x':>6} {'GOPs/s/mm2':>11} {'x':>6} "
              f"{'GOPs/W':>9} {'x':>6} {'skip':>6}"]
     for r in reports:
-        lines.append(f"  {r.arch.name:<24} {r.fps:>12,.0f} {r.fps / base.fps:>6.2f} "
+        lines.append(f"  {r.arch.name:<{w}} {r.fps:>12,.0f} {r.fps / base.fps:>6.2f} "
                      f"{r.gops_per_mm2:>11.2f} {r.gops_per_mm2 / base.gops_per_mm2:>6.2f} "
                      f"{r.gops_per_w:>9.1f} {r.gops_per_w / base.gops_per_w:>6.2f} "
                      f"{r.skip_saving:>6.1%}")
@@ -135,19 +137,31 @@ def plot_breakdown(reports: Sequence[ModelReport], path: str | Path, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from chipforge.report import MICRO, si_scale
+
     path = Path(path)
-    labels = [f"{r.arch.name}\n{r.model}" for r in reports]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(reports), 4))
+    models = list(dict.fromkeys(r.model for r in reports))
+    # one model: the architecture alone names a bar (the model goes to the title)
+    labels = [r.arch.name if len(models) == 1 else f"{r.arch.name} / {r.model}"
+              for r in reports]
+    labels = [lab.replace(" (", "\n(") for lab in labels]     # widths on a second line
+    totals = np.array([sum(r.energy_pj.values()) * 1e-12 for r in reports])
+    factor, prefix = si_scale(totals.max(initial=0.0), micro=MICRO)
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.0 + 1.1 * len(reports)), 3.6))
     bottom = np.zeros(len(reports))
     for cat in Category:
-        values = np.array([r.energy_pj[cat] / 1e3 for r in reports])
+        values = np.array([r.energy_pj[cat] * 1e-12 / factor for r in reports])
         ax.bar(labels, values, bottom=bottom, label=cat.value)
         bottom += values
-    ax.set_ylabel("energy per frame (nJ)")
-    ax.set_title(title or "energy per inference by component")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"energy per inference ({prefix}J)", fontsize=8)
+    ax.set_xlabel("architecture", fontsize=8)
+    ax.set_title(title or f"energy per inference by component, {', '.join(models)}",
+                 fontsize=8)
+    ax.tick_params(axis="x", labelsize=6, labelrotation=30 if len(reports) > 3 else 0)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
