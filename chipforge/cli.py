@@ -68,6 +68,10 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--chips", type=int, default=1, metavar="N",
+                   help="simulate N independently programmed chips (seeds derived from "
+                        "--seed; chip 0 is --seed itself); hardware accuracy as mean, std "
+                        "and 95 %% interval, one row per chip in report.json (default 1)")
     _add_family_options(p)
     run = p.add_argument_group("run options (families that simulate in batches: reram)")
     run.add_argument("--max-memory", dest="run_max_memory", metavar="SIZE",
@@ -137,7 +141,7 @@ def _parse_overrides(items: list[str]) -> dict:
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
     from chipforge.families import get_accelerator_spec
-    from chipforge.mainjob import run_main_job
+    from chipforge.simulate import simulate
 
     if args.model and args.model_option and args.model != args.model_option:
         raise UsageError(f"two models given: {args.model!r} and --model {args.model_option!r}")
@@ -150,6 +154,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.chips < 1:
+        raise UsageError(f"--chips must be >= 1, not {args.chips}")
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
     spec = get_accelerator_spec(args.accelerator, overrides=overrides, options=options)
     if args.rtl:  # one layer through the generated Verilog; chipforge.rtl_loop
@@ -160,7 +166,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
                              f"accelerator {spec.name} (family {spec.family.name}) has no "
                              f"such loop")
         given = [f"--{k.replace('_', '-')}" for k in options] + (["--set"] if overrides
-                                                                   else [])
+                                                                   else []) \
+            + (["--chips"] if args.chips > 1 else [])
         if given:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
@@ -178,11 +185,11 @@ def _run_simulate(args: argparse.Namespace) -> int:
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     check_output_dir(out, option="--out")  # before the simulation, not after it
-    job = run_main_job(model, accelerator=spec, data=args.data, out=out,
-                       samples=args.samples, seed=args.seed, quantize=args.quantize,
-                       cycle_samples=args.cycle_samples, progress=args.progress,
-                       run_options=run_options)
-    print(job.summary())
+    result = simulate(model, accelerator=spec, data=args.data, out=out,
+                      samples=args.samples, seed=args.seed, chips=args.chips,
+                      quantize=args.quantize, cycle_samples=args.cycle_samples,
+                      progress=args.progress, run_options=run_options)
+    print(result.summary())
     return 0
 
 
