@@ -193,6 +193,64 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="the model every preset runs unless named per preset: a zoo name, "
+                        "an .onnx file (float or QDQ) or an .npz graph")
+    p.add_argument("--accelerators", required=True, metavar="A,B=MODEL,...",
+                   help="presets to compare, comma-separated; PRESET=MODEL runs that "
+                        "preset on its own model (e.g. forms8=cnn-forms8.npz,superbnn=bnn.onnx)")
+    p.add_argument("--data", default="digits",
+                   help="'digits' (default) or an .npz with inputs and labels, as simulate")
+    p.add_argument("--chips", type=int, default=1, metavar="N",
+                   help="programmed chips per preset (hardware accuracy: mean and 95 %% "
+                        "interval); default 1")
+    p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (chip 0's); default 0")
+    p.add_argument("--cycle-samples", type=int, default=100,
+                   help="inputs the cost models run on (default 100)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="results folder: compare.csv/.md/.tex, pareto.png, presets/*.json "
+                        "(default build/compare/MODEL); a rerun resumes there")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dask", action="store_true",
+                       help="run the presets on a local Dask LocalCluster of --workers "
+                            "processes")
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="run the presets on an existing Dask cluster (tcp://host:8786)")
+    p.add_argument("--workers", type=int,
+                   help="run the presets on a local process pool of N workers")
+
+
+@command("compare", "one model across accelerator presets: accuracy, latency, energy, area "
+                    "(CSV, Markdown, LaTeX, Pareto plot)")(_add_compare)
+def _run_compare(args: argparse.Namespace) -> int:
+    from chipforge.compare import compare
+
+    for flag in ("chips", "samples", "cycle_samples", "workers"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    out = args.out or Path("build/compare") / Path(str(args.model)).stem
+    check_output_dir(out, option="--out")
+    try:
+        result = compare(args.model, args.accelerators, args.data, chips=args.chips,
+                         samples=args.samples, seed=args.seed, out=out,
+                         cycle_samples=args.cycle_samples, workers=args.workers,
+                         dask=args.dask, scheduler=args.scheduler,
+                         log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\nchipforge compare: interrupted; the finished presets are saved in {out}; "
+              "run the same command to continue", file=sys.stderr)
+        return 130
+    print(result.summary())
+    return 0
+
+
 @command("accelerators", "list the accelerator families, presets, options and config keys")(
     lambda p: p.add_argument("name", nargs="?", help="a family or preset: show its config"))
 def _run_accelerators(args: argparse.Namespace) -> int:
