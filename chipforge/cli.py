@@ -199,7 +199,9 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                         "an .onnx file (float or QDQ) or an .npz graph")
     p.add_argument("--accelerators", required=True, metavar="A,B=MODEL,...",
                    help="presets to compare, comma-separated; PRESET=MODEL runs that "
-                        "preset on its own model (e.g. forms8=cnn-forms8.npz,superbnn=bnn.onnx)")
+                        "preset on its own model (e.g. forms8=cnn-forms8.npz,superbnn=bnn.onnx)"
+                        "; an accelerator .toml file may stand for a preset (non-ideal "
+                        "devices per preset)")
     p.add_argument("--data", default="digits",
                    help="'digits' (default) or an .npz with inputs and labels, as simulate")
     p.add_argument("--chips", type=int, default=1, metavar="N",

@@ -10,8 +10,11 @@
 
 Each preset runs :func:`chipforge.simulate.simulate` (the one entry point ``chipforge
 simulate`` uses: same import, post-training quantization, chips, cost model) on the model,
-or on the model named for that preset (``PRESET=MODEL``). A preset whose family refuses the
-model is skipped, with the family's own error text as the reason.
+or on the model named for that preset (``PRESET=MODEL``). An accelerator ``.toml`` file
+(``chipforge accelerators`` describes the keys) stands where a preset does, labelled by its
+``name``: the way to compare non-ideal devices (variation, faults, ADC bits) per preset.
+A preset whose family refuses the model is skipped, with the family's own error text as
+the reason.
 
 Columns (CSV in SI base units; Markdown and LaTeX with SI prefixes):
 
@@ -97,40 +100,47 @@ class Comparison:
 # -- input ---------------------------------------------------------------------------------
 
 def parse_accelerators(accelerators: str | Sequence[str], model: Any = None
-                       ) -> list[tuple[str, Any]]:
-    """``"isaac,forms8=cnn-forms8.npz"`` or a list of such entries -> ``[(preset, model)]``;
-    a preset without ``=MODEL`` runs ``model``. Every preset must be a registered one
-    (``chipforge accelerators``), each at most once."""
-    from chipforge.families import preset_names
+                       ) -> list[tuple[str, str, Any]]:
+    """``"isaac,forms8=cnn-forms8.npz,my-chip.toml"`` or a list of such entries ->
+    ``[(label, accelerator, model)]``. An entry is a registered preset (``chipforge
+    accelerators``) or an accelerator ``.toml`` file (labelled by the config's name), with
+    ``=MODEL`` to run its own model instead of ``model``; each label at most once."""
+    from chipforge.families import get_accelerator_spec, preset_names
 
     items = accelerators.split(",") if isinstance(accelerators, str) else list(accelerators)
     known = preset_names()
-    pairs: list[tuple[str, Any]] = []
+    triples: list[tuple[str, str, Any]] = []
     for item in items:
         if isinstance(item, tuple):
-            preset, own = item
+            accelerator, own = item
         else:
-            preset, sep, own = str(item).strip().partition("=")
-            preset, own = preset.strip(), (own.strip() if sep else None)
+            accelerator, sep, own = str(item).strip().partition("=")
+            accelerator, own = accelerator.strip(), (own.strip() if sep else None)
             if sep and not own:
                 raise CompareError(f"--accelerators entry {item!r}: give PRESET or "
                                    "PRESET=MODEL")
-        if not preset:
+        if not accelerator:
             continue
-        if preset not in known:
-            raise CompareError(f"--accelerators: unknown preset {preset!r}; presets: "
-                               f"{', '.join(known)}")
-        if any(p == preset for p, _ in pairs):
-            raise CompareError(f"--accelerators: preset {preset!r} given twice")
+        if accelerator.lower().endswith(".toml"):
+            if not Path(accelerator).is_file():
+                raise CompareError(f"--accelerators: {accelerator} does not exist")
+            label = get_accelerator_spec(accelerator).name   # validates the file first
+        elif accelerator in known:
+            label = accelerator
+        else:
+            raise CompareError(f"--accelerators: unknown preset {accelerator!r}; presets: "
+                               f"{', '.join(known)} (or an accelerator .toml file)")
+        if any(t[0] == label for t in triples):
+            raise CompareError(f"--accelerators: {label!r} given twice")
         chosen = own if own is not None else model
         if chosen is None:
-            raise CompareError(f"--accelerators: preset {preset!r} has no model (give MODEL "
-                               f"or {preset}=MODEL)")
-        _check_model_file(chosen, preset)
-        pairs.append((preset, chosen))
-    if not pairs:
+            raise CompareError(f"--accelerators: {label!r} has no model (give MODEL or "
+                               f"{accelerator}=MODEL)")
+        _check_model_file(chosen, label)
+        triples.append((label, accelerator, chosen))
+    if not triples:
         raise CompareError("--accelerators: give at least one preset (e.g. isaac,forms8)")
-    return pairs
+    return triples
 
 
 def _check_model_file(model: Any, preset: str) -> None:
@@ -142,6 +152,15 @@ def _check_model_file(model: Any, preset: str) -> None:
 def _identifier(text: str) -> str:
     """A file-name-safe identifier of a preset name (presets come from the registry)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".") or "preset"
+
+
+def _accelerator_fingerprint(accelerator: str) -> str:
+    """A preset's name, or a TOML file's path and content digest (an edited file is
+    another accelerator)."""
+    if not accelerator.lower().endswith(".toml"):
+        return accelerator
+    digest = hashlib.sha256(Path(accelerator).read_bytes()).hexdigest()[:16]
+    return f"{accelerator} sha256:{digest}"
 
 
 def _fingerprint(value: Any) -> Any:
@@ -204,10 +223,11 @@ def run_preset(task: dict[str, Any]) -> dict[str, Any]:
     from chipforge.simulate import simulate
 
     preset, model = task["preset"], task["model"]
-    spec = get_accelerator_spec(preset)
+    accelerator = task.get("accelerator", preset)
+    spec = get_accelerator_spec(accelerator)
     base = {"preset": preset, "family": spec.family.name, "model": _model_label(model)}
     try:
-        result = simulate(model, accelerator=preset, data=task["data"],
+        result = simulate(model, accelerator=accelerator, data=task["data"],
                           samples=task["samples"], seed=task["seed"], chips=task["chips"],
                           cycle_samples=task["cycle_samples"], progress=False)
     except ValueError as e:   # FamilyError included: the family refuses this model
@@ -286,19 +306,20 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
         raise CompareError("scheduler runs on an existing Dask cluster: it takes neither "
                            "dask nor workers")
     data = "digits" if data is None else data
-    pairs = parse_accelerators(accelerators, model)
+    triples = parse_accelerators(accelerators, model)
     log = log or (lambda line: None)
     manifest = {"schema": SCHEMA, "chips": chips, "samples": samples, "seed": seed,
                 "cycle_samples": cycle_samples, "data": _fingerprint(data),
-                "presets": {p: _fingerprint(m) for p, m in pairs}}
+                "presets": {label: [_accelerator_fingerprint(a), _fingerprint(m)]
+                            for label, a, m in triples}}
     folder = None
     done: dict[str, dict[str, Any]] = {}
     if out is not None:
         folder = Path(out)
         done = _open_out(folder, manifest)
-    tasks = [{"preset": p, "model": m, "data": data, "samples": samples, "seed": seed,
-              "chips": chips, "cycle_samples": cycle_samples}
-             for p, m in pairs if p not in done]
+    tasks = [{"preset": label, "accelerator": a, "model": m, "data": data,
+              "samples": samples, "seed": seed, "chips": chips, "cycle_samples": cycle_samples}
+             for label, a, m in triples if label not in done]
     for preset in done:
         log(f"{preset}: already in {folder} (resumed)")
     computed: list[str] = []
@@ -316,7 +337,7 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
     else:
         for task in tasks:
             finished(run_preset(task))
-    ordered = [done[p] for p, _ in pairs]
+    ordered = [done[label] for label, _, _ in triples]
     rows = [r for r in ordered if r["status"] == "done"]
     skipped = [{"preset": r["preset"], "model": r["model"], "reason": r["reason"]}
                for r in ordered if r["status"] != "done"]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from chipforge.importers.torch import torch_to_onnx
 from chipforge.zoo.data import digits
 
 PRESETS = ["isaac", "isqed-differential", "cap-ram", "pim-bit-serial", "heatvit"]
+CLIP_TOML = Path(chipforge.__file__).parent / "presets" / "forms8_clip.toml"
 COMMON = {"chips": 2, "samples": 48, "seed": 3, "cycle_samples": 4}
 
 
@@ -165,11 +167,14 @@ def test_cli_compare_per_preset_model_and_parallel_pool(cnn, tmp_path, capsys):
     """A preset named with its own model (cap-ram=...), the CLI's one-line skips, and the
     same numbers on a process pool of 2 workers as serially."""
     args = ["compare", str(cnn / "cnn.onnx"), "--accelerators",
-            "isaac,superbnn,cap-ram=mlp-digits", "--data", "digits", "--samples", "30",
+            f"isaac,superbnn,cap-ram=mlp-digits,{CLIP_TOML}",
+            "--data", "digits", "--samples", "30",
             "--chips", "2", "--cycle-samples", "3"]
     assert main([*args, "--out", str(tmp_path / "serial")]) == 0
     text = capsys.readouterr().out
     assert "superbnn: skipped" in text
+    # a TOML accelerator stands for a preset, labelled by its name; the family's reason
+    assert "forms8-clip: skipped" in text and "not polarized for fragment size 8" in text
     assert main([*args, "--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
     serial = json.loads((tmp_path / "serial" / "presets" / "cap-ram.json").read_text())
     pool = json.loads((tmp_path / "pool" / "presets" / "cap-ram.json").read_text())
