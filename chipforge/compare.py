@@ -51,6 +51,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -580,16 +581,46 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _label_offsets(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[int, int]]:
-    """Label offsets (points) that keep the labels of close points apart: each point near
-    one labelled before it (within 0.4 decades and 4 accuracy points) takes the next
-    offset of a fan."""
-    fan = [(4, 4), (4, -11), (-8, 14), (-8, -20), (10, 22), (10, -28)]
-    offsets: list[tuple[int, int]] = []
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        near = sum(1 for j in range(i) if abs(math.log10(xs[j] / x)) < 0.4
-                   and abs(ys[j] - y) < 4)
-        offsets.append(fan[near % len(fan)])
+def _label_offsets(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str]
+                   ) -> list[tuple[int, int]]:
+    """Label offsets (points) that keep labels off each other: each label takes the first
+    offset of a fan around its point whose box (estimated from the text length at 7 pt)
+    overlaps no label placed before it, nor a point (the least overlapping one if none)."""
+    fig = ax.figure
+    box = ax.get_position()
+    width_pt = box.width * fig.get_figwidth() * 72
+    height_pt = box.height * fig.get_figheight() * 72
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    span = math.log10(x1 / x0) or 1.0
+
+    def where(x: float, y: float) -> tuple[float, float]:   # in points from the corner
+        return (math.log10(x / x0) / span * width_pt, (y - y0) / ((y1 - y0) or 1) * height_pt)
+
+    fan = [(4, 4), (4, -12), (-4, 10), (6, 14), (-4, -18), (8, -24), (-10, 20), (10, 26),
+           (-12, -30), (12, 34), (-14, 38), (14, -38)]
+    points = [where(x, y) for x, y in zip(xs, ys, strict=True)]
+    placed: list[tuple[float, float, float, float]] = []
+    offsets = []
+    for (px, py), text in zip(points, texts, strict=True):
+        w, h = 4.2 * len(text), 8.0
+
+        def overlap(offset: tuple[int, int], w: float = w, h: float = h,
+                    px: float = px, py: float = py) -> float:
+            left = px + offset[0] - (w if offset[0] < 0 else 0)
+            bottom = py + offset[1]
+            total = 0.0
+            for a, b, c, d in placed:
+                dx = min(left + w, a + c) - max(left, a)
+                dy = min(bottom + h, b + d) - max(bottom, b)
+                total += max(dx, 0) * max(dy, 0)
+            for qx, qy in points:
+                if left - 2 <= qx <= left + w + 2 and bottom - 2 <= qy <= bottom + h + 2:
+                    total += 20.0
+            return total
+
+        best = min(fan, key=lambda o: (overlap(o) > 0, overlap(o), fan.index(o)))
+        offsets.append(best)
+        placed.append((px + best[0] - (w if best[0] < 0 else 0), py + best[1], w, h))
     return offsets
 
 
@@ -623,26 +654,33 @@ def pareto_figure(rows: Sequence[dict[str, Any]]):
                     color="#dd8452", linestyle="--", linewidth=1, label="Pareto front")
             ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=80,
                        facecolors="none", edgecolors="#dd8452", zorder=3)
-            for r, offset, x, y in zip(have, _label_offsets(xs, ys), xs, ys, strict=True):
-                ax.annotate(r["preset"], (x, y), textcoords="offset points", xytext=offset,
-                            fontsize=7, arrowprops={"arrowstyle": "-", "color": "#999999",
-                                                    "linewidth": 0.5})
             ax.set_xscale("log")
             lo, hi = min(xs), max(xs)
-            ax.set_xlim(lo / 2, hi * 2)    # room for the labels; one decade at least
+            ax.set_xlim(lo / 3, hi * 3)    # room for the labels
+            ax.set_ylim(top=min(106.0, max(ys) + 8))
+            names = [r["preset"] for r in have]
+            for name, offset, x, y in zip(names, _label_offsets(ax, xs, ys, names), xs, ys,
+                                          strict=True):
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=offset,
+                            fontsize=7, ha="right" if offset[0] < 0 else "left",
+                            arrowprops={"arrowstyle": "-", "color": "#999999",
+                                        "linewidth": 0.5})
         ax.xaxis.set_major_formatter(EngFormatter(unit=unit))
-        ax.set_xlabel(f"{word} ({unit}, log scale)")
+        label = f"{word} ({unit}, log scale)"
+        if missing:                        # said under the axis, where a reader looks
+            label += "\n" + textwrap.fill(f"not shown (no {word.split()[0]}): "
+                                          f"{', '.join(missing)}", 48)
+        ax.set_xlabel(label, fontsize=8)
         ax.grid(True, which="major", alpha=0.3)
-        if missing:
-            ax.text(0.01, 0.01, f"not shown (no {word.split()[0]}): {', '.join(missing)}",
-                    transform=ax.transAxes, fontsize=6, va="bottom")
     axes[0].set_ylabel("hardware accuracy (%)")
-    axes[0].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
     chip_text = (f"{chips[0]} chip" + ("s" if chips[0] > 1 else "")) if len(chips) == 1 \
         else f"{chips[0]}-{chips[-1]} chips"
     fig.suptitle(f"accuracy vs cost per preset (mean over {chip_text}; bars: 95 % interval)",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
