@@ -160,14 +160,20 @@ def _accelerator_fingerprint(accelerator: str) -> str:
     another accelerator)."""
     if not accelerator.lower().endswith(".toml"):
         return accelerator
-    digest = hashlib.sha256(Path(accelerator).read_bytes()).hexdigest()[:16]
-    return f"{accelerator} sha256:{digest}"
+    return _fingerprint(accelerator)
 
 
 def _fingerprint(value: Any) -> Any:
     """What identifies a model or data argument in the manifest (arrays by digest)."""
     from chipforge.sim.graph import Graph
 
+    if isinstance(value, str | Path) and Path(value).is_file():
+        # a file's content, not only its name: a retrained model is another compare
+        digest = hashlib.sha256()
+        with open(value, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return f"{value} sha256:{digest.hexdigest()[:16]}"
     if value is None or isinstance(value, str | int | float):
         return value
     if isinstance(value, Path):

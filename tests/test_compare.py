@@ -128,6 +128,18 @@ def test_resume_skips_finished_presets_and_refuses_other_args(cnn, compared, mon
                           out=out, **(COMMON | {"chips": 3}))
 
 
+def test_resume_refuses_a_changed_data_file(cnn, tmp_path):
+    data = tmp_path / "test.npz"
+    with np.load(cnn / "test.npz") as f:
+        np.savez(data, x=f["x"][:12], y=f["y"][:12])
+    chipforge.compare(cnn / "cnn.onnx", "isaac", data, out=tmp_path / "out", cycle_samples=2)
+    with np.load(cnn / "test.npz") as f:
+        np.savez(data, x=f["x"][12:24], y=f["y"][12:24])   # same name, other images
+    with pytest.raises(ValueError, match=r"other arguments \(data differ\)"):
+        chipforge.compare(cnn / "cnn.onnx", "isaac", data, out=tmp_path / "out",
+                          cycle_samples=2)
+
+
 def test_pareto_figure_axes_units_and_front(compared):
     from matplotlib.ticker import EngFormatter
 
