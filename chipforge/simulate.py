@@ -107,14 +107,15 @@ class SimulationResult:
             lines.append(f"  accuracy float           {100 * self.accuracy_float:6.2f} %")
         lines += [f"  accuracy ideal           {100 * self.accuracy_ideal:6.2f} %   "
                   f"({self.ideal_label})",
-                  f"  accuracy hardware        {100 * self.accuracy_hardware:6.2f} %   "
+                  f"  accuracy hardware{' mean' if over else '     '}   "
+                  f"{100 * self.accuracy_hardware:6.2f} %   "
                   f"(drop {100 * self.accuracy_drop:+.2f} points; "
                   + (f"{100 * self.agreement:.1f} % same predictions)"
                      if self.agreement == self.agreement else "same predictions: n/a)")]
         if len(self.chips) > 1:
             # hardware accuracy and agreement above are the means over the chips
             s = self.accuracy_hardware_spread or {}
-            lines.append(f"  over {len(self.chips)} chips (mean)  std "
+            lines.append(f"  {'over ' + str(len(self.chips)) + ' chips':<24} std "
                          f"{100 * s.get('std', 0.0):.2f} points, 95 % interval of the mean "
                          f"[{100 * s['ci95_low']:.2f}, {100 * s['ci95_high']:.2f}] %")
             lines.append("    chip  seed                 accuracy hardware  same predictions")
