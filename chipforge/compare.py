@@ -342,7 +342,8 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
     if tasks and (workers or dask or scheduler):
         _run_parallel(tasks, finished, workers=workers, dask=dask, scheduler=scheduler)
     else:
-        for task in tasks:
+        for number, task in enumerate(tasks, 1):
+            log(f"{task['preset']}: running ({number} of {len(tasks)})")
             finished(run_preset(task))
     ordered = [done[label] for label, _, _ in triples]
     rows = [r for r in ordered if r["status"] == "done"]
