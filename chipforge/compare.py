@@ -352,6 +352,9 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
     result = Comparison(rows, skipped, computed=computed)
     if folder is not None:
         result.paths = write_tables(result, folder)
+    if not rows:   # nothing to compare: most likely the data or model, not the presets
+        raise CompareError(f"no preset ran the model; {skipped[0]['preset']}: "
+                           f"{skipped[0]['reason']}")
     return result
 
 

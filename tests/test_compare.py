@@ -195,3 +195,19 @@ def test_cli_compare_per_preset_model_and_parallel_pool(cnn, tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert main(["compare", "mlp-digits", "--accelerators", "isaac=missing.onnx"]) == 2
     assert "missing.onnx does not exist" in capsys.readouterr().err
+
+
+def test_ops_count_equals_the_heatvit_engines_dense_macs():
+    """count_macs from the layer shapes against the HeatViT engine model's own count of
+    the same ViT's dense MACs (attention matmuls included)."""
+    from chipforge.zoo import load
+
+    r = chipforge.simulate("vit-digits-keep50", accelerator="heatvit", samples=4,
+                           progress=False, cycle_samples=2)
+    assert compare_module.count_macs(load("vit-digits-keep50")) == \
+        r.metrics["macs_per_image_dense"]
+
+
+def test_no_preset_running_is_an_error_naming_the_reason(tmp_path):
+    with pytest.raises(ValueError, match="no preset ran the model; heatvit: .*not a ViT"):
+        chipforge.compare("mlp-digits", "heatvit", samples=5, out=tmp_path / "o")
