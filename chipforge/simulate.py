@@ -263,6 +263,10 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
             or cycle_samples < 1:
         raise ValueError(f"cycle_samples must be an integer >= 1, not {cycle_samples!r}")
     seeds = chip_seeds(seed, chips)       # checks seed and chips
+    if out is not None:                   # before the simulation, not after it
+        from chipforge.guard import check_output_dir
+
+        check_output_dir(out, option="out")
     spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
     family = spec.family
     foreign = [k for k in (run_options or {}) if k not in family.run_options]

@@ -116,7 +116,11 @@ def test_cli_chips_rows_in_report_json_and_text(tmp_path, capsys):
     assert "--chips must be >= 1" in capsys.readouterr().err
 
 
-def test_bad_chips_and_run_options_are_value_errors():
+def test_bad_chips_run_options_and_out_are_value_errors(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="out .*file: exists and is not a folder"):
+        chipforge.simulate("mlp-digits", accelerator="isaac", out=tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
     with pytest.raises(ValueError, match="chips must be an integer >= 1"):
         chipforge.simulate("mlp-digits", accelerator="isaac", chips=0)
     with pytest.raises(ValueError, match="do not apply to accelerator 'superbnn'"):
