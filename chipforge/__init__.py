@@ -19,7 +19,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "compress", "from_torch", "load_onnx", "simulate"]
+__all__ = ["__version__", "compare", "compress", "from_torch", "load_onnx", "simulate"]
 
 # Frontends that need torch / onnx load on first use, so `import chipforge` stays stdlib-only.
 _LAZY = {"from_torch": "chipforge.importers.torch", "load_onnx": "chipforge.importers.onnx"}
@@ -30,7 +30,7 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in ("simulate", "compress"):   # modules callable as simulate(...), compress(...)
+    if name in ("simulate", "compress", "compare"):   # modules callable as simulate(...), ...
         import importlib
 
         return importlib.import_module(f"chipforge.{name}")

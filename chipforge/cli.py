@@ -68,6 +68,10 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chip instance (faults, variation, "
                    "noise); default 0")
     p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--chips", type=int, default=1, metavar="N",
+                   help="simulate N independently programmed chips (seeds derived from "
+                        "--seed; chip 0 is --seed itself); hardware accuracy as mean, std "
+                        "and 95 %% interval, one row per chip in report.json (default 1)")
     _add_family_options(p)
     run = p.add_argument_group("run options (families that simulate in batches: reram)")
     run.add_argument("--max-memory", dest="run_max_memory", metavar="SIZE",
@@ -137,7 +141,7 @@ def _parse_overrides(items: list[str]) -> dict:
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
     from chipforge.families import get_accelerator_spec
-    from chipforge.mainjob import run_main_job
+    from chipforge.simulate import simulate
 
     if args.model and args.model_option and args.model != args.model_option:
         raise UsageError(f"two models given: {args.model!r} and --model {args.model_option!r}")
@@ -150,6 +154,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.chips < 1:
+        raise UsageError(f"--chips must be >= 1, not {args.chips}")
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
     if (args.rtl_tile or args.rtl_dir or args.rtl_stalls) and not args.rtl:
         flag = "--rtl-tile" if args.rtl_tile else "--rtl-dir" if args.rtl_dir else "--rtl-stalls"
@@ -163,7 +169,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
                              f"accelerator {spec.name} (family {spec.family.name}) has no "
                              f"such loop")
         given = [f"--{k.replace('_', '-')}" for k in options] + (["--set"] if overrides
-                                                                   else [])
+                                                                   else []) \
+            + (["--chips"] if args.chips > 1 else [])
         if given:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
@@ -183,11 +190,71 @@ def _run_simulate(args: argparse.Namespace) -> int:
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     check_output_dir(out, option="--out")  # before the simulation, not after it
-    job = run_main_job(model, accelerator=spec, data=args.data, out=out,
-                       samples=args.samples, seed=args.seed, quantize=args.quantize,
-                       cycle_samples=args.cycle_samples, progress=args.progress,
-                       run_options=run_options)
-    print(job.summary())
+    result = simulate(model, accelerator=spec, data=args.data, out=out,
+                      samples=args.samples, seed=args.seed, chips=args.chips,
+                      quantize=args.quantize, cycle_samples=args.cycle_samples,
+                      progress=args.progress, run_options=run_options)
+    print(result.summary())
+    return 0
+
+
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="the model every preset runs unless named per preset: a zoo name, "
+                        "an .onnx file (float or QDQ) or an .npz graph")
+    p.add_argument("--accelerators", required=True, metavar="A,B=MODEL,...",
+                   help="presets to compare, comma-separated; PRESET=MODEL runs that "
+                        "preset on its own model (e.g. forms8=cnn-forms8.npz,superbnn=bnn.onnx)"
+                        "; an accelerator .toml file may stand for a preset (non-ideal "
+                        "devices per preset)")
+    p.add_argument("--data", default="digits",
+                   help="'digits' (default) or an .npz with inputs and labels, as simulate")
+    p.add_argument("--chips", type=int, default=1, metavar="N",
+                   help="programmed chips per preset (hardware accuracy: mean and 95 %% "
+                        "interval); default 1")
+    p.add_argument("--samples", type=int, help="test samples to use (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (chip 0's); default 0")
+    p.add_argument("--cycle-samples", type=int, default=100,
+                   help="inputs the cost models run on (default 100)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="results folder: compare.csv/.md/.tex, pareto.png, presets/*.json "
+                        "(default build/compare/MODEL); a rerun resumes there")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dask", action="store_true",
+                       help="run the presets on a local Dask LocalCluster of --workers "
+                            "processes")
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="run the presets on an existing Dask cluster (tcp://host:8786)")
+    p.add_argument("--workers", type=int,
+                   help="run the presets on a local process pool of N workers")
+
+
+@command("compare", "one model across accelerator presets: accuracy, latency, energy, area "
+                    "(CSV, Markdown, LaTeX, Pareto plot)")(_add_compare)
+def _run_compare(args: argparse.Namespace) -> int:
+    from chipforge.compare import compare
+
+    for flag in ("chips", "samples", "cycle_samples", "workers"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    out = args.out or Path("build/compare") / Path(str(args.model)).stem
+    check_output_dir(out, option="--out")
+    try:
+        result = compare(args.model, args.accelerators, args.data, chips=args.chips,
+                         samples=args.samples, seed=args.seed, out=out,
+                         cycle_samples=args.cycle_samples, workers=args.workers,
+                         dask=args.dask, scheduler=args.scheduler,
+                         log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\nchipforge compare: interrupted; the finished presets are saved in {out}; "
+              "run the same command to continue", file=sys.stderr)
+        return 130
+    print(result.summary())
     return 0
 
 

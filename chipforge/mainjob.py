@@ -1,6 +1,9 @@
 """``chipforge simulate``'s main job: one call from a model to a report a person reads.
 
-::
+The job itself is :func:`chipforge.simulate.simulate` (``chipforge.simulate(...)`` in
+Python, ``chipforge simulate`` on the command line: one function). This module keeps
+:func:`load_inputs` (steps 1-3, shared with ``chipforge cycles --data``) and
+:func:`run_main_job`, which wraps the result as a :class:`MainJob` for older scripts::
 
     from chipforge.mainjob import run_main_job
     job = run_main_job("model.onnx", accelerator="forms8", data="digits", out="build/report")
@@ -25,6 +28,8 @@ Steps (a progress bar on stderr names each):
    one, of ideal hardware and of the simulated hardware);
 5. **cost model** — the family's ``cost`` where it has one: cycles, latency, throughput,
    energy, area per layer and in total, on the first ``cycle_samples`` inputs;
+   ``chips=N`` runs N independently programmed chips (seeds from
+   :func:`chipforge.chips.chip_seeds`) on one mapping;
 6. **report** — terminal table, ``report.json``, ``accuracy.png``, ``layers.png``
    (:func:`chipforge.report.write_report`), the family's own numbers in its section.
 
@@ -37,7 +42,6 @@ go to stderr and show only on a terminal unless ``progress`` is True (False: nev
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,18 +70,7 @@ class MainJob:
         return None if self.cost is None else self.cost.native
 
     def summary(self) -> str:
-        from chipforge.report import format_cost
-        from chipforge.stages import format_stages
-
-        lines = [self.simulation.summary(stages=False)]
-        if self.cost is not None:
-            lines.append(format_cost(self.cost))
-        if self.stages:
-            lines.append(format_stages(self.stages))
-        lines += [f"note: {n}" for n in self.notes]
-        if self.paths:
-            lines.append("report: " + ", ".join(str(p) for p in self.paths.values()))
-        return "\n".join(lines)
+        return self.simulation.summary()
 
 
 def load_inputs(family, model: Any, data: Any, *, samples: int | None = None,
@@ -126,84 +119,20 @@ def load_inputs(family, model: Any, data: Any, *, samples: int | None = None,
     return graph, x, y
 
 
-def _bar_disable(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None shows a bar only on a terminal."""
-    return None if progress is None else not progress
-
-
 def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                  out: str | Path | None = None, samples: int | None = None, seed: int = 0,
                  quantize: str = "auto", cycle_samples: int = 100,
                  progress: bool | None = None,
                  overrides: dict[str, Any] | None = None,
-                 run_options: dict[str, Any] | None = None, **options: Any) -> MainJob:
-    """Run the main job; see the module doc. ``accelerator`` is anything
-    :func:`chipforge.families.get_accelerator_spec` takes; ``overrides`` (dotted keys) and
-    ``options`` (the family's convenience options: ReRAM ``variation``, ``fault_rate``, ...)
-    are validated by the family before any work starts. ``progress``: None (default) shows
-    the progress bars on stderr when it is a terminal, True always, False never."""
-    from tqdm import tqdm
+                 run_options: dict[str, Any] | None = None, chips: int = 1,
+                 **options: Any) -> MainJob:
+    """:func:`chipforge.simulate.simulate` (the one entry point, which the CLI calls) with
+    its result wrapped as a :class:`MainJob`; kept for scripts written against it."""
+    from chipforge.simulate import simulate
 
-    from chipforge.families import get_accelerator_spec
-    from chipforge.simulate import simulate_graph
-    from chipforge.stages import StageTimer
-
-    if quantize not in ("auto", "off"):
-        raise ValueError(f"quantize must be 'auto' or 'off', not {quantize!r}")
-    if samples is not None and samples < 1:
-        raise ValueError(f"samples must be >= 1, not {samples}")
-    spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
-    family = spec.family
-    steps = ["model", "data", "quantize", "functional simulation", "cost model", "report"]
-    disable = _bar_disable(progress)
-    bar = tqdm(total=len(steps), disable=disable, file=sys.stderr, unit="step",
-               bar_format="{desc:<32} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
-    notes: list[str] = []
-    timer = StageTimer()
-
-    def step(name: str) -> None:
-        if name:
-            bar.set_description(f"chipforge simulate: {name}")
-        else:
-            bar.update()
-
-    try:
-        graph, x, y = load_inputs(family, model, data, samples=samples, quantize=quantize,
-                                  notes=notes, timer=timer, step=step)
-        step("functional simulation")
-        # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
-        images = tqdm(total=len(x), disable=disable, file=sys.stderr, unit="img",
-                      desc="  hardware run", position=1, leave=False, dynamic_ncols=True,
-                      mininterval=0, miniters=1)
-        try:
-            sim = simulate_graph(spec, graph, x, y, seed=seed, run_options=run_options,
-                                 progress=images.update, timer=timer)
-        finally:
-            images.close()
-        result = sim.result
-        step("")
-        step("cost model")
-        with timer("cost"):
-            cost = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
-        if cost is None:
-            notes.append(f"accelerator {spec.name} (family {family.name}) has no cost model "
-                         "for this configuration: no latency or energy")
-        else:
-            result.cost = cost.to_dict()
-        step("")
-        step("report")
-        paths: dict[str, Path] = {}
-        if out is not None:
-            from chipforge.report import write_report
-
-            with timer("report"):
-                section = family.report_section(spec.config, sim.mapped, sim.output, cost)
-                result.stages = timer.rows()
-                paths = write_report(result, out, cost=cost, section=section,
-                                     extra={"notes": notes, "provenance": getattr(
-                                         graph, "meta", {}).get("provenance")})
-        step("")
-    finally:
-        bar.close()
-    result.stages = timer.rows()
-    return MainJob(result, cost, paths, notes, stages=result.stages)
+    result = simulate(model, accelerator, data, out=out, samples=samples, seed=seed,
+                      chips=chips, quantize=quantize, progress=progress,
+                      overrides=overrides, cycle_samples=cycle_samples,
+                      run_options=run_options, **options)
+    return MainJob(result, result.cost_report, result.paths, result.notes,
+                   stages=result.stages)

@@ -159,7 +159,12 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
     out.mkdir(parents=True, exist_ok=True)
     from chipforge.simulate import layer_errors
 
-    simulation = _plain(result)
+    if dataclasses.is_dataclass(result):   # the cost object, notes and paths go elsewhere
+        simulation = {f.name: _plain(getattr(result, f.name))
+                      for f in dataclasses.fields(result)
+                      if f.name not in ("cost_report", "notes", "paths")}
+    else:
+        simulation = _plain(result)
     stages = simulation.pop("stages", []) if isinstance(simulation, dict) else []
     data = {"schema": 2, "simulation": simulation,
             "cost": cost.to_dict() if cost is not None else None,

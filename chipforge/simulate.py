@@ -1,22 +1,27 @@
-"""``chipforge.simulate``: run a compressed model on a virtual accelerator.
+"""``chipforge.simulate``: run a model on a virtual accelerator, the one entry point of
+``chipforge simulate`` (the CLI calls :func:`simulate`; so does
+:func:`chipforge.mainjob.run_main_job`, kept for compatibility).
 
 ::
 
-    from chipforge.simulate import simulate
-    result = simulate("lenet-digits-forms8", accelerator="forms8", variation=0.1, seed=1)
+    import chipforge
+    result = chipforge.simulate("lenet-digits-forms8", accelerator="forms8", variation=0.1,
+                                seed=1, chips=4, out="build/report")
     print(result.summary())
     result.accuracy_ideal, result.accuracy_hardware, result.metrics["crossbars"]
+    result.accuracy_hardware_spread, result.chips, result.cost, result.paths["json"]
 
 ``model`` is a zoo name, an ``.onnx`` file (:func:`chipforge.importers.onnx.load_onnx`),
-a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph`; ``data`` is a
-:class:`chipforge.zoo.data.Dataset` (its test split is used), an ``(x, y)`` pair,
-``"digits"`` or None for the shared digits test split, or the path of an ``.npz`` of inputs
-and labels (read without pickle and checked: :func:`chipforge.importers.model.load_data`).
-``accelerator`` is a preset of any registered family (``forms8``, ``cap-ram``,
-``superbnn``, ``heatvit``, ...), ``FAMILY:PRESET``, an accelerator ``.toml`` file or a
-family's config object (:mod:`chipforge.families`). The family maps the graph, runs it
-with the seed and reports the *ideal* accuracy (what ideal hardware computes; the family
-says what that is) next to the *hardware* accuracy, from the same samples.
+a ``.npz`` graph file or a :class:`~chipforge.sim.graph.Graph` (e.g. from
+:func:`chipforge.from_torch`), float or quantized; ``data`` is ``"digits"`` (the shared
+digits test split; None means the same), the path of an ``.npz`` of inputs and labels (read
+without pickle and checked: :func:`chipforge.importers.model.load_data`), an ``(x, y)``
+pair or a :class:`chipforge.zoo.data.Dataset` (its test split). ``accelerator`` is a preset
+of any registered family (``forms8``, ``cap-ram``, ``superbnn``, ``heatvit``, ...),
+``FAMILY:PRESET``, an accelerator ``.toml`` file or a family's config object
+(:mod:`chipforge.families`). The family maps the graph, runs it with the seed and reports
+the *ideal* accuracy (what ideal hardware computes; the family says what that is) next to
+the *hardware* accuracy, from the same samples.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from chipforge.stages import StageTimer
 
 __all__ = ["Simulation", "SimulationResult", "layer_errors", "load_model", "simulate",
-           "simulate_graph"]
+           "simulate_chips", "simulate_graph"]
 
 
 @dataclasses.dataclass
@@ -72,6 +77,20 @@ class SimulationResult:
     stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Measured wall and CPU seconds per stage (:mod:`chipforge.stages`): the interface
     steps (import, data, quantize, map, run, cost) and the family's parts of ``run``."""
+    chips: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """One row per simulated chip (``chip``, ``seed``, ``accuracy_hardware``,
+    ``agreement``); ``accuracy_hardware`` and ``agreement`` above are their means."""
+    accuracy_hardware_spread: dict[str, Any] | None = None
+    """Over several chips: :func:`chipforge.chips.spread` of their hardware accuracies
+    (``chips``, ``mean``, ``std``, ``ci95_low``, ``ci95_high``); None for one chip."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """What the run did beyond the plain simulation (post-training quantization,
+    provenance, no cost model)."""
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    """Report files written with ``out=``: json, accuracy, layers (PNG)."""
+    cost_report: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The family's :class:`~chipforge.families.base.CostReport` object behind ``cost``
+    (None: no cost model); report.json holds ``cost`` instead."""
 
     @property
     def accuracy_drop(self) -> float:
@@ -81,15 +100,27 @@ class SimulationResult:
     def summary(self, *, stages: bool = True) -> str:
         """The text report; ``stages=False`` leaves out the stage times (the main job
         prints them last)."""
-        lines = [f"{self.model} on {self.accelerator} ({self.samples} samples, seed {self.seed})"]
+        over = f", {len(self.chips)} chips" if len(self.chips) > 1 else ""
+        lines = [f"{self.model} on {self.accelerator} ({self.samples} samples, seed "
+                 f"{self.seed}{over})"]
         if self.accuracy_float is not None:
             lines.append(f"  accuracy float           {100 * self.accuracy_float:6.2f} %")
         lines += [f"  accuracy ideal           {100 * self.accuracy_ideal:6.2f} %   "
                   f"({self.ideal_label})",
-                  f"  accuracy hardware        {100 * self.accuracy_hardware:6.2f} %   "
+                  f"  accuracy hardware{' mean' if over else '     '}   "
+                  f"{100 * self.accuracy_hardware:6.2f} %   "
                   f"(drop {100 * self.accuracy_drop:+.2f} points; "
                   + (f"{100 * self.agreement:.1f} % same predictions)"
                      if self.agreement == self.agreement else "same predictions: n/a)")]
+        if len(self.chips) > 1:
+            # hardware accuracy and agreement above are the means over the chips
+            s = self.accuracy_hardware_spread or {}
+            lines.append(f"  {'over ' + str(len(self.chips)) + ' chips':<24} std "
+                         f"{100 * s.get('std', 0.0):.2f} points, 95 % interval of the mean "
+                         f"[{100 * s['ci95_low']:.2f}, {100 * s['ci95_high']:.2f}] %")
+            lines.append("    chip  seed                 accuracy hardware  same predictions")
+            lines += [f"    {r['chip']:<4}  {r['seed']:<19}  {100 * r['accuracy_hardware']:15.2f} %"
+                      f"  {100 * r['agreement']:14.1f} %" for r in self.chips]
         if self.cost:
             c = self.cost
             from chipforge.report import format_extra, si
@@ -126,10 +157,17 @@ class SimulationResult:
             lines.append(f"  per-layer error vs the ideal run ({errors['samples']} samples; "
                          "errors compound through the layers):")
             lines.append(format_layer_errors(errors["layers"]))
+        if self.cost_report is not None:
+            from chipforge.report import format_cost
+
+            lines.append(format_cost(self.cost_report))
         if stages and self.stages:
             from chipforge.stages import format_stages
 
             lines.append(format_stages(self.stages))
+        lines += [f"note: {n}" for n in self.notes]
+        if self.paths:
+            lines.append("report: " + ", ".join(str(p) for p in self.paths.values()))
         return "\n".join(lines)
 
 
@@ -180,40 +218,169 @@ def _test_data(graph, data) -> tuple[np.ndarray, np.ndarray]:
     return test_data(graph, data)
 
 
-def simulate(model: Any, accelerator: Any = "forms8", data: Any = None, *,
-             samples: int | None = None, seed: int = 0,
-             overrides: dict[str, Any] | None = None, cost: bool = True,
-             cost_samples: int = 100, progress: Callable[[int], None] | None = None,
-             **options: Any) -> SimulationResult:
-    """Simulate ``model`` on ``accelerator``; see the module doc.
+def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
+             out: str | Path | None = None, samples: int | None = None, seed: int = 0,
+             chips: int = 1, quantize: str = "auto",
+             progress: bool | Callable[[int], None] | None = None,
+             overrides: dict[str, Any] | None = None, cycle_samples: int = 100,
+             run_options: dict[str, Any] | None = None, **options: Any) -> SimulationResult:
+    """Simulate ``model`` on ``accelerator``: what ``chipforge simulate`` does, step by step
+    (the CLI calls this function; see the module doc).
 
-    ``overrides`` set config fields by dotted key (``{"adc.bits": 6}``); ``options`` are the
-    family's convenience options (ReRAM: ``variation``, ``read_noise``, ``fault_rate``,
-    ``p_stuck_off``, ``p_stuck_on``; AQFP: ``sigma_ua``, ``crossbar_size``,
-    ``bitstream_length``; ...). Either one that the family lacks is a ``ValueError`` naming
-    it, the family and what the family accepts. ``progress(n)`` is told each chunk of
-    ``n`` samples the hardware run finished (e.g. ``tqdm(total=...).update``); the result's
-    ``stages`` hold the measured seconds of each step (:mod:`chipforge.stages`)."""
+    1. **model**: the family's ``load_model`` (a Graph, ``.onnx``, ``.npz`` or zoo name);
+    2. **data**: ``"digits"`` (None means the same), an ``.npz`` path, an ``(x, y)`` pair or
+       a Dataset; the first ``samples`` of it;
+    3. **quantize**: a float model on a family that needs integers gets post-training 8-bit
+       quantization calibrated on the digits *training* split for ``data="digits"``, else
+       on the first 256 given inputs (``quantize="off"``: a float layer is an error);
+    4. **map** once, then **run** ``chips`` independently programmed chips with the seeds
+       :func:`chipforge.chips.chip_seeds` derives from ``seed`` (chip 0 is ``seed``
+       itself, so ``chips=1`` is the plain run). ``accuracy_hardware`` and ``agreement``
+       are the means over chips; ``chips`` holds each chip's row and
+       ``accuracy_hardware_spread`` the mean, std and 95 % interval
+       (:func:`chipforge.chips.spread`);
+       the float and ideal accuracies do not depend on the chip and are computed once where
+       the family lets a run reuse them;
+    5. **cost**: the family's cost model on the first ``cycle_samples`` inputs (``cost``
+       None and a note when the family has none);
+    6. **report**: with ``out``, ``report.json``, ``accuracy.png`` and ``layers.png``
+       there (``paths``).
+
+    ``overrides`` set config fields by dotted key (``{"adc.bits": 6}``); ``options`` are
+    the family's convenience options (ReRAM ``variation``, ``fault_rate``, ...; AQFP
+    ``sigma_ua``, ...); ``run_options`` the family's run options (ReRAM ``max_memory``,
+    ``device_kind``, ``layer_errors``, ``adc_range``). Each is validated by the family
+    before any work starts. ``progress``: None shows progress bars on stderr when it is a
+    terminal, True always, False never; a callable is told each chunk of ``n`` samples the
+    hardware runs finished instead. ``notes`` of the result say what was done beyond the
+    plain run (quantization, provenance, no cost model); ``stages`` the measured seconds
+    of each step (:mod:`chipforge.stages`)."""
+    from tqdm import tqdm
+
+    from chipforge.chips import chip_seeds
     from chipforge.families import get_accelerator_spec
+    from chipforge.mainjob import load_inputs
     from chipforge.stages import StageTimer
 
-    if samples is not None and samples < 1:
+    if quantize not in ("auto", "off"):
+        raise ValueError(f"quantize must be 'auto' or 'off', not {quantize!r}")
+    if samples is not None and (isinstance(samples, bool) or samples < 1):
         raise ValueError(f"samples must be >= 1, not {samples}")
+    if isinstance(cycle_samples, bool) or not isinstance(cycle_samples, int) \
+            or cycle_samples < 1:
+        raise ValueError(f"cycle_samples must be an integer >= 1, not {cycle_samples!r}")
+    seeds = chip_seeds(seed, chips)       # checks seed and chips
+    if out is not None:                   # before the simulation, not after it
+        from chipforge.guard import check_output_dir
+
+        check_output_dir(out, option="out")
     spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
+    family = spec.family
+    foreign = [k for k in (run_options or {}) if k not in family.run_options]
+    if foreign:
+        raise ValueError(f"run option(s) {', '.join(foreign)} do not apply to accelerator "
+                         f"{spec.name!r} (family {family.name}; its run options: "
+                         f"{', '.join(family.run_options) or 'none'})")
+    data = "digits" if data is None else data
+    told = progress if callable(progress) else None
+    disable = True if told is not None else (None if progress is None else not progress)
+    steps = ["model", "data", "quantize", "functional simulation", "cost model", "report"]
+    bar = tqdm(total=len(steps), disable=disable, file=sys.stderr, unit="step",
+               bar_format="{desc:<32} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    notes: list[str] = []
     timer = StageTimer()
-    with timer("import"):
-        graph = spec.family.load_model(model)
-    with timer("data"):
-        x, y = spec.family.load_data(data, graph, samples)
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
-    sim = simulate_graph(spec, graph, x, y, seed=seed, timer=timer, progress=progress)
-    if cost:
+
+    def step(name: str) -> None:
+        if name:
+            bar.set_description(f"chipforge simulate: {name}")
+        else:
+            bar.update()
+
+    try:
+        graph, x, y = load_inputs(family, model, data, samples=samples, quantize=quantize,
+                                  notes=notes, timer=timer, step=step)
+        step("functional simulation")
+        # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
+        images = tqdm(total=len(x) * len(seeds), disable=disable, file=sys.stderr,
+                      unit="img", desc="  hardware run", position=1, leave=False,
+                      dynamic_ncols=True, mininterval=0, miniters=1)
+        try:
+            sim = simulate_chips(spec, graph, x, y, seeds, run_options=run_options,
+                                 progress=told or images.update, timer=timer)
+        finally:
+            images.close()
+        result = sim.result
+        step("")
+        step("cost model")
         with timer("cost"):
-            report = spec.family.cost(graph, sim.mapped, spec.config, x[:cost_samples])
-        sim.result.cost = None if report is None else report.to_dict()
-    sim.result.stages = timer.rows()
-    return sim.result
+            cost = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
+        if cost is None:
+            notes.append(f"accelerator {spec.name} (family {family.name}) has no cost model "
+                         "for this configuration: no latency or energy")
+        else:
+            result.cost = cost.to_dict()
+        result.cost_report = cost
+        result.notes = notes
+        step("")
+        step("report")
+        if out is not None:
+            from chipforge.report import write_report
+
+            with timer("report"):
+                section = family.report_section(spec.config, sim.mapped, sim.output, cost)
+                result.stages = timer.rows()
+                result.paths = write_report(
+                    result, out, cost=cost, section=section,
+                    extra={"notes": notes,
+                           "provenance": getattr(graph, "meta", {}).get("provenance")})
+        step("")
+    finally:
+        bar.close()
+    result.stages = timer.rows()
+    return result
+
+
+def simulate_chips(spec, graph, x: np.ndarray, y: np.ndarray, seeds: list[int], *,
+                   run_options: dict[str, Any] | None = None,
+                   progress: Callable[[int], None] | None = None,
+                   timer: StageTimer | None = None) -> Simulation:
+    """Map ``graph`` once and run one chip per seed of ``seeds`` (from
+    :func:`chipforge.chips.chip_seeds`). The first chip is :func:`simulate_graph` with its
+    seed; the others reuse the mapping and, where the family's ``run`` takes them, the
+    first chip's ideal logits (and skip the float run), which do not depend on the chip.
+    The result's ``accuracy_hardware`` and ``agreement`` are means over the chips,
+    ``chips`` one row per chip (``chip``, ``seed``, ``accuracy_hardware``,
+    ``agreement``) and ``accuracy_hardware_spread`` :func:`chipforge.chips.spread` of the chips'
+    accuracies (None for one chip); metrics and per-layer rows are the first chip's."""
+    from chipforge.chips import spread
+
+    first = simulate_graph(spec, graph, x, y, seed=seeds[0], run_options=run_options,
+                           progress=progress, timer=timer)
+    result = first.result
+    rows = [_chip_row(0, seeds[0], result)]
+    reuse = dict(run_options or {})
+    run = spec.family.run
+    if _takes(run, "ideal_logits"):
+        reuse["ideal_logits"] = first.output.ideal_logits
+    if _takes(run, "float_logits"):
+        reuse["float_logits"] = False
+    for chip, chip_seed in enumerate(seeds[1:], start=1):
+        other = simulate_graph(spec, graph, x, y, seed=chip_seed, mapped=first.mapped,
+                               run_options=reuse, progress=progress, timer=timer).result
+        rows.append(_chip_row(chip, chip_seed, other))
+    result.chips = rows
+    if len(rows) > 1:
+        result.accuracy_hardware_spread = spread([r["accuracy_hardware"] for r in rows])
+        result.accuracy_hardware = result.accuracy_hardware_spread["mean"]
+        result.agreement = sum(r["agreement"] for r in rows) / len(rows)
+    if timer is not None:
+        result.stages = timer.rows()
+    return first
+
+
+def _chip_row(chip: int, seed: int, result: SimulationResult) -> dict[str, Any]:
+    return {"chip": chip, "seed": seed, "accuracy_hardware": result.accuracy_hardware,
+            "agreement": result.agreement}
 
 
 @dataclasses.dataclass
