@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.files import atomic_open
+
 __all__ = ["GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node", "Op", "load_graph",
            "save_graph", "token_selectors"]
 
@@ -266,7 +268,7 @@ def save_graph(graph: Graph, path: str | Path) -> Path:
     }
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in graph.nodes for k, v in n.params.items()}
     path = Path(path)
-    with path.open("wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez_compressed(f, __graph__=np.array(json.dumps(structure, sort_keys=True)),
                             **arrays)
     return path

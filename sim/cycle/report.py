@@ -147,7 +147,9 @@ def plot_breakdown(reports: Sequence[ModelReport], path: str | Path, *,
     ax.set_title(title or "energy per inference by component")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    from chipforge.files import atomic_savefig
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
