@@ -81,7 +81,12 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     run.add_argument("--adc-range", dest="run_adc_range", metavar="MODE",
                      help="ADC full scale: max (one level per code, default), fraction:F "
                           "(F x the array maximum) or calibrated (largest column sum of each "
-                          "layer on the first 64 samples)")
+                          "layer on 64 inputs that are not scored, see --adc-calibration)")
+    run.add_argument("--adc-calibration", dest="run_adc_calibration", metavar="DATA",
+                     help="with --adc-range calibrated: calibrate on digits (the training "
+                          "split), FILE.npz, or scored (the scored inputs themselves); "
+                          "default: the digits training split for --data digits, else the "
+                          "64 inputs of --data after the --samples scored")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cost model runs on (default 100)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

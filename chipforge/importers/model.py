@@ -12,7 +12,8 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, load_graph
 
-__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model", "output_classes"]
+__all__ = ["digits_train_inputs", "input_rows", "layer_table", "load_data", "load_model",
+           "output_classes"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
 _LABEL_KEYS = ("y", "labels", "targets")
@@ -170,6 +171,16 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
         raise ValueError(f"data {label}: labels must be class indices below the model's "
                          f"{classes} outputs, found {int(y.max())}")
     return x, y.astype(np.int64)
+
+
+def input_rows(members: dict, path: str | Path) -> int:
+    """Inputs a data ``.npz`` holds (from its headers; ``members`` from
+    :func:`chipforge.guard.inspect_npz`)."""
+    keys = [k for k in _INPUT_KEYS if k in members]
+    if len(keys) != 1 or not members[keys[0]].shape:
+        raise ValueError(f"data file {path} must hold one input array (one of "
+                         f"{', '.join(_INPUT_KEYS)}) with one entry per sample")
+    return members[keys[0]].shape[0]
 
 
 def output_classes(graph: Graph) -> int | None:
