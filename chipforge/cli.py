@@ -392,8 +392,12 @@ def _run_import(args: argparse.Namespace) -> int:
     from chipforge.importers.model import layer_table, load_model
     from chipforge.sim.graph import save_graph
 
-    for option, path in (("--out", args.out), ("--to-onnx", args.to_onnx)):
+    for option, path, suffix in (("--out", args.out, ".npz"),
+                                 ("--to-onnx", args.to_onnx, ".onnx")):
         if path is not None:
+            if path.suffix.lower() != suffix:   # the file's type, not a name's guess
+                raise UsageError(f"{option} {path}: must end in {suffix} (it is written as "
+                                 f"{'an' if suffix == '.onnx' else 'a'} {suffix} file)")
             check_output_file(path, option=option)
     graph = load_model(args.model)
     print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "

@@ -16,6 +16,9 @@ __all__ = ["digits_train_inputs", "input_rows", "layer_table", "load_data", "loa
            "output_classes"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
+MAX_INPUT_MAGNITUDE = 1e9
+"""Largest input value :func:`load_data` takes (pixels, normalized or raw 16-bit, are far
+below; 1e300 overflows the first layer's sums)."""
 _LABEL_KEYS = ("y", "labels", "targets")
 
 
@@ -34,6 +37,25 @@ def load_model(spec: str | Path | Graph) -> Graph:
     suffix = path.suffix.lower()
     if suffix in (".onnx", ".npz") and path.is_dir():
         raise ValueError(f"model {path} is a folder, not a {suffix} file")
+    return _check_input_size(_load_model(spec, path, suffix), spec)
+
+
+def _check_input_size(graph: Graph, spec: object) -> Graph:
+    """Refuse a model whose one input sample alone (float64, as the simulation holds it)
+    exceeds the file budget: it would fail only after gigabytes were allocated."""
+    from chipforge.guard import InputError, npz_budget
+
+    values = int(np.prod(graph.input_shape, dtype=object))
+    budget = npz_budget()
+    if values * 8 > budget:
+        raise InputError(f"model {spec}: input shape {graph.input_shape} is "
+                         f"{values * 8 / 2**30:.2f} GiB per sample (float64), more than the "
+                         f"{budget / 2**30:.2f} GiB allowed (a quarter of the available "
+                         "memory; set CHIPFORGE_MAX_FILE_MEMORY to change)")
+    return graph
+
+
+def _load_model(spec: str | Path, path: Path, suffix: str) -> Graph:
     if suffix == ".onnx":
         from chipforge.guard import npz_budget
         from chipforge.importers.onnx import load_onnx
@@ -132,6 +154,18 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
             if not m.shape:
                 raise ValueError(f"data file {label}: array {m.key!r} is a scalar; it must "
                                  "hold one entry per sample")
+        # From the headers, before anything is inflated: shapes, counts and types.
+        if int(np.prod(xm.shape[1:], dtype=object)) != per_sample:
+            raise ValueError(f"data {label}: each input has shape {xm.shape[1:]} "
+                             f"({int(np.prod(xm.shape[1:], dtype=object))} values); graph "
+                             f"{graph.name!r} takes {graph.input_shape} (read from the "
+                             "file's header; nothing was loaded)")
+        if xm.shape[0] != ym.shape[0] or len(ym.shape) != 1:
+            raise ValueError(f"data {label}: {xm.shape[0]} inputs and labels of shape "
+                             f"{ym.shape}; need a 1-D array of as many labels as inputs")
+        if xm.dtype.kind not in "biuf" or ym.dtype.kind not in "biuf":
+            raise ValueError(f"data {label}: inputs and labels must be real numbers, not "
+                             f"{xm.dtype} and {ym.dtype}")
         rows = min(samples, xm.shape[0]) if samples is not None else xm.shape[0]
         need = xm.bytes_for(rows) + ym.bytes_for(rows)
         budget = npz_budget()
@@ -164,6 +198,12 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
     x = x.astype(np.float64).reshape((len(x), *graph.input_shape))
     if not np.all(np.isfinite(x)):
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
+    largest = float(np.abs(x).max(initial=0.0))
+    if largest > MAX_INPUT_MAGNITUDE:
+        raise ValueError(f"data {label}: inputs must be at most {MAX_INPUT_MAGNITUDE:.0e} in "
+                         f"magnitude, found {largest:.3g} (the layers' sums would overflow "
+                         "or the quantizer would round every other input to 0); give the "
+                         "inputs scaled as the model was trained")
     if y.min() < 0:
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
     classes = output_classes(graph)

@@ -629,10 +629,16 @@ class _Converter:
         from chipforge.sim.executor import integer_weights
 
         props = {p.key: p.value for p in self.model.metadata_props}
+        text = props.get("chipforge.weight_bits", "{}")
         try:
-            narrow = json.loads(props.get("chipforge.weight_bits", "{}"))
+            narrow = json.loads(text)
         except json.JSONDecodeError:
-            return
+            narrow = None
+        if not isinstance(narrow, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in narrow.values()):
+            raise OnnxImportError(f"{self.label}: metadata 'chipforge.weight_bits' must be a "
+                                  "JSON object of node name -> integer bits (as chipforge "
+                                  f"writes it), not {text[:80]!r}")
         for node in graph.weighted_nodes():
             bits = narrow.get(node.name)
             if isinstance(bits, int) and "weight_bits" in node.attrs and 1 < bits < \
