@@ -395,10 +395,10 @@ def _run_import(args: argparse.Namespace) -> int:
     for option, path, suffix in (("--out", args.out, ".npz"),
                                  ("--to-onnx", args.to_onnx, ".onnx")):
         if path is not None:
+            check_output_file(path, option=option)
             if path.suffix.lower() != suffix:   # the file's type, not a name's guess
                 raise UsageError(f"{option} {path}: must end in {suffix} (it is written as "
                                  f"{'an' if suffix == '.onnx' else 'a'} {suffix} file)")
-            check_output_file(path, option=option)
     graph = load_model(args.model)
     print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "
           f"{len(graph.weighted_nodes())} weighted")
