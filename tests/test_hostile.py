@@ -666,6 +666,23 @@ def test_import_cycles_and_sweep_write_through_no_link(work, capsys):
     _untouched(outside)
 
 
+def test_compress_writes_through_no_link(work, capsys):
+    from chipforge.zoo.data import digits
+
+    outside = _outside(work)
+    d = digits(16)
+    np.savez(work / "train.npz", x=d.x_train[:200].reshape(-1, 1, 16, 16), y=d.y_train[:200])
+    out = work / "c.npz"
+    out.symlink_to(outside["model.npz"])
+    code, err = run_cli(["compress", "forms", "lenet-digits", "--data", work / "train.npz",
+                         "--out", out, "--overwrite", "--prune-epochs", "1",
+                         "--polarize-epochs", "1", "--finetune-epochs", "1", "--qat-epochs",
+                         "1"], capsys)
+    assert code == 0, err
+    assert not out.is_symlink() and zipfile.is_zipfile(out)
+    _untouched(outside)
+
+
 @pytest.fixture()
 def full_disk(tmp_path):
     """A 64 KiB tmpfs (CI runs as root): a disk that fills up. The test fails if it
