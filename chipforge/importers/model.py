@@ -160,9 +160,9 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
                              f"({int(np.prod(xm.shape[1:], dtype=object))} values); graph "
                              f"{graph.name!r} takes {graph.input_shape} (read from the "
                              "file's header; nothing was loaded)")
-        if xm.shape[0] != ym.shape[0] or len(ym.shape) != 1:
-            raise ValueError(f"data {label}: {xm.shape[0]} inputs and labels of shape "
-                             f"{ym.shape}; need a 1-D array of as many labels as inputs")
+        if xm.shape[0] != ym.shape[0]:
+            raise ValueError(f"data {label}: {xm.shape[0]} inputs and {ym.shape[0]} labels; "
+                             "need as many labels as inputs, at least one")
         if xm.dtype.kind not in "biuf" or ym.dtype.kind not in "biuf":
             raise ValueError(f"data {label}: inputs and labels must be real numbers, not "
                              f"{xm.dtype} and {ym.dtype}")
