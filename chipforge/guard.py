@@ -35,6 +35,7 @@ __all__ = [
     "check_name",
     "check_output_dir",
     "check_output_file",
+    "check_regular_file",
     "inspect_npz",
     "npz_budget",
     "read_npz_rows",
@@ -108,6 +109,14 @@ def check_output_file(path: str | Path, *, option: str) -> Path:
         raise InputError(f"{option} {path}: is a folder; give a file name")
     _check_writable_below(path.parent, f"{option} {path}")
     return path
+
+
+def check_regular_file(path: Path, label: str) -> None:
+    """Refuse a pipe, device or socket where a file is read: reading one blocks forever
+    (a FIFO) or never ends (``/dev/zero``)."""
+    if path.exists() and not path.is_file():
+        raise InputError(f"{label} is not a regular file (a pipe, device or socket); give "
+                         "a file")
 
 
 def available_memory() -> int:
@@ -198,6 +207,7 @@ def inspect_npz(path: str | Path, *, what: str = "file",
         raise InputError(f"{label} does not exist")
     if path.is_dir():
         raise InputError(f"{label} is a folder, not an .npz file")
+    check_regular_file(path, label)
     if not zipfile.is_zipfile(path):
         raise InputError(f"{label} is not an .npz archive of .npy arrays (corrupt or "
                          "truncated, or another format)")

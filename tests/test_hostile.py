@@ -935,6 +935,31 @@ def test_run_options_are_refused_before_the_model_loads(work, capsys, monkeypatc
     assert not changed(before, snapshot(work))
 
 
+def test_pipes_given_as_files_are_refused_not_read(work, capsys):
+    """A FIFO given as a model, data or config file blocked chipforge forever (found by the
+    round-three tally, tools/hostile_tally.py)."""
+    for name in ("m.npz", "m.onnx", "d.npz", "c.toml"):
+        os.mkfifo(work / name)
+    cases = [(["import", work / "m.npz"], f"model file {work / 'm.npz'} is not a regular"),
+             (["import", work / "m.onnx"], f"ONNX file {work / 'm.onnx'} is not a regular"),
+             (["simulate", MODEL, *SIM, "--data", work / "d.npz", "--out", work / "r"],
+              f"data file {work / 'd.npz'} is not a regular file"),
+             (["simulate", MODEL, *SIM, "--accelerator", work / "c.toml", "--out", work / "r"],
+              f"config file {work / 'c.toml'} is not a regular file")]
+    import threading
+
+    def unblock(fifo: Path) -> None:   # a reader gets EOF instead of waiting forever
+        with open(fifo, "wb"):
+            pass
+
+    for name in ("m.npz", "m.onnx", "d.npz", "c.toml"):
+        threading.Thread(target=unblock, args=(work / name,), daemon=True).start()
+    for argv, text in cases:
+        code, err = run_cli(argv, capsys)
+        line = one_line(err)
+        assert code == 2 and text in line, (argv, line)
+
+
 def test_absurd_inputs_and_output_names_are_one_line(work, capsys):
     """Issue 28: inputs of 1e300 were accepted; `import --out g.txt` wrote an npz named
     .txt."""

@@ -211,6 +211,9 @@ def load_onnx(source: str | Path | bytes | onnx.ModelProto, *, name: str | None 
         else:
             path = Path(source)
             label = str(path)
+            if path.exists() and not path.is_file() and not path.is_dir():
+                raise OnnxImportError(f"ONNX file {path} is not a regular file (a pipe, "
+                                      "device or socket); give a file")
             if not path.is_file():
                 raise OnnxImportError(f"ONNX file {path} does not exist")
             data = path.read_bytes()
