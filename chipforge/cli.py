@@ -355,6 +355,13 @@ def _run_ref(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
     cfg = ISAAC_CROSSBAR
+    from chipforge.guard import available_memory
+
+    need = args.batch * cfg.rows * 8 * 6   # inputs, bit planes, codes: int64 each, roughly
+    if need > available_memory():
+        raise UsageError(f"--batch {args.batch} needs about {need / 2**30:.1f} GiB, more "
+                         f"than the {available_memory() / 2**30:.1f} GiB available; use a "
+                         "smaller --batch")
     rng = np.random.default_rng(args.seed)
     weights = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, cfg.cols))
     x = rng.integers(*cfg.input_range, endpoint=True, size=(args.batch, cfg.rows))

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,9 +124,14 @@ def build_cases(d: Path) -> list[tuple[str, str, list, str | None, Path | None]]
          ["simulate", MODEL, "--data", d / "bomb.npz", "--no-progress", "--out", d / "r"],
          "read from the file's header", None))
     t._deflate_bomb(d / "bomb2.npz", ((3 << 30) // (8 * 256), 1, 16, 16))
-    add(("sizes", "3 GB deflate bomb, right shape, no --samples (budget 1 GiB)",
+    add(("sizes", "3 GB deflate bomb, right shape, no --samples",
          ["simulate", MODEL, "--data", d / "bomb2.npz", "--no-progress", "--out", d / "r"],
-         "inflate to 3.01 GiB", None))
+         "a decompression bomb", None))
+    big = d / "big.npz"
+    np.savez(big, x=np.ones((20_000, 1, 16, 16), dtype=np.uint8), y=np.zeros(20_000, int))
+    add(("sizes", "40 MiB float64 of uint8 inputs (5 MiB file) over a 32 MiB budget",
+         [{"CHIPFORGE_MAX_FILE_MEMORY": str(32 << 20)}, "simulate", MODEL, "--data", big,
+          "--no-progress", "--out", d / "r"], "allowed for a file", None))
 
     x = np.zeros((4, 1, 16, 16))
     data = {"1e300 input": (x.copy(), np.arange(4), "at most 1e+09 in magnitude"),
@@ -172,6 +178,12 @@ def build_cases(d: Path) -> list[tuple[str, str, list, str | None, Path | None]]
         (["--out", d / "a_file" / "sub"], "is a file"),
         (["--out", "/proc/chipforge"], "cannot write in /proc"),
         (["--variation", "-1"], "programming_sigma"),
+        (["--set", "rows=100000000"], "rows must be an integer in 1..4096"),
+        (["--set", "adc_bits=64"], "adc_bits must be an integer in 1..16"),
+        (["--set", "device.read_noise=nan"], "read_noise must be a finite number"),
+        (["--set", "input_bits=64"], "input_bits must be an integer"),
+        (["--data", d / "missing.npz"], "does not exist"),
+        (["--data", d], "must be 'digits' or an .npz file"),
     ]
     import torch
 
@@ -204,6 +216,11 @@ def build_cases(d: Path) -> list[tuple[str, str, list, str | None, Path | None]]
         (["sweep", "sweep_helpers:TOY", "--out", d / "a_file"], "exists and is not a folder"),
         (["sweep", "no_such_module:X"], "no_such_module"),
         (["ref", "crossbar", "--batch", "0"], "--batch must be >= 1"),
+        (["ref", "crossbar", "--batch", "1000000000"], "--batch 1000000000 needs about"),
+        (["cycles", "lenet-digits", "--arch", "bogus"], "unknown architecture 'bogus'"),
+        (["rtl", "tile", "--layer", "lenet-digits:nope"], "not 'nope'"),
+        (["rtl", "selector", "vit-digits-keep60", "--selector", "99"], "not '99'"),
+        (["import", "/dev/zero"], "'/dev/zero' is not an .onnx file"),
         (["heatvit", "--images", "0"], "--images must be >= 1"),
         (["zoo", "train", "mlp-digits", "--out", "/proc/m.npz"], "cannot write in /proc"),
     ]
@@ -239,6 +256,15 @@ def build_cases(d: Path) -> list[tuple[str, str, list, str | None, Path | None]]
     (d / "rtl2" / "shift-add").symlink_to(outside, target_is_directory=True)
     add(("links", "rtl shift-add, DIR/shift-add a linked folder",
          ["rtl", "shift-add", "--out", d / "rtl2"], "symbolic link", None))
+    disk = d / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    (disk / "report").mkdir()
+    (disk / "report" / "report.json").write_text('{"schema": 3}\n')
+    t._fill(disk)
+    add(("full disk", "simulate --out on a full 64 KiB tmpfs, a report already there",
+         ["simulate", MODEL, *SIM, "--out", disk / "report"], "No space left on device",
+         None))
     sweep = d / "sw"
     add(("links", "sweep (fresh), then results.csv linked and --resume",
          ["sweep", "sweep_helpers:TOY", "--trials", "1", "--workers", "1", "--no-progress",
@@ -250,10 +276,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
-    os.environ["CHIPFORGE_MAX_FILE_MEMORY"] = str(1 << 30)
     rows, totals = [], {"clear": 0, "unclear": 0, "silently wrong": 0, "blow-up": 0}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         d = Path(tmp)
+        stack.callback(lambda: subprocess.run(["umount", str(d / "disk")],
+                                              capture_output=True))
         cases = build_cases(d)
         cases.append(None)  # the sweep resume through a linked results file, after its setup
         for case in cases:
@@ -270,10 +297,16 @@ def main() -> int:
             group, name, argv, text, out = case
             before = _tree(d, skip=out)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            code, err, seconds = _run(argv)
+            env = argv[0] if isinstance(argv[0], dict) else {}
+            os.environ.update(env)
+            try:
+                code, err, seconds = _run(argv[1:] if env else argv)
+            finally:
+                for key in env:
+                    os.environ.pop(key)
             grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) * 1024
             lines = [x for x in err.splitlines() if x.strip()]
-            outside_changed = _tree(d, skip=out) != before and text is None
+            outside_changed = _tree(d, skip=out) != before
             if seconds > 30 or grown > 1 << 30:
                 verdict = "blow-up"
             elif text is None:   # must succeed without touching anything outside

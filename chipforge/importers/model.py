@@ -129,7 +129,13 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
     :func:`chipforge.guard.inspect_npz`); the whole file must fit the memory budget
     otherwise.
     """
-    from chipforge.guard import InputError, inspect_npz, npz_budget, read_npz_rows
+    from chipforge.guard import (
+        InputError,
+        check_inflation,
+        inspect_npz,
+        npz_budget,
+        read_npz_rows,
+    )
 
     per_sample = int(np.prod(graph.input_shape))
     if str(spec) == "digits":
@@ -167,7 +173,11 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
             raise ValueError(f"data {label}: inputs and labels must be real numbers, not "
                              f"{xm.dtype} and {ym.dtype}")
         rows = min(samples, xm.shape[0]) if samples is not None else xm.shape[0]
-        need = xm.bytes_for(rows) + ym.bytes_for(rows)
+        for m in (xm, ym):
+            check_inflation(m, m.bytes_for(rows), f"data file {label}")
+        # the arrays as read, plus the float64 copy of the inputs the simulation takes
+        need = xm.bytes_for(rows) + ym.bytes_for(rows) + (
+            rows * per_sample * 8 if xm.dtype != np.float64 else 0)
         budget = npz_budget()
         if need > budget:
             raise InputError(
@@ -195,10 +205,11 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
     if x[0].size != per_sample:
         raise ValueError(f"data {label}: each input has shape {x.shape[1:]} ({x[0].size} "
                          f"values); graph {graph.name!r} takes {graph.input_shape}")
-    x = x.astype(np.float64).reshape((len(x), *graph.input_shape))
+    # a file's arrays are ours (no second float64 copy); the shared digits split is copied
+    x = x.astype(np.float64, copy=str(spec) == "digits").reshape((len(x), *graph.input_shape))
     if not np.all(np.isfinite(x)):
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
-    largest = float(np.abs(x).max(initial=0.0))
+    largest = max(abs(float(x.max())), abs(float(x.min())))   # no copy of x
     if largest > MAX_INPUT_MAGNITUDE:
         raise ValueError(f"data {label}: inputs must be at most {MAX_INPUT_MAGNITUDE:.0e} in "
                          f"magnitude, found {largest:.3g} (the layers' sums would overflow "
