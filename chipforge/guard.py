@@ -254,8 +254,9 @@ def inspect_npz(path: str | Path, *, what: str = "file",
 
 BOMB_RATIO = 200
 """An array that inflates more than this many times its stored size, to more than
-:data:`BOMB_MIN_BYTES`, is refused as a decompression bomb: real weights and images deflate
-far less (digits, MNIST: under 10x); only constant filler reaches 1000x."""
+:data:`BOMB_MIN_BYTES`, is refused as a decompression bomb: real images deflate far less
+(``np.savez_compressed``, measured: digits upsampled to 16x16 float64 16x, MNIST float32
+12x, MNIST uint8 5x); only constant filler reaches deflate's limit, about 1000x."""
 BOMB_MIN_BYTES = 256 << 20
 
 
