@@ -126,6 +126,11 @@ class AppendFile:
                               "through links (replace it by a file)", str(self.path)) from None
             raise _named(e, self.path) from None
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file now."""
+        return os.fstat(self._fd).st_size
+
     def append(self, text: str) -> None:
         data = text.encode("utf-8")
         start = os.fstat(self._fd).st_size

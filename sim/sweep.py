@@ -393,7 +393,7 @@ class _ResultsWriter:
     def __init__(self, path: Path, columns: list[str]) -> None:
         # O_NOFOLLOW: a link is refused; a failed append is cut off again (no half line)
         self._file = AppendFile(path)
-        if os.fstat(self._file._fd).st_size == 0:
+        if self._file.size == 0:
             self.write([columns])
 
     def write(self, rows: Sequence[Sequence[str]]) -> None:
