@@ -85,7 +85,12 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     run.add_argument("--adc-range", dest="run_adc_range", metavar="MODE",
                      help="ADC full scale: max (one level per code, default), fraction:F "
                           "(F x the array maximum) or calibrated (largest column sum of each "
-                          "layer on the first 64 samples)")
+                          "layer on 64 inputs that are not scored, see --adc-calibration)")
+    run.add_argument("--adc-calibration", dest="run_adc_calibration", metavar="DATA",
+                     help="with --adc-range calibrated: calibrate on digits (the training "
+                          "split), FILE.npz, or scored (the scored inputs themselves); "
+                          "default: the digits training split for --data digits, else the "
+                          "64 inputs of --data after the --samples scored")
     p.add_argument("--cycle-samples", type=int, default=100,
                    help="inputs the cost model runs on (default 100)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -496,6 +501,13 @@ def _run_ref(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
     cfg = ISAAC_CROSSBAR
+    from chipforge.guard import available_memory
+
+    need = args.batch * cfg.rows * 8 * 6   # inputs, bit planes, codes: int64 each, roughly
+    if need > available_memory():
+        raise UsageError(f"--batch {args.batch} needs about {need / 2**30:.1f} GiB, more "
+                         f"than the {available_memory() / 2**30:.1f} GiB available; use a "
+                         "smaller --batch")
     rng = np.random.default_rng(args.seed)
     weights = rng.integers(*cfg.weight_range, endpoint=True, size=(cfg.rows, cfg.cols))
     x = rng.integers(*cfg.input_range, endpoint=True, size=(args.batch, cfg.rows))
@@ -533,9 +545,13 @@ def _run_import(args: argparse.Namespace) -> int:
     from chipforge.importers.model import layer_table, load_model
     from chipforge.sim.graph import save_graph
 
-    for option, path in (("--out", args.out), ("--to-onnx", args.to_onnx)):
+    for option, path, suffix in (("--out", args.out, ".npz"),
+                                 ("--to-onnx", args.to_onnx, ".onnx")):
         if path is not None:
             check_output_file(path, option=option)
+            if path.suffix.lower() != suffix:   # the file's type, not a name's guess
+                raise UsageError(f"{option} {path}: must end in {suffix} (it is written as "
+                                 f"{'an' if suffix == '.onnx' else 'a'} {suffix} file)")
     graph = load_model(args.model)
     print(f"{graph.name}: input {graph.input_shape}, {len(graph.nodes)} nodes, "
           f"{len(graph.weighted_nodes())} weighted")

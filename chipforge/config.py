@@ -128,6 +128,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"config file {path} is a folder, not a .toml file")
+    if path.exists() and not path.is_file():   # a FIFO would block forever
+        raise ValueError(f"config file {path} is not a regular file (a pipe, device or "
+                         "socket); give a file")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -46,7 +46,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MainJob", "load_inputs", "run_main_job"]
+__all__ = ["ADC_CALIBRATION_SAMPLES", "MainJob", "adc_calibration_inputs", "load_inputs",
+           "run_main_job"]
 
 
 @dataclasses.dataclass
@@ -117,6 +118,47 @@ def load_inputs(family, model: Any, data: Any, *, samples: int | None = None,
                                    notes=notes)
     step("")
     return graph, x, y
+
+
+ADC_CALIBRATION_SAMPLES = 64
+
+
+def adc_calibration_inputs(family, graph, data: Any, choice: Any, x, samples: int | None
+                           ) -> tuple[str, Any]:
+    """The inputs ``--adc-range calibrated`` calibrates on, and what they are, for the
+    report: never the scored inputs unless ``choice`` is ``"scored"``. ``choice`` None (or
+    the data itself): the digits training split for ``data="digits"``, else the
+    ``ADC_CALIBRATION_SAMPLES`` inputs of the data file after the ``samples`` scored;
+    ``"digits"``: the digits training split; another ``.npz``: its first inputs."""
+    from chipforge.importers.model import digits_train_inputs
+
+    n = ADC_CALIBRATION_SAMPLES
+    if choice == "scored":
+        return (f"the first {min(n, len(x))} scored inputs themselves (--adc-calibration "
+                "scored)"), x[:n]
+    if choice is None or str(choice) == str(data):
+        if str(data) == "digits":
+            return f"{n} digits training images (not the scored test images)", \
+                digits_train_inputs(graph)[:n]
+        if isinstance(data, str | Path) and str(data).lower().endswith(".npz"):
+            from chipforge.guard import inspect_npz
+            from chipforge.importers.model import input_rows
+
+            rows = input_rows(inspect_npz(data, what="data file"), data)
+            if samples is not None and rows > samples:
+                x_all, _ = family.load_data(data, graph, min(rows, samples + n))
+                spare = x_all[samples:]
+                return (f"inputs {samples + 1}..{samples + len(spare)} of {data} (after the "
+                        f"{samples} scored)"), spare
+        raise ValueError(
+            f"--adc-range calibrated: the data {data} has no inputs beyond the "
+            f"{len(x)} scored, and calibrating on them would tune the ADC to the test set: "
+            "give --adc-calibration FILE.npz (or digits), use --samples below the file's "
+            "size, or --adc-calibration scored to calibrate on the scored inputs anyway")
+    if str(choice) == "digits":
+        return f"{n} digits training images", digits_train_inputs(graph)[:n]
+    x_calib, _ = family.load_data(choice, graph, n)
+    return f"the first {len(x_calib)} inputs of {choice}", x_calib
 
 
 def run_main_job(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,

@@ -5,13 +5,16 @@
 :class:`~chipforge.families.base.CostReport` (or None) and its family-specific numbers, and
 writes into ``out_dir``, the same for every accelerator family:
 
-- ``report.json`` (``schema`` 2) — ``simulation`` (accuracies, metrics, per-layer
+- ``report.json`` (``schema`` 3) — ``simulation`` (accuracies, metrics, per-layer
   mapping), ``cost`` (cycles, latency, throughput, energy, area per layer and in total,
-  with its basis), ``family`` (name and the family's own section), ``notes``, ``stages``
-  (measured wall and CPU seconds of each step, :mod:`chipforge.stages`) and, when the run
-  measured it, ``layer_errors`` (each layer's relative error and SNR vs the ideal run);
-  sections are only ever added, so readers of schema 2 keep working. Non-finite numbers
-  are written as ``null`` (strict JSON); an exact layer has ``"exact": true``;
+  with its basis), ``family`` (name and the family's own section), ``notes`` and, when the
+  run measured it, ``layer_errors`` (each layer's relative error and SNR vs the ideal run):
+  the results, byte-identical across identical runs. ``run`` holds what depends on the run
+  itself: ``stages`` (measured wall and CPU seconds of each step, :mod:`chipforge.stages`),
+  ``seconds``, ``memory`` (the budget taken from the memory free at the time, the batch
+  chunk and its estimate) and ``report_dir``. Schema 3 moved ``stages`` (top level in
+  schema 2) and ``simulation.seconds`` / ``simulation.metrics.memory_*`` there. Non-finite
+  numbers are written as ``null`` (strict JSON); an exact layer has ``"exact": true``;
 - ``accuracy.png`` — accuracy of the float model, ideal hardware and simulated hardware;
 - ``layers.png`` — per-layer latency and energy by component (with a cost model), else
   the per-layer mapping.
@@ -28,8 +31,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SI_PREFIXES", "cycle_summary", "format_cost", "format_extra", "plain",
-           "short_layer_names", "si", "si_scale", "write_report"]
+from chipforge.files import atomic_savefig, atomic_write
+
+__all__ = ["RUN_METRICS", "SI_PREFIXES", "cycle_summary", "format_cost", "format_extra",
+           "plain", "run_facts", "short_layer_names", "si", "si_scale", "write_report"]
 
 SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
                (1e-6, "u"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"), (1e-18, "a"),
@@ -147,6 +152,23 @@ def format_cost(cost) -> str:
     return "\n".join(lines)
 
 
+# Facts of the run, not of the result: the measured times and what depends on the memory
+# free at the time (the budget, hence the batch chunk and its estimate; the results are
+# the same for any chunking, chipforge.sim.memory).
+RUN_METRICS = ("memory_budget_bytes", "memory_estimate_bytes", "batch_chunk")
+
+
+def run_facts(simulation: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Move the run-dependent facts out of a plain :class:`SimulationResult` into the
+    report's ``run`` section (so the rest is byte-identical across identical runs)."""
+    if not isinstance(simulation, dict):
+        return {"report_dir": str(out)}
+    metrics = simulation.get("metrics") or {}
+    return {"report_dir": str(out), "stages": simulation.pop("stages", []),
+            "seconds": simulation.pop("seconds", None),
+            "memory": {k: metrics.pop(k) for k in RUN_METRICS if k in metrics}}
+
+
 def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None = None,
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``report.json`` and the PNG plots into ``out_dir``; returns their paths.
@@ -165,11 +187,11 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
                       if f.name not in ("cost_report", "notes", "paths")}
     else:
         simulation = _plain(result)
-    stages = simulation.pop("stages", []) if isinstance(simulation, dict) else []
-    data = {"schema": 2, "simulation": simulation,
+    run = run_facts(simulation, out)
+    data = {"schema": 3, "simulation": simulation,
             "cost": cost.to_dict() if cost is not None else None,
             "family": {"name": getattr(result, "family", ""), **_plain(section or {})},
-            "stages": stages}
+            "run": run}
     errors = layer_errors(result) if hasattr(result, "layers") else None
     if errors is not None:
         data["layer_errors"] = {"samples": errors["samples"], "layers": [
@@ -177,8 +199,8 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
     if extra:
         data.update(_plain(extra))
     paths = {"json": out / "report.json"}
-    paths["json"].write_text(json.dumps(_finite(data), indent=2, sort_keys=True,
-                                        allow_nan=False) + "\n")
+    atomic_write(paths["json"], json.dumps(_finite(data), indent=2, sort_keys=True,
+                                           allow_nan=False) + "\n")
 
     import matplotlib
 
@@ -201,7 +223,7 @@ def write_report(result, out_dir: str | Path, *, cost=None, section: dict | None
                  f"ideal: {result.ideal_label})", fontsize=8)
     fig.tight_layout()
     paths["accuracy"] = out / "accuracy.png"
-    fig.savefig(paths["accuracy"], dpi=120)
+    atomic_savefig(fig, paths["accuracy"], dpi=120)
     plt.close(fig)
 
     paths["layers"] = out / "layers.png"
@@ -294,7 +316,7 @@ def _plot_cost(cost, result, path: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"{result.model} on {result.accelerator}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    atomic_savefig(fig, path, dpi=150)
     plt.close(fig)
 
 
@@ -318,5 +340,5 @@ def _plot_mapping(result, path: Path) -> None:
     ax.set_title(f"{result.model} on {result.accelerator}: per-layer mapping (no cost model)",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)

@@ -276,11 +276,13 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
         check_output_dir(out, option="out")
     spec = get_accelerator_spec(accelerator, overrides=overrides, options=options)
     family = spec.family
-    foreign = [k for k in (run_options or {}) if k not in family.run_options]
+    run_options = dict(run_options or {})
+    foreign = [k for k in run_options if k not in family.run_options]
     if foreign:
         raise ValueError(f"run option(s) {', '.join(foreign)} do not apply to accelerator "
                          f"{spec.name!r} (family {family.name}; its run options: "
                          f"{', '.join(family.run_options) or 'none'})")
+    family.check_run_options(run_options)      # before the model loads, not after
     data = "digits" if data is None else data
     told = progress if callable(progress) else None
     disable = True if told is not None else (None if progress is None else not progress)
@@ -299,6 +301,14 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
     try:
         graph, x, y = load_inputs(family, model, data, samples=samples, quantize=quantize,
                                   notes=notes, timer=timer, step=step)
+        if run_options.get("adc_range") == "calibrated":
+            from chipforge.mainjob import adc_calibration_inputs
+
+            with timer("data"):
+                label, x_calib = adc_calibration_inputs(
+                    family, graph, data, run_options.get("adc_calibration"), x, samples)
+            run_options["adc_calibration"] = (label, x_calib)
+            notes.append(f"ADC full scale calibrated on {label}")
         step("functional simulation")
         # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
         images = tqdm(total=len(x) * len(seeds), disable=disable, file=sys.stderr,

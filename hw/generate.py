@@ -34,6 +34,7 @@ from chipforge.config import (
     ConfigBase,
     TokenSelectorConfig,
 )
+from chipforge.files import atomic_write, make_folder
 from chipforge.hw.forms_fragment import FormsFragment
 from chipforge.hw.heatvit import PlanSigmoid, PolyExp, PolyGelu, TokenLinear, TokenPackager
 from chipforge.hw.reram_tile import REGISTER_MAP, ReramTile, TileConfig, tile_config
@@ -199,9 +200,8 @@ def _write(name: str, block: Block, out_dir: str | Path,
     ports = port_manifest(component)
     text = verilog.convert(component, name=block.module, emit_src=False)
     target = Path(out_dir) / name
-    target.mkdir(parents=True, exist_ok=True)
-    verilog_path = target / f"{block.module}.v"
-    verilog_path.write_text(text)
+    make_folder(target)
+    verilog_path = atomic_write(target / f"{block.module}.v", text)
     manifest = {
         "block": name,
         "module": block.module,
@@ -226,7 +226,7 @@ def _write(name: str, block: Block, out_dir: str | Path,
                                  for k, (a, t) in SELECTOR_REGISTERS.items()}
     manifest.update(extra or {})
     manifest_path = target / "manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return [verilog_path, manifest_path]
 
 

@@ -61,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -621,10 +620,10 @@ def _save_checkpoint(path: Path, key: str, epoch: int, net, opt, gen) -> None:
     header = {"format": CHECKPOINT_FORMAT, "key": key, "epoch": epoch,
               "param_groups": state["param_groups"]}
     arrays["__checkpoint__"] = np.array(json.dumps(header))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
+    from chipforge.files import atomic_open
+
+    with atomic_open(path, "wb") as f:   # whole or absent, never half written nor linked
         np.savez(f, **arrays)
-    os.replace(tmp, path)            # a checkpoint is whole or absent, never half written
 
 
 def _load_checkpoint(path: Path, key: str, net, opt, gen) -> int:

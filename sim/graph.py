@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.files import atomic_open
+
 __all__ = ["GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node", "Op", "load_graph",
-           "save_graph", "token_selectors"]
+           "check_values", "save_graph", "token_selectors"]
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -266,7 +268,7 @@ def save_graph(graph: Graph, path: str | Path) -> Path:
     }
     arrays = {f"{n.name}/{k}": np.asarray(v) for n in graph.nodes for k, v in n.params.items()}
     path = Path(path)
-    with path.open("wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez_compressed(f, __graph__=np.array(json.dumps(structure, sort_keys=True)),
                             **arrays)
     return path
@@ -328,5 +330,65 @@ def _graph_from_structure(structure: dict, arrays: dict[str, np.ndarray], label:
         if not isinstance(entry["attrs"], dict):
             raise ValueError(f"{label}: node {entry['name']!r}: attrs must be an object")
         nodes.append(Node(op, entry["name"], tuple(entry["inputs"]), entry["attrs"], params))
-    return Graph(structure["name"], tuple(structure["input_shape"]), nodes,
-                 structure.get("output"), structure.get("meta", {}))
+    shape = structure["input_shape"]
+    if not (isinstance(shape, list) and shape and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise ValueError(f"{label}: input_shape must be a list of positive integers, not "
+                         f"{shape!r}")
+    graph = Graph(structure["name"], tuple(shape), nodes, structure.get("output"),
+                  structure.get("meta", {}))
+    check_values(graph, label)
+    return graph
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _positive_finite(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) \
+        and bool(np.isfinite(value)) and value > 0
+
+
+def check_values(graph: Graph, label: str) -> None:
+    """The numbers of a graph read from a file, as the ONNX importer checks them: every
+    parameter a finite real-number array, the quantization attributes of the right type and
+    range. ValueError naming ``label`` (the file), the node and the field otherwise."""
+    for n in graph.nodes:
+        where = f"{label}: node {n.name!r} ({n.op.value})"
+        for key, value in n.params.items():
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"{where}: parameter {key!r} must be an array of real "
+                                 f"numbers, not {value.dtype} {value.shape}")
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise ValueError(f"{where}: parameter {key!r} must be finite; it holds "
+                                 f"{int(np.isnan(value).sum())} NaN and "
+                                 f"{int(np.isinf(value).sum())} infinite of {value.size}")
+        attrs = n.attrs
+        for key in ("weight_bits", "act_bits", "bits"):
+            if key in attrs and not (_is_int(attrs[key]) and 1 <= attrs[key] <= 32):
+                raise ValueError(f"{where}: {key} must be an integer in 1..32, not "
+                                 f"{attrs[key]!r}")
+        if "act_scale" in attrs and not _positive_finite(attrs["act_scale"]):
+            raise ValueError(f"{where}: act_scale must be a finite number > 0 (the step of "
+                             "the input quantizer, x_q = round(x / act_scale)), not "
+                             f"{attrs['act_scale']!r}")
+        if n.op is Op.QUANTIZE and not _positive_finite(attrs.get("scale")):
+            raise ValueError(f"{where}: scale must be a finite number > 0, not "
+                             f"{attrs.get('scale')!r}")
+        if "weight_scale" in attrs:
+            scale = attrs["weight_scale"]
+            scales = scale if isinstance(scale, list) else [scale]
+            channels = n.params["weight"].shape[0] if "weight" in n.params else None
+            if not scales or not all(_positive_finite(s) for s in scales) or (
+                    isinstance(scale, list) and channels is not None
+                    and len(scale) != channels):
+                raise ValueError(f"{where}: weight_scale must be a finite number > 0 or a "
+                                 f"list of one per output channel ({channels}), not "
+                                 f"{scale!r}"[:300])
+        for key in ("act_signed", "signed"):
+            if key in attrs and not isinstance(attrs[key], bool):
+                raise ValueError(f"{where}: {key} must be true or false, not {attrs[key]!r}")
+        if "zero_point" in attrs and not _is_int(attrs["zero_point"]):
+            raise ValueError(f"{where}: zero_point must be an integer, not "
+                             f"{attrs['zero_point']!r}")

@@ -57,8 +57,9 @@ from chipforge.sim.executor import exact_int_matmul, exact_product
 from chipforge.sim.graph import Node
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
-           "adc_steps", "calibrate_adc", "can_never_saturate", "crossbar_layer_matmul",
-           "effective_weights", "layer_chunk_bytes_per_row", "max_column_sum", "program_layer"]
+           "adc_steps", "calibrate_adc", "can_never_saturate", "check_adc_range",
+           "crossbar_layer_matmul", "effective_weights", "layer_chunk_bytes_per_row",
+           "max_column_sum", "program_layer"]
 
 # Default bound on one layer's kernel temporaries (rows are streamed in chunks that fit);
 # CrossbarMatmul's memory budget replaces it.
@@ -489,6 +490,24 @@ def max_column_sum(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: 
         if layer.unit_column:
             top = max(top, float(ones.max(initial=0)))
     return top
+
+
+def check_adc_range(mode: object) -> str:
+    """``mode`` if it is an ADC range :func:`adc_steps` takes, else ValueError stating the
+    rule (checked before any work)."""
+    rule = "--adc-range must be max, fraction:F (0 < F <= 1) or calibrated"
+    if not isinstance(mode, str):
+        raise ValueError(f"{rule}, not {mode!r}")
+    if mode in ("max", "calibrated"):
+        return mode
+    if mode.startswith("fraction:"):
+        try:
+            fraction = float(mode.split(":", 1)[1])
+        except ValueError:
+            fraction = -1.0
+        if 0 < fraction <= 1:
+            return mode
+    raise ValueError(f"{rule}, not {mode!r}")
 
 
 def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | None = None

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chipforge.files import atomic_write
 from chipforge.toolchain import PyverilatorToolchain, pyverilator_verilator
 from chipforge.verify.manifest import Manifest, load_manifest
 
@@ -133,7 +134,10 @@ class VerilatedBlock:
             return True
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Parallel test workers may ask for the same model: one builds, the others wait.
-        with open(self.cache_dir / f"{self.model_dir.name}.lock", "w") as lock:
+        # O_NOFOLLOW: a link named like the lock is refused, never written through.
+        fd = os.open(self.cache_dir / f"{self.model_dir.name}.lock",
+                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        with open(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.so_path.exists():
                 return True
@@ -164,7 +168,7 @@ class VerilatedBlock:
         finally:
             os.chdir(cwd)
         del sim
-        (staging / "key.json").write_text(json.dumps({
+        atomic_write(staging / "key.json", json.dumps({
             "verilog": str(self.manifest.verilog), "verilator": self.toolchain.version_text,
             "pyverilator-mm": self.toolchain.pyverilator}, indent=2) + "\n")
 

@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.files import AppendFile, atomic_savefig, atomic_write
+
 __all__ = [
     "SweepDef",
     "SweepError",
@@ -351,6 +353,9 @@ def _read_rows(path: Path, layout: _Layout, trials: int, base_seed: int, *,
     else:
         rows = _check_rows(path, lines, layout, trials, base_seed, chips)
     if dropped and repair:
+        if path.is_symlink():
+            raise SweepError(f"{path} is a symbolic link; chipforge does not write through "
+                             "links: replace it by a file")
         with path.open("r+b") as f:
             f.truncate(cut)
             f.flush()
@@ -409,15 +414,13 @@ class _ResultsWriter:
     """Appends rows; each batch is flushed and fsync'd before the call returns."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
-        new = not path.exists() or path.stat().st_size == 0
-        self._file = path.open("a", encoding="utf-8", newline="")
-        if new:
+        # O_NOFOLLOW: a link is refused; a failed append is cut off again (no half line)
+        self._file = AppendFile(path)
+        if self._file.size == 0:
             self.write([columns])
 
     def write(self, rows: Sequence[Sequence[str]]) -> None:
-        self._file.write("".join(_csv_line(r) for r in rows))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._file.append("".join(_csv_line(r) for r in rows))
 
     def close(self) -> None:
         self._file.close()
@@ -444,9 +447,7 @@ def _check_manifest(path: Path, expected: dict[str, Any]) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -866,7 +867,9 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     """One sweep per output directory at a time (the OS drops the lock if we are killed)."""
     import fcntl
 
-    with (out_dir / ".lock").open("w") as lock:
+    fd = os.open(out_dir / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666)  # a link named .lock is refused, not followed
+    with open(fd, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -935,7 +938,7 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
     summary = summarize(points, rows, sweep.metrics, trials, chips=chips is not None)
     _write_summary(out_dir, layout, summary, sweep.metrics, chips=chips is not None)
     table = format_summary(summary, list(grid), sweep.metrics)
-    (out_dir / SUMMARY_TEXT_FILE).write_text(table + "\n")
+    atomic_write(out_dir / SUMMARY_TEXT_FILE, table + "\n")
     say(table)
     if plot:
         plot_summary(summary, grid, sweep.metrics, x_axis, out_dir / PLOT_FILE,
@@ -1119,9 +1122,7 @@ def _write_summary(out_dir: Path, layout: _Layout, summary: list[dict[str, Any]]
     columns = _summary_columns(layout.axes, metrics, chips=chips)
     text = "".join(_csv_line(r) for r in
                    [columns, *([_cell(row[c]) for c in columns] for row in summary)])
-    tmp = out_dir / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out_dir / SUMMARY_FILE)
+    atomic_write(out_dir / SUMMARY_FILE, text)
 
 
 def format_summary(summary: Sequence[Mapping[str, Any]], axes: Sequence[str],
@@ -1259,7 +1260,6 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequen
             f"{_words(m)} = {summary[0][f'{m}_mean']:.4g}" for m in constant))
     fig.suptitle("\n".join(lines), fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=200)
+    path = atomic_savefig(fig, Path(path), dpi=200)
     plt.close(fig)
     return path

@@ -78,7 +78,7 @@ def test_main_job_reports_stage_times_for_every_family(tmp_path):
         job = run_main_job(model, accelerator, out=tmp_path / accelerator, samples=20,
                            cycle_samples=3, progress=False)
         report = json.loads(job.paths["json"].read_text())
-        stages = {r["stage"]: r for r in report["stages"]}
+        stages = {r["stage"]: r for r in report["run"]["stages"]}
         assert {"import", "data", "map", "run", "cost"} <= set(stages), accelerator
         assert {s for s, r in stages.items() if r.get("within") == "run"} == parts
         for r in stages.values():
@@ -89,7 +89,7 @@ def test_main_job_reports_stage_times_for_every_family(tmp_path):
         assert "stage times" in text and "run (hardware, ideal and float runs)" in text
         assert text.index("stage times") > text.index("accuracy hardware")
         assert "stages" not in report["simulation"]      # one place in the file
-        assert report["schema"] == 2 and "cost" in report and "family" in report
+        assert report["schema"] == 3 and "cost" in report and "family" in report
 
 
 def test_streamed_hardware_run_with_progress_equals_one_unchunked_run():

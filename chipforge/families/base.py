@@ -345,6 +345,10 @@ class AcceleratorFamily:
 
         return load_model(spec)
 
+    def check_run_options(self, options: dict[str, Any]) -> None:
+        """Refuse bad :attr:`run_options` values (ValueError naming the option and the rule)
+        before any work: the main job calls it before the model loads. Default: none."""
+
     def load_data(self, data: Any, graph, samples: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Test inputs and labels: ``"digits"``, an ``.npz`` (only ``samples`` of it read),

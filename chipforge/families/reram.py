@@ -134,8 +134,37 @@ class ReramFamily(AcceleratorFamily):
         "device_kind": "where the crossbars run: cpu (numpy kernels) or cuda (torch tensors)",
         "layer_errors": "add each layer's relative error and SNR vs the ideal run, on N samples",
         "adc_range": "ADC full scale: max (one level per code), fraction:F (F x the array "
-                     "maximum) or calibrated (largest column sum per layer on 64 samples)",
+                     "maximum) or calibrated (largest column sum per layer on 64 inputs that "
+                     "are not scored: see adc_calibration)",
+        "adc_calibration": "with adc_range calibrated: the inputs to calibrate on, digits (the "
+                           "training split), an .npz, or scored (the scored inputs "
+                           "themselves); default: the data's training split or the inputs "
+                           "after the scored ones",
     }
+
+    def check_run_options(self, options: dict[str, Any]) -> None:
+        from chipforge.sim.memory import parse_size
+        from chipforge.sim.reram import check_adc_range
+
+        if options.get("max_memory") is not None:
+            parse_size(options["max_memory"])
+        device_kind = options.get("device_kind", "cpu")
+        if device_kind not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu or cuda, not {device_kind!r}")
+        if device_kind == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda: no CUDA GPU is usable here "
+                                 "(torch.cuda.is_available() is False); use --device cpu")
+        layer_errors = options.get("layer_errors", 0)
+        if not isinstance(layer_errors, int) or layer_errors < 0:
+            raise ValueError(f"--layer-errors must be an integer >= 0, not {layer_errors!r}")
+        mode = options.get("adc_range", "max")
+        check_adc_range(mode)
+        if options.get("adc_calibration") is not None and mode != "calibrated":
+            raise ValueError("--adc-calibration applies to --adc-range calibrated, not "
+                             f"{mode!r}")
 
     def map(self, graph, config: ReramAcceleratorConfig) -> Mapping:
         from chipforge.mappings.placement import place
@@ -162,14 +191,17 @@ class ReramFamily(AcceleratorFamily):
             seed: int = 0, ideal_logits: np.ndarray | None = None,
             float_logits: bool = True, max_memory: int | str | None = None,
             device_kind: str = "cpu", layer_errors: int = 0,
-            adc_range: str = "max", progress: Callable[[int], None] | None = None
-            ) -> RunOutput:
+            adc_range: str = "max", adc_calibration: tuple[str, np.ndarray] | None = None,
+            progress: Callable[[int], None] | None = None) -> RunOutput:
         """``max_memory`` (bytes or ``"2G"``; default half the available memory) bounds the
         estimated peak: the batch is streamed in chunks that fit (:mod:`chipforge.sim.memory`),
         with the same result for any chunking. ``device_kind`` ``"cuda"`` runs the crossbars
         on torch tensors on the GPU. ``layer_errors`` > 0 adds each layer's output error vs
         the ideal run on that many samples (:mod:`chipforge.sim.layer_error`). ``adc_range``:
-        ``"max"``, ``"fraction:F"`` or ``"calibrated"`` (:func:`chipforge.sim.reram.adc_steps`).
+        ``"max"``, ``"fraction:F"`` or ``"calibrated"`` (:func:`chipforge.sim.reram.adc_steps`);
+        ``"calibrated"`` needs ``adc_calibration``, ``(label, inputs)``: the inputs to
+        calibrate on (never the scored ones unless the caller chose them) and what they are,
+        for the report.
         ``progress(n)`` is called after each streamed chunk of ``n`` samples of the hardware
         run (chunks of at most a 20th of the batch then, for a steady ETA; same results).
         """
@@ -187,7 +219,12 @@ class ReramFamily(AcceleratorFamily):
                            None if max_memory is None else parse_size(max_memory))
         calibration = None
         if adc_range == "calibrated":
-            calibration = calibrate_adc(graph, x[:64], CrossbarMatmul(placed, device, seed=seed))
+            if not (isinstance(adc_calibration, tuple) and len(adc_calibration) == 2):
+                raise ValueError("adc range 'calibrated' needs calibration inputs "
+                                 "(adc_calibration=(label, inputs)); the scored inputs are "
+                                 "not used unless chosen explicitly")
+            calibration = calibrate_adc(graph, np.asarray(adc_calibration[1])[:64],
+                                        CrossbarMatmul(placed, device, seed=seed))
         steps = adc_steps(adc_range, placed, calibration)
 
         def hook_factory():
@@ -217,6 +254,8 @@ class ReramFamily(AcceleratorFamily):
                    "device": described or "ideal", "adc_range": adc_range,
                    "memory_estimate_bytes": plan.estimate,
                    "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
+        if calibration is not None:
+            metrics["adc_calibration"] = adc_calibration[0]
         layers: list[dict] = []
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table

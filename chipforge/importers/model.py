@@ -12,9 +12,13 @@ import numpy as np
 
 from chipforge.sim.graph import Graph, load_graph
 
-__all__ = ["digits_train_inputs", "layer_table", "load_data", "load_model", "output_classes"]
+__all__ = ["digits_train_inputs", "input_rows", "layer_table", "load_data", "load_model",
+           "output_classes"]
 
 _INPUT_KEYS = ("x", "inputs", "images")
+MAX_INPUT_MAGNITUDE = 1e9
+"""Largest input value :func:`load_data` takes (pixels, normalized or raw 16-bit, are far
+below; 1e300 overflows the first layer's sums)."""
 _LABEL_KEYS = ("y", "labels", "targets")
 
 
@@ -33,6 +37,25 @@ def load_model(spec: str | Path | Graph) -> Graph:
     suffix = path.suffix.lower()
     if suffix in (".onnx", ".npz") and path.is_dir():
         raise ValueError(f"model {path} is a folder, not a {suffix} file")
+    return _check_input_size(_load_model(spec, path, suffix), spec)
+
+
+def _check_input_size(graph: Graph, spec: object) -> Graph:
+    """Refuse a model whose one input sample alone (float64, as the simulation holds it)
+    exceeds the file budget: it would fail only after gigabytes were allocated."""
+    from chipforge.guard import InputError, npz_budget
+
+    values = int(np.prod(graph.input_shape, dtype=object))
+    budget = npz_budget()
+    if values * 8 > budget:
+        raise InputError(f"model {spec}: input shape {graph.input_shape} is "
+                         f"{values * 8 / 2**30:.2f} GiB per sample (float64), more than the "
+                         f"{budget / 2**30:.2f} GiB allowed (a quarter of the available "
+                         "memory; set CHIPFORGE_MAX_FILE_MEMORY to change)")
+    return graph
+
+
+def _load_model(spec: str | Path, path: Path, suffix: str) -> Graph:
     if suffix == ".onnx":
         from chipforge.guard import npz_budget
         from chipforge.importers.onnx import load_onnx
@@ -106,7 +129,13 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
     :func:`chipforge.guard.inspect_npz`); the whole file must fit the memory budget
     otherwise.
     """
-    from chipforge.guard import InputError, inspect_npz, npz_budget, read_npz_rows
+    from chipforge.guard import (
+        InputError,
+        check_inflation,
+        inspect_npz,
+        npz_budget,
+        read_npz_rows,
+    )
 
     per_sample = int(np.prod(graph.input_shape))
     if str(spec) == "digits":
@@ -131,8 +160,24 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
             if not m.shape:
                 raise ValueError(f"data file {label}: array {m.key!r} is a scalar; it must "
                                  "hold one entry per sample")
+        # From the headers, before anything is inflated: shapes, counts and types.
+        if int(np.prod(xm.shape[1:], dtype=object)) != per_sample:
+            raise ValueError(f"data {label}: each input has shape {xm.shape[1:]} "
+                             f"({int(np.prod(xm.shape[1:], dtype=object))} values); graph "
+                             f"{graph.name!r} takes {graph.input_shape} (read from the "
+                             "file's header; nothing was loaded)")
+        if xm.shape[0] != ym.shape[0]:
+            raise ValueError(f"data {label}: {xm.shape[0]} inputs and {ym.shape[0]} labels; "
+                             "need as many labels as inputs, at least one")
+        if xm.dtype.kind not in "biuf" or ym.dtype.kind not in "biuf":
+            raise ValueError(f"data {label}: inputs and labels must be real numbers, not "
+                             f"{xm.dtype} and {ym.dtype}")
         rows = min(samples, xm.shape[0]) if samples is not None else xm.shape[0]
-        need = xm.bytes_for(rows) + ym.bytes_for(rows)
+        for m in (xm, ym):
+            check_inflation(m, m.bytes_for(rows), f"data file {label}")
+        # the arrays as read, plus the float64 copy of the inputs the simulation takes
+        need = xm.bytes_for(rows) + ym.bytes_for(rows) + (
+            rows * per_sample * 8 if xm.dtype != np.float64 else 0)
         budget = npz_budget()
         if need > budget:
             raise InputError(
@@ -160,9 +205,16 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
     if x[0].size != per_sample:
         raise ValueError(f"data {label}: each input has shape {x.shape[1:]} ({x[0].size} "
                          f"values); graph {graph.name!r} takes {graph.input_shape}")
-    x = x.astype(np.float64).reshape((len(x), *graph.input_shape))
+    # a file's arrays are ours (no second float64 copy); the shared digits split is copied
+    x = x.astype(np.float64, copy=str(spec) == "digits").reshape((len(x), *graph.input_shape))
     if not np.all(np.isfinite(x)):
         raise ValueError(f"data {label}: inputs contain NaN or infinity")
+    largest = max(abs(float(x.max())), abs(float(x.min())))   # no copy of x
+    if largest > MAX_INPUT_MAGNITUDE:
+        raise ValueError(f"data {label}: inputs must be at most {MAX_INPUT_MAGNITUDE:.0e} in "
+                         f"magnitude, found {largest:.3g} (the layers' sums would overflow "
+                         "or the quantizer would round every other input to 0); give the "
+                         "inputs scaled as the model was trained")
     if y.min() < 0:
         raise ValueError(f"data {label}: labels must be >= 0, found {int(y.min())}")
     classes = output_classes(graph)
@@ -170,6 +222,16 @@ def load_data(spec: str | Path, graph: Graph, *, samples: int | None = None
         raise ValueError(f"data {label}: labels must be class indices below the model's "
                          f"{classes} outputs, found {int(y.max())}")
     return x, y.astype(np.int64)
+
+
+def input_rows(members: dict, path: str | Path) -> int:
+    """Inputs a data ``.npz`` holds (from its headers; ``members`` from
+    :func:`chipforge.guard.inspect_npz`)."""
+    keys = [k for k in _INPUT_KEYS if k in members]
+    if len(keys) != 1 or not members[keys[0]].shape:
+        raise ValueError(f"data file {path} must hold one input array (one of "
+                         f"{', '.join(_INPUT_KEYS)}) with one entry per sample")
+    return members[keys[0]].shape[0]
 
 
 def output_classes(graph: Graph) -> int | None:

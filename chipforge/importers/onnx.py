@@ -211,6 +211,9 @@ def load_onnx(source: str | Path | bytes | onnx.ModelProto, *, name: str | None 
         else:
             path = Path(source)
             label = str(path)
+            if path.exists() and not path.is_file() and not path.is_dir():
+                raise OnnxImportError(f"ONNX file {path} is not a regular file (a pipe, "
+                                      "device or socket); give a file")
             if not path.is_file():
                 raise OnnxImportError(f"ONNX file {path} does not exist")
             data = path.read_bytes()
@@ -629,10 +632,16 @@ class _Converter:
         from chipforge.sim.executor import integer_weights
 
         props = {p.key: p.value for p in self.model.metadata_props}
+        text = props.get("chipforge.weight_bits", "{}")
         try:
-            narrow = json.loads(props.get("chipforge.weight_bits", "{}"))
+            narrow = json.loads(text)
         except json.JSONDecodeError:
-            return
+            narrow = None
+        if not isinstance(narrow, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in narrow.values()):
+            raise OnnxImportError(f"{self.label}: metadata 'chipforge.weight_bits' must be a "
+                                  "JSON object of node name -> integer bits (as chipforge "
+                                  f"writes it), not {text[:80]!r}")
         for node in graph.weighted_nodes():
             bits = narrow.get(node.name)
             if isinstance(bits, int) and "weight_bits" in node.attrs and 1 < bits < \

@@ -246,4 +246,6 @@ def to_onnx(graph: Graph, *, quantized: bool = True) -> onnx.ModelProto:
 
 
 def save_onnx(graph: Graph, path, *, quantized: bool = True) -> None:
-    onnx.save(to_onnx(graph, quantized=quantized), str(path))
+    from chipforge.files import atomic_write
+
+    atomic_write(path, to_onnx(graph, quantized=quantized).SerializeToString())

@@ -163,6 +163,8 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.json"
+    if path.exists() and not path.is_file():   # a FIFO would block forever
+        raise ValueError(f"manifest {path} is not a regular file (a pipe, device or socket)")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

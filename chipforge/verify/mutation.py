@@ -20,5 +20,7 @@ def mutated_copy(block: Path, verilog_name: str, pattern: str, replacement: str,
     verilog = copy / verilog_name
     text, count = re.subn(pattern, replacement, verilog.read_text(), count=1)
     assert count == 1, f"mutation {pattern!r} did not apply: regenerate its pattern"
-    verilog.write_text(text)
+    from chipforge.files import atomic_write
+
+    atomic_write(verilog, text)
     return copy

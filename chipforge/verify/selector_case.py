@@ -77,14 +77,17 @@ def save_case(case: SelectorCase, path, images: int | None = None):
     """Write ``case`` (its first ``images`` images) as an ``.npz`` for the testbench."""
     from pathlib import Path
 
+    from chipforge.files import atomic_open
+
     n = len(case.h) if images is None else images
     w = case.weights
-    np.savez(Path(path), model=case.model, selector=case.selector,
-             config=repr(case.cfg.to_dict()), lengths=[len(h) for h in case.h[:n]],
-             h=np.concatenate(case.h[:n]), x=np.concatenate(case.x[:n]),
-             force=np.concatenate(case.force[:n]), fc1_weight=w.fc1_weight,
-             fc1_bias=w.fc1_bias, fc2_weight=w.fc2_weight, fc2_bias=w.fc2_bias,
-             head_logits=w.head_logits)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, model=case.model, selector=case.selector,
+                 config=repr(case.cfg.to_dict()), lengths=[len(h) for h in case.h[:n]],
+                 h=np.concatenate(case.h[:n]), x=np.concatenate(case.x[:n]),
+                 force=np.concatenate(case.force[:n]), fc1_weight=w.fc1_weight,
+                 fc1_bias=w.fc1_bias, fc2_weight=w.fc2_weight, fc2_bias=w.fc2_bias,
+                 head_logits=w.head_logits)
     return Path(path)
 
 

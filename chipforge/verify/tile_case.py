@@ -121,10 +121,13 @@ def check_requantization(graph: Graph, x: np.ndarray, case: LayerCase) -> int:
 
 
 def save_case(case: LayerCase, path: str | Path) -> Path:
+    from chipforge.files import atomic_open
+
     rq = case.requant
-    np.savez(path, x=case.x, weights=case.weights, ideal=case.ideal, expected=case.expected,
-             mult=rq.mult, bias=rq.bias, shift=rq.shift, relu=rq.relu, raw=rq.raw,
-             out_bits=rq.out_bits)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, x=case.x, weights=case.weights, ideal=case.ideal, expected=case.expected,
+                 mult=rq.mult, bias=rq.bias, shift=rq.shift, relu=rq.relu, raw=rq.raw,
+                 out_bits=rq.out_bits)
     return Path(path)
 
 

@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         from chipforge.mappings.pim_qat import train_pim_models
 
         out = args.out or Path(f"{args.name}.npz")
-        np.savez_compressed(out, **train_pim_models())
+        from chipforge.files import atomic_open
+
+        with atomic_open(out, "wb") as f:
+            np.savez_compressed(f, **train_pim_models())
         print(f"resnet-digits-pim -> {out}")
         return 0
     if args.name not in RECIPES:

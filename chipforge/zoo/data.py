@@ -139,10 +139,11 @@ def mnist() -> Dataset:
     if split is None:
         split = _build_mnist_split()
         try:
+            from chipforge.files import atomic_open
+
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez_compressed(tmp, **split)
-            os.replace(tmp, path)
+            with atomic_open(path, "wb") as f:      # whole, and never through a link
+                np.savez_compressed(f, **split)
         except OSError:
             pass                                        # read-only home: work uncached
     arrays = {}

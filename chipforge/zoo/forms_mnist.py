@@ -222,8 +222,9 @@ def main(argv=None) -> None:
     summary = summarize(results)
     print(json.dumps(summary, indent=1))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"seeds": results, "summary": summary}, f, indent=1)
+        from chipforge.files import atomic_write
+
+        atomic_write(args.out, json.dumps({"seeds": results, "summary": summary}, indent=1))
 
 
 def summarize(results: list[dict]) -> dict:

@@ -205,8 +205,9 @@ def plot_fault_sweep(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    from chipforge.files import atomic_savefig
+
+    path = atomic_savefig(fig, Path(path), dpi=120)
     plt.close(fig)
     return path
 

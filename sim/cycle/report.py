@@ -161,7 +161,9 @@ def plot_breakdown(reports: Sequence[ModelReport], path: str | Path, *,
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
+    from chipforge.files import atomic_savefig
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    atomic_savefig(fig, path, dpi=150)
     plt.close(fig)
     return path
