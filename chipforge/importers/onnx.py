@@ -1678,9 +1678,38 @@ class _Converter:
         self._settle(node, node.output[0], r, new + ((len(order) - n_last,),))
         return True
 
+    def _relocate_unit_batch(self, node, t: str) -> None:
+        """Exported at batch 1, the batch is an axis of size 1 that the exporter's views may
+        have merged anywhere (``(L, 1, H, d) -> (L, H*d)`` of nn.MultiheadAttention puts it
+        inside the features). Moving a size-1 axis changes no value, and the IR computes
+        each sample on its own, so put it where the IR can follow it: into a size-1 axis of
+        the view (first one first; the view may then be batch-first again), else at the
+        front of the view's first axis (the batch merged before the tokens, ``(B*L, E)``)."""
+        src, groups = self.virtual[t]
+        j = next((k for k, g in enumerate(groups) if 0 in g), None)
+        if j is None or groups[j] == (0,) or self._atom(src, 0) != (0, 1):
+            return
+        rest = [tuple(a for a in g if a != 0) for g in groups]
+        empty = [k for k, g in enumerate(rest) if not g and k != j]
+        if empty:
+            rest[empty[0]] = (0,)
+        elif len(rest) > 1 and j == len(rest) - 1 or groups[j][0] != 0:
+            rest[0] = (0,) + rest[0]
+        else:
+            return
+        self._canon_cache.pop(t, None)
+        del self.virtual[t]
+        self._settle(node, t, src, tuple(rest), suffix=".unit_batch")
+
     def _through_canonical(self, node, handler):
         """Run ``node`` on batch-first copies of the views it reads, then view its output
         with V's axis order again."""
+        if self.fixed_batch == 1:
+            for t in [t for t in node.input if t in self.virtual]:
+                self._relocate_unit_batch(node, t)
+            if not any(t in self.virtual for t in node.input):
+                handler(node)
+                return
         views = [t for t in node.input if t in self.virtual]
         if len(views) == 1 and any(0 in g and g[0] != 0 for g in self.virtual[views[0]][1]) \
                 and self._through_last_axis(node, handler):
