@@ -74,7 +74,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Relu": "",
     "Clip": "constant bounds (ReLU6; narrow activation codes before QuantizeLinear)",
     "BatchNormalization": "inference mode; folded into a preceding float Conv/Gemm",
-    "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, dilation 1",
+    "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode 0 or 1, dilation 1",
     "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
                    "count_include_pad=1 when padded",
     "GlobalAveragePool": "2-D",
@@ -83,7 +83,9 @@ SUPPORTED_OPS: dict[str, str] = {
                "in the target shape",
     "Add": "two activations of one shape (residual), or activation + constant",
     "Sub": "activation - constant",
-    "Mul": "activation x constant",
+    "Mul": "activation x constant; two activations of one rank, broadcast over non-batch "
+           "axes (squeeze-and-excitation's x * gate); x * Sigmoid(x) is SiLU",
+    "Sigmoid": "", "HardSigmoid": "any alpha, beta", "HardSwish": "",
     "Div": "activation / constant",
     "Softmax": "over a non-batch axis",
     "LayerNormalization": "over the last axis",
@@ -136,7 +138,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                            "spatial": (lambda v: v == 1, "1")},
     "MaxPool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
                 "pads": (_ints_equal, "symmetric and equal in both axes"),
-                "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v == 0, "0"),
+                "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v in (0, 1), "0 or 1"),
                 "storage_order": (lambda v: v == 0, "0"),
                 "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "AveragePool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
@@ -145,6 +147,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                     "count_include_pad": _ANY,
                     "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "Flatten": {"axis": _ANY},
+    "HardSigmoid": {"alpha": _ANY, "beta": _ANY},
     "Clip": {"min": _ANY, "max": _ANY},
     "Reshape": {"allowzero": _ANY},
     "Softmax": {"axis": _ANY},
@@ -180,6 +183,7 @@ _VIEW_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Gather",
                        "Slice"})
 # Ops that run on a view's batch-first copy (they act on single non-batch axes).
 _CANONICAL_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Gelu", "Softmax",
+                            "Sigmoid", "HardSigmoid", "HardSwish",
                             "LayerNormalization", "MatMul", "Gemm", "Cast", "Erf"})
 
 # The batch size inside folded shape computations: a value no real dimension takes.
@@ -1238,6 +1242,17 @@ class _Converter:
     def op_Relu(self, node):
         self.emit(node, Op.RELU, (self.act(node, node.input[0]),))
 
+    def op_Sigmoid(self, node):
+        self.emit(node, Op.SIGMOID, (self.act(node, node.input[0]),))
+
+    def op_HardSigmoid(self, node):
+        self.emit(node, Op.HARDSIGMOID, (self.act(node, node.input[0]),),
+                  dict(alpha=float(_attr(node, "alpha", 0.2)),
+                       beta=float(_attr(node, "beta", 0.5))))
+
+    def op_HardSwish(self, node):
+        self.emit(node, Op.HARDSWISH, (self.act(node, node.input[0]),))
+
     def op_Gelu(self, node):
         approximate = _attr(node, "approximate", b"none")
         self.emit(node, Op.GELU, (self.act(node, node.input[0]),),
@@ -1356,9 +1371,11 @@ class _Converter:
             raise self.fail(node, "padded average pooling with count_include_pad=0 is not "
                                   "supported (the IR divides by the full kernel area; "
                                   "PyTorch's default count_include_pad=True exports as 1)")
-        self.emit(node, op, (src,), dict(kernel=kernel,
-                                         stride=int(_attr(node, "strides", [1])[0]),
-                                         padding=int(pads[0])))
+        attrs = dict(kernel=kernel, stride=int(_attr(node, "strides", [1])[0]),
+                     padding=int(pads[0]))
+        if _attr(node, "ceil_mode", 0):
+            attrs["ceil_mode"] = True
+        self.emit(node, op, (src,), attrs)
 
     def op_MaxPool(self, node):
         self._pool(node, Op.MAXPOOL2D)
@@ -1862,12 +1879,33 @@ class _Converter:
             return
         a, b = node.input
         if not self.is_const(a) and not self.is_const(b):
-            raise self.fail(node, "multiplies two activations; only activation x constant "
-                                  "is supported")
+            self._mul_activations(node, self.act(node, a), self.act(node, b))
+            return
         x, c = (a, b) if self.is_const(b) else (b, a)
         src = self.act(node, x)
         self.emit(node, Op.MUL_CONST, (src,),
                   params=dict(constant=self._const_operand(node, self.consts[c], src)))
+
+    def _mul_activations(self, node, sa: str, sb: str) -> None:
+        """x * sigmoid(x) (SiLU as exporters spell it out) becomes one SILU unit; any other
+        product of two activations (squeeze-and-excitation's x * gate(x), gate (C, 1, 1)
+        per sample) is a MUL on the digital periphery, broadcast over the non-batch axes."""
+        for x, s in ((sa, sb), (sb, sa)):
+            gate = self.by_name.get(s)
+            if gate is not None and gate.op is Op.SIGMOID and gate.inputs == (x,):
+                self.emit(node, Op.SILU, (x,))
+                return
+        shape_a, shape_b = self.shape(sa), self.shape(sb)
+        if len(shape_a) != len(shape_b):
+            raise self.fail(node, f"multiplies activations of shapes {shape_a} and {shape_b} "
+                                  "per sample; only activations of one rank (broadcast over "
+                                  "axes of size 1) are supported")
+        try:
+            np.broadcast_shapes(shape_a, shape_b)
+        except ValueError:
+            raise self.fail(node, f"multiplies activations of shapes {shape_a} and {shape_b} "
+                                  "per sample, which do not broadcast") from None
+        self.emit(node, Op.MUL, (sa, sb))
 
     def op_Div(self, node):
         if self.all_const(node):
