@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ELEMENTWISE_OPS", "GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node", "Op", "load_graph",
-           "save_graph", "token_selectors"]
+__all__ = ["ELEMENTWISE_OPS", "GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node",
+           "Op", "load_graph", "save_graph", "token_selectors"]
 
 GRAPH_FORMAT_VERSION = 1
 

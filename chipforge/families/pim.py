@@ -221,6 +221,20 @@ class PimFamily(AcceleratorFamily):
                                         "adc": adc_j,
                                         "array_dac_periphery": conversions * per_conv - adc_j}))
             stage_times.append(cycles / config.clock_hz)
+        from chipforge.sim.cycle.elementwise import (
+            ELEMENTWISE_SOURCE,
+            elementwise_activity,
+            elementwise_time_ns,
+        )
+
+        elementwise = elementwise_activity(graph)
+        for a in elementwise:      # one digital unit pair beside the macros (assumed)
+            seconds = elementwise_time_ns(a, 1) * 1e-9
+            layers.append(LayerCost(a.name, cycles=seconds * config.clock_hz,
+                                    latency_s=seconds, energy_j=a.energy_pj * 1e-12,
+                                    area_mm2=0.0,
+                                    energy_by_component_j={"digital": a.energy_pj * 1e-12}))
+            stage_times.append(seconds)
         by_component: dict[str, float] = {}
         for la in layers:
             for k, v in la.energy_by_component_j.items():
@@ -235,7 +249,9 @@ class PimFamily(AcceleratorFamily):
                   f"{config.conversion_energy_pj:.3g} pJ from CAP-RAM's measured 11.62 mW at "
                   "70 MHz over 64 columns [derived], its ADC share assumed (ISAAC/Accelergy "
                   "8-bit ADC scaled by 2**(bits-8)) [I]; area = macros x 0.179 mm^2 "
-                  "(CAP-RAM chip); one macro per layer, layers pipelined [I]",
+                  "(CAP-RAM chip); one macro per layer, layers pipelined [I]"
+                  + (f"; element-wise ops on one digital unit pair per chip: "
+                     f"{ELEMENTWISE_SOURCE}" if elementwise else ""),
             details={"conversion_energy_pj": config.conversion_energy_pj,
                      "conversions_per_inference": total_conversions,
                      "macros": mapped.totals["macros"]})

@@ -14,6 +14,7 @@ import numpy as np
 
 from chipforge.sim.cycle.arch import FORMS4, FORMS8, FORMS16, ISAAC, ISAAC8, ReramArchConfig
 from chipforge.sim.cycle.components import Category
+from chipforge.sim.cycle.elementwise import elementwise_activity
 from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
 from chipforge.sim.graph import Graph
 
@@ -58,7 +59,9 @@ def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig |
         for w in workloads:
             if w.name in placement:
                 w.row_groups, w.crossbars = placement[w.name]
-    return [simulate_cycles(workloads, a, model=graph.name) for a in resolved]
+    elementwise = elementwise_activity(graph)
+    return [simulate_cycles(workloads, a, model=graph.name, elementwise=elementwise)
+            for a in resolved]
 
 
 def format_report(report: ModelReport) -> str:
