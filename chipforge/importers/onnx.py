@@ -104,7 +104,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Constant": "",
     "Cast": "on constants, or to float on activations",
     "Shape": "shape computations on constants only",
-    "Gather": "on constants, or one scalar index of a non-batch axis",
+    "Gather": "on constants, or a constant index (scalar or tensor) of a non-batch axis",
     "Unsqueeze": "any non-batch axes",
     "Squeeze": "any non-batch axes",
     "Concat": "on constants; activations along a non-batch axis, with constants expanded "
@@ -113,6 +113,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Where": "shape computations; Where(x >= 0, 1, -1) is the IR's sign (BNNs)",
     "GreaterOrEqual": "x >= 0 inside Where(x >= 0, 1, -1)",
     "Slice": "step 1 along non-batch axes",
+    "Pad": "zero pads only (F.unfold without padding)",
 }
 
 # Attributes each operator may carry, with a check of the value (None: any value).
@@ -172,7 +173,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
     "Split": {"axis": _ANY, "split": _ANY, "num_outputs": _ANY},
     "ReduceMean": {"axes": _ANY, "keepdims": _ANY,
                    "noop_with_empty_axes": (lambda v: v == 0, "0")},
-    "Pow": {}, "Sqrt": {},
+    "Pow": {}, "Sqrt": {}, "Pad": {"mode": _ANY},
     "Expand": {},
     "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
 }
@@ -767,12 +768,58 @@ class _Converter:
         (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
                                          "gathers along")
         if idx.ndim != 0:
-            raise self.fail(node, "only a scalar constant index is supported on activations")
+            self._gather_runs(node, src, axis, idx)
+            return
         i = int(idx) % shape[axis - 1]
         sliced = self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=i, stop=i + 1),
                            output=node.output[0] + "#slice", suffix=".slice")
         rest = shape[:axis - 1] + shape[axis:]
         self._reshape_to(node, sliced.name, rest)
+
+    def _gather_runs(self, node, src: str, axis: int, idx: np.ndarray) -> None:
+        """x gathered along ``axis`` by a constant index tensor (dynamo's ``unfold``: a
+        (windows, size) index of consecutive runs): a SLICE per run of consecutive indices,
+        a CONCAT of the runs, then the axis reshaped into the index's shape."""
+        shape = self.shape(src)
+        idx = np.asarray(idx, dtype=np.int64) % shape[axis - 1]
+        flat = idx.reshape(-1)
+        if flat.size == 0:
+            raise self.fail(node, "gathers with an empty index; not supported")
+        n = shape[axis - 1]
+        if idx.ndim == 2 and idx.size == n and np.array_equal(
+                idx, np.arange(n).reshape(idx.shape[::-1]).T):
+            # F.unfold's windows of a stride-sized grid: index [a, b] = a + A * b, the axis
+            # split as (B, A) and the two parts swapped
+            split = self.emit(node, Op.RESHAPE, (src,), dict(
+                shape=list(shape[:axis - 1] + idx.shape[::-1] + shape[axis:])),
+                output=f"{node.output[0]}#split", suffix=".split").name
+            perm = list(range(1, len(shape) + 2))
+            perm[axis - 1], perm[axis] = perm[axis], perm[axis - 1]
+            self.emit(node, Op.TRANSPOSE, (split,), dict(perm=perm))
+            return
+        breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+        parts = []
+        for k, run in enumerate(np.split(flat, breaks)):
+            parts.append(self.emit(node, Op.SLICE, (src,), dict(
+                axis=axis, start=int(run[0]), stop=int(run[-1]) + 1),
+                output=f"{node.output[0]}#run{k}", suffix=f".run{k}").name)
+        joined = parts[0]
+        if len(parts) > 1:
+            joined = self.emit(node, Op.CONCAT, tuple(parts), dict(axis=axis),
+                               output=f"{node.output[0]}#runs", suffix=".runs").name
+        target = shape[:axis - 1] + tuple(int(d) for d in idx.shape) + shape[axis:]
+        self._reshape_to(node, joined, target)
+
+    def op_Pad(self, node):
+        pads = self.const(node, node.input[1], "the pads") if len(node.input) > 1 and \
+            node.input[1] else np.asarray(_attr(node, "pads", []))
+        if self.is_const(node.input[0]):
+            return self._fold_reference(node)
+        if np.any(np.asarray(pads) != 0):
+            raise self.fail(node, f"pads {np.asarray(pads).tolist()}: only a Pad that adds "
+                                  "nothing (F.unfold without padding) is supported; pad "
+                                  "inside Conv or the pooling op")
+        self.alias(node, node.input[0])
 
     def op_Split(self, node):
         if self.all_const(node):
