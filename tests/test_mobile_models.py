@@ -273,3 +273,26 @@ def test_sdpa_vit_runs_on_heatvit():
     assert r.accuracy_float == 1.0
     assert r.metrics["blocks"] == 2 and list(r.metrics["tokens_per_block"]) == [17.0, 17.0]
     assert job.cost.latency_s > 0
+
+
+def test_mobile_ops_write_to_onnx_and_onnxruntime_agrees():
+    import onnxruntime as ort
+
+    from chipforge.importers.onnx_export import to_onnx
+
+    torch.manual_seed(0)
+    model = mm.randomize_batchnorm(mm.mobilenet_v3_small(num_classes=10, width=0.25))
+    model.features.append(nn.MaxPool2d(3, 2, ceil_mode=True))    # 2x2 -> 1x1, ceil_mode
+    model.features.append(mm.SqueezeExcitation(144, 8, nn.SiLU, nn.Sigmoid))
+    graph = load_onnx(export(model, torch.randn(1, 3, 64, 64), False))
+    assert {Op.SILU, Op.SIGMOID, Op.HARDSIGMOID, Op.HARDSWISH, Op.MUL} <= {
+        n.op for n in graph.nodes}
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64))
+    onnx_model = to_onnx(graph, quantized=False)
+    session = ort.InferenceSession(onnx_model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.astype(np.float32)})[0]
+    want = run_graph(graph, x, quantized=False)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    again = load_onnx(onnx_model)
+    assert [n.op for n in again.nodes] == [n.op for n in graph.nodes]
