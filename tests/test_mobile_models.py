@@ -296,3 +296,23 @@ def test_mobile_ops_write_to_onnx_and_onnxruntime_agrees():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     again = load_onnx(onnx_model)
     assert [n.op for n in again.nodes] == [n.op for n in graph.nodes]
+
+
+def test_gates_and_squeeze_excitation_run_on_the_pim_macro():
+    # the PIM macro's DACs take unsigned inputs: ReLU features, sigmoid-type gates (a
+    # HardSwish or SiLU output feeding a layer is refused there, one line)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), mm.SqueezeExcitation(8, 4),
+                          nn.Conv2d(8, 8, 3, 2), nn.Sigmoid(), nn.Conv2d(8, 8, 1),
+                          nn.Hardsigmoid(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    graph = imports_equal(model, (3, 8, 8), False)
+    x = np.random.default_rng(0).random((16, 3, 8, 8))
+    y = run_graph(graph, x, quantized=False).argmax(1)
+    job = run_main_job(graph, accelerator="pim-ideal", data=(x, y), samples=16,
+                       progress=False, cycle_samples=2)
+    assert job.simulation.accuracy_hardware == job.simulation.accuracy_ideal
+    units = [n.name for n in graph.nodes if n.op in (Op.SIGMOID, Op.HARDSIGMOID, Op.MUL)]
+    assert len(units) == 4
+    costed = {la.name: la for la in job.cost.layers}
+    assert all(costed[u].energy_j > 0 for u in units)
