@@ -316,3 +316,40 @@ def test_gates_and_squeeze_excitation_run_on_the_pim_macro():
     assert len(units) == 4
     costed = {la.name: la for la in job.cost.layers}
     assert all(costed[u].energy_j > 0 for u in units)
+
+
+def test_qdq_mobilenet_v3_equals_onnxruntime(tmp_path):
+    # quantize_static puts Q/DQ pairs around the gates and products too (quantize nodes)
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    torch.manual_seed(0)
+    model = mm.randomize_batchnorm(mm.mobilenet_v3_small(num_classes=10, width=0.25))
+    (tmp_path / "f.onnx").write_bytes(export(model, torch.randn(1, 3, 64, 64), False))
+    x = np.random.default_rng(0).random((8, 3, 64, 64)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": x[i:i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True})
+    graph = load_onnx(tmp_path / "q.onnx")
+    assert all(n.quantized for n in graph.weighted_nodes())
+    assert {Op.HARDSWISH, Op.HARDSIGMOID, Op.MUL, Op.QUANTIZE} <= {n.op for n in graph.nodes}
+    options = ort.SessionOptions()      # Q/DQ as written (docs/import.md: which reference)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    want = ort.InferenceSession(str(tmp_path / "q.onnx"), options,
+                                providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(run_graph(graph, x.astype(np.float64)), want, rtol=1e-4,
+                               atol=1e-5)
