@@ -221,3 +221,45 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
     return model.eval()
+
+
+# -- torchvision-style ViT ------------------------------------------------------------------
+class TorchvisionEncoderBlock(nn.Module):
+    """torchvision's ``EncoderBlock``: ln_1, ``nn.MultiheadAttention(batch_first=True)``,
+    ln_2, MLP (Linear, GELU, Linear)."""
+
+    def __init__(self, dim, heads, hidden):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        y, _ = self.self_attention(y, y, y, need_weights=False)
+        x = x + y
+        return x + self.mlp(self.ln_2(x))
+
+
+class TorchvisionVit(nn.Module):
+    """torchvision's ``VisionTransformer``: ``conv_proj``, class token, position embedding
+    added inside the encoder, final ``ln``, ``heads`` on the class token."""
+
+    def __init__(self, *, size=32, patch=8, dim=48, depth=2, heads=3, classes=10):
+        super().__init__()
+        self.patch, self.dim = patch, dim
+        self.conv_proj = nn.Conv2d(3, dim, patch, patch)
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embedding = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.02)
+        self.layers = nn.Sequential(*[TorchvisionEncoderBlock(dim, heads, 4 * dim)
+                                      for _ in range(depth)])
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.heads = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        n = x.shape[0]
+        x = self.conv_proj(x).reshape(n, self.dim, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        x = self.ln(self.layers(x + self.pos_embedding))
+        return self.heads(x[:, 0])

@@ -251,10 +251,12 @@ def test_transformer_encoder_layer_vit_exported_at_batch_1_imports(batch_first, 
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
-@pytest.mark.parametrize("patches", ["conv", "unfold", "slice"])
+@pytest.mark.parametrize("patches", ["conv", "unfold", "slice", "torchvision"])
 def test_sdpa_vit_imports_equal_to_torch_and_lowers_to_the_heatvit_engine(patches, dynamo):
+    # timm-style (SDPA) with three kinds of patches, and torchvision's layout (conv_proj,
+    # nn.MultiheadAttention, position embedding added in the encoder)
     torch.manual_seed(0)
-    model = mm.SdpaVit(patches=patches)
+    model = mm.TorchvisionVit() if patches == "torchvision" else mm.SdpaVit(patches=patches)
     graph = imports_equal(model, (3, 32, 32), dynamo)
     vit = graph_to_vit(graph)   # checks the engine's float run equals the graph's
     c = vit.config
