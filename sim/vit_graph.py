@@ -258,6 +258,9 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
             raise w.fail(f"the residual {add1.name!r} does not add an attention branch of "
                          f"{ln1.name!r}")
         proj = w.nodes[attn_out]
+        if proj.op is Op.ADD_CONST and w.nodes.get(proj.inputs[0]) is not None and \
+                w.nodes[proj.inputs[0]].op is Op.LINEAR:
+            proj = w.nodes[proj.inputs[0]]        # its bias as an add of its own
         if proj.op is not Op.LINEAR:
             raise w.fail(f"attention of block {depth} ends in {proj.op.value} {proj.name!r}, "
                          "not a projection linear")
@@ -283,14 +286,15 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
                          f"{len(inputs)} linear layers (one qkv or three q, k, v expected)")
         params[pre + "qkv.weight"], params[pre + "qkv.bias"] = qkv_w, qkv_b
         params[pre + "proj.weight"] = proj.params["weight"]
-        params[pre + "proj.bias"] = proj.params.get("bias", np.zeros(dim))
+        params[pre + "proj.bias"] = _bias(w, proj)
         users2 = w.consumers.get(add1.name, [])
         ln2 = next((u for u in users2 if u.op is Op.LAYERNORM), None)
         add2 = next((u for u in users2 if u.op is Op.ADD), None)
         fc1 = ln2 and w.only(ln2.name, Op.LINEAR)
-        act = fc1 and w.only(fc1.name, Op.GELU)
+        act = fc1 and w.only(_biased(w, fc1).name, Op.GELU)
         fc2 = act and w.only(act.name, Op.LINEAR)
-        if (len(users2) != 2 or add2 is None or fc2 is None or fc2.name not in add2.inputs):
+        if (len(users2) != 2 or add2 is None or fc2 is None
+                or _biased(w, fc2).name not in add2.inputs):
             raise w.fail(f"block {depth}: no pre-norm MLP x + fc2(GELU(fc1(LN(x)))) after "
                          f"{add1.name!r} (post-norm blocks and ReLU MLPs are not supported; "
                          "use nn.TransformerEncoderLayer(norm_first=True, activation='gelu'))")
@@ -304,8 +308,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
         hidden = fc1.params["weight"].shape[0]
         for key, fc in (("fc1", fc1), ("fc2", fc2)):
             params[pre + key + ".weight"] = fc.params["weight"]
-            params[pre + key + ".bias"] = fc.params.get("bias", np.zeros(
-                fc.params["weight"].shape[0]))
+            params[pre + key + ".bias"] = _bias(w, fc)
         if selector_blocks and selector_blocks[-1] == depth:
             sel = w.nodes[cur]
             for key, pk in (("norm_gamma", "norm1.weight"), ("norm_beta", "norm1.bias")):
@@ -404,6 +407,14 @@ def _selector_heads_mismatch(graph: Graph, selector_blocks: list[int], depth: in
     if selector_blocks and selector_blocks[-1] == depth:
         return int(sels[len(selector_blocks) - 1].attrs["heads"]) != heads
     return False
+
+
+def _biased(w: _Walker, lin: Node) -> Node:
+    """The node that holds a linear layer's output with its bias: the layer, or the
+    ``ADD_CONST`` of its bias right after it (see :func:`_bias`)."""
+    after = w.only(lin.name, Op.ADD_CONST)
+    out = lin.params["weight"].shape[0]
+    return after if after is not None and after.params["constant"].size == out else lin
 
 
 def _bias(w: _Walker, lin: Node) -> np.ndarray:

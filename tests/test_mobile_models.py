@@ -242,12 +242,15 @@ ENCODER = dict(image_size=16, patch=4, dim=24, depth=2, heads=3, num_classes=10)
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
-@pytest.mark.parametrize("batch_first,norm_first", [(True, True), (False, False)])
+@pytest.mark.parametrize("batch_first,norm_first", [(True, True), (False, True),
+                                                    (False, False)])
 def test_transformer_encoder_layer_vit_exported_at_batch_1_imports(batch_first, norm_first,
                                                                    dynamo):
     torch.manual_seed(0)
     model = tm.vit_encoder(**ENCODER, batch_first=batch_first, norm_first=norm_first)
-    imports_equal(model, (3, 16, 16), dynamo, batch=1)
+    graph = imports_equal(model, (3, 16, 16), dynamo, batch=1)
+    if norm_first:        # the engine runs pre-norm blocks (checked against the graph)
+        assert graph_to_vit(graph).config.depth == 2
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
