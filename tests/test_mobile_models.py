@@ -358,3 +358,17 @@ def test_qdq_mobilenet_v3_equals_onnxruntime(tmp_path):
                                 providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(run_graph(graph, x.astype(np.float64)), want, rtol=1e-4,
                                atol=1e-5)
+
+
+def test_pad_that_adds_values_is_refused_in_one_line():
+    from onnx import TensorProto, helper, numpy_helper
+
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 6, 6])], [pads]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OnnxImportError, match=r"node 'pad' \(Pad\): pads \[0, 0, 1, 1, 0, 0, 1, "
+                                              r"1\]: only a Pad that adds nothing"):
+        load_onnx(model)

@@ -173,7 +173,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
     "Split": {"axis": _ANY, "split": _ANY, "num_outputs": _ANY},
     "ReduceMean": {"axes": _ANY, "keepdims": _ANY,
                    "noop_with_empty_axes": (lambda v: v == 0, "0")},
-    "Pow": {}, "Sqrt": {}, "Pad": {"mode": _ANY},
+    "Pow": {}, "Sqrt": {}, "Pad": {"mode": _ANY, "pads": _ANY, "value": _ANY},
     "Expand": {},
     "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
 }
