@@ -1,7 +1,8 @@
-"""Mobile CNNs and a timm-style ViT written in plain torch, layer for layer as torchvision's
-``mobilenet_v3_small`` and ``efficientnet_b0`` and timm's ``VisionTransformer`` (fused qkv
-Linear + ``F.scaled_dot_product_attention``) define them; torchvision and timm are not
-dependencies. ``width`` scales every channel count (reduced variants for fast tests)."""
+"""Mobile CNNs and ViTs written in plain torch, layer for layer as torchvision's
+``mobilenet_v3_small``, ``efficientnet_b0``, ``squeezenet1_1`` and ``VisionTransformer`` and
+timm's ``VisionTransformer`` (fused qkv Linear + ``F.scaled_dot_product_attention``) define
+them; torchvision and timm are not dependencies. ``width`` scales every channel count
+(reduced variants for fast tests)."""
 
 from __future__ import annotations
 
@@ -263,3 +264,40 @@ class TorchvisionVit(nn.Module):
         x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
         x = self.ln(self.layers(x + self.pos_embedding))
         return self.heads(x[:, 0])
+
+
+# -- SqueezeNet 1.1 -------------------------------------------------------------------------
+class Fire(nn.Module):
+    def __init__(self, c_in, squeeze, expand1, expand3):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.Conv2d(c_in, squeeze, 1), nn.ReLU())
+        self.expand1x1 = nn.Sequential(nn.Conv2d(squeeze, expand1, 1), nn.ReLU())
+        self.expand3x3 = nn.Sequential(nn.Conv2d(squeeze, expand3, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        x = self.squeeze(x)
+        return torch.cat([self.expand1x1(x), self.expand3x3(x)], 1)
+
+
+class SqueezeNet11(nn.Module):
+    """torchvision's ``squeezenet1_1`` (max pooling with ``ceil_mode=True``)."""
+
+    def __init__(self, *, num_classes=1000, width=1.0):
+        def w(c):
+            return max(1, int(c * width))
+
+        super().__init__()
+        pool = [nn.MaxPool2d(3, 2, ceil_mode=True)]
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w(64), 3, 2), nn.ReLU(), *pool,
+            Fire(w(64), w(16), w(64), w(64)), Fire(w(128), w(16), w(64), w(64)),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(w(128), w(32), w(128), w(128)), Fire(w(256), w(32), w(128), w(128)),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(w(256), w(48), w(192), w(192)), Fire(w(384), w(48), w(192), w(192)),
+            Fire(w(384), w(64), w(256), w(256)), Fire(w(512), w(64), w(256), w(256)))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(w(512), num_classes, 1),
+                                        nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
