@@ -1700,7 +1700,8 @@ class _Converter:
         with the last group's axes merged last, keep the other groups."""
         t = next(t for t in node.input if t in self.virtual)
         others = [u for u in node.input if u and u != t]
-        unary = node.op_type in ("Relu", "Clip", "Gelu", "Cast", "Erf")
+        unary = node.op_type in ("Relu", "Clip", "Gelu", "Cast", "Erf", "Sigmoid", "HardSigmoid",
+                                 "HardSwish")
         last_only = node.op_type in ("Gemm", "MatMul", "LayerNormalization") or (
             node.op_type == "Softmax" and _attr(node, "axis", -1) in (-1, self._virtual_rank(t)
                                                                       - 1))
