@@ -120,10 +120,13 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     r = accel.group_rows
     if scheme is PlacementScheme.POLARIZED:
         size = node.attrs.get("fragment_size")
-        if size is not None and int(size) != accel.fragment_size:
-            raise ValueError(f"node {node.name!r} was polarized with fragment_size {size}, "
+        # A fragment of F rows with one sign splits into F / f fragments of f rows with
+        # that sign: a model polarized at F runs wherever the fragment f divides F.
+        if size is not None and int(size) % accel.fragment_size:
+            raise ValueError(f"node {node.name!r} was polarized with fragment_size {size}; "
                              f"accelerator {accel.name!r} reads fragments of "
-                             f"{accel.fragment_size}")
+                             f"{accel.fragment_size} rows, which must divide {size} (use a "
+                             f"preset whose fragment divides {size}, or polarize again)")
         order = str(node.attrs.get("fragment_order", "w-major"))
         perm = row_order(node.params["weight"].shape, order) if not grouped else np.arange(k)
     else:
@@ -138,6 +141,9 @@ def place_layer(node: Node, accel: ReramAcceleratorConfig,
     stored_signs = None
     if scheme is PlacementScheme.POLARIZED and node.params.get("fragment_signs") is not None:
         stored_signs = np.asarray(node.params["fragment_signs"]).astype(np.int64).T  # (G, N)
+        split = int(size) // r if size is not None else 1
+        if split > 1:            # each stored fragment's sign holds for its split parts
+            stored_signs = np.repeat(stored_signs, split, axis=0)[:groups]
         if stored_signs.shape != (groups, n):
             raise ValueError(f"node {node.name!r}: fragment_signs of shape "
                              f"{stored_signs.T.shape} do not match {n} outputs x {groups} "

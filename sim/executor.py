@@ -29,8 +29,9 @@ from chipforge.sim.graph import Graph, Node, Op
 
 __all__ = ["MatmulHook", "TokenMask", "activation_range", "block_diagonal_weights",
            "center_on_live_tokens", "exact_conv", "exact_int_matmul", "exact_product",
-           "fake_quantize", "im2col", "integer_weights", "quantize_activations", "run_graph",
-           "run_node", "token_scores", "weight_matrix"]
+           "fake_quantize", "im2col", "integer_weights", "pool_output_size",
+           "quantize_activations", "run_graph", "run_node", "sigmoid", "token_scores",
+           "weight_matrix"]
 
 MatmulHook = Callable[[Node, np.ndarray, np.ndarray], np.ndarray]
 """``matmul(node, x_q, w_q) -> y``: x_q (M, K) int64, w_q (K, N) int64, y (M, N) numbers."""
@@ -319,14 +320,39 @@ def _exact_conv_weights(node: Node, matmul: MatmulHook | None) -> np.ndarray | N
     return offer(node) if offer is not None else None
 
 
-def _pool(x: np.ndarray, kernel: int, stride: int, padding: int, kind: str) -> np.ndarray:
-    if padding:
-        fill = -np.inf if kind == "max" else 0.0
-        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
-                   constant_values=fill)
+def pool_output_size(size: int, kernel: int, stride: int, padding: int,
+                     ceil_mode: bool = False) -> int:
+    """Output length of a pooling window along one axis (PyTorch's and ONNX's rule): with
+    ``ceil_mode`` a last, partial window counts when it starts inside the input or the
+    left padding."""
+    span = size + 2 * padding - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool(x: np.ndarray, kernel: int, stride: int, padding: int, kind: str,
+          ceil_mode: bool = False) -> np.ndarray:
+    fill = -np.inf if kind == "max" else 0.0
+    extra = [0, 0]
+    if ceil_mode:
+        for i, size in enumerate(x.shape[2:]):
+            out = pool_output_size(size, kernel, stride, padding, True)
+            extra[i] = max(0, (out - 1) * stride + kernel - (size + 2 * padding))
+    if padding or any(extra):
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding + extra[0]),
+                       (padding, padding + extra[1])), constant_values=fill)
     view = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel), axis=(2, 3))
     view = view[:, :, ::stride, ::stride]
     return view.max(axis=(4, 5)) if kind == "max" else view.mean(axis=(4, 5))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow warnings for large negative inputs."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -512,7 +538,8 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
         case Op.MAXPOOL2D | Op.AVGPOOL2D:
             kernel = int(a["kernel"])
             return _pool(x, kernel, int(a.get("stride", kernel)), int(a.get("padding", 0)),
-                         "max" if node.op is Op.MAXPOOL2D else "avg")
+                         "max" if node.op is Op.MAXPOOL2D else "avg",
+                         bool(a.get("ceil_mode", False)))
         case Op.GLOBAL_AVGPOOL:
             return x.mean(axis=(2, 3), keepdims=True)
         case Op.FLATTEN:
@@ -525,6 +552,19 @@ def _run_node(node: Node, args: list[np.ndarray], matmul: MatmulHook | None,
             return x + node.params["constant"].astype(np.float64)
         case Op.MUL_CONST:
             return x * node.params["constant"].astype(np.float64)
+        case Op.SIGMOID:
+            return sigmoid(x)
+        case Op.HARDSIGMOID:
+            return np.clip(float(a.get("alpha", 0.2)) * x + float(a.get("beta", 0.5)), 0.0, 1.0)
+        case Op.HARDSWISH:
+            return x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+        case Op.SILU:
+            return x * sigmoid(x)
+        case Op.MUL:
+            if args[1].ndim != x.ndim:
+                raise ValueError(f"mul {node.name!r} needs inputs of one rank, got shapes "
+                                 f"{x.shape} and {args[1].shape}")
+            return x * args[1]
         case Op.LAYERNORM:
             mean = x.mean(axis=-1, keepdims=True)
             var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)

@@ -34,8 +34,8 @@ import numpy as np
 
 from chipforge.files import atomic_open
 
-__all__ = ["GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node", "Op", "load_graph",
-           "check_values", "save_graph", "token_selectors"]
+__all__ = ["ELEMENTWISE_OPS", "GRAPH_FORMAT_VERSION", "TOKEN_SELECT_PARAMS", "Graph", "Node",
+           "Op", "check_values", "load_graph", "save_graph", "token_selectors"]
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -48,7 +48,7 @@ class Op(enum.Enum):
     BATCHNORM = "batchnorm"      # [eps] {gamma, beta, mean, var}; folded by a mapping pass
     RELU = "relu"
     CLIP = "clip"                # [min, max] (either may be None): ReLU6, narrow code ranges
-    MAXPOOL2D = "maxpool2d"      # [kernel, stride, padding]
+    MAXPOOL2D = "maxpool2d"      # [kernel, stride, padding, ceil_mode?]
     AVGPOOL2D = "avgpool2d"      # [kernel, stride, padding]
     GLOBAL_AVGPOOL = "global_avgpool"
     FLATTEN = "flatten"          # keeps the batch axis
@@ -58,6 +58,13 @@ class Op(enum.Enum):
     QUANTIZE = "quantize"        # [scale, zero_point, bits, signed] fake quantization
     ADD_CONST = "add_const"      # {constant}: x + constant (numpy broadcasting)
     MUL_CONST = "mul_const"      # {constant}: x * constant (numpy broadcasting)
+    # Element-wise units of the digital periphery (mobile CNNs: MobileNetV3, EfficientNet).
+    SIGMOID = "sigmoid"          # 1 / (1 + exp(-x))
+    HARDSIGMOID = "hardsigmoid"  # [alpha, beta]: clip(alpha * x + beta, 0, 1)
+    HARDSWISH = "hardswish"      # x * clip(x / 6 + 1 / 2, 0, 1)
+    SILU = "silu"                # x * sigmoid(x) (swish)
+    MUL = "mul"                  # two activations, numpy broadcasting over the non-batch
+                                 # axes (squeeze-and-excitation: x * gate, gate (C, 1, 1))
     # Transformer ops (ViT); shapes and axes are per sample, the batch axis is never moved.
     LAYERNORM = "layernorm"      # [eps] {gamma, beta}: normalizes the last axis
     GELU = "gelu"                # [approximate: "none" (erf) or "tanh"]
@@ -78,6 +85,9 @@ class Op(enum.Enum):
 
 
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.LINEAR})
+ELEMENTWISE_OPS = frozenset({Op.SIGMOID, Op.HARDSIGMOID, Op.HARDSWISH, Op.SILU, Op.MUL})
+"""Ops the digital periphery computes value by value (not the crossbars); the cycle and
+energy models count one element-wise operation per output value."""
 TOKEN_SELECT_PARAMS = ("norm_gamma", "norm_beta", "fc1_weight", "fc1_bias", "fc2_weight",
                        "fc2_bias", "head_logits")
 """Parameters of a ``TOKEN_SELECT`` node. The selector normalizes the tokens with its own
@@ -178,7 +188,7 @@ class Graph:
                 if i not in seen:
                     raise ValueError(f"node {n.name!r} reads {i!r}, which is not defined "
                                      "before it")
-            want = 2 if n.op in (Op.ADD, Op.MATMUL) else 1
+            want = 2 if n.op in (Op.ADD, Op.MATMUL, Op.MUL) else 1
             if n.op is Op.CONCAT:
                 want = max(len(n.inputs), 1)
             if len(n.inputs) != want:

@@ -34,6 +34,7 @@ from chipforge.zoo.vit import VitConfig, VitModel
 __all__ = ["graph_to_vit", "vit_to_graph"]
 
 _MOVES = (Op.RESHAPE, Op.TRANSPOSE, Op.FLATTEN)
+_PATCH_MOVES = (*_MOVES, Op.SLICE, Op.CONCAT)
 
 
 def vit_to_graph(model: VitModel, name: str | None = None) -> Graph:
@@ -174,11 +175,13 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
     if embed is None:
         raise w.fail("it has no weighted layer")
     for n in graph.nodes[:graph.nodes.index(embed)]:
-        if n.op not in _MOVES:
+        if n.op not in _PATCH_MOVES or n.op is Op.CONCAT and "constant" in n.params:
             raise w.fail(f"{n.op.value} {n.name!r} before the patch embedding (only reshape, "
-                         "transpose and flatten may prepare the patches)")
+                         "transpose, flatten, slice and concat may prepare the patches)")
     weight = embed.params["weight"]
     dim = weight.shape[0]
+    if embed.op is Op.LINEAR:
+        weight = _patch_weight(w, graph, embed)
     if embed.op is Op.CONV2D:
         kh, kw = weight.shape[2:]
         if (kh != kw or int(embed.attrs.get("stride", 1)) != kh or embed.attrs.get("padding", 0)
@@ -255,6 +258,9 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
             raise w.fail(f"the residual {add1.name!r} does not add an attention branch of "
                          f"{ln1.name!r}")
         proj = w.nodes[attn_out]
+        if proj.op is Op.ADD_CONST and w.nodes.get(proj.inputs[0]) is not None and \
+                w.nodes[proj.inputs[0]].op is Op.LINEAR:
+            proj = w.nodes[proj.inputs[0]]        # its bias as an add of its own
         if proj.op is not Op.LINEAR:
             raise w.fail(f"attention of block {depth} ends in {proj.op.value} {proj.name!r}, "
                          "not a projection linear")
@@ -280,14 +286,15 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
                          f"{len(inputs)} linear layers (one qkv or three q, k, v expected)")
         params[pre + "qkv.weight"], params[pre + "qkv.bias"] = qkv_w, qkv_b
         params[pre + "proj.weight"] = proj.params["weight"]
-        params[pre + "proj.bias"] = proj.params.get("bias", np.zeros(dim))
+        params[pre + "proj.bias"] = _bias(w, proj)
         users2 = w.consumers.get(add1.name, [])
         ln2 = next((u for u in users2 if u.op is Op.LAYERNORM), None)
         add2 = next((u for u in users2 if u.op is Op.ADD), None)
         fc1 = ln2 and w.only(ln2.name, Op.LINEAR)
-        act = fc1 and w.only(fc1.name, Op.GELU)
+        act = fc1 and w.only(_biased(w, fc1).name, Op.GELU)
         fc2 = act and w.only(act.name, Op.LINEAR)
-        if (len(users2) != 2 or add2 is None or fc2 is None or fc2.name not in add2.inputs):
+        if (len(users2) != 2 or add2 is None or fc2 is None
+                or _biased(w, fc2).name not in add2.inputs):
             raise w.fail(f"block {depth}: no pre-norm MLP x + fc2(GELU(fc1(LN(x)))) after "
                          f"{add1.name!r} (post-norm blocks and ReLU MLPs are not supported; "
                          "use nn.TransformerEncoderLayer(norm_first=True, activation='gelu'))")
@@ -301,8 +308,7 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
         hidden = fc1.params["weight"].shape[0]
         for key, fc in (("fc1", fc1), ("fc2", fc2)):
             params[pre + key + ".weight"] = fc.params["weight"]
-            params[pre + key + ".bias"] = fc.params.get("bias", np.zeros(
-                fc.params["weight"].shape[0]))
+            params[pre + key + ".bias"] = _bias(w, fc)
         if selector_blocks and selector_blocks[-1] == depth:
             sel = w.nodes[cur]
             for key, pk in (("norm_gamma", "norm1.weight"), ("norm_beta", "norm1.bias")):
@@ -356,12 +362,59 @@ def graph_to_vit(graph: Graph, *, check: bool = True,
     return model
 
 
+def _patch_weight(w: _Walker, graph: Graph, embed: Node) -> np.ndarray:
+    """The patch embedding's weight with its columns in the engine's patch order (channel,
+    row, column of the patch), whatever data movement made the patches (timm-style
+    reshapes, ``F.unfold``, ``Tensor.unfold``'s slices): the moves are run on an image of
+    pixel numbers, which must give each token one square patch of the raster grid."""
+    from chipforge.sim.executor import run_graph
+
+    ch, size = graph.input_shape[0], graph.input_shape[1]
+    weight = embed.params["weight"]
+    patch_dim = weight.shape[1]
+    patch = int(round((patch_dim / ch) ** 0.5))
+    if ch * patch * patch != patch_dim or size % patch:
+        raise w.fail(f"linear {embed.name!r} reads {patch_dim} values per token, not "
+                     f"{ch} x a square patch dividing the image side {size}")
+    moves = Graph("patches", graph.input_shape,
+                  [n.copy() for n in graph.nodes[:graph.nodes.index(embed)]] or [
+                      Node(Op.FLATTEN, "flat", ("input",))],
+                  output=embed.inputs[0] if embed.inputs[0] != "input" else None)
+    pixels = np.arange(ch * size * size, dtype=np.float64).reshape(1, *graph.input_shape)
+    seen = (run_graph(moves, pixels, quantized=False) if embed.inputs[0] != "input"
+            else pixels)
+    grid = size // patch
+    if seen.ndim != 3 or seen.shape[1:] != (grid * grid, patch_dim):
+        raise w.fail(f"linear {embed.name!r} reads {seen.shape[1:]} per image, not "
+                     f"({grid * grid} patch tokens, {patch_dim})")
+    idx = seen[0].astype(np.int64)
+    c, y, x = idx // (size * size), idx // size % size, idx % size
+    column = c * patch * patch + (y % patch) * patch + x % patch    # engine's patch order
+    token = (y // patch) * grid + x // patch
+    if (not np.array_equal(token, np.broadcast_to(np.arange(grid * grid)[:, None], idx.shape))
+            or not (column == column[:1]).all()
+            or not np.array_equal(np.sort(column[0]), np.arange(patch_dim))):
+        raise w.fail(f"the data movement before linear {embed.name!r} does not give each "
+                     f"token one {patch}x{patch} patch in raster order")
+    engine = np.empty_like(weight)
+    engine[:, column[0]] = weight
+    return engine
+
+
 def _selector_heads_mismatch(graph: Graph, selector_blocks: list[int], depth: int,
                               heads: int) -> bool:
     sels = [n for n in graph.nodes if n.op is Op.TOKEN_SELECT]
     if selector_blocks and selector_blocks[-1] == depth:
         return int(sels[len(selector_blocks) - 1].attrs["heads"]) != heads
     return False
+
+
+def _biased(w: _Walker, lin: Node) -> Node:
+    """The node that holds a linear layer's output with its bias: the layer, or the
+    ``ADD_CONST`` of its bias right after it (see :func:`_bias`)."""
+    after = w.only(lin.name, Op.ADD_CONST)
+    out = lin.params["weight"].shape[0]
+    return after if after is not None and after.params["constant"].size == out else lin
 
 
 def _bias(w: _Walker, lin: Node) -> np.ndarray:

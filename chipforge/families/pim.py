@@ -237,6 +237,20 @@ class PimFamily(AcceleratorFamily):
                                         "adc": adc_j,
                                         "array_dac_periphery": conversions * per_conv - adc_j}))
             stage_times.append(cycles / config.clock_hz)
+        from chipforge.sim.cycle.elementwise import (
+            ELEMENTWISE_SOURCE,
+            elementwise_activity,
+            elementwise_time_ns,
+        )
+
+        elementwise = elementwise_activity(graph)
+        for a in elementwise:      # one digital unit pair beside the macros (assumed)
+            seconds = elementwise_time_ns(a, 1) * 1e-9
+            layers.append(LayerCost(a.name, cycles=seconds * config.clock_hz,
+                                    latency_s=seconds, energy_j=a.energy_pj * 1e-12,
+                                    area_mm2=0.0,
+                                    energy_by_component_j={"digital": a.energy_pj * 1e-12}))
+            stage_times.append(seconds)
         by_component: dict[str, float] = {}
         for la in layers:
             for k, v in la.energy_by_component_j.items():
@@ -255,7 +269,9 @@ class PimFamily(AcceleratorFamily):
                   + ("" if config.cost_adc_bits is None or config.cost_adc_bits
                      == config.adc.bits else
                      f"; IDEAL REFERENCE: the {config.adc.bits}-bit ideal ADC is priced as "
-                     f"the macro's real {config.cost_adc_bits}-bit ADC"),
+                     f"the macro's real {config.cost_adc_bits}-bit ADC")
+                  + (f"; element-wise ops on one digital unit pair per chip: "
+                     f"{ELEMENTWISE_SOURCE}" if elementwise else ""),
             includes={
                 "latency": "layers one after the other, each its macro's IMC cycles at "
                            f"{config.clock_hz / 1e6:.4g} MHz",

@@ -283,6 +283,7 @@ class ReramFamily(AcceleratorFamily):
             return None
         report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
         from chipforge.report import cycle_summary, plain
+        from chipforge.sim.cycle.elementwise import ELEMENTWISE_SOURCE
 
         # each layer's share of the latency: its crossbar time plus the pipeline's
         # non-crossbar stages (eDRAM, ADC, S+A, ...), so the layers sum to the latency
@@ -293,8 +294,13 @@ class ReramFamily(AcceleratorFamily):
                             energy_by_component_j={str(plain(k)): v * 1e-12
                                                    for k, v in la.energy_pj.items()})
                   for la in report.layers]
+        for a in report.elementwise:     # the digital units' element-wise ops
+            ns = report.elementwise_ns(a)
+            layers.append(LayerCost(a.name, cycles=ns / report.cycle_ns, latency_s=ns * 1e-9,
+                                    energy_j=a.energy_pj * 1e-12,
+                                    energy_by_component_j={"digital": a.energy_pj * 1e-12}))
         return CostReport(
-            layers=layers, cycles=float(sum(la.cycles for la in report.layers)),
+            layers=layers, cycles=float(sum(la.cycles for la in layers)),
             latency_s=report.latency_ns * 1e-9, throughput_per_s=report.fps,
             energy_j=report.energy_per_frame_j, area_mm2=report.area_mm2,
             energy_by_component_j={str(plain(k)): v * 1e-12
@@ -303,7 +309,9 @@ class ReramFamily(AcceleratorFamily):
                   "(chipforge.sim.cycle: component tables of the cited papers), on the "
                   "placement of the functional simulation"
                   + (", zero-skipping on the given inputs" if report.arch.zero_skipping
-                     else ""),
+                     else "")
+                  + (f"; element-wise ops at the digital units: {ELEMENTWISE_SOURCE}"
+                     if report.elementwise else ""),
             samples=int(report.frames), details={"cycles": cycle_summary(report)},
             includes={
                 "latency": "layers one after the other, each its crossbar cycles plus the "

@@ -74,7 +74,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Relu": "",
     "Clip": "constant bounds (ReLU6; narrow activation codes before QuantizeLinear)",
     "BatchNormalization": "inference mode; folded into a preceding float Conv/Gemm",
-    "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, dilation 1",
+    "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode 0 or 1, dilation 1",
     "AveragePool": "2-D, square kernel and stride, symmetric pads, ceil_mode=0, "
                    "count_include_pad=1 when padded",
     "GlobalAveragePool": "2-D",
@@ -83,7 +83,9 @@ SUPPORTED_OPS: dict[str, str] = {
                "in the target shape",
     "Add": "two activations of one shape (residual), or activation + constant",
     "Sub": "activation - constant",
-    "Mul": "activation x constant",
+    "Mul": "activation x constant; two activations of one rank, broadcast over non-batch "
+           "axes (squeeze-and-excitation's x * gate); x * Sigmoid(x) is SiLU",
+    "Sigmoid": "", "HardSigmoid": "any alpha, beta", "HardSwish": "",
     "Div": "activation / constant",
     "Softmax": "over a non-batch axis",
     "LayerNormalization": "over the last axis",
@@ -102,7 +104,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Constant": "",
     "Cast": "on constants, or to float on activations",
     "Shape": "shape computations on constants only",
-    "Gather": "on constants, or one scalar index of a non-batch axis",
+    "Gather": "on constants, or a constant index (scalar or tensor) of a non-batch axis",
     "Unsqueeze": "any non-batch axes",
     "Squeeze": "any non-batch axes",
     "Concat": "on constants; activations along a non-batch axis, with constants expanded "
@@ -111,6 +113,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Where": "shape computations; Where(x >= 0, 1, -1) is the IR's sign (BNNs)",
     "GreaterOrEqual": "x >= 0 inside Where(x >= 0, 1, -1)",
     "Slice": "step 1 along non-batch axes",
+    "Pad": "zero pads only (F.unfold without padding)",
 }
 
 # Attributes each operator may carry, with a check of the value (None: any value).
@@ -136,7 +139,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                            "spatial": (lambda v: v == 1, "1")},
     "MaxPool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
                 "pads": (_ints_equal, "symmetric and equal in both axes"),
-                "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v == 0, "0"),
+                "dilations": (_all_one, "1"), "ceil_mode": (lambda v: v in (0, 1), "0 or 1"),
                 "storage_order": (lambda v: v == 0, "0"),
                 "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "AveragePool": {"kernel_shape": (_ints_equal, "square"), "strides": (_ints_equal, "square"),
@@ -145,6 +148,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
                     "count_include_pad": _ANY,
                     "auto_pad": (lambda v: v in (b"NOTSET", b"VALID"), "NOTSET or VALID")},
     "Flatten": {"axis": _ANY},
+    "HardSigmoid": {"alpha": _ANY, "beta": _ANY},
     "Clip": {"min": _ANY, "max": _ANY},
     "Reshape": {"allowzero": _ANY},
     "Softmax": {"axis": _ANY},
@@ -169,7 +173,7 @@ _ATTRS: dict[str, dict[str, Any]] = {
     "Split": {"axis": _ANY, "split": _ANY, "num_outputs": _ANY},
     "ReduceMean": {"axes": _ANY, "keepdims": _ANY,
                    "noop_with_empty_axes": (lambda v: v == 0, "0")},
-    "Pow": {}, "Sqrt": {},
+    "Pow": {}, "Sqrt": {}, "Pad": {"mode": _ANY, "pads": _ANY, "value": _ANY},
     "Expand": {},
     "ConstantOfShape": {"value": _ANY}, "Equal": {}, "Where": {}, "GreaterOrEqual": {},
 }
@@ -180,6 +184,7 @@ _VIEW_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Gather",
                        "Slice"})
 # Ops that run on a view's batch-first copy (they act on single non-batch axes).
 _CANONICAL_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Gelu", "Softmax",
+                            "Sigmoid", "HardSigmoid", "HardSwish",
                             "LayerNormalization", "MatMul", "Gemm", "Cast", "Erf"})
 
 # The batch size inside folded shape computations: a value no real dimension takes.
@@ -772,12 +777,58 @@ class _Converter:
         (axis,) = self._batch_axis_check(node, [_attr(node, "axis", 0)], len(shape) + 1,
                                          "gathers along")
         if idx.ndim != 0:
-            raise self.fail(node, "only a scalar constant index is supported on activations")
+            self._gather_runs(node, src, axis, idx)
+            return
         i = int(idx) % shape[axis - 1]
         sliced = self.emit(node, Op.SLICE, (src,), dict(axis=axis, start=i, stop=i + 1),
                            output=node.output[0] + "#slice", suffix=".slice")
         rest = shape[:axis - 1] + shape[axis:]
         self._reshape_to(node, sliced.name, rest)
+
+    def _gather_runs(self, node, src: str, axis: int, idx: np.ndarray) -> None:
+        """x gathered along ``axis`` by a constant index tensor (dynamo's ``unfold``: a
+        (windows, size) index of consecutive runs): a SLICE per run of consecutive indices,
+        a CONCAT of the runs, then the axis reshaped into the index's shape."""
+        shape = self.shape(src)
+        idx = np.asarray(idx, dtype=np.int64) % shape[axis - 1]
+        flat = idx.reshape(-1)
+        if flat.size == 0:
+            raise self.fail(node, "gathers with an empty index; not supported")
+        n = shape[axis - 1]
+        if idx.ndim == 2 and idx.size == n and np.array_equal(
+                idx, np.arange(n).reshape(idx.shape[::-1]).T):
+            # F.unfold's windows of a stride-sized grid: index [a, b] = a + A * b, the axis
+            # split as (B, A) and the two parts swapped
+            split = self.emit(node, Op.RESHAPE, (src,), dict(
+                shape=list(shape[:axis - 1] + idx.shape[::-1] + shape[axis:])),
+                output=f"{node.output[0]}#split", suffix=".split").name
+            perm = list(range(1, len(shape) + 2))
+            perm[axis - 1], perm[axis] = perm[axis], perm[axis - 1]
+            self.emit(node, Op.TRANSPOSE, (split,), dict(perm=perm))
+            return
+        breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+        parts = []
+        for k, run in enumerate(np.split(flat, breaks)):
+            parts.append(self.emit(node, Op.SLICE, (src,), dict(
+                axis=axis, start=int(run[0]), stop=int(run[-1]) + 1),
+                output=f"{node.output[0]}#run{k}", suffix=f".run{k}").name)
+        joined = parts[0]
+        if len(parts) > 1:
+            joined = self.emit(node, Op.CONCAT, tuple(parts), dict(axis=axis),
+                               output=f"{node.output[0]}#runs", suffix=".runs").name
+        target = shape[:axis - 1] + tuple(int(d) for d in idx.shape) + shape[axis:]
+        self._reshape_to(node, joined, target)
+
+    def op_Pad(self, node):
+        pads = self.const(node, node.input[1], "the pads") if len(node.input) > 1 and \
+            node.input[1] else np.asarray(_attr(node, "pads", []))
+        if self.is_const(node.input[0]):
+            return self._fold_reference(node)
+        if np.any(np.asarray(pads) != 0):
+            raise self.fail(node, f"pads {np.asarray(pads).tolist()}: only a Pad that adds "
+                                  "nothing (F.unfold without padding) is supported; pad "
+                                  "inside Conv or the pooling op")
+        self.alias(node, node.input[0])
 
     def op_Split(self, node):
         if self.all_const(node):
@@ -1247,6 +1298,17 @@ class _Converter:
     def op_Relu(self, node):
         self.emit(node, Op.RELU, (self.act(node, node.input[0]),))
 
+    def op_Sigmoid(self, node):
+        self.emit(node, Op.SIGMOID, (self.act(node, node.input[0]),))
+
+    def op_HardSigmoid(self, node):
+        self.emit(node, Op.HARDSIGMOID, (self.act(node, node.input[0]),),
+                  dict(alpha=float(_attr(node, "alpha", 0.2)),
+                       beta=float(_attr(node, "beta", 0.5))))
+
+    def op_HardSwish(self, node):
+        self.emit(node, Op.HARDSWISH, (self.act(node, node.input[0]),))
+
     def op_Gelu(self, node):
         approximate = _attr(node, "approximate", b"none")
         self.emit(node, Op.GELU, (self.act(node, node.input[0]),),
@@ -1365,9 +1427,11 @@ class _Converter:
             raise self.fail(node, "padded average pooling with count_include_pad=0 is not "
                                   "supported (the IR divides by the full kernel area; "
                                   "PyTorch's default count_include_pad=True exports as 1)")
-        self.emit(node, op, (src,), dict(kernel=kernel,
-                                         stride=int(_attr(node, "strides", [1])[0]),
-                                         padding=int(pads[0])))
+        attrs = dict(kernel=kernel, stride=int(_attr(node, "strides", [1])[0]),
+                     padding=int(pads[0]))
+        if _attr(node, "ceil_mode", 0):
+            attrs["ceil_mode"] = True
+        self.emit(node, op, (src,), attrs)
 
     def op_MaxPool(self, node):
         self._pool(node, Op.MAXPOOL2D)
@@ -1645,7 +1709,8 @@ class _Converter:
         with the last group's axes merged last, keep the other groups."""
         t = next(t for t in node.input if t in self.virtual)
         others = [u for u in node.input if u and u != t]
-        unary = node.op_type in ("Relu", "Clip", "Gelu", "Cast", "Erf")
+        unary = node.op_type in ("Relu", "Clip", "Gelu", "Cast", "Erf", "Sigmoid", "HardSigmoid",
+                                 "HardSwish")
         last_only = node.op_type in ("Gemm", "MatMul", "LayerNormalization") or (
             node.op_type == "Softmax" and _attr(node, "axis", -1) in (-1, self._virtual_rank(t)
                                                                       - 1))
@@ -1687,9 +1752,38 @@ class _Converter:
         self._settle(node, node.output[0], r, new + ((len(order) - n_last,),))
         return True
 
+    def _relocate_unit_batch(self, node, t: str) -> None:
+        """Exported at batch 1, the batch is an axis of size 1 that the exporter's views may
+        have merged anywhere (``(L, 1, H, d) -> (L, H*d)`` of nn.MultiheadAttention puts it
+        inside the features). Moving a size-1 axis changes no value, and the IR computes
+        each sample on its own, so put it where the IR can follow it: into a size-1 axis of
+        the view (first one first; the view may then be batch-first again), else at the
+        front of the view's first axis (the batch merged before the tokens, ``(B*L, E)``)."""
+        src, groups = self.virtual[t]
+        j = next((k for k, g in enumerate(groups) if 0 in g), None)
+        if j is None or groups[j] == (0,) or self._atom(src, 0) != (0, 1):
+            return
+        rest = [tuple(a for a in g if a != 0) for g in groups]
+        empty = [k for k, g in enumerate(rest) if not g and k != j]
+        if empty:
+            rest[empty[0]] = (0,)
+        elif len(rest) > 1 and j == len(rest) - 1 or groups[j][0] != 0:
+            rest[0] = (0,) + rest[0]
+        else:
+            return
+        self._canon_cache.pop(t, None)
+        del self.virtual[t]
+        self._settle(node, t, src, tuple(rest), suffix=".unit_batch")
+
     def _through_canonical(self, node, handler):
         """Run ``node`` on batch-first copies of the views it reads, then view its output
         with V's axis order again."""
+        if self.fixed_batch == 1:
+            for t in [t for t in node.input if t in self.virtual]:
+                self._relocate_unit_batch(node, t)
+            if not any(t in self.virtual for t in node.input):
+                handler(node)
+                return
         views = [t for t in node.input if t in self.virtual]
         if len(views) == 1 and any(0 in g and g[0] != 0 for g in self.virtual[views[0]][1]) \
                 and self._through_last_axis(node, handler):
@@ -1842,12 +1936,33 @@ class _Converter:
             return
         a, b = node.input
         if not self.is_const(a) and not self.is_const(b):
-            raise self.fail(node, "multiplies two activations; only activation x constant "
-                                  "is supported")
+            self._mul_activations(node, self.act(node, a), self.act(node, b))
+            return
         x, c = (a, b) if self.is_const(b) else (b, a)
         src = self.act(node, x)
         self.emit(node, Op.MUL_CONST, (src,),
                   params=dict(constant=self._const_operand(node, self.consts[c], src)))
+
+    def _mul_activations(self, node, sa: str, sb: str) -> None:
+        """x * sigmoid(x) (SiLU as exporters spell it out) becomes one SILU unit; any other
+        product of two activations (squeeze-and-excitation's x * gate(x), gate (C, 1, 1)
+        per sample) is a MUL on the digital periphery, broadcast over the non-batch axes."""
+        for x, s in ((sa, sb), (sb, sa)):
+            gate = self.by_name.get(s)
+            if gate is not None and gate.op is Op.SIGMOID and gate.inputs == (x,):
+                self.emit(node, Op.SILU, (x,))
+                return
+        shape_a, shape_b = self.shape(sa), self.shape(sb)
+        if len(shape_a) != len(shape_b):
+            raise self.fail(node, f"multiplies activations of shapes {shape_a} and {shape_b} "
+                                  "per sample; only activations of one rank (broadcast over "
+                                  "axes of size 1) are supported")
+        try:
+            np.broadcast_shapes(shape_a, shape_b)
+        except ValueError:
+            raise self.fail(node, f"multiplies activations of shapes {shape_a} and {shape_b} "
+                                  "per sample, which do not broadcast") from None
+        self.emit(node, Op.MUL, (sa, sb))
 
     def op_Div(self, node):
         if self.all_const(node):

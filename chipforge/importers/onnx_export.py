@@ -133,6 +133,8 @@ class _Writer:
                 k = int(a["kernel"])
                 s, p = int(a.get("stride", k)), int(a.get("padding", 0))
                 extra = {"count_include_pad": 1} if node.op is Op.AVGPOOL2D else {}
+                if a.get("ceil_mode"):
+                    extra["ceil_mode"] = 1
                 return self.add("MaxPool" if node.op is Op.MAXPOOL2D else "AveragePool", [x],
                                 out, out, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4,
                                 **extra)
@@ -144,6 +146,18 @@ class _Writer:
                 return self.add("Add", [x, names[node.inputs[1]]], out, out)
             case Op.MATMUL:
                 return self.add("MatMul", [x, names[node.inputs[1]]], out, out)
+            case Op.MUL:
+                return self.add("Mul", [x, names[node.inputs[1]]], out, out)
+            case Op.SIGMOID:
+                return self.add("Sigmoid", [x], out, out)
+            case Op.HARDSIGMOID:
+                return self.add("HardSigmoid", [x], out, out, alpha=float(a.get("alpha", 0.2)),
+                                beta=float(a.get("beta", 0.5)))
+            case Op.HARDSWISH:
+                return self.add("HardSwish", [x], out, out)
+            case Op.SILU:
+                gate = self.add("Sigmoid", [x], f"{out}.sigmoid", f"{out}.sigmoid")
+                return self.add("Mul", [x, gate], out, out)
             case Op.SOFTMAX:
                 return self.add("Softmax", [x], out, out, axis=int(a.get("axis", -1)))
             case Op.BATCHNORM:     # ONNX wants one value per channel, the IR broadcasts

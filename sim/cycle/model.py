@@ -42,6 +42,7 @@ import numpy as np
 
 from chipforge.sim.cycle.arch import Architecture, ReramArchConfig, action_energy, chip_model
 from chipforge.sim.cycle.components import Category
+from chipforge.sim.cycle.elementwise import ElementwiseActivity, elementwise_time_ns
 from chipforge.sim.executor import block_diagonal_weights, integer_weights, run_graph
 from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node, Op
@@ -212,10 +213,16 @@ class ModelReport:
     arch: ReramArchConfig
     layers: tuple[LayerActivity, ...]
     frames: int
+    elementwise: tuple[ElementwiseActivity, ...] = ()
+    """Element-wise ops of the digital units (:mod:`chipforge.sim.cycle.elementwise`)."""
 
     @property
     def cycle_ns(self) -> float:
         return self.arch.cycle_ns
+
+    def elementwise_ns(self, activity: ElementwiseActivity) -> float:
+        """Time of one element-wise node on the digital units of the tiles in use."""
+        return elementwise_time_ns(activity, self.tiles)
 
     @property
     def bottleneck(self) -> LayerActivity:
@@ -223,8 +230,10 @@ class ModelReport:
 
     @property
     def period_ns(self) -> float:
-        """Time between frames in the inter-layer pipeline (the slowest layer)."""
-        return self.bottleneck.time_ns
+        """Time between frames in the inter-layer pipeline (the slowest layer, or the
+        slowest element-wise node on the digital units)."""
+        return max([self.bottleneck.time_ns] + [self.elementwise_ns(a)
+                                                for a in self.elementwise])
 
     @property
     def fps(self) -> float:
@@ -233,7 +242,8 @@ class ModelReport:
     @property
     def latency_ns(self) -> float:
         extra = (self.arch.pipeline_stages - self.arch.input_bits) * self.cycle_ns
-        return sum(la.time_ns + extra for la in self.layers)
+        return (sum(la.time_ns + extra for la in self.layers)
+                + sum(self.elementwise_ns(a) for a in self.elementwise))
 
     @property
     def cycles(self) -> float:
@@ -260,6 +270,7 @@ class ModelReport:
         for la in self.layers:
             for k, v in la.energy_pj.items():
                 total[k] += v
+        total[Category.DIGITAL] += sum(a.energy_pj for a in self.elementwise)
         return total
 
     @property
@@ -370,7 +381,7 @@ def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
         groups = row_groups.shape[0]
         row_tiles = -(-groups * g // arch.crossbar_rows)
     else:
-        polarized = work.fragment_size == arch.fragment_size
+        polarized = bool(work.fragment_size) and work.fragment_size % arch.fragment_size == 0
         w, x = _compact(np.asarray(work.weights), x, arch.fragment_size if polarized else None)
         k, n = w.shape
         if k == 0 or n == 0:
@@ -443,8 +454,11 @@ def replicate(crossbars: Sequence[int], vector_ns: Sequence[float], vectors: Seq
 
 
 def simulate_cycles(workloads: Sequence[LayerWorkload], arch: ReramArchConfig, *,
-                    model: str = "model") -> ModelReport:
-    """Cycle, energy and area report of ``workloads`` (from :func:`capture_workloads`)."""
+                    model: str = "model",
+                    elementwise: Sequence[ElementwiseActivity] = ()) -> ModelReport:
+    """Cycle, energy and area report of ``workloads`` (from :func:`capture_workloads`),
+    plus the ``elementwise`` ops of the digital units (from
+    :func:`chipforge.sim.cycle.elementwise.elementwise_activity`)."""
     if not workloads:
         raise ValueError("no weighted layers to simulate")
     costs = [_layer_costs(w, arch) for w in workloads]
@@ -453,4 +467,5 @@ def simulate_cycles(workloads: Sequence[LayerWorkload], arch: ReramArchConfig, *
                      arch.crossbars)
     layers = tuple(LayerActivity(replicas=r, time_ns=math.ceil(c["vectors"] / r) * t, **c)
                    for c, r, t in zip(costs, reps, per_vector, strict=True))
-    return ModelReport(model=model, arch=arch, layers=layers, frames=workloads[0].frames)
+    return ModelReport(model=model, arch=arch, layers=layers, frames=workloads[0].frames,
+                       elementwise=tuple(elementwise))

@@ -14,6 +14,7 @@ import numpy as np
 
 from chipforge.sim.cycle.arch import FORMS4, FORMS8, FORMS16, ISAAC, ISAAC8, ReramArchConfig
 from chipforge.sim.cycle.components import Category
+from chipforge.sim.cycle.elementwise import ELEMENTWISE_PJ_PER_VALUE, elementwise_activity
 from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
 from chipforge.sim.graph import Graph
 
@@ -58,7 +59,9 @@ def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig |
         for w in workloads:
             if w.name in placement:
                 w.row_groups, w.crossbars = placement[w.name]
-    return [simulate_cycles(workloads, a, model=graph.name) for a in resolved]
+    elementwise = elementwise_activity(graph)
+    return [simulate_cycles(workloads, a, model=graph.name, elementwise=elementwise)
+            for a in resolved]
 
 
 def format_report(report: ModelReport) -> str:
@@ -85,6 +88,13 @@ def format_report(report: ModelReport) -> str:
                  f"{report.gops_per_mm2:.2f} GOPs/s/mm2, {report.gops_per_w:.1f} GOPs/W "
                  f"(activity; {report.gops_per_w_peak:.1f} at the tiles' table power), "
                  f"zero-skipping saves {report.skip_saving:.1%} of input cycles")
+    if report.elementwise:
+        values = sum(e.values for e in report.elementwise)
+        lines.append(f"  element-wise units: {len(report.elementwise)} nodes, {values:,} values/"
+                     f"frame, {sum(report.elementwise_ns(e) for e in report.elementwise) / 1e3:.3f}"
+                     f" us, {sum(e.energy_pj for e in report.elementwise) / 1e3:.3f} nJ "
+                     f"({ELEMENTWISE_PJ_PER_VALUE:.2f} pJ/value, ISAAC's sigmoid unit; rate "
+                     "assumed)")
     energy = report.energy_pj
     total = sum(energy.values())
     lines.append("  energy: " + ", ".join(f"{c.value} {v / total:.1%}" for c, v in energy.items()))
