@@ -16,7 +16,7 @@ from chipforge.zoo import load
 def test_fragment_8_model_runs_on_presets_whose_fragment_divides_8(preset):
     graph = load("lenet-digits-forms8")
     assert {n.attrs.get("fragment_size") for n in graph.weighted_nodes()} == {8}
-    result = simulate(graph, preset, "digits", samples=48, cost=False)
+    result = simulate(graph, preset, "digits", samples=48, progress=False)
     # ideal devices: the polarized crossbars compute the quantized model exactly
     assert result.accuracy_hardware == result.accuracy_ideal > 0.8
     assert result.agreement == 1.0
