@@ -135,6 +135,9 @@ class IsqedOptions(ConfigBase):
         check_float("fault_rate", self.fault_rate, 0.0, 1.0)
         check_int("fault_trials", self.fault_trials, 1, 1000)
         check_float("threshold", self.threshold, 0.0, 1.0)
+        if isinstance(self.ratios, str | bytes) or not hasattr(self.ratios, "__iter__"):
+            raise ValueError(f"ratios must be a list of numbers (e.g. [0.3, 0.5]), not "
+                             f"{self.ratios!r}")
         object.__setattr__(self, "ratios", tuple(self.ratios))
         if not self.ratios or list(self.ratios) != sorted(self.ratios):
             raise ValueError(f"ratios must be a non-empty ascending list, not {self.ratios!r}")

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 4. compress with all five methods, each simulated on its family
     fast = dict(forms=dict(prune_epochs=1, polarize_epochs=1, finetune_epochs=1,
                            qat_epochs=1),
-                isqed=dict(ratios="0.5", prune_epochs=1, finetune_epochs=1, qat_epochs=1,
+                isqed=dict(ratios=[0.5], prune_epochs=1, finetune_epochs=1, qat_epochs=1,
                            fault_trials=1),
                 **{"pim-qat": dict(qat_epochs=1, epochs=1, b_pim=7)},
                 superbnn=dict(epochs=2),
