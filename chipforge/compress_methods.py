@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from chipforge.compress_options import parse_ratios
-from chipforge.sim.graph import Graph, Node, Op
+from chipforge.sim.graph import Graph, Op
 
 __all__ = ["forms", "isqed", "pim_qat", "superbnn"]
 
@@ -40,39 +40,33 @@ def _float_graph(graph: Graph, *, keep_fragments: bool = False) -> Graph:
 
 
 def _module(graph: Graph, method: str):
-    """The torch module of a chain graph, or a ValueError saying why the method cannot
-    train this model."""
-    from chipforge.mappings.torch_export import to_module
+    """The torch module of the graph (:class:`~chipforge.mappings.torch_export.GraphModule`:
+    any graph the float executor runs, residual adds and concatenations included), or a
+    ValueError saying why the method cannot train this model."""
+    from chipforge.mappings.torch_export import graph_module
 
     if not graph.weighted_nodes():
         raise ValueError(f"{method}: model {graph.name!r} has no conv or linear layer to "
                          "compress")
-    for n in graph.weighted_nodes():
-        if int(n.attrs.get("groups", 1)) != 1:
-            raise ValueError(f"{method}: layer {n.name!r} is a grouped convolution (groups="
-                             f"{n.attrs['groups']}); the compression passes train plain "
-                             "convolutions only")
     try:
-        return to_module(graph, keep_zeros=True)
+        return graph_module(graph, keep_zeros=True)
     except ValueError as e:
         raise ValueError(f"{method}: cannot train model {graph.name!r} in torch: {e}") from None
 
 
 def _module_name(node_name: str) -> str:
-    return node_name.replace(".", "_")
+    from chipforge.mappings.torch_export import module_name
+
+    return module_name(node_name)
 
 
 def _export(module, template: Graph, *, quantize: bool) -> Graph:
-    """``to_graph`` with the template's node names (to_module replaced dots)."""
-    from chipforge.mappings.torch_export import to_graph
+    """The template graph with the trained weights of ``module`` (same nodes and names)."""
+    from chipforge.mappings.torch_export import graph_from_module
 
-    g = to_graph(module, template.input_shape, name=template.name, quantize=quantize,
-                 meta=template.meta)
-    names = {_module_name(n.name): n.name for n in template.nodes}
-    names["input"] = "input"
-    nodes = [Node(n.op, names.get(n.name, n.name), tuple(names.get(i, i) for i in n.inputs),
-                  n.attrs, n.params) for n in g.nodes]
-    return Graph(g.name, g.input_shape, nodes, meta=dict(template.meta))
+    out = graph_from_module(module, template, quantize=quantize)
+    out.meta = dict(template.meta)
+    return out
 
 
 class _Monitor:
@@ -124,7 +118,6 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     """FORMS: ADMM pruning -> ADMM fragment polarization -> QAT (options: FormsOptions)."""
     from chipforge.mappings.admm import AdmmConfig, admm_prune
     from chipforge.mappings.polarize import PolarizeConfig, admm_polarize
-    from chipforge.mappings.torch_export import to_module
     from chipforge.mappings.train import torch_accuracy, training_monitor
     from chipforge.sim.compression import compression_stats
     from chipforge.sim.fragments import FragmentOrder
@@ -150,11 +143,11 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
         return _export(module, base, quantize=False)
 
     pruned = checkpoint.stage("prune", prune)
-    result["val_accuracy_pruned_float"] = torch_accuracy(to_module(pruned), td.x_test,
+    result["val_accuracy_pruned_float"] = torch_accuracy(_module(pruned, "forms"), td.x_test,
                                                          td.y_test)
 
     def polarize() -> Graph:
-        module = to_module(pruned, keep_zeros=True)
+        module = _module(pruned, "forms")
         cfg = PolarizeConfig(fragment_size=o.fragment_size,
                              order=FragmentOrder(o.fragment_order),
                              sign_update_every=o.sign_update_every,
@@ -170,10 +163,10 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     shaped = checkpoint.stage("polarize", polarize) if o.polarize else pruned
     if o.polarize:
         result["val_accuracy_polarized_float"] = torch_accuracy(
-            to_module(shaped), td.x_test, td.y_test)
+            _module(shaped, "forms"), td.x_test, td.y_test)
 
     def quantize() -> Graph:
-        module = to_module(shaped, keep_zeros=True)
+        module = _module(shaped, "forms")
         return _qat_stage(module, td, data, weight_bits=o.weight_bits, act_bits=o.act_bits,
                           epochs=o.qat_epochs, lr=o.lr, seed=seed + 30, progress=progress,
                           template=base)
@@ -216,7 +209,6 @@ def isqed(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     from chipforge.mappings.admm import AdmmConfig
     from chipforge.mappings.progressive import ProgressiveConfig, progressive_prune
     from chipforge.mappings.quantize import QuantizeConfig, quantize_graph
-    from chipforge.mappings.torch_export import to_module
     from chipforge.mappings.train import deterministic, training_monitor
     from chipforge.sim.compression import compression_stats
 
@@ -266,7 +258,7 @@ def isqed(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     record = pruned.meta.get("isqed_progress", {})
 
     def quantize() -> Graph:
-        module = to_module(pruned, keep_zeros=True)
+        module = _module(pruned, "isqed")
         return _qat_stage(module, td, data, weight_bits=o.weight_bits, act_bits=o.act_bits,
                           epochs=o.qat_epochs, lr=o.lr, seed=seed + 30, progress=progress,
                           template=base)
@@ -406,17 +398,14 @@ def _build_pim_model(base: Graph, data, o):
     PimLayer = _pim_modules()
     children = list(module.named_children())
     last = max(i for i, (_, m) in enumerate(children) if isinstance(m, nn.Conv2d | nn.Linear))
-    layers: list[tuple[str, nn.Module]] = []
     record = []
     for i, (mname, m) in enumerate(children):
         if not isinstance(m, nn.Conv2d | nn.Linear):
-            layers.append((mname, m))
             continue
         inp, out = seen[mname]
         clip = float(torch.quantile(inp.flatten()[:200_000].double(), 0.999)) or 1.0
         pim = PimLayer(m, weight_bits=o.weight_bits, act_bits=o.act_bits, act_clip=clip,
                        layer_index=i)
-        layers.append((mname, pim))
         bn = None
         if i != last:    # a batch norm after every hidden layer, initialized as identity
             dims = (0, 2, 3) if out.ndim == 4 else (0,)
@@ -427,11 +416,10 @@ def _build_pim_model(base: Graph, data, o):
                 bn.running_var.copy_(var)
                 bn.weight.copy_(torch.sqrt(var + bn.eps))
                 bn.bias.copy_(mean)
-            layers.append((f"{mname}__bn", bn))
+        # the graph module runs whatever sits under the layer's name
+        setattr(module, mname, pim if bn is None else nn.Sequential(pim, bn))
         record.append((names[mname], pim, bn))
-    from collections import OrderedDict
-
-    return nn.Sequential(OrderedDict(layers)), record
+    return module, record
 
 
 def _pim_train(model, data, *, epochs: int, lr: float, mode, seed: int, progress, stage: str,
