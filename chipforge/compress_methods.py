@@ -564,7 +564,7 @@ def _deterministic():
 
 # -- superbnn -----------------------------------------------------------------------------
 
-_MLP_OPS = {Op.LINEAR, Op.RELU, Op.FLATTEN, Op.BATCHNORM, Op.CLIP}
+_MLP_OPS = {Op.LINEAR, Op.RELU, Op.FLATTEN, Op.BATCHNORM, Op.CLIP, Op.SIGN}
 
 
 def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Graph:
