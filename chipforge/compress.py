@@ -298,6 +298,8 @@ class Progress:
         self.lines = enabled is None and not self.bars
         self._bar = None
         self._started = 0.0
+        self.before_first_stage: Callable[[], None] | None = None
+        """Called once, when the first stage starts (the run-time estimate)."""
         self.log: list[dict[str, Any]] = []
         """Every epoch reported: stage, epoch, loss, val_accuracy."""
 
@@ -314,6 +316,9 @@ class Progress:
     def stage(self, name: str, epochs: int | None = None):
         from tqdm import tqdm
 
+        if self.before_first_stage is not None:
+            announce, self.before_first_stage = self.before_first_stage, None
+            announce()
         self._stage = name
         self._started = time.perf_counter()
         if self.lines:
@@ -644,7 +649,8 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     ckpt = Checkpoint(ckpt_dir, fingerprint)
     bars = Progress(method, progress)
     epochs, assumes = planned_epochs(method, opts)
-    if progress is not False:
+
+    def announce() -> None:      # at the first stage: after the method's checks passed
         seconds = estimate_seconds(graph, split, epochs)
         if seconds is not None:
             per_image_ms = 1e3 * seconds / max(epochs, 1) / len(split.y_train)
@@ -652,6 +658,9 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
                       f"({assumes}) over {len(split.y_train)} training images at "
                       f"{per_image_ms:.2f} ms per image per epoch, from a measured "
                       "training step of the float model; method overheads not modelled")
+
+    if progress is not False:
+        bars.before_first_stage = announce
     fn = METHODS[method].load_function()
     try:
         result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
@@ -768,17 +777,39 @@ def add_arguments(p) -> None:
         except ImportError:
             continue                      # a method whose module this build does not have
         group = mp.add_argument_group(f"{name} options (defaults shown; docs/compress.md)")
+        own = {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
-            help_text = f"default: {_show(default) if default not in ('', ()) else 'none'}"
-            if type(default) is bool:
-                group.add_argument(_flag(f.name), dest=f"opt_{f.name}",
-                                   default=argparse.SUPPRESS,
-                                   action=argparse.BooleanOptionalAction, help=help_text)
-            else:
-                group.add_argument(_flag(f.name), dest=f"opt_{f.name}",
-                                   default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                   help=help_text)
+            _add_option(group, f, f"default: "
+                        f"{_show(default) if default not in ('', ()) else 'none'}")
+        # Other methods' options parse but stay out of the help, so that one given to the
+        # wrong method is the one-line "not an option of" error of _convert.
+        for other in _all_option_fields():
+            if other.name not in own:
+                _add_option(mp, other, argparse.SUPPRESS)
+                own.add(other.name)
+
+
+def _all_option_fields() -> list:
+    fields = []
+    for spec in METHODS.values():
+        try:
+            fields += dataclasses.fields(spec.load_options())
+        except ImportError:
+            continue
+    return fields
+
+
+def _add_option(group, f, help_text: str) -> None:
+    import argparse
+
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if type(default) is bool:
+        group.add_argument(_flag(f.name), dest=f"opt_{f.name}", default=argparse.SUPPRESS,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        group.add_argument(_flag(f.name), dest=f"opt_{f.name}", default=argparse.SUPPRESS,
+                           metavar=f.name.upper(), help=help_text)
 
 
 def _show(value: Any) -> str:
