@@ -656,7 +656,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
             per_image_ms = 1e3 * seconds / max(epochs, 1) / len(split.y_train)
             bars.line(f"estimated run time about {_duration(seconds)}: {epochs} epochs "
                       f"({assumes}) over {len(split.y_train)} training images at "
-                      f"{per_image_ms:.2f} ms per image per epoch, from a measured "
+                      f"{per_image_ms:.3g} ms per image per epoch, from a measured "
                       "training step of the float model; method overheads not modelled")
 
     if progress is not False:

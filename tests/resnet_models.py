@@ -66,10 +66,11 @@ def _classes():
 
         def __init__(self, channels=3, classes=10) -> None:
             super().__init__()
-            self.stem = nn.Conv2d(channels, 8, 3, 1, 1)
-            self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8)
-            self.pw = nn.Conv2d(8, 16, 1)
-            self.grouped = nn.Conv2d(16, 16, 3, 1, 1, groups=2)
+            self.stem = nn.Sequential(nn.Conv2d(channels, 8, 3, 1, 1), nn.BatchNorm2d(8))
+            self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1, groups=8), nn.BatchNorm2d(8))
+            self.pw = nn.Sequential(nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16))
+            self.grouped = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=2),
+                                         nn.BatchNorm2d(16))
             self.fc = nn.Linear(16, classes)
 
         def forward(self, x):
@@ -124,14 +125,16 @@ def concat_net(seed: int = 0):
 
 def cifar_shaped(x: np.ndarray, size: int = 32) -> np.ndarray:
     """MNIST (N, 28, 28) or (N, 1, 28, 28) in [0, 1] as CIFAR-shaped (N, 3, size, size):
-    zero-padded (or cropped) to size x size, replicated over 3 channels."""
+    zero-padded to size x size (size >= 28) or area-resized (smaller), replicated over 3
+    channels."""
     x = np.asarray(x, dtype=np.float32).reshape(len(x), 28, 28)
     if size >= 28:
         lo = (size - 28) // 2
         x = np.pad(x, ((0, 0), (lo, size - 28 - lo), (lo, size - 28 - lo)))
     else:
-        lo = (28 - size) // 2
-        x = x[:, lo:lo + size, lo:lo + size]
+        torch, _ = _nn()
+        x = torch.nn.functional.interpolate(torch.from_numpy(x)[:, None], size=(size, size),
+                                            mode="area")[:, 0].numpy()
     return np.repeat(x[:, None], 3, axis=1)
 
 
@@ -150,7 +153,7 @@ def train_briefly(module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: in
     torch, _ = _nn()
     torch.manual_seed(seed)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     module.train()
     for _ in range(epochs):
         for i in range(0, len(xt), 64):
@@ -158,6 +161,15 @@ def train_briefly(module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: in
             opt.zero_grad()
             loss.backward()
             opt.step()
+    # batch-norm statistics of the final weights (the running averages of a few hundred
+    # steps lag behind them): one pass over the training data, cumulative averages
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        for i in range(0, len(xt), 256):
+            module(xt[i:i + 256])
     module.eval()
 
 
