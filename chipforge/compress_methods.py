@@ -1,8 +1,8 @@
 """The ``chipforge compress`` methods (see :mod:`chipforge.compress` for the signature).
 
-Each method takes the user's graph back to torch (:func:`chipforge.mappings.torch_export
-.to_module`, chain graphs of conv / linear / relu / pooling / flatten; batch norms folded),
-runs the papers' passes of :mod:`chipforge.mappings` on the training split, and exports a
+Each method takes the user's graph back to torch (:class:`chipforge.mappings.torch_export
+.GraphModule`: any graph the float executor runs, residual adds, concatenations, grouped
+and depthwise convolutions included), runs the papers' passes of :mod:`chipforge.mappings` on the training split, and exports a
 graph again with the original node names. Stages are checkpointed (``checkpoint.stage``)
 so an interrupted run resumes at the last finished stage. Training is single-threaded and
 seeded (:func:`chipforge.mappings.train.deterministic`): same seed, same model.

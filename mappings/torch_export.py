@@ -15,7 +15,10 @@ allowed) made of ``Conv2d``, ``Linear``, ``ReLU``, ``MaxPool2d``, ``AvgPool2d``,
 
 :func:`to_module` goes the other way for chain graphs (float weights; quantization and
 polarization state are re-attached as plain attributes, so a graph can be fine-tuned in
-torch and exported again).
+torch and exported again); :class:`GraphModule` (:func:`graph_module`) does the same for
+any graph the float executor runs (residual adds, concatenations, grouped convolutions,
+reshapes, transformer ops), and :func:`graph_from_module` writes its weights back into
+the graph.
 
 Node names are the module names (``"conv1"``, ``"fc2"``; nested: ``"features.0"``).
 """
