@@ -2,10 +2,11 @@
 
 Each method takes the user's graph back to torch (:class:`chipforge.mappings.torch_export
 .GraphModule`: any graph the float executor runs, residual adds, concatenations, grouped
-and depthwise convolutions included), runs the papers' passes of :mod:`chipforge.mappings` on the training split, and exports a
-graph again with the original node names. Stages are checkpointed (``checkpoint.stage``)
-so an interrupted run resumes at the last finished stage. Training is single-threaded and
-seeded (:func:`chipforge.mappings.train.deterministic`): same seed, same model.
+and depthwise convolutions included), runs the papers' passes of :mod:`chipforge.mappings`
+on the training split, and exports a graph again with the original node names. Stages are
+checkpointed (``checkpoint.stage``) so an interrupted run resumes at the last finished
+stage. Training is single-threaded and seeded (:func:`chipforge.mappings.train
+.deterministic`): same seed, same model.
 """
 
 from __future__ import annotations
@@ -577,6 +578,11 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
     from chipforge.sim.aqfp import SUPERBNN
 
     o = options
+    encoder_threshold = _input_sign_threshold(graph)
+    if encoder_threshold is not None:
+        # the user's BNN binarizes its inputs itself: the AQFP encoder uses its threshold
+        o = dataclasses.replace(o, input_threshold=encoder_threshold)
+        graph = _without_input_encoder(graph)
     bad = [n for n in graph.nodes if n.op not in _MLP_OPS]
     if bad:
         raise ValueError(f"superbnn: layer {bad[0].name!r} is a {bad[0].op.value}; this "
@@ -659,6 +665,61 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
     out.meta["compress_result"] = {"layers": "-".join(map(str, sizes)),
                                    "trained_for": "superbnn (AQFP arrays, noise_mac "
                                                   f"{hw.noise_mac:.3g})"}
+    if encoder_threshold is not None:
+        out.meta["compress_result"]["input_threshold (the model's own sign encoder)"] = \
+            encoder_threshold
+    return out
+
+
+_ENCODER_OPS = {Op.FLATTEN, Op.ADD_CONST, Op.MUL_CONST, Op.SIGN}
+
+
+def _encoder_nodes(graph: Graph) -> list:
+    """The nodes before the first linear layer when they binarize the input: flatten,
+    scalar shifts / positive scales, then a sign (a user BNN's input encoder)."""
+    nodes = []
+    for n in graph.nodes:
+        if n.op is Op.LINEAR:
+            break
+        if n.op not in _ENCODER_OPS or (n.op in (Op.ADD_CONST, Op.MUL_CONST)
+                                        and np.asarray(n.params["constant"]).size != 1):
+            return []
+        nodes.append(n)
+    signs = [i for i, n in enumerate(nodes) if n.op is Op.SIGN]
+    return nodes if len(signs) == 1 and signs[0] == len(nodes) - 1 else []
+
+
+def _input_sign_threshold(graph: Graph) -> float | None:
+    """The input value where a user BNN's encoder (``sign(a * x + b)``, any chain of
+    scalar shifts and positive scales) flips to +1, or None when it has none."""
+    nodes = _encoder_nodes(graph)
+    if not nodes:
+        return None
+    scale, shift = 1.0, 0.0
+    for n in nodes:
+        c = float(np.asarray(n.params["constant"]).reshape(-1)[0]) if "constant" in n.params \
+            else None
+        if n.op is Op.ADD_CONST:
+            shift += c
+        elif n.op is Op.MUL_CONST:
+            if c <= 0:
+                return None
+            scale, shift = scale * c, shift * c
+    return -shift / scale
+
+
+def _without_input_encoder(graph: Graph) -> Graph:
+    """``graph`` with its input encoder replaced by a flatten (the AQFP encoder replaces it)."""
+    from chipforge.sim.graph import Node
+
+    encoder = _encoder_nodes(graph)
+    names = {n.name for n in encoder}
+    out = graph.copy()
+    flatten = Node(Op.FLATTEN, "input_flatten", ("input",))
+    nodes = [flatten] + [n for n in out.nodes if n.name not in names]
+    for n in nodes[1:]:
+        n.inputs = tuple("input_flatten" if i in names else i for i in n.inputs)
+    out.nodes = nodes
     return out
 
 

@@ -216,6 +216,42 @@ def test_superbnn_takes_an_already_binarized_mlp(tmp_path):
     assert r.accuracy_hardware > 0.3
 
 
+class _Shift(torch.nn.Module):
+    def forward(self, x):
+        return x - 0.47
+
+
+class _WhereSign(torch.nn.Module):
+    """The other way users binarize: Where(x >= 0, 1, -1)."""
+
+    def forward(self, x):
+        return torch.where(x >= 0, 1.0, -1.0)
+
+
+def test_superbnn_takes_a_bnn_with_its_own_input_encoder(tmp_path):
+    """A BNN that binarizes its own inputs (flatten, x - 0.47, sign): the encoder's
+    threshold becomes the AQFP encoder's, the rest trains as the MLP."""
+    from chipforge.zoo.data import digits
+
+    torch.manual_seed(0)
+    hidden, out_layer = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
+    with torch.no_grad():
+        for fc in (hidden, out_layer):
+            fc.weight.copy_(torch.sign(fc.weight))
+    net = torch.nn.Sequential(torch.nn.Flatten(), _Shift(), _WhereSign(), hidden,
+                              torch.nn.BatchNorm1d(32), _WhereSign(), out_layer).eval()
+    path = tmp_path / "bnn-encoder.onnx"
+    nets.export_onnx(net, (1, 8, 8), path)
+    d = digits(8)
+    out = chipforge.compress("superbnn", str(path), (d.x_train, d.y_train), epochs=6,
+                             progress=False)
+    result = out.meta["provenance"]["result"]
+    assert result["layers"] == "64-32-10"
+    assert result["input_threshold (the model's own sign encoder)"] == pytest.approx(0.47)
+    r = chipforge.simulate(out, accelerator="superbnn", data=(d.x_test, d.y_test), cost=False)
+    assert r.accuracy_hardware > 0.3
+
+
 # -- defaults on shallow and deep models ---------------------------------------------------
 
 def test_heatvit_default_selector_blocks_follow_the_depth():
