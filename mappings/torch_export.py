@@ -390,7 +390,8 @@ class GraphModule(nn.Module):
                 case Op.RELU:
                     y = torch.relu(v)
                 case Op.CLIP:
-                    y = torch.clamp(v, a.get("min"), a.get("max"))
+                    lo, hi = a.get("min"), a.get("max")
+                    y = v if lo is None and hi is None else torch.clamp(v, lo, hi)
                 case Op.SIGN:
                     y = torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
                 case Op.MAXPOOL2D:
