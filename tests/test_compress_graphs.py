@@ -316,6 +316,28 @@ def test_cnn_methods_defaults_work_on_2_and_12_layer_models(depth, tmp_path):
         assert r.samples == 20 and 0.0 <= r.accuracy_hardware <= 1.0
 
 
+def test_graph_passes_prune_and_polarize_a_residual_graph(tmp_path):
+    """``chipforge.mappings.passes`` (the zoo's graph-level passes) on a non-chain graph:
+    same nodes and wiring back, the pruning and the polarization held."""
+    from chipforge.mappings import passes
+    from chipforge.mappings.admm import AdmmConfig
+    from chipforge.mappings.polarize import PolarizeConfig
+    from chipforge.zoo.data import digits
+
+    torch.manual_seed(0)
+    net = _deep_cnn(4).eval()
+    path = nets.export_onnx(net, (1, 8, 8), tmp_path / "res.onnx")
+    graph = load_model(str(path))
+    assert any(n.op is Op.ADD for n in graph.nodes)
+    d = digits(8)
+    pruned = passes.prune(graph, 0.5, d, AdmmConfig(epochs=1, finetune_epochs=0))
+    assert _wiring(pruned) == _wiring(graph)
+    assert all((n.params["weight"] == 0).mean() >= 0.5 for n in pruned.weighted_nodes())
+    polarized = passes.polarize(pruned, d, PolarizeConfig(
+        admm=AdmmConfig(epochs=1, finetune_epochs=0)))
+    _check_polarized(polarized)
+
+
 def _deep_cnn(depth: int):
     """``depth`` weighted layers: a stem conv, residual 3x3 conv pairs, a linear head."""
     nn = torch.nn
