@@ -431,6 +431,33 @@ def test_an_edited_checkpoint_stage_is_refused_naming_the_stage(tiny_resnet, mni
     assert main(args) == 0 and out.exists() and not ckpt.exists()
 
 
+def test_array_stages_and_external_stage_files_are_fingerprinted_too(tmp_path):
+    """The ``arrays`` stages (pim-qat, superbnn) and files a method writes itself
+    (heatvit's per-epoch state, via ``record_file``) are checked the same way."""
+    from chipforge.compress import Checkpoint
+
+    fingerprint = {"method": "superbnn", "seed": 0}
+    first = Checkpoint(tmp_path / "ck", fingerprint)
+    first.arrays("rbnn", lambda: {"w": np.arange(4.0)})
+    state = tmp_path / "ck" / "selectors.epoch.npz"
+    np.savez(state, w=np.ones(3))
+    first.record_file("selectors-epoch", state)
+    again = Checkpoint(tmp_path / "ck", fingerprint)
+    np.testing.assert_array_equal(again.arrays("rbnn", lambda: {})["w"], np.arange(4.0))
+    again.verify_file("selectors-epoch", state)            # untouched: accepted
+    np.savez(tmp_path / "ck" / "rbnn.arrays.npz", w=np.zeros(4))
+    np.savez(state, w=np.zeros(3))
+    third = Checkpoint(tmp_path / "ck", fingerprint)
+    with pytest.raises(ValueError, match="checkpoint stage 'rbnn' .*sha256 differs"):
+        third.arrays("rbnn", lambda: {})
+    with pytest.raises(ValueError, match="checkpoint stage 'selectors-epoch'"):
+        third.verify_file("selectors-epoch", state)
+    # a stage file that run.json does not know (copied in) is refused as well
+    np.savez(tmp_path / "ck" / "digital-qat.arrays.npz", w=np.zeros(1))
+    with pytest.raises(ValueError, match="'digital-qat' .*sha256 not recorded"):
+        third.arrays("digital-qat", lambda: {})
+
+
 def test_one_class_data_is_refused_and_a_rare_class_is_warned(tiny_resnet, mnist16,
                                                               tmp_path, capsys):
     (x, y), _ = mnist16
