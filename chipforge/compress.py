@@ -424,6 +424,8 @@ def estimate_seconds(graph, data: CompressData, epochs: int) -> float | None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
