@@ -620,7 +620,8 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
-@command("compress", "compress your model for an accelerator (forms, isqed, pim-qat, superbnn)")(
+@command("compress", "compress your model for an accelerator (forms, isqed, pim-qat, superbnn, "
+                     "heatvit)")(
     _add_compress)
 def _run_compress(args: argparse.Namespace) -> int:
     from chipforge.compress import run_cli

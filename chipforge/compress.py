@@ -65,6 +65,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import sys
 import time
 import types
@@ -75,7 +76,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["METHODS", "Checkpoint", "CompressData", "MethodSpec", "Progress", "compress",
-           "format_provenance", "graph_sha256", "register_method", "split_data"]
+           "check_class_balance", "format_provenance", "graph_sha256", "register_method",
+           "split_data"]
 
 MIN_VALIDATION = 10
 """Fewest validation samples (and at least one per class of the model's output)."""
@@ -188,6 +190,7 @@ def split_data(x: np.ndarray, y: np.ndarray, num_classes: int, *, val_fraction: 
                          f"{num_classes} outputs (labels must be 0..{num_classes - 1})")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), not {val_fraction!r}")
+    check_class_balance(y, label)
     rng = np.random.default_rng([seed, 0xC0DE])
     val_idx = []
     for c in np.unique(y):
@@ -203,6 +206,30 @@ def split_data(x: np.ndarray, y: np.ndarray, num_classes: int, *, val_fraction: 
                          f"validate; each needs at least {need}")
     return CompressData(x[train].astype(np.float32), y[train], x[val].astype(np.float32),
                         y[val], num_classes, label)
+
+
+RARE_CLASS_FRACTION = 0.01
+"""A class with fewer than this fraction of the samples, while the largest class has at
+least :data:`RARE_CLASS_MIN_LARGEST`, is warned about (one line on stderr)."""
+RARE_CLASS_MIN_LARGEST = 100
+
+
+def check_class_balance(y: np.ndarray, label: str = "data") -> None:
+    """Refuse training labels of one class (a classifier learns nothing from them and its
+    validation accuracy would read 100 %); warn in one line (stderr) about a class with
+    under 1 % of the samples while another has many."""
+    classes, counts = np.unique(np.asarray(y), return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"{label}: all {len(y)} training labels are class "
+                         f"{int(classes[0]) if len(classes) else '?'}; compress trains a "
+                         "classifier and needs at least two classes")
+    rare = counts < RARE_CLASS_FRACTION * len(y)
+    if rare.any() and counts.max() >= RARE_CLASS_MIN_LARGEST:
+        worst = int(np.argmin(counts))
+        print(f"warning: {label}: class {int(classes[worst])} has {int(counts[worst])} of "
+              f"{len(y)} training samples ({100 * counts[worst] / len(y):.2g} %; "
+              f"{int(rare.sum())} class(es) under {100 * RARE_CLASS_FRACTION:g} %): the model "
+              "will hardly learn it and its validation share is tiny", file=sys.stderr)
 
 
 def _load_training(data: Any, graph) -> tuple[np.ndarray, np.ndarray, str]:
@@ -264,28 +291,56 @@ def graph_sha256(graph) -> str:
 # -- progress -----------------------------------------------------------------------------
 
 class Progress:
-    """Progress bars on stderr: one per stage, advanced once per epoch with the loss and the
-    validation accuracy. ``enabled=None`` shows them only on a terminal."""
+    """Progress on stderr. ``enabled=None`` (the default): on a terminal a tqdm bar per stage,
+    advanced once per epoch with the loss, the validation accuracy and tqdm's ETA; off a
+    terminal (a log, a batch job) one line when a stage starts and one when it ends, so a
+    long run shows signs of life. ``True``: bars even off a terminal; ``False``: silent."""
 
     def __init__(self, method: str, enabled: bool | None = None) -> None:
         self.method, self.enabled = method, enabled
+        self.bars = enabled if enabled is not None else bool(
+            getattr(sys.stderr, "isatty", lambda: False)())
+        self.lines = enabled is None and not self.bars
         self._bar = None
+        self._started = 0.0
+        self.before_first_stage: Callable[[], None] | None = None
+        """Called once, when the first stage starts (the run-time estimate)."""
         self.log: list[dict[str, Any]] = []
         """Every epoch reported: stage, epoch, loss, val_accuracy."""
+
+    def line(self, text: str) -> None:
+        """One line on stderr, unless progress is off."""
+        if self.enabled is False:
+            return
+        if self._bar is not None:
+            self._bar.write(f"{self.method}: {text}", file=sys.stderr)
+        else:
+            print(f"{self.method}: {text}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def stage(self, name: str, epochs: int | None = None):
         from tqdm import tqdm
 
+        if self.before_first_stage is not None:
+            announce, self.before_first_stage = self.before_first_stage, None
+            announce()
         self._stage = name
+        self._started = time.perf_counter()
+        if self.lines:
+            self.line(f"stage {name!r} started" + (f" ({epochs} epochs)" if epochs else ""))
         self._bar = tqdm(total=epochs, desc=f"{self.method}: {name}", unit="epoch",
-                         file=sys.stderr, disable=None if self.enabled is None
-                         else not self.enabled, leave=True)
+                         file=sys.stderr, disable=not self.bars, leave=True)
         try:
             yield self
         finally:
             self._bar.close()
             self._bar = None
+            if self.lines:
+                last = next((e for e in reversed(self.log) if e["stage"] == name), None)
+                acc = "" if last is None or last.get("val_accuracy") is None else \
+                    f", validation accuracy {100 * last['val_accuracy']:.2f} %"
+                self.line(f"stage {name!r} done in "
+                          f"{time.perf_counter() - self._started:.1f} s{acc}")
 
     def epoch(self, *, loss: float | None = None, val_accuracy: float | None = None,
               **extra: Any) -> None:
@@ -304,20 +359,103 @@ class Progress:
             self._bar.update()
 
     def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.write(f"{self.method}: {text}", file=sys.stderr)
-        elif self.enabled:
-            print(f"{self.method}: {text}", file=sys.stderr)
+        if self.bars or self.lines:
+            self.line(text)
+
+
+def planned_epochs(method: str, opts) -> tuple[int, str]:
+    """Training epochs over the training split that ``method`` runs with ``opts`` (its
+    stages summed), and what the count assumes."""
+    o = opts
+    if method == "forms":
+        prune = (o.prune_epochs + o.finetune_epochs) if (
+            o.prune_ratio > 0 or parse_ratios_any(o.prune_ratios)) else 0
+        polar = (o.polarize_epochs + o.finetune_epochs) if o.polarize else 0
+        return prune + polar + o.qat_epochs, "prune + polarize + QAT"
+    if method == "isqed":
+        return (len(o.ratios) * (o.prune_epochs + o.finetune_epochs) + o.qat_epochs,
+                f"{len(o.ratios)} progressive steps, each accepted, + QAT; a refused step "
+                "adds one more, fault-injected evaluations not counted")
+    if method == "pim-qat":
+        return o.qat_epochs + o.epochs, "digital QAT + PIM-aware training"
+    if method == "superbnn":
+        return o.epochs, "randomized-BNN training"
+    if method == "heatvit":
+        return o.warmup_epochs + o.epochs, "selector warm-up + fine-tuning"
+    return 0, "unknown method"
+
+
+def parse_ratios_any(text: str) -> bool:
+    from chipforge.compress_options import parse_ratios
+
+    return any(v > 0 for v in parse_ratios(text).values())
+
+
+ESTIMATE_PROBE_BATCH = 64
+"""Images in the timed training step of :func:`estimate_seconds`."""
+
+
+def estimate_seconds(graph, data: CompressData, epochs: int) -> float | None:
+    """Run time of ``epochs`` epochs over the training split (plus a validation pass each),
+    from one *measured* training step (forward, backward, Adam update) of the float model
+    on :data:`ESTIMATE_PROBE_BATCH` training images, single-threaded as compress trains;
+    None when the model has no torch equivalent here (e.g. token selectors)."""
+    import torch
+
+    from chipforge.mappings.torch_export import graph_module
+    from chipforge.mappings.train import deterministic
+
+    try:
+        module = graph_module(graph, keep_zeros=False)
+    except ValueError:
+        return None
+    batch = min(ESTIMATE_PROBE_BATCH, len(data.x_train))
+    x = torch.from_numpy(np.ascontiguousarray(data.x_train[:batch], dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(data.y_train[:batch]))
+    opt = torch.optim.Adam(module.parameters(), lr=0.0)
+    times = []
+    with deterministic():
+        for _ in range(3):                       # the first step warms up, the best counts
+            start = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(module(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+    per_image = min(times[1:]) / batch
+    # a validation forward costs about a third of a training step per image
+    per_epoch = per_image * (len(data.x_train) + len(data.x_val) / 3)
+    return epochs * per_epoch
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # -- checkpoints --------------------------------------------------------------------------
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
 
 class Checkpoint:
     """Stage results of one run in a directory, as ``.npz`` files (no pickle).
 
     The directory's ``run.json`` holds the run's fingerprint (method, options, seed, model
-    and data hashes); a directory of a different run is an error, never overwritten.
-    ``None`` as directory keeps nothing (no resume).
+    and data hashes) and the sha256 of every stage file written (``"stages"``); a directory
+    of a different run is an error, never overwritten, and a stage file whose hash is not
+    the recorded one (edited, replaced, or not written by this run) is refused on resume,
+    naming the stage. ``None`` as directory keeps nothing (no resume).
     """
 
     def __init__(self, directory: str | Path | None, fingerprint: dict[str, Any]) -> None:
@@ -325,12 +463,16 @@ class Checkpoint:
         self.fingerprint = fingerprint
         self.resumed: list[str] = []
         self._written: list[Path] = []
+        self._stages: dict[str, str] = {}
         if self.directory is None:
             return
         run = self.directory / "run.json"
         if run.exists():
             try:
                 old = json.loads(run.read_text())
+                stages = old.pop("stages", {}) if isinstance(old, dict) else {}
+                if not isinstance(stages, dict):
+                    raise ValueError("its stages are not a table")
             except (OSError, ValueError) as e:
                 raise ValueError(f"checkpoint {run} is unreadable ({e}); remove the directory "
                                  "to start over") from None
@@ -338,13 +480,37 @@ class Checkpoint:
                 raise ValueError(f"checkpoint directory {self.directory} belongs to another run "
                                  "(different method, options, seed, model or data); remove it "
                                  "or give another --checkpoint")
+            self._stages = {str(k): str(v) for k, v in stages.items()}
         elif self.directory.exists() and any(self.directory.iterdir()):
             raise ValueError(f"checkpoint directory {self.directory} exists and is not a "
                              "chipforge checkpoint; give another --checkpoint")
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            run.write_text(json.dumps(fingerprint, sort_keys=True, indent=1))
+            self._write_run()
             self._written.append(run)
+
+    def _write_run(self) -> None:
+        assert self.directory is not None
+        run = self.directory / "run.json"
+        tmp = run.with_name(".run.json.tmp")
+        tmp.write_text(json.dumps({**json.loads(json.dumps(self.fingerprint)),
+                                   "stages": self._stages}, sort_keys=True, indent=1))
+        os.replace(tmp, run)
+
+    def record_file(self, name: str, path: Path) -> None:
+        """Fingerprint a stage file just written (its sha256 goes into run.json)."""
+        if self.directory is None:
+            return
+        self._stages[name] = _file_sha256(Path(path))
+        self._write_run()
+
+    def verify_file(self, name: str, path: Path) -> None:
+        """Refuse a stage file whose sha256 is not the one recorded when it was written."""
+        recorded = self._stages.get(name)
+        if recorded is None or _file_sha256(Path(path)) != recorded:
+            raise ValueError(f"checkpoint stage {name!r} ({path}) is not the file this run "
+                             f"wrote (sha256 {'differs' if recorded else 'not recorded'}); "
+                             f"remove {self.directory} to start over")
 
     def _path(self, name: str, kind: str) -> Path | None:
         if self.directory is None:
@@ -358,6 +524,7 @@ class Checkpoint:
 
         path = self._path(name, "graph")
         if path is not None and path.exists():
+            self.verify_file(name, path)
             self.resumed.append(name)
             return load_graph(path)
         graph = fn()
@@ -366,6 +533,7 @@ class Checkpoint:
             save_graph(graph, tmp)
             tmp.replace(path)               # a stage file is complete or absent
             self._written.append(path)
+            self.record_file(name, path)
         return graph
 
     def arrays(self, name: str, fn: Callable[[], dict[str, np.ndarray]]
@@ -373,6 +541,7 @@ class Checkpoint:
         """The saved arrays of stage ``name``, or ``fn()``'s arrays, saved."""
         path = self._path(name, "arrays")
         if path is not None and path.exists():
+            self.verify_file(name, path)
             self.resumed.append(name)
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
@@ -383,6 +552,7 @@ class Checkpoint:
                 np.savez(f, **arrays)
             tmp.replace(path)
             self._written.append(path)
+            self.record_file(name, path)
         return arrays
 
     def discard_if_empty(self) -> None:
@@ -491,6 +661,19 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
         None if out is None else out.with_name(out.name + ".ckpt"))
     ckpt = Checkpoint(ckpt_dir, fingerprint)
     bars = Progress(method, progress)
+    epochs, assumes = planned_epochs(method, opts)
+
+    def announce() -> None:      # at the first stage: after the method's checks passed
+        seconds = estimate_seconds(graph, split, epochs)
+        if seconds is not None:
+            per_image_ms = 1e3 * seconds / max(epochs, 1) / len(split.y_train)
+            bars.line(f"estimated run time about {_duration(seconds)}: {epochs} epochs "
+                      f"({assumes}) over {len(split.y_train)} training images at "
+                      f"{per_image_ms:.3g} ms per image per epoch, from a measured "
+                      "training step of the float model; method overheads not modelled")
+
+    if progress is not False:
+        bars.before_first_stage = announce
     fn = METHODS[method].load_function()
     try:
         result = fn(graph, split, seed=seed, progress=bars, checkpoint=ckpt, options=opts)
@@ -573,14 +756,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(p) -> None:
-    """The ``compress`` subcommand's arguments: common ones, then every method's options
-    (a flag belongs to the methods whose options dataclass has the field)."""
+def _add_common(p) -> None:
     import argparse
 
-    p.add_argument("method", choices=sorted(METHODS), metavar="METHOD",
-                   help="compression method: " + "; ".join(
-                       f"{k} ({v.help}; runs on {v.runs_on})" for k, v in METHODS.items()))
     p.add_argument("model", metavar="MODEL",
                    help="an .onnx file, an IR .npz graph or a zoo model name")
     p.add_argument("--data", default="digits", metavar="TRAIN",
@@ -595,27 +773,65 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", type=Path, metavar="DIR",
                    help="stage checkpoints (default MODEL_OUT.ckpt); a rerun resumes from it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_OUT")
-    seen: dict[str, tuple] = {}
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="stage and epoch bars with ETA on stderr (default: on a terminal; "
+                        "off one, a line per stage); --no-progress: silent")
+
+
+def add_arguments(p) -> None:
+    """The ``compress`` subcommand: one sub-parser per method, each with the common
+    arguments and that method's options only (``chipforge compress forms --help``)."""
+    import argparse
+
+    p.description = ("compress your model for an accelerator with one of the papers' "
+                     "methods: " + "; ".join(f"{k} ({v.help}; runs on {v.runs_on})"
+                                              for k, v in METHODS.items())
+                     + ". `chipforge compress METHOD --help` lists that method's options "
+                       "(docs/compress.md).")
+    sub = p.add_subparsers(dest="method", metavar="METHOD", required=True)
     for name, spec in METHODS.items():
+        mp = sub.add_parser(name, help=f"{spec.help} (runs on {spec.runs_on})",
+                            description=f"chipforge compress {name}: {spec.help}; the "
+                                        f"result runs on {spec.runs_on} (docs/compress.md)")
+        _add_common(mp)
         try:
             cls = spec.load_options()
         except ImportError:
             continue                      # a method whose module this build does not have
+        group = mp.add_argument_group(f"{name} options (defaults shown; docs/compress.md)")
+        own = {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
-            seen.setdefault(f.name, (f, []))[1].append(f"{name} {_show(default)}")
-    group = p.add_argument_group("method options (each applies to the methods named in its "
-                                 "help, with their defaults; docs/compress.md)")
-    for fname, (f, owners) in sorted(seen.items()):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kind = type(default)
-        help_text = f"default: {'; '.join(owners)}"
-        if kind is bool:
-            group.add_argument(_flag(fname), dest=f"opt_{fname}", default=argparse.SUPPRESS,
-                               action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            group.add_argument(_flag(fname), dest=f"opt_{fname}", default=argparse.SUPPRESS,
-                               metavar=fname.upper(), help=help_text)
+            _add_option(group, f, f"default: "
+                        f"{_show(default) if default not in ('', ()) else 'none'}")
+        # Other methods' options parse but stay out of the help, so that one given to the
+        # wrong method is the one-line "not an option of" error of _convert.
+        for other in _all_option_fields():
+            if other.name not in own:
+                _add_option(mp, other, argparse.SUPPRESS)
+                own.add(other.name)
+
+
+def _all_option_fields() -> list:
+    fields = []
+    for spec in METHODS.values():
+        try:
+            fields += dataclasses.fields(spec.load_options())
+        except ImportError:
+            continue
+    return fields
+
+
+def _add_option(group, f, help_text: str) -> None:
+    import argparse
+
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if type(default) is bool:
+        group.add_argument(_flag(f.name), dest=f"opt_{f.name}", default=argparse.SUPPRESS,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        group.add_argument(_flag(f.name), dest=f"opt_{f.name}", default=argparse.SUPPRESS,
+                           metavar=f.name.upper(), help=help_text)
 
 
 def _show(value: Any) -> str:
@@ -669,7 +885,7 @@ def run_cli(args) -> int:
     options = {k: _convert(args.method, k, v) for k, v in opts.items()}
     graph = compress(args.method, args.model, args.data, out=args.out, seed=args.seed,
                      val_fraction=args.val_fraction, checkpoint=args.checkpoint,
-                     overwrite=args.overwrite, **options)
+                     overwrite=args.overwrite, progress=args.progress, **options)
     p = graph.meta["provenance"]
     print(format_provenance(graph.meta))
     for key, value in p.get("result", {}).items():

@@ -1,11 +1,12 @@
 """The ``chipforge compress`` methods (see :mod:`chipforge.compress` for the signature).
 
-Each method takes the user's graph back to torch (:func:`chipforge.mappings.torch_export
-.to_module`, chain graphs of conv / linear / relu / pooling / flatten; batch norms folded),
-runs the papers' passes of :mod:`chipforge.mappings` on the training split, and exports a
-graph again with the original node names. Stages are checkpointed (``checkpoint.stage``)
-so an interrupted run resumes at the last finished stage. Training is single-threaded and
-seeded (:func:`chipforge.mappings.train.deterministic`): same seed, same model.
+Each method takes the user's graph back to torch (:class:`chipforge.mappings.torch_export
+.GraphModule`: any graph the float executor runs, residual adds, concatenations, grouped
+and depthwise convolutions included), runs the papers' passes of :mod:`chipforge.mappings`
+on the training split, and exports a graph again with the original node names. Stages are
+checkpointed (``checkpoint.stage``) so an interrupted run resumes at the last finished
+stage. Training is single-threaded and seeded (:func:`chipforge.mappings.train
+.deterministic`): same seed, same model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from chipforge.chips import chip_seeds, spread
 from chipforge.compress_options import parse_ratios
-from chipforge.sim.graph import Graph, Node, Op
+from chipforge.sim.graph import Graph, Op
 
 __all__ = ["PIM_QAT_CHIPS", "forms", "isqed", "pim_qat", "superbnn"]
 
@@ -44,39 +45,33 @@ def _float_graph(graph: Graph, *, keep_fragments: bool = False) -> Graph:
 
 
 def _module(graph: Graph, method: str):
-    """The torch module of a chain graph, or a ValueError saying why the method cannot
-    train this model."""
-    from chipforge.mappings.torch_export import to_module
+    """The torch module of the graph (:class:`~chipforge.mappings.torch_export.GraphModule`:
+    any graph the float executor runs, residual adds and concatenations included), or a
+    ValueError saying why the method cannot train this model."""
+    from chipforge.mappings.torch_export import graph_module
 
     if not graph.weighted_nodes():
         raise ValueError(f"{method}: model {graph.name!r} has no conv or linear layer to "
                          "compress")
-    for n in graph.weighted_nodes():
-        if int(n.attrs.get("groups", 1)) != 1:
-            raise ValueError(f"{method}: layer {n.name!r} is a grouped convolution (groups="
-                             f"{n.attrs['groups']}); the compression passes train plain "
-                             "convolutions only")
     try:
-        return to_module(graph, keep_zeros=True)
+        return graph_module(graph, keep_zeros=True)
     except ValueError as e:
         raise ValueError(f"{method}: cannot train model {graph.name!r} in torch: {e}") from None
 
 
 def _module_name(node_name: str) -> str:
-    return node_name.replace(".", "_")
+    from chipforge.mappings.torch_export import module_name
+
+    return module_name(node_name)
 
 
 def _export(module, template: Graph, *, quantize: bool) -> Graph:
-    """``to_graph`` with the template's node names (to_module replaced dots)."""
-    from chipforge.mappings.torch_export import to_graph
+    """The template graph with the trained weights of ``module`` (same nodes and names)."""
+    from chipforge.mappings.torch_export import graph_from_module
 
-    g = to_graph(module, template.input_shape, name=template.name, quantize=quantize,
-                 meta=template.meta)
-    names = {_module_name(n.name): n.name for n in template.nodes}
-    names["input"] = "input"
-    nodes = [Node(n.op, names.get(n.name, n.name), tuple(names.get(i, i) for i in n.inputs),
-                  n.attrs, n.params) for n in g.nodes]
-    return Graph(g.name, g.input_shape, nodes, meta=dict(template.meta))
+    out = graph_from_module(module, template, quantize=quantize)
+    out.meta = dict(template.meta)
+    return out
 
 
 class _Monitor:
@@ -128,7 +123,6 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     """FORMS: ADMM pruning -> ADMM fragment polarization -> QAT (options: FormsOptions)."""
     from chipforge.mappings.admm import AdmmConfig, admm_prune
     from chipforge.mappings.polarize import PolarizeConfig, admm_polarize
-    from chipforge.mappings.torch_export import to_module
     from chipforge.mappings.train import torch_accuracy, training_monitor
     from chipforge.sim.compression import compression_stats
     from chipforge.sim.fragments import FragmentOrder
@@ -154,11 +148,11 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
         return _export(module, base, quantize=False)
 
     pruned = checkpoint.stage("prune", prune)
-    result["val_accuracy_pruned_float"] = torch_accuracy(to_module(pruned), td.x_test,
+    result["val_accuracy_pruned_float"] = torch_accuracy(_module(pruned, "forms"), td.x_test,
                                                          td.y_test)
 
     def polarize() -> Graph:
-        module = to_module(pruned, keep_zeros=True)
+        module = _module(pruned, "forms")
         cfg = PolarizeConfig(fragment_size=o.fragment_size,
                              order=FragmentOrder(o.fragment_order),
                              sign_update_every=o.sign_update_every,
@@ -174,10 +168,10 @@ def forms(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     shaped = checkpoint.stage("polarize", polarize) if o.polarize else pruned
     if o.polarize:
         result["val_accuracy_polarized_float"] = torch_accuracy(
-            to_module(shaped), td.x_test, td.y_test)
+            _module(shaped, "forms"), td.x_test, td.y_test)
 
     def quantize() -> Graph:
-        module = to_module(shaped, keep_zeros=True)
+        module = _module(shaped, "forms")
         return _qat_stage(module, td, data, weight_bits=o.weight_bits, act_bits=o.act_bits,
                           epochs=o.qat_epochs, lr=o.lr, seed=seed + 30, progress=progress,
                           template=base)
@@ -220,7 +214,6 @@ def isqed(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     from chipforge.mappings.admm import AdmmConfig
     from chipforge.mappings.progressive import ProgressiveConfig, progressive_prune
     from chipforge.mappings.quantize import QuantizeConfig, quantize_graph
-    from chipforge.mappings.torch_export import to_module
     from chipforge.mappings.train import deterministic, training_monitor
     from chipforge.sim.compression import compression_stats
 
@@ -270,7 +263,7 @@ def isqed(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Gr
     record = pruned.meta.get("isqed_progress", {})
 
     def quantize() -> Graph:
-        module = to_module(pruned, keep_zeros=True)
+        module = _module(pruned, "isqed")
         return _qat_stage(module, td, data, weight_bits=o.weight_bits, act_bits=o.act_bits,
                           epochs=o.qat_epochs, lr=o.lr, seed=seed + 30, progress=progress,
                           template=base)
@@ -410,17 +403,14 @@ def _build_pim_model(base: Graph, data, o):
     PimLayer = _pim_modules()
     children = list(module.named_children())
     last = max(i for i, (_, m) in enumerate(children) if isinstance(m, nn.Conv2d | nn.Linear))
-    layers: list[tuple[str, nn.Module]] = []
     record = []
     for i, (mname, m) in enumerate(children):
         if not isinstance(m, nn.Conv2d | nn.Linear):
-            layers.append((mname, m))
             continue
         inp, out = seen[mname]
         clip = float(torch.quantile(inp.flatten()[:200_000].double(), 0.999)) or 1.0
         pim = PimLayer(m, weight_bits=o.weight_bits, act_bits=o.act_bits, act_clip=clip,
                        layer_index=i)
-        layers.append((mname, pim))
         bn = None
         if i != last:    # a batch norm after every hidden layer, initialized as identity
             dims = (0, 2, 3) if out.ndim == 4 else (0,)
@@ -431,11 +421,10 @@ def _build_pim_model(base: Graph, data, o):
                 bn.running_var.copy_(var)
                 bn.weight.copy_(torch.sqrt(var + bn.eps))
                 bn.bias.copy_(mean)
-            layers.append((f"{mname}__bn", bn))
+        # the graph module runs whatever sits under the layer's name
+        setattr(module, mname, pim if bn is None else nn.Sequential(pim, bn))
         record.append((names[mname], pim, bn))
-    from collections import OrderedDict
-
-    return nn.Sequential(OrderedDict(layers)), record
+    return module, record
 
 
 def _pim_train(model, data, *, epochs: int, lr: float, mode, seed: int, progress, stage: str,
@@ -599,7 +588,7 @@ def _deterministic():
 
 # -- superbnn -----------------------------------------------------------------------------
 
-_MLP_OPS = {Op.LINEAR, Op.RELU, Op.FLATTEN, Op.BATCHNORM, Op.CLIP}
+_MLP_OPS = {Op.LINEAR, Op.RELU, Op.FLATTEN, Op.BATCHNORM, Op.CLIP, Op.SIGN}
 
 
 def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) -> Graph:
@@ -612,6 +601,11 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
     from chipforge.sim.aqfp import SUPERBNN
 
     o = options
+    encoder_threshold = _input_sign_threshold(graph)
+    if encoder_threshold is not None:
+        # the user's BNN binarizes its inputs itself: the AQFP encoder uses its threshold
+        o = dataclasses.replace(o, input_threshold=encoder_threshold)
+        graph = _without_input_encoder(graph)
     bad = [n for n in graph.nodes if n.op not in _MLP_OPS]
     if bad:
         raise ValueError(f"superbnn: layer {bad[0].name!r} is a {bad[0].op.value}; this "
@@ -647,7 +641,12 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
                 with torch.no_grad():
                     for layer, node in zip(model.layers, linears, strict=True):
                         w = torch.from_numpy(node.params["weight"].astype(np.float32))
-                        layer.weight.copy_(w / w.abs().max().clamp_min(1e-12))
+                        w = w / w.abs().max().clamp_min(1e-12)
+                        if _binarized(node.params["weight"]):
+                            # +-1 latent weights sit on the clamp and hardly flip: start
+                            # them where PyTorch's initialization would, with the user's signs
+                            w = w * BINARIZED_INIT / np.sqrt(w.shape[1])
+                        layer.weight.copy_(w)
             x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
             y = torch.from_numpy(np.ascontiguousarray(data.y_train))
             xv = torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32))
@@ -689,7 +688,75 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
     out.meta["compress_result"] = {"layers": "-".join(map(str, sizes)),
                                    "trained_for": "superbnn (AQFP arrays, noise_mac "
                                                   f"{hw.noise_mac:.3g})"}
+    if encoder_threshold is not None:
+        out.meta["compress_result"]["input_threshold (the model's own sign encoder)"] = \
+            encoder_threshold
     return out
+
+
+_ENCODER_OPS = {Op.FLATTEN, Op.ADD_CONST, Op.MUL_CONST, Op.SIGN}
+
+
+def _encoder_nodes(graph: Graph) -> list:
+    """The nodes before the first linear layer when they binarize the input: flatten,
+    scalar shifts / positive scales, then a sign (a user BNN's input encoder)."""
+    nodes = []
+    for n in graph.nodes:
+        if n.op is Op.LINEAR:
+            break
+        if n.op not in _ENCODER_OPS or (n.op in (Op.ADD_CONST, Op.MUL_CONST)
+                                        and np.asarray(n.params["constant"]).size != 1):
+            return []
+        nodes.append(n)
+    signs = [i for i, n in enumerate(nodes) if n.op is Op.SIGN]
+    return nodes if len(signs) == 1 and signs[0] == len(nodes) - 1 else []
+
+
+def _input_sign_threshold(graph: Graph) -> float | None:
+    """The input value where a user BNN's encoder (``sign(a * x + b)``, any chain of
+    scalar shifts and positive scales) flips to +1, or None when it has none."""
+    nodes = _encoder_nodes(graph)
+    if not nodes:
+        return None
+    scale, shift = 1.0, 0.0
+    for n in nodes:
+        c = float(np.asarray(n.params["constant"]).reshape(-1)[0]) if "constant" in n.params \
+            else None
+        if n.op is Op.ADD_CONST:
+            shift += c
+        elif n.op is Op.MUL_CONST:
+            if c <= 0:
+                return None
+            scale, shift = scale * c, shift * c
+    return -shift / scale
+
+
+def _without_input_encoder(graph: Graph) -> Graph:
+    """``graph`` with its input encoder replaced by a flatten (the AQFP encoder replaces it)."""
+    from chipforge.sim.graph import Node
+
+    encoder = _encoder_nodes(graph)
+    names = {n.name for n in encoder}
+    out = graph.copy()
+    flatten = Node(Op.FLATTEN, "input_flatten", ("input",))
+    nodes = [flatten] + [n for n in out.nodes if n.name not in names]
+    for n in nodes[1:]:
+        n.inputs = tuple("input_flatten" if i in names else i for i in n.inputs)
+    out.nodes = nodes
+    return out
+
+
+BINARIZED_INIT = 0.5
+"""superbnn starts an already binarized layer's +-1 weights (``init_from_model``) at latent
+magnitude ``BINARIZED_INIT / sqrt(fan_in)``, the mean magnitude of PyTorch's default
+uniform initialization, keeping their signs: at +-1 (the clamp) they hardly flip (measured:
+6 epochs on digits 8x8, validation accuracy 11 % from +-1, see docs/compress.md)."""
+
+
+def _binarized(weight: np.ndarray) -> bool:
+    """A layer of +-c weights (one magnitude, no zeros): an already binarized model."""
+    magnitudes = np.unique(np.abs(np.asarray(weight)))
+    return magnitudes.size == 1 and magnitudes[0] > 0
 
 
 @dataclasses.dataclass

@@ -43,7 +43,9 @@ ViT over five compress seeds, it cuts the test images lost from 4.4 to 1.6 on av
 (docs/heatvit.md).
 
 ``keep`` ratios are relative: selector ``s`` keeps ``keep[s]`` of the patch tokens that
-reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1, 2, ..., 10 warm-up + 30
+reach it. Defaults (``--keep 0.7,0.5``, selectors before blocks 1/6 and 2/6 of the depth
+(:func:`default_selector_blocks`: 1, 2 of 6 blocks; 2, 4 of 12; one selector before block 1
+of a 2-block ViT), 10 warm-up + 30
 epochs, lr 1e-3 for selectors and backbone with cosine decay, rollout targets, 16 hidden
 units per selector head) are ours; mixup 0.8 is DeiT's; HeatViT gives the selector
 structure, the losses and the multi-stage schedule, and chooses keep ratios per
@@ -71,7 +73,8 @@ import numpy as np
 from chipforge.config import ConfigBase, check_float, check_int
 from chipforge.sim.graph import Graph, Op
 
-__all__ = ["HeatvitOptions", "compress_heatvit", "heatvit", "insert_selectors",
+__all__ = ["DEFAULT_PLACEMENT", "HeatvitOptions", "compress_heatvit", "default_selector_blocks",
+           "heatvit", "insert_selectors",
            "train_selectors"]
 
 CHECKPOINT_FORMAT = 2
@@ -89,7 +92,9 @@ class HeatvitOptions(ConfigBase):
     keep: tuple[float, ...] = (0.7, 0.5)
     """Keep ratio of each selector, relative to the patch tokens reaching it (0 < r <= 1)."""
     blocks: tuple[int, ...] = ()
-    """Blocks (0-based) to put the selectors before; empty: 1, 2, ..., len(keep)."""
+    """Blocks (0-based) to put the selectors before; empty: :func:`default_selector_blocks`
+    of the model's depth (fractions of the depth; a shallow ViT gets fewer selectors, the
+    first keep ratios)."""
     epochs: int = 30
     """Fine-tuning epochs after the warm-up (the keep-ratio targets decay over the first
     half, stage by stage); ours. Measured on the 6-block user ViTs: 30 epochs keep the
@@ -196,7 +201,28 @@ class HeatvitOptions(ConfigBase):
 
     @property
     def selector_blocks(self) -> tuple[int, ...]:
-        return self.blocks or tuple(range(1, len(self.keep) + 1))
+        """The blocks asked for; empty: :func:`default_selector_blocks` of the model's depth."""
+        return self.blocks
+
+
+DEFAULT_PLACEMENT = 1 / 6
+"""Default selector ``s`` (1-based) goes before block ``round(s * depth / 6)``: blocks 1, 2
+of a 6-block ViT (measured best there; later placements lost 5-8 points, docs/heatvit.md),
+2, 4 of DeiT's 12 blocks; ours, as fractions of depth."""
+
+
+def default_selector_blocks(depth: int, count: int) -> tuple[int, ...]:
+    """Blocks for ``count`` selectors in a ``depth``-block ViT when ``--blocks`` is not
+    given: selector ``s`` before block ``round(s * depth * DEFAULT_PLACEMENT)``, at least 1
+    and after the previous one, below ``depth``; selectors that do not fit are left out
+    (a 2-block ViT gets one selector, before block 1)."""
+    blocks: list[int] = []
+    for s in range(1, count + 1):
+        b = max(1, int(round(s * depth * DEFAULT_PLACEMENT)), blocks[-1] + 1 if blocks else 1)
+        if b >= depth:
+            break
+        blocks.append(b)
+    return tuple(blocks)
 
 
 
@@ -233,7 +259,13 @@ def insert_selectors(graph: Graph, keep=(0.7, 0.5), blocks=None, *, selector_hid
     if c.selector_blocks:
         raise ValueError(f"compress heatvit: model {graph.name!r} already has token selectors "
                          f"before blocks {list(c.selector_blocks)}")
-    blocks = tuple(blocks) if blocks else tuple(range(1, len(keep) + 1))
+    if not blocks:
+        blocks = default_selector_blocks(c.depth, len(keep))
+        if not blocks:
+            raise ValueError(f"compress heatvit: model {graph.name!r} has {c.depth} block; a "
+                             "token selector goes before a later block (2 blocks or more)")
+        keep = tuple(keep)[:len(blocks)]
+    blocks = tuple(blocks)
     if blocks and blocks[-1] >= c.depth:
         raise ValueError(f"compress heatvit: blocks must be below the model's {c.depth} "
                          f"blocks, not {list(blocks)}")
@@ -307,8 +339,12 @@ def compress_heatvit(graph: Graph, data, *, seed: int, progress, checkpoint,
                   else Path(checkpoint.directory) / "selectors.epoch.npz")
 
     def run() -> Graph:
+        if epoch_file is not None and epoch_file.exists():
+            checkpoint.verify_file("selectors-epoch", epoch_file)
         with progress.stage("selectors", options.warmup_epochs + options.epochs):
             def on_epoch(epoch, loss, val_accuracy, targets):
+                if epoch_file is not None and epoch_file.exists():   # saved before this call
+                    checkpoint.record_file("selectors-epoch", epoch_file)
                 progress.epoch(loss=loss, val_accuracy=val_accuracy,
                                keep_target="/".join(f"{t:.2f}" for t in targets))
 
@@ -336,6 +372,10 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     backbone, student = insert_selectors(graph, opts.keep, opts.selector_blocks,
                                          selector_hidden=opts.selector_hidden,
                                          center=opts.center_tokens, seed=seed)
+    if tuple(student.config.keep_ratios) != tuple(opts.keep) or not opts.blocks:
+        # the default placement for this depth (a shallow ViT fits fewer selectors)
+        opts = dataclasses.replace(opts, keep=tuple(student.config.keep_ratios),
+                                   blocks=tuple(student.config.selector_blocks))
     classes = backbone.config.num_classes
     x, y = _check_data(graph, x_train, y_train, classes, "training")
     xv, yv = _check_data(graph, x_val, y_val, classes, "validation")

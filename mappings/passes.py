@@ -1,9 +1,12 @@
 """Graph-level compression passes: ``pass(graph, ..., dataset) -> graph``.
 
-Thin wrappers that convert a float chain :class:`~chipforge.sim.graph.Graph` to torch
-(:func:`~chipforge.mappings.torch_export.to_module`, which keeps existing zeros as pruning
-masks and existing fragment signs), run the torch pass of :mod:`chipforge.mappings`, and
-export the result (:func:`~chipforge.mappings.torch_export.to_graph`). Apply them in
+Thin wrappers that convert a float :class:`~chipforge.sim.graph.Graph` to torch
+(:func:`~chipforge.mappings.torch_export.to_module` for a chain,
+:class:`~chipforge.mappings.torch_export.GraphModule` for any other graph the executor
+runs; both keep existing zeros as pruning masks and existing fragment signs), run the
+torch pass of :mod:`chipforge.mappings`, and export the result
+(:func:`~chipforge.mappings.torch_export.to_graph`, or the same graph with the trained
+weights for a non-chain graph). Apply them in
 FORMS's order: prune, polarize, quantize (quantization is the last pass: the first two
 take float graphs). ``dataset`` is a :class:`chipforge.zoo.data.Dataset` whose input shape
 matches the graph.
@@ -16,7 +19,13 @@ from collections.abc import Mapping
 from chipforge.mappings.admm import AdmmConfig, admm_prune
 from chipforge.mappings.polarize import PolarizeConfig, admm_polarize
 from chipforge.mappings.quantize import QuantizeConfig, prepare_qat
-from chipforge.mappings.torch_export import to_graph, to_module
+from chipforge.mappings.torch_export import (
+    GraphModule,
+    graph_from_module,
+    graph_module,
+    to_graph,
+    to_module,
+)
 from chipforge.mappings.train import TrainData, train
 from chipforge.sim.graph import Graph
 
@@ -33,7 +42,16 @@ def _check(graph: Graph, dataset, what: str) -> TrainData:
     return TrainData(dataset)
 
 
+def _torch(graph: Graph):
+    """``to_module`` for a chain graph (as before), a GraphModule for any other."""
+    chain = all(n.inputs == ((graph.nodes[i - 1].name if i else "input"),)
+                for i, n in enumerate(graph.nodes))
+    return to_module(graph) if chain else graph_module(graph)
+
+
 def _export(model, graph: Graph) -> Graph:
+    if isinstance(model, GraphModule):
+        return graph_from_module(model, graph, quantize=True)
     return to_graph(model, graph.input_shape, name=graph.name, meta=graph.meta)
 
 
@@ -42,7 +60,7 @@ def prune(graph: Graph, ratios: float | Mapping[str, float], dataset,
     """ADMM unstructured pruning (ratios: fraction of zeros, per node name or for all)."""
     data = _check(graph, dataset, "prune")
     cfg = cfg or AdmmConfig()
-    return _export(admm_prune(to_module(graph), data, _names(ratios), cfg, seed=seed), graph)
+    return _export(admm_prune(_torch(graph), data, _names(ratios), cfg, seed=seed), graph)
 
 
 def polarize(graph: Graph, dataset, cfg: PolarizeConfig | None = None, *,
@@ -50,7 +68,7 @@ def polarize(graph: Graph, dataset, cfg: PolarizeConfig | None = None, *,
     """FORMS fragment polarization by ADMM (keeps the graph's zeros)."""
     data = _check(graph, dataset, "polarize")
     cfg = cfg or PolarizeConfig()
-    return _export(admm_polarize(to_module(graph), data, cfg, seed=seed), graph)
+    return _export(admm_polarize(_torch(graph), data, cfg, seed=seed), graph)
 
 
 def quantize(graph: Graph, dataset, cfg: QuantizeConfig | None = None, *,
@@ -59,7 +77,7 @@ def quantize(graph: Graph, dataset, cfg: QuantizeConfig | None = None, *,
     (zeros and fragment signs held); 0 epochs = post-training quantization."""
     data = _check(graph, dataset, "quantize")
     cfg = cfg or QuantizeConfig()
-    model = prepare_qat(to_module(graph), data.x_train, cfg)
+    model = prepare_qat(_torch(graph), data.x_train, cfg)
     if cfg.qat_epochs:
         train(model, data, epochs=cfg.qat_epochs, lr=cfg.qat_lr, seed=seed, constrained=True)
     return _export(model, graph)

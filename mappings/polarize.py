@@ -76,15 +76,23 @@ def set_fragment_signs(layer: nn.Module, signs: np.ndarray, size: int,
     layer.fragment_order = FragmentOrder(order).value
 
 
-def _signs_of(w: torch.Tensor, cfg: PolarizeConfig) -> np.ndarray:
-    return fragment_sign_rule(w.detach().double().numpy(), cfg.fragment_size, cfg.order)
+def _groups(layer: nn.Module) -> int:
+    """Groups of a conv layer (grouped / depthwise fragments follow the block-diagonal
+    placement, :mod:`chipforge.sim.fragments`), 1 otherwise."""
+    return int(getattr(layer, "groups", 1)) if isinstance(layer, nn.Conv2d) else 1
+
+
+def _signs_of(w: torch.Tensor, cfg: PolarizeConfig, groups: int = 1) -> np.ndarray:
+    return fragment_sign_rule(w.detach().double().numpy(), cfg.fragment_size, cfg.order,
+                              groups)
 
 
 def admm_polarize(model: nn.Module, data: TrainData, cfg: PolarizeConfig = PolarizeConfig(),
                   *, seed: int = 0) -> nn.Module:
     """Polarize every weighted layer of ``model`` (keeping its pruning mask), in place."""
     layers = weighted_layers(model)
-    signs = {n: _signs_of(latent_weight(m), cfg) for n, m in layers.items()}   # from the input
+    # signs from the input
+    signs = {n: _signs_of(latent_weight(m), cfg, _groups(m)) for n, m in layers.items()}
     zero_ratio = {}
     if cfg.joint_pruning:
         for n, m in layers.items():
@@ -101,7 +109,8 @@ def admm_polarize(model: nn.Module, data: TrainData, cfg: PolarizeConfig = Polar
             if mask is not None:
                 v = v * mask
             per_weight = torch.from_numpy(expand_signs(tuple(v.shape), signs[name],
-                                                       cfg.fragment_size, cfg.order))
+                                                       cfg.fragment_size, cfg.order,
+                                                       _groups(layer)))
             v = torch.where(v * per_weight.to(v.dtype) >= 0, v, torch.zeros_like(v))
             if name in zero_ratio:
                 v = prune_projection(zero_ratio[name])(v)
@@ -111,12 +120,13 @@ def admm_polarize(model: nn.Module, data: TrainData, cfg: PolarizeConfig = Polar
     def update_signs(epoch: int) -> None:
         if (epoch + 1) % cfg.sign_update_every == 0:
             for n, m in layers.items():
-                signs[n] = _signs_of(latent_weight(m), cfg)
+                signs[n] = _signs_of(latent_weight(m), cfg, _groups(m))
 
     admm(model, data, {n: projection(n) for n in layers}, cfg.admm, seed=seed,
          on_epoch_end=update_signs)
     for m in layers.values():                        # final signs, hard projection
-        set_fragment_signs(m, _signs_of(latent_weight(m), cfg), cfg.fragment_size, cfg.order)
+        set_fragment_signs(m, _signs_of(latent_weight(m), cfg, _groups(m)), cfg.fragment_size,
+                           cfg.order)
     apply_constraints(model)
     if zero_ratio:                                   # then the joint mask
         hard_prune(model, zero_ratio)
@@ -134,8 +144,9 @@ def polarize_graph(graph: Graph, fragment_size: int = 8,
     out = graph.copy()
     for node in out.weighted_nodes():
         w = node.params["weight"]
-        signs = fragment_sign_rule(w, fragment_size, order)
-        node.params["weight"] = polarize_numpy(w, signs, fragment_size, order)
+        groups = int(node.attrs.get("groups", 1))
+        signs = fragment_sign_rule(w, fragment_size, order, groups)
+        node.params["weight"] = polarize_numpy(w, signs, fragment_size, order, groups)
         node.params["fragment_signs"] = signs
         node.attrs["fragment_size"] = int(fragment_size)
         node.attrs["fragment_order"] = order.value

@@ -15,7 +15,10 @@ allowed) made of ``Conv2d``, ``Linear``, ``ReLU``, ``MaxPool2d``, ``AvgPool2d``,
 
 :func:`to_module` goes the other way for chain graphs (float weights; quantization and
 polarization state are re-attached as plain attributes, so a graph can be fine-tuned in
-torch and exported again).
+torch and exported again); :class:`GraphModule` (:func:`graph_module`) does the same for
+any graph the float executor runs (residual adds, concatenations, grouped convolutions,
+reshapes, transformer ops), and :func:`graph_from_module` writes its weights back into
+the graph.
 
 Node names are the module names (``"conv1"``, ``"fc2"``; nested: ``"features.0"``).
 """
@@ -31,7 +34,8 @@ from torch import nn
 from chipforge.mappings.quantize import quantize_weight_tensor
 from chipforge.sim.graph import Graph, Node, Op
 
-__all__ = ["fold_batchnorm", "to_graph", "to_module"]
+__all__ = ["GRAPH_MODULE_OPS", "GraphModule", "fold_batchnorm", "graph_from_module", "graph_module",
+           "module_name", "to_graph", "to_module"]
 
 
 def _pair(value, what: str, name: str) -> int:
@@ -260,3 +264,216 @@ def to_module(graph: Graph, *, keep_zeros: bool = True) -> nn.Sequential:
         layers[n.name.replace(".", "_")] = layer
         prev = n.name
     return nn.Sequential(layers)
+
+
+# -- any graph: a small interpreter module --------------------------------------------------
+
+def module_name(node_name: str) -> str:
+    """The torch child name of a graph node (torch forbids dots in child names)."""
+    return node_name.replace(".", "_")
+
+
+def _weighted_layer(n: Node, *, keep_zeros: bool) -> nn.Module:
+    """A float Conv2d / Linear with the node's weights and compression state attached."""
+    a = n.attrs
+    w = n.params["weight"]
+    if n.op is Op.CONV2D:
+        if w.shape[2] != w.shape[3]:
+            raise ValueError(f"conv {n.name!r}: kernel {w.shape[2:]} is not square")
+        groups = int(a.get("groups", 1))
+        layer: nn.Module = nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2:],
+                                     stride=int(a.get("stride", 1)),
+                                     padding=int(a.get("padding", 0)), groups=groups,
+                                     bias="bias" in n.params)
+    else:
+        layer = nn.Linear(w.shape[1], w.shape[0], bias="bias" in n.params)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(np.asarray(w)).float())
+        if "bias" in n.params:
+            layer.bias.copy_(torch.from_numpy(np.asarray(n.params["bias"])).float())
+    if "weight_bits" in a:
+        layer.weight_bits = int(a["weight_bits"])
+        layer.weight_per_channel = isinstance(a["weight_scale"], list)
+    if "act_scale" in a:
+        layer.act_bits = int(a["act_bits"])
+        layer.act_scale = float(a["act_scale"])
+        layer.act_signed = bool(a["act_signed"])
+    if keep_zeros and not np.asarray(w).all():
+        layer.register_buffer("prune_mask", torch.from_numpy((np.asarray(w) != 0)
+                                                             .astype(np.float32)))
+    if "fragment_signs" in n.params:
+        layer.register_buffer("fragment_signs",
+                              torch.from_numpy(np.asarray(n.params["fragment_signs"]).copy()))
+        layer.fragment_size = int(a["fragment_size"])
+        layer.fragment_order = str(a["fragment_order"])
+    return layer
+
+
+class _Affine(nn.Module):
+    """An inference batch norm (fixed per-channel scale and shift, not trained)."""
+
+    def __init__(self, n: Node) -> None:
+        super().__init__()
+        p = n.params
+        inv = np.asarray(p["gamma"]) / np.sqrt(np.asarray(p["var"])
+                                               + float(n.attrs.get("eps", 1e-5)))
+        self.register_buffer("scale", torch.from_numpy(inv).float())
+        self.register_buffer("shift", torch.from_numpy(
+            np.asarray(p["beta"]) - np.asarray(p["mean"]) * inv).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
+
+
+GRAPH_MODULE_OPS = frozenset({
+    Op.CONV2D, Op.LINEAR, Op.BATCHNORM, Op.RELU, Op.CLIP, Op.SIGN, Op.MAXPOOL2D,
+    Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL, Op.FLATTEN, Op.ADD, Op.QUANTIZE, Op.ADD_CONST,
+    Op.MUL_CONST, Op.LAYERNORM, Op.GELU, Op.TRANSPOSE, Op.RESHAPE, Op.MATMUL, Op.SLICE,
+    Op.CONCAT, Op.MEAN, Op.SOFTMAX})
+"""Ops :class:`GraphModule` runs (every op of the float executor but the token selector)."""
+
+
+class GraphModule(nn.Module):
+    """A float torch module that runs a :class:`Graph` node by node, in the graph's
+    (topological) order, as :func:`chipforge.sim.executor.run_graph` does with
+    ``quantized=False``: residual adds, concatenations, grouped / depthwise convolutions,
+    pooling, reshapes and the transformer ops.
+
+    Every conv / linear node is a child module named :func:`module_name` of the node (so
+    :func:`chipforge.mappings.train.weighted_layers` finds them under the names
+    ``to_module`` gives a chain), with the compression state of :func:`to_module`
+    attached; a child may be replaced (e.g. by a PIM layer) and the graph still runs.
+    Batch norms are fixed affine maps (buffers); ``QUANTIZE`` nodes are the identity
+    (float run). :func:`graph_from_module` writes the trained weights back.
+    """
+
+    def __init__(self, graph: Graph, *, keep_zeros: bool = True) -> None:
+        super().__init__()
+        self.graph = graph.copy()
+        self._order: list[tuple[Node, str | None, tuple[str, ...]]] = []
+        constants: dict[str, torch.Tensor] = {}
+        for i, n in enumerate(self.graph.nodes):
+            if n.op not in GRAPH_MODULE_OPS:
+                raise ValueError(f"node {n.name!r}: op {n.op.value} has no torch equivalent "
+                                 "here (GraphModule runs "
+                                 f"{', '.join(sorted(o.value for o in GRAPH_MODULE_OPS))})")
+            child = None
+            if n.weighted:
+                child = module_name(n.name)
+                if hasattr(self, child):
+                    raise ValueError(f"nodes {n.name!r} and another map to the same torch "
+                                     f"name {child!r}")
+                self.add_module(child, _weighted_layer(n, keep_zeros=keep_zeros))
+            elif n.op is Op.BATCHNORM:
+                child = f"_bn{i}"
+                self.add_module(child, _Affine(n))
+            elif "constant" in n.params:
+                key = f"_const{i}"
+                self.register_buffer(key, torch.from_numpy(
+                    np.asarray(n.params["constant"], dtype=np.float64)).float())
+                constants[n.name] = key
+            self._order.append((n, child, tuple(n.inputs)))
+        self._constants = constants
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        values: dict[str, torch.Tensor] = {"input": x}
+        for n, child, inputs in self._order:
+            args = [values[i] for i in inputs]
+            v = args[0]
+            a = n.attrs
+            match n.op:
+                case Op.CONV2D | Op.LINEAR | Op.BATCHNORM:
+                    y = getattr(self, child)(v)
+                case Op.RELU:
+                    y = torch.relu(v)
+                case Op.CLIP:
+                    lo, hi = a.get("min"), a.get("max")
+                    y = v if lo is None and hi is None else torch.clamp(v, lo, hi)
+                case Op.SIGN:
+                    y = torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
+                case Op.MAXPOOL2D:
+                    k = int(a["kernel"])
+                    y = F.max_pool2d(v, k, int(a.get("stride", k)), int(a.get("padding", 0)))
+                case Op.AVGPOOL2D:
+                    k = int(a["kernel"])
+                    y = F.avg_pool2d(v, k, int(a.get("stride", k)), int(a.get("padding", 0)),
+                                     count_include_pad=True)
+                case Op.GLOBAL_AVGPOOL:
+                    y = v.mean(dim=(2, 3), keepdim=True)
+                case Op.FLATTEN:
+                    y = v.reshape(v.shape[0], -1)
+                case Op.ADD:
+                    y = v + args[1]
+                case Op.QUANTIZE:
+                    y = v
+                case Op.ADD_CONST:
+                    y = v + getattr(self, self._constants[n.name])
+                case Op.MUL_CONST:
+                    y = v * getattr(self, self._constants[n.name])
+                case Op.LAYERNORM:
+                    y = F.layer_norm(v, v.shape[-1:], eps=float(a.get("eps", 1e-5))) \
+                        * torch.from_numpy(np.asarray(n.params["gamma"])).to(v.dtype) \
+                        + torch.from_numpy(np.asarray(n.params["beta"])).to(v.dtype)
+                case Op.GELU:
+                    y = F.gelu(v, approximate=a.get("approximate", "none"))
+                case Op.TRANSPOSE:
+                    y = v.permute(0, *(int(p) for p in a["perm"]))
+                case Op.RESHAPE:
+                    y = v.reshape(v.shape[0], *(int(d) for d in a["shape"]))
+                case Op.MATMUL:
+                    y = torch.matmul(v, args[1])
+                case Op.SLICE:
+                    y = v.narrow(int(a["axis"]), int(a["start"]),
+                                 int(a["stop"]) - int(a["start"]))
+                case Op.CONCAT:
+                    parts = list(args)
+                    if n.name in self._constants:
+                        c = getattr(self, self._constants[n.name])
+                        parts.insert(int(a.get("constant_index", 0)),
+                                     c.expand(v.shape[0], *c.shape[1:]).to(v.dtype))
+                    y = torch.cat(parts, dim=int(a["axis"]))
+                case Op.MEAN:
+                    y = v.mean(dim=tuple(int(i) for i in a["axes"]),
+                               keepdim=bool(a.get("keepdims", True)))
+                case Op.SOFTMAX:
+                    y = torch.softmax(v, dim=int(a.get("axis", -1)))
+            values[n.name] = y
+        return values[self.graph.output_name]
+
+    def weighted_children(self) -> dict[str, str]:
+        """Graph node name -> torch child name of every conv / linear node."""
+        return {n.name: child for n, child, _ in self._order if n.weighted}
+
+
+def graph_module(graph: Graph, *, keep_zeros: bool = True) -> GraphModule:
+    """:class:`GraphModule` of ``graph`` (any graph of :data:`GRAPH_MODULE_OPS`)."""
+    return GraphModule(graph, keep_zeros=keep_zeros)
+
+
+def graph_from_module(module: nn.Module, template: Graph, *, quantize: bool) -> Graph:
+    """``template`` with the weights (and quantization / polarization state, as
+    :func:`to_graph` exports them) of ``module``'s conv / linear children, found by
+    :func:`module_name` (a :class:`GraphModule` or the ``to_module`` Sequential of the
+    template). With ``quantize=False`` the weights are float and quantization attrs are
+    dropped."""
+    out = template.copy()
+    children = dict(module.named_modules())
+    for n in out.weighted_nodes():
+        child = module_name(n.name)
+        if child not in children:
+            raise ValueError(f"the trained module has no layer {child!r} for node {n.name!r}")
+        attrs, params = _export_weighted(n.name, children[child], None, quantize)
+        for k in ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed",
+                  "fragment_size", "fragment_order"):
+            n.attrs.pop(k, None)
+        if not quantize:
+            for k in ("weight_bits", "weight_scale", "act_bits", "act_scale", "act_signed"):
+                attrs.pop(k, None)
+        n.attrs.update(attrs)
+        n.params.pop("fragment_signs", None)
+        n.params.pop("bias", None)
+        n.params.update(params)
+    return out

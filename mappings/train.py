@@ -96,7 +96,9 @@ def apply_constraints(model: nn.Module) -> None:
         if signs is not None:
             per_weight = torch.from_numpy(expand_signs(tuple(w.shape), signs.numpy(),
                                                        layer.fragment_size,
-                                                       layer.fragment_order)).to(w.dtype)
+                                                       layer.fragment_order,
+                                                       int(getattr(layer, "groups", 1))
+                                                       )).to(w.dtype)
             w.mul_((w * per_weight >= 0).to(w.dtype))
 
 

@@ -109,9 +109,9 @@ class CompressionStats:
                 f"{self.idealized_crossbar_reduction:.2f}x (paper formula, not a count)")
 
 
-def _mixed(weight: np.ndarray, size: int, order: str) -> int:
+def _mixed(weight: np.ndarray, size: int, order: str, groups: int = 1) -> int:
     from chipforge.sim.fragments import fragment_view
-    view = fragment_view(weight, size, order)
+    view = fragment_view(weight, size, order, groups)
     return int(((view > 0).any(axis=2) & (view < 0).any(axis=2)).sum())
 
 
@@ -125,8 +125,9 @@ def compression_stats(graph: Graph) -> CompressionStats:
         fragments = mixed = 0
         if size is not None:
             signs = node.params.get("fragment_signs")
-            mixed = _mixed(w, int(size), order)
-            if signs is not None and check_polarized(w, signs, int(size), order):
+            groups = int(node.attrs.get("groups", 1))
+            mixed = _mixed(w, int(size), order, groups)
+            if signs is not None and check_polarized(w, signs, int(size), order, groups):
                 mixed = max(mixed, 1)
             fragments = int(np.prod(signs.shape)) if signs is not None else 0
         layers.append(LayerStats(node.name, int(w.size), int(np.count_nonzero(w)),

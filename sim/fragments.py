@@ -30,6 +30,11 @@ Row layout (the contract between the compression passes and the crossbar placeme
   stored as an int8 array of shape (out, ceil(K / m)) with values +1 / -1 in the node's
   params ``"fragment_signs"``, with attrs ``"fragment_size"`` (m) and ``"fragment_order"``
   (the :class:`FragmentOrder` value).
+- Grouped and depthwise convolutions (``groups`` = G > 1) are placed as one block-diagonal
+  matrix (:func:`chipforge.sim.executor.block_diagonal_weights`): group g's K_g = C/G * kh
+  * kw rows at g*K_g.., zeros elsewhere, rows in the identity order (the fragment order
+  does not apply). Fragment ``f`` of output ``n`` then covers rows f*m.. of that matrix,
+  so signs have shape (out, ceil(G * K_g / m)); the functions below take ``groups``.
 - Sign rule (FORMS Eq. 2): ``+1`` if the fragment's weights sum to >= 0, else ``-1``.
 """
 
@@ -87,14 +92,39 @@ def row_order(weight_shape: tuple[int, ...], order: FragmentOrder | str) -> np.n
     raise AssertionError(order)
 
 
-def num_fragments(weight_shape: tuple[int, ...], size: int) -> int:
-    k = int(np.prod(weight_shape[1:]))
+def num_fragments(weight_shape: tuple[int, ...], size: int, groups: int = 1) -> int:
+    k = int(np.prod(weight_shape[1:])) * int(groups)
     return -(-k // _check_size(size))
 
 
-def fragment_view(weight: np.ndarray, size: int, order: FragmentOrder | str) -> np.ndarray:
+def _block_rows(weight: np.ndarray, groups: int) -> np.ndarray:
+    """(out, G * K_g): each output's weights in its group's rows of the block-diagonal
+    matrix, zeros elsewhere."""
+    out_ch = weight.shape[0]
+    per, k_g = out_ch // groups, int(np.prod(weight.shape[1:]))
+    dense = np.zeros((out_ch, groups * k_g), dtype=weight.dtype)
+    for g in range(groups):
+        dense[g * per:(g + 1) * per, g * k_g:(g + 1) * k_g] = \
+            weight[g * per:(g + 1) * per].reshape(per, k_g)
+    return dense
+
+
+def _from_block_rows(dense: np.ndarray, weight_shape: tuple[int, ...],
+                     groups: int) -> np.ndarray:
+    out_ch = weight_shape[0]
+    per, k_g = out_ch // groups, int(np.prod(weight_shape[1:]))
+    out = np.empty((out_ch, k_g), dtype=dense.dtype)
+    for g in range(groups):
+        out[g * per:(g + 1) * per] = dense[g * per:(g + 1) * per, g * k_g:(g + 1) * k_g]
+    return out.reshape(weight_shape)
+
+
+def fragment_view(weight: np.ndarray, size: int, order: FragmentOrder | str,
+                  groups: int = 1) -> np.ndarray:
     """Weights as (out, n_fragments, size), zero-padded at the end of the last fragment."""
     size = _check_size(size)
+    if groups > 1:
+        return fragment_view(_block_rows(np.asarray(weight), groups), size, "w-major")
     w2 = weight.reshape(weight.shape[0], -1)[:, row_order(weight.shape, order)]
     nf = num_fragments(weight.shape, size)
     pad = nf * size - w2.shape[1]
@@ -104,7 +134,11 @@ def fragment_view(weight: np.ndarray, size: int, order: FragmentOrder | str) -> 
 
 
 def _from_view(view: np.ndarray, weight_shape: tuple[int, ...],
-               order: FragmentOrder | str) -> np.ndarray:
+               order: FragmentOrder | str, groups: int = 1) -> np.ndarray:
+    if groups > 1:
+        k = int(np.prod(weight_shape[1:])) * groups
+        dense = view.reshape(view.shape[0], -1)[:, :k]
+        return _from_block_rows(dense, tuple(weight_shape), groups)
     k = int(np.prod(weight_shape[1:]))
     rows = view.reshape(view.shape[0], -1)[:, :k]
     out = np.empty_like(rows)
@@ -112,36 +146,43 @@ def _from_view(view: np.ndarray, weight_shape: tuple[int, ...],
     return out.reshape(weight_shape)
 
 
-def fragment_sign_rule(weight: np.ndarray, size: int, order: FragmentOrder | str) -> np.ndarray:
+def fragment_sign_rule(weight: np.ndarray, size: int, order: FragmentOrder | str,
+                       groups: int = 1) -> np.ndarray:
     """FORMS Eq. 2: +1 where a fragment's weights sum to >= 0, else -1; int8 (out, nf)."""
-    sums = fragment_view(np.asarray(weight, dtype=np.float64), size, order).sum(axis=2)
+    sums = fragment_view(np.asarray(weight, dtype=np.float64), size, order,
+                         groups).sum(axis=2)
     return np.where(sums >= 0, 1, -1).astype(np.int8)
 
 
 def polarize(weight: np.ndarray, signs: np.ndarray, size: int,
-             order: FragmentOrder | str) -> np.ndarray:
+             order: FragmentOrder | str, groups: int = 1) -> np.ndarray:
     """Euclidean projection onto 'every fragment has the sign ``signs``': zero the weights
     of the opposite sign (the nearest point of the polarized set, coordinate by coordinate)."""
-    view = fragment_view(weight, size, order)
+    view = fragment_view(weight, size, order, groups)
     signs = np.asarray(signs)
     if signs.shape != view.shape[:2]:
         raise ValueError(f"fragment signs have shape {signs.shape}; weights of shape "
                          f"{weight.shape} with fragment size {size} need {view.shape[:2]}")
     keep = view * signs[:, :, None] >= 0
-    return _from_view(np.where(keep, view, 0), weight.shape, order).astype(weight.dtype)
+    return _from_view(np.where(keep, view, 0), weight.shape, order,
+                      groups).astype(weight.dtype)
 
 
 def check_polarized(weight: np.ndarray, signs: np.ndarray, size: int,
-                    order: FragmentOrder | str) -> int:
+                    order: FragmentOrder | str, groups: int = 1) -> int:
     """Number of non-zero weights whose sign disagrees with their fragment's sign (0 = ok)."""
-    view = fragment_view(weight, size, order)
+    view = fragment_view(weight, size, order, groups)
     return int((view * np.asarray(signs)[:, :, None] < 0).sum())
 
 
 def expand_signs(weight_shape: tuple[int, ...], signs: np.ndarray, size: int,
-                 order: FragmentOrder | str) -> np.ndarray:
+                 order: FragmentOrder | str, groups: int = 1) -> np.ndarray:
     """Each weight's fragment sign (+1 / -1), as an int8 array of ``weight_shape``."""
     size = _check_size(size)
+    if groups > 1:
+        dense_shape = (weight_shape[0], int(np.prod(weight_shape[1:])) * groups)
+        return _from_block_rows(expand_signs(dense_shape, signs, size, "w-major"),
+                                tuple(weight_shape), groups)
     k = int(np.prod(weight_shape[1:]))
     signs = np.asarray(signs)
     nf = num_fragments(weight_shape, size)

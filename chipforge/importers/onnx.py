@@ -72,6 +72,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Gemm": "activation A (transA=0), constant B (transB 0 or 1), alpha, beta, constant C",
     "MatMul": "activation x constant 2-D weight (-> linear), or two activations",
     "Relu": "",
+    "Sign": "binarization to +-1 (BNNs); an input of exactly 0 gives +1, not ONNX's 0",
     "Clip": "constant bounds (ReLU6; narrow activation codes before QuantizeLinear)",
     "BatchNormalization": "inference mode; folded into a preceding float Conv/Gemm",
     "MaxPool": "2-D, square kernel and stride, symmetric pads, ceil_mode 0 or 1, dilation 1",
@@ -1308,6 +1309,9 @@ class _Converter:
 
     def op_HardSwish(self, node):
         self.emit(node, Op.HARDSWISH, (self.act(node, node.input[0]),))
+
+    def op_Sign(self, node):
+        self.emit(node, Op.SIGN, (self.act(node, node.input[0]),))
 
     def op_Gelu(self, node):
         approximate = _attr(node, "approximate", b"none")
