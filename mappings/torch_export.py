@@ -330,7 +330,8 @@ GRAPH_MODULE_OPS = frozenset({
     Op.CONV2D, Op.LINEAR, Op.BATCHNORM, Op.RELU, Op.CLIP, Op.SIGN, Op.MAXPOOL2D,
     Op.AVGPOOL2D, Op.GLOBAL_AVGPOOL, Op.FLATTEN, Op.ADD, Op.QUANTIZE, Op.ADD_CONST,
     Op.MUL_CONST, Op.LAYERNORM, Op.GELU, Op.TRANSPOSE, Op.RESHAPE, Op.MATMUL, Op.SLICE,
-    Op.CONCAT, Op.MEAN, Op.SOFTMAX})
+    Op.CONCAT, Op.MEAN, Op.SOFTMAX, Op.SIGMOID, Op.HARDSIGMOID, Op.HARDSWISH, Op.SILU,
+    Op.MUL})
 """Ops :class:`GraphModule` runs (every op of the float executor but the token selector)."""
 
 
@@ -396,11 +397,23 @@ class GraphModule(nn.Module):
                     y = torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
                 case Op.MAXPOOL2D:
                     k = int(a["kernel"])
-                    y = F.max_pool2d(v, k, int(a.get("stride", k)), int(a.get("padding", 0)))
+                    y = F.max_pool2d(v, k, int(a.get("stride", k)), int(a.get("padding", 0)),
+                                     ceil_mode=bool(a.get("ceil_mode", False)))
                 case Op.AVGPOOL2D:
                     k = int(a["kernel"])
                     y = F.avg_pool2d(v, k, int(a.get("stride", k)), int(a.get("padding", 0)),
                                      count_include_pad=True)
+                case Op.SIGMOID:
+                    y = torch.sigmoid(v)
+                case Op.HARDSIGMOID:   # ONNX's alpha, beta (torch's is 1/6, 1/2)
+                    y = torch.clamp(float(a.get("alpha", 0.2)) * v
+                                    + float(a.get("beta", 0.5)), 0.0, 1.0)
+                case Op.HARDSWISH:
+                    y = F.hardswish(v)
+                case Op.SILU:
+                    y = F.silu(v)
+                case Op.MUL:           # two activations, broadcast (squeeze-and-excitation)
+                    y = v * args[1]
                 case Op.GLOBAL_AVGPOOL:
                     y = v.mean(dim=(2, 3), keepdim=True)
                 case Op.FLATTEN:

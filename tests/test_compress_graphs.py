@@ -540,3 +540,39 @@ def resnet18_must_show(folder: Path, n_train: int, n_test: int) -> dict[str, flo
         times[f"{method} accuracy ideal / hardware"] = (r.accuracy_ideal, r.accuracy_hardware)
         print(times, flush=True)
     return times
+
+
+@pytest.mark.parametrize("which", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_graph_module_runs_mobile_cnns_as_the_executor_does(which, tmp_path):
+    """compress trains through the graph module: squeeze-and-excitation's activation
+    product, Sigmoid / HardSigmoid / HardSwish / SiLU and MaxPool ceil_mode must compute in
+    torch what the executor computes (reduced width, random weights, 32x32)."""
+    mobile = importlib.import_module("mobile_models")
+    torch.manual_seed(0)
+    model = getattr(mobile, which)(width=0.25, num_classes=10).eval()
+    path = tmp_path / f"{which}.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False)
+    graph = load_model(str(path))
+    ops = {n.op for n in graph.nodes}
+    assert Op.MUL in ops and ops & {Op.HARDSWISH, Op.SILU}
+    module = graph_module(graph).double().eval()
+    x = np.random.default_rng(0).random((4, 3, 32, 32))
+    with torch.no_grad():
+        ours = module(torch.from_numpy(x)).numpy()
+        theirs = model.double()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, run_graph(graph, x, quantized=False), rtol=1e-6,
+                               atol=1e-9)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_graph_module_maxpool_ceil_mode():
+    from chipforge.sim.graph import Graph, Node
+
+    graph = Graph("pool", (1, 7, 7), [Node(Op.MAXPOOL2D, "p", ("input",),
+                                           {"kernel": 2, "stride": 2, "ceil_mode": True}),
+                                      Node(Op.FLATTEN, "f", ("p",))])
+    x = np.random.default_rng(1).random((2, 1, 7, 7))
+    with torch.no_grad():
+        ours = graph_module(graph).double()(torch.from_numpy(x)).numpy()
+    assert ours.shape == (2, 16)                      # 4x4 with ceil_mode, 3x3 without
+    np.testing.assert_array_equal(ours, run_graph(graph, x, quantized=False))
