@@ -655,12 +655,14 @@ def superbnn(graph: Graph, data, *, seed: int, progress, checkpoint, options) ->
                 opt, o.epochs * -(-len(x) // o.batch_size))
             gen = torch.Generator().manual_seed(seed)
             with progress.stage("randomized-BNN training", o.epochs):
+                from chipforge.mappings.train import minibatches
+
                 for _ in range(o.epochs):
                     model.train()
                     order = torch.randperm(len(x), generator=gen)
                     total = 0.0
-                    for i in range(0, len(x), o.batch_size):
-                        idx = order[i:i + o.batch_size]
+                    for lo, hi in minibatches(len(x), o.batch_size):
+                        idx = order[lo:hi]
                         loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
                         opt.zero_grad()
                         loss.backward()

@@ -384,13 +384,15 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
     eval_mode = dataclasses.replace(mode, track_gain=False) if pim else PimMode()
     xt = torch.from_numpy(np.array(x, dtype=np.float32))   # a copy: x may be read-only
     yt = torch.from_numpy(np.array(y, dtype=np.int64))
+    from chipforge.mappings.train import minibatches
+
     for epoch in range(epochs):
         set_pim(model, train_mode)
         model.train()
         order = rng.permutation(len(x))
         total = 0.0
-        for i in range(0, len(x), batch):
-            idx = torch.from_numpy(order[i:i + batch])
+        for lo, hi in minibatches(len(x), batch):
+            idx = torch.from_numpy(order[lo:hi])
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()

@@ -220,12 +220,14 @@ def _train(data, recipe: RbnnTrainConfig, hw: AqfpConfig, name: str, verbose: bo
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(recipe.seed)
     start = time.perf_counter()
+    from chipforge.mappings.train import minibatches
+
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for i in range(0, len(x), recipe.batch_size):
-            idx = order[i:i + recipe.batch_size]
+        for lo, hi in minibatches(len(x), recipe.batch_size):
+            idx = order[lo:hi]
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

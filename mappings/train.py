@@ -124,6 +124,16 @@ def train(model: nn.Module, data: TrainData, *, epochs: int, lr: float, seed: in
     return model
 
 
+
+def minibatches(n: int, batch: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each minibatch over ``n`` samples; a last batch of a single
+    sample joins the one before it, because batch norm cannot train on one sample (torch
+    raises "Expected more than 1 value per channel")."""
+    bounds = [*range(0, n, batch), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
 def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, on_epoch_end,
            constrained) -> None:
     gen = seed_everything(seed)
@@ -135,8 +145,8 @@ def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, 
         model.train()
         perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
+        for lo, hi in minibatches(n, batch_size):
+            idx = perm[lo:hi]
             loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
             if extra_loss is not None:
                 loss = loss + extra_loss()

@@ -244,3 +244,17 @@ def test_torch_module_from_python(mlp):
     graph = chipforge.compress("superbnn", module, (x, y), progress=False, epochs=1)
     assert graph.meta["provenance"]["source_model"] == "torch module Sequential"
     assert isinstance(module, torch.nn.Module)
+
+
+def test_minibatches_never_leave_a_single_sample_batch():
+    """Batch norm cannot train on one sample: a last batch of one joins the one before."""
+    from chipforge.mappings.train import minibatches
+
+    assert minibatches(129, 64) == [(0, 64), (64, 129)]
+    assert minibatches(130, 64) == [(0, 64), (64, 128), (128, 130)]
+    assert minibatches(1, 64) == [(0, 1)]
+    for n in range(1, 300):
+        batches = minibatches(n, 32)
+        assert batches[0][0] == 0 and batches[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(batches, batches[1:], strict=False))
+        assert n == 1 or min(hi - lo for lo, hi in batches) > 1
