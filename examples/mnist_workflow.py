@@ -253,16 +253,24 @@ def main(argv: list[str] | None = None) -> dict:
     forms_graph = load_model(str(compressed["forms"]))
     conv = [n.name for n in forms_graph.nodes if n.op.name == "CONV2D"][-1]
     tile_out = out / "rtl-tile"
-    cli("rtl", "tile", "--accelerator", "forms8", "--layer", f"{compressed['forms']}:{conv}",
-        "--data", test_npz, "--out", str(tile_out), "--lint")
-    text = cli("simulate", str(compressed["forms"]), "--rtl", conv, "--data", test_npz,
-               "--samples", "4" if quick else "16", "--out", str(out / "rtl-loop"))
-    loop = json.loads((out / "rtl-loop" / "rtl-report.json").read_text())
-    summary["rtl_loop"] = {"layer": conv, "report": loop}
-    print(f"\nsimulate --rtl {conv}:\n{text}")
+    print(cli("rtl", "tile", "--accelerator", "forms8", "--layer",
+              f"{compressed['forms']}:{conv}", "--data", test_npz, "--out", str(tile_out),
+              "--lint"))
+    summary["rtl_tile"] = sorted(str(p.relative_to(tile_out)) for p in tile_out.rglob("*.v"))
+    # the layer through the shift-and-add Verilog on the user's test images, then (full
+    # run) through the whole generated FORMS-8 tile: bit-exact, cycles = the cycle model
+    runs = [("rtl-loop", ["--samples", "4" if quick else "16"])]
+    if not quick:
+        runs.append(("rtl-loop-tile", ["--samples", "1", "--rtl-tile", "forms8"]))
+    summary["rtl_loop"] = {}
+    for folder, extra in runs:
+        text = cli("simulate", str(compressed["forms"]), "--rtl", conv, "--data", test_npz,
+                   *extra, "--out", str(out / folder))
+        summary["rtl_loop"][folder] = json.loads((out / folder / "rtl-report.json").read_text())
+        print(f"\nsimulate --rtl {conv} {' '.join(extra)}:\n{text}")
     selector_out = out / "rtl-selector"
-    cli("rtl", "selector", str(compressed["heatvit"]), "--data", test_npz,
-        "--out", str(selector_out))
+    print(cli("rtl", "selector", str(compressed["heatvit"]), "--data", test_npz,
+              "--out", str(selector_out), "--lint"))
     summary["rtl_selector"] = sorted(p.name for p in selector_out.rglob("*.v"))
 
     # 6. a fault sweep on the user's CNN and data, 3 rates x 2 mappings x 4 chips
