@@ -89,7 +89,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
           seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    xt, yt = torch.tensor(x), torch.tensor(y)   # copies: the data set is read-only
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(xt)).split(64):
@@ -101,7 +101,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
-        return float((model(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
+        return float((model(torch.tensor(x)).argmax(1).numpy() == y).mean())
 
 
 def export(model: nn.Module, path: Path) -> Path:
