@@ -65,7 +65,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import os
 import sys
 import time
 import types
@@ -491,11 +490,11 @@ class Checkpoint:
 
     def _write_run(self) -> None:
         assert self.directory is not None
-        run = self.directory / "run.json"
-        tmp = run.with_name(".run.json.tmp")
-        tmp.write_text(json.dumps({**json.loads(json.dumps(self.fingerprint)),
-                                   "stages": self._stages}, sort_keys=True, indent=1))
-        os.replace(tmp, run)
+        from chipforge.files import atomic_write
+
+        atomic_write(self.directory / "run.json",
+                     json.dumps({**json.loads(json.dumps(self.fingerprint)),
+                                 "stages": self._stages}, sort_keys=True, indent=1))
 
     def record_file(self, name: str, path: Path) -> None:
         """Fingerprint a stage file just written (its sha256 goes into run.json)."""
@@ -547,10 +546,10 @@ class Checkpoint:
                 return {k: f[k] for k in f.files}
         arrays = fn()
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as f:
+            from chipforge.files import atomic_open
+
+            with atomic_open(path, "wb") as f:      # a symlink in the way is replaced
                 np.savez(f, **arrays)
-            tmp.replace(path)
             self._written.append(path)
             self.record_file(name, path)
         return arrays
