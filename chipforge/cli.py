@@ -232,6 +232,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
                        help="run the presets on an existing Dask cluster (tcp://host:8786)")
     p.add_argument("--workers", type=int,
                    help="run the presets on a local process pool of N workers")
+    _add_family_options(p)   # non-idealities, each applied to the presets whose family has it
 
 
 @command("compare", "one model across accelerator presets: accuracy, latency, energy, area "
@@ -254,7 +255,8 @@ def _run_compare(args: argparse.Namespace) -> int:
                          samples=args.samples, seed=args.seed, out=out,
                          cycle_samples=args.cycle_samples, workers=args.workers,
                          dask=args.dask, scheduler=args.scheduler,
-                         log=lambda line: print(line, flush=True))
+                         log=lambda line: print(line, flush=True),
+                         **_simulate_options(args))
     except KeyboardInterrupt:
         print(f"\nchipforge compare: interrupted; the finished presets are saved in {out}; "
               "run the same command to continue", file=sys.stderr)

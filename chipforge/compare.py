@@ -64,7 +64,7 @@ __all__ = ["COLUMNS", "Comparison", "compare", "count_macs", "pareto_figure",
 
 SCHEMA = 1
 
-COLUMNS = ("preset", "family", "model", "status", "accuracy_float", "accuracy_ideal",
+COLUMNS = ("preset", "family", "model", "conditions", "status", "accuracy_float", "accuracy_ideal",
            "accuracy_hardware", "accuracy_hardware_std", "accuracy_hardware_ci95_low",
            "accuracy_hardware_ci95_high", "chips", "latency_s", "throughput_per_s",
            "energy_j", "area_mm2", "edp_js", "ops_per_inference", "tops_per_w", "notes")
@@ -232,11 +232,17 @@ def run_preset(task: dict[str, Any]) -> dict[str, Any]:
     preset, model = task["preset"], task["model"]
     accelerator = task.get("accelerator", preset)
     spec = get_accelerator_spec(accelerator)
-    base = {"preset": preset, "family": spec.family.name, "model": _model_label(model)}
+    # the family options (non-idealities) this preset's family has; the others do not
+    # apply to it, and the row's conditions say which were used
+    options = {k: v for k, v in (task.get("options") or {}).items()
+               if k in spec.family.options}
+    conditions = ", ".join(f"{k}={v}" for k, v in options.items()) or "preset defaults"
+    base = {"preset": preset, "family": spec.family.name, "model": _model_label(model),
+            "conditions": conditions}
     try:
         result = simulate(model, accelerator=accelerator, data=task["data"],
                           samples=task["samples"], seed=task["seed"], chips=task["chips"],
-                          cycle_samples=task["cycle_samples"], progress=False)
+                          cycle_samples=task["cycle_samples"], progress=False, **options)
     except ValueError as e:   # FamilyError included: the family refuses this model
         return base | {"status": "skipped", "reason": " ".join(str(e).split())}
     notes: list[str] = []
@@ -295,11 +301,15 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
             chips: int = 1, samples: int | None = None, seed: int = 0,
             out: str | Path | None = None, cycle_samples: int = 100,
             workers: int | None = None, dask: bool = False, scheduler: str | None = None,
-            log: Callable[[str], None] | None = None) -> Comparison:
+            log: Callable[[str], None] | None = None, **options: Any) -> Comparison:
     """Compare ``model`` over ``accelerators`` (``"isaac,forms8=cnn-forms8.npz"`` or a list
     of such entries); see the module doc. ``log(line)`` is told each preset as it finishes
-    or is skipped (the CLI prints it)."""
+    or is skipped (the CLI prints it). ``options`` are the families' convenience options
+    (``variation=0.05, read_noise=0.02, fault_rate=0.001`` for ReRAM, ``sigma_ua`` for
+    AQFP, ...): each preset takes those its family has (its row's ``conditions`` list
+    them); an option no compared family has is refused."""
     from chipforge.chips import chip_seeds
+    from chipforge.families import get_accelerator_spec
 
     chip_seeds(seed, chips)      # checks seed and chips
     if samples is not None and (isinstance(samples, bool) or samples < 1):
@@ -314,8 +324,15 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
                            "dask nor workers")
     data = "digits" if data is None else data
     triples = parse_accelerators(accelerators, model)
+    accepted = {o for _, a, _ in triples for o in get_accelerator_spec(a).family.options}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise CompareError(f"option(s) {', '.join(unknown)} apply to none of the compared "
+                           f"presets' families (their options: "
+                           f"{', '.join(sorted(accepted)) or 'none'})")
     log = log or (lambda line: None)
     manifest = {"schema": SCHEMA, "chips": chips, "samples": samples, "seed": seed,
+                "options": {k: _fingerprint(v) for k, v in sorted(options.items())},
                 "cycle_samples": cycle_samples, "data": _fingerprint(data),
                 "presets": {label: [_accelerator_fingerprint(a), _fingerprint(m)]
                             for label, a, m in triples}}
@@ -325,7 +342,8 @@ def compare(model: Any, accelerators: str | Sequence[str], data: Any = "digits",
         folder = Path(out)
         done = _open_out(folder, manifest)
     tasks = [{"preset": label, "accelerator": a, "model": m, "data": data,
-              "samples": samples, "seed": seed, "chips": chips, "cycle_samples": cycle_samples}
+              "samples": samples, "seed": seed, "chips": chips, "cycle_samples": cycle_samples,
+              "options": dict(options)}
              for label, a, m in triples if label not in done]
     for preset in done:
         log(f"{preset}: already in {folder} (resumed)")
@@ -481,14 +499,15 @@ def _hardware_cell(row: dict[str, Any]) -> str:
     return text
 
 
-_HEADERS = ("preset", "family", "model", "float acc. (%)", "ideal acc. (%)",
+_HEADERS = ("preset", "family", "model", "conditions", "float acc. (%)", "ideal acc. (%)",
             "hardware acc. (%), mean [95 % CI]", "chips", "latency", "throughput",
             "energy / inference", "area", "EDP", "TOPS/W", "notes")
 
 
 def _display_cells(row: dict[str, Any]) -> list[str]:
     area = row.get("area_mm2")
-    return [row["preset"], row["family"], row["model"], _pct(row["accuracy_float"]),
+    return [row["preset"], row["family"], row["model"], row.get("conditions", ""),
+            _pct(row["accuracy_float"]),
             _pct(row["accuracy_ideal"]), _hardware_cell(row), str(row["chips"]),
             _si(row.get("latency_s"), "s"),
             _si(row.get("throughput_per_s"), "inf/s"), _si(row.get("energy_j"), "J"),
@@ -504,7 +523,8 @@ def to_csv(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
     for s in skipped:
-        writer.writerow([s["preset"], "", s["model"], "skipped"] + [""] * (len(COLUMNS) - 5)
+        writer.writerow([s["preset"], "", s["model"], "", "skipped"]
+                        + [""] * (len(COLUMNS) - 6)
                         + [s["reason"]])
     return buffer.getvalue()
 
@@ -537,7 +557,7 @@ def to_latex(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> str:
     """A ``tabular`` (booktabs) of the rows; the notes become numbered footnote marks."""
     headers = _HEADERS[:-1]
     lines = [r"% chipforge compare; needs \usepackage{booktabs}",
-             r"\begin{tabular}{" + "l" * 3 + "r" * (len(headers) - 3) + "}", r"\toprule",
+             r"\begin{tabular}{" + "l" * 4 + "r" * (len(headers) - 4) + "}", r"\toprule",
              " & ".join(_latex(h) for h in headers) + r" \\", r"\midrule"]
     notes: list[str] = []
     for row in rows:

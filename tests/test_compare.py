@@ -107,7 +107,7 @@ def test_csv_markdown_latex_are_written_and_parse(compared):
     tex = (out / "compare.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 1 and tex.count(r"\end{tabular}") == 1
     rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
-    assert len(rows) == 5 and all(r.count(" & ") == 12 for r in rows)   # header + 4
+    assert len(rows) == 5 and all(r.count(" & ") == 13 for r in rows)   # header + 4
     assert "%" not in tex.replace(r"\%", "").split(r"\begin{tabular}")[1].split(
         r"\end{tabular}")[0]                                             # escaped
 
@@ -211,3 +211,22 @@ def test_ops_count_equals_the_heatvit_engines_dense_macs():
 def test_no_preset_running_is_an_error_naming_the_reason(tmp_path):
     with pytest.raises(ValueError, match="no preset ran the model; heatvit: .*not a ViT"):
         chipforge.compare("mlp-digits", "heatvit", samples=5, out=tmp_path / "o")
+
+
+def test_family_options_reach_the_presets_whose_family_has_them(tmp_path):
+    """--variation / --fault-rate go to the ReRAM presets only; the row says so; an
+    option no compared family has is refused."""
+    from chipforge.compare import CompareError, compare
+
+    result = compare("lenet-digits", "isaac,cap-ram", samples=24, chips=2, fault_rate=0.05,
+                     variation=0.1)
+    rows = {r["preset"]: r for r in result.rows}
+    assert rows["isaac"]["conditions"] == "fault_rate=0.05, variation=0.1"
+    assert rows["cap-ram"]["conditions"] == "preset defaults"
+    plain = compare("lenet-digits", "isaac", samples=24, chips=2).rows[0]
+    # the faults and variation change the ReRAM chips (not the ideal run)
+    assert plain["accuracy_ideal"] == rows["isaac"]["accuracy_ideal"]
+    assert [c["accuracy_hardware"] for c in plain["per_chip"]] != \
+        [c["accuracy_hardware"] for c in rows["isaac"]["per_chip"]]
+    with pytest.raises(CompareError, match="sigma_ua apply to none"):
+        compare("lenet-digits", "isaac,cap-ram", samples=8, sigma_ua=2.0)
