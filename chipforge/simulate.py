@@ -316,12 +316,16 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                          f"{spec.name!r} (family {family.name}; its run options: "
                          f"{', '.join(family.run_options) or 'none'})")
     family.check_run_options(run_options)      # before the model loads, not after
-    if sharded and not callable(getattr(family, "program", None)):
+    if sharded:
         from chipforge.campaign import CampaignError
 
-        raise CampaignError(f"accelerator {spec.name} (family {family.name}) does not shard "
-                            "a campaign (no separate programming step): run chips=N without "
-                            "workers, dask, scheduler or chunk_size")
+        if not callable(getattr(family, "program", None)):
+            raise CampaignError(f"accelerator {spec.name} (family {family.name}) does not "
+                                "shard a campaign (no separate programming step): run "
+                                "chips=N without workers, dask, scheduler or chunk_size")
+        if run_options.get("layer_errors"):
+            raise CampaignError("--layer-errors measures one chip on a few samples: run it "
+                                "without --workers, --dask, --scheduler or --chunk-size")
     data = "digits" if data is None else data
     told = progress if callable(progress) else None
     disable = True if told is not None else (None if progress is None else not progress)
