@@ -32,8 +32,10 @@ short row groups (FORMS fragments) are read by one fused kernel that skips all-z
 whole crossbars by one batched float32 GEMM ``a @ [cells | variances]`` followed by one
 fused pass (noise, ADC, shift-and-add). The torch backend (:mod:`chipforge.sim.reram_torch`,
 CPU or CUDA) does the same with tensor operations. A read's Gaussian is indexed by the
-read (seed, layer, input row since programming, group, cycle, column), so results do not
-depend on chunking, the memory budget (:mod:`chipforge.sim.memory`) or thread counts.
+read (seed, layer, input row, group, cycle, column), the input row counted from the
+sample's index in the whole run (:meth:`CrossbarMatmul.window`), so results do not depend
+on chunking, sharding over workers (:mod:`chipforge.campaign`), the memory budget
+(:mod:`chipforge.sim.memory`) or thread counts.
 """
 
 from __future__ import annotations
