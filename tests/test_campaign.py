@@ -176,3 +176,68 @@ def test_a_different_campaign_in_the_same_folder_is_refused(tmp_path):
     assert "cannot resume" in done.stderr and "seed: file has 1, requested 2" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert (tmp_path / campaign.RESULTS_FILE).read_bytes() == lines   # nothing touched
+
+
+def test_a_dask_local_cluster_gives_the_same_chips_and_counts_progress(tmp_path):
+    _, _, x, y = _inputs("lenet-digits-forms8", "forms8")
+    kw = dict(data=(x, y), seed=4, chips=2, **NOISY)
+    plain = chipforge.simulate("lenet-digits-forms8", "forms8", progress=False, **kw)
+    told: list[int] = []
+    on_dask = chipforge.simulate("lenet-digits-forms8", "forms8", dask=True, workers=2,
+                                 chunk_size=10, out=tmp_path, progress=told.append, **kw)
+    assert on_dask.chips == plain.chips
+    assert sum(told) == 2 * SAMPLES            # chip-images done, all of them
+    assert "Dask LocalCluster" in on_dask.campaign["backend"]
+    report = json.loads((tmp_path / "report.json").read_text())["simulation"]
+    assert report["chips"] == plain.chips
+    assert report["campaign"]["chip_images_computed"] == 2 * SAMPLES
+    assert report["campaign"]["chip_images_per_s"] > 0
+
+
+def test_a_killed_campaign_leaves_no_workers_and_resumes_to_the_same_report(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    args = ["lenet-digits", "--accelerator", "isaac", "--samples", "200", "--chips", "6",
+            "--seed", "3", "--variation", "0.1", "--read-noise", "0.3", "--fault-rate",
+            "0.01", "--workers", "2", "--chunk-size", "8", "--no-progress", "--out", str(out)]
+    driver = subprocess.Popen([sys.executable, "-m", "chipforge", "simulate", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / campaign.RESULTS_FILE
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 12:
+            break
+        time.sleep(0.02)
+    assert driver.poll() is None, "the campaign ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    kept = [json.loads(line) for line in results.read_text().splitlines()[:-1]]
+    assert 12 <= len(kept) + 1 < 25 + 6 * 25
+    workers = {int(r["worker"].rsplit(":", 1)[1]) for r in kept}
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers), "workers outlived their driver"
+
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())["simulation"]
+    assert report["campaign"]["shards_reused"] >= 12
+    spec = get_accelerator_spec("isaac", options=NOISY)
+    graph = load("lenet-digits")
+    x, y = spec.family.load_data("digits", graph, 200)
+    whole = chipforge.simulate("lenet-digits", "isaac", (x[:200], y[:200]), seed=3, chips=6,
+                               progress=False, **NOISY)
+    assert report["chips"] == whole.chips
+    assert report["accuracy_hardware_spread"] == whole.accuracy_hardware_spread
