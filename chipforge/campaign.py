@@ -68,13 +68,11 @@ def default_chunk_size(samples: int) -> int:
 # --- worker side ---------------------------------------------------------------------------
 
 _LOCAL = threading.local()   # the programmed chip this worker thread holds (at most one)
-_PROGRAMMINGS = 0            # chips this worker process programmed (tests count them)
 
 
 def _chip_for(shared: dict[str, Any], seed: int, timer) -> tuple[Any, bool]:
     """The programmed chip of ``seed`` (from this thread's cache, else programmed now,
     replacing the one held: one chip in memory per worker thread)."""
-    global _PROGRAMMINGS
     key = (shared["model_sha"], shared["config_key"], int(seed))
     held = getattr(_LOCAL, "chip", None)
     if held is not None and held[0] == key:
@@ -87,7 +85,6 @@ def _chip_for(shared: dict[str, Any], seed: int, timer) -> tuple[Any, bool]:
                                    adc_range=options.get("adc_range", "max"),
                                    adc_calibration=options.get("adc_calibration"))
     _LOCAL.chip = (key, chip)
-    _PROGRAMMINGS += 1
     return chip, True
 
 
@@ -145,11 +142,6 @@ def _run_shard(shard: tuple, shared_ref: Any) -> dict[str, Any]:
     record["stages"] = timer.rows()
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return record
-
-
-def worker_programmings() -> int:
-    """Chips programmed in this process so far (for tests and benchmarks)."""
-    return _PROGRAMMINGS
 
 
 # --- the results file ----------------------------------------------------------------------

@@ -214,12 +214,19 @@ def _run_simulate(args: argparse.Namespace) -> int:
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     check_output_dir(out, option="--out")  # before the simulation, not after it
-    result = simulate(model, accelerator=spec, data=args.data, out=out,
-                      samples=args.samples, seed=args.seed, chips=args.chips,
-                      quantize=args.quantize, cycle_samples=args.cycle_samples,
-                      progress=args.progress, run_options=run_options,
-                      workers=args.workers, dask=args.dask, scheduler=args.scheduler,
-                      chunk_size=args.chunk_size)
+    try:
+        result = simulate(model, accelerator=spec, data=args.data, out=out,
+                          samples=args.samples, seed=args.seed, chips=args.chips,
+                          quantize=args.quantize, cycle_samples=args.cycle_samples,
+                          progress=args.progress, run_options=run_options,
+                          workers=args.workers, dask=args.dask, scheduler=args.scheduler,
+                          chunk_size=args.chunk_size)
+    except KeyboardInterrupt:
+        if not sharded:
+            raise
+        print(f"\nchipforge simulate: interrupted; the finished shards are saved in {out}; "
+              "run the same command to continue", file=sys.stderr)
+        return 130
     print(result.summary())
     return 0
 
