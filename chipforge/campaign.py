@@ -216,7 +216,7 @@ def _digest(*arrays: np.ndarray) -> str:
 def _manifest(model_sha: str, spec, x, y, seed: int, chunk: int,
               run_options: dict[str, Any]) -> dict[str, Any]:
     calibration = run_options.get("adc_calibration")
-    return {"format": FORMAT_VERSION, "model_sha256": model_sha,
+    manifest = {"format": FORMAT_VERSION, "model_sha256": model_sha,
             "accelerator": spec.name, "config": spec.config.to_dict(),
             "data_sha256": _digest(x, y), "samples": len(x), "seed": seed,
             "chunk_size": chunk,
@@ -224,6 +224,8 @@ def _manifest(model_sha: str, spec, x, y, seed: int, chunk: int,
             "adc_range": run_options.get("adc_range", "max"),
             "adc_calibration": None if calibration is None
             else [calibration[0], _digest(np.asarray(calibration[1]))]}
+    # as it reads back from the file (tuples as lists, enums as text), so a resume compares
+    return json.loads(json.dumps(manifest, default=str))
 
 
 def _differences(found: Any, expected: dict[str, Any]) -> list[str]:
