@@ -370,8 +370,8 @@ def run_campaign(spec, graph, mapped, x: np.ndarray, y: np.ndarray, seeds: list[
                         raise CampaignError(str(e)) from None
                     where = backend.description
                     startup = time.perf_counter() - start
-                    say(f"campaign: {len(seeds)} chips x {len(x)} samples in {len(todo)} "
-                        f"shards of <= {chunk} samples to run on {where}")
+                    say(f"campaign: {len(seeds)} chips x {len(x)} samples; {len(todo)} of "
+                        f"{len(shards)} shards (<= {chunk} samples each) to run on {where}")
                     for record in _drive(backend, todo, campaign_id, out):
                         if writer is not None:
                             writer.append(json.dumps(record, separators=(",", ":")) + "\n")

@@ -362,7 +362,7 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                                dask=dask, scheduler=scheduler, chunk_size=chunk_size,
                                run_options=run_options, progress=progress, timer=timer,
                                echo=None if disable is True else
-                               (lambda line: print(line, file=sys.stderr)))
+                               (lambda line: tqdm.write(line, file=sys.stderr)))
         else:
             sim = None
         # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
