@@ -228,14 +228,35 @@ def _manifest(model_sha: str, spec, x, y, seed: int, chunk: int,
     return json.loads(json.dumps(manifest, default=str))
 
 
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def _differences(found: Any, expected: dict[str, Any]) -> list[str]:
+    """What differs between the campaign in a folder and the one asked for (empty: the
+    same campaign)."""
     if not isinstance(found, dict):
         return ["the manifest is not a campaign's"]
-    names = {"model_sha256": "model", "config": "accelerator config",
-             "data_sha256": "data", "chunk_size": "--chunk-size"}
-    return [f"{names.get(k, k)}: file has {found.get(k)!r}, requested {v!r}"
-            if k not in ("config", "model_sha256", "data_sha256") else
-            f"{names[k]} differs" for k, v in expected.items() if found.get(k) != v]
+    names = {"model_sha256": "model", "data_sha256": "data", "chunk_size": "--chunk-size"}
+    out = []
+    for key, value in expected.items():
+        if found.get(key) == value:
+            continue
+        if key == "config" and isinstance(found.get(key), dict):
+            was, now = _flat(found[key]), _flat(value)
+            out += [f"{k}: file has {was.get(k)!r}, requested {now.get(k)!r}"
+                    for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        elif key in ("model_sha256", "data_sha256"):
+            out.append(f"{names[key]} differs")
+        else:
+            out.append(f"{names.get(key, key)}: file has {found.get(key)!r}, "
+                       f"requested {value!r}")
+    return out
 
 
 # --- the driver ----------------------------------------------------------------------------
