@@ -72,6 +72,18 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
                    help="simulate N independently programmed chips (seeds derived from "
                         "--seed; chip 0 is --seed itself); hardware accuracy as mean, std "
                         "and 95 %% interval, one row per chip in report.json (default 1)")
+    campaign = p.add_argument_group(
+        "campaigns: --chips N x the samples sharded into (chip, sample chunk) tasks, "
+        "resumable from --out/campaign.jsonl (reram family; docs/scale.md)")
+    where = campaign.add_mutually_exclusive_group()
+    where.add_argument("--dask", action="store_true",
+                       help="run the shards on a local Dask LocalCluster of --workers processes")
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="run the shards on an existing Dask cluster (tcp://host:8786)")
+    campaign.add_argument("--workers", type=int, metavar="W",
+                          help="worker processes (default: the cores this process may use)")
+    campaign.add_argument("--chunk-size", type=int, metavar="C",
+                          help="samples per shard (default 64); results do not depend on it")
     _add_family_options(p)
     run = p.add_argument_group("run options (families that simulate in batches: reram)")
     run.add_argument("--max-memory", dest="run_max_memory", metavar="SIZE",
@@ -161,6 +173,13 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be >= 0, not {args.seed}")
     if args.chips < 1:
         raise UsageError(f"--chips must be >= 1, not {args.chips}")
+    for flag in ("workers", "chunk_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    sharded = bool(args.workers or args.dask or args.scheduler or args.chunk_size)
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
     if (args.rtl_tile or args.rtl_dir or args.rtl_stalls) and not args.rtl:
         flag = "--rtl-tile" if args.rtl_tile else "--rtl-dir" if args.rtl_dir else "--rtl-stalls"
@@ -175,7 +194,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
                              f"such loop")
         given = [f"--{k.replace('_', '-')}" for k in options] + (["--set"] if overrides
                                                                    else []) \
-            + (["--chips"] if args.chips > 1 else [])
+            + (["--chips"] if args.chips > 1 else []) + (["--workers"] if sharded else [])
         if given:
             raise UsageError(f"--rtl runs the rest of the model exact (ideal devices); it does "
                              f"not combine with {', '.join(given)}")
@@ -195,10 +214,19 @@ def _run_simulate(args: argparse.Namespace) -> int:
     out = args.out or Path("build/report") / (
         f"{Path(str(model)).stem}-{Path(str(args.accelerator)).stem}")
     check_output_dir(out, option="--out")  # before the simulation, not after it
-    result = simulate(model, accelerator=spec, data=args.data, out=out,
-                      samples=args.samples, seed=args.seed, chips=args.chips,
-                      quantize=args.quantize, cycle_samples=args.cycle_samples,
-                      progress=args.progress, run_options=run_options)
+    try:
+        result = simulate(model, accelerator=spec, data=args.data, out=out,
+                          samples=args.samples, seed=args.seed, chips=args.chips,
+                          quantize=args.quantize, cycle_samples=args.cycle_samples,
+                          progress=args.progress, run_options=run_options,
+                          workers=args.workers, dask=args.dask, scheduler=args.scheduler,
+                          chunk_size=args.chunk_size)
+    except KeyboardInterrupt:
+        if not sharded:
+            raise
+        print(f"\nchipforge simulate: interrupted; the finished shards are saved in {out}; "
+              "run the same command to continue", file=sys.stderr)
+        return 130
     print(result.summary())
     return 0
 

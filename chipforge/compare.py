@@ -389,11 +389,11 @@ def _run_parallel(tasks: list[dict[str, Any]], finished: Callable[[dict], None],
     """The presets on a process pool / Dask, through the sweeps' executor set-up."""
     import concurrent.futures as cf
 
-    from chipforge.sim.sweep import SweepError, _backend
+    from chipforge.sim.sweep import SweepError, executor_backend
 
     try:
-        with _backend(executor=None, workers=workers, scheduler=scheduler, dask_local=dask,
-                      shared={}) as backend:
+        with executor_backend(executor=None, workers=workers, scheduler=scheduler,
+                              dask_local=dask, shared={}) as backend:
             futures = [backend.executor.submit(run_preset, task) for task in tasks]
             for future in cf.as_completed(futures):
                 finished(future.result())

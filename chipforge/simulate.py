@@ -83,6 +83,11 @@ class SimulationResult:
     accuracy_hardware_spread: dict[str, Any] | None = None
     """Over several chips: :func:`chipforge.chips.spread` of their hardware accuracies
     (``chips``, ``mean``, ``std``, ``ci95_low``, ``ci95_high``); None for one chip."""
+    campaign: dict[str, Any] | None = None
+    """A sharded campaign's facts (:mod:`chipforge.campaign`): ``chips``, ``samples``,
+    ``chunk_size``, ``shards`` (computed / reused), ``backend``, ``workers``, ``wall_s``,
+    ``chip_images_per_s`` (the shards computed by this call over its wall time, worker
+    start-up included), ``programmings`` and ``program_s_per_chip``; None unsharded."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """What the run did beyond the plain simulation (post-training quantization,
     provenance, no cost model)."""
@@ -121,6 +126,8 @@ class SimulationResult:
             lines.append("    chip  seed                 accuracy hardware  same predictions")
             lines += [f"    {r['chip']:<4}  {r['seed']:<19}  {100 * r['accuracy_hardware']:15.2f} %"
                       f"  {100 * r['agreement']:14.1f} %" for r in self.chips]
+        if self.campaign:
+            lines += _campaign_lines(self.campaign)
         if self.cost:
             c = self.cost
             from chipforge.report import format_extra, si
@@ -169,6 +176,21 @@ class SimulationResult:
         if self.paths:
             lines.append("report: " + ", ".join(str(p) for p in self.paths.values()))
         return "\n".join(lines)
+
+
+def _campaign_lines(c: dict[str, Any]) -> list[str]:
+    rate = c.get("chip_images_per_s")
+    lines = [f"  {'campaign':<24} {c['chips']} chips x {c['samples']} samples in "
+             f"{c['shards']} shards of <= {c['chunk_size']} samples on {c['backend']}",
+             f"  {'':<24} {c['shards_computed']} shards computed, {c['shards_reused']} "
+             f"reused from an earlier run; {c['wall_s']:.2f} s wall"
+             + (f" ({c['startup_s']:.2f} s starting workers)" if c.get("startup_s") else "")
+             + (f", {rate:.3g} chip-images/s" if rate else "")]
+    if c.get("programmings"):
+        lines.append(f"  {'':<24} chips programmed {c['programmings']} times (each chip at "
+                     f"most once per worker), {c['program_s_per_chip']:.3g} s each "
+                     "(stage 'program')")
+    return lines
 
 
 def layer_errors(result: SimulationResult) -> dict[str, Any] | None:
@@ -223,7 +245,9 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
              chips: int = 1, quantize: str = "auto",
              progress: bool | Callable[[int], None] | None = None,
              overrides: dict[str, Any] | None = None, cycle_samples: int = 100,
-             run_options: dict[str, Any] | None = None, **options: Any) -> SimulationResult:
+             run_options: dict[str, Any] | None = None, workers: int | None = None,
+             dask: bool = False, scheduler: str | None = None,
+             chunk_size: int | None = None, **options: Any) -> SimulationResult:
     """Simulate ``model`` on ``accelerator``: what ``chipforge simulate`` does, step by step
     (the CLI calls this function; see the module doc).
 
@@ -254,7 +278,15 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
     terminal, True always, False never; a callable is told each chunk of ``n`` samples the
     hardware runs finished instead. ``notes`` of the result say what was done beyond the
     plain run (quantization, provenance, no cost model); ``stages`` the measured seconds
-    of each step (:mod:`chipforge.stages`)."""
+    of each step (:mod:`chipforge.stages`).
+
+    **Campaigns** (:mod:`chipforge.campaign`): any of ``workers`` (a local process pool of
+    that many), ``dask`` (a Dask LocalCluster), ``scheduler`` (a Dask scheduler address) or
+    ``chunk_size`` (samples per shard, default 64) shards the ``chips`` x samples into
+    (chip, sample chunk) tasks run in parallel; the per-chip results are identical to the
+    unsharded run. With ``out`` each finished shard is kept in ``out/campaign.jsonl``, and
+    the same call again resumes from it. ``result.campaign`` holds the throughput in
+    chip-images per second and the programming count."""
     from tqdm import tqdm
 
     from chipforge.chips import chip_seeds
@@ -270,6 +302,7 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
             or cycle_samples < 1:
         raise ValueError(f"cycle_samples must be an integer >= 1, not {cycle_samples!r}")
     seeds = chip_seeds(seed, chips)       # checks seed and chips
+    sharded = workers is not None or dask or scheduler is not None or chunk_size is not None
     if out is not None:                   # before the simulation, not after it
         from chipforge.guard import check_output_dir
 
@@ -283,6 +316,16 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                          f"{spec.name!r} (family {family.name}; its run options: "
                          f"{', '.join(family.run_options) or 'none'})")
     family.check_run_options(run_options)      # before the model loads, not after
+    if sharded:
+        from chipforge.campaign import CampaignError
+
+        if not callable(getattr(family, "program", None)):
+            raise CampaignError(f"accelerator {spec.name} (family {family.name}) does not "
+                                "shard a campaign (no separate programming step): run "
+                                "chips=N without workers, dask, scheduler or chunk_size")
+        if run_options.get("layer_errors"):
+            raise CampaignError("--layer-errors measures one chip on a few samples: run it "
+                                "without --workers, --dask, --scheduler or --chunk-size")
     data = "digits" if data is None else data
     told = progress if callable(progress) else None
     disable = True if told is not None else (None if progress is None else not progress)
@@ -310,15 +353,28 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
             run_options["adc_calibration"] = (label, x_calib)
             notes.append(f"ADC full scale calibrated on {label}")
         step("functional simulation")
+        if sharded:
+            from chipforge.campaign import run_campaign
+
+            with timer("map"):
+                mapped = family.map(graph, spec.config)
+            sim = run_campaign(spec, graph, mapped, x, y, seeds, out=out, workers=workers,
+                               dask=dask, scheduler=scheduler, chunk_size=chunk_size,
+                               run_options=run_options, progress=progress, timer=timer,
+                               echo=None if disable is True else
+                               (lambda line: tqdm.write(line, file=sys.stderr)))
+        else:
+            sim = None
         # mininterval=0, miniters=1: a family reports at most ~20 chunks, so draw every one
-        images = tqdm(total=len(x) * len(seeds), disable=disable, file=sys.stderr,
-                      unit="img", desc="  hardware run", position=1, leave=False,
-                      dynamic_ncols=True, mininterval=0, miniters=1)
-        try:
-            sim = simulate_chips(spec, graph, x, y, seeds, run_options=run_options,
-                                 progress=told or images.update, timer=timer)
-        finally:
-            images.close()
+        if sim is None:
+            images = tqdm(total=len(x) * len(seeds), disable=disable, file=sys.stderr,
+                          unit="img", desc="  hardware run", position=1, leave=False,
+                          dynamic_ncols=True, mininterval=0, miniters=1)
+            try:
+                sim = simulate_chips(spec, graph, x, y, seeds, run_options=run_options,
+                                     progress=told or images.update, timer=timer)
+            finally:
+                images.close()
         result = sim.result
         step("")
         step("cost model")

@@ -37,6 +37,7 @@ STAGE_LABELS: dict[str, str] = {
     "run": "run (hardware, ideal and float runs)",
     "cost": "cycle / cost model",
     "report": "report files",
+    "program": "program chips (variation, faults)",
     "hardware": "hardware run (simulated devices)",
     "ideal": "ideal run (exact arithmetic)",
     "float": "float model run",

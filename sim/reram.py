@@ -32,8 +32,10 @@ short row groups (FORMS fragments) are read by one fused kernel that skips all-z
 whole crossbars by one batched float32 GEMM ``a @ [cells | variances]`` followed by one
 fused pass (noise, ADC, shift-and-add). The torch backend (:mod:`chipforge.sim.reram_torch`,
 CPU or CUDA) does the same with tensor operations. A read's Gaussian is indexed by the
-read (seed, layer, input row since programming, group, cycle, column), so results do not
-depend on chunking, the memory budget (:mod:`chipforge.sim.memory`) or thread counts.
+read (seed, layer, input row, group, cycle, column), the input row counted from the
+sample's index in the whole run (:meth:`CrossbarMatmul.window`), so results do not depend
+on chunking, sharding over workers (:mod:`chipforge.campaign`), the memory budget
+(:mod:`chipforge.sim.memory`) or thread counts.
 """
 
 from __future__ import annotations
@@ -598,6 +600,12 @@ class CrossbarMatmul:
     Programs every mapped layer once (variation and faults from ``seed``); read noise is
     drawn from a stream seeded by ``seed`` too, so one seed gives one result. Pass an
     instance as ``run_graph(graph, x, matmul=hook)``.
+
+    ``programmed``: the layers of a chip programmed before (another hook's
+    :attr:`programmed`, same ``mapped``, ``device`` and ``seed``): this hook reads the same
+    chip without drawing its variation and faults again. :meth:`window` keys the read noise
+    by the global sample index, so a campaign's (chip, sample chunk) shards read exactly as
+    one run over all the samples.
     """
 
     takes_float_integers = True
@@ -606,7 +614,8 @@ class CrossbarMatmul:
     def __init__(self, mapped: MappedModel, device: ReramDeviceConfig = IDEAL_DEVICE, *,
                  seed: int = 0, fast_path: bool = True, chunk_bytes: int | None = None,
                  backend: str = "numpy", array_device: str = "cpu",
-                 adc_steps: dict[str, float] | None = None) -> None:
+                 adc_steps: dict[str, float] | None = None,
+                 programmed: dict[str, ProgrammedLayer] | None = None) -> None:
         self.mapped = mapped
         self.adc_steps = adc_steps or {}
         self.device = device
@@ -614,8 +623,11 @@ class CrossbarMatmul:
         self.chunk_bytes = chunk_bytes
         self.backend = backend
         self.array_device = array_device
-        self.programmed = {name: program_layer(layer, device, seed=seed, layer_index=i)
-                           for i, (name, layer) in enumerate(mapped.layers.items())}
+        if programmed is not None and set(programmed) != set(mapped.layers):
+            raise ValueError("programmed layers do not match the mapped model's layers")
+        self.programmed = programmed if programmed is not None else {
+            name: program_layer(layer, device, seed=seed, layer_index=i)
+            for i, (name, layer) in enumerate(mapped.layers.items())}
         # Integer cells, no noise, no possible saturation: one exact product per layer.
         self.effective = {}
         if fast_path:
@@ -633,8 +645,31 @@ class CrossbarMatmul:
         self.noise_keys = {name: stream_key(seed, i, _READ)
                            for i, name in enumerate(mapped.layers)}
         self.rows_done = dict.fromkeys(mapped.layers, 0)
+        self._window: tuple[int, int] | None = None
         self.report: dict[str, int] = {}
         self._exact_layout: dict[str, np.ndarray | None] = {}
+
+    def window(self, first_sample: int, samples: int) -> None:
+        """The next ``run_graph`` batch holds the samples ``first_sample`` ..
+        ``first_sample + samples - 1`` of the whole run (one executor batch: each layer is
+        read once for it). A layer's read of input row ``m`` of the batch then draws the
+        noise of row ``first_sample * rows_per_sample + m``: exactly the rows a single run
+        over all samples from sample 0 reads, whatever the chunking or the order."""
+        if first_sample < 0 or samples < 1:
+            raise ValueError(f"window needs first_sample >= 0 and samples >= 1, not "
+                             f"{first_sample}, {samples}")
+        self._window = (int(first_sample), int(samples))
+
+    def _row_offset(self, name: str, rows: int) -> int:
+        if self._window is None:     # consecutive calls: rows counted since programming
+            offset = self.rows_done[name]
+            self.rows_done[name] = offset + rows
+            return offset
+        first, samples = self._window
+        if rows % samples:
+            raise ValueError(f"layer {name!r}: {rows} input rows are not a whole number per "
+                             f"sample of the {samples}-sample window")
+        return first * (rows // samples)
 
     def exact_weights(self, node: Node) -> np.ndarray | None:
         """The integer weights this chip computes node's product with exactly (integer
@@ -680,8 +715,7 @@ class CrossbarMatmul:
             return y if y is not None else exact_int_matmul(node, x_q[:, :layer.rows], w_eff)
         if x_q.dtype.kind == "f":
             x_q = x_q.astype(np.int64)
-        offset = self.rows_done[node.name]
-        self.rows_done[node.name] = offset + len(x_q)
+        offset = self._row_offset(node.name, len(x_q))
         return crossbar_layer_matmul(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
                                      signed_inputs=bool(node.attrs["act_signed"]),
                                      noise_key=self.noise_keys[node.name], row_offset=offset,

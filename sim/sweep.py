@@ -61,6 +61,7 @@ __all__ = [
     "SweepDef",
     "SweepError",
     "SweepResult",
+    "executor_backend",
     "expand_grid",
     "format_summary",
     "load_results",
@@ -577,8 +578,16 @@ def _shared_on_dask(client, shared: Mapping[str, Any]) -> Iterator[_InstalledSha
 
 
 @contextmanager
-def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: str | None,
-             dask_local: bool, shared: Mapping[str, Any]) -> Iterator[_Backend]:
+def executor_backend(*, executor: cf.Executor | None, workers: int | None,
+                     scheduler: str | None, dask_local: bool, shared: Mapping[str, Any]
+                     ) -> Iterator[_Backend]:
+    """Where tasks run: ``executor`` as given, a Dask scheduler at ``scheduler``, a Dask
+    ``LocalCluster`` of ``workers`` processes (``dask_local``) or a forkserver process pool
+    of ``workers`` (default: the cores this process may use). ``shared`` goes to each
+    worker once (pool initializer or Dask worker plugin); tasks find it through the
+    backend's ``shared_ref`` (see :func:`_run_trials`). Local workers exit with the driver.
+    Used by the sweeps, ``chipforge compare`` and the campaigns (:mod:`chipforge.campaign`).
+    """
     with ExitStack() as stack:
         if executor is not None:
             if _is_dask_executor(executor):
@@ -628,6 +637,9 @@ def _backend(*, executor: cf.Executor | None, workers: int | None, scheduler: st
         for future in [pool.submit(_started) for _ in range(n)]:
             future.result()
         yield _Backend(pool, _InstalledShared(token), n, f"process pool ({n} workers)")
+
+
+_backend = executor_backend   # the name compare and older callers import
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -912,7 +924,7 @@ def _run_locked(sweep: SweepDef, out_dir: Path, layout: _Layout, manifest: dict[
             shared_inputs = dict(shared if shared is not None
                                  else (sweep.shared() if sweep.shared else {}))
             start = time.perf_counter()
-            with _backend(executor=executor, workers=workers, scheduler=scheduler,
+            with executor_backend(executor=executor, workers=workers, scheduler=scheduler,
                           dask_local=dask_local, shared=shared_inputs) as backend:
                 where = backend.description
                 startup = time.perf_counter() - start

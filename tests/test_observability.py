@@ -72,7 +72,7 @@ def test_stage_timer_adds_repeats_and_keeps_parts_out_of_the_total():
 
 def test_main_job_reports_stage_times_for_every_family(tmp_path):
     for model, accelerator, parts in (("lenet-digits-forms8", "forms8",
-                                       {"hardware", "ideal", "float"}),
+                                       {"program", "hardware", "ideal", "float"}),
                                       ("lenet-digits", "cap-ram", set()),
                                       ("bnn-digits", "superbnn", set())):
         job = run_main_job(model, accelerator, out=tmp_path / accelerator, samples=20,

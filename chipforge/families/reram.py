@@ -10,6 +10,7 @@ placement's row groups and crossbar counts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -19,8 +20,8 @@ from chipforge.accelerators import ACCELERATORS, ReramAcceleratorConfig
 from chipforge.families import register_family
 from chipforge.families.base import AcceleratorFamily, CostReport, LayerCost, Mapping, RunOutput
 
-__all__ = ["ReramFamily", "at_model_widths", "cycle_architecture", "cycle_placement",
-           "run_reram"]
+__all__ = ["ProgrammedChip", "ReramFamily", "at_model_widths", "cycle_architecture",
+           "cycle_placement", "run_reram"]
 
 
 def _fault_rate(config: ReramAcceleratorConfig, rate: Any) -> ReramAcceleratorConfig:
@@ -111,6 +112,19 @@ def _config_architecture(config: ReramAcceleratorConfig):
         return None
 
 
+@dataclasses.dataclass
+class ProgrammedChip:
+    """One programmed ReRAM chip (:meth:`ReramFamily.program`): its cells with the
+    variation and faults of ``seed`` drawn, and the hook that reads them."""
+
+    seed: int
+    device_kind: str
+    adc_range: str
+    hook: Any
+    """The :class:`chipforge.sim.reram.CrossbarMatmul` reading this chip."""
+    calibration_label: str | None = None
+
+
 class ReramFamily(AcceleratorFamily):
     """ReRAM crossbars with bit-sliced cells, DACs, ADCs and a signed-weight scheme."""
 
@@ -187,12 +201,42 @@ class ReramFamily(AcceleratorFamily):
             totals["idealized_crossbar_reduction_not_counted"] = float(ideal)
         return Mapping(self.name, mapped.stats_table(), totals, detail=mapped)
 
+    def program(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, *,
+                seed: int = 0, device_kind: str = "cpu", adc_range: str = "max",
+                adc_calibration: tuple[str, np.ndarray] | None = None) -> ProgrammedChip:
+        """Program one chip: draw its variation and stuck-at faults into the conductances
+        (from ``seed``) and set its ADC ranges. ``run(..., programmed=chip)`` reads it as
+        often as wanted without drawing them again (a campaign's worker keeps it across
+        the sample chunks of that chip)."""
+        from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
+
+        if device_kind not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
+        placed = mapped.detail
+        raw = CrossbarMatmul(placed, config.device, seed=seed, fast_path=False)
+        calibration = None
+        if adc_range == "calibrated":
+            if not (isinstance(adc_calibration, tuple) and len(adc_calibration) == 2):
+                raise ValueError("adc range 'calibrated' needs calibration inputs "
+                                 "(adc_calibration=(label, inputs)); the scored inputs are "
+                                 "not used unless chosen explicitly")
+            calibration = calibrate_adc(graph, np.asarray(adc_calibration[1])[:64], raw)
+        steps = adc_steps(adc_range, placed, calibration)
+        hook = CrossbarMatmul(placed, config.device, seed=seed,
+                              backend="numpy" if device_kind == "cpu" else "torch",
+                              array_device=device_kind, adc_steps=steps,
+                              programmed=raw.programmed)
+        return ProgrammedChip(seed=seed, device_kind=device_kind, adc_range=adc_range,
+                              hook=hook, calibration_label=None if calibration is None
+                              else adc_calibration[0])
+
     def run(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, x: np.ndarray, *,
             seed: int = 0, ideal_logits: np.ndarray | None = None,
             float_logits: bool = True, max_memory: int | str | None = None,
             device_kind: str = "cpu", layer_errors: int = 0,
             adc_range: str = "max", adc_calibration: tuple[str, np.ndarray] | None = None,
-            progress: Callable[[int], None] | None = None) -> RunOutput:
+            progress: Callable[[int], None] | None = None,
+            programmed: ProgrammedChip | None = None, sample_offset: int = 0) -> RunOutput:
         """``max_memory`` (bytes or ``"2G"``; default half the available memory) bounds the
         estimated peak: the batch is streamed in chunks that fit (:mod:`chipforge.sim.memory`),
         with the same result for any chunking. ``device_kind`` ``"cuda"`` runs the crossbars
@@ -204,42 +248,56 @@ class ReramFamily(AcceleratorFamily):
         for the report.
         ``progress(n)`` is called after each streamed chunk of ``n`` samples of the hardware
         run (chunks of at most a 20th of the batch then, for a steady ETA; same results).
+        ``programmed``: a chip from :meth:`program` with this ``seed`` (else the chip is
+        programmed here, timed as the ``program`` stage); ``sample_offset``: the index of
+        ``x[0]`` in the whole test set, so that the read noise of sample ``i`` is the same
+        whichever shard of a campaign reads it.
         """
         from chipforge.sim.executor import run_graph
         from chipforge.sim.memory import parse_size, plan_memory
-        from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
+        from chipforge.sim.reram import CrossbarMatmul
         from chipforge.stages import StageTimer
 
         if device_kind not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
         if not isinstance(layer_errors, int) or layer_errors < 0:
             raise ValueError(f"layer_errors must be an integer >= 0, not {layer_errors!r}")
+        if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) \
+                or sample_offset < 0:
+            raise ValueError(f"sample_offset must be an integer >= 0, not {sample_offset!r}")
         device, placed = config.device, mapped.detail
         plan = plan_memory(graph, placed, device, len(x),
                            None if max_memory is None else parse_size(max_memory))
-        calibration = None
-        if adc_range == "calibrated":
-            if not (isinstance(adc_calibration, tuple) and len(adc_calibration) == 2):
-                raise ValueError("adc range 'calibrated' needs calibration inputs "
-                                 "(adc_calibration=(label, inputs)); the scored inputs are "
-                                 "not used unless chosen explicitly")
-            calibration = calibrate_adc(graph, np.asarray(adc_calibration[1])[:64],
-                                        CrossbarMatmul(placed, device, seed=seed))
-        steps = adc_steps(adc_range, placed, calibration)
+        timer = StageTimer()
+        if programmed is None:
+            with timer("program"):
+                programmed = self.program(graph, mapped, config, seed=seed,
+                                          device_kind=device_kind, adc_range=adc_range,
+                                          adc_calibration=adc_calibration)
+        elif (programmed.seed, programmed.device_kind, programmed.adc_range) != \
+                (seed, device_kind, adc_range):
+            raise ValueError(f"programmed chip (seed {programmed.seed}, "
+                             f"{programmed.device_kind}, ADC range {programmed.adc_range}) "
+                             f"is not the chip asked for (seed {seed}, {device_kind}, "
+                             f"{adc_range})")
+        hook = programmed.hook
+        hook.chunk_bytes, hook.report = plan.chunk_bytes, {}
+        calibration = programmed.calibration_label
 
         def hook_factory():
             return CrossbarMatmul(placed, device, seed=seed, chunk_bytes=plan.chunk_bytes,
-                                  backend="numpy" if device_kind == "cpu" else "torch",
-                                  array_device=device_kind, adc_steps=steps)
+                                  backend=hook.backend, array_device=hook.array_device,
+                                  adc_steps=hook.adc_steps, programmed=hook.programmed)
 
-        hook, timer = hook_factory(), StageTimer()
-        # One hook over consecutive chunks reads exactly as one call over the whole batch.
+        # Each chunk is one executor batch whose read noise is keyed by the samples'
+        # global indices: any chunking reads exactly as one call over the whole batch.
         chunk = plan.batch if progress is None else min(plan.batch, max(16, -(-len(x) // 20)))
         parts = []
         with timer("hardware"):
             for start in range(0, len(x), chunk):
-                parts.append(run_graph(graph, x[start:start + chunk], matmul=hook,
-                                       batch_size=plan.batch))
+                part = x[start:start + chunk]
+                hook.window(sample_offset + start, len(part))
+                parts.append(run_graph(graph, part, matmul=hook, batch_size=plan.batch))
                 if progress is not None:
                     progress(len(parts[-1]))
         logits = np.concatenate(parts)
@@ -255,7 +313,7 @@ class ReramFamily(AcceleratorFamily):
                    "memory_estimate_bytes": plan.estimate,
                    "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
         if calibration is not None:
-            metrics["adc_calibration"] = adc_calibration[0]
+            metrics["adc_calibration"] = calibration
         layers: list[dict] = []
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table
