@@ -142,6 +142,12 @@ class AqfpConfig(ConfigBase):
     cryocooler_overhead: float = 400.0
     """Wall-plug watts per watt dissipated at 4 K, reported separately and never folded
     into the chip energy [V-2nd: typically 300-1000 for small 4 K cryocoolers]."""
+    jj_per_mm2: float = 4340.0
+    """Josephson junctions per mm^2 of chip, for the area estimate: MIT Lincoln
+    Laboratory's SFQ5ee ac-powered shift-register chips hold 108,500 JJs on 5 mm x 5 mm
+    (Tolpygo et al., flux-trapping study, Applied Superconductivity Conference) [V-2nd];
+    an assumed density for AQFP, whose cells (larger transformer loops) are sparser, so
+    the area is a lower bound [I]."""
 
     def __post_init__(self) -> None:
         check_int("crossbar_size", self.crossbar_size, 1, 4096)
@@ -171,6 +177,7 @@ class AqfpConfig(ConfigBase):
             check_int(name, getattr(self, name), 0, 1000)
         check_float("path_balance_overhead", self.path_balance_overhead, 0.0)
         check_float("cryocooler_overhead", self.cryocooler_overhead, 0.0)
+        check_float("jj_per_mm2", self.jj_per_mm2, 0.0, lo_open=True)
         if not isinstance(self.temperature_scaling, bool):
             raise ValueError(f"temperature_scaling must be a bool, not "
                              f"{self.temperature_scaling!r}")

@@ -14,7 +14,11 @@ def test_superbnn_runs_the_bundled_bnn_and_reports_energy():
     assert 0.8 < a.accuracy_ideal < 1 and abs(a.accuracy_hardware - a.accuracy_ideal) < 0.05
     assert 0 < a.agreement <= 1
     chip = a.cost["energy_j"]                                   # the 4.2 K chip alone
-    assert 0 < chip and a.cost["latency_s"] > 0 and a.cost["area_mm2"] is None
+    assert 0 < chip and a.cost["latency_s"] > 0
+    # area: the counted junctions at the assumed density, not a free number
+    junctions = a.cost["extra"]["josephson_junctions"]
+    assert a.cost["area_mm2"] == pytest.approx(junctions / 4340.0, rel=1e-12)
+    assert a.cost["area_mm2"] > 0
     narrow = simulate("bnn-digits", accelerator="superbnn", seed=3, sigma_ua=64.0)
     assert narrow.accuracy_hardware < a.accuracy_hardware - 0.1  # wide gray zone: noise wins
 

@@ -82,7 +82,8 @@ class AqfpFamily(AcceleratorFamily):
         }
         return CostReport(
             layers=rows, cycles=float(sum(cycles_per_layer)), latency_s=latency,
-            throughput_per_s=throughput, energy_j=energy.chip_j, area_mm2=None,
+            throughput_per_s=throughput, energy_j=energy.chip_j,
+            area_mm2=sum(c.jj_total for c in costs) / config.jj_per_mm2,
             energy_by_component_j=dict(energy.by_block_j),
             basis="AQFP cost model (chipforge.sim.aqfp): junction counts per block, 4-phase "
                   "clock, 1.4 zJ per junction per cycle at 4.2 K [V-2nd]; cell and MAJ3 "
@@ -96,8 +97,10 @@ class AqfpFamily(AcceleratorFamily):
                           "200-300 for large ones: AQFP design textbook, "
                           "Adiabatic-Machines/sce-futures [secondary]); input encoding, "
                           "room-temperature I/O and memory excluded",
-                "area": "not modelled: no published AQFP junction or cell area in the "
-                        "references (junction count given instead)"},
+                "area": f"the junctions counted at {config.jj_per_mm2:g} JJ/mm^2 "
+                        "(MIT-LL SFQ5ee shift-register chips, 108,500 JJ on 25 mm^2) "
+                        "[assumed for AQFP: a lower bound]; the input encoder and I/O "
+                        "excluded"},
             extra={"energy_per_inference_at_4K_j": energy.chip_j,
                    "energy_per_inference_wall_plug_j": energy.wall_j,
                    "cryocooler_factor": float(config.cryocooler_overhead),
