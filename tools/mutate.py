@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Sabotage runner: one-line faults in the Python models and the generated Verilog, each run
+against the tests that guard it; prints the kill ratio (issue 27).
+
+Python sabotages (``PYTHON_MUTANTS``): a file, a regular expression that must match exactly
+once in it (a structural locator: the code line as written, so a refactor that moves or
+rewrites the line makes the runner say "locator stale" instead of silently testing nothing),
+its replacement, and the tests that guard the claim. The file is edited in place, the tests
+run in a subprocess, and the file is restored (``finally``; a stale backup is refused on the
+next start). A mutant is *killed* when the tests fail; *survived* when they pass.
+
+Verilog mutations (``--verilog``): every mutation list of the repository's mutation tests
+(``testbenches/*/test_*_mutations.py``, driven through pytest with ``-m slow``; each case
+is one mutant) plus the operator mutations below, generated structurally from the
+committed ``rtl/`` (every n-th binary ``+``/``-``, comparison and constant of a block's
+main always-blocks, located by yosys' own structure, not by copied strings) and run against
+the block's cocotb testbench through :func:`chipforge.verify.runner.run_cocotb`.
+
+Usage::
+
+    .venv/bin/python tools/mutate.py                 # all Python sabotages
+    .venv/bin/python tools/mutate.py --only exact    # those whose id contains "exact"
+    .venv/bin/python tools/mutate.py --list          # list them, run nothing
+    .venv/bin/python tools/mutate.py --verilog       # the Verilog mutation tests as well
+
+``make mutate`` runs the Python set and the Verilog mutation tests. It is not part of
+``make test`` (tens of minutes). Exit status 1 when a non-equivalent mutant survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    id: str
+    file: str
+    pattern: str
+    """A regular expression matching exactly one place in ``file``."""
+    replacement: str
+    tests: tuple[str, ...]
+    """pytest arguments (files, node ids, ``-k`` expressions) that guard the claim."""
+    claim: str
+    equivalent: str = ""
+    """Non-empty: the mutant cannot change any result, and why (it is not counted)."""
+
+
+T_COUNTS = "tests/test_counts_exact.py"
+T_XBAR = "tests/test_reram_crossbars.py"
+T_EXACT = "tests/test_exact_conv.py"
+T_MEM = "tests/test_memory_chunking.py"
+T_AQFP = "tests/test_aqfp.py"
+T_PHYS = "tests/test_claims_physics.py"
+T_CYCLE = "tests/test_cycle_model.py"
+T_ADC = "tests/test_adc_config.py"
+
+PYTHON_MUTANTS: tuple[Mutant, ...] = (
+    # --- crossbar counts (placement) --------------------------------------------------
+    Mutant("place-outputs-per-crossbar-2x", "mappings/placement.py",
+           r"outputs_per_xbar = accel\.cols // per\n    col_tiles",
+           "outputs_per_xbar = accel.cols // per * 2\n    col_tiles", (T_COUNTS,),
+           "a polarized layer puts cols / cells_per_weight outputs on a crossbar"),
+    Mutant("place-outputs-per-crossbar-half", "mappings/placement.py",
+           r"outputs_per_xbar = accel\.cols // per\n    col_tiles",
+           "outputs_per_xbar = accel.cols // (2 * per)\n    col_tiles", (T_COUNTS,),
+           "column tiles = ceil(outputs / outputs per crossbar)"),
+    Mutant("place-row-tiles", "mappings/placement.py",
+           r"row_tiles = -\(-groups \* r // accel\.rows\)",
+           "row_tiles = -(-groups * r // (2 * accel.rows))", (T_COUNTS,),
+           "row tiles = ceil(kept rows / crossbar rows)"),
+    Mutant("place-cells", "mappings/placement.py", r"cells = k_kept \* n_kept \* per\b",
+           "cells = k_kept * n_kept", (T_COUNTS,), "programmed cells = K' N' cells/weight"),
+    Mutant("place-isaac-offset", "mappings/placement.py",
+           r"offset = \(1 << \(accel\.weight_bits - 1\)\)",
+           "offset = (1 << (accel.weight_bits - 2))",
+           (T_XBAR + "::test_ideal_devices_reproduce_the_quantized_model_exactly",),
+           "ISAAC offset encoding 2**(B-1): ideal crossbars reproduce the quantized model"),
+    Mutant("place-forms-sign-dropped", "mappings/placement.py",
+           r"coef \*= np\.repeat\(signs, per, axis=1\)", "coef *= 1",
+           (T_XBAR + "::test_forms_polarized_mapping_is_exact_for_every_fragment_size_and_order",),
+           "FORMS applies one sign per fragment digitally"),
+    Mutant("place-polarization-check-off", "mappings/placement.py",
+           r"mixed = int\(\(has_neg & has_pos\)\.sum\(\)\)", "mixed = 0",
+           (T_XBAR + "::test_forms_rejects_unpolarized_weights_and_mismatched_fragments",),
+           "unpolarized weights are refused on FORMS"),
+    Mutant("place-flip-rule-strict", "mappings/placement.py",
+           r"flipped = 2 \* levels\.sum\(axis=1\) > rows_used",
+           "flipped = 2 * levels.sum(axis=1) >= rows_used",
+           (T_COUNTS,), "ISAAC/FORMS flip rule: flip past half the maximum (the reference's)"),
+    # --- cycle model, zero-skipping -----------------------------------------------------
+    Mutant("cycle-phys-cols-half", "sim/cycle/model.py",
+           r"phys_cols = n \* arch\.cells_per_weight",
+           "phys_cols = n * arch.cells_per_weight // 2", (T_COUNTS,),
+           "the cycle model's own column tiling"),
+    Mutant("cycle-skip-saving-2x", "sim/cycle/model.py",
+           r"return 1\.0 - used / full", "return 2 * (1.0 - used / full)", (T_COUNTS,),
+           "FORMS zero-skip saving of the cycle model"),
+    Mutant("paper-skip-saving-2x", "sim/cycle/paper.py",
+           r'"saving": 1\.0 - mean / input_bits', '"saving": 2 * (1.0 - mean / input_bits)',
+           (T_COUNTS,), "FORMS Fig. 8(b) zero-skip savings"),
+    Mutant("cycle-no-load-cycle", "sim/cycle/model.py",
+           r"_vector_cycles\(eic \+ arch\.group_overhead_cycles, row_tiles",
+           "_vector_cycles(eic, row_tiles", (T_COUNTS,),
+           "a fragment takes EIC + 1 cycles (the RTL's load/trigger cycle)"),
+    Mutant("cycle-groups-parallel", "sim/cycle/model.py",
+           r"combine = per_crossbar\.max if arch\.parallel_groups else per_crossbar\.sum",
+           "combine = per_crossbar.max", (T_COUNTS,),
+           "FORMS activates one fragment at a time"),
+    Mutant("eic-negative-inputs", "sim/ref/forms_fragment.py",
+           r"mag = np\.where\(x < 0, \(1 << bits\) - 1, x\)", "mag = np.abs(x)",
+           ("tests/test_forms_fragment.py::test_effective_bits_and_the_papers_example",),
+           "negative two's-complement inputs take every bit"),
+    Mutant("cycle-adc-count", "sim/cycle/model.py",
+           r"adc = float\(eic\.sum\(\)\) \* col_conversions / work\.frames",
+           "adc = float(eic.sum()) * phys_cols / work.frames / 2", (T_COUNTS,),
+           "ADC conversions = EIC x occupied columns"),
+    # --- exact convolution and product --------------------------------------------------
+    Mutant("exact-conv-l1-bound-4x", "sim/executor.py", r"if x_max \* l1 < 2\.0\*\*24:",
+           "if x_max * l1 < 2.0**26:", (T_EXACT,), "exact_conv: sums below 2**24 only"),
+    Mutant("exact-conv-cs-bound-4x", "sim/executor.py",
+           r"return patch_norm\[0\] \* l2 \* \(1 \+ 1e-9\) < 2\.0\*\*24",
+           "return patch_norm[0] * l2 * (1 + 1e-9) < 2.0**26", (T_EXACT,),
+           "exact_conv: the Cauchy-Schwarz bound below 2**24"),
+    Mutant("exact-product-bound-4x", "sim/executor.py",
+           r"if x_max \* w_max \* k < 2\.0\*\*24:", "if x_max * w_max * k < 2.0**26:",
+           (T_EXACT,), "exact_product: one float32 GEMM below 2**24 only"),
+    Mutant("exact-product-split-bound-4x", "sim/executor.py",
+           r"if x_max \* max\(half, \(w_max \+ half\) >> shift\) \* k < 2\.0\*\*24:",
+           "if x_max * max(half, (w_max + half) >> shift) * k < 2.0**26:", (T_EXACT,),
+           "exact_product: split halves below 2**24"),
+    Mutant("exact-digit-halves", "sim/executor.py",
+           r"w_lo = \(\(w \+ half\) & \(\(1 << shift\) - 1\)\) - half",
+           "w_lo = ((w + half) & ((1 << shift) - 1))", (T_EXACT,),
+           "w = w_lo + 2**s w_hi"),
+    Mutant("exact-float64-bound", "sim/executor.py",
+           r"if x_max \* w_max \* k < 2\.0\*\*53:", "if x_max * w_max * k < 2.0**63:",
+           (T_EXACT,), "float64 holds sums below 2**53 only"),
+    # --- memory chunking ----------------------------------------------------------------
+    Mutant("memory-kernel-unchunked", "sim/reram.py",
+           r"chunk = max\(1, int\(chunk_bytes or _CHUNK_BYTES\) // per_row\)",
+           "chunk = m_total", (T_MEM,), "kernels stream input rows in chunks of the budget"),
+    Mutant("memory-batch-unbounded", "sim/memory.py",
+           r"batch = int\(max\(1, min\(max_batch, samples, \(free - chunk\) // per_sample\)\)\)",
+           "batch = samples", (T_MEM,), "the executor's batch fits the budget"),
+    # --- SupeRBNN energy ----------------------------------------------------------------
+    Mutant("aqfp-energy-per-jj-2x", "sim/aqfp.py",
+           r"per_jj = cfg\.jj_switch_energy_zj \* 1e-21 \* cfg\.bitstream_length",
+           "per_jj = 2 * cfg.jj_switch_energy_zj * 1e-21 * cfg.bitstream_length",
+           (T_COUNTS,), "1.4 zJ per junction per cycle"),
+    Mutant("aqfp-energy-per-jj-3x", "sim/aqfp.py",
+           r"per_jj = cfg\.jj_switch_energy_zj \* 1e-21 \* cfg\.bitstream_length",
+           "per_jj = 3 * cfg.jj_switch_energy_zj * 1e-21 * cfg.bitstream_length",
+           (T_COUNTS,), "1.4 zJ per junction per cycle"),
+    Mutant("aqfp-preset-junction-energy", "sim/aqfp.py",
+           r"jj_switch_energy_zj: float = 1\.4", "jj_switch_energy_zj: float = 2.8",
+           (T_COUNTS,), "the cited 1.4 zJ"),
+    Mutant("aqfp-splitter-count", "sim/aqfp.py",
+           r'"splitters": crossbars \* n \* \(n - 1\) \* cfg\.jj_per_splitter',
+           '"splitters": crossbars * n * n * cfg.jj_per_splitter', (T_COUNTS,),
+           "N - 1 splitters per crossbar row"),
+    Mutant("aqfp-counter-bits", "sim/aqfp.py",
+           r"count_bits = \(k \* length\)\.bit_length\(\)",
+           "count_bits = (k * length).bit_length() + 1", (T_COUNTS,),
+           "a COUNT accumulator of bit_length(K L) bits"),
+    Mutant("aqfp-cryocooler", "sim/aqfp.py",
+           r"return self\.chip_j \* \(1\.0 \+ self\.cryocooler_overhead\)",
+           "return self.chip_j * self.cryocooler_overhead", (T_COUNTS,),
+           "wall-plug energy = chip x (1 + overhead)"),
+    # --- physics constants --------------------------------------------------------------
+    Mutant("phys-isaac-row-read", "sim/cycle/components.py",
+           r"ISAAC_ROW_READ_PJ = \(2\.4 \+ 0\.01\) \* 1e-3 / \(8 \* 128",
+           "ISAAC_ROW_READ_PJ = (2.4 + 0.01) * 1e-3 / (4 * 128", (T_COUNTS, T_PHYS),
+           "0.2354 pJ per ISAAC row read"),
+    Mutant("phys-forms-read-time", "sim/cycle/components.py",
+           r"FORMS_ROW_READ_NS = 128 / \(4 \* 2\.1e9\) \* 1e9",
+           "FORMS_ROW_READ_NS = 128 / (2 * 2.1e9) * 1e9", (T_COUNTS, T_PHYS),
+           "a FORMS row is read for 128 / (4 x 2.1 GHz)"),
+    Mutant("phys-sar-exponent", "sim/cycle/components.py",
+           r"return SAR_LINEAR_PJ_PER_BIT \* bits \+ SAR_DAC_PJ_PER_LEVEL \* 2\*\*bits",
+           "return SAR_LINEAR_PJ_PER_BIT * bits + SAR_DAC_PJ_PER_LEVEL * 2**(bits - 1)",
+           (T_PHYS,), "SAR ADC energy through Accelergy's 1.667 and 0.226 pJ"),
+    # --- ADC and crossbar reads ---------------------------------------------------------
+    Mutant("adc-full-scale-off-by-one", "sim/reram.py",
+           r"    full = \(1 << layer\.adc_bits\) - 1\n    rowidx",
+           "    full = (1 << layer.adc_bits)\n    rowidx",
+           (T_XBAR + "::test_executor_matches_the_reference_crossbar_even_when_saturating",),
+           "an N-bit ADC saturates at 2**N - 1"),
+    Mutant("read-noise-variance-2x", "sim/reram.py",
+           r"noise_mode, indep_var = 2, float\(\(device\.read_noise \* mask\) \*\* 2\)",
+           "noise_mode, indep_var = 2, 2 * float((device.read_noise * mask) ** 2)",
+           (T_XBAR + "::test_read_noise_has_the_variance_of_per_cell_noise",),
+           "independent read noise of the configured sigma"),
+)
+
+
+def _apply(m: Mutant) -> tuple[Path, str]:
+    path = ROOT / m.file
+    text = path.read_text()
+    matches = list(re.finditer(m.pattern, text))
+    if len(matches) != 1:
+        raise LookupError(f"{m.id}: locator matches {len(matches)} places in {m.file}")
+    start, end = matches[0].span()
+    return path, text[:start] + matches[0].expand(m.replacement) + text[end:]
+
+
+def baseline(mutants, timeout: int) -> list[str]:
+    """The guarding tests must pass on the unmutated code, else a kill means nothing."""
+    failing = []
+    for tests in sorted({m.tests for m in mutants}):
+        cmd = [str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        if subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=timeout).returncode:
+            failing.append(" ".join(tests))
+    return failing
+
+
+def run_python(mutants, timeout: int) -> list[tuple[Mutant, str, float]]:
+    results = []
+    for m in mutants:
+        t0 = time.time()
+        try:
+            path, mutated = _apply(m)
+        except LookupError as e:
+            print(f"  STALE     {m.id}: {e}", flush=True)
+            results.append((m, "stale", 0.0))
+            continue
+        original = path.read_text()
+        backup = path.with_name(path.name + ".mutate-backup")
+        backup.write_text(original)
+        try:
+            path.write_text(mutated)
+            cmd = [str(PYTHON), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                   *m.tests]
+            try:
+                rc = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=timeout,
+                                    env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+                                    ).returncode
+                outcome = "survived" if rc == 0 else "killed"
+            except subprocess.TimeoutExpired:
+                outcome = "killed"       # a hang is a detected fault
+        finally:
+            path.write_text(original)
+            backup.unlink()
+        if m.equivalent:
+            outcome = f"equivalent ({outcome})"
+        dt = time.time() - t0
+        print(f"  {outcome.upper():9} {m.id} ({dt:.0f} s): {m.claim}", flush=True)
+        results.append((m, outcome, dt))
+    return results
+
+
+def run_verilog_tests(timeout: int) -> tuple[int, int]:
+    """The repository's Verilog mutation tests (one pytest case per mutant)."""
+    files = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("testbenches/*/test_*_mutations.py"))
+    cmd = [str(PYTHON), "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
+           "-rA", *files]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout).stdout
+    killed = len(re.findall(r"^PASSED .*test_.*mutation", out, re.M))
+    survived = len(re.findall(r"^FAILED .*test_.*mutation", out, re.M))
+    for line in out.splitlines():
+        if line.startswith(("PASSED", "FAILED")):
+            print("  " + line.replace("PASSED", "KILLED  ").replace("FAILED", "SURVIVED"))
+    return killed, survived
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="run the mutants whose id contains this")
+    ap.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    ap.add_argument("--verilog", action="store_true",
+                    help="also run the Verilog mutation tests (slow)")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
+    args = ap.parse_args(argv)
+    stale = [p for p in ROOT.rglob("*.mutate-backup") if ".venv" not in p.parts]
+    if stale:
+        print(f"mutate: a previous run left {stale[0]}: restore it by hand first",
+              file=sys.stderr)
+        return 2
+    chosen = [m for m in PYTHON_MUTANTS if args.only in m.id]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:38} {m.file:28} {' '.join(m.tests)}")
+        return 0
+    print(f"Python sabotages: {len(chosen)}; baseline: the guarding tests on the code as it is")
+    broken = baseline(chosen, args.timeout)
+    if broken:
+        print("mutate: these guarding tests fail without any mutation: " + "; ".join(broken),
+              file=sys.stderr)
+        return 2
+    results = run_python(chosen, args.timeout)
+    counted = [r for r in results if not r[0].equivalent]
+    killed = sum(1 for _, o, _ in counted if o == "killed")
+    survivors = [m.id for m, o, _ in counted if o != "killed"]
+    print(f"Python: {killed}/{len(counted)} non-equivalent mutants killed "
+          f"({len(results) - len(counted)} equivalent, listed with their reason)")
+    for m, _, _ in results:
+        if m.equivalent:
+            print(f"  equivalent {m.id}: {m.equivalent}")
+    failed = bool(survivors)
+    if args.verilog:
+        v_killed, v_survived = run_verilog_tests(args.timeout * 6)
+        print(f"Verilog: {v_killed}/{v_killed + v_survived} mutants killed")
+        failed |= v_survived > 0
+    if survivors:
+        print("survived or stale: " + ", ".join(survivors))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
