@@ -202,7 +202,8 @@ _FAULTS, _VARIATION, _READ = 1, 2, 3
 _GRID_TERMS_FLOAT32 = 1 << 11
 
 
-def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
+def _on_exact_grid(values: np.ndarray, terms: int, dtype: type, *,
+                   overwrite: bool = False) -> np.ndarray:
     """``values`` rounded to multiples of a power of two so coarse that any sum of ``terms``
     of them (an analog column sum, integer DAC weights folded into ``terms``) is exact in
     the float type ``dtype`` (the result's), and so fine that it moves each value by at most
@@ -211,13 +212,18 @@ def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
     sums then do not depend on the GEMM's summation order: the BLAS blocking, the chunk
     size and the thread count leave every bit unchanged, and torch's GEMM gives numpy's
     sums. (Integer levels are already on the grid.)"""
-    largest = float(np.abs(values).max(initial=0.0))
+    largest = max(-float(values.min(initial=0.0)), float(values.max(initial=0.0)))
     if largest == 0.0:
         return values.astype(dtype)
     digits = np.finfo(dtype).nmant + 1
     exponent = math.ceil(math.log2(largest * terms)) + 1 - digits
     grid = 2.0 ** exponent
-    return (np.rint(values / grid) * grid).astype(dtype)
+    # rint(values / grid) * grid in one buffer (the same operations, the same bits);
+    # ``overwrite``: the caller's temporary ``values`` is that buffer
+    scaled = np.divide(values, grid, out=values) if overwrite else values / grid
+    np.rint(scaled, out=scaled)
+    scaled *= grid
+    return scaled.astype(dtype, copy=False)
 
 
 def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, *,
@@ -244,8 +250,14 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     # (The fused path reads the fields as they are: (G, R, C), C contiguous.)
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
-        noise_var = _on_exact_grid(np.square(g.astype(np.float64) + base)
-                                   * device.read_noise ** 2, rows * dac_max ** 2, dtype)
+        # (g + base)**2 * sigma**2 in one float64 temporary (the programming peak that
+        # chipforge.sim.memory.programmed_bytes counts)
+        variance = g.astype(np.float64)
+        variance += base
+        np.square(variance, out=variance)
+        variance *= device.read_noise ** 2
+        noise_var = _on_exact_grid(variance, rows * dac_max ** 2, dtype, overwrite=True)
+        del variance
         if rows > _FUSED_MAX_ROWS:
             # One buffer [cells | variances] for the GEMM path; the fields are views of it.
             both = np.empty((n_groups, rows, 2 * cols), dtype=dtype)
@@ -460,6 +472,9 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
                             layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
                             key, row_offset + start, out[start:stop], sat[start:stop],
                             adc_step)
+            # free this chunk before the next one allocates its own (else two chunks'
+            # temporaries are alive at once: twice the budget's chunk)
+            del sums, ones, squares
     if adc_step != 1.0:
         return out, int(sat.sum())
     return np.rint(out).astype(np.int64), int(sat.sum())

@@ -153,6 +153,11 @@ PYTHON_MUTANTS: tuple[Mutant, ...] = (
     Mutant("memory-batch-unbounded", "sim/memory.py",
            r"batch = int\(max\(1, min\(max_batch, samples, \(free - chunk\) // per_sample\)\)\)",
            "batch = samples", (T_MEM,), "the executor's batch fits the budget"),
+    Mutant("memory-chunks-overlap", "sim/reram.py", r"\n            del sums, ones, squares",
+           "", (T_MEM,), "one kernel chunk alive at a time (the traced peak within budget)"),
+    Mutant("memory-programming-peak-uncounted", "sim/memory.py",
+           r"return total \+ transient", "return total", (T_MEM,),
+           "the estimate counts the programming temporaries"),
     # --- SupeRBNN energy ----------------------------------------------------------------
     Mutant("aqfp-energy-per-jj-2x", "sim/aqfp.py",
            r"per_jj = cfg\.jj_switch_energy_zj \* 1e-21 \* cfg\.bitstream_length",
