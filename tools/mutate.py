@@ -197,8 +197,8 @@ PYTHON_MUTANTS: tuple[Mutant, ...] = (
            (T_PHYS,), "SAR ADC energy through Accelergy's 1.667 and 0.226 pJ"),
     # --- ADC and crossbar reads ---------------------------------------------------------
     Mutant("adc-full-scale-off-by-one", "sim/reram.py",
-           r"    full = \(1 << layer\.adc_bits\) - 1\n    rowidx",
-           "    full = (1 << layer.adc_bits)\n    rowidx",
+           r"    full = \(1 << layer\.adc_bits\) - 1\n    # Pad the inputs",
+           "    full = (1 << layer.adc_bits)\n    # Pad the inputs",
            (T_XBAR + "::test_executor_matches_the_reference_crossbar_even_when_saturating",),
            "an N-bit ADC saturates at 2**N - 1"),
     Mutant("read-noise-variance-2x", "sim/reram.py",
@@ -278,26 +278,143 @@ def run_verilog_tests(timeout: int) -> tuple[int, int]:
     return killed, survived
 
 
+# --- Verilog operator mutations ---------------------------------------------------------
+# A site: an ``assign`` of yosys' generated Verilog whose right side is one binary operation
+# (``a OP b``). The locator is structural (the n-th such site of the block, by the parse
+# below), so it survives the renumbering of yosys' wires. Replacement: the operator's twin.
+_SWAP = {"+": "-", "-": "+", "==": "!=", "!=": "==", "<": "<=", "<=": "<", ">": ">=",
+         ">=": ">", "&": "|", "|": "&", "^": "|"}
+_SITE = re.compile(r"^(\s*assign \S+\s+= )(\S.*?) (\+|-|==|!=|<=|>=|<|>|&|\||\^) (.+;)$")
+
+VERILOG_BLOCKS = {   # block: (testbench, mutants drawn, extra env, cocotb test filter)
+    "shift-add": ("testbenches/shift_add/test_shift_add_cocotb.py", 6, {}, None),
+    "forms-fragment": ("testbenches/forms_fragment/test_forms_fragment_cocotb.py", 8, {}, None),
+    "sc-accumulator": ("testbenches/sc_accumulator/test_sc_accumulator_cocotb.py", 5, {}, None),
+    "token-linear": ("testbenches/token_linear/test_token_linear_cocotb.py", 6, {}, None),
+    "token-packager": ("testbenches/token_packager/test_token_packager_cocotb.py", 5, {}, None),
+    "poly-exp": ("testbenches/elementwise_units/test_elementwise_units_cocotb.py", 4,
+                 {"CHIPFORGE_UNIT": "poly-exp"}, None),
+    "poly-gelu": ("testbenches/elementwise_units/test_elementwise_units_cocotb.py", 4,
+                  {"CHIPFORGE_UNIT": "poly-gelu"}, None),
+    "plan-sigmoid": ("testbenches/elementwise_units/test_elementwise_units_cocotb.py", 4,
+                     {"CHIPFORGE_UNIT": "plan-sigmoid"}, None),
+    "token-selector": ("testbenches/token_selector/test_token_selector_cocotb.py", 8,
+                       {"CHIPFORGE_SELECTOR_CASE": "selector"}, "selector_real"),
+    "tile-forms8": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
+                    {"CHIPFORGE_TILE_CASE": "tile-forms8"},
+                    "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"),
+    "tile-isaac": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
+                   {"CHIPFORGE_TILE_CASE": "tile-isaac"},
+                   "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"),
+}
+
+
+def verilog_sites(text: str) -> list[int]:
+    """Line numbers of the mutable binary-operator assigns."""
+    return [i for i, line in enumerate(text.splitlines()) if _SITE.match(line)]
+
+
+def verilog_mutants(block: str, count: int) -> list[tuple[str, int]]:
+    """``count`` sites spread evenly over the block's sites: (verilog file, line index)."""
+    (verilog,) = sorted((ROOT / "rtl" / block).glob("*.v"))
+    sites = verilog_sites(verilog.read_text())
+    if not sites:
+        return []
+    picks = sorted({sites[(2 * j + 1) * len(sites) // (2 * count)] for j in range(count)})
+    return [(verilog.name, i) for i in picks]
+
+
+def _case_files(where: Path) -> dict[str, str]:
+    """The data cases the tile and selector testbenches read (built once)."""
+    from chipforge import zoo
+    from chipforge.verify.selector_case import save_case as save_selector
+    from chipforge.verify.selector_case import selector_cases
+    from chipforge.verify.tile_case import layer_case, save_case
+    from chipforge.zoo.data import digits
+
+    files = {}
+    x = digits(16).x_test[:1]
+    for block, (model, accel) in {"tile-isaac": ("lenet-digits", "isaac"),
+                                  "tile-forms8": ("lenet-digits-forms8", "forms8")}.items():
+        case = layer_case(zoo.load(model), x, "conv1", accel)
+        files[block] = str(save_case(case, where / f"{block}.npz"))
+    data = digits(8)
+    case = selector_cases("vit-digits-keep60", data.x_test[:1], data.x_train[:256])[0]
+    files["selector"] = str(save_selector(case, where / "selector.npz"))
+    return files
+
+
+def run_verilog_operators(only: str, timeout: int) -> tuple[int, int, list[str]]:
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    from chipforge.verify.runner import run_cocotb
+
+    killed = survived = 0
+    survivors = []
+    with tempfile.TemporaryDirectory(prefix="mutate-rtl-") as tmp:
+        cases = _case_files(Path(tmp))
+        for block, (bench, count, env, test_filter) in VERILOG_BLOCKS.items():
+            if only not in block:
+                continue
+            extra = {k: cases.get(v, v) for k, v in env.items()}
+            for name, line_no in verilog_mutants(block, count):
+                work = Path(tempfile.mkdtemp(dir=tmp))
+                copy = work / block
+                shutil.copytree(ROOT / "rtl" / block, copy)
+                lines = (copy / name).read_text().splitlines(keepends=True)
+                m = _SITE.match(lines[line_no].rstrip("\n"))
+                lines[line_no] = (f"{m.group(1)}{m.group(2)} {_SWAP[m.group(3)]} "
+                                  f"{m.group(4)}\n")
+                (copy / name).write_text("".join(lines))
+                label = f"{block}:{line_no + 1} '{m.group(3)}' -> '{_SWAP[m.group(3)]}'"
+                t0 = time.time()
+                try:
+                    run_cocotb(copy, ROOT / bench, simulator="icarus", build_root=work,
+                               extra_env=extra, test_filter=test_filter)
+                    outcome = "survived"
+                except AssertionError:
+                    outcome = "killed"
+                except Exception as e:          # a build error is a detected fault too
+                    outcome = f"killed ({type(e).__name__})"
+                print(f"  {outcome.upper():9} {label} ({time.time() - t0:.0f} s)", flush=True)
+                if outcome == "survived":
+                    survived += 1
+                    survivors.append(label)
+                else:
+                    killed += 1
+                shutil.rmtree(work, ignore_errors=True)
+    return killed, survived, survivors
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="run the mutants whose id contains this")
     ap.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     ap.add_argument("--verilog", action="store_true",
                     help="also run the Verilog mutation tests (slow)")
+    ap.add_argument("--verilog-only", action="store_true",
+                    help="only the Verilog mutations (--only then filters blocks)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
     args = ap.parse_args(argv)
     stale = [p for p in ROOT.rglob("*.mutate-backup") if ".venv" not in p.parts]
-    if stale:
+    if stale and not args.list:
         print(f"mutate: a previous run left {stale[0]}: restore it by hand first",
               file=sys.stderr)
         return 2
-    chosen = [m for m in PYTHON_MUTANTS if args.only in m.id]
+    chosen = [m for m in PYTHON_MUTANTS if args.only in m.id and not args.verilog_only]
+    if args.list and args.verilog_only:
+        for block, (_, count, _, _) in VERILOG_BLOCKS.items():
+            for name, line_no in verilog_mutants(block, count):
+                print(f"{block:16} {name}:{line_no + 1}")
+        return 0
     if args.list:
         for m in chosen:
             print(f"{m.id:38} {m.file:28} {' '.join(m.tests)}")
         return 0
     print(f"Python sabotages: {len(chosen)}; baseline: the guarding tests on the code as it is")
-    broken = baseline(chosen, args.timeout)
+    broken = baseline(chosen, args.timeout) if chosen else []
     if broken:
         print("mutate: these guarding tests fail without any mutation: " + "; ".join(broken),
               file=sys.stderr)
@@ -312,10 +429,14 @@ def main(argv=None) -> int:
         if m.equivalent:
             print(f"  equivalent {m.id}: {m.equivalent}")
     failed = bool(survivors)
-    if args.verilog:
-        v_killed, v_survived = run_verilog_tests(args.timeout * 6)
-        print(f"Verilog: {v_killed}/{v_killed + v_survived} mutants killed")
-        failed |= v_survived > 0
+    if args.verilog or args.verilog_only:
+        o_killed, o_survived, o_left = run_verilog_operators(args.only, args.timeout)
+        print(f"Verilog operator mutations: {o_killed}/{o_killed + o_survived} killed")
+        for label in o_left:
+            print(f"  survived: {label}")
+        v_killed, v_survived = (0, 0) if args.only else run_verilog_tests(args.timeout * 6)
+        print(f"Verilog mutation tests: {v_killed}/{v_killed + v_survived} killed")
+        failed |= (o_survived + v_survived) > 0
     if survivors:
         print("survived or stale: " + ", ".join(survivors))
     return 1 if failed else 0
