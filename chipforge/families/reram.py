@@ -10,6 +10,7 @@ placement's row groups and crossbar counts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -154,7 +155,12 @@ class ReramFamily(AcceleratorFamily):
         """
         from chipforge.sim.executor import run_graph
         from chipforge.sim.memory import parse_size, plan_memory
-        from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
+        from chipforge.sim.reram import (
+            CrossbarMatmul,
+            adc_error_warnings,
+            adc_steps,
+            calibrate_adc,
+        )
         from chipforge.stages import StageTimer
 
         if device_kind not in ("cpu", "cuda"):
@@ -168,6 +174,12 @@ class ReramFamily(AcceleratorFamily):
         if adc_range == "calibrated":
             calibration = calibrate_adc(graph, x[:64], CrossbarMatmul(placed, device, seed=seed))
         steps = adc_steps(adc_range, placed, calibration)
+        adc_warnings = []
+        if adc_range != "max":
+            adc_warnings = adc_error_warnings(graph, x[:64], CrossbarMatmul(placed, device,
+                                                                            seed=seed), steps)
+            for line in adc_warnings:
+                print(line, file=sys.stderr)
 
         def hook_factory():
             return CrossbarMatmul(placed, device, seed=seed, chunk_bytes=plan.chunk_bytes,
@@ -195,7 +207,8 @@ class ReramFamily(AcceleratorFamily):
                    "adc_saturations": hook.report.get("saturated", 0),
                    "device": described or "ideal", "adc_range": adc_range,
                    "memory_estimate_bytes": plan.estimate,
-                   "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
+                   "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch,
+                   "adc_warnings": adc_warnings}
         layers: list[dict] = []
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table
