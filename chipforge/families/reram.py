@@ -207,8 +207,9 @@ class ReramFamily(AcceleratorFamily):
                    "adc_saturations": hook.report.get("saturated", 0),
                    "device": described or "ideal", "adc_range": adc_range,
                    "memory_estimate_bytes": plan.estimate,
-                   "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch,
-                   "adc_warnings": adc_warnings}
+                   "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
+        if adc_warnings:
+            metrics["adc_warnings"] = adc_warnings
         layers: list[dict] = []
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table
