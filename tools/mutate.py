@@ -69,7 +69,8 @@ PYTHON_MUTANTS: tuple[Mutant, ...] = (
     # --- crossbar counts (placement) --------------------------------------------------
     Mutant("place-outputs-per-crossbar-2x", "mappings/placement.py",
            r"outputs_per_xbar = accel\.cols // per\n    col_tiles",
-           "outputs_per_xbar = accel.cols // per * 2\n    col_tiles", (T_COUNTS,),
+           "outputs_per_xbar = accel.cols // per * (2 if scheme is PlacementScheme.POLARIZED "
+           "else 1)\n    col_tiles", (T_COUNTS,),
            "a polarized layer puts cols / cells_per_weight outputs on a crossbar"),
     Mutant("place-outputs-per-crossbar-half", "mappings/placement.py",
            r"outputs_per_xbar = accel\.cols // per\n    col_tiles",
