@@ -293,42 +293,52 @@ def random_full_weights(cfg, rng):
 
 @cocotb.test()
 async def tile_random_weights_and_rails(dut):
-    """Random full-range weights on every row and column (every flip state of every slice,
-    every row group non-zero), inputs over the whole range: the raw dot products (RAW mode),
-    then requantized with a multiplier that drives results onto both rails, with ReLU
-    (0 and 2**out_bits - 1) and without (the signed out_bits range)."""
+    """Random full-range weights on every row and column (every row group non-zero),
+    inputs over the whole range: the raw dot products (RAW mode), then requantized with a
+    multiplier that drives results onto both rails, with ReLU (0 and 2**out_bits - 1) and
+    without (the signed out_bits range). Then every physical column flipped: all weights at
+    the top (ISAAC: every slice's level 3; FORMS: magnitude 127 flips slices 0-2) and, for
+    FORMS, all at -128 (flips the top slice), raw: every flip correction is exercised."""
     from chipforge.sim.ref.reram_tile import Requant, requantize
 
     manifest, cfg, case, _ = _env()
     rng = np.random.default_rng(12)
-    w = random_full_weights(cfg, rng)
-    prog = TileProgram(cfg, w)
-    flips = np.array([c.flipped for c in prog.cells])           # (G, cols, P)
-    assert flips.any() and (~flips).any()
+    lo_w, hi_w = cfg.crossbar.weight_range
+    shape = (cfg.rows_total, cfg.cols)
+    weight_sets = [random_full_weights(cfg, rng), np.full(shape, hi_w)]
+    if cfg.forms:
+        weight_sets.append(np.full(shape, lo_w))
     top = (1 << cfg.crossbar.input_bits) - 1
     x = rng.integers(0, top + 1, size=(8, cfg.rows_total))
     x[0], x[1] = top, 0
-    dots = prog.dots(x)
-    assert np.array_equal(dots, x @ w)                          # no ADC saturates
     n = cfg.cols
-    big = int(np.abs(dots).max()) or 1
-    mult = np.full(n, -(-(4 << cfg.out_bits) * 16 // big), dtype=np.int64)
-    runs = [Requant(mult=np.ones(n, np.int64), bias=np.zeros(n, np.int64), shift=0,
-                    relu=False, raw=True, out_bits=cfg.out_bits)]
-    for relu in (True, False):
-        runs.append(Requant(mult=mult, bias=np.full(n, 8, np.int64), shift=4, relu=relu,
-                            out_bits=cfg.out_bits))
+    raw = Requant(mult=np.ones(n, np.int64), bias=np.zeros(n, np.int64), shift=0,
+                  relu=False, raw=True, out_bits=cfg.out_bits)
     Clock(dut.clk, 10, unit="ns").start()
     tile = Tile(dut, manifest, cfg)
-    for rq in runs:
-        expected = requantize(dots, rq)
-        if not rq.raw:
-            lo = 0 if rq.relu else -(1 << (cfg.out_bits - 1))
-            hi = (1 << cfg.out_bits) - 1 if rq.relu else (1 << (cfg.out_bits - 1)) - 1
-            assert (expected == lo).any() and (expected == hi).any(), "no rail reached"
-        await tile.reset()
-        await tile.program(prog, rq, x.shape[1], n)
-        await tile.run(prog, x, expected, seed=13, idle=0.1, stall=0.05, adc_latency=1)
+    flipped = []
+    for i, w in enumerate(weight_sets):
+        prog = TileProgram(cfg, w)
+        flipped.append(np.array([c.flipped for c in prog.cells]))   # (G, cols, P)
+        dots = prog.dots(x)
+        assert np.array_equal(dots, x @ w)                          # no ADC saturates
+        runs = [raw]
+        if i == 0:
+            big = int(np.abs(dots).max()) or 1
+            mult = np.full(n, -(-(4 << cfg.out_bits) * 16 // big), dtype=np.int64)
+            runs += [Requant(mult=mult, bias=np.full(n, 8, np.int64), shift=4, relu=relu,
+                             out_bits=cfg.out_bits) for relu in (True, False)]
+        for rq in runs:
+            expected = requantize(dots, rq)
+            if not rq.raw:
+                lo = 0 if rq.relu else -(1 << (cfg.out_bits - 1))
+                hi = (1 << cfg.out_bits) - 1 if rq.relu else (1 << (cfg.out_bits - 1)) - 1
+                assert (expected == lo).any() and (expected == hi).any(), "no rail reached"
+            await tile.reset()
+            await tile.program(prog, rq, x.shape[1], n)
+            await tile.run(prog, x, expected, seed=13 + i, idle=0.1, stall=0.05,
+                           adc_latency=1)
+    assert np.logical_or.reduce(flipped).all()      # every physical column flipped once
 
 
 @cocotb.test()
