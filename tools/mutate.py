@@ -303,10 +303,12 @@ VERILOG_BLOCKS = {   # block: (testbench, mutants drawn, extra env, cocotb test 
                        {"CHIPFORGE_SELECTOR_CASE": "selector"}, "selector_real"),
     "tile-forms8": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                     {"CHIPFORGE_TILE_CASE": "tile-forms8"},
-                    "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"),
+                    "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
+                    "tile_random_weights_and_rails"),
     "tile-isaac": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                    {"CHIPFORGE_TILE_CASE": "tile-isaac"},
-                   "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"),
+                   "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
+                    "tile_random_weights_and_rails"),
 }
 
 

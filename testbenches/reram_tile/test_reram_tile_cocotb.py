@@ -296,18 +296,25 @@ async def tile_random_weights_and_rails(dut):
     """Random full-range weights on every row and column (every row group non-zero),
     inputs over the whole range: the raw dot products (RAW mode), then requantized with a
     multiplier that drives results onto both rails, with ReLU (0 and 2**out_bits - 1) and
-    without (the signed out_bits range). Then every physical column flipped: all weights at
-    the top (ISAAC: every slice's level 3; FORMS: magnitude 127 flips slices 0-2) and, for
-    FORMS, all at -128 (flips the top slice), raw: every flip correction is exercised."""
+    without (the signed out_bits range). Then every physical column flipped with non-zero
+    stored levels: every cell at level 2 or 3 at random (FORMS: slices 0-2) and, for FORMS,
+    all weights at -128 (the top slice at level 2), raw: every flip correction shows."""
     from chipforge.sim.ref.reram_tile import Requant, requantize
 
     manifest, cfg, case, _ = _env()
     rng = np.random.default_rng(12)
     lo_w, hi_w = cfg.crossbar.weight_range
     shape = (cfg.rows_total, cfg.cols)
-    weight_sets = [random_full_weights(cfg, rng), np.full(shape, hi_w)]
+    # every cell level 2 or 3 at random: every column flipped, stored levels 0 or 1 (a
+    # flipped column's codes must be non-zero for its correction to show)
+    xb = cfg.crossbar
+    slices = xb.slices - (1 if cfg.forms else 0)        # FORMS: magnitudes below 128
+    levels = rng.integers(2, 4, size=(*shape, slices))
+    high = (levels << (xb.cell_bits * np.arange(slices))).sum(axis=-1)
+    weight_sets = [random_full_weights(cfg, rng),
+                   high if cfg.forms else high + lo_w]          # ISAAC: offset code
     if cfg.forms:
-        weight_sets.append(np.full(shape, lo_w))
+        weight_sets.append(np.full(shape, lo_w))       # -128: the top slice at level 2
     top = (1 << cfg.crossbar.input_bits) - 1
     x = rng.integers(0, top + 1, size=(8, cfg.rows_total))
     x[0], x[1] = top, 0
