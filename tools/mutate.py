@@ -321,6 +321,8 @@ EQUIVALENT_VERILOG = {
     "poly-gelu:78 '<' -> '<='": "a range boundary; every input code checked, all equal",
     "plan-sigmoid:50 '<' -> '<='": "the sign test at 0; every input code checked, all equal",
     "plan-sigmoid:60 '<' -> '<='": "the sign test at 0; every input code checked, all equal",
+    "token-selector:1369 '==' -> '!='": "dead logic: the compare's wire is never read "
+                                        "(only its declaration and assign exist)",
 }
 
 
