@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.chipforge-installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup demo test test-slow lint rtl rtl-check bench clean
+.PHONY: setup demo test test-slow lint rtl rtl-check bench mutate clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ test: lint rtl-check
 # Paper reproductions and long sweeps (marked slow).
 test-slow: $(STAMP)
 	$(PYTEST) -m slow
+
+# Sabotage runner (tools/mutate.py, docs/verification.md): one-line faults in the Python
+# models and the generated Verilog against the tests that guard them; prints the kill
+# ratios. Tens of minutes: not part of `make test`.
+mutate: $(STAMP)
+	$(PY) tools/mutate.py --verilog
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

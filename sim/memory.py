@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chipforge.guard import available_memory
+from chipforge.sim.devices import ReadNoiseModel
 from chipforge.sim.executor import run_graph
 from chipforge.sim.graph import Graph, Op
 from chipforge.sim.reram import _GRID_TERMS_FLOAT32, layer_chunk_bytes_per_row
@@ -68,7 +69,7 @@ def format_bytes(n: float) -> str:
 
 def programmed_bytes(mapped, device) -> int:
     """Bytes the programmed chip holds (see the module doc)."""
-    total = 0
+    total = transient = 0
     for layer in mapped.layers.values():
         g, r, c = layer.levels.shape
         cells = g * r * c
@@ -81,12 +82,25 @@ def programmed_bytes(mapped, device) -> int:
         total += layer.levels.nbytes + layer.row_index.nbytes + layer.coef.nbytes * 2
         if device.ideal or (device.programming_sigma == 0 and device.read_noise == 0):
             total += cells + 8 * rows * layer.outputs        # faults, effective weights
-        total += cells * item * (2 if device.read_noise > 0 else 1)  # conductance (+variances)
+        proportional = (device.read_noise > 0
+                        and device.read_noise_model is ReadNoiseModel.PROPORTIONAL)
+        total += cells * item * (2 if proportional else 1)  # conductance (+variances)
         if device.stuck_at_rate > 0:
             total += cells
+        # Programming temporaries (layers are programmed one at a time: the largest counts):
+        # the log-normal draw in float64 and its exact-grid copy; the proportional read
+        # noise's float64 variances, or the [cells | variances] buffer while both halves
+        # are still separate (chipforge.sim.reram.program_layer).
+        # (measured with tracemalloc on a 512 x 512 layer: the estimate equals the peak)
+        layer_transient = 0
+        if device.stuck_at_rate > 0:
+            layer_transient = cells * 8                   # the fault map's uniform draw
         if device.programming_sigma > 0:
-            total += cells * 8                            # the log-normal draw (transient)
-    return total
+            layer_transient = max(layer_transient, cells * (16 + item))
+        if proportional:
+            layer_transient = max(layer_transient, cells * max(8, 2 * item))
+        transient = max(transient, layer_transient)
+    return total + transient
 
 
 def executor_bytes_per_sample(graph: Graph) -> int:

@@ -59,9 +59,10 @@ from chipforge.sim.executor import exact_int_matmul, exact_product
 from chipforge.sim.graph import Node
 
 __all__ = ["CrossbarMatmul", "LayerStats", "MappedLayer", "MappedModel", "ProgrammedLayer",
-           "adc_steps", "calibrate_adc", "can_never_saturate", "check_adc_range",
-           "crossbar_layer_matmul", "effective_weights", "layer_chunk_bytes_per_row",
-           "max_column_sum", "program_layer"]
+           "adc_error_warnings", "adc_steps", "calibrate_adc", "can_never_saturate",
+           "check_adc_range", "crossbar_layer_matmul", "cycle_adc_steps", "effective_weights",
+           "layer_chunk_bytes_per_row", "max_column_sum", "predicted_adc_error",
+           "program_layer"]
 
 # Default bound on one layer's kernel temporaries (rows are streamed in chunks that fit);
 # CrossbarMatmul's memory budget replaces it.
@@ -205,7 +206,8 @@ _FAULTS, _VARIATION, _READ = 1, 2, 3
 _GRID_TERMS_FLOAT32 = 1 << 11
 
 
-def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
+def _on_exact_grid(values: np.ndarray, terms: int, dtype: type, *,
+                   overwrite: bool = False) -> np.ndarray:
     """``values`` rounded to multiples of a power of two so coarse that any sum of ``terms``
     of them (an analog column sum, integer DAC weights folded into ``terms``) is exact in
     the float type ``dtype`` (the result's), and so fine that it moves each value by at most
@@ -214,13 +216,18 @@ def _on_exact_grid(values: np.ndarray, terms: int, dtype: type) -> np.ndarray:
     sums then do not depend on the GEMM's summation order: the BLAS blocking, the chunk
     size and the thread count leave every bit unchanged, and torch's GEMM gives numpy's
     sums. (Integer levels are already on the grid.)"""
-    largest = float(np.abs(values).max(initial=0.0))
+    largest = max(-float(values.min(initial=0.0)), float(values.max(initial=0.0)))
     if largest == 0.0:
         return values.astype(dtype)
     digits = np.finfo(dtype).nmant + 1
     exponent = math.ceil(math.log2(largest * terms)) + 1 - digits
     grid = 2.0 ** exponent
-    return (np.rint(values / grid) * grid).astype(dtype)
+    # rint(values / grid) * grid in one buffer (the same operations, the same bits);
+    # ``overwrite``: the caller's temporary ``values`` is that buffer
+    scaled = np.divide(values, grid, out=values) if overwrite else values / grid
+    np.rint(scaled, out=scaled)
+    scaled *= grid
+    return scaled.astype(dtype, copy=False)
 
 
 def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, *,
@@ -247,8 +254,14 @@ def program_layer(layer: MappedLayer, device: ReramDeviceConfig = IDEAL_DEVICE, 
     # (The fused path reads the fields as they are: (G, R, C), C contiguous.)
     if device.read_noise > 0 and device.read_noise_model is ReadNoiseModel.PROPORTIONAL:
         base = device.g_off / device.level_step(layer.cell_bits)
-        noise_var = _on_exact_grid(np.square(g.astype(np.float64) + base)
-                                   * device.read_noise ** 2, rows * dac_max ** 2, dtype)
+        # (g + base)**2 * sigma**2 in one float64 temporary (the programming peak that
+        # chipforge.sim.memory.programmed_bytes counts)
+        variance = g.astype(np.float64)
+        variance += base
+        np.square(variance, out=variance)
+        variance *= device.read_noise ** 2
+        noise_var = _on_exact_grid(variance, rows * dac_max ** 2, dtype, overwrite=True)
+        del variance
         if rows > _FUSED_MAX_ROWS:
             # One buffer [cells | variances] for the GEMM path; the fields are views of it.
             both = np.empty((n_groups, rows, 2 * cols), dtype=dtype)
@@ -377,8 +390,9 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     compiled CPU kernels) or ``"torch"`` on ``device`` (``cpu`` or ``cuda``; same integers
     where the arithmetic is integer, its own Gaussians otherwise). ``adc_step``: the ADC's
     step in level units (1: codes count levels, full scale ``2**adc_bits - 1`` levels; a
-    larger step widens the range, see :func:`adc_steps`); with a step other than 1 the
-    result is float64.
+    larger step widens the range, see :func:`adc_steps`) of the widest DAC slice; narrower
+    slices read with proportionally finer steps (:func:`cycle_adc_steps`); with a step other
+    than 1 the result is float64.
     """
     layer = programmed.layer
     dev = programmed.device
@@ -410,21 +424,41 @@ def crossbar_layer_matmul(x_q: np.ndarray, programmed: ProgrammedLayer, *, input
     xu[:, :layer.rows] = x_q[:, :layer.rows]
     xu[:, :layer.rows] &= (1 << input_bits) - 1        # two's complement bit pattern
     key = int(noise_key or 0)
+    steps = cycle_adc_steps(adc_step, dmasks)
     if backend == "torch":
         from chipforge.sim.reram_torch import layer_matmul_torch
 
         out, saturated = layer_matmul_torch(xu, layer, prep, shifts, dmasks, cycle_w, full,
-                                            key, row_offset, chunk_bytes, device, adc_step)
+                                            key, row_offset, chunk_bytes, device, steps)
     elif backend != "numpy":
         raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
     else:
         out, saturated = _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full,
-                                             key, row_offset, chunk_bytes, adc_step)
+                                             key, row_offset, chunk_bytes, steps)
     if report is not None:
         reads = m_total * layer.stats.adc_reads_per_vector
         report["adc_reads"] = report.get("adc_reads", 0) + reads
         report["saturated"] = report.get("saturated", 0) + saturated
     return out
+
+
+def cycle_adc_steps(adc_step: float | np.ndarray, dac_max: np.ndarray) -> np.ndarray:
+    """The ADC step of each input cycle (T,): ``adc_step`` for the widest DAC slice, and
+    for a narrower one (the 1-bit two's-complement sign cycle, a narrow top slice) the step
+    scaled by its DAC full scale, never finer than one level: the ADC range follows each
+    cycle's largest possible column sum, so a 1-bit cycle is not read with the 2**b - 1
+    times coarser step of a b-bit one (with an 8-bit DAC, 8-bit cells and a calibrated
+    8-bit ADC that gave relative errors of 30 on signed inputs). An array is one step per
+    cycle already (the ``"calibrated"`` range: each cycle's largest column sum seen)."""
+    dac_max = np.asarray(dac_max, dtype=np.float64)
+    step = np.asarray(adc_step, dtype=np.float64)
+    if step.ndim == 1:                       # already one step per cycle (a calibration)
+        if step.shape != dac_max.shape:
+            raise ValueError(f"{len(step)} ADC steps for {len(dac_max)} input cycles")
+        return np.maximum(1.0, step)
+    if float(step) == 1.0:
+        return np.ones(len(dac_max))
+    return np.maximum(1.0, float(step) * dac_max / dac_max.max())
 
 
 def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row_offset,
@@ -463,15 +497,19 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
                             layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
                             key, row_offset + start, out[start:stop], sat[start:stop],
                             adc_step)
-    if adc_step != 1.0:
+            # free this chunk before the next one allocates its own (else two chunks'
+            # temporaries are alive at once: twice the budget's chunk)
+            del sums, ones, squares
+    if np.any(np.asarray(adc_step) != 1.0):
         return out, int(sat.sum())
     return np.rint(out).astype(np.int64), int(sat.sum())
 
 
 def max_column_sum(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: int,
-                   signed_inputs: bool) -> float:
+                   signed_inputs: bool, per_cycle: bool = False) -> float | np.ndarray:
     """The largest noise-free column sum (level units) of any read for inputs ``x_q``: the
-    calibration of :func:`adc_steps` (unit columns included)."""
+    calibration of :func:`adc_steps` (unit columns included); ``per_cycle``: one maximum
+    per input cycle (T,), most significant first."""
     from chipforge.sim import reram_kernels as kern
 
     layer = programmed.layer
@@ -483,15 +521,49 @@ def max_column_sum(x_q: np.ndarray, programmed: ProgrammedLayer, *, input_bits: 
     xu = np.zeros((len(x_q), layer.rows + 1), dtype=np.int64)
     xu[:, :layer.rows] = np.asarray(x_q)[:, :layer.rows] & ((1 << input_bits) - 1)
     cells = np.ascontiguousarray(programmed.conductance)
-    top = 0.0
-    step = max(1, (64 << 20) // max(1, layer_chunk_bytes_per_row(layer, len(shifts), False)))
+    cycles = len(shifts)
+    top = np.zeros(cycles)
+    step = max(1, (64 << 20) // max(1, layer_chunk_bytes_per_row(layer, cycles, False)))
     for start in range(0, len(xu), step):
         a, ones, _ = kern.bit_planes(xu[start:start + step], prep.rowidx, shifts, dmasks,
                                      cells.dtype)
-        top = max(top, float(np.matmul(a, cells).max(initial=0)))
+        g = a.shape[0]                                       # reads are rows m * T + t
+        sums = np.matmul(a, cells).reshape(g, -1, cycles, cells.shape[-1])
+        top = np.maximum(top, sums.max(axis=(0, 1, 3), initial=0))
         if layer.unit_column:
-            top = max(top, float(ones.max(initial=0)))
-    return top
+            top = np.maximum(top, ones.reshape(g, -1, cycles).max(axis=(0, 1), initial=0))
+    return top if per_cycle else float(top.max(initial=0))
+
+
+def predicted_adc_error(programmed: ProgrammedLayer, adc_step: float, *, input_bits: int,
+                        signed_inputs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What the ADC's rounding alone does to each output (N,), without saturation or noise:
+    (worst case, rms). An output is ``sum over reads of weight x step x code``; each code
+    rounds its column sum by at most half a step, so the error is at most
+    ``sum_t |cycle weight_t| step_t / 2 x (sum of the output's |column coefficients|
+    + |unit-column coefficients|)``; rounding errors uniform and independent give
+    ``sqrt(sum_t (cycle weight_t step_t)**2 / 12 x sum of squared coefficients)``. A cycle
+    read at one level per code (step 1, integer cells) rounds nothing. The unit column's
+    coefficient is minus the offset (ISAAC: 128 for 8-bit weights): its rounding is
+    amplified that much, the reason offset encodings need a fine ADC step."""
+    layer = programmed.layer
+    cfg = CrossbarConfig(rows=1, cols=1, cell_bits=layer.cell_bits, weight_bits=1,
+                         input_bits=input_bits, dac_bits=layer.dac_bits,
+                         adc_bits=layer.adc_bits, signed_inputs=signed_inputs)
+    _, dmasks = _input_planes_spec(cfg)
+    steps = cycle_adc_steps(adc_step, dmasks)
+    rounding = np.where(steps == 1.0, 0.0, steps) * np.abs(_cycle_weights(cfg))      # (T,)
+    prep = _prepare(programmed)
+    n_groups = layer.levels.shape[0]
+    col = np.abs(prep.scoef).reshape(n_groups, layer.outputs, layer.per_output)
+    l1 = col.sum(axis=(0, 2))
+    l2 = np.square(col).sum(axis=(0, 2))
+    if layer.unit_column:
+        l1 = l1 + np.abs(prep.ucoef).sum(axis=0)
+        l2 = l2 + np.square(prep.ucoef).sum(axis=0)
+    worst = rounding.sum() / 2 * l1
+    rms = np.sqrt(np.square(rounding).sum() / 12 * l2)
+    return worst, rms
 
 
 def check_adc_range(mode: object) -> str:
@@ -513,7 +585,7 @@ def check_adc_range(mode: object) -> str:
 
 
 def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | None = None
-              ) -> dict[str, float]:
+              ) -> dict[str, float | np.ndarray]:
     """Each layer's ADC step (level units per code) for an ADC range ``mode``:
 
     - ``"max"``: one level per code (full scale ``2**adc_bits - 1`` levels; exact integer
@@ -521,7 +593,8 @@ def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | No
     - ``"fraction:F"``: full scale ``F`` times the array's largest possible column sum
       (rows x DAC max x cell max), never finer than one level;
     - ``"calibrated"``: full scale the largest column sum seen on a calibration batch
-      (``calibration``: layer -> :func:`max_column_sum`), never finer than one level.
+      (``calibration``: layer -> :func:`max_column_sum`, per input cycle when it is an
+      array: then each cycle its own step), never finer than one level.
     """
     steps = {}
     for name, layer in mapped.layers.items():
@@ -540,7 +613,10 @@ def adc_steps(mode: str, mapped: MappedModel, calibration: dict[str, float] | No
         elif mode == "calibrated":
             if calibration is None or name not in calibration:
                 raise ValueError(f"adc range 'calibrated' needs a calibration of layer {name!r}")
-            scale = calibration[name]
+            scale = np.asarray(calibration[name], dtype=np.float64)
+            if scale.ndim:
+                steps[name] = np.maximum(1.0, scale / full)     # one step per input cycle
+                continue
         else:
             raise ValueError(f"adc range must be 'max', 'fraction:F' or 'calibrated', "
                              f"not {mode!r}")
@@ -632,7 +708,7 @@ class CrossbarMatmul:
         self.effective = {}
         if fast_path:
             for name, programmed in self.programmed.items():
-                if self.adc_steps.get(name, 1.0) != 1.0:
+                if np.any(np.asarray(self.adc_steps.get(name, 1.0)) != 1.0):
                     continue
                 w_eff = effective_weights(programmed)
                 if w_eff is not None:
@@ -724,20 +800,62 @@ class CrossbarMatmul:
                                      adc_step=self.adc_steps.get(node.name, 1.0))
 
 
-def calibrate_adc(graph, x: np.ndarray, hook: CrossbarMatmul) -> dict[str, float]:
-    """Largest column sum of each mapped layer on calibration inputs ``x`` (the ideal
-    quantized activations feed every layer): the ``"calibrated"`` ADC range."""
+def calibrate_adc(graph, x: np.ndarray, hook: CrossbarMatmul) -> dict[str, np.ndarray]:
+    """Largest column sum of each mapped layer and input cycle (T,) on calibration inputs
+    ``x`` (the ideal quantized activations feed every layer): the ``"calibrated"`` ADC
+    range, each input cycle its own (a 1-bit sign cycle is not read with the range of the
+    8-bit cycles)."""
     from chipforge.sim.executor import exact_int_matmul, run_graph
 
-    seen: dict[str, float] = {}
+    seen: dict[str, np.ndarray] = {}
 
     def record(node, x_q, w_q):
         programmed = hook.programmed.get(node.name)
         if programmed is not None:
-            seen[node.name] = max(seen.get(node.name, 0.0), max_column_sum(
-                x_q, programmed, input_bits=int(node.attrs["act_bits"]),
-                signed_inputs=bool(node.attrs["act_signed"])))
+            top = max_column_sum(x_q, programmed, input_bits=int(node.attrs["act_bits"]),
+                                 signed_inputs=bool(node.attrs["act_signed"]),
+                                 per_cycle=True)
+            seen[node.name] = np.maximum(seen.get(node.name, top), top)
         return exact_int_matmul(node, x_q, w_q)
 
     run_graph(graph, x, matmul=record)
     return seen
+
+
+ADC_WARNING_RELATIVE_ERROR = 0.5
+"""Predicted rms error of a layer's output over the rms of its exact W.X above which a run
+says so in one line (the ADC's rounding then swamps the product)."""
+
+
+def adc_error_warnings(graph, x: np.ndarray, hook: CrossbarMatmul,
+                       steps: dict[str, float | np.ndarray]) -> list[str]:
+    """One line per layer whose ADC range predicts (:func:`predicted_adc_error`) an rms error
+    above :data:`ADC_WARNING_RELATIVE_ERROR` times the rms of its exact outputs on ``x``."""
+    from chipforge.sim.executor import exact_int_matmul, run_graph
+
+    lines: list[str] = []
+
+    def record(node, x_q, w_q):
+        y = exact_int_matmul(node, x_q, w_q)
+        programmed = hook.programmed.get(node.name)
+        step = steps.get(node.name, 1.0)
+        if programmed is not None and np.any(np.asarray(step) != 1.0):
+            _, rms = predicted_adc_error(programmed, step,
+                                         input_bits=int(node.attrs["act_bits"]),
+                                         signed_inputs=bool(node.attrs["act_signed"]))
+            exact = float(np.sqrt(np.mean(np.square(y.astype(np.float64))))) or 1.0
+            relative = float(np.sqrt(np.mean(np.square(rms)))) / exact
+            layer = programmed.layer
+            if relative > ADC_WARNING_RELATIVE_ERROR and not any(
+                    f"layer {node.name!r}" in line for line in lines):
+                lines.append(
+                    f"warning: layer {node.name!r}: the ADC range reads with a step of "
+                    f"{float(np.max(step)):.4g} levels, whose rounding predicts a relative "
+                    f"error of {relative:.2g} against W.X ({layer.dac_bits}-bit DACs, "
+                    f"{layer.cell_bits}-bit cells, {layer.adc_bits}-bit ADC"
+                    f"{f', unit column x{layer.offset}' if layer.offset else ''}): use "
+                    "fewer DAC or cell bits, a wider ADC or the 'max' range")
+        return y
+
+    run_graph(graph, x, matmul=record)
+    return lines

@@ -293,14 +293,20 @@ def _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, 
                     else:
                         sd[:] = math.sqrt(squares * indep_var)
                     _add_noise(s, sd, z, key, base, high, low)
-                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step[t])
                 if has_unit:
-                    u, us = _unit_code(ones, full, step)
+                    u, us = _unit_code(ones, full, step[t])
                     nsat += us
                     for n in range(n_total):
                         unit_acc[n] += w * ucoef[g, n] * u
         _finish_row(acc, per, unit_acc, out[m])
         sat[m] = nsat
+
+
+def _cycle_steps(step, cw) -> np.ndarray:
+    """The ADC step of each input cycle (a scalar: the same for all), float64 (T,)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(step, dtype=np.float64),
+                                                (len(cw),)))
 
 
 def reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, per, ucoef,
@@ -309,7 +315,7 @@ def reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, indep_var, scoef, p
     last column zero), accumulated into ``out`` (M, N) float64; saturations into ``sat``."""
     _reads_fused(xu, rowidx, shifts, dmasks, cw, cells, nvar, float(indep_var), scoef,
                  int(per), ucoef, float(full), bool(has_unit), int(noise_mode), np.uint64(key),
-                 np.int64(row0), float(step), out, sat)
+                 np.int64(row0), _cycle_steps(step, cw), out, sat)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -380,9 +386,9 @@ def _reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, 
                     else:
                         sd[:] = math.sqrt(squares[g, row] * indep_var)
                     _add_noise(s, sd, z, key, base, high, low)
-                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step)
+                nsat += _convert_accumulate(s, w, scoef[g], acc, full, top, step[t])
                 if has_unit:
-                    u, us = _unit_code(o, full, step)
+                    u, us = _unit_code(o, full, step[t])
                     nsat += us
                     for n in range(n_total):
                         unit_acc[n] += w * ucoef[g, n] * u
@@ -395,4 +401,4 @@ def reads_post(sums, c_total, ones, squares, cw, indep_var, scoef, per, ucoef, f
     """Noise, ADC and shift-and-add of GEMM results ``sums`` (G, M*T, C or 2C)."""
     _reads_post(sums, int(c_total), ones, squares, cw, float(indep_var), scoef, int(per), ucoef,
                 float(full), bool(has_unit), int(noise_mode), np.uint64(key), np.int64(row0),
-                float(step), out, sat)
+                _cycle_steps(step, cw), out, sat)

@@ -57,7 +57,7 @@ def gaussians_torch(key: int, index):
 
 def layer_matmul_torch(xu: np.ndarray, layer, prep, shifts: np.ndarray, dmasks: np.ndarray,
                        cycle_w: np.ndarray, full: int, key: int, row_offset: int,
-                       chunk_bytes: int | None, device: str, adc_step: float = 1.0
+                       chunk_bytes: int | None, device: str, adc_step: float | np.ndarray = 1.0
                        ) -> tuple[np.ndarray, int]:
     """Reads of one layer for rows ``xu`` (M, K+1) on ``device``: int64 (M, N), saturations."""
     import torch
@@ -80,7 +80,9 @@ def layer_matmul_torch(xu: np.ndarray, layer, prep, shifts: np.ndarray, dmasks: 
     dm = torch.as_tensor(dmasks, device=dev).view(1, -1, 1)
     per_row = cycles * n_groups * (4 * rows + 40 * cols) + 8 * xu.shape[1]
     chunk = max(1, int(chunk_bytes or (256 << 20)) // per_row)
-    out = np.empty((m_total, n_out), dtype=np.int64 if adc_step == 1.0 else np.float64)
+    steps = np.broadcast_to(np.asarray(adc_step, dtype=np.float64), (cycles,))
+    exact = bool(np.all(steps == 1.0))
+    out = np.empty((m_total, n_out), dtype=np.int64 if exact else np.float64)
     saturated = 0
     top = full + 0.5
     col = torch.arange(cols, device=dev, dtype=torch.int64)
@@ -104,17 +106,19 @@ def layer_matmul_torch(xu: np.ndarray, layer, prep, shifts: np.ndarray, dmasks: 
                     + t.view(1, 1, -1)).reshape(n_groups, mb * cycles, 1) * cols
             sums += torch.sqrt(var) * gaussians_torch(key, base + col)
             del var, base
-        if adc_step != 1.0:
-            sums /= adc_step
-            ones = ones / adc_step
+        # each read's ADC step: its cycle's (rows are m * T + t)
+        step = torch.as_tensor(np.tile(steps, mb), device=dev).view(1, -1, 1)
+        if not exact:
+            sums /= step
+            ones = ones / step[..., 0]
         saturated += int((sums > top).sum())
-        codes = torch.clamp(torch.round(sums), 0, full) * adc_step
+        codes = torch.clamp(torch.round(sums), 0, full) * step
         per_cycle = (codes * scoef.unsqueeze(1)).sum(dim=0)                 # (mb*T, C)
         per_cycle = per_cycle.view(mb * cycles, n_out, per).sum(dim=2)
         if layer.unit_column:
             saturated += int((ones > top).sum())
-            per_cycle += (torch.clamp(torch.round(ones), max=full) * adc_step).T @ ucoef
+            per_cycle += (torch.clamp(torch.round(ones), max=full) * step[..., 0]).T @ ucoef
         y = (per_cycle.view(mb, cycles, n_out) * cw.view(1, -1, 1)).sum(dim=1)
-        y = torch.round(y).to(torch.int64) if adc_step == 1.0 else y
+        y = torch.round(y).to(torch.int64) if exact else y
         out[start:stop] = y.cpu().numpy()
     return out, saturated

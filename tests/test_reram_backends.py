@@ -261,7 +261,7 @@ def test_adc_range_modes_fix_a_saturating_adc():
     exact = x @ w.T
     hook = CrossbarMatmul(mapped)
     cal = calibrate_adc(graph, x[:50], hook)
-    assert 300 < cal["fc"] <= 256 * 3 * 3
+    assert cal["fc"].shape == (4,) and 300 < cal["fc"].max() <= 256 * 3 * 3   # per cycle
     errors, reports = {}, {}
     for mode in ("max", "fraction:0.5", "calibrated"):
         steps = adc_steps(mode, mapped, cal)

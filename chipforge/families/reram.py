@@ -11,6 +11,7 @@ placement's row groups and crossbar counts.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -123,6 +124,8 @@ class ProgrammedChip:
     hook: Any
     """The :class:`chipforge.sim.reram.CrossbarMatmul` reading this chip."""
     calibration_label: str | None = None
+    adc_warnings: tuple[str, ...] = ()
+    """One line per layer whose ADC range predicts a large error (empty: none)."""
 
 
 class ReramFamily(AcceleratorFamily):
@@ -203,12 +206,21 @@ class ReramFamily(AcceleratorFamily):
 
     def program(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, *,
                 seed: int = 0, device_kind: str = "cpu", adc_range: str = "max",
-                adc_calibration: tuple[str, np.ndarray] | None = None) -> ProgrammedChip:
+                adc_calibration: tuple[str, np.ndarray] | None = None,
+                warn_inputs: np.ndarray | None = None) -> ProgrammedChip:
         """Program one chip: draw its variation and stuck-at faults into the conductances
         (from ``seed``) and set its ADC ranges. ``run(..., programmed=chip)`` reads it as
         often as wanted without drawing them again (a campaign's worker keeps it across
-        the sample chunks of that chip)."""
-        from chipforge.sim.reram import CrossbarMatmul, adc_steps, calibrate_adc
+        the sample chunks of that chip). With a ``fraction`` or ``calibrated`` ADC range, the
+        layers whose ADC rounding predicts a large error on the calibration inputs (or on
+        ``warn_inputs``) get a warning line (``adc_warnings``;
+        :func:`chipforge.sim.reram.adc_error_warnings`)."""
+        from chipforge.sim.reram import (
+            CrossbarMatmul,
+            adc_error_warnings,
+            adc_steps,
+            calibrate_adc,
+        )
 
         if device_kind not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', not {device_kind!r}")
@@ -222,13 +234,18 @@ class ReramFamily(AcceleratorFamily):
                                  "not used unless chosen explicitly")
             calibration = calibrate_adc(graph, np.asarray(adc_calibration[1])[:64], raw)
         steps = adc_steps(adc_range, placed, calibration)
+        warnings: list[str] = []
+        inputs = adc_calibration[1] if calibration is not None else warn_inputs
+        if adc_range != "max" and inputs is not None:
+            # an ADC range whose rounding swamps the signal is said, not silently used
+            warnings = adc_error_warnings(graph, np.asarray(inputs)[:64], raw, steps)
         hook = CrossbarMatmul(placed, config.device, seed=seed,
                               backend="numpy" if device_kind == "cpu" else "torch",
                               array_device=device_kind, adc_steps=steps,
                               programmed=raw.programmed)
         return ProgrammedChip(seed=seed, device_kind=device_kind, adc_range=adc_range,
                               hook=hook, calibration_label=None if calibration is None
-                              else adc_calibration[0])
+                              else adc_calibration[0], adc_warnings=tuple(warnings))
 
     def run(self, graph, mapped: Mapping, config: ReramAcceleratorConfig, x: np.ndarray, *,
             seed: int = 0, ideal_logits: np.ndarray | None = None,
@@ -273,7 +290,10 @@ class ReramFamily(AcceleratorFamily):
             with timer("program"):
                 programmed = self.program(graph, mapped, config, seed=seed,
                                           device_kind=device_kind, adc_range=adc_range,
-                                          adc_calibration=adc_calibration)
+                                          adc_calibration=adc_calibration,
+                                          warn_inputs=x[:64])
+            for line in programmed.adc_warnings:
+                print(line, file=sys.stderr)
         elif (programmed.seed, programmed.device_kind, programmed.adc_range) != \
                 (seed, device_kind, adc_range):
             raise ValueError(f"programmed chip (seed {programmed.seed}, "
@@ -314,6 +334,8 @@ class ReramFamily(AcceleratorFamily):
                    "memory_budget_bytes": plan.budget, "batch_chunk": plan.batch}
         if calibration is not None:
             metrics["adc_calibration"] = calibration
+        if programmed.adc_warnings:
+            metrics["adc_warnings"] = list(programmed.adc_warnings)
         layers: list[dict] = []
         if layer_errors:
             from chipforge.sim.layer_error import layer_error_table

@@ -270,6 +270,84 @@ async def tile_random_vectors(dut):
     await tile.run(prog, x, expected, seed=9, idle=0.2, stall=0.05, adc_latency=2)
 
 
+def random_full_weights(cfg, rng):
+    """Random weights over the whole weight range on every row and column of the tile (all
+    K = rows_total rows, every column, every row group non-zero), the extremes included:
+    every slice of every column takes both flip states somewhere. FORMS: one random sign
+    per (fragment, column), magnitudes up to 127."""
+    xb = cfg.crossbar
+    lo, hi = xb.weight_range
+    shape = (cfg.rows_total, cfg.cols)
+    if not cfg.forms:
+        w = rng.integers(lo, hi + 1, size=shape)
+        w[0, 0], w[1, 0] = lo, hi
+        w[:, 1] = hi                        # all high: every slice of column 1 flips
+        w[:, 2] = lo
+        return w
+    mag = rng.integers(0, hi + 1, size=shape)
+    mag[:, 1] = hi                          # all at the largest magnitude: flipped
+    mag[:, 2] = rng.integers(0, 2, size=cfg.rows_total) * 85   # 0b01010101: mixed slices
+    signs = rng.choice([-1, 1], size=(cfg.row_groups, cfg.cols))
+    return mag * np.repeat(signs, xb.rows, axis=0)
+
+
+@cocotb.test()
+async def tile_random_weights_and_rails(dut):
+    """Random full-range weights on every row and column (every row group non-zero),
+    inputs over the whole range: the raw dot products (RAW mode), then requantized with a
+    multiplier that drives results onto both rails, with ReLU (0 and 2**out_bits - 1) and
+    without (the signed out_bits range). Then every physical column flipped with non-zero
+    stored levels: every cell at level 2 or 3 at random (FORMS: slices 0-2) and, for FORMS,
+    all weights at -128 (the top slice at level 2), raw: every flip correction shows."""
+    from chipforge.sim.ref.reram_tile import Requant, requantize
+
+    manifest, cfg, case, _ = _env()
+    rng = np.random.default_rng(12)
+    lo_w, hi_w = cfg.crossbar.weight_range
+    shape = (cfg.rows_total, cfg.cols)
+    # every cell level 2 or 3 at random: every column flipped, stored levels 0 or 1 (a
+    # flipped column's codes must be non-zero for its correction to show)
+    xb = cfg.crossbar
+    slices = xb.slices - (1 if cfg.forms else 0)        # FORMS: magnitudes below 128
+    levels = rng.integers(2, 4, size=(*shape, slices))
+    high = (levels << (xb.cell_bits * np.arange(slices))).sum(axis=-1)
+    weight_sets = [random_full_weights(cfg, rng),
+                   high if cfg.forms else high + lo_w]          # ISAAC: offset code
+    if cfg.forms:
+        weight_sets.append(np.full(shape, lo_w))       # -128: the top slice at level 2
+    top = (1 << cfg.crossbar.input_bits) - 1
+    x = rng.integers(0, top + 1, size=(8, cfg.rows_total))
+    x[0], x[1] = top, 0
+    n = cfg.cols
+    raw = Requant(mult=np.ones(n, np.int64), bias=np.zeros(n, np.int64), shift=0,
+                  relu=False, raw=True, out_bits=cfg.out_bits)
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    flipped = []
+    for i, w in enumerate(weight_sets):
+        prog = TileProgram(cfg, w)
+        flipped.append(np.array([c.flipped for c in prog.cells]))   # (G, cols, P)
+        dots = prog.dots(x)
+        assert np.array_equal(dots, x @ w)                          # no ADC saturates
+        runs = [raw]
+        if i == 0:
+            big = int(np.abs(dots).max()) or 1
+            mult = np.full(n, -(-(4 << cfg.out_bits) * 16 // big), dtype=np.int64)
+            runs += [Requant(mult=mult, bias=np.full(n, 8, np.int64), shift=4, relu=relu,
+                             out_bits=cfg.out_bits) for relu in (True, False)]
+        for rq in runs:
+            expected = requantize(dots, rq)
+            if not rq.raw:
+                lo = 0 if rq.relu else -(1 << (cfg.out_bits - 1))
+                hi = (1 << cfg.out_bits) - 1 if rq.relu else (1 << (cfg.out_bits - 1)) - 1
+                assert (expected == lo).any() and (expected == hi).any(), "no rail reached"
+            await tile.reset()
+            await tile.program(prog, rq, x.shape[1], n)
+            await tile.run(prog, x, expected, seed=13 + i, idle=0.1, stall=0.05,
+                           adc_latency=1)
+    assert np.logical_or.reduce(flipped).all()      # every physical column flipped once
+
+
 @cocotb.test()
 async def tile_reset_while_busy(dut):
     """Reset in the middle of a vector (and while an output waits): nothing survives."""
@@ -322,7 +400,8 @@ def _case(tmp_path, block, layer, images):
     return save_case(case, tmp_path / f"{block}-{layer}.npz"), case
 
 
-FAST_TESTS = "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy"
+FAST_TESTS = ("tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
+              "tile_random_weights_and_rails")
 
 
 @pytest.mark.parametrize("block", sorted(MODELS))
