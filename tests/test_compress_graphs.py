@@ -312,7 +312,8 @@ def test_cnn_methods_defaults_work_on_2_and_12_layer_models(depth, tmp_path):
     # each result is a valid IR that its family runs
     test = (d.x_test[:20].reshape(-1, 1, 8, 8), d.y_test[:20])
     for graph, accel in ((forms, "forms8"), (isqed, "isqed-differential"), (pim, "cap-ram")):
-        r = chipforge.simulate(graph, accelerator=accel, data=test, cost=False)
+        r = chipforge.simulate(graph, accelerator=accel, data=test, progress=False,
+                               cycle_samples=4)
         assert r.samples == 20 and 0.0 <= r.accuracy_hardware <= 1.0
 
 
@@ -534,7 +535,8 @@ def resnet18_must_show(folder: Path, n_train: int, n_test: int) -> dict[str, flo
         if method == "forms":
             _check_polarized(graph)
         start = time.perf_counter()
-        r = chipforge.simulate(graph, accelerator=accel, data=test, cost=False)
+        r = chipforge.simulate(graph, accelerator=accel, data=test, progress=False,
+                               cycle_samples=4)
         times[f"simulate {accel} ({n_test} images)"] = time.perf_counter() - start
         assert r.agreement >= 0.9, (method, r.agreement)
         times[f"{method} accuracy ideal / hardware"] = (r.accuracy_ideal, r.accuracy_hardware)
