@@ -247,7 +247,8 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
              overrides: dict[str, Any] | None = None, cycle_samples: int = 100,
              run_options: dict[str, Any] | None = None, workers: int | None = None,
              dask: bool = False, scheduler: str | None = None,
-             chunk_size: int | None = None, **options: Any) -> SimulationResult:
+             chunk_size: int | None = None, cost: bool = True,
+             **options: Any) -> SimulationResult:
     """Simulate ``model`` on ``accelerator``: what ``chipforge simulate`` does, step by step
     (the CLI calls this function; see the module doc).
 
@@ -266,7 +267,8 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
        the float and ideal accuracies do not depend on the chip and are computed once where
        the family lets a run reuse them;
     5. **cost**: the family's cost model on the first ``cycle_samples`` inputs (``cost``
-       None and a note when the family has none);
+       None and a note when the family has none; ``cost=False`` skips it, for quick
+       accuracy-only runs);
     6. **report**: with ``out``, ``report.json``, ``accuracy.png`` and ``layers.png``
        there (``paths``).
 
@@ -378,14 +380,18 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
         result = sim.result
         step("")
         step("cost model")
-        with timer("cost"):
-            cost = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
-        if cost is None:
-            notes.append(f"accelerator {spec.name} (family {family.name}) has no cost model "
-                         "for this configuration: no latency or energy")
+        report = None
+        if cost:
+            with timer("cost"):
+                report = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
+            if report is None:
+                notes.append(f"accelerator {spec.name} (family {family.name}) has no cost "
+                             "model for this configuration: no latency or energy")
         else:
-            result.cost = cost.to_dict()
-        result.cost_report = cost
+            notes.append("cost model skipped (cost=False): no latency, energy or area")
+        if report is not None:
+            result.cost = report.to_dict()
+        result.cost_report = report
         result.notes = notes
         step("")
         step("report")
@@ -393,10 +399,10 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
             from chipforge.report import write_report
 
             with timer("report"):
-                section = family.report_section(spec.config, sim.mapped, sim.output, cost)
+                section = family.report_section(spec.config, sim.mapped, sim.output, report)
                 result.stages = timer.rows()
                 result.paths = write_report(
-                    result, out, cost=cost, section=section,
+                    result, out, cost=report, section=section,
                     extra={"notes": notes,
                            "provenance": getattr(graph, "meta", {}).get("provenance")})
         step("")

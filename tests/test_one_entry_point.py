@@ -126,3 +126,13 @@ def test_bad_chips_run_options_and_out_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="do not apply to accelerator 'superbnn'"):
         chipforge.simulate("bnn-digits", accelerator="superbnn",
                            run_options={"max_memory": "1G"})
+
+
+def test_cost_false_skips_the_cost_model_and_says_so():
+    from chipforge.simulate import simulate
+
+    r = simulate("lenet-digits", accelerator="isaac", samples=16, cost=False, progress=False)
+    assert r.cost is None and any("cost model skipped" in n for n in r.notes)
+    assert all(s["stage"] != "cost" for s in r.stages)
+    assert simulate("lenet-digits", accelerator="isaac", samples=16,
+                    progress=False).cost["latency_s"] > 0
