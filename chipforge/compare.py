@@ -402,24 +402,20 @@ def _run_parallel(tasks: list[dict[str, Any]], finished: Callable[[dict], None],
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
+    from chipforge.files import make_folder
     from chipforge.report import plain
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)         # a symlinked presets/ folder is refused, not followed
     _write_text_atomic(path, json.dumps(_finite(plain(data)), indent=2, sort_keys=True,
                                         allow_nan=False) + "\n")
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file in ``path``'s folder, then rename it over
-    ``path``: a reader (or a resumed compare) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Through :func:`chipforge.files.atomic_write`: a reader (or a resumed compare) never
+    sees half a file, a symlink in the way is replaced, never followed."""
+    from chipforge.files import atomic_write
+
+    atomic_write(path, text)
 
 
 def _finite(value: Any) -> Any:
@@ -586,13 +582,12 @@ def write_tables(result: Comparison, folder: Path) -> dict[str, Path]:
     _write_text_atomic(paths["latex"], to_latex(result.rows, result.skipped))
     import matplotlib.pyplot as plt
 
+    from chipforge.files import atomic_savefig
+
     fig = pareto_figure(result.rows)
-    tmp = folder / f".pareto.{os.getpid()}.tmp.png"
     try:
-        fig.savefig(tmp, dpi=150)
-        os.replace(tmp, paths["pareto"])
+        atomic_savefig(fig, paths["pareto"], dpi=150)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return paths
 

@@ -1022,3 +1022,39 @@ def test_adc_calibration_never_uses_the_scored_inputs_unless_asked(work, capsys,
     assert code == 0, err
     train = d.x_train[:64].reshape(64, 1, 16, 16)
     assert np.array_equal(seen.pop(), train)
+
+
+def test_compare_writes_through_no_link_and_derives_its_file_names(work, capsys):
+    """compare's tables and Pareto plot replace links in --out, never follow them; a
+    symlinked presets/ folder is refused; a model path given per preset never becomes a
+    file name."""
+    outside = _outside(work)
+    out = work / "cmp"
+    out.mkdir()
+    for name, link in (("summary.csv", "compare.csv"), ("plot.png", "pareto.png"),
+                       ("report.json", "compare.md")):
+        (out / link).symlink_to(outside[name])
+    weird = work / "a;b" / ".." / "lenet digits.npz"
+    (work / "a;b").mkdir()
+    code, err = run_cli(["import", "lenet-digits", "--out", work / "lenet digits.npz"],
+                        capsys)
+    assert code == 0, err
+    before = snapshot(work)
+    code, err = run_cli(["compare", "lenet-digits", "--accelerators",
+                         f"isaac,cap-ram={weird}", "--samples", "8", "--out", out], capsys)
+    assert code == 0, err
+    for link in ("compare.csv", "pareto.png", "compare.md"):
+        assert not (out / link).is_symlink(), link
+    assert sorted(p.name for p in (out / "presets").iterdir()) == ["cap-ram.json",
+                                                                    "isaac.json"]
+    assert {c.split("/")[0] for c in changed(before, snapshot(work))} == {"cmp"}
+    _untouched(outside)
+    linked = work / "cmp2"
+    linked.mkdir()
+    (linked / "presets").symlink_to(work / "outside", target_is_directory=True)
+    code, err = run_cli(["compare", "lenet-digits", "--accelerators", "isaac",
+                         "--samples", "8", "--out", linked], capsys)
+    line = one_line(err)
+    assert code == 2 and "presets" in line and "symbolic link" in line, line
+    assert sorted(p.name for p in (work / "outside").iterdir()) == sorted(outside)
+    _untouched(outside)
