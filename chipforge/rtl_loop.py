@@ -79,6 +79,12 @@ class TileLayerRun:
     seconds: float
     cycles: int = 0
     """Cycles measured on the Verilog, all column passes back to back (= the cycle model)."""
+    model_cycles: int = 0
+    """The cycle model's count for the same passes (the testbench checks them equal)."""
+    outputs_checked: int = 0
+    """Output words compared bit for bit with the ideal simulated run (all passes)."""
+    inputs: int = 0
+    """Test inputs (images) the layer's vectors come from."""
 
     def summary(self) -> str:
         return (f"layer {self.layer!r} through the {self.accelerator} ReRAM tile "
@@ -134,7 +140,11 @@ def run_layer_on_tile(model: Any, layer: str, accelerator: str, *, samples: int 
     return TileLayerRun(layer=layer, accelerator=accelerator, vectors=len(case.x),
                         outputs=n, column_passes=-(-n // cols), tile_dir=verilog.parent,
                         seconds=time.perf_counter() - start,
-                        cycles=sum(p["measured_cycles"] for p in passes if not p["idle"]))
+                        cycles=sum(p["measured_cycles"] for p in passes if not p["idle"]),
+                        model_cycles=sum(p["model_cycles"] for p in passes if not p["idle"]),
+                        outputs_checked=sum(p["outputs_checked"] for p in passes
+                                            if not p["idle"]),
+                        inputs=len(x))
 
 
 def add_rtl_arguments(p: argparse.ArgumentParser, *, with_model: bool = False) -> None:
@@ -193,6 +203,15 @@ def run_rtl_command(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print(tile_run.summary())
+        if out is not None:   # the same report as the shift-and-add loop writes
+            report = {"model": str(args.model), "layer": args.rtl, "data": str(data),
+                      "tile": args.rtl_tile, "inputs": tile_run.inputs,
+                      "bit_exact": True, "mismatches": 0,     # else the testbench raised
+                      "dot_products": tile_run.outputs_checked,
+                      "cycles": tile_run.cycles, "model_cycles": tile_run.model_cycles,
+                      "tile_dir": str(tile_run.tile_dir), "notes": notes}
+            _write_json(Path(out) / "rtl-report.json", report)
+            print(f"report: {Path(out) / 'rtl-report.json'}")
         return 0
     idle, ready = args.rtl_stalls if args.rtl_stalls else (0.0, 1.0)
     run = simulate_rtl(args.model, args.rtl, data=data, samples=getattr(args, "samples", None),

@@ -290,3 +290,7 @@ def test_simulate_rtl_tile_of_the_users_conv_layer(user, tmp_path, capsys):
     assert "bit-exact with the ideal simulated run" in text and "36 vectors x 6 outputs" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tile"]
     assert any(p.name.startswith("tile-isaac-l-2-Conv-") for p in out.iterdir())
+    report = json.loads((out / "rtl-report.json").read_text())
+    assert report["bit_exact"] and report["tile"] == "isaac" and report["inputs"] == 1
+    assert report["cycles"] == report["model_cycles"] > 0
+    assert report["dot_products"] == 36 * 6
