@@ -403,10 +403,10 @@ def _run_parallel(tasks: list[dict[str, Any]], finished: Callable[[dict], None],
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     from chipforge.files import make_folder
-    from chipforge.report import plain
+    from chipforge.report import finite, plain
 
     make_folder(path.parent)         # a symlinked presets/ folder is refused, not followed
-    _write_text_atomic(path, json.dumps(_finite(plain(data)), indent=2, sort_keys=True,
+    _write_text_atomic(path, json.dumps(finite(plain(data)), indent=2, sort_keys=True,
                                         allow_nan=False) + "\n")
 
 
@@ -416,16 +416,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
     from chipforge.files import atomic_write
 
     atomic_write(path, text)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _open_out(folder: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from chipforge.files import atomic_savefig, atomic_write
 
-__all__ = ["RUN_METRICS", "SI_PREFIXES", "cycle_summary", "format_cost", "format_extra",
+__all__ = ["RUN_METRICS", "SI_PREFIXES", "cycle_summary", "finite", "format_cost", "format_extra",
            "plain", "run_facts", "short_layer_names", "si", "si_scale", "write_report"]
 
 SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
@@ -107,6 +107,9 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+finite = _finite
 
 
 def cycle_summary(report) -> dict[str, Any]:

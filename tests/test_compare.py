@@ -2,11 +2,11 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import chipforge
 import chipforge.compare as compare_module
@@ -14,6 +14,9 @@ from chipforge.chips import spread
 from chipforge.cli import main
 from chipforge.importers.torch import torch_to_onnx
 from chipforge.zoo.data import digits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_cnn import train_digits_cnn  # noqa: E402
 
 PRESETS = ["isaac", "isqed-differential", "cap-ram", "pim-bit-serial", "heatvit"]
 CLIP_TOML = Path(chipforge.__file__).parent / "presets" / "forms8_clip.toml"
@@ -24,19 +27,9 @@ COMMON = {"chips": 2, "samples": 48, "seed": 3, "cycle_samples": 4}
 def cnn(tmp_path_factory):
     """A tiny float CNN trained briefly on sklearn digits, as ONNX, and 48 test images."""
     d = digits()
-    torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-                              torch.nn.Linear(64, 10))
-    x = torch.tensor(d.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(d.y_train, dtype=torch.long)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
+    net, x = train_digits_cnn(1)
     folder = tmp_path_factory.mktemp("cnn")
-    (folder / "cnn.onnx").write_bytes(torch_to_onnx(net.eval(), x[:2]))
+    (folder / "cnn.onnx").write_bytes(torch_to_onnx(net, x[:2]))
     np.savez(folder / "test.npz", x=d.x_test[:48].reshape(48, 1, 8, 8), y=d.y_test[:48])
     return folder
 

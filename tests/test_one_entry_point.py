@@ -3,6 +3,8 @@
 ``--chips N`` / ``chips=N`` runs N programmed chips on one mapping."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,24 +16,16 @@ from chipforge.cli import main
 from chipforge.importers.torch import torch_to_onnx
 from chipforge.zoo.data import digits
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_cnn import train_digits_cnn  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def float_cnn(tmp_path_factory):
     """A tiny float CNN trained for a few epochs on sklearn digits (8x8), as a torch module,
     its ONNX file and an .npz of 120 test images."""
     d = digits()
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-                              torch.nn.Linear(64, 10))
-    x = torch.tensor(d.x_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(d.y_train, dtype=torch.long)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    net.eval()
+    net, x = train_digits_cnn(0)
     folder = tmp_path_factory.mktemp("cnn")
     (folder / "cnn.onnx").write_bytes(torch_to_onnx(net, x[:2]))
     x_test, y_test = d.x_test[:120].reshape(120, 1, 8, 8), d.y_test[:120]
