@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. the user's models, trained and exported at batch 1
     epochs = 2 if quick else 8
+    torch.manual_seed(0)        # the initial weights too: the same models every run
     cnn = train(make_cnn(), x_tr, y_tr, epochs=epochs, lr=2e-3)
     mlp = train(make_mlp(), x_tr, y_tr, epochs=epochs, lr=2e-3)
     vit = train(TinyViT(), x_tr, y_tr, epochs=2 * epochs, lr=2e-3)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nPython and CLI reports: identical (hardware {100 * py.accuracy_hardware:.2f} %)")
 
     # 4. compress with all five methods, each simulated on its family
-    fast = dict(forms=dict(prune_epochs=1, polarize_epochs=1, finetune_epochs=1,
+    fast = dict(forms=dict(prune_epochs=1, polarize_epochs=2, finetune_epochs=2,
                            qat_epochs=1),
                 isqed=dict(ratios=[0.5], prune_epochs=1, finetune_epochs=1, qat_epochs=1,
                            fault_trials=1),
