@@ -64,10 +64,11 @@ __all__ = ["COLUMNS", "Comparison", "compare", "count_macs", "pareto_figure",
 
 SCHEMA = 1
 
-COLUMNS = ("preset", "family", "model", "conditions", "status", "accuracy_float", "accuracy_ideal",
-           "accuracy_hardware", "accuracy_hardware_std", "accuracy_hardware_ci95_low",
-           "accuracy_hardware_ci95_high", "chips", "latency_s", "throughput_per_s",
-           "energy_j", "area_mm2", "edp_js", "ops_per_inference", "tops_per_w", "notes")
+COLUMNS = ("preset", "family", "model", "conditions", "status", "accuracy_float",
+           "accuracy_ideal", "accuracy_hardware", "accuracy_hardware_std",
+           "accuracy_hardware_ci95_low", "accuracy_hardware_ci95_high", "chips", "latency_s",
+           "throughput_per_s", "energy_j", "energy_wall_plug_j", "area_mm2", "edp_js",
+           "ops_per_inference", "tops_per_w", "notes")
 """The CSV columns (SI base units; accuracies as fractions)."""
 
 
@@ -272,6 +273,13 @@ def run_preset(task: dict[str, Any]) -> dict[str, Any]:
             notes.append(f"{', '.join(missing)}: not in the family's cost model"
                          + (" (so no EDP, TOPS/W)" if "energy" in missing else ""))
         row["cost_basis"] = cost.get("basis", "")
+        extra = cost.get("extra") or {}
+        if extra.get("energy_per_inference_wall_plug_j") is not None:
+            # a 4 K chip's energy and its wall-plug energy are two footings: say both
+            row["energy_wall_plug_j"] = extra["energy_per_inference_wall_plug_j"]
+            notes.append(f"energy: the chip at 4.2 K; with the cryocooler "
+                         f"(x{extra.get('cryocooler_factor', 0):g} W/W) "
+                         f"{_si(row['energy_wall_plug_j'], 'J')} wall-plug")
     row["edp_js"] = (row["energy_j"] * row["latency_s"]
                      if row["energy_j"] is not None and row["latency_s"] is not None else None)
     try:

@@ -223,3 +223,12 @@ def test_family_options_reach_the_presets_whose_family_has_them(tmp_path):
         [c["accuracy_hardware"] for c in rows["isaac"]["per_chip"]]
     with pytest.raises(CompareError, match="sigma_ua apply to none"):
         compare("lenet-digits", "isaac,cap-ram", samples=8, sigma_ua=2.0)
+
+
+def test_an_aqfp_row_states_its_4_kelvin_and_wall_plug_energy():
+    from chipforge.compare import compare
+
+    row = compare("bnn-digits", "superbnn", samples=24).rows[0]
+    assert row["energy_wall_plug_j"] == pytest.approx(row["energy_j"] * 401, rel=1e-12)
+    assert "4.2 K" in row["notes"] and "wall-plug" in row["notes"]
+    assert row["area_mm2"] > 0
