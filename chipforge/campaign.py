@@ -192,15 +192,10 @@ def _read_records(path: Path, campaign_id: str, *, repair: bool
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """One campaign per folder at a time (the OS drops the lock if the driver dies)."""
-    import fcntl
+    from chipforge.files import exclusive_lock
 
-    fd = os.open(out / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o666)
-    with open(fd, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CampaignError(f"another campaign is running in {out}") from None
+    with exclusive_lock(out / LOCK_FILE,
+                        lambda: CampaignError(f"another campaign is running in {out}")):
         yield
 
 

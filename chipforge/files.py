@@ -22,11 +22,12 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["AppendFile", "atomic_open", "atomic_savefig", "atomic_write", "make_folder"]
+__all__ = ["AppendFile", "atomic_open", "atomic_savefig", "atomic_write", "exclusive_lock",
+           "make_folder"]
 
 
 def _umask() -> int:
@@ -155,3 +156,20 @@ class AppendFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing; a link there is
+    refused, not followed) for the ``with`` block, so that one job at a time writes a
+    folder; the OS drops the lock if the process dies. Raises ``busy()`` when another
+    process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with open(fd, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        yield

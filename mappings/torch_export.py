@@ -216,15 +216,8 @@ def to_module(graph: Graph, *, keep_zeros: bool = True) -> nn.Sequential:
                              f"{n.inputs}, not the previous node {prev!r}")
         a = n.attrs
         match n.op:
-            case Op.CONV2D:
-                w = n.params["weight"]
-                layer = nn.Conv2d(w.shape[1] * int(a.get("groups", 1)), w.shape[0],
-                                  w.shape[2:], stride=int(a.get("stride", 1)),
-                                  padding=int(a.get("padding", 0)),
-                                  groups=int(a.get("groups", 1)), bias="bias" in n.params)
-            case Op.LINEAR:
-                w = n.params["weight"]
-                layer = nn.Linear(w.shape[1], w.shape[0], bias="bias" in n.params)
+            case Op.CONV2D | Op.LINEAR:   # weights and compression state attached
+                layer = _weighted_layer(n, keep_zeros=keep_zeros)
             case Op.RELU:
                 layer = nn.ReLU()
             case Op.MAXPOOL2D:
@@ -240,28 +233,7 @@ def to_module(graph: Graph, *, keep_zeros: bool = True) -> nn.Sequential:
             case _:
                 raise ValueError(f"to_module does not convert op {n.op.value} (node "
                                  f"{n.name!r}); fold batch-norm first")
-        if n.weighted:
-            with torch.no_grad():
-                layer.weight.copy_(torch.from_numpy(n.params["weight"]).float())
-                if "bias" in n.params:
-                    layer.bias.copy_(torch.from_numpy(n.params["bias"]).float())
-            if "weight_bits" in a:
-                layer.weight_bits = int(a["weight_bits"])
-                layer.weight_per_channel = isinstance(a["weight_scale"], list)
-            if "act_scale" in a:
-                layer.act_bits = int(a["act_bits"])
-                layer.act_scale = float(a["act_scale"])
-                layer.act_signed = bool(a["act_signed"])
-            if keep_zeros and not n.params["weight"].all():
-                layer.register_buffer("prune_mask",
-                                      torch.from_numpy((n.params["weight"] != 0)
-                                                       .astype(np.float32)))
-            if "fragment_signs" in n.params:
-                layer.register_buffer("fragment_signs",
-                                      torch.from_numpy(n.params["fragment_signs"].copy()))
-                layer.fragment_size = int(a["fragment_size"])
-                layer.fragment_order = str(a["fragment_order"])
-        layers[n.name.replace(".", "_")] = layer
+        layers[module_name(n.name)] = layer
         prev = n.name
     return nn.Sequential(layers)
 
@@ -278,8 +250,6 @@ def _weighted_layer(n: Node, *, keep_zeros: bool) -> nn.Module:
     a = n.attrs
     w = n.params["weight"]
     if n.op is Op.CONV2D:
-        if w.shape[2] != w.shape[3]:
-            raise ValueError(f"conv {n.name!r}: kernel {w.shape[2:]} is not square")
         groups = int(a.get("groups", 1))
         layer: nn.Module = nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2:],
                                      stride=int(a.get("stride", 1)),
@@ -365,6 +335,9 @@ class GraphModule(nn.Module):
                 if hasattr(self, child):
                     raise ValueError(f"nodes {n.name!r} and another map to the same torch "
                                      f"name {child!r}")
+                w = n.params["weight"]
+                if n.op is Op.CONV2D and w.shape[2] != w.shape[3]:
+                    raise ValueError(f"conv {n.name!r}: kernel {w.shape[2:]} is not square")
                 self.add_module(child, _weighted_layer(n, keep_zeros=keep_zeros))
             elif n.op is Op.BATCHNORM:
                 child = f"_bn{i}"

@@ -877,15 +877,10 @@ def _check_out_dir(out_dir: Path, manifest: dict[str, Any], layout: _Layout, *,
 @contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
     """One sweep per output directory at a time (the OS drops the lock if we are killed)."""
-    import fcntl
+    from chipforge.files import exclusive_lock
 
-    fd = os.open(out_dir / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o666)  # a link named .lock is refused, not followed
-    with open(fd, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweepError(f"another sweep is running in {out_dir}") from None
+    with exclusive_lock(out_dir / ".lock",
+                        lambda: SweepError(f"another sweep is running in {out_dir}")):
         yield
 
 
