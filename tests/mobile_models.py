@@ -301,3 +301,20 @@ class SqueezeNet11(nn.Module):
 
     def forward(self, x):
         return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+def export(model: nn.Module, x: torch.Tensor, dynamo: bool) -> bytes:
+    """``model`` as ONNX bytes from torch's default (dynamo) exporter with nothing but the
+    model and its input, or from ``dynamo=False`` with a dynamic batch axis."""
+    import io
+    import warnings
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:       # PyTorch's defaults: nothing but the model, its input and a file
+            torch.onnx.export(model, (x,), buffer)
+        else:
+            torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["input"],
+                              dynamic_axes={"input": {0: "batch"}})
+    return buffer.getvalue()

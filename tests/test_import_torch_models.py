@@ -4,8 +4,8 @@ and equal PyTorch's output; reduced widths here, full sizes under ``-m slow``.""
 
 from __future__ import annotations
 
-import io
-import warnings
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,33 +15,14 @@ from chipforge.importers.onnx import OnnxImportError, load_onnx
 from chipforge.sim.executor import run_graph
 from chipforge.zoo import torch_models as tm
 
+sys.path.insert(0, str(Path(__file__).parent))
+import mobile_models as mm  # noqa: E402
+
 RTOL, ATOL = 1e-4, 1e-5
 
 
-def trained_like(model, seed=0):
-    """Non-trivial BatchNorm statistics and affine parameters (a fresh model's are 0/1, so
-    a wrong BN fold would pass)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model.eval()
-
-
-def export(model, x, dynamo: bool) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:       # PyTorch's defaults: nothing but the model, its input and a file
-            torch.onnx.export(model, (x,), buffer)
-        else:
-            torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["input"],
-                              dynamic_axes={"input": {0: "batch"}})
-    return buffer.getvalue()
+trained_like = mm.randomize_batchnorm
+export = mm.export
 
 
 def check(model, shape, dynamo, batch=2):

@@ -8,9 +8,7 @@ then on isaac, the PIM macro and heatvit."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +34,7 @@ RTOL, ATOL = 1e-4, 1e-5
 EXPORTERS = [pytest.param(False, id="dynamo=False"), pytest.param(True, id="default")]
 
 
-def export(model, x, dynamo: bool) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:       # PyTorch's defaults: nothing but the model, its input and a file
-            torch.onnx.export(model, (x,), buffer)
-        else:
-            torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["input"],
-                              dynamic_axes={"input": {0: "batch"}})
-    return buffer.getvalue()
+export = mm.export
 
 
 def imports_equal(model, shape, dynamo, *, batch=1, inputs=2):
