@@ -57,6 +57,16 @@ def _partial(block: str) -> dict | None:
     return row
 
 
+def fmax_cell(row: dict) -> str:
+    """The Fmax column: the median over the placer seeds and their range, e.g.
+    ``66.4 MHz (64.9-68.0, 3 seeds)``; a row of one seed (an older results file) says so."""
+    seeds = row.get("fmax_seeds") or {}
+    if len(seeds) < 2 or row.get("fmax_min_mhz") is None:
+        return f"{row['fmax_mhz']:.1f} MHz (1 seed)"
+    return (f"{row['fmax_mhz']:.1f} MHz ({row['fmax_min_mhz']:.1f}-{row['fmax_max_mhz']:.1f}, "
+            f"{len(seeds)} seeds)")
+
+
 def main() -> None:
     results = {}
     # results-small.json (a second, parallel run) wins over results.json
@@ -80,7 +90,7 @@ def main() -> None:
         if not r["fits_hx8k"]:
             fmax = f"does not fit ({r['ice40_luts']} > 7680 LUTs)"
         elif r.get("fmax_mhz"):
-            fmax = f"{r['fmax_mhz']:.1f} MHz"
+            fmax = fmax_cell(r)
         elif r.get("pending"):
             fmax = "fits; place-and-route not finished"
         else:

@@ -1,19 +1,26 @@
 """Synthesize every block in rtl/ for iCE40 HX8K and Xilinx 7-series; place-and-route the
-iCE40 netlist with nextpnr-ice40 for Fmax. Prints one markdown row per block and writes
-build/synth/results.json. Usage: python tools/synth_table.py [BLOCK ...]"""
+iCE40 netlist with nextpnr-ice40 for Fmax. Prints one JSON row per block and writes
+build/synth/results.json. Usage: python tools/synth_table.py [--seeds 1,2,3] [BLOCK ...]
+
+Fmax is the median over the placer seeds (at least three: one seed's placement moves the
+estimate by a few MHz), with the lowest and highest beside it and every seed's value in
+``fmax_seeds``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "synth"
+DEFAULT_SEEDS = (1, 2, 3)
+MIN_SEEDS = 3
 
 
 def _yosys(script: str) -> str:
@@ -57,7 +64,55 @@ def wrapper(manifest: dict, top: str) -> str:
             f"  {top} dut(.clk(clk), {', '.join(conn)});\nendmodule\n")
 
 
-def run(block: str) -> dict:
+def place_and_route(netlist: Path, work: Path, seed: int) -> dict:
+    """One nextpnr-ice40 run (HX8K, ct256) of ``netlist`` with placer seed ``seed``: its
+    Fmax estimate in MHz (None if it printed none), the command, and the last error line.
+    The log (critical path report) goes to ``work/nextpnr-seedN.log``."""
+    command = ["nextpnr-ice40", "--hx8k", "--package", "ct256", "--json", str(netlist),
+               "--freq", "12", "--seed", str(int(seed)), "--timing-allow-fail"]
+    res = subprocess.run(command, capture_output=True, text=True, check=False)
+    (work / f"nextpnr-seed{int(seed)}.log").write_text(res.stderr)
+    found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
+    out = {"seed": int(seed), "fmax_mhz": float(found[-1]) if found else None,
+           "command": command}
+    if res.returncode:
+        out["error"] = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return out
+
+
+def fmax_over_seeds(netlist: Path, work: Path, seeds: tuple[int, ...]) -> dict:
+    """Place and route once per seed; ``fmax_mhz`` is the median of the seeds' estimates
+    (None unless every seed gave one), ``fmax_min_mhz`` / ``fmax_max_mhz`` the spread."""
+    runs = [place_and_route(netlist, work, seed) for seed in seeds]
+    values = [r["fmax_mhz"] for r in runs]
+    row: dict = {"fmax_seeds": {str(r["seed"]): r["fmax_mhz"] for r in runs},
+                 "pnr_commands": [" ".join(r["command"]) for r in runs]}
+    if all(v is not None for v in values):
+        row.update(fmax_mhz=statistics.median(values), fmax_min_mhz=min(values),
+                   fmax_max_mhz=max(values))
+    else:
+        row["fmax_mhz"] = None
+    errors = [f"seed {r['seed']}: {r['error']}" for r in runs if "error" in r]
+    if errors:
+        row["pnr_error"] = "; ".join(errors)
+    return row
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` -> (1, 2, 3): at least MIN_SEEDS distinct non-negative integers."""
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, not "
+                                         f"{text!r}") from None
+    if len(set(seeds)) != len(seeds) or len(seeds) < MIN_SEEDS or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds needs at least {MIN_SEEDS} distinct "
+                                         f"non-negative seeds (Fmax is their median), not "
+                                         f"{text!r}")
+    return seeds
+
+
+def run(block: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> dict:
     folder = Path(block) if Path(block).is_dir() else ROOT / "rtl" / block
     block = folder.name
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -85,27 +140,25 @@ def run(block: str) -> dict:
         (work / "wrap.v").write_text(wrapper(manifest, top))
         _yosys(f"read_verilog {verilog} {work}/wrap.v; synth_ice40 -top pnr_wrap "
                f"-json {work}/wrap.json")
-        res = subprocess.run(["nextpnr-ice40", "--hx8k", "--package", "ct256", "--json",
-                              str(work / "wrap.json"), "--freq", "12", "--seed", "1",
-                              "--timing-allow-fail"], capture_output=True, text=True,
-                             check=False)
-        (work / "nextpnr.log").write_text(res.stderr)   # the critical path report
-        found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", res.stderr)
-        row["fmax_mhz"] = float(found[-1]) if found else None
-        if res.returncode:
-            row["pnr_error"] = res.stderr.strip().splitlines()[-1]
+        row.update(fmax_over_seeds(work / "wrap.json", work, seeds))
     row["seconds"] = round(time.time() - t, 1)
     return row
 
 
-def main(blocks: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=DEFAULT_SEEDS,
+                        help="placer seeds, comma-separated (at least 3; default 1,2,3)")
+    parser.add_argument("blocks", nargs="*", help="rtl/ block names or block folders")
+    args = parser.parse_args(argv)
+    blocks, seeds = args.blocks, args.seeds
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / os.environ.get("SYNTH_RESULTS", "results.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     for block in blocks or sorted(p.name for p in (ROOT / "rtl").iterdir()):
         name = Path(block).name
         try:
-            results[name] = run(block)
+            results[name] = run(block, seeds)
         except Exception as err:  # report and go on with the other blocks
             results[name] = {"block": name, "error": str(err)[-300:]}
         path.write_text(json.dumps(results, indent=2))
@@ -113,4 +166,4 @@ def main(blocks: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
