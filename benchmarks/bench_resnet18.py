@@ -10,19 +10,24 @@ activations' bit statistics, which real CIFAR images would change somewhat).
 The device: programming variation sigma 0.1 (log-normal), proportional read noise 0.02
 drawn for every ADC read, stuck-at faults 0.1 % (1 : 5.2).
 
-The floor of an ADC-level simulation, per layer: the stacked GEMM of its ADC reads
-(``(G, M*T, R) @ (G, R, C)`` in float32: row groups G, input rows M, input cycles T,
-rows per group R, physical columns C) plus one Gaussian per read (numpy's SFC64
-``standard_normal`` float32, two seeded streams filled on the two cores at once). It is
-timed on a slice of each layer's rows (at most ``FLOOR_READS`` reads) and scaled linearly
-to the layer's rows. Printed: seconds per image, the ratio to that floor, user+sys CPU
-seconds, the peak resident memory of the process (each configuration in its own process)
+The floor of an ADC-level simulation, per layer (issue 27; the same definition as
+``bench_crossbar_layer.py``): the reads actually done (a read whose DAC inputs are all
+zero is skipped: FORMS' zero-skipping, and ISAAC's all-zero reads), counted from each
+layer's real inputs during the timed run (the counting's time and CPU are left out of the
+simulation's figures); over them, the value GEMM ``a @ G`` and the variance GEMM
+``a**2 @ (sigma G)**2`` in float32 through numpy's BLAS, and one Gaussian per physical
+column read from the simulator's own generator (counter-based SIMD Box-Muller on every
+core). It is timed on an evenly spaced sample of each layer's input rows (at most
+``FLOOR_READS`` Gaussians) and scaled by the reads done. Printed: seconds per image, the
+nominal and the done ADC reads, the ratio to that floor, user+sys CPU seconds and their
+ratio, the peak resident memory of the process (each configuration in its own process)
 and the load average.
 
 Also: ideal devices with an ADC that cannot saturate (one exact integer GEMM per layer)
 against float torch inference of the same network.
 
-Run: ``python benchmarks/bench_resnet18.py [--batch 32] [--arch isaac forms8]``.
+Run: ``python benchmarks/bench_resnet18.py [--batch 32] [--arch isaac forms8]``
+(``--batch 2 --arch forms8``: a smoke run of about a minute).
 """
 
 from __future__ import annotations
@@ -36,7 +41,13 @@ import sys
 import time
 
 import numpy as np
-from bench_crossbar_layer import draws_two_cores  # same folder: the floor's draws
+from bench_crossbar_layer import (  # same folder: the floor's definition
+    count_reads_done,
+    floor_of_reads,
+    input_slices,
+    reads_done_per_group,
+    warm_up_generator,
+)
 
 FLOOR_READS = 24_000_000
 
@@ -75,30 +86,72 @@ def busiest_thread_seconds(before: dict[int, float], after: dict[int, float]) ->
     return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
 
 
-def floor_seconds(mapped, shapes: dict[str, tuple[int, int]], cycles: dict[str, int],
-                  noise: bool) -> float:
-    """The method's floor for these layers and input rows (see the module doc)."""
-    rng = np.random.default_rng(1)
-    total = 0.0
-    c0 = os.times()
-    cpu = 0.0
-    for name, layer in mapped.layers.items():
-        g, r, c = layer.levels.shape
-        m = shapes[name][0] * cycles[name]
-        per_row_reads = g * c
-        rows = max(1, min(m, FLOOR_READS // per_row_reads))
-        a = (rng.random((g, rows, r)) < 0.3).astype(np.float32)
-        w = layer.levels.astype(np.float32)
-        start = time.perf_counter()
-        c1 = os.times()
-        np.matmul(a, w)
-        if noise:
-            draws_two_cores(rows * per_row_reads, 7)
-        c2 = os.times()
-        total += (time.perf_counter() - start) * m / rows
-        cpu += (c2.user - c1.user + c2.system - c1.system) * m / rows
-    del c0
-    return total, cpu
+def counting_matmul(mapped, device, backend: str):
+    """A :class:`CrossbarMatmul` that also counts, per layer, the reads done (all-zero
+    reads skipped) and keeps an evenly spaced sample of the input rows for the floor. The
+    counting's wall time, CPU time and per-thread CPU are kept in ``excluded_*`` so that
+    the caller subtracts them from the simulation's figures."""
+    from chipforge.sim.reram import CrossbarMatmul
+
+    class CountingMatmul(CrossbarMatmul):
+        def __init__(self) -> None:
+            super().__init__(mapped, device, seed=1, backend=backend)
+            self.layer_reads: dict[str, dict] = {}
+            self.excluded_wall = 0.0
+            self.excluded_cpu = 0.0
+            self.excluded_threads: dict[int, float] = {}
+
+        def __call__(self, node, x_q, w_q):
+            layer = self.programmed[node.name].layer if node.name in self.programmed else None
+            if layer is not None:
+                t0, c0, th0 = time.perf_counter(), os.times(), thread_cpu_seconds()
+                self._count(node, layer, x_q)
+                th1, c1 = thread_cpu_seconds(), os.times()
+                self.excluded_wall += time.perf_counter() - t0
+                self.excluded_cpu += c1.user - c0.user + c1.system - c0.system
+                for tid, seconds in th1.items():
+                    self.excluded_threads[tid] = (self.excluded_threads.get(tid, 0.0)
+                                                  + seconds - th0.get(tid, 0.0))
+            return super().__call__(node, x_q, w_q)
+
+        def _count(self, node, layer, x_q):
+            bits, signed = int(node.attrs["act_bits"]), bool(node.attrs["act_signed"])
+            g, _, c = layer.levels.shape
+            cycles = len(input_slices(bits, layer.dac_bits, signed))
+            entry = self.layer_reads.setdefault(node.name, {
+                "done": 0, "nominal": 0, "bits": bits, "signed": signed, "sample": None,
+                # ADC conversions per (row group, cycle) read: its columns and unit columns
+                "per_read": layer.stats.adc_reads_per_vector // (g * cycles)})
+            entry["done"] += count_reads_done(x_q, layer, input_bits=bits, signed=signed)
+            entry["nominal"] += len(x_q) * layer.stats.adc_reads_per_vector
+            if entry["sample"] is None:
+                rows = max(1, min(len(x_q), FLOOR_READS // (g * cycles * c)))
+                pick = np.linspace(0, len(x_q) - 1, rows).round().astype(np.int64)
+                entry["sample"] = np.asarray(x_q[pick]).astype(np.int64)
+
+    return CountingMatmul()
+
+
+def floor_seconds(hook) -> tuple[float, float]:
+    """The method's floor (wall, CPU seconds) for the reads ``hook`` counted: each layer's
+    floor timed on its sample of input rows, scaled by the reads done (see the module doc)."""
+    warm_up_generator()
+    wall = cpu = 0.0
+    for name, entry in hook.layer_reads.items():
+        programmed = hook.programmed[name]
+        layer = programmed.layer
+        groups = reads_done_per_group(entry["sample"], layer, input_bits=entry["bits"],
+                                      signed=entry["signed"])
+        sample_done = sum(len(a) for a in groups)
+        if sample_done == 0 or entry["done"] == 0:
+            continue                     # no read done in the sample (or at all): no cost
+        draws = sample_done * layer.levels.shape[2] if hook.device.read_noise > 0 else 0
+        floor = floor_of_reads(groups, programmed.conductance, programmed.noise_var, draws,
+                               repeats=1)
+        scale = entry["done"] / sample_done
+        wall += floor["floor"] * scale
+        cpu += floor["cpu"] * scale
+    return wall, cpu
 
 
 def _torch_float(graph):
@@ -173,12 +226,17 @@ def run_one(arch: str, batch: int, ideal: bool, backend: str) -> dict:
     if ideal:   # warm up like the torch baseline below: oneDNN builds a kernel per shape
         run_graph(graph, x, matmul=CrossbarMatmul(mapped, device, seed=1, backend=backend),
                   batch_size=batch)
-    hook = CrossbarMatmul(mapped, device, seed=1, backend=backend)
+    hook = (CrossbarMatmul(mapped, device, seed=1, backend=backend) if ideal
+            else counting_matmul(mapped, device, backend))
     t0, c0, th0 = time.perf_counter(), os.times(), thread_cpu_seconds()
     run_graph(graph, x, matmul=hook, batch_size=batch)
     wall = time.perf_counter() - t0
     c1, th1 = os.times(), thread_cpu_seconds()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    if not ideal:                       # the read counting is not the simulation's work
+        wall -= hook.excluded_wall
+        cpu -= hook.excluded_cpu
+        th1 = {t: s - hook.excluded_threads.get(t, 0.0) for t, s in th1.items()}
     out = {"arch": arch, "ideal": ideal, "batch": batch, "backend": backend,
            "seconds_per_image": wall / batch, "cpu_seconds_per_image": cpu / batch,
            "reads_per_image": hook.report.get("adc_reads", 0) / batch,
@@ -203,7 +261,13 @@ def run_one(arch: str, batch: int, ideal: bool, backend: str) -> dict:
         out["ratio_to_torch_float"] = out["seconds_per_image"] / out[
             "torch_float_seconds_per_image"]
     else:
-        fl, fl_cpu = floor_seconds(mapped, shapes, cycles, device.read_noise > 0)
+        nominal = sum(e["nominal"] for e in hook.layer_reads.values())
+        if nominal != hook.report["adc_reads"]:
+            raise AssertionError(f"nominal reads {nominal} != the simulator's "
+                                 f"{hook.report['adc_reads']}")
+        out["reads_done_per_image"] = sum(e["done"] * e["per_read"]
+                                          for e in hook.layer_reads.values()) / batch
+        fl, fl_cpu = floor_seconds(hook)
         out["floor_seconds_per_image"] = fl / batch
         out["floor_cpu_seconds_per_image"] = fl_cpu / batch
         out["ratio_to_floor"] = wall / fl
@@ -218,6 +282,8 @@ def main() -> None:
     p.add_argument("--arch", nargs="+", default=["isaac", "forms8"])
     p.add_argument("--backend", default="numpy")
     p.add_argument("--ideal", action="store_true", help="only the ideal-device rows")
+    p.add_argument("--noisy", action="store_true",
+                   help="only the rows with variation, read noise and faults (and their floor)")
     p.add_argument("--one", nargs=2, metavar=("ARCH", "IDEAL"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -225,7 +291,7 @@ def main() -> None:
         return
     print(f"ResNet-18 CIFAR shapes, batch {args.batch}, 8-bit weights and activations; load "
           f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    for ideal in ([True] if args.ideal else [False, True]):
+    for ideal in ([True] if args.ideal else [False] if args.noisy else [False, True]):
         for arch in args.arch:
             proc = subprocess.run([sys.executable, __file__, "--batch", str(args.batch),
                                    "--backend", args.backend, "--one", arch, str(int(ideal))],
@@ -246,7 +312,8 @@ def main() -> None:
             else:
                 print(f"  {arch:<7} variation+read noise+faults: {r['seconds_per_image']:.3f} "
                       f"s/image ({r['cpu_seconds_per_image']:.3f} CPU s, "
-                      f"{r['reads_per_image'] / 1e6:.0f} M ADC reads); floor "
+                      f"ADC reads {r['reads_per_image'] / 1e6:.0f} M nominal, "
+                      f"{r['reads_done_per_image'] / 1e6:.0f} M done); floor "
                       f"{r['floor_seconds_per_image']:.3f} s/image; ratio "
                       f"{r['ratio_to_floor']:.2f}x (CPU time {r['cpu_ratio_to_floor']:.2f}x of "
                       f"{r['floor_cpu_seconds_per_image']:.3f} s); peak "
