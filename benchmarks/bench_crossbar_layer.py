@@ -217,10 +217,9 @@ def bench(size: int, noise_model: ReadNoiseModel, rows: int = 128, batch: int = 
     warm_up_generator()
     floor = floor_of_reads(groups, programmed.conductance, variances, done * c_total,
                            repeats)
-    c0 = os.times()
+    c0 = time.process_time()
     t = best_time(crossbar, repeats)
-    c1 = os.times()
-    cpu = (c1.user - c0.user + c1.system - c0.system) / repeats
+    cpu = (time.process_time() - c0) / repeats
     return {"time": t, "cpu": cpu, "nominal_reads": nominal, "reads": done * per_read,
             "draws": done * c_total, **{f"floor_{k}": v for k, v in floor.items()}}
 

@@ -104,11 +104,11 @@ def counting_matmul(mapped, device, backend: str):
         def __call__(self, node, x_q, w_q):
             layer = self.programmed[node.name].layer if node.name in self.programmed else None
             if layer is not None:
-                t0, c0, th0 = time.perf_counter(), os.times(), thread_cpu_seconds()
+                t0, c0, th0 = time.perf_counter(), time.process_time(), thread_cpu_seconds()
                 self._count(node, layer, x_q)
-                th1, c1 = thread_cpu_seconds(), os.times()
+                th1, c1 = thread_cpu_seconds(), time.process_time()
                 self.excluded_wall += time.perf_counter() - t0
-                self.excluded_cpu += c1.user - c0.user + c1.system - c0.system
+                self.excluded_cpu += c1 - c0
                 for tid, seconds in th1.items():
                     self.excluded_threads[tid] = (self.excluded_threads.get(tid, 0.0)
                                                   + seconds - th0.get(tid, 0.0))
