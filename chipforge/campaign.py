@@ -6,14 +6,16 @@
 - the driver loads, quantizes and maps the model once, then cuts the campaign into
   *reference shards* (the ideal and float runs of one sample chunk: they do not depend on
   the chip) and *hardware shards* (chip ``c`` on one sample chunk), and runs them on a
-  process pool, a Dask ``LocalCluster`` or an existing Dask scheduler, through the sweeps'
-  executor set-up (:func:`chipforge.sim.sweep.executor_backend`: the model, its mapping and
+  process pool (one single-process pool per worker), a Dask ``LocalCluster`` or an
+  existing Dask scheduler, set up as the sweeps' executors are (the model, its mapping and
   the data go to each worker once; local workers exit with the driver, SIGKILL included);
-- a worker programs a chip (draws its variation and stuck-at faults,
-  :meth:`chipforge.families.reram.ReramFamily.program`) on the first shard of that chip it
-  gets and keeps it for the next ones: one programmed chip per worker thread, keyed by
-  (model hash, accelerator config, chip seed); the hardware shards are queued chip by chip,
-  so each chip is programmed at most once per worker;
+  a worker is one core: its kernels (numba, BLAS, torch) run on one thread;
+- the driver keeps one queue (a *lane*, :class:`_Lane`) per worker thread and gives it one
+  chip's shards in a row (:class:`_Scheduler`); the worker programs the chip (draws its
+  variation and stuck-at faults, :meth:`chipforge.families.reram.ReramFamily.program`) on
+  the lane's first shard of it and keeps it for the next: one programmed chip per lane, so
+  each chip is programmed once, except a chip split between two lanes at the end of the
+  campaign (an idle lane takes the back half of another's queue when that pays);
 - the read noise of sample ``i`` is keyed by ``i`` (:meth:`chipforge.sim.reram.
   CrossbarMatmul.window`), and each chip's seed comes from :func:`chipforge.chips.
   chip_seeds`, so the per-chip results are identical whatever the chunk size, the number of
