@@ -672,6 +672,13 @@ def _drive(lanes: list[_Lane], shared_ref: Any, todo: list[tuple], campaign_id: 
             future.cancel()
 
 
+def _lane_sums(records: list[dict[str, Any]], field: str) -> dict[Any, float]:
+    sums: dict[Any, float] = collections.defaultdict(float)
+    for r in records:
+        sums[r.get("lane")] += r[field]
+    return dict(sums)
+
+
 def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, computed,
               where, wall, startup, workers, lanes, run_options):
     from chipforge.chips import spread
@@ -741,6 +748,10 @@ def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, comp
         "shard_wall_s_mean": (sum(r["wall_s"] for r in hw_ran) / len(hw_ran)
                               if hw_ran else None),
         "lanes": len(lanes),
+        # the CPU seconds of the busiest lane's shards: with one thread per lane, about
+        # its busy wall time on an idle core (start-up plus this: the wall time on an idle
+        # machine with a core per lane, whatever the load when it ran)
+        "busiest_lane_cpu_s": max(_lane_sums(ran, "cpu_s").values(), default=None),
         "threads_per_lane": lanes[0].tag.threads if lanes else None,
         "programmings": len(programs),
         "program_s_per_chip": sum(program_s) / len(program_s) if program_s else None,
