@@ -6,21 +6,30 @@ shapes (11.2 M weights, random He weights polarized per 8-row fragment, 8-bit we
 activations), synthetic CIFAR-shaped images (labels random: the accuracy is not the point),
 programming variation sigma 0.1, read noise 0.02 per read, stuck-at faults 0.1 %.
 
-For each architecture, three runs of the same work (the same chips, images and results):
+For each architecture, runs of the same work (the same chips, images and results):
 
 1. **one process**: :func:`chipforge.simulate.simulate_chips` in this process (each chip
-   programmed and run on all images; the mapping's time left out, as the campaigns get
-   the mapping made beforehand);
-2. **campaign, 1 worker** and 3. **campaign, 2 workers**: :func:`chipforge.campaign.
-   run_campaign` on a process pool (``--dask``: a Dask LocalCluster), shards of
-   ``--chunk-size`` images, worker start-up included in the wall time.
+   programmed and run on all images, the crossbar kernels on every core; the mapping's time
+   left out, as the campaigns get the mapping made beforehand);
+2. **campaign, W workers** for each ``--workers`` W: :func:`chipforge.campaign.
+   run_campaign` on a process pool (``--dask``: a Dask LocalCluster), shards of the first
+   ``--chunk-size`` images, worker start-up included in the wall time. A worker is one
+   core (its kernels run on one thread, as in Dask's process workers), and each chip's
+   shards go to one worker in a row, so each chip is programmed once;
+3. for each further ``--chunk-size``: the campaign again on the largest W (the per-chip
+   results must not change).
 
-Printed: chip-images per second of each, the speed-up from 1 to 2 workers, the ratio of the
-campaign on 1 worker to one process (the sharding's overhead), the programming time per
-chip (apart: the "program" stage), the mean wall time of one hardware shard, and whether
-the per-chip results agree (they must). Run:
-``python benchmarks/bench_campaign.py [--chips 8] [--samples 256] [--arch isaac forms8]``;
-the defaults (2 chips x 16 images) take a few minutes on 2 cores.
+Printed: chip-images per second of each and the load average before it, the speed-up from
+1 to 2 workers (the scaling: one core to two; also *estimated* for idle cores from the
+start-up plus the busiest worker's CPU seconds, which the load inflates far less), the
+ratio of each campaign to one process (all cores; so the scaling is not mistaken for a
+gain over one multi-threaded process),
+the programmings (stage "program", per chip apart), the mean wall time of one hardware
+shard, and whether the per-chip results agree (they must; exit status 1 otherwise). Run:
+``python benchmarks/bench_campaign.py [--chips 8] [--samples 8] [--chunk-size 4 8]
+[--arch isaac forms8] [--dask]``; the defaults (2 chips x 16 images) take a few minutes on
+2 cores. ``--write-inputs DIR`` writes the model and images instead, for the same campaign
+through ``chipforge simulate DIR/resnet18-cifar.npz --data DIR/images.npz ...``.
 """
 
 from __future__ import annotations
@@ -70,51 +79,94 @@ def campaign(spec, graph, mapped, x, y, seeds, *, workers: int, dask: bool,
                        chunk_size=chunk_size, progress=False)
     wall = time.perf_counter() - start
     c = sim.result.campaign
+    # wall: the call, closing the workers included; campaign_wall_s: start-up and shards
     return {"wall_s": wall, "chips": sim.result.chips, "startup_s": c["startup_s"],
+            "campaign_wall_s": c["wall_s"], "busiest_lane_cpu_s": c["busiest_lane_cpu_s"],
+            # on an idle machine with a core per worker: start-up + the busiest worker's
+            # CPU seconds (one thread each); an estimate, labelled so where printed
+            "idle_estimate_s": c["startup_s"] + c["busiest_lane_cpu_s"],
             "program_s_per_chip": c["program_s_per_chip"], "programmings": c["programmings"],
             "shard_wall_s_mean": c["shard_wall_s_mean"], "backend": c["backend"]}
 
 
 def main(argv: list[str] | None = None) -> int:
+    import numba
+
     from chipforge.chips import chip_seeds
     from chipforge.families import get_accelerator_spec
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--chips", type=int, default=2)
     p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--chunk-size", type=int, default=8)
+    p.add_argument("--chunk-size", type=int, nargs="+", default=[8],
+                   help="the first for the worker runs; each further one runs again on "
+                   "the most workers (results must agree)")
     p.add_argument("--arch", nargs="+", default=["isaac", "forms8"])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--dask", action="store_true", help="a Dask LocalCluster, not a pool")
     p.add_argument("--json", metavar="FILE", help="also write the figures here")
+    p.add_argument("--write-inputs", metavar="DIR",
+                   help="only write the model (resnet18-cifar.npz) and the images "
+                   "(images.npz) to DIR, for `chipforge simulate` (docs/scale.md)")
     args = p.parse_args(argv)
     graph, x, y = build(args.samples)
+    if args.write_inputs:
+        from chipforge.files import atomic_open, make_folder
+        from chipforge.sim.graph import save_graph
+
+        folder = make_folder(args.write_inputs)
+        save_graph(graph, folder / "resnet18-cifar.npz")
+        with atomic_open(folder / "images.npz", "wb") as f:
+            np.savez(f, x=x, y=y)
+        print(f"wrote {folder / 'resnet18-cifar.npz'} and {folder / 'images.npz'} "
+              f"({len(x)} images)")
+        return 0
     seeds = chip_seeds(0, args.chips)
     work = args.chips * args.samples
     print(f"ResNet-18 (CIFAR shapes) campaign: {args.chips} chips x {args.samples} images "
-          f"= {work} chip-images, shards of {args.chunk_size}; load average "
-          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+          f"= {work} chip-images, shards of {args.chunk_size[0]}"
+          + (f" (then {', '.join(map(str, args.chunk_size[1:]))})"
+             if args.chunk_size[1:] else "")
+          + f"; {'Dask LocalCluster' if args.dask else 'process pool'}; "
+          f"{os.cpu_count()} cores")
     figures = {}
     for arch in args.arch:
         spec = get_accelerator_spec(arch, options=NOISY)
         mapped = spec.family.map(graph, spec.config)
+        load = os.getloadavg()[0]
         alone = one_process(spec, graph, x, y, seeds)
-        runs = {w: campaign(spec, graph, mapped, x, y, seeds, workers=w, dask=args.dask,
-                            chunk_size=args.chunk_size) for w in args.workers}
+        alone["load"] = load
+        print(f"  {arch}: one process ({numba.get_num_threads()} kernel threads): "
+              f"{work / alone['wall_s']:.3g} chip-images/s ({alone['wall_s']:.1f} s; "
+              f"programming {alone['program_s_per_chip']:.2f} s per chip; load {load:.2f})")
+        runs = {}
+        plan = [(w, args.chunk_size[0]) for w in args.workers]
+        plan += [(max(args.workers), c) for c in args.chunk_size[1:]]
+        for w, chunk in plan:
+            load = os.getloadavg()[0]
+            r = campaign(spec, graph, mapped, x, y, seeds, workers=w, dask=args.dask,
+                         chunk_size=chunk)
+            r["load"], r["workers"], r["chunk_size"] = load, w, chunk
+            runs[f"{w} workers, chunks of {chunk}"] = r
+            print(f"  {arch}: campaign, {w} worker(s), chunks of {chunk}: "
+                  f"{work / r['wall_s']:.3g} chip-images/s ({r['wall_s']:.1f} s: "
+                  f"{r['startup_s']:.1f} s start-up, "
+                  f"{r['wall_s'] - r['campaign_wall_s']:.1f} s closing; mean shard "
+                  f"{r['shard_wall_s_mean']:.2f} s; {args.chips} chips programmed "
+                  f"{r['programmings']} times, "
+                  f"{r['program_s_per_chip']:.2f} s each); {alone['wall_s'] / r['wall_s']:.2f}x "
+                  f"one process; load {load:.2f}; estimate on idle cores "
+                  f"{r['idle_estimate_s']:.1f} s")
         same = all(r["chips"] == alone["chips"] for r in runs.values())
-        print(f"  {arch}: one process {work / alone['wall_s']:.3g} chip-images/s "
-              f"({alone['wall_s']:.1f} s; programming {alone['program_s_per_chip']:.2f} s "
-              "per chip)")
-        for w, r in runs.items():
-            print(f"  {arch}: campaign, {w} worker(s): {work / r['wall_s']:.3g} "
-                  f"chip-images/s ({r['wall_s']:.1f} s, {r['startup_s']:.1f} s start-up; "
-                  f"mean shard {r['shard_wall_s_mean']:.2f} s; programmed "
-                  f"{r['programmings']} times, {r['program_s_per_chip']:.2f} s per chip); "
-                  f"{alone['wall_s'] / r['wall_s']:.2f}x one process")
-        if 1 in runs and 2 in runs:
-            print(f"  {arch}: speed-up 1 -> 2 workers "
-                  f"{runs[1]['wall_s'] / runs[2]['wall_s']:.2f}x; campaign on 1 worker / "
-                  f"one process {runs[1]['wall_s'] / alone['wall_s']:.2f}")
+        by_workers = {r["workers"]: r for r in runs.values()
+                      if r["chunk_size"] == args.chunk_size[0]}
+        if 1 in by_workers and 2 in by_workers:
+            one, two = by_workers[1], by_workers[2]
+            print(f"  {arch}: speed-up 1 -> 2 workers {one['wall_s'] / two['wall_s']:.2f}x "
+                  f"(one core -> two); 2 workers vs one process on all cores: "
+                  f"{alone['wall_s'] / two['wall_s']:.2f}x; estimated on idle cores (start-up"
+                  " + the busiest worker's CPU seconds): "
+                  f"{one['idle_estimate_s'] / two['idle_estimate_s']:.2f}x")
         print(f"  {arch}: per-chip results identical in all runs: {'yes' if same else 'NO'}")
         figures[arch] = {"one_process": alone, "campaign": runs, "identical": same}
     if args.json:

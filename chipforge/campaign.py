@@ -6,14 +6,16 @@
 - the driver loads, quantizes and maps the model once, then cuts the campaign into
   *reference shards* (the ideal and float runs of one sample chunk: they do not depend on
   the chip) and *hardware shards* (chip ``c`` on one sample chunk), and runs them on a
-  process pool, a Dask ``LocalCluster`` or an existing Dask scheduler, through the sweeps'
-  executor set-up (:func:`chipforge.sim.sweep.executor_backend`: the model, its mapping and
+  process pool (one single-process pool per worker), a Dask ``LocalCluster`` or an
+  existing Dask scheduler, set up as the sweeps' executors are (the model, its mapping and
   the data go to each worker once; local workers exit with the driver, SIGKILL included);
-- a worker programs a chip (draws its variation and stuck-at faults,
-  :meth:`chipforge.families.reram.ReramFamily.program`) on the first shard of that chip it
-  gets and keeps it for the next ones: one programmed chip per worker thread, keyed by
-  (model hash, accelerator config, chip seed); the hardware shards are queued chip by chip,
-  so each chip is programmed at most once per worker;
+  a worker is one core: its kernels (numba, BLAS, torch) run on one thread;
+- the driver keeps one queue (a *lane*, :class:`_Lane`) per worker thread and gives it one
+  chip's shards in a row (:class:`_Scheduler`); the worker programs the chip (draws its
+  variation and stuck-at faults, :meth:`chipforge.families.reram.ReramFamily.program`) on
+  the lane's first shard of it and keeps it for the next: one programmed chip per lane, so
+  each chip is programmed once, except a chip split between two lanes at the end of the
+  campaign (an idle lane takes the back half of another's queue when that pays);
 - the read noise of sample ``i`` is keyed by ``i`` (:meth:`chipforge.sim.reram.
   CrossbarMatmul.window`), and each chip's seed comes from :func:`chipforge.chips.
   chip_seeds`, so the per-chip results are identical whatever the chunk size, the number of
@@ -28,6 +30,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import dataclasses
@@ -67,24 +70,65 @@ def default_chunk_size(samples: int) -> int:
 
 # --- worker side ---------------------------------------------------------------------------
 
-_LOCAL = threading.local()   # the programmed chip this worker thread holds (at most one)
+@dataclasses.dataclass(frozen=True)
+class _LaneTag:
+    """Sent with every shard: which lane (driver-side queue of one worker thread) it belongs
+    to, and how many compute threads its kernels may use (None: leave them as they are)."""
+
+    run: str
+    """This campaign run's token (a long-lived Dask worker drops an earlier run's chips)."""
+    index: int
+    threads: int | None
 
 
-def _chip_for(shared: dict[str, Any], seed: int, timer) -> tuple[Any, bool]:
-    """The programmed chip of ``seed`` (from this thread's cache, else programmed now,
-    replacing the one held: one chip in memory per worker thread)."""
+_CHIPS: dict[int, tuple[str, tuple, Any]] = {}   # lane -> (run, chip key, programmed chip)
+_CHIPS_LOCK = threading.Lock()
+_THREADS = threading.local()   # the thread limit already applied in this worker thread
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Run this worker thread's kernels on ``threads`` threads: numba's (the crossbar
+    kernels; its setting is per calling thread), BLAS/OpenMP's and torch's. A worker is
+    one core, as in Dask's own process workers (their nanny sets OMP_NUM_THREADS=1):
+    otherwise each worker's numba would start a thread per core and W workers would run
+    W x cores threads on the cores."""
+    if threads is None or getattr(_THREADS, "threads", None) == threads:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    else:
+        threadpool_limits(limits=threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    _THREADS.threads = threads
+
+
+def _chip_for(shared: dict[str, Any], seed: int, timer, lane: _LaneTag) -> tuple[Any, bool]:
+    """The programmed chip of ``seed`` for ``lane`` (kept from the lane's previous shard,
+    else programmed now, replacing the one the lane held: one chip in memory per lane, and
+    the driver gives a lane one chip's shards in a row)."""
     key = (shared["model_sha"], shared["config_key"], int(seed))
-    held = getattr(_LOCAL, "chip", None)
-    if held is not None and held[0] == key:
-        return held[1], False
-    _LOCAL.chip = None   # free the previous chip before drawing the next one
+    with _CHIPS_LOCK:
+        for other in [k for k, held in _CHIPS.items() if held[0] != lane.run]:
+            del _CHIPS[other]   # an earlier campaign's chips (a long-lived Dask worker)
+        held = _CHIPS.get(lane.index)
+        if held is not None and held[1] == key:
+            return held[2], False
+        _CHIPS.pop(lane.index, None)   # free the previous chip before drawing the next one
     spec, options = shared["spec"], shared["run_options"]
     with timer("program"):
         chip = spec.family.program(shared["graph"], shared["mapped"], spec.config, seed=seed,
                                    device_kind=options.get("device_kind", "cpu"),
                                    adc_range=options.get("adc_range", "max"),
                                    adc_calibration=options.get("adc_calibration"))
-    _LOCAL.chip = (key, chip)
+    with _CHIPS_LOCK:
+        _CHIPS[lane.index] = (lane.run, key, chip)
     return chip, True
 
 
@@ -96,12 +140,27 @@ def _resolve(shared_ref: Any) -> dict[str, Any]:
     return shared_ref
 
 
-def _run_shard(shard: tuple, shared_ref: Any) -> dict[str, Any]:
+def _release(run: str) -> None:
+    """Free the chips a campaign run left in this process (its lanes keep their last one)."""
+    with _CHIPS_LOCK:
+        for lane in [k for k, held in _CHIPS.items() if held[0] == run]:
+            del _CHIPS[lane]
+
+
+def _release_quietly(client, run: str) -> None:
+    try:
+        client.run(_release, run)
+    except Exception:  # the cluster may be gone already; nothing to free then
+        pass
+
+
+def _run_shard(shard: tuple, shared_ref: Any, lane: _LaneTag) -> dict[str, Any]:
     """Worker side: one shard, ``("ref", start, stop)`` or ``("hw", chip, seed, start,
-    stop)``; returns its record (predictions, timings, where it ran)."""
+    stop)``, of ``lane``; returns its record (predictions, timings, where it ran)."""
     from chipforge.sim.executor import run_graph
     from chipforge.stages import StageTimer
 
+    _limit_threads(lane.threads)
     shared = _resolve(shared_ref)
     graph, x = shared["graph"], shared["x"]
     timer = StageTimer()
@@ -119,7 +178,7 @@ def _run_shard(shard: tuple, shared_ref: Any) -> dict[str, Any]:
     else:
         _, chip_index, seed, start, stop = shard
         spec, options = shared["spec"], shared["run_options"]
-        chip, programmed_now = _chip_for(shared, seed, timer)
+        chip, programmed_now = _chip_for(shared, seed, timer, lane)
         part = x[start:stop]
         # The ideal run is a reference shard's job: pass a placeholder so run() skips it.
         out = spec.family.run(graph, shared["mapped"], spec.config, part, seed=seed,
@@ -141,6 +200,7 @@ def _run_shard(shard: tuple, shared_ref: Any) -> dict[str, Any]:
     record["cpu_s"] = time.process_time() - cpu
     record["stages"] = timer.rows()
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
+    record["lane"] = lane.index
     return record
 
 
@@ -366,6 +426,7 @@ def run_campaign(spec, graph, mapped, x: np.ndarray, y: np.ndarray, seeds: list[
         images_done = sum(r["stop"] - r["start"] for r in reused if r["kind"] == "hw")
         bar = _progress_bar(progress, total_images, images_done)
         where, wall, startup = "none (every shard was done)", 0.0, 0.0
+        lanes: list[_Lane] = []
         with timer("run"):
             try:
                 if todo:
@@ -378,21 +439,24 @@ def run_campaign(spec, graph, mapped, x: np.ndarray, y: np.ndarray, seeds: list[
                               "batch": plan.batch}
                     start = time.perf_counter()
                     try:
-                        backend_cm = sweep.executor_backend(
+                        lanes, shared_ref, where = stack.enter_context(_lanes(
                             executor=executor, workers=workers, scheduler=scheduler,
-                            dask_local=dask, shared=shared)
-                        backend = stack.enter_context(backend_cm)
+                            dask=dask, shared=shared))
                     except sweep.SweepError as e:
                         raise CampaignError(str(e)) from None
-                    where = backend.description
                     startup = time.perf_counter() - start
                     say(f"campaign: {len(seeds)} chips x {len(x)} samples; {len(todo)} of "
                         f"{len(shards)} shards (<= {chunk} samples each) to run on {where}")
-                    for record in _drive(backend, todo, campaign_id, out):
+                    left = {c: sum(1 for s in todo if s[0] == "hw" and s[1] == c)
+                            for c in range(len(seeds))}
+                    bar.chips(sum(1 for n in left.values() if n == 0), len(seeds))
+                    for record in _drive(lanes, shared_ref, todo, campaign_id, out):
                         if writer is not None:
                             writer.append(json.dumps(record, separators=(",", ":")) + "\n")
                         done[_shard_key(record)] = record
                         if record["kind"] == "hw":
+                            left[record["chip"]] -= 1
+                            bar.chips(sum(1 for n in left.values() if n == 0), len(seeds))
                             bar.update(record["stop"] - record["start"])
                     wall = time.perf_counter() - start
             finally:
@@ -401,11 +465,13 @@ def run_campaign(spec, graph, mapped, x: np.ndarray, y: np.ndarray, seeds: list[
         done, _ = _read_records(out / RESULTS_FILE, campaign_id, repair=False)
     return _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer,
                      computed=todo, where=where, wall=wall, startup=startup,
-                     workers=n_workers if executor is None else None,
+                     workers=n_workers if executor is None else None, lanes=lanes,
                      run_options=run_options)
 
 
 def _progress_bar(progress, total: int, initial: int):
+    """The chip-images done out of chips x samples, the rate and the ETA (tqdm), and the
+    chips finished; ``progress`` callable: told each shard's chip-images instead."""
     from tqdm import tqdm
 
     told = progress if callable(progress) else None
@@ -413,33 +479,165 @@ def _progress_bar(progress, total: int, initial: int):
     bar = tqdm(total=total, initial=initial, disable=disable, file=sys.stderr,
                unit="chip-img", desc="campaign (chips x images)", dynamic_ncols=True,
                smoothing=0.1)
-    if told is None:
-        return bar
 
-    class _Told:
+    class _Bar:
         def update(self, n: int) -> None:
-            told(n)
+            if told is not None:
+                told(n)
+            else:
+                bar.update(n)
+
+        def chips(self, finished: int, chips: int) -> None:
+            bar.set_postfix_str(f"{finished}/{chips} chips done", refresh=False)
 
         def close(self) -> None:
             bar.close()
 
-    return _Told()
+    return _Bar()
 
 
-def _drive(backend, todo: list[tuple], campaign_id: str, out) -> Iterator[dict[str, Any]]:
-    """Submit the shards in order (a bounded number in flight, so the chip-by-chip order
-    holds), yield each finished shard's record."""
-    pending = iter(todo)
-    window = max(2, 2 * backend.workers)
-    in_flight: dict[cf.Future, tuple] = {}
+LANE_THREADS = 1
+"""Compute threads of one worker thread's kernels on the workers chipforge starts (a local
+pool or LocalCluster) and on a ``--scheduler``'s workers: one core each, as Dask's own
+process workers get (see :func:`_limit_threads`). Workers of an executor the caller passed
+in are left as the caller set them up."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Lane:
+    """The driver's queue for one worker thread: the shards it will run next, one at a time,
+    all of one chip (so the worker programs that chip once and keeps it)."""
+
+    tag: _LaneTag
+    submit: Callable[..., cf.Future]
+    work: collections.deque = dataclasses.field(default_factory=collections.deque)
+    busy: bool = False
+
+
+class _Scheduler:
+    """Which shard each lane runs next: a lane takes the next group (one reference shard, or
+    all the remaining shards of one chip in sample order) when it has none; with no group
+    left it takes the back half of the longest queue of another lane (the tail of a
+    campaign with fewer chips left than lanes), for a hardware queue only when that half
+    is expected to take longer than programming the chip again (measured means of the
+    shards finished so far)."""
+
+    def __init__(self, lanes: list[_Lane], todo: list[tuple]) -> None:
+        self.lanes = lanes
+        self.groups: collections.deque = collections.deque(
+            collections.deque([s]) for s in todo if s[0] == "ref")
+        chips: dict[int, collections.deque] = {}
+        for s in todo:
+            if s[0] == "hw":
+                chips.setdefault(s[1], collections.deque()).append(s)
+        self.groups.extend(chips.values())
+        self.program_s: list[float] = []
+        self.shard_s: list[float] = []
+
+    def finished(self, record: dict[str, Any]) -> None:
+        """Learn a hardware shard's programming and run times (for the stealing rule)."""
+        if record["kind"] != "hw":
+            return
+        program = sum(r["wall_s"] for r in record["stages"] if r["stage"] == "program")
+        if record.get("programmed"):
+            self.program_s.append(program)
+        self.shard_s.append(record["wall_s"] - program)
+
+    def next_for(self, lane: _Lane) -> tuple | None:
+        if not lane.work:
+            if self.groups:
+                lane.work = self.groups.popleft()
+            else:
+                self._steal_for(lane)
+        return lane.work.popleft() if lane.work else None
+
+    def _steal_for(self, thief: _Lane) -> None:
+        victim = max((v for v in self.lanes if v is not thief and len(v.work) >= 2),
+                     key=lambda v: len(v.work), default=None)
+        if victim is None:
+            return
+        # the victim keeps its running shard and the front half of its queue
+        half = (len(victim.work) + 1) // 2
+        if victim.work[0][0] == "hw" and self.program_s and self.shard_s:
+            program = sum(self.program_s) / len(self.program_s)
+            shard = sum(self.shard_s) / len(self.shard_s)
+            if half * shard <= program:
+                return
+        taken = [victim.work.pop() for _ in range(half)]
+        thief.work = collections.deque(reversed(taken))
+
+
+@contextlib.contextmanager
+def _lanes(*, executor, workers, scheduler, dask, shared
+           ) -> Iterator[tuple[list[_Lane], Any, str]]:
+    """The lanes of a campaign (one per worker thread), the reference to the shared inputs
+    the workers hold, and where they run. A local campaign gets one single-process pool per
+    lane (forkserver; each worker gets the shared inputs once, dies with the driver); a Dask
+    cluster gets one lane per worker thread, its shards sent to that worker (restricted
+    loosely: if the worker is lost they run elsewhere); any other executor gets one lane
+    per worker, without affinity (its shards run wherever the executor puts them)."""
+    import multiprocessing
+    import uuid
+
+    from chipforge.sim import sweep
+
+    run = uuid.uuid4().hex
+    with contextlib.ExitStack() as stack:
+        stack.callback(_release, run)   # chips held in this process (a thread executor)
+        if executor is None and scheduler is None and not dask:
+            n = workers or sweep._cores()
+            token = uuid.uuid4().hex
+            context = multiprocessing.get_context("forkserver")
+            pools = []
+            for _ in range(n):
+                pool = cf.ProcessPoolExecutor(
+                    max_workers=1, mp_context=context, initializer=sweep._init_pool_worker,
+                    initargs=(token, dict(shared), os.getpid()))
+                # on an error or Ctrl-C: drop the queued shards, wait for the running ones
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+                pools.append(pool)
+            for future in [pool.submit(sweep._started) for pool in pools]:
+                future.result()   # started now, so the start-up is timed on its own
+            lanes = [_Lane(_LaneTag(run, i, LANE_THREADS), pool.submit)
+                     for i, pool in enumerate(pools)]
+            yield lanes, sweep._InstalledShared(token), f"process pool ({n} workers)"
+            return
+        backend = stack.enter_context(sweep.executor_backend(
+            executor=executor, workers=workers, scheduler=scheduler, dask_local=dask,
+            shared=shared))
+        if sweep._is_dask_executor(backend.executor):
+            client = backend.executor._client
+            stack.callback(_release_quietly, client, run)
+            threads = LANE_THREADS if executor is None else None
+            lanes = []
+            for address, nthreads in sorted(client.nthreads().items()):
+                pinned = client.get_executor(pure=False, workers=[address],
+                                             allow_other_workers=True)
+                lanes += [_Lane(_LaneTag(run, len(lanes), threads), pinned.submit)
+                          for _ in range(max(1, nthreads))]
+        else:
+            lanes = [_Lane(_LaneTag(run, i, None), backend.executor.submit)
+                     for i in range(max(1, backend.workers))]
+        yield lanes, backend.shared_ref, backend.description
+
+
+def _drive(lanes: list[_Lane], shared_ref: Any, todo: list[tuple], campaign_id: str,
+           out) -> Iterator[dict[str, Any]]:
+    """Run the shards on the lanes (one in flight per lane, chosen by :class:`_Scheduler`),
+    yield each finished shard's record; on a failed shard, stop submitting, yield the
+    records that finished and raise."""
+    scheduler = _Scheduler(lanes, todo)
+    in_flight: dict[cf.Future, tuple[_Lane, tuple]] = {}
 
     def top_up() -> None:
-        while len(in_flight) < window:
-            shard = next(pending, None)
-            if shard is None:
-                return
-            future = backend.executor.submit(_run_shard, shard, backend.shared_ref)
-            in_flight[future] = shard
+        for lane in lanes:
+            if lane.busy:
+                continue
+            shard = scheduler.next_for(lane)
+            if shard is not None:
+                in_flight[lane.submit(_run_shard, shard, shared_ref, lane.tag)] = (lane,
+                                                                                    shard)
+                lane.busy = True
 
     try:
         top_up()
@@ -448,7 +646,8 @@ def _drive(backend, todo: list[tuple], campaign_id: str, out) -> Iterator[dict[s
             failure = None
             records = []
             for future in finished:
-                shard = in_flight.pop(future)
+                lane, shard = in_flight.pop(future)
+                lane.busy = False
                 try:
                     record = future.result()
                 except Exception as e:
@@ -461,6 +660,7 @@ def _drive(backend, todo: list[tuple], campaign_id: str, out) -> Iterator[dict[s
                            "rerun the same command to resume" if out is not None else ""))
                     continue
                 record["check"] = _checksum(campaign_id, record)
+                scheduler.finished(record)
                 records.append(record)
             if failure is None:
                 top_up()
@@ -472,8 +672,15 @@ def _drive(backend, todo: list[tuple], campaign_id: str, out) -> Iterator[dict[s
             future.cancel()
 
 
+def _lane_sums(records: list[dict[str, Any]], field: str) -> dict[Any, float]:
+    sums: dict[Any, float] = collections.defaultdict(float)
+    for r in records:
+        sums[r.get("lane")] += r[field]
+    return dict(sums)
+
+
 def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, computed,
-              where, wall, startup, workers, run_options):
+              where, wall, startup, workers, lanes, run_options):
     from chipforge.chips import spread
     from chipforge.simulate import Simulation, SimulationResult, _chip_row
 
@@ -499,7 +706,7 @@ def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, comp
         rows = [r for s in shards for r in done[s].get("stages", []) if r["stage"] == stage]
         if rows:   # summed over the workers' shards (CPU: the workers' own)
             timer.add(stage, sum(r["wall_s"] for r in rows), sum(r["cpu_s"] for r in rows),
-                      within="run")
+                      within="run", count=len(rows) if stage == "program" else None)
     rows, first_chip = [], None
     for c, seed in enumerate(seeds):
         pred = joined("hw", "pred", c)
@@ -540,6 +747,12 @@ def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, comp
         "chip_images_per_s": images / wall if wall > 0 and images else None,
         "shard_wall_s_mean": (sum(r["wall_s"] for r in hw_ran) / len(hw_ran)
                               if hw_ran else None),
+        "lanes": len(lanes),
+        # the CPU seconds of the busiest lane's shards: with one thread per lane, about
+        # its busy wall time on an idle core (start-up plus this: the wall time on an idle
+        # machine with a core per lane, whatever the load when it ran)
+        "busiest_lane_cpu_s": max(_lane_sums(ran, "cpu_s").values(), default=None),
+        "threads_per_lane": lanes[0].tag.threads if lanes else None,
         "programmings": len(programs),
         "program_s_per_chip": sum(program_s) / len(program_s) if program_s else None,
         "worker_processes": len({r["worker"] for r in ran}),

@@ -81,7 +81,8 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", metavar="ADDR",
                        help="run the shards on an existing Dask cluster (tcp://host:8786)")
     campaign.add_argument("--workers", type=int, metavar="W",
-                          help="worker processes (default: the cores this process may use)")
+                          help="worker processes, one core each (default: the cores this "
+                          "process may use)")
     campaign.add_argument("--chunk-size", type=int, metavar="C",
                           help="samples per shard (default 64); results do not depend on it")
     _add_family_options(p)

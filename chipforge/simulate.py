@@ -187,9 +187,9 @@ def _campaign_lines(c: dict[str, Any]) -> list[str]:
              + (f" ({c['startup_s']:.2f} s starting workers)" if c.get("startup_s") else "")
              + (f", {rate:.3g} chip-images/s" if rate else "")]
     if c.get("programmings"):
-        lines.append(f"  {'':<24} chips programmed {c['programmings']} times (each chip at "
-                     f"most once per worker), {c['program_s_per_chip']:.3g} s each "
-                     "(stage 'program')")
+        lines.append(f"  {'':<24} {c['chips']} chips programmed {c['programmings']} times "
+                     f"({c['program_s_per_chip']:.3g} s each, stage 'program'; a chip split "
+                     "between workers near the end is programmed on each)")
     return lines
 
 

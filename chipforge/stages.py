@@ -62,23 +62,27 @@ class StageTimer:
                      within=within)
 
     def add(self, stage: str, wall_s: float, cpu_s: float, *,
-            within: str | None = None) -> None:
+            within: str | None = None, count: int | None = None) -> None:
         """Record (or add to) a stage measured elsewhere; ``within`` names the stage that
-        contains it (a family's part of ``run``), so totals do not count it twice."""
+        contains it (a family's part of ``run``), so totals do not count it twice;
+        ``count``: how many times it ran (a campaign's chips programmed), shown beside it."""
         row = self._rows.setdefault(stage, {"stage": stage, "wall_s": 0.0, "cpu_s": 0.0})
         row["wall_s"] += float(wall_s)
         row["cpu_s"] += float(cpu_s)
         if within is not None:
             row["within"] = within
+        if count is not None:
+            row["count"] = row.get("count", 0) + int(count)
 
     def extend(self, rows: list[dict[str, Any]]) -> None:
         """Add rows of another timer (``rows()``), keeping their ``within``."""
         for r in rows:
-            self.add(r["stage"], r["wall_s"], r["cpu_s"], within=r.get("within"))
+            self.add(r["stage"], r["wall_s"], r["cpu_s"], within=r.get("within"),
+                     count=r.get("count"))
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per stage in the order first seen: ``stage``, ``wall_s``, ``cpu_s``
-        (and ``within`` for a part of another stage)."""
+        (and ``within`` for a part of another stage, ``count`` where one was given)."""
         return [dict(r) for r in self._rows.values()]
 
 
@@ -92,6 +96,8 @@ def format_stages(rows: list[dict[str, Any]]) -> str:
 
     def line(r: dict[str, Any], indent: str) -> str:
         label = STAGE_LABELS.get(r["stage"], r["stage"])
+        if r.get("count") is not None:
+            label += f" x{r['count']}"
         return f"    {(indent + label):<40} {r['wall_s']:>9.3f} {r['cpu_s']:>9.3f}"
 
     for r in top:

@@ -84,17 +84,101 @@ def test_sharded_results_do_not_depend_on_workers_or_chunks(tmp_path, model, acc
     assert two.campaign["chip_images_per_s"] > 0
 
 
-def test_each_chip_is_programmed_once_per_worker(tmp_path):
+def _records(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / campaign.RESULTS_FILE).read_text()
+            .splitlines()]
+
+
+def _programmed_only_on_a_new_chip(records: list[dict]) -> None:
+    """Each lane (one worker thread) programs a chip exactly when its shard before was of
+    another chip (or it had none): a chip's shards in a row reuse one programming."""
+    previous: dict[int, int | None] = {}
+    for r in records:   # one shard in flight per lane: a lane's lines are in its run order
+        if r["kind"] != "hw":
+            continue
+        assert r["programmed"] == (previous.get(r["lane"]) != r["chip"]), r
+        previous[r["lane"]] = r["chip"]
+
+
+def test_each_chip_is_programmed_once(tmp_path):
     _, _, x, y = _inputs("lenet-digits", "isaac")
     result = chipforge.simulate("lenet-digits", "isaac", (x, y), seed=1, chips=CHIPS,
                                 workers=1, chunk_size=8, progress=False, **NOISY)
     assert result.campaign["shards"] == 5 + CHIPS * 5
     assert result.campaign["programmings"] == CHIPS         # not once per shard (15)
-    two = chipforge.simulate("lenet-digits", "isaac", (x, y), seed=1, chips=CHIPS,
-                             workers=2, chunk_size=8, progress=False, **NOISY)
-    assert CHIPS <= two.campaign["programmings"] <= 2 * CHIPS
+    four = 4
+    two = chipforge.simulate("lenet-digits", "isaac", (x, y), seed=1, chips=four,
+                             workers=2, chunk_size=8, progress=False, out=tmp_path, **NOISY)
+    records = _records(tmp_path)
+    _programmed_only_on_a_new_chip(records)
+    # the chips go to the two workers whole; only a chip split at the very end (a worker
+    # idle while the other still has two or more shards queued) is programmed twice
+    assert four <= two.campaign["programmings"] <= four + 2
+    lanes = {r["lane"] for r in records}
+    assert lanes == {0, 1} and two.campaign["lanes"] == 2
+    assert two.campaign["threads_per_lane"] == 1
+    workers_of = {lane: {r["worker"] for r in records if r["lane"] == lane} for lane in lanes}
+    assert all(len(w) == 1 for w in workers_of.values()) and \
+        workers_of[0] != workers_of[1]                      # a lane is one worker process
     programs = [r for r in two.stages if r["stage"] == "program"]
     assert programs and programs[0]["within"] == "run"
+    assert programs[0]["count"] == two.campaign["programmings"]   # shown in the stage times
+    assert f"program chips (variation, faults) x{programs[0]['count']}" in two.summary()
+
+
+def _schedule(lanes_n: int, todo: list[tuple], *, program_s: float | None = None,
+              shard_s: float = 1.0) -> list[list[tuple]]:
+    """Run the scheduler with shards of equal length on ``lanes_n`` lanes in lockstep;
+    each lane's shards in the order it ran them."""
+    lanes = [campaign._Lane(campaign._LaneTag("run", i, None), submit=None)
+             for i in range(lanes_n)]
+    scheduler = campaign._Scheduler(lanes, todo)
+    if program_s is not None:   # as measured on an earlier shard (none: it steals)
+        scheduler.finished({"kind": "hw", "programmed": True, "wall_s": shard_s + program_s,
+                            "stages": [{"stage": "program", "wall_s": program_s}]})
+    ran: list[list[tuple]] = [[] for _ in lanes]
+    while True:
+        step = [(lane, scheduler.next_for(lane)) for lane in lanes]
+        step = [(lane, shard) for lane, shard in step if shard is not None]
+        if not step:
+            return ran
+        for lane, shard in step:
+            first = not ran[lane.tag.index] or ran[lane.tag.index][-1][:2] != shard[:2]
+            ran[lane.tag.index].append(shard)
+            if shard[0] == "hw" and program_s is not None:
+                stages = [{"stage": "program", "wall_s": program_s}] if first else []
+                scheduler.finished({"kind": "hw", "programmed": first, "stages": stages,
+                                    "wall_s": shard_s + (program_s if first else 0.0)})
+
+
+def _shards(chips: int, chunks: int) -> list[tuple]:
+    refs = [("ref", a, a + 1) for a in range(chunks)]
+    return refs + [("hw", c, 100 + c, a, a + 1) for c in range(chips) for a in range(chunks)]
+
+
+def test_the_scheduler_keeps_a_chip_on_one_worker_and_splits_the_tail():
+    # 4 chips on 2 lanes: each chip whole on one lane, in sample order; the reference
+    # shards spread over both
+    ran = _schedule(2, _shards(4, 3))
+    hw = [[s for s in lane if s[0] == "hw"] for lane in ran]
+    chips_on = [{s[1] for s in lane} for lane in hw]
+    assert len(chips_on[0]) == len(chips_on[1]) == 2 and not chips_on[0] & chips_on[1]
+    assert all([s[3] for s in lane if s[1] == c] == [0, 1, 2]
+               for lane, chips in zip(hw, chips_on, strict=True) for c in chips)
+    assert [len([s for s in lane if s[0] == "ref"]) for lane in ran] == [2, 1]
+    assert sorted(s for lane in ran for s in lane) == sorted(_shards(4, 3))
+    # one chip on 2 lanes: the idle lane takes the back half of the other's queue
+    ran = _schedule(2, [("hw", 0, 100, a, a + 1) for a in range(6)])
+    assert [[s[3] for s in lane] for lane in ran] == [[0, 1, 2], [3, 4, 5]]
+    # ... unless programming the chip again costs more than running that half
+    ran = _schedule(2, [("hw", 0, 100, a, a + 1) for a in range(6)], program_s=10.0)
+    assert [[s[3] for s in lane] for lane in ran] == [[0, 1, 2, 3, 4, 5], []]
+    # 3 chips of 8 shards on 2 lanes (program 1 s, shard 1 s): the third chip is split and
+    # both lanes end at the same time (each programmed 2 chips and ran 12 shards)
+    ran = _schedule(2, _shards(3, 8)[8:], program_s=1.0)
+    chips_of = [[s[1] for s in lane] for lane in ran]
+    assert 2 in chips_of[0] and 2 in chips_of[1]
+    assert [len(lane) for lane in ran] == [12, 12]
 
 
 def _campaign(spec, graph, x, y, out, executor):
@@ -111,11 +195,11 @@ def test_an_interrupted_campaign_resumes_to_the_same_report(tmp_path, monkeypatc
         whole = _campaign(spec, graph, x, y, tmp_path / "whole", pool)
     real, calls = campaign._run_shard, []
 
-    def dies_after_seven(shard, shared):
+    def dies_after_seven(shard, shared, lane):
         calls.append(shard)
         if len(calls) > 7:
             raise RuntimeError("worker lost")
-        return real(shard, shared)
+        return real(shard, shared, lane)
 
     monkeypatch.setattr(campaign, "_run_shard", dies_after_seven)
     with cf.ThreadPoolExecutor(1) as pool, \
@@ -188,6 +272,14 @@ def test_a_dask_local_cluster_gives_the_same_chips_and_counts_progress(tmp_path)
     assert on_dask.chips == plain.chips
     assert sum(told) == 2 * SAMPLES            # chip-images done, all of them
     assert "Dask LocalCluster" in on_dask.campaign["backend"]
+    # each lane's shards ran on its own Dask worker, reusing the chip it programmed
+    records = _records(tmp_path)
+    _programmed_only_on_a_new_chip(records)
+    workers_of = {lane: {r["worker"] for r in records if r["lane"] == lane}
+                  for lane in (0, 1)}
+    assert [len(w) for w in workers_of.values()] == [1, 1]
+    assert workers_of[0] != workers_of[1]
+    assert on_dask.campaign["programmings"] <= 3      # 2 chips, at most one split
     report = json.loads((tmp_path / "report.json").read_text())["simulation"]
     assert report["chips"] == plain.chips
     assert report["campaign"]["chip_images_computed"] == 2 * SAMPLES
