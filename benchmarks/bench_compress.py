@@ -64,6 +64,22 @@ QUICK_OPTIONS = {
     "superbnn": dict(epochs=1),
     "heatvit": dict(warmup_epochs=1, epochs=1),
 }
+PHASES = {
+    "forms": {"admm prune": (("admm", "prune_epochs"), ("finetune", "finetune_epochs")),
+              "admm polarize": (("admm", "polarize_epochs"), ("finetune", "finetune_epochs")),
+              "quantize": (("qat", "qat_epochs"),)},
+    "isqed": {"progressive prune": (("admm", "prune_epochs"), ("finetune", "finetune_epochs")),
+              "quantize": (("qat", "qat_epochs"),)},
+    "pim-qat": {"digital QAT": (("pim-qat digital", "qat_epochs"),),
+                "PIM-aware training": (("pim-aware", "epochs"),)},
+    "superbnn": {"randomized-BNN training": (("superbnn", "epochs"),)},
+    "heatvit": {"selectors": (("heatvit warm-up", "warmup_epochs"),
+                              ("heatvit fine-tune", "epochs"))},
+}
+"""Each stage's epochs in order, as runs of ``(kind, option giving their count)`` repeated
+until the stage's epochs are used up (isqed: one run per progressive step); the kinds are
+those of :data:`chipforge.compress.EPOCH_COST`."""
+
 BATCH = {"forms": 64, "isqed": 64, "pim-qat": 64, "superbnn": 128, "heatvit": 64}
 """The methods' default batch sizes (AdamConfig / pim_qat.train / SuperbnnOptions /
 HeatvitOptions), used by the baseline too."""
@@ -169,7 +185,13 @@ class StageClock:
 
 def bench_method(method: str, x, y, *, quick: bool, baseline_epochs: int) -> dict:
     import chipforge.compress as cc
-    from chipforge.compress import compress, parse_options, planned_epochs, split_data
+    from chipforge.compress import (
+        compress,
+        epoch_costs,
+        parse_options,
+        planned_epochs,
+        split_data,
+    )
 
     module = build_model(method)
     split = split_data(x.astype(np.float64), y, 10, val_fraction=0.2, seed=0, label="bench")
@@ -188,8 +210,20 @@ def bench_method(method: str, x, y, *, quick: bool, baseline_epochs: int) -> dic
         total = CLOCK() - start
     finally:
         cc.Progress = saved
-    epochs, _ = planned_epochs(method, parse_options(method, options))
+    opts = parse_options(method, options)
+    epochs, _ = planned_epochs(method, opts)
     per_k = 1000.0 / n_train
+    kinds: dict[str, list[tuple[bool, float]]] = {}
+    for s in clock.stages:
+        runs = PHASES[method].get(s["stage"], ())
+        labels = [kind for kind, field in runs for _ in range(getattr(opts, field))]
+        for i, sec in enumerate(s["epochs"]):
+            label = labels[i % len(labels)] if labels else s["stage"]
+            kinds.setdefault(label, []).append((i == 0, sec))
+    # a stage's first epoch carries the stage's set-up (isqed: the reference fault-injected
+    # evaluation): left out of its kind's cost where the kind has other epochs
+    kinds = {k: [sec for first, sec in v if not first] or [sec for _, sec in v]
+             for k, v in kinds.items()}
     stages = []
     for s in clock.stages:
         if not s["epochs"]:
@@ -199,8 +233,21 @@ def bench_method(method: str, x, y, *, quick: bool, baseline_epochs: int) -> dic
         stages.append({"stage": s["stage"], "epochs": len(s["epochs"]),
                        "s_per_epoch_per_1000": sec * per_k, "ratio": sec / base_epoch,
                        "first_epoch_ratio": s["epochs"][0] / base_epoch})
+    epoch_cost = {k: float(np.median(v)) / base_epoch for k, v in kinds.items()}
+    in_epochs = sum(sum(s["epochs"]) for s in clock.stages)
+    one_off = total - in_epochs
+    # the method's default options: its measured epoch costs times the default epochs, plus
+    # this run's one-off work (conversions, exports, evaluations, calibrations)
+    defaults = parse_options(method, {})
+    default_epochs, _ = planned_epochs(method, defaults)
+    default_plain = sum(n * epoch_cost.get(kind, np.nan)
+                        for kind, n, _ in epoch_costs(method, defaults))
     return {"method": method, "train_images": n_train,
+            "one_off_s": one_off, "default_epochs": default_epochs,
+            "default_run_ratio": (default_plain * base_epoch + one_off)
+            / (default_epochs * base_epoch),
             "plain_s_per_epoch_per_1000": base_epoch * per_k, "stages": stages,
+            "epoch_cost": epoch_cost,
             "whole_run_s": total, "planned_epochs": epochs,
             "whole_run_s_per_epoch_per_1000": total / max(epochs, 1) * per_k,
             "whole_run_ratio": total / max(epochs, 1) / base_epoch}
@@ -241,9 +288,13 @@ def main(argv=None) -> int:
             print(f"  {s['stage']:<26} {s['s_per_epoch_per_1000']:8.3f} s  "
                   f"{s['ratio']:6.2f}x  ({s['epochs']} epochs, first "
                   f"{s['first_epoch_ratio']:.2f}x)")
+        print("  epoch cost by kind (chipforge.compress.EPOCH_COST): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["epoch_cost"].items()))
         print(f"  {'whole run / planned epochs':<26} {r['whole_run_s_per_epoch_per_1000']:8.3f} s"
               f"  {r['whole_run_ratio']:6.2f}x  ({r['whole_run_s']:.1f} s, "
-              f"{r['planned_epochs']} epochs)")
+              f"{r['planned_epochs']} epochs, {r['one_off_s']:.1f} s of it outside epochs)")
+        print(f"  {'default options':<26} {r['default_run_ratio']:17.2f}x  "
+              f"({r['default_epochs']} epochs at the costs above + the same one-off work)")
     print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         from chipforge.files import atomic_write
