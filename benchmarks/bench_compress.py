@@ -21,13 +21,19 @@ the stage's start, or the previous tick, to the tick), so a stage's figure inclu
 does between epochs (ADMM Z-updates, sign updates, validation); work outside any epoch
 (exports, calibrations, fault-injected evaluations) shows in the whole run's figure, which
 divides the compress call's time by its planned epochs. Printed per method: seconds
-per epoch per 1,000 training images of the baseline, of each stage, of the whole run, and
-their ratio to the baseline (target: 1.5 or less).
+per epoch per 1,000 training images of the baseline, of each stage (median over its epochs)
+and of the whole run, and their ratio to the baseline (target: 1.5 or less); the cost of
+each kind of epoch (ADMM, fine-tuning, QAT, ...; a stage's first epoch, which carries its
+set-up, left out where the kind has others), which is what
+:data:`chipforge.compress.EPOCH_COST` holds for the run-time estimate; the seconds spent
+outside epochs; and the ratio projected for the method's default options (the kinds'
+costs times the default epochs plus the same one-off work).
 
-Run: ``python benchmarks/bench_compress.py [--images 1000] [--methods forms isqed ...]
-[--json out.json]``; ``--quick`` (300 images, 1 epoch per stage) is a smoke run. Quote
-``uptime``'s load average beside the figures: on a shared machine the ratios hold better
-than the seconds.
+Times are CPU seconds of this process by default (``--wall``: wall seconds). Run:
+``python benchmarks/bench_compress.py [--images 1000] [--methods forms isqed ...]
+[--json out.json]`` (about 2 CPU-minutes); ``--quick`` (300 images, 1 epoch per stage) is
+a smoke run whose per-epoch figures are set-up dominated. Quote ``uptime``'s load average
+beside the figures.
 """
 
 from __future__ import annotations
