@@ -105,17 +105,23 @@ class TorchPimAdc:
         return value
 
 
-def _bit_slices(x_q: torch.Tensor, act_bits: int, dac_bits: int) -> tuple[torch.Tensor, list]:
-    """Unsigned DAC slices, MSB first (C, *x.shape), and each slice's shift."""
+def _bit_slices(x_q: torch.Tensor, act_bits: int, dac_bits: int, *,
+                padded_k: int | None = None) -> tuple[torch.Tensor, list]:
+    """Unsigned DAC slices, MSB first (C, *x.shape), and each slice's shift; with
+    ``padded_k`` the last axis is zero-padded to that length. Written straight into one
+    float buffer (no stack, no separate pad copy: a PIM-aware step slices every layer's
+    im2col matrix); int32 holds any activation code (``act_bits`` <= 16)."""
     full, rest = divmod(act_bits, dac_bits)
     widths = ([rest] if rest else []) + [dac_bits] * full
-    x_int = x_q.to(torch.int64)
-    slices, shifts, top = [], [], act_bits
-    for width in widths:
+    k = x_q.shape[-1]
+    x_int = x_q.to(torch.int32)
+    out = torch.zeros((len(widths), *x_q.shape[:-1], padded_k or k), dtype=torch.float32)
+    shifts, top = [], act_bits
+    for i, width in enumerate(widths):
         top -= width
-        slices.append(((x_int >> top) & ((1 << width) - 1)).to(torch.float32))
+        out[i, ..., :k] = ((x_int >> top) if top else x_int) & ((1 << width) - 1)
         shifts.append(top)
-    return torch.stack(slices), shifts
+    return out, shifts
 
 
 def _weight_digits(w_q: torch.Tensor, weight_bits: int, decomposition: Decomposition):
@@ -137,12 +143,12 @@ def torch_pim_matmul(x_q: torch.Tensor, w_q: torch.Tensor, *, act_bits: int, wei
     with torch.no_grad():
         m, k = x_q.shape
         n = w_q.shape[1]
-        xs, shifts = _bit_slices(x_q, act_bits, cfg.input_dac_bits)           # C, M, K
-        digits, slice_scale = _weight_digits(w_q, weight_bits, cfg.decomposition)  # S, K, N
         tiles = -(-k // cfg.rows)
         pad = tiles * cfg.rows - k
+        xs, shifts = _bit_slices(x_q, act_bits, cfg.input_dac_bits,
+                                 padded_k=tiles * cfg.rows)                   # C, M, T*rows
+        digits, slice_scale = _weight_digits(w_q, weight_bits, cfg.decomposition)  # S, K, N
         if pad:
-            xs = F.pad(xs, (0, pad))
             digits = F.pad(digits, (0, 0, 0, pad))
         c, s = xs.shape[0], digits.shape[0]
         xs = xs.reshape(c, m, tiles, cfg.rows).permute(0, 2, 1, 3)
