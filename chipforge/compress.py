@@ -384,6 +384,45 @@ def planned_epochs(method: str, opts) -> tuple[int, str]:
     return 0, "unknown method"
 
 
+EPOCH_COST = {
+    "admm": 1.25, "finetune": 1.15, "qat": 1.2,          # forms / isqed: the LeNet-sized CNN
+    "pim-qat digital": 4.5, "pim-aware": 13.3,           # the same CNN on cap-ram
+    "superbnn": 5.7,                                     # MLP 784-128-128-10
+    "heatvit warm-up": 1.55, "heatvit fine-tune": 1.8,   # ViT, 6 blocks, 32 wide, 49 patches
+}
+"""CPU seconds of one epoch of each kind of compress stage, as a multiple of one plain torch
+training epoch of the same model on the same data (same batch, optimizer type and thread
+count, a validation forward each), **measured** by ``benchmarks/bench_compress.py`` (see
+docs/compress.md for the run); :func:`estimate_seconds` scales the measured float step by
+them."""
+
+
+def epoch_costs(method: str, opts) -> list[tuple[str, int, float]]:
+    """``(kind, epochs, cost per epoch relative to plain training)`` of each training phase
+    of ``method`` with ``opts`` (:data:`EPOCH_COST`); the epochs sum to
+    :func:`planned_epochs`'s."""
+    o, c = opts, EPOCH_COST
+    if method == "forms":
+        prune = o.prune_ratio > 0 or parse_ratios_any(o.prune_ratios)
+        return [("admm", o.prune_epochs * prune + o.polarize_epochs * o.polarize, c["admm"]),
+                ("finetune", o.finetune_epochs * (prune + o.polarize), c["finetune"]),
+                ("qat", o.qat_epochs, c["qat"])]
+    if method == "isqed":
+        steps = len(o.ratios)
+        return [("admm", steps * o.prune_epochs, c["admm"]),
+                ("finetune", steps * o.finetune_epochs, c["finetune"]),
+                ("qat", o.qat_epochs, c["qat"])]
+    if method == "pim-qat":
+        return [("pim-qat digital", o.qat_epochs, c["pim-qat digital"]),
+                ("pim-aware", o.epochs, c["pim-aware"])]
+    if method == "superbnn":
+        return [("superbnn", o.epochs, c["superbnn"])]
+    if method == "heatvit":
+        return [("heatvit warm-up", o.warmup_epochs, c["heatvit warm-up"]),
+                ("heatvit fine-tune", o.epochs, c["heatvit fine-tune"])]
+    return []
+
+
 def parse_ratios_any(text: str) -> bool:
     from chipforge.compress_options import parse_ratios
 
@@ -394,11 +433,12 @@ ESTIMATE_PROBE_BATCH = 64
 """Images in the timed training step of :func:`estimate_seconds`."""
 
 
-def estimate_seconds(graph, data: CompressData, epochs: int) -> float | None:
-    """Run time of ``epochs`` epochs over the training split (plus a validation pass each),
-    from one *measured* training step (forward, backward, Adam update) of the float model
-    on :data:`ESTIMATE_PROBE_BATCH` training images, single-threaded as compress trains;
-    None when the model has no torch equivalent here (e.g. token selectors)."""
+def estimate_seconds(graph, data: CompressData, epochs: float) -> float | None:
+    """Run time of ``epochs`` plain training epochs over the training split (plus a
+    validation pass each), from one *measured* training step (forward, backward, Adam
+    update) of the float model on :data:`ESTIMATE_PROBE_BATCH` training images,
+    single-threaded as compress trains; None when the model has no torch equivalent here
+    (e.g. token selectors). A method's run: ``epochs`` weighted by :func:`epoch_costs`."""
     import torch
 
     from chipforge.mappings.torch_export import graph_module
@@ -661,15 +701,19 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
     ckpt = Checkpoint(ckpt_dir, fingerprint)
     bars = Progress(method, progress)
     epochs, assumes = planned_epochs(method, opts)
+    plain_epochs = sum(n * cost for _, n, cost in epoch_costs(method, opts))
 
     def announce() -> None:      # at the first stage: after the method's checks passed
-        seconds = estimate_seconds(graph, split, epochs)
-        if seconds is not None:
-            per_image_ms = 1e3 * seconds / max(epochs, 1) / len(split.y_train)
-            bars.line(f"estimated run time about {_duration(seconds)}: {epochs} epochs "
-                      f"({assumes}) over {len(split.y_train)} training images at "
-                      f"{per_image_ms:.3g} ms per image per epoch, from a measured "
-                      "training step of the float model; method overheads not modelled")
+        plain = estimate_seconds(graph, split, 1)
+        if plain is not None:
+            per_image_ms = 1e3 * plain / len(split.y_train)
+            bars.line(f"estimated run time about {_duration(plain * plain_epochs)}: "
+                      f"{epochs} epochs ({assumes}) over {len(split.y_train)} training "
+                      f"images; plain training of this model {per_image_ms:.3g} ms per image "
+                      "per epoch (a measured step of the float model), this method's epochs "
+                      f"{plain_epochs / max(epochs, 1):.2g}x that on average (measured by "
+                      "benchmarks/bench_compress.py); one-off conversions and evaluations "
+                      "not counted")
 
     if progress is not False:
         bars.before_first_stage = announce

@@ -500,11 +500,14 @@ def _forward(net, images, *, targets=None, decision: str = "selector", importanc
     return net.head(tokens[:, 0]), fractions, attention_losses, tokens, policy
 
 
-def _rollout(teacher, images, blocks):
+def _rollout(teacher, images, blocks, *, with_outputs: bool = False):
     """Attention rollout (Abnar & Zuidema, 2020) of the original model, run dense: for each
     block ``b`` of ``blocks``, how much the final class token draws on each token at
     ``b``'s input, the class row of ``prod_(l >= b) (A_l + I) / 2`` with ``A_l`` block
-    ``l``'s attention averaged over the heads. Returns one ``(N, T)`` tensor per block."""
+    ``l``'s attention averaged over the heads. Returns one ``(N, T)`` tensor per block;
+    ``with_outputs``: also ``(logits, final_tokens)`` of this dense pass, which are
+    :func:`_forward`'s of the teacher (the same operations on the same inputs), so the
+    distillation needs no second teacher pass."""
     import torch
 
     c = teacher.config
@@ -522,6 +525,10 @@ def _rollout(teacher, images, blocks):
         q, k, _ = block.qkv(h).reshape(n, t, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
         maps.append((q @ k.transpose(-2, -1) / c.head_dim ** 0.5).softmax(-1).mean(1))
         x = block(x, policy, h)
+    outputs = None
+    if with_outputs:
+        tokens = teacher.norm(x)
+        outputs = (teacher.head(tokens[:, 0]), tokens)
     eye = torch.eye(t)
     out = []
     for b in blocks:
@@ -529,7 +536,7 @@ def _rollout(teacher, images, blocks):
         for a in reversed(maps[b:]):
             row = row @ (0.5 * a + 0.5 * eye)
         out.append(row[:, 0])
-    return out
+    return (out, outputs) if with_outputs else out
 
 
 def _attention_loss(block, selector, h, policy, alive, c, importance=None):
@@ -595,10 +602,12 @@ def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer
                                                                            opts.mixup))
                 partner = torch.randperm(len(idx), generator=generator)
                 xb, yb2 = lam * xb + (1 - lam) * xb[partner], yb[partner]
-            importance = None
+            importance = teacher_out = None
             if opts.selector_target == "rollout" and opts.attention_weight:
                 with torch.no_grad():
-                    importance = _rollout(teacher, xb, net.config.selector_blocks)
+                    importance, teacher_out = _rollout(teacher, xb,
+                                                       net.config.selector_blocks,
+                                                       with_outputs=True)
             logits, fractions, attention, tokens, live = _forward(
                 net, xb, targets=targets, decision=opts.decision, importance=importance)
             if warm:
@@ -606,8 +615,11 @@ def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer
                 if not opts.attention_weight:
                     continue                  # nothing to learn: the warm-up is a no-op
             else:
-                with torch.no_grad():
-                    teacher_logits, _, _, teacher_tokens, _ = _forward(teacher, xb)
+                if teacher_out is not None:       # the rollout's dense pass gave them
+                    teacher_logits, teacher_tokens = teacher_out
+                else:
+                    with torch.no_grad():
+                        teacher_logits, _, _, teacher_tokens, _ = _forward(teacher, xb)
                 t = teacher_tokens.shape[1]
                 kept = live[:, :t]
                 token = (((tokens[:, :t] - teacher_tokens) ** 2).mean(-1) * kept).sum() / (

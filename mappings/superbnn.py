@@ -103,6 +103,11 @@ def _modules():
     import torch
     from torch import nn
 
+    def _signs(v, at: float = 0.0):
+        """+1 where ``v >= at``, else -1 (as ``torch.where(v >= at, 1.0, -1.0)``, which
+        costs 4x more on the CPU: measured 0.36 vs 0.09 ms on a 128x784 weight)."""
+        return (v >= at).to(v.dtype) * 2 - 1
+
     class StochasticBinaryLinear(nn.Module):
         def __init__(self, fan_in: int, fan_out: int, hw: AqfpConfig, *, output: bool,
                      randomized: bool, length: int):
@@ -128,7 +133,7 @@ def _modules():
 
         def binary_weight(self):
             w = self.weight
-            return w + (torch.where(w >= 0, 1.0, -1.0) - w).detach()
+            return w + (_signs(w) - w).detach()
 
         def threshold(self, mac):
             if self.output:
@@ -149,10 +154,11 @@ def _modules():
             partial = torch.einsum("bkn,okn->bok", xs, ws)
             theta = self.threshold(partial.sum(-1))
             z = (partial - theta[None, :, None] * self.share) / self.noise
-            expected = torch.erf(z / math.sqrt(2.0)).mean(-1)       # E[2 b - 1]
+            erf = torch.erf(z / math.sqrt(2.0))
+            expected = erf.mean(-1)                                  # E[2 b - 1]
             with torch.no_grad():
                 if self.randomized:
-                    p = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+                    p = 0.5 * (1.0 + erf.detach())
                     # The count of K binomials of L trials, drawn from its Gaussian
                     # approximation (torch.binomial is ~20x slower); the simulator draws
                     # exact binomials.
@@ -166,7 +172,7 @@ def _modules():
                 else:
                     sampled = partial.sum(-1) - theta                  # hard sign below
                 if not self.output:
-                    sampled = torch.where(sampled >= 0, 1.0, -1.0)
+                    sampled = _signs(sampled)
             y = expected + (sampled - expected).detach()
             return y * self.scale if self.output else y
 
@@ -180,7 +186,7 @@ def _modules():
                 for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)))
 
         def forward(self, x):
-            h = torch.where(x.flatten(1) >= self.threshold, 1.0, -1.0)
+            h = _signs(x.flatten(1), self.threshold)
             for layer in self.layers:
                 h = layer(h)
             return h

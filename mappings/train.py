@@ -94,12 +94,23 @@ def apply_constraints(model: nn.Module) -> None:
             w.mul_(mask)
         signs = getattr(layer, "fragment_signs", None)
         if signs is not None:
-            per_weight = torch.from_numpy(expand_signs(tuple(w.shape), signs.numpy(),
-                                                       layer.fragment_size,
-                                                       layer.fragment_order,
-                                                       int(getattr(layer, "groups", 1))
-                                                       )).to(w.dtype)
-            w.mul_((w * per_weight >= 0).to(w.dtype))
+            w.mul_((w * _per_weight_signs(layer, w) >= 0).to(w.dtype))
+
+
+def _per_weight_signs(layer: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """Each weight's fragment sign of ``layer`` (``w``'s shape and dtype), expanded once per
+    sign set: constrained training projects after every step, and the signs change only
+    between phases (a new buffer or an in-place write, which bumps its version)."""
+    signs = layer.fragment_signs
+    key = (signs, signs._version, tuple(w.shape), w.dtype, int(layer.fragment_size),
+           str(layer.fragment_order), int(getattr(layer, "groups", 1)))
+    cached = layer.__dict__.get("_per_weight_signs")
+    if cached is not None and cached[0][0] is signs and cached[0][1:] == key[1:]:
+        return cached[1]
+    per_weight = torch.from_numpy(expand_signs(tuple(w.shape), signs.numpy(), key[4], key[5],
+                                               key[6])).to(w.dtype)
+    layer.__dict__["_per_weight_signs"] = (key, per_weight)
+    return per_weight
 
 
 @torch.no_grad()
@@ -111,15 +122,20 @@ def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train(model: nn.Module, data: TrainData, *, epochs: int, lr: float, seed: int,
           batch_size: int = 64, weight_decay: float = 0.0,
           extra_loss: Callable[[], torch.Tensor] | None = None,
+          extra_grad: Callable[[], float] | None = None,
           on_epoch_end: Callable[[int], None] | None = None,
           constrained: bool = False) -> nn.Module:
     """Adam on cross-entropy (+ ``extra_loss()``), shuffled minibatches from ``seed``.
 
-    With ``constrained`` the layer constraints are re-applied after every step.
+    ``extra_grad()``, called after each backward pass, adds the gradient of a penalty the
+    caller differentiates itself (cheaper than autograd for a quadratic penalty: ADMM)
+    straight to the parameters' ``.grad`` and returns the penalty's value (for the
+    reported loss). With ``constrained`` the layer constraints are re-applied after every
+    step.
     """
     with deterministic():
         _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss,
-               on_epoch_end, constrained)
+               extra_grad, on_epoch_end, constrained)
     model.eval()
     return model
 
@@ -134,8 +150,8 @@ def minibatches(n: int, batch: int) -> list[tuple[int, int]]:
         del bounds[-2]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
-def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, on_epoch_end,
-           constrained) -> None:
+def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, extra_grad,
+           on_epoch_end, constrained) -> None:
     gen = seed_everything(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -152,10 +168,11 @@ def _train(model, data, epochs, lr, seed, batch_size, weight_decay, extra_loss, 
                 loss = loss + extra_loss()
             opt.zero_grad()
             loss.backward()
+            penalty = 0.0 if extra_grad is None else extra_grad()
             opt.step()
             if constrained:
                 apply_constraints(model)
-            total += float(loss.detach()) * len(idx)
+            total += (float(loss.detach()) + penalty) * len(idx)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         if monitor is not None:

@@ -150,3 +150,36 @@ def test_graph_level_passes_chain_prune_polarize_quantize(data, dense):
         passes.prune(gq, 0.5, ds)
     with pytest.raises(ValueError, match="dataset inputs have shape"):
         passes.prune(g, 0.5, digits(16))
+
+
+def test_constraints_follow_new_fragment_signs_after_a_projection_with_old_ones():
+    """Constrained training projects after every step with each layer's fragment signs
+    (expanded once per sign set, not per step): new signs, whether a new buffer or written
+    in place, must take effect at the next projection."""
+    from chipforge.mappings.polarize import set_fragment_signs
+    from chipforge.mappings.train import apply_constraints
+    from chipforge.sim.fragments import FragmentOrder
+
+    layer = nn.Linear(8, 2)                          # 8 rows: 2 fragments of 4 per column
+    model = nn.Sequential(OrderedDict([("fc", layer)]))
+    values = torch.tensor([[1., -2., 3., -4., 5., -6., 7., -8.]] * 2)
+    positive = np.ones((2, 2), dtype=np.int8)
+    set_fragment_signs(layer, positive, 4, FragmentOrder.W_MAJOR)
+    with torch.no_grad():
+        layer.weight.copy_(values)
+    apply_constraints(model)                         # every fragment +: negatives zeroed
+    assert (layer.weight >= 0).all() and (layer.weight > 0).sum() == 8
+
+    set_fragment_signs(layer, -positive, 4, FragmentOrder.W_MAJOR)   # a new buffer
+    with torch.no_grad():
+        layer.weight.copy_(values)
+    apply_constraints(model)
+    assert (layer.weight <= 0).all() and (layer.weight < 0).sum() == 8
+
+    with torch.no_grad():
+        layer.fragment_signs[:, 1] = 1                # in place: the second fragment turns +
+        layer.weight.copy_(values)
+    apply_constraints(model)
+    w = layer.weight.detach()
+    assert (w[:, :4] <= 0).all() and (w[:, 4:] >= 0).all()
+    assert w[0].tolist() == [0., -2., 0., -4., 5., 0., 7., 0.]
