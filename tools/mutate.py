@@ -323,6 +323,23 @@ EQUIVALENT_VERILOG = {
     "plan-sigmoid:60 '<' -> '<='": "the sign test at 0; every input code checked, all equal",
     "token-selector:1369 '==' -> '!='": "dead logic: the compare's wire is never read "
                                         "(only its declaration and assign exist)",
+    # The packager inside the selector: its output transfer `valid & ready` turned `|`.
+    # The two differ only when valid != ready. The selector drives the packager's ready
+    # high in exactly its SCORE state. valid=0, ready=1 (SCORE): `|` clears a valid that
+    # is already 0, no change. valid=1, ready=0 (outside SCORE): cannot happen. The
+    # packager's valid rises only on an input transfer (its input valid is score_valid,
+    # set only while scoring, in SCORE) or on its pending package (set by such a
+    # transfer); the selector leaves SCORE on the beat carrying `last`, which is the
+    # packager's final beat of the image (no input and no pending package remain), and
+    # the original clears valid on that same edge; reset clears both. The selector
+    # testbench asserts the invariant (packager valid => ready) on every cycle it runs,
+    # and the same operator in the standalone packager (token-packager, under
+    # back-pressure) is a drawn mutant that its testbench kills.
+    "token-selector:8478 '&' -> '|'": "the packager's output transfer: its ready is high "
+                                      "whenever its valid can be (SCORE state), so valid|ready"
+                                      " and valid&ready clear the same valid; invariant "
+                                      "checked every cycle by the selector testbench; the "
+                                      "standalone packager's copy is killed",
 }
 
 

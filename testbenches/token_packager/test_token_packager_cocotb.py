@@ -2,10 +2,10 @@
 
 Reference: ``chipforge.sim.ref.token_packager.packager_beats``; config and widths from the
 manifest. Stimulus: 150 images of 1..16 random tokens (full-scale negative channels and
-full-scale scores mixed in, about 20 % forced keeps), back to back; random idle cycles on
-the input and back-pressure on the output, a reset while a result waits; then 30 images
-back to back with the output always ready, every beat's cycle on the Verilog against the
-docstring's latency and throughput.
+full-scale scores, scores exactly at the keep threshold and one below it mixed in, about
+20 % forced keeps), back to back; random idle cycles on the input and back-pressure on the
+output, a reset while a result waits; then 30 images back to back with the output always
+ready, every beat's cycle on the Verilog against the docstring's latency and throughput.
 """
 
 import os
@@ -31,6 +31,9 @@ def _images(cfg, seed, n_images):
         tokens[rng.random(t) < 0.1] = -lim
         scores = rng.integers(0, 1 << cfg.score_bits, t)
         scores[rng.random(t) < 0.1] = (1 << cfg.score_bits) - 1
+        at = rng.random(t)              # exactly at the keep threshold (kept), one below
+        scores[at < 0.1] = cfg.threshold
+        scores[(at >= 0.1) & (at < 0.15)] = cfg.threshold - 1
         force = rng.random(t) < 0.2
         yield tokens, scores, force
 
