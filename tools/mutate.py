@@ -304,11 +304,11 @@ VERILOG_BLOCKS = {   # block: (testbench, mutants drawn, extra env, cocotb test 
     "tile-forms8": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                     {"CHIPFORGE_TILE_CASE": "tile-forms8"},
                     "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
-                    "tile_random_weights_and_rails"),
+                    "tile_random_weights_and_rails|tile_random_registers"),
     "tile-isaac": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                    {"CHIPFORGE_TILE_CASE": "tile-isaac"},
                    "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
-                    "tile_random_weights_and_rails"),
+                    "tile_random_weights_and_rails|tile_random_registers"),
 }
 
 
