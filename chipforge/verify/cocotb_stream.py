@@ -16,8 +16,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-__all__ = ["Scoreboard", "StreamDriver", "StreamMonitor", "check_reset_clears_pending",
-           "reset_dut"]
+__all__ = ["HandshakeChecker", "PipelineModel", "Scoreboard", "StreamDriver", "StreamMonitor",
+           "check_reset_clears_pending", "reset_dut"]
 
 
 async def reset_dut(dut, cycles: int = 2, period_ns: int = 10) -> None:
@@ -174,6 +174,79 @@ async def check_reset_clears_pending(dut, words: Sequence[int], *, i_prefix: str
             raise AssertionError(f"{o_prefix}: a result is still offered {cycle} cycles "
                                  "after reset")
         await FallingEdge(dut.clk)
+
+
+class PipelineModel:
+    """Cycle model of a stall-on-back-pressure pipeline of ``depth`` registered stages
+    (``hw.heatvit._pipeline``): a stage advances when it is empty or the next one
+    advances, the last one when the output is ready; the input is ready when stage 0
+    advances; the output is valid when the last stage holds a value."""
+
+    def __init__(self, depth: int):
+        self.valid = [False] * depth
+
+    def ports(self, o_ready: bool) -> tuple[bool, bool]:
+        """(input ready, output valid) in this cycle."""
+        return self._advance(o_ready)[0], self.valid[-1]
+
+    def _advance(self, o_ready: bool) -> list[bool]:
+        advance, down = [False] * len(self.valid), o_ready
+        for k in reversed(range(len(self.valid))):
+            advance[k] = down = not self.valid[k] or down
+        return advance
+
+    def step(self, i_valid: bool, o_ready: bool) -> None:
+        """The clock edge after a cycle with these input valid and output ready."""
+        advance = self._advance(o_ready)
+        for k in reversed(range(len(self.valid))):
+            if advance[k]:
+                self.valid[k] = i_valid if k == 0 else self.valid[k - 1]
+
+
+class HandshakeChecker:
+    """Checks a block's input ``ready`` and output ``valid`` in *every* cycle against a
+    cycle model while a :class:`StreamDriver` (idle cycles) and a :class:`StreamMonitor`
+    (back-pressure, stalls) run, so a throughput fault that shows only under idle input
+    and back-pressure together fails in the cycle it happens. ``model`` has
+    ``ports(o_ready) -> (i_ready, o_valid)`` and ``step(i_valid, o_ready)`` (for example
+    :class:`PipelineModel`); it starts as the block is right after reset. Start with
+    :meth:`start` right after the reset, :meth:`stop` (awaited) when done."""
+
+    def __init__(self, dut, model, *, i_prefix: str = "i_stream", o_prefix: str = "o_stream"):
+        self.dut, self.model = dut, model
+        self.i_valid = getattr(dut, f"{i_prefix}__valid")
+        self.i_ready = getattr(dut, f"{i_prefix}__ready")
+        self.o_valid = getattr(dut, f"{o_prefix}__valid")
+        self.o_ready = getattr(dut, f"{o_prefix}__ready")
+        self.names = i_prefix, o_prefix
+        self.cycles = 0
+        self._running = False
+        self._task = None
+
+    def start(self) -> None:
+        self._running = True
+        self._task = cocotb.start_soon(self._run())
+
+    async def stop(self) -> int:
+        """Stop after the current cycle; re-raise a mismatch; the cycles checked."""
+        self._running = False
+        await self._task
+        return self.cycles
+
+    async def _run(self) -> None:
+        while self._running:
+            await FallingEdge(self.dut.clk)
+            await ReadOnly()
+            self.cycles += 1
+            i_valid, o_ready = bool(self.i_valid.value), bool(self.o_ready.value)
+            want_ready, want_valid = self.model.ports(o_ready)
+            got_ready, got_valid = bool(self.i_ready.value), bool(self.o_valid.value)
+            where = f"cycle {self.cycles} after reset"
+            assert got_ready == want_ready, (f"{where}: {self.names[0]}.ready={int(got_ready)}"
+                                             f", the cycle model says {int(want_ready)}")
+            assert got_valid == want_valid, (f"{where}: {self.names[1]}.valid={int(got_valid)}"
+                                             f", the cycle model says {int(want_valid)}")
+            self.model.step(i_valid, o_ready)
 
 
 def start(coro):
