@@ -135,7 +135,7 @@ class PackagerTiming:
 
     def ports(self, o_ready):
         free = not self.valid or o_ready
-        return free and not self.pending, self.valid
+        return {"i_stream__ready": free and not self.pending, "o_stream__valid": self.valid}
 
     def step(self, i_valid, o_ready):
         free = not self.valid or o_ready
