@@ -393,6 +393,16 @@ def run_verilog_operators(only: str, timeout: int) -> tuple[int, int, list[str]]
             if only not in block:
                 continue
             extra = {k: cases.get(v, v) for k, v in env.items()}
+            # baseline: the testbench must pass on the block as committed, else a kill
+            # means nothing
+            work = Path(tempfile.mkdtemp(dir=tmp))
+            shutil.copytree(ROOT / "rtl" / block, work / block)
+            try:
+                run_cocotb(work / block, ROOT / bench, simulator="icarus", build_root=work,
+                           extra_env=extra, test_filter=test_filter)
+            except Exception as e:
+                raise SystemExit(f"mutate: {bench} fails on the unmutated {block}: {e}") from e
+            shutil.rmtree(work, ignore_errors=True)
             for name, line_no in verilog_mutants(block, count):
                 work = Path(tempfile.mkdtemp(dir=tmp))
                 copy = work / block
