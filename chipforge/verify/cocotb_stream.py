@@ -251,7 +251,7 @@ class HandshakeChecker:
             for name, want in self.model.ports(o_ready).items():
                 value = getattr(self.dut, name).value
                 assert value.is_resolvable, f"cycle {self.cycles} after reset: {name}={value}"
-                got = int(value)
+                got = value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
                 assert got == int(want), (f"cycle {self.cycles} after reset: {name}={got}, "
                                           f"the cycle model says {int(want)}")
             self.model.step(i_valid, o_ready)

@@ -6,10 +6,10 @@ The config and every width come from the manifest. Stimulus: random fragment job
 every effective input width from 0 to the full width, the extremes (all inputs at full
 scale with full-scale cells, all zero, a lone MSB), and jobs of a real polarized
 ``x @ W`` (whose results must equal the product); under idle input and back-pressure
-``i_stream.ready``, ``o_stream.valid``, ``dac_valid`` and ``trigger`` are checked in every
-cycle against the docstring's timing (``FragmentTiming``). A second test runs the jobs back to
-back and checks each job's cycles (accept to accept) and its DAC cycles against the
-reference and the cycle model: EIC + 1 and EIC.
+``i_stream.ready``, ``o_stream.valid``, ``dac_valid``, ``dac_bits`` and ``trigger`` are
+checked in every cycle against the docstring's timing (``FragmentTiming``). A second test
+runs the jobs back to back and checks each job's cycles (accept to accept) and its DAC
+cycles against the reference and the cycle model: EIC + 1 and EIC.
 """
 
 import os
@@ -95,11 +95,13 @@ class FragmentTiming:
     triggers (``trigger`` high) in the next cycle, unless it is a ``last`` job and the
     previous result still waits on a stalled output; ``i_stream.ready`` is high when idle
     or in the trigger cycle (the next job is accepted there); a ``last`` job's result is
-    valid the cycle after its trigger and stays until taken."""
+    valid the cycle after its trigger and stays until taken. ``dac_bits`` (bit r = row r)
+    carries bit s of each input in shift cycle s (LSB first), 0 outside shift cycles."""
 
-    def __init__(self, eic, last):
-        self.eic, self.last = list(eic), list(last)
+    def __init__(self, eic, last, inputs):
+        self.eic, self.last, self.inputs = list(eic), list(last), inputs
         self.taken, self.busy, self.left, self.is_last, self.valid = 0, False, 0, False, False
+        self.held = None
 
     def _trigger(self, o_ready):
         finishing = self.busy and self.left == 0
@@ -107,8 +109,13 @@ class FragmentTiming:
 
     def ports(self, o_ready):
         trigger = self._trigger(o_ready)
+        shifting = self.busy and self.left > 0
+        bits = 0
+        if shifting:
+            step = int(self.eic[self.taken - 1]) - self.left
+            bits = sum(((int(v) >> step) & 1) << r for r, v in enumerate(self.held))
         return {"i_stream__ready": not self.busy or trigger, "o_stream__valid": self.valid,
-                "dac_valid": self.busy and self.left > 0, "trigger": trigger}
+                "dac_valid": shifting, "trigger": trigger, "dac_bits": bits}
 
     def step(self, i_valid, o_ready):
         trigger = self._trigger(o_ready)
@@ -122,6 +129,7 @@ class FragmentTiming:
         if take:
             self.busy, self.left = True, int(self.eic[self.taken])
             self.is_last = bool(self.last[self.taken])
+            self.held = self.inputs[self.taken]
             self.taken += 1
 
 
@@ -148,7 +156,7 @@ async def forms_fragment_random_idle_backpressure(dut):
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=22)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.5, seed=23)
     eic = group_eic(jobs.inputs, cfg.input_bits, cfg.fragment_size)[:, 0]
-    timing = HandshakeChecker(dut, FragmentTiming(eic, jobs.last))
+    timing = HandshakeChecker(dut, FragmentTiming(eic, jobs.last, jobs.inputs))
     timing.start()
     start(driver.send(words))
     raw = await monitor.collect(len(expected), timeout_cycles=40 * len(words) + 100)

@@ -5,6 +5,8 @@ last also waits while a result is stalled on ``o_stream``. Every result stays ri
 back to back (output always ready) nothing changes: a throughput fault under back-pressure
 only, which the per-cycle handshake check (``FragmentTiming``) sees. Located by structure:
 the assign of the named ``can_finish`` from two terms, the second being ``~o_blocked``'s.
+And rows 0 and 1 swapped on the ``dac_bits`` port (its assign, by the shift registers'
+names): results unchanged, only the port an analog array would read is wrong.
 """
 
 from pathlib import Path
@@ -20,6 +22,9 @@ TESTBENCH = HERE / "test_forms_fragment_cocotb.py"
 MUTATIONS = {
     "non-last-job-waits-for-output": (r"(assign can_finish = )\\\$\d+  \| (\\\$\d+ ;)",
                                       r"\1\2"),
+    # rows 0 and 1 swapped on the DAC port only (the datapath still shifts the right bits)
+    "dac-bits-rows-swapped": (r"(assign dac_bits = \{ [^;]*)shift1\[0\], shift0\[0\] \}",
+                              r"\1shift0[0], shift1[0] }"),
 }
 
 
