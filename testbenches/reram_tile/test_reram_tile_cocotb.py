@@ -360,7 +360,11 @@ def random_register_cases(cfg, seed=21):
     fragment); inputs over the whole range. MULT (both signs) and BIAS (up to the 64-bit
     register's range) are drawn per column at the scale of S so that acc * MULT spans
     about 1.5 output ranges and BIAS shifts it by up to one: results on both rails and in
-    between where S allows (at S = 63 only the rounding term and BIAS matter)."""
+    between where S allows (at S = 63 only the rounding term and BIAS matter). In the two
+    compiled-layer configurations BIAS then puts the first vector's result of column 0
+    below the lower rail, of column 1 above the upper one and of the other columns at
+    distinct values between them, so every tile shape reaches both rails and the
+    interior."""
     from chipforge.sim.ref.reram_tile import Requant, requantize
 
     rng = np.random.default_rng(seed)
@@ -381,7 +385,8 @@ def random_register_cases(cfg, seed=21):
         x[0] = top
         dots = x @ w
         big = int(np.abs(dots).max()) or 1
-        if shift is None:
+        natural = shift is None
+        if natural:
             shift = max(0, min(63, cfg.mult_bits - 3 - out_bits + big.bit_length()))
         if mode == "raw":
             rq = Requant(mult=np.ones(n, np.int64), bias=np.zeros(n, np.int64), shift=shift,
@@ -392,6 +397,12 @@ def random_register_cases(cfg, seed=21):
             reach = min(word, (1 << out_bits) << shift)
             bias = np.array([int(rng.integers(-reach, reach, dtype=np.int64, endpoint=True))
                              for _ in range(n)], dtype=np.int64)
+            if natural:     # vector 0's results: below, above, between the rails
+                lo = 0 if mode == "relu" else -(1 << (out_bits - 1))
+                hi = lo + (1 << out_bits) - 1
+                targets = [lo - 50, hi + 50] + [lo + (hi - lo) * j // n for j in range(1, n - 1)]
+                bias = np.array([(target << shift) - int(dots[0, c]) * int(mult[c])
+                                 for c, target in enumerate(targets[:n])], dtype=np.int64)
             rq = Requant(mult=mult.astype(np.int64), bias=bias, shift=shift,
                          relu=mode == "relu", out_bits=out_bits)
         cases.append((k, n, mode, w, x, rq, requantize(dots, rq)))
