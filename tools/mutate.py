@@ -304,11 +304,11 @@ VERILOG_BLOCKS = {   # block: (testbench, mutants drawn, extra env, cocotb test 
     "tile-forms8": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                     {"CHIPFORGE_TILE_CASE": "tile-forms8"},
                     "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
-                    "tile_random_weights_and_rails"),
+                    "tile_random_weights_and_rails|tile_random_registers"),
     "tile-isaac": ("testbenches/reram_tile/test_reram_tile_cocotb.py", 8,
                    {"CHIPFORGE_TILE_CASE": "tile-isaac"},
                    "tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
-                    "tile_random_weights_and_rails"),
+                    "tile_random_weights_and_rails|tile_random_registers"),
 }
 
 
@@ -323,6 +323,23 @@ EQUIVALENT_VERILOG = {
     "plan-sigmoid:60 '<' -> '<='": "the sign test at 0; every input code checked, all equal",
     "token-selector:1369 '==' -> '!='": "dead logic: the compare's wire is never read "
                                         "(only its declaration and assign exist)",
+    # The packager inside the selector: its output transfer `valid & ready` turned `|`.
+    # The two differ only when valid != ready. The selector drives the packager's ready
+    # high in exactly its SCORE state. valid=0, ready=1 (SCORE): `|` clears a valid that
+    # is already 0, no change. valid=1, ready=0 (outside SCORE): cannot happen. The
+    # packager's valid rises only on an input transfer (its input valid is score_valid,
+    # set only while scoring, in SCORE) or on its pending package (set by such a
+    # transfer); the selector leaves SCORE on the beat carrying `last`, which is the
+    # packager's final beat of the image (no input and no pending package remain), and
+    # the original clears valid on that same edge; reset clears both. The selector
+    # testbench asserts the invariant (packager valid => ready) on every cycle it runs,
+    # and the same operator in the standalone packager (token-packager, under
+    # back-pressure) is a drawn mutant that its testbench kills.
+    "token-selector:8478 '&' -> '|'": "the packager's output transfer: its ready is high "
+                                      "whenever its valid can be (SCORE state), so valid|ready"
+                                      " and valid&ready clear the same valid; invariant "
+                                      "checked every cycle by the selector testbench; the "
+                                      "standalone packager's copy is killed",
 }
 
 
@@ -376,6 +393,16 @@ def run_verilog_operators(only: str, timeout: int) -> tuple[int, int, list[str]]
             if only not in block:
                 continue
             extra = {k: cases.get(v, v) for k, v in env.items()}
+            # baseline: the testbench must pass on the block as committed, else a kill
+            # means nothing
+            work = Path(tempfile.mkdtemp(dir=tmp))
+            shutil.copytree(ROOT / "rtl" / block, work / block)
+            try:
+                run_cocotb(work / block, ROOT / bench, simulator="icarus", build_root=work,
+                           extra_env=extra, test_filter=test_filter)
+            except Exception as e:
+                raise SystemExit(f"mutate: {bench} fails on the unmutated {block}: {e}") from e
+            shutil.rmtree(work, ignore_errors=True)
             for name, line_no in verilog_mutants(block, count):
                 work = Path(tempfile.mkdtemp(dir=tmp))
                 copy = work / block

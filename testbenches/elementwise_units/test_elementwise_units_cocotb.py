@@ -6,9 +6,11 @@ stream out, one value per beat.
 Reference: ``chipforge.sim.ref.<unit>``; config and widths from the manifest. Stimulus:
 every input code of the unit's domain (extremes included), then 2000 random codes; random
 idle cycles on the input and back-pressure (stalls of up to 100 cycles) on the output,
-then a reset while a result waits; then, back to back, the cycles on the Verilog: each
-result offered exactly the documented latency after its input (hw/heatvit.py: GELU and
-exp 3 cycles, sigmoid 1), one per cycle.
+with ``i_stream.ready`` and ``o_stream.valid`` checked in every cycle against the cycle
+model of a pipeline that stalls as a whole (``PipelineModel``), then a reset while a
+result waits; then, back to back, the cycles on the Verilog: each result offered exactly
+the documented latency after its input (hw/heatvit.py: GELU and exp 3 cycles, sigmoid 1),
+one per cycle.
 """
 
 import importlib
@@ -40,6 +42,8 @@ UNITS = {
 async def elementwise_unit_random_idle_backpressure(dut):
     from chipforge import config
     from chipforge.verify.cocotb_stream import (
+        HandshakeChecker,
+        PipelineModel,
         Scoreboard,
         StreamDriver,
         StreamMonitor,
@@ -63,8 +67,14 @@ async def elementwise_unit_random_idle_backpressure(dut):
     await reset_dut(dut)
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=s_drv)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=s_mon, signed=signed_out)
+    # every cycle: i_stream.ready and o_stream.valid as a LATENCY-stage pipeline that
+    # stalls as a whole on back-pressure (hw/heatvit.py's _pipeline)
+    timing = HandshakeChecker(dut, PipelineModel(LATENCY[block]))
+    timing.start()
     start(driver.send(words))
     received = await monitor.collect(len(expected), timeout_cycles=10 * len(words) + 100)
+    checked = await timing.stop()
+    assert checked > len(words), "the handshake checker did not run"
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, words)
     Scoreboard(block).check(expected, received, context=lambda k: f"x = {x[k]}")

@@ -5,9 +5,11 @@ back-pressure), the reference model (``chipforge.sim.ref.forms_fragment``), a sc
 The config and every width come from the manifest. Stimulus: random fragment jobs with
 every effective input width from 0 to the full width, the extremes (all inputs at full
 scale with full-scale cells, all zero, a lone MSB), and jobs of a real polarized
-``x @ W`` (whose results must equal the product). A second test runs the jobs back to
-back and checks each job's cycles (accept to accept) and its DAC cycles against the
-reference and the cycle model: EIC + 1 and EIC.
+``x @ W`` (whose results must equal the product); under idle input and back-pressure
+``i_stream.ready``, ``o_stream.valid``, ``dac_valid``, ``dac_bits`` and ``trigger`` are
+checked in every cycle against the docstring's timing (``FragmentTiming``). A second test
+runs the jobs back to back and checks each job's cycles (accept to accept) and its DAC
+cycles against the reference and the cycle model: EIC + 1 and EIC.
 """
 
 import os
@@ -87,10 +89,56 @@ def _unpack_results(manifest, words, columns):
     return out
 
 
+class FragmentTiming:
+    """The fragment's control outputs, cycle by cycle, from its docstring (hw/
+    forms_fragment.py): an accepted job shifts for EIC cycles (``dac_valid`` high), then
+    triggers (``trigger`` high) in the next cycle, unless it is a ``last`` job and the
+    previous result still waits on a stalled output; ``i_stream.ready`` is high when idle
+    or in the trigger cycle (the next job is accepted there); a ``last`` job's result is
+    valid the cycle after its trigger and stays until taken. ``dac_bits`` (bit r = row r)
+    carries bit s of each input in shift cycle s (LSB first), 0 outside shift cycles."""
+
+    def __init__(self, eic, last, inputs):
+        self.eic, self.last, self.inputs = list(eic), list(last), inputs
+        self.taken, self.busy, self.left, self.is_last, self.valid = 0, False, 0, False, False
+        self.held = None
+
+    def _trigger(self, o_ready):
+        finishing = self.busy and self.left == 0
+        return finishing and (not self.is_last or not (self.valid and not o_ready))
+
+    def ports(self, o_ready):
+        trigger = self._trigger(o_ready)
+        shifting = self.busy and self.left > 0
+        bits = 0
+        if shifting:
+            step = int(self.eic[self.taken - 1]) - self.left
+            bits = sum(((int(v) >> step) & 1) << r for r, v in enumerate(self.held))
+        return {"i_stream__ready": not self.busy or trigger, "o_stream__valid": self.valid,
+                "dac_valid": shifting, "trigger": trigger, "dac_bits": bits}
+
+    def step(self, i_valid, o_ready):
+        trigger = self._trigger(o_ready)
+        take = i_valid and (not self.busy or trigger) and self.taken < len(self.eic)
+        self.valid = self.valid and not o_ready
+        if self.busy and self.left > 0:
+            self.left -= 1
+        if trigger:
+            self.busy = False
+            self.valid = self.valid or self.is_last
+        if take:
+            self.busy, self.left = True, int(self.eic[self.taken])
+            self.is_last = bool(self.last[self.taken])
+            self.held = self.inputs[self.taken]
+            self.taken += 1
+
+
 @cocotb.test()
 async def forms_fragment_random_idle_backpressure(dut):
+    from chipforge.sim.cycle.model import group_eic
     from chipforge.sim.ref.forms_fragment import run_fragments
     from chipforge.verify.cocotb_stream import (
+        HandshakeChecker,
         Scoreboard,
         StreamDriver,
         StreamMonitor,
@@ -107,8 +155,12 @@ async def forms_fragment_random_idle_backpressure(dut):
     await reset_dut(dut)
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=22)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.5, seed=23)
+    eic = group_eic(jobs.inputs, cfg.input_bits, cfg.fragment_size)[:, 0]
+    timing = HandshakeChecker(dut, FragmentTiming(eic, jobs.last, jobs.inputs))
+    timing.start()
     start(driver.send(words))
     raw = await monitor.collect(len(expected), timeout_cycles=40 * len(words) + 100)
+    assert await timing.stop() > len(words), "the handshake checker did not run"
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, words)
     received = _unpack_results(manifest, raw, cfg.columns)

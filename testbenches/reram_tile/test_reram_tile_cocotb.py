@@ -348,6 +348,92 @@ async def tile_random_weights_and_rails(dut):
     assert np.logical_or.reduce(flipped).all()      # every physical column flipped once
 
 
+def random_register_cases(cfg, seed=21):
+    """Register configurations for :func:`tile_random_registers`, each with its weights,
+    inputs, registers and expected outputs: ``(k, n, mode, weights, x, requant, expected)``.
+
+    K over 1, a row group's rows, one more, every row and random values; N over 1, every
+    column and random values; every mode (``relu``, ``signed``, ``raw``) three times; S
+    over 0, 63 (the register's maximum), random values and the largest S whose MULT stays
+    inside its register (as a compiled layer's). Weights: random over the whole range
+    (:func:`random_full_weights`, every row group of the K rows non-zero, FORMS signs per
+    fragment); inputs over the whole range. MULT (both signs) and BIAS (up to the 64-bit
+    register's range) are drawn per column at the scale of S so that acc * MULT spans
+    about 1.5 output ranges and BIAS shifts it by up to one: results on both rails and in
+    between where S allows (at S = 63 only the rounding term and BIAS matter). In the two
+    compiled-layer configurations BIAS then puts the first vector's result of column 0
+    below the lower rail, of column 1 above the upper one and of the other columns at
+    distinct values between them, so every tile shape reaches both rails and the
+    interior."""
+    from chipforge.sim.ref.reram_tile import Requant, requantize
+
+    rng = np.random.default_rng(seed)
+    rows, total, cols, out_bits = cfg.crossbar.rows, cfg.rows_total, cfg.cols, cfg.out_bits
+    top = (1 << cfg.crossbar.input_bits) - 1
+    mult_top, word = (1 << (cfg.mult_bits - 1)) - 1, (1 << 63) - 1
+    ks = [1, total, rows, min(rows + 1, total), *rng.integers(1, total + 1, 5)]
+    ns = [cols, 1, cols, *rng.integers(1, cols + 1, 3), cols, cols, int(rng.integers(1, cols + 1))]
+    modes = ["relu", "signed", "raw"] * 3
+    # relu S=63, signed S=0, raw; relu S=0, signed S=63, raw; relu/signed natural; raw
+    shifts = [63, 0, 0, 0, 63, int(rng.integers(1, 64)), None, None,
+              int(rng.integers(1, 64))]
+    cases = []
+    for k, n, mode, shift in zip(ks, ns, modes, shifts, strict=True):
+        k, n = int(k), int(n)
+        w = random_full_weights(cfg, rng)[:k, :n]
+        x = rng.integers(0, top + 1, size=(6, k))
+        x[0] = top
+        dots = x @ w
+        big = int(np.abs(dots).max()) or 1
+        natural = shift is None
+        if natural:
+            shift = max(0, min(63, cfg.mult_bits - 3 - out_bits + big.bit_length()))
+        if mode == "raw":
+            rq = Requant(mult=np.ones(n, np.int64), bias=np.zeros(n, np.int64), shift=shift,
+                         relu=False, raw=True, out_bits=out_bits)
+        else:
+            scale = min(mult_top, max(1, ((3 << out_bits) << shift) // (2 * big)))
+            mult = rng.integers(scale // 2, scale + 1, n) * rng.choice([-1, 1], n)
+            reach = min(word, (1 << out_bits) << shift)
+            bias = np.array([int(rng.integers(-reach, reach, dtype=np.int64, endpoint=True))
+                             for _ in range(n)], dtype=np.int64)
+            if natural:     # vector 0's results: below, above, between the rails
+                lo = 0 if mode == "relu" else -(1 << (out_bits - 1))
+                hi = lo + (1 << out_bits) - 1
+                targets = [lo - 50, hi + 50] + [lo + (hi - lo) * j // n for j in range(1, n - 1)]
+                bias = np.array([(target << shift) - int(dots[0, c]) * int(mult[c])
+                                 for c, target in enumerate(targets[:n])], dtype=np.int64)
+            rq = Requant(mult=mult.astype(np.int64), bias=bias, shift=shift,
+                         relu=mode == "relu", out_bits=out_bits)
+        cases.append((k, n, mode, w, x, rq, requantize(dots, rq)))
+    return cases
+
+
+@cocotb.test()
+async def tile_random_registers(dut):
+    """Random register configurations in one simulation (:func:`random_register_cases`: K
+    from 1 to every row, N from 1 to every column, each mode, S from 0 to 63), each on its
+    own random full-range weights and inputs; the results reach both rails of the ReLU
+    and the signed modes and the values between; the rounding term ``2**(S-1)`` and the
+    shift of 63 included. Idle input, stalls, every port and cycle checked."""
+    manifest, cfg, _, _ = _env()
+    Clock(dut.clk, 10, unit="ns").start()
+    tile = Tile(dut, manifest, cfg)
+    cases = random_register_cases(cfg)
+    for i, (k, n, mode, w, x, rq, expected) in enumerate(cases):
+        prog = TileProgram(cfg, w)
+        assert np.array_equal(prog.dots(x), x @ w)                  # no ADC saturates
+        dut._log.info(f"config {i}: K={k} N={n} {mode} S={rq.shift}")
+        await tile.reset()
+        await tile.program(prog, rq, k, n)
+        await tile.run(prog, x, expected, seed=30 + i, idle=0.2, stall=0.05, adc_latency=1)
+    out_bits = cfg.out_bits
+    for mode, lo, hi in (("relu", 0, (1 << out_bits) - 1),
+                         ("signed", -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)):
+        seen = {int(v) for c in cases if c[2] == mode for v in c[6].reshape(-1)}
+        assert {lo, hi} <= seen and len(seen - {lo, hi}) >= 3, f"{mode}: {sorted(seen)}"
+
+
 @cocotb.test()
 async def tile_reset_while_busy(dut):
     """Reset in the middle of a vector (and while an output waits): nothing survives."""
@@ -401,7 +487,7 @@ def _case(tmp_path, block, layer, images):
 
 
 FAST_TESTS = ("tile_layer_idle_and_stalls|tile_random_vectors|tile_reset_while_busy|"
-              "tile_random_weights_and_rails")
+              "tile_random_weights_and_rails|tile_random_registers")
 
 
 @pytest.mark.parametrize("block", sorted(MODELS))

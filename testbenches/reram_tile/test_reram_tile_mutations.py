@@ -3,7 +3,11 @@
 Each mutation edits a copy of ``rtl/tile-forms8``: a reset that no longer clears the
 controller (a pending result survives), an output that advances while stalled (a result is
 overwritten/lost under back-pressure), two rows of the DAC port swapped (the crossbar port),
-and an output stream that ignores ``tready`` only after a stall of more than 16 cycles.
+and an output stream that ignores ``tready`` only after a stall of more than 16 cycles;
+the register and requantization faults that a one-layer case misses: the K register losing
+bit 5 (K = 32 reads as 0), the shift losing bit 5 (S >= 32), the upper clip one below the
+rail, the rounding term dropped (located by the named registers ``reg_k``'s write,
+``rounded``, ``clipped`` and ``reg_shift``, not by yosys' wire numbers).
 """
 
 from pathlib import Path
@@ -22,6 +26,17 @@ MUTATIONS = {   # yosys numbers its wires ($NN): the patterns match any number
     "output-ignores-stall": (r"(\\\$\d+  = out_col;[\s\S]*?3'h5:\n          )"
                              r"if \(m_axis_tready\)", r"\1if (1'b1)"),
     "dac-rows-swapped": (r"dac1\[0\], dac0\[0\] \}", "dac0[0], dac1[0] }"),
+    # the register file: K's write (address 0x001) loses bit 5, so K = 32 reads as 0
+    "k-register-loses-bit-5": (r"(12'h001:\n\s+\\\$\d+  = )cfg_wdata\[5:0\];",
+                               r"\1{ 1'h0, cfg_wdata[4:0] };"),
+    # the requantization: the shift by S uses S's low 5 bits only (S >= 32 wrong)
+    "shift-loses-bit-5": (r"(assign rounded = \$signed\(scaled\) >>> )reg_shift;",
+                          r"\1reg_shift[4:0];"),
+    # the upper clip value one below the rail (ReLU clips at 254, signed at 126)
+    "upper-clip-one-low": (r"(clipped = \{ 1'h0, )(\\\$\d+ ) \};", r"\1\2- 1'h1 };"),
+    # the rounding term 2**(S-1) dropped (truncation instead of round half up)
+    "rounding-term-dropped": (r"(assign \\\$\d+  = )1'h1 << reg_shift;",
+                              r"\g<1>1'h0 << reg_shift;"),
 }
 
 

@@ -4,7 +4,9 @@ The reference model is ``chipforge.sim.ref.sc_accumulator.sc_accumulate`` with t
 LFSR seeds (from the config in the manifest; every width comes from the manifest too).
 Stimulus: 150 vectors of random probability codes plus the extremes (all codes 0, all at
 full scale, all at half scale, one stream high and the rest low), with random idle cycles
-on the input and random back-pressure on the output; then a stall-free run whose cycles
+on the input and random back-pressure on the output, ``i_stream.ready`` and
+``o_stream.valid`` checked in every cycle against the docstring's handshake
+(``AccumulatorTiming``); then a stall-free run whose cycles
 are checked against the cycle model (``cfg.cycles_per_vector`` between vectors, result
 ``cfg.length + 1`` cycles after its input).
 """
@@ -35,8 +37,33 @@ def _stimulus(cfg, seed, n):
     return codes
 
 
+class AccumulatorTiming:
+    """The accumulator's handshake, cycle by cycle, from its docstring (hw/
+    sc_accumulator.py): the input is taken when idle and the output register is free
+    (empty, or its result taken in this cycle); the vector then runs ``length`` cycles and
+    its result is valid in the next, until taken."""
+
+    def __init__(self, length):
+        self.length, self.busy, self.cycle, self.valid = length, False, 0, False
+
+    def ports(self, o_ready):
+        return {"i_stream__ready": not self.busy and (not self.valid or o_ready),
+                "o_stream__valid": self.valid}
+
+    def step(self, i_valid, o_ready):
+        take = i_valid and not self.busy and (not self.valid or o_ready)
+        self.valid = self.valid and not o_ready
+        if self.busy:
+            if self.cycle == self.length - 1:
+                self.busy, self.valid = False, True
+            self.cycle += 1
+        if take:
+            self.busy, self.cycle = True, 0
+
+
 async def _run(dut, codes, idle_prob, ready_prob, seed):
     from chipforge.verify.cocotb_stream import (
+        HandshakeChecker,
         StreamDriver,
         StreamMonitor,
         check_reset_clears_pending,
@@ -52,9 +79,12 @@ async def _run(dut, codes, idle_prob, ready_prob, seed):
     await reset_dut(dut)
     driver = StreamDriver(dut, "i_stream", idle_prob=idle_prob, seed=seed)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=ready_prob, seed=seed + 1)
+    timing = HandshakeChecker(dut, AccumulatorTiming(cfg.length))
+    timing.start()
     start(driver.send(words))
     received = await monitor.collect(len(words),
                                      timeout_cycles=len(words) * (cfg.length + 40) + 100)
+    assert await timing.stop() > len(words), "the handshake checker did not run"
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, words)
     beats = [o_codec.unpack(w) for w in received]

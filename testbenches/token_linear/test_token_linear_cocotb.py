@@ -4,7 +4,9 @@ Reference: ``chipforge.sim.ref.token_linear.token_linear``; config and widths fr
 manifest. Stimulus: random weights and biases (the first row at full negative scale),
 loaded through ``w_stream``, then 300 random tokens (the first at full negative scale, so
 the largest product sum occurs); random idle cycles on both inputs and back-pressure on
-the output (stalls of up to 100 cycles), a reset while a result waits; then back to back,
+the output (stalls of up to 100 cycles), ``i_stream.ready`` and ``o_stream.valid`` checked
+in every cycle against the docstring's handshake (``LinearTiming``), a reset while a result
+waits; then back to back,
 the cycles on the Verilog against the docstring (first output 2 cycles after its token,
 one output per cycle).
 """
@@ -23,10 +25,39 @@ HERE = Path(__file__).resolve().parent
 RTL = HERE.parents[1] / "rtl" / "token-linear"
 
 
+class LinearTiming:
+    """The token linear's handshake, cycle by cycle, from its docstring (hw/heatvit.py):
+    with a token held, one output is formed in each cycle the output register is free
+    (empty, or its value taken in this cycle); the input is ready when no token is held
+    or in the cycle the held token's last output is formed."""
+
+    def __init__(self, out_features):
+        self.n, self.have, self.index, self.valid = out_features, False, 0, False
+
+    def _emit(self, o_ready):
+        can_emit = self.have and (not self.valid or o_ready)
+        return can_emit, can_emit and self.index == self.n - 1
+
+    def ports(self, o_ready):
+        _, finishing = self._emit(o_ready)
+        return {"i_stream__ready": not self.have or finishing, "o_stream__valid": self.valid}
+
+    def step(self, i_valid, o_ready):
+        can_emit, finishing = self._emit(o_ready)
+        take = i_valid and (not self.have or finishing)
+        self.valid = self.valid and not o_ready
+        if can_emit:
+            self.valid, self.index = True, 0 if finishing else self.index + 1
+            self.have = not finishing
+        if take:
+            self.have = True
+
+
 @cocotb.test()
 async def token_linear_random_idle_backpressure(dut):
     from chipforge.sim.ref.token_linear import token_linear
     from chipforge.verify.cocotb_stream import (
+        HandshakeChecker,
         Scoreboard,
         StreamDriver,
         StreamMonitor,
@@ -55,8 +86,11 @@ async def token_linear_random_idle_backpressure(dut):
     await StreamDriver(dut, "w_stream", idle_prob=0.3, seed=22).send(w_words)
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=23)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=24, signed=True)
+    timing = HandshakeChecker(dut, LinearTiming(cfg.out_features))
+    timing.start()
     start(driver.send(i_words))
     received = await monitor.collect(len(expected), timeout_cycles=20 * len(expected) + 100)
+    assert await timing.stop() > len(i_words), "the handshake checker did not run"
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, i_words)
     Scoreboard("token_linear").check(

@@ -2,10 +2,12 @@
 
 Reference: ``chipforge.sim.ref.token_packager.packager_beats``; config and widths from the
 manifest. Stimulus: 150 images of 1..16 random tokens (full-scale negative channels and
-full-scale scores mixed in, about 20 % forced keeps), back to back; random idle cycles on
-the input and back-pressure on the output, a reset while a result waits; then 30 images
-back to back with the output always ready, every beat's cycle on the Verilog against the
-docstring's latency and throughput.
+full-scale scores, scores exactly at the keep threshold and one below it mixed in, about
+20 % forced keeps), back to back; random idle cycles on the input and back-pressure on the
+output, the input ready and output valid checked in every cycle against the docstring's
+handshake (``PackagerTiming``), a reset while a result waits; then 30 images back to back
+with the output always ready, every beat's cycle on the Verilog against the docstring's
+latency and throughput.
 """
 
 import os
@@ -31,6 +33,9 @@ def _images(cfg, seed, n_images):
         tokens[rng.random(t) < 0.1] = -lim
         scores = rng.integers(0, 1 << cfg.score_bits, t)
         scores[rng.random(t) < 0.1] = (1 << cfg.score_bits) - 1
+        at = rng.random(t)              # exactly at the keep threshold (kept), one below
+        scores[at < 0.1] = cfg.threshold
+        scores[(at >= 0.1) & (at < 0.15)] = cfg.threshold - 1
         force = rng.random(t) < 0.2
         yield tokens, scores, force
 
@@ -51,6 +56,7 @@ def _stimulus(cfg, seed, n_images=150):
 @cocotb.test()
 async def token_packager_random_idle_backpressure(dut):
     from chipforge.verify.cocotb_stream import (
+        HandshakeChecker,
         Scoreboard,
         StreamDriver,
         StreamMonitor,
@@ -68,8 +74,11 @@ async def token_packager_random_idle_backpressure(dut):
     await reset_dut(dut)
     driver = StreamDriver(dut, "i_stream", idle_prob=0.25, seed=15)
     monitor = StreamMonitor(dut, "o_stream", ready_prob=0.6, seed=16)
+    timing = HandshakeChecker(dut, PackagerTiming(beats, cfg.threshold))
+    timing.start()
     start(driver.send(words))
     received = await monitor.collect(len(expected), timeout_cycles=10 * len(words) + 100)
+    assert await timing.stop() > len(words), "the handshake checker did not run"
     # A reset while a result waits on a stalled output must clear it.
     await check_reset_clears_pending(dut, words)
     Scoreboard("token_packager").check(
@@ -110,6 +119,40 @@ async def token_packager_random_idle_backpressure(dut):
         cycle += 1 if keep[-1] and package else 0
     _same_cycles("tokens taken", driver.sent_cycles, want_sent)
     _same_cycles("beats offered", monitor.valid_cycles, want_valid)
+
+
+class PackagerTiming:
+    """The packager's handshake, cycle by cycle, from its docstring (hw/heatvit.py): the
+    input is taken when the output register is free (empty, or its beat taken in this
+    cycle) and no package beat waits; a taken token's beat is valid the next cycle if it
+    is kept, and so is the package of an image whose last token is pruned; when the last
+    token is kept and something was pruned, the package follows in the next cycle the
+    output register is free (the input is held off until then)."""
+
+    def __init__(self, beats, threshold):
+        self.beats, self.threshold = beats, threshold
+        self.taken, self.valid, self.pending, self.pruned = 0, False, False, False
+
+    def ports(self, o_ready):
+        free = not self.valid or o_ready
+        return {"i_stream__ready": free and not self.pending, "o_stream__valid": self.valid}
+
+    def step(self, i_valid, o_ready):
+        free = not self.valid or o_ready
+        take = i_valid and free and not self.pending and self.taken < len(self.beats)
+        self.valid = self.valid and not o_ready
+        if self.pending and free:
+            self.pending, self.pruned, self.valid = False, False, True
+        elif take:
+            beat = self.beats[self.taken]
+            self.taken += 1
+            if beat["force"] or beat["score"] >= self.threshold:
+                self.valid = True
+                self.pending = bool(beat["last"]) and self.pruned
+            elif beat["last"]:
+                self.valid, self.pruned = True, False
+            else:
+                self.pruned = True
 
 
 def _same_cycles(what, got, want):

@@ -11,7 +11,8 @@ output port in *every* cycle against the cycle model
 (:func:`~chipforge.sim.ref.token_selector.select_tokens`): ``s_axis_tready`` (which cycle
 takes each token), ``busy``, ``m_axis_tvalid`` (no extra or missing beat; no beat withdrawn),
 and while valid ``m_axis_tdata`` (every channel, ``package``, ``mask``) and ``m_axis_tlast``
-equal to the expected beat of that cycle (so a beat that changes while stalled fails). The
+equal to the expected beat of that cycle (so a beat that changes while stalled fails); and
+that the packager submodule never offers a beat while the selector is not ready for it. The
 reset test resets in the middle of scoring and of the output (stalled), checks that nothing
 survives, and runs the case again from scratch.
 """
@@ -104,6 +105,11 @@ class Selector(RegisterMapDriver):
                     index += 1
         sent, got = 0, [[] for _ in images]
         last_driven, was_offered, last_ready = None, False, None
+        # The packager submodule's output handshake: the selector takes its beats only
+        # while scoring (ready = the SCORE state). Its valid must never be high while
+        # ready is low: a beat there would wait, or be lost if the handshake were wrong
+        # (tools/mutate.py's EQUIVALENT_VERILOG rests on this invariant).
+        pk_valid, pk_ready = dut.packager.o_stream__valid, dut.packager.o_stream__ready
         junk = random.Random(seed + 99)
         for cycle in range(tl.cycles + 60):      # 60 quiet cycles: no extra output
             if stop_at is not None and cycle == stop_at:
@@ -133,6 +139,8 @@ class Selector(RegisterMapDriver):
                                                  f"model takes it in {accepted[sent]}")
                 sent += 1
             assert int(dut.busy.value) == int(cycle in busy), f"{where}: busy"
+            assert int(pk_ready.value) or not int(pk_valid.value), (
+                f"{where}: the packager offers a beat the selector is not ready for")
             tvalid = int(dut.m_axis_tvalid.value)
             assert tvalid == int(cycle in out_valid), f"{where}: m_axis_tvalid={tvalid}"
             if tvalid:
@@ -257,7 +265,8 @@ def _extreme_centered_case(path):
     weights, on images that reach the ends of the centering arithmetic: 32 tokens all at
     -128 or all at +127 (the largest sums), 31 at -128 and one at +127 (h - m = +247, near
     the 9-bit limit) and the reverse, 1, 2 and 3 tokens (the largest reciprocals), and
-    random ones; 16-bit residual codes at their extremes too."""
+    random ones; 16-bit residual codes at their extremes too. The keep threshold (57) is
+    a score that 3 unforced tokens have exactly (kept) and 2 have minus one (pruned)."""
     import numpy as np
 
     from chipforge.config import TokenSelectorConfig
@@ -265,7 +274,7 @@ def _extreme_centered_case(path):
     from chipforge.verify.selector_case import SelectorCase, save_case
 
     cfg = TokenSelectorConfig(dim=8, heads=2, hidden=4, fc1_shift=9, gelu_frac_bits=4,
-                              fc2_shift=6, threshold=64, max_tokens=32, center=True)
+                              fc2_shift=6, threshold=57, max_tokens=32, center=True)
     rng = np.random.default_rng(7)
     weights = SelectorWeights(rng.integers(-128, 128, (4, 4)), rng.integers(-3000, 3000, 4),
                               rng.integers(-128, 128, (1, 4)), rng.integers(-500, 500, 1),
@@ -290,7 +299,8 @@ def _extreme_centered_case(path):
 def test_selector_centered_extremes(tmp_path):
     """The centered arithmetic at its ends (see :func:`_extreme_centered_case`) on a small
     generated top level: every beat bit-exact with the reference, every cycle as the cycle
-    model, idle input, stalls, reset while busy; the case prunes and keeps."""
+    model, idle input, stalls, reset while busy; the case prunes and keeps, and has tokens
+    scored exactly at the keep threshold (kept) and one below it (pruned)."""
     from chipforge.hw.generate import Block, write_block
     from chipforge.hw.token_selector import TokenSelector
     from chipforge.verify.runner import run_cocotb
@@ -298,8 +308,12 @@ def test_selector_centered_extremes(tmp_path):
 
     cfg, path = _extreme_centered_case(tmp_path / "case.npz")
     _, weights, images = load_case(path)
-    masks = [select_tokens(h, x, f, weights, cfg).mask for h, x, f in images]
+    outs = [select_tokens(h, x, f, weights, cfg) for h, x, f in images]
+    masks = [o.mask for o in outs]
     assert any(not m.all() for m in masks) and sum(m[1:].sum() for m in masks) > 10
+    unforced = [(int(s), bool(k)) for o, (_, _, f) in zip(outs, images, strict=True)
+                for s, k, forced in zip(o.scores, o.mask, f, strict=True) if not forced]
+    assert (cfg.threshold, True) in unforced and (cfg.threshold - 1, False) in unforced
     verilog, _ = write_block("token-selector-extremes", Block(
         module="token_selector_extremes", build=TokenSelector, config=cfg,
         summary="centered token selector, synthetic"), tmp_path / "rtl")
