@@ -141,6 +141,11 @@ class HeatvitOptions(ConfigBase):
     """Weight of token-level distillation: mean squared difference of the final normalized
     tokens of the pruned model and of the original, over the tokens kept (DynamicViT's
     token distillation, which HeatViT inherits)."""
+    joint_training: bool = True
+    """In fine-tuning, the attention loss's gradient also reaches the backbone below each
+    selector (the tokens it reads learn to carry the importance it must predict; HeatViT
+    and DynamicViT train selector and backbone jointly). False: the selectors read
+    detached tokens there (the earlier recipe)."""
     selector_hidden: int = 16
     """Hidden width of each selector's per-head MLP (ours). 16 rather than 8: the selector
     sees one token, and must predict an importance that depends on the whole image
@@ -192,8 +197,9 @@ class HeatvitOptions(ConfigBase):
             raise ValueError(f"selector_target must be one of {', '.join(SELECTOR_TARGETS)}, "
                              f"not {self.selector_target!r}")
         check_int("selector_hidden", self.selector_hidden, 1, 4096)
-        if not isinstance(self.center_tokens, bool):
-            raise ValueError(f"center_tokens must be true or false, not {self.center_tokens!r}")
+        for name in ("center_tokens", "joint_training"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         check_int("batch_size", self.batch_size, 1, 65536)
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not "
@@ -440,14 +446,16 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     return out
 
 
-def _forward(net, images, *, targets=None, decision: str = "selector", importance=None):
+def _forward(net, images, *, targets=None, decision: str = "selector", importance=None,
+             joint: bool = True):
     """Training forward of a torch ViT of :func:`chipforge.zoo.vit._torch_model`: the same
     function as its own forward (pre-norm blocks, selectors before their blocks, pruned
     tokens masked out of the attention keys and fused into one package token), with the
     training keep decisions of ``decision`` at keep ratios ``targets`` (None: no
     pruning, the original model); ``importance``: one ``(N, T)`` target per selector for
     its attention loss (:func:`_rollout`; None: the guarded block's class-token
-    attention). Returns ``(logits, kept_fractions, attention_losses,
+    attention); ``joint``: the attention loss's gradient reaches the tokens the selector
+    reads (False: they are detached for it). Returns ``(logits, kept_fractions, attention_losses,
     final_tokens, live)``: the kept fraction of each selector's candidates, each
     selector's attention-distillation loss, the final normalized tokens and the live mask
     over them."""
@@ -471,7 +479,7 @@ def _forward(net, images, *, targets=None, decision: str = "selector", importanc
             selector, target = net.selectors[s], targets[s]
             alive = policy * candidate
             attention_losses.append(_attention_loss(
-                block, selector, h, policy, alive, c,
+                block, selector, h if joint else h.detach(), policy, alive, c,
                 None if importance is None else importance[s]))
             score = selector(h, policy)
             if decision == "gumbel":
@@ -600,7 +608,8 @@ def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer
                 with torch.no_grad():
                     importance = _rollout(teacher, xb, net.config.selector_blocks)
             logits, fractions, attention, tokens, live = _forward(
-                net, xb, targets=targets, decision=opts.decision, importance=importance)
+                net, xb, targets=targets, decision=opts.decision, importance=importance,
+                joint=opts.joint_training)
             if warm:
                 loss = opts.attention_weight * sum(attention)
                 if not opts.attention_weight:
