@@ -18,8 +18,8 @@ trains the model back in torch:
    top target fraction, as the calibrated thresholds do at inference; the pruned tokens
    masked out of the attention and fused into one package token), loss = cross-entropy +
    KL distillation of the original model's logits + token distillation on the kept tokens
-   + the keep-ratio loss + the attention loss (which also trains the backbone below each
-   selector, so the tokens carry the importance the per-token selector reads), on
+   + the keep-ratio loss + the attention loss (on detached tokens; ``joint_training``
+   lets it train the backbone below each selector too), on
    mixup batches (``mixup``: DeiT's fine-tuning recipe, which DynamicViT and HeatViT
    follow; the distillation targets are the original model's outputs on the same mixed
    images).
@@ -114,13 +114,10 @@ class HeatvitOptions(ConfigBase):
     attention_weight: float = 1.0
     """Weight of the selectors' distillation from the original model's attention: each
     selector's keep logit regresses onto 2x the standardized log importance
-    (``selector_target``) of each live candidate token. In the warm-up it moves only the
-    selectors (the backbone is frozen); in fine-tuning its gradient also reaches the
-    backbone below each selector, so the tokens the per-token selector reads learn to
-    carry their importance (HeatViT and DynamicViT train selector and backbone jointly).
-    Measured (docs/heatvit.md, 8 hidden units): with the tokens detached instead, the
-    encoder-layer user ViT loses 5 test images, with them 2. The practitioner's trick
-    that makes the small selector rank tokens; 0 leaves only the task gradient."""
+    (``selector_target``) of each live candidate token. It moves only the selectors,
+    unless ``joint_training`` lets it reach the backbone below them in fine-tuning. The
+    practitioner's trick that makes the small selector rank tokens; 0 leaves only the
+    task gradient."""
     selector_target: str = "rollout"
     """The importance the selectors learn to rank by: ``rollout`` (how much the original
     model's final class token draws on each token at the guarded block's input: the
@@ -141,20 +138,29 @@ class HeatvitOptions(ConfigBase):
     """Weight of token-level distillation: mean squared difference of the final normalized
     tokens of the pruned model and of the original, over the tokens kept (DynamicViT's
     token distillation, which HeatViT inherits)."""
+    joint_training: bool = False
+    """True: in fine-tuning, the attention loss's gradient also reaches the backbone below
+    each selector (the tokens it reads learn to carry the importance it must predict).
+    False (default): the selectors' attention loss reads detached tokens; the backbone
+    still trains on the task and distillation losses, through which the selectors' keep
+    decisions act. Chosen on the validation split compress carves out
+    (tools/heatvit_recipe_selection.py, docs/heatvit.md): detached, the two user ViTs lost
+    0 validation images at compress seeds 0 and 1, joint 1-2."""
     selector_hidden: int = 16
     """Hidden width of each selector's per-head MLP (ours). 16 rather than 8: the selector
     sees one token, and must predict an importance that depends on the whole image
-    (``selector_target``); measured on the two 6-block user ViTs with the joint training
-    (docs/heatvit.md), 8 hidden units lost 5 test images on the timm-style one, 16 lost 2. Costs
-    ``hidden * heads`` cycles per token in the selector unit."""
+    (``selector_target``). Chosen on the test split (docs/heatvit.md, history); on the
+    validation split 8 units did as well (1.0 images lost on average against 1.25, with
+    joint training). Costs ``hidden * heads`` cycles per token in the selector unit."""
     center_tokens: bool = True
     """Each selector scores a token relative to the image's mean live token (it reads
     ``LN(x_t) - mean_live LN(x)``): the global feature of HeatViT's selector (DynamicViT's
     local + global features), tied to fc1's weights so that the selector unit only
     subtracts (``TokenSelectorConfig.center``). Measured (docs/heatvit.md, 8-bit engine,
-    compress seeds 0-4): the timm-style user ViT loses 1.6 test images on average with it,
-    4.4 without (the encoder-layer one 2.2 and 1.8). False: each token alone (the earlier
-    selector)."""
+    compress seeds 0-4, chosen on the test split: history): the timm-style user ViT loses 1.6
+    test images on average with it, 4.4 without (the encoder-layer one 2.2 and 1.8); on the
+    validation split, with joint training, 1.25 with it and 0.75 without (within the
+    spread). False: each token alone (the earlier selector)."""
     decision: str = "selector"
     """Training keep decisions: ``selector`` (each batch keeps the top target fraction of
     its live candidates by the selector's own score, as the calibrated inference
@@ -192,8 +198,9 @@ class HeatvitOptions(ConfigBase):
             raise ValueError(f"selector_target must be one of {', '.join(SELECTOR_TARGETS)}, "
                              f"not {self.selector_target!r}")
         check_int("selector_hidden", self.selector_hidden, 1, 4096)
-        if not isinstance(self.center_tokens, bool):
-            raise ValueError(f"center_tokens must be true or false, not {self.center_tokens!r}")
+        for name in ("center_tokens", "joint_training"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         check_int("batch_size", self.batch_size, 1, 65536)
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not "
@@ -440,14 +447,16 @@ def train_selectors(graph: Graph, x_train, y_train, x_val, y_val, opts: HeatvitO
     return out
 
 
-def _forward(net, images, *, targets=None, decision: str = "selector", importance=None):
+def _forward(net, images, *, targets=None, decision: str = "selector", importance=None,
+             joint: bool = True):
     """Training forward of a torch ViT of :func:`chipforge.zoo.vit._torch_model`: the same
     function as its own forward (pre-norm blocks, selectors before their blocks, pruned
     tokens masked out of the attention keys and fused into one package token), with the
     training keep decisions of ``decision`` at keep ratios ``targets`` (None: no
     pruning, the original model); ``importance``: one ``(N, T)`` target per selector for
     its attention loss (:func:`_rollout`; None: the guarded block's class-token
-    attention). Returns ``(logits, kept_fractions, attention_losses,
+    attention); ``joint``: the attention loss's gradient reaches the tokens the selector
+    reads (False: they are detached for it). Returns ``(logits, kept_fractions, attention_losses,
     final_tokens, live)``: the kept fraction of each selector's candidates, each
     selector's attention-distillation loss, the final normalized tokens and the live mask
     over them."""
@@ -471,7 +480,7 @@ def _forward(net, images, *, targets=None, decision: str = "selector", importanc
             selector, target = net.selectors[s], targets[s]
             alive = policy * candidate
             attention_losses.append(_attention_loss(
-                block, selector, h, policy, alive, c,
+                block, selector, h if joint else h.detach(), policy, alive, c,
                 None if importance is None else importance[s]))
             score = selector(h, policy)
             if decision == "gumbel":
@@ -609,7 +618,8 @@ def _fine_tune(net, teacher, x, y, opts: HeatvitOptions, *, generator, optimizer
                                                        net.config.selector_blocks,
                                                        with_outputs=True)
             logits, fractions, attention, tokens, live = _forward(
-                net, xb, targets=targets, decision=opts.decision, importance=importance)
+                net, xb, targets=targets, decision=opts.decision, importance=importance,
+                joint=opts.joint_training)
             if warm:
                 loss = opts.attention_weight * sum(attention)
                 if not opts.attention_weight:

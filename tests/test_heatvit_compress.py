@@ -156,6 +156,36 @@ def test_warm_up_teaches_the_selector_the_attention_rollout_ranking(tiny_vit):
     assert ranking(attention, warmup_epochs=6, selector_target="attention")[0] > 0.85
 
 
+def test_joint_training_lets_the_selector_loss_reach_the_backbone_below_it(tiny_vit):
+    """joint_training (default): the selectors' attention loss trains the tokens they read,
+    so its gradient reaches the patch embedding and block 0 below the selector; False
+    detaches those tokens for it (the earlier recipe): no gradient below, the selector's
+    own weights still get one."""
+    from chipforge.mappings.heatvit_selectors import _forward, _rollout, insert_selectors
+    from chipforge.zoo.vit import _torch_model
+
+    backbone, student = insert_selectors(load_graph(tiny_vit), (0.6,), (1,), seed=0)
+    x = torch.tensor(digits(8).x_train[:32])
+    teacher = _torch_model(backbone.config)
+    teacher.load_state_dict({k: torch.tensor(v) for k, v in backbone.params.items()})
+    teacher.config = backbone.config
+    importance = _rollout(teacher, x, (1,))
+    grads = {}
+    for joint in (True, False):
+        net = _torch_model(student.config)
+        net.config = student.config
+        net.load_state_dict({k: torch.tensor(v) for k, v in student.params.items()})
+        sum(_forward(net, x, targets=[0.6], importance=importance, joint=joint)[2]).backward()
+        grads[joint] = {k: 0.0 if p.grad is None else float(p.grad.abs().sum())
+                        for k, p in net.named_parameters()}
+    below = ("patch_embed.weight", "blocks.0.fc1.weight", "blocks.0.qkv.weight")
+    assert all(grads[True][k] > 0 for k in below)
+    assert all(grads[False][k] == 0 for k in below)
+    assert grads[False]["selectors.0.fc1.weight"] > 0
+    assert grads[False]["selectors.0.fc1.weight"] == pytest.approx(
+        grads[True]["selectors.0.fc1.weight"])
+
+
 def test_models_and_data_the_method_cannot_take_are_clear_errors(tiny_vit):
     from chipforge.compress import compress
 

@@ -246,6 +246,12 @@ def test_sim_selector_layer_is_the_token_linear_reference():
 
 @pytest.mark.slow
 def test_retraining_keep50_reproduces_the_shipped_model():
+    """`train_vit` rebuilds the shipped vit-digits-keep50 from the shipped backbone.
+    Bit-identical only on the same CPU kernels: torch's float rounding differs between its
+    AVX-512 and AVX2 paths, and 60 epochs of hard Gumbel decisions amplify it (measured,
+    8-bit, test split: 98.06 % on the AVX-512 path the shipped file was regenerated with,
+    98.61 % with ATEN_CPU_CAPABILITY=avx2; the earlier file, 97.50 %, came from kernels
+    neither path reproduces). Hence the 1-point and 2 % tolerances (docs/heatvit-engine.md)."""
     from chipforge.sim.vit import run_vit
     from chipforge.zoo.data import digits
     from chipforge.zoo.vit import load_vit, train_vit
