@@ -62,7 +62,7 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     else:
         x_max = float(np.abs(x_q).max(initial=0))
     w_max = int(np.abs(w_q).max(initial=0))
-    if x_max * w_max * k < 2.0**24:
+    if x_max * w_max * k < 2.0**24 or _fits_by_norms(x_q, w_q):
         y = x_q.astype(np.float32, copy=False) @ w_q.astype(np.float32)
         return y.astype(np.float64)
     shift = (w_max.bit_length() + 1) // 2
@@ -79,6 +79,22 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     if x_max * w_max * k < 2.0**53:
         return x_q.astype(np.float64, copy=False) @ w_q.astype(np.float64)
     return None
+
+
+def _fits_by_norms(x_q: np.ndarray, w_q: np.ndarray) -> bool:
+    """Whether every partial sum of ``x_q @ w_q`` stays below 2**24 by Cauchy-Schwarz: a
+    partial sum of output (i, j) is at most ``sum_k |x_ik| |w_kj| <= ||x_i||_2 ||w_j||_2``
+    (as in :func:`exact_conv`). Far tighter than ``max|x| max|w| K`` for activations that
+    are not all at full scale, so one float32 GEMM instead of two on digit halves; the
+    norms cost one pass over the operands (an N-th of the GEMM)."""
+    x = np.asarray(x_q)
+    if x.size == 0 or w_q.size == 0:
+        return True
+    x = x.astype(np.float64, copy=False)
+    w = np.asarray(w_q, dtype=np.float64)
+    rows = float(np.einsum("ij,ij->i", x, x).max())
+    cols = float(np.einsum("ij,ij->j", w, w).max())
+    return math.sqrt(rows) * math.sqrt(cols) * (1 + 1e-9) < 2.0**24
 
 
 def _digit_halves(w_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

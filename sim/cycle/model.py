@@ -125,13 +125,15 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
 
     def hook(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
         # (a grouped conv comes as one product: all groups' patches, block-diagonal w_q)
-        recorded.setdefault(node.name, []).append(x_q)
+        # x_q: the quantized integers as float64 values (takes_float_integers below)
+        recorded.setdefault(node.name, []).append(x_q.astype(np.int64))
         weights[node.name] = w_q
-        # the exact integers by float32 GEMMs where they fit (the ideal run's arithmetic),
-        # else float64 as before: the same values, several times faster
+        # the exact integers by float32 GEMMs where they fit, bounded by the node's
+        # activation range (the ideal run's arithmetic), else float64: the same values
         y = exact_product(node, x_q, w_q)
-        return x_q.astype(np.float64) @ w_q.astype(np.float64) if y is None else y
+        return x_q @ w_q.astype(np.float64) if y is None else y
 
+    hook.takes_float_integers = True       # the executor skips its int64 conversion
     if all(n.quantized for n in nodes.values()):
         run_graph(graph, x, matmul=hook)
     else:
