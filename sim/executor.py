@@ -234,12 +234,17 @@ def integer_weights(node: Node) -> np.ndarray:
     Raises ``ValueError`` when the weights are not multiples of the scale within the
     weight range: the node's metadata and values disagree.
     """
-    w = node.params["weight"].astype(np.float64)
+    w = node.params["weight"].astype(np.float64, copy=False)   # read only
     scale = _weight_scale(node).reshape((-1,) + (1,) * (w.ndim - 1))
-    q = np.rint(w / scale)
+    q = np.divide(w, scale)
+    np.rint(q, out=q)
     bits = int(node.attrs["weight_bits"])
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if np.abs(q * scale - w).max(initial=0) > 1e-6 * max(1.0, float(np.abs(w).max(initial=0))):
+    # |q * scale - w| in one temporary (every run of a quantized graph calls this per layer)
+    error = np.multiply(q, scale)
+    error -= w
+    np.abs(error, out=error)
+    if error.max(initial=0) > 1e-6 * max(1.0, float(np.abs(w).max(initial=0))):
         raise ValueError(f"node {node.name!r}: weights are not multiples of weight_scale")
     if q.size and (q.min() < lo or q.max() > hi):
         raise ValueError(f"node {node.name!r}: integer weights span {int(q.min())}..{int(q.max())}"
