@@ -35,11 +35,11 @@ each. Printed per architecture: seconds per image of each, the ratio of the user
 the kernels (target <= 1.25x) and to the hardware kernel alone, the stage table, peak
 resident memory, and the load average (each configuration in its own process).
 
-Run: ``python benchmarks/bench_simulate_resnet18.py [--images 16] [--batch B]
+Run: ``python benchmarks/bench_simulate_resnet18.py [--images 32] [--batch B]
 [--arch isaac forms8]`` (``--batch``: the executor batch of both paths, set for
 ``simulate`` through its ``max_memory`` run option; default: all images in one batch,
-as ``bench_resnet18.py --batch 32`` runs 32). About 2.5 minutes at 16 images, 5 at 32, on
-two idle cores.
+as ``bench_resnet18.py --batch 32`` runs 32). About 4-5 minutes at 32 images on two idle
+cores (estimated from the per-image times; 5.5 minutes at 8 images under load 10).
 """
 
 from __future__ import annotations
@@ -243,7 +243,8 @@ def _child(arch: str, which: str, images: int, batch: int | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=16, help="images simulated (default 16)")
+    p.add_argument("--images", type=int, default=32,
+                   help="images simulated (default 32, bench_resnet18.py's batch)")
     p.add_argument("--batch", type=int, default=None,
                    help="executor batch of both paths (default: all images at once)")
     p.add_argument("--arch", nargs="+", default=["isaac", "forms8"])
