@@ -62,7 +62,7 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     else:
         x_max = float(np.abs(x_q).max(initial=0))
     w_max = int(np.abs(w_q).max(initial=0))
-    if x_max * w_max * k < 2.0**24:
+    if x_max * w_max * k < 2.0**24 or _fits_by_norms(x_q, w_q):
         y = x_q.astype(np.float32, copy=False) @ w_q.astype(np.float32)
         return y.astype(np.float64)
     shift = (w_max.bit_length() + 1) // 2
@@ -79,6 +79,22 @@ def exact_product(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray | 
     if x_max * w_max * k < 2.0**53:
         return x_q.astype(np.float64, copy=False) @ w_q.astype(np.float64)
     return None
+
+
+def _fits_by_norms(x_q: np.ndarray, w_q: np.ndarray) -> bool:
+    """Whether every partial sum of ``x_q @ w_q`` stays below 2**24 by Cauchy-Schwarz: a
+    partial sum of output (i, j) is at most ``sum_k |x_ik| |w_kj| <= ||x_i||_2 ||w_j||_2``
+    (as in :func:`exact_conv`). Far tighter than ``max|x| max|w| K`` for activations that
+    are not all at full scale, so one float32 GEMM instead of two on digit halves; the
+    norms cost one pass over the operands (an N-th of the GEMM)."""
+    x = np.asarray(x_q)
+    if x.size == 0 or w_q.size == 0:
+        return True
+    x = x.astype(np.float64, copy=False)
+    w = np.asarray(w_q, dtype=np.float64)
+    rows = float(np.einsum("ij,ij->i", x, x).max())
+    cols = float(np.einsum("ij,ij->j", w, w).max())
+    return math.sqrt(rows) * math.sqrt(cols) * (1 + 1e-9) < 2.0**24
 
 
 def _digit_halves(w_q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -218,12 +234,17 @@ def integer_weights(node: Node) -> np.ndarray:
     Raises ``ValueError`` when the weights are not multiples of the scale within the
     weight range: the node's metadata and values disagree.
     """
-    w = node.params["weight"].astype(np.float64)
+    w = node.params["weight"].astype(np.float64, copy=False)   # read only
     scale = _weight_scale(node).reshape((-1,) + (1,) * (w.ndim - 1))
-    q = np.rint(w / scale)
+    q = np.divide(w, scale)
+    np.rint(q, out=q)
     bits = int(node.attrs["weight_bits"])
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if np.abs(q * scale - w).max(initial=0) > 1e-6 * max(1.0, float(np.abs(w).max(initial=0))):
+    # |q * scale - w| in one temporary (every run of a quantized graph calls this per layer)
+    error = np.multiply(q, scale)
+    error -= w
+    np.abs(error, out=error)
+    if error.max(initial=0) > 1e-6 * max(1.0, float(np.abs(w).max(initial=0))):
         raise ValueError(f"node {node.name!r}: weights are not multiples of weight_scale")
     if q.size and (q.min() < lo or q.max() > hi):
         raise ValueError(f"node {node.name!r}: integer weights span {int(q.min())}..{int(q.max())}"
@@ -289,7 +310,10 @@ def _dense(node: Node, x2d: np.ndarray, w_float: np.ndarray, matmul: MatmulHook 
                 x_q = x_q.astype(np.int64)
             y = np.asarray(matmul(node, x_q, w_q), dtype=np.float64)
         return _rescale(node, y, axis=1)
-    y = x2d.astype(np.float64) @ w_float.reshape(w_float.shape[0], -1).T.astype(np.float64)
+    # copy=False: float64 weights (the importers' dtype) are used in place, not copied on
+    # every call (11 M weights of a ResNet-18 cost more to copy than a batch-1 product)
+    y = x2d.astype(np.float64, copy=False) @ w_float.reshape(w_float.shape[0], -1).T.astype(
+        np.float64, copy=False)
     if "bias" in node.params:
         y = y + node.params["bias"].astype(np.float64)[None, :]
     return y

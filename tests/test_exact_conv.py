@@ -215,3 +215,22 @@ def test_exact_product_below_and_above_its_bounds():
     want = [[sum(int(a) * int(b) for a, b in zip(row, col, strict=True))
              for col in w.T] for row in x]
     np.testing.assert_array_equal(exact_int_matmul(node, x, w), np.array(want, dtype=np.int64))
+
+
+def test_exact_product_takes_one_float32_gemm_by_the_norm_bound():
+    """Activations mostly below full scale (as after a ReLU) pass the Cauchy-Schwarz bound
+    though max|x| max|w| K is past 2**24: one float32 GEMM, still exact; a row at full
+    scale against full-scale weights does not pass it (its sums are past 2**24)."""
+    from chipforge.sim.executor import _fits_by_norms, exact_product
+    from chipforge.sim.graph import Node, Op
+
+    node = Node(Op.LINEAR, "fc", ("input",), {}, {"weight": np.zeros((1, 1))})
+    rng = np.random.default_rng(3)
+    k = 4608
+    x = np.where(rng.random((64, k)) < 0.6, 0, rng.integers(0, 64, (64, k)))
+    x[0, :5] = 255                                   # max|x| at full scale
+    w = rng.integers(-127, 128, (k, 32))
+    assert 255 * 127 * k > 2**24 and _fits_by_norms(x, w)
+    np.testing.assert_array_equal(exact_product(node, x, w), x @ w)
+    full = np.full((2, 531), 255, dtype=np.int64)    # sums 255 * 127 * 531 > 2**24, odd
+    assert not _fits_by_norms(full, np.full((531, 2), 127, dtype=np.int64))

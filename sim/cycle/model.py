@@ -43,7 +43,13 @@ import numpy as np
 from chipforge.sim.cycle.arch import Architecture, ReramArchConfig, action_energy, chip_model
 from chipforge.sim.cycle.components import Category
 from chipforge.sim.cycle.elementwise import ElementwiseActivity, elementwise_time_ns
-from chipforge.sim.executor import block_diagonal_weights, integer_weights, run_graph
+from chipforge.sim.executor import (
+    activation_range,
+    block_diagonal_weights,
+    exact_product,
+    integer_weights,
+    run_graph,
+)
 from chipforge.sim.fragments import row_order
 from chipforge.sim.graph import Graph, Node, Op
 from chipforge.sim.ref.forms_fragment import effective_bits
@@ -106,6 +112,16 @@ def _row_permutation(node: Node) -> np.ndarray | None:
     return row_order(tuple(node.params["weight"].shape), order)
 
 
+def _narrow_int(node: Node) -> type:
+    """The narrowest integer dtype holding a quantized node's activation range."""
+    lo, hi = activation_range(node)
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return dtype
+    return np.int64
+
+
 def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> list[LayerWorkload]:
     """Run ``graph`` on ``x`` and record every weighted layer's integer inputs and weights.
 
@@ -120,10 +136,17 @@ def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> lis
 
     def hook(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
         # (a grouped conv comes as one product: all groups' patches, block-diagonal w_q)
-        recorded.setdefault(node.name, []).append(x_q)
+        # x_q: the quantized integers as float64 values (takes_float_integers below), kept
+        # in the narrowest integer type of the node's activation range (uint8 for 8-bit
+        # unsigned: an eighth of int64's memory and copies; the cycle model reads int64)
+        recorded.setdefault(node.name, []).append(x_q.astype(_narrow_int(node)))
         weights[node.name] = w_q
-        return x_q.astype(np.float64) @ w_q.astype(np.float64)
+        # the exact integers by float32 GEMMs where they fit, bounded by the node's
+        # activation range (the ideal run's arithmetic), else float64: the same values
+        y = exact_product(node, x_q, w_q)
+        return x_q @ w_q.astype(np.float64) if y is None else y
 
+    hook.takes_float_integers = True       # the executor skips its int64 conversion
     if all(n.quantized for n in nodes.values()):
         run_graph(graph, x, matmul=hook)
     else:
