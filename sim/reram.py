@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -461,6 +463,81 @@ def cycle_adc_steps(adc_step: float | np.ndarray, dac_max: np.ndarray) -> np.nda
     return np.maximum(1.0, float(step) * dac_max / dac_max.max())
 
 
+_GEMM_POOL_LOCK = threading.Lock()   # one pooled GEMM section at a time (see below)
+_gemm_pool: dict[str, Any] = {}       # "blas": ThreadpoolController, workers -> executor
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS libraries loaded (None: none can be limited)."""
+    if "blas" not in _gemm_pool:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _gemm_pool["blas"] = None
+        else:
+            blas = ThreadpoolController().select(user_api="blas")
+            _gemm_pool["blas"] = blas if blas.lib_controllers else None
+    return _gemm_pool["blas"]
+
+
+def _gemm_workers(n_groups: int) -> int:
+    """How many threads :func:`_group_gemms` spreads the row groups' GEMMs over, each GEMM
+    on one BLAS thread: the threads the caller allows (numba's count in this thread, which
+    a campaign worker sets to 1, and BLAS's own limit), if there are at least that many
+    groups; else 1 (one stacked GEMM, BLAS's own threads). A multi-threaded OpenBLAS call
+    wastes about half its CPU on a loaded machine (issue 27: ISAAC 2.7 CPU s per ResNet-18
+    image, 1.45 with one BLAS thread)."""
+    import numba
+
+    workers = numba.get_num_threads()
+    if workers < 2 or n_groups < workers:
+        return 1
+    blas = _blas_controller()
+    if blas is None:
+        return 1                  # BLAS's threads cannot be limited: keep its own threading
+    return max(1, min([workers] + [lib.num_threads for lib in blas.lib_controllers]))
+
+
+def _group_gemms(a: np.ndarray, cells: np.ndarray, cols: int, *, squared: bool) -> np.ndarray:
+    """The column sums of every row group's reads: ``a[g] @ cells[g]`` (G, reads, C or 2C);
+    ``squared``: the variance half (columns ``cols:``) from ``a[g]**2`` instead (multi-bit
+    DACs). The values are sums of integer-valued float products, exact in any order, so the
+    threading does not change them. Memory: the output plus one group's squares per
+    thread (less than the stacked products and their concatenation)."""
+    n_groups, reads, _ = a.shape
+    sums = np.empty((n_groups, reads, cells.shape[2]), dtype=np.result_type(a, cells))
+
+    def one_group(g: int) -> None:
+        if squared:
+            np.matmul(a[g], cells[g, :, :cols], out=sums[g, :, :cols])
+            np.matmul(a[g] * a[g], cells[g, :, cols:], out=sums[g, :, cols:])
+        else:
+            np.matmul(a[g], cells[g], out=sums[g])
+
+    workers = _gemm_workers(n_groups)
+    if workers == 1:
+        if squared:
+            for g in range(n_groups):
+                one_group(g)
+        else:
+            np.matmul(a, cells, out=sums)
+        return sums
+    # The BLAS limit is process-wide: the lock keeps two callers' limit/restore pairs from
+    # interleaving (which could leave BLAS on one thread for good).
+    with _GEMM_POOL_LOCK:
+        pool = _gemm_pool.get(workers)
+        if pool is None:
+            pool = _gemm_pool[workers] = ThreadPoolExecutor(workers,
+                                                            thread_name_prefix="crossbar-gemm")
+        blas = _blas_controller()
+        if blas is None:                                  # pragma: no cover
+            list(map(one_group, range(n_groups)))
+        else:
+            with blas.limit(limits=1):
+                list(pool.map(one_group, range(n_groups)))
+    return sums
+
+
 def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row_offset,
                         chunk_bytes, adc_step=1.0) -> tuple[np.ndarray, int]:
     from chipforge.sim import reram_kernels as kern
@@ -487,11 +564,8 @@ def _layer_matmul_numpy(xu, layer, prep, shifts, dmasks, cycle_w, full, key, row
             stop = min(m_total, start + chunk)
             a, ones, squares = kern.bit_planes(xu[start:stop], prep.rowidx, shifts, dmasks,
                                                dtype)
-            if prep.noise_mode == 1 and layer.dac_bits > 1:
-                sums = np.concatenate([np.matmul(a, prep.cells_nv[:, :, :cols]),
-                                       np.matmul(a * a, prep.cells_nv[:, :, cols:])], axis=2)
-            else:
-                sums = np.matmul(a, prep.cells_nv)          # (G, mb*T, C or 2C)
+            sums = _group_gemms(a, prep.cells_nv, cols,
+                                squared=prep.noise_mode == 1 and layer.dac_bits > 1)
             del a
             kern.reads_post(sums, cols, ones, squares, cycle_w, prep.indep_var, prep.scoef,
                             layer.per_output, prep.ucoef, full, layer.unit_column, prep.noise_mode,
