@@ -412,12 +412,33 @@ def _vector_cycles(group_cycles: np.ndarray, row_tiles: int, arch: ReramArchConf
     return combine(axis=2).max(axis=1)
 
 
+def _placed_group_eic(x: np.ndarray, x_min: int, x_max: int, row_groups: np.ndarray,
+                      bits: int) -> np.ndarray:
+    """Effective input cycles of each placed row group: (M, K) integer inputs in
+    ``x_min..x_max`` -> (M, groups), an empty row (-1) feeding zero. ``effective_bits`` of
+    the inputs' few distinct values looked up (narrow inputs: uint8 indices and bits, no
+    int64 copy of the (M, groups, g) gather): the same numbers."""
+    m, k = x.shape
+    if x_max - x_min >= 1 << 16:          # wide values: the plain computation
+        padded = np.concatenate([x.astype(np.int64), np.zeros((m, 1), dtype=np.int64)], axis=1)
+        gathered = padded[:, np.where(row_groups >= 0, row_groups, k)]      # (M, G, g)
+        return effective_bits(gathered, bits).max(axis=2)
+    table = effective_bits(np.arange(x_min, x_max + 1), bits).astype(np.uint8)
+    index = x if x_min == 0 else x.astype(np.int64) - x_min
+    eb = np.zeros((m, k + 1), dtype=np.uint8)           # the last column: an empty row
+    eb[:, :k] = table[index]
+    return eb[:, np.where(row_groups >= 0, row_groups, k)].max(axis=2).astype(np.int64)
+
+
 def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
     """Replication-independent costs of one layer: crossbars, cycles, activity, energy."""
-    x = np.asarray(work.inputs, dtype=np.int64)
+    x = np.asarray(work.inputs)
+    if x.dtype.kind not in "ui":
+        x = x.astype(np.int64)
     lo, hi = -(1 << (arch.input_bits - 1)), (1 << arch.input_bits) - 1
-    if x.min(initial=0) < lo or x.max(initial=0) > hi:
-        raise ValueError(f"layer {work.name!r}: inputs span {int(x.min())}..{int(x.max())}, "
+    x_min, x_max = int(x.min(initial=0)), int(x.max(initial=0))
+    if x_min < lo or x_max > hi:
+        raise ValueError(f"layer {work.name!r}: inputs span {x_min}..{x_max}, "
                          f"which {arch.input_bits}-bit inputs cannot feed")
     g = arch.fragment_size
     if work.row_groups is not None:
@@ -426,14 +447,15 @@ def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
         if row_groups.ndim != 2 or row_groups.shape[1] != g:
             raise ValueError(f"layer {work.name!r}: row_groups must be (groups, {g}) for "
                              f"fragment_size {g}, not {row_groups.shape}")
-        padded_x = np.concatenate([x, np.zeros((x.shape[0], 1), dtype=np.int64)], axis=1)
-        gathered = padded_x[:, np.where(row_groups >= 0, row_groups, x.shape[1])]  # (M, G, g)
-        eic_all = effective_bits(gathered, arch.input_bits).max(axis=2)
+        # only zero-skipping reads the inputs' bits (else every group takes input_bits)
+        eic_all = (_placed_group_eic(x, x_min, x_max, row_groups, arch.input_bits)
+                   if arch.zero_skipping else None)
         rows_in_group = (row_groups >= 0).sum(axis=1)
         k, n = int(rows_in_group.sum()), int(np.asarray(work.weights).shape[1])
         groups = row_groups.shape[0]
         row_tiles = -(-groups * g // arch.crossbar_rows)
     else:
+        x = x.astype(np.int64, copy=False)
         polarized = bool(work.fragment_size) and work.fragment_size % arch.fragment_size == 0
         w, x = _compact(np.asarray(work.weights), x, arch.fragment_size if polarized else None)
         k, n = w.shape
