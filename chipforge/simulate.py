@@ -377,7 +377,8 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
                 # in its memory plan's chunks, not in 20ths for a steady ETA (same results)
                 shown = None if images.disable else images.update
                 sim = simulate_chips(spec, graph, x, y, seeds, run_options=run_options,
-                                     progress=told or shown, timer=timer)
+                                     progress=told or shown, timer=timer,
+                                     capture_samples=cycle_samples if cost else 0)
             finally:
                 images.close()
         result = sim.result
@@ -386,7 +387,15 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
         report = None
         if cost:
             with timer("cost"):
-                report = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
+                # the layer inputs the ideal run recorded, where it did (same values)
+                captured = getattr(sim.output, "workloads", None)
+                if captured is not None and _takes(family.cost, "workloads"):
+                    sim.output.workloads = None         # held by the cost model only
+                    report = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples],
+                                         workloads=captured)
+                else:
+                    report = family.cost(graph, sim.mapped, spec.config, x[:cycle_samples])
+                del captured
             if report is None:
                 notes.append(f"accelerator {spec.name} (family {family.name}) has no cost "
                              "model for this configuration: no latency or energy")
@@ -418,7 +427,8 @@ def simulate(model: Any, accelerator: Any = "forms8", data: Any = "digits", *,
 def simulate_chips(spec, graph, x: np.ndarray, y: np.ndarray, seeds: list[int], *,
                    run_options: dict[str, Any] | None = None,
                    progress: Callable[[int], None] | None = None,
-                   timer: StageTimer | None = None) -> Simulation:
+                   timer: StageTimer | None = None,
+                   capture_samples: int = 0) -> Simulation:
     """Map ``graph`` once and run one chip per seed of ``seeds`` (from
     :func:`chipforge.chips.chip_seeds`). The first chip is :func:`simulate_graph` with its
     seed; the others reuse the mapping and, where the family's ``run`` takes them, the
@@ -426,15 +436,20 @@ def simulate_chips(spec, graph, x: np.ndarray, y: np.ndarray, seeds: list[int], 
     The result's ``accuracy_hardware`` and ``agreement`` are means over the chips,
     ``chips`` one row per chip (``chip``, ``seed``, ``accuracy_hardware``,
     ``agreement``) and ``accuracy_hardware_spread`` :func:`chipforge.chips.spread` of the chips'
-    accuracies (None for one chip); metrics and per-layer rows are the first chip's."""
+    accuracies (None for one chip); metrics and per-layer rows are the first chip's.
+    ``capture_samples``: where the family's ``run`` takes it, the first chip's ideal run
+    records the cost model's layer inputs on that many samples (``output.workloads``)."""
     from chipforge.chips import spread
 
-    first = simulate_graph(spec, graph, x, y, seed=seeds[0], run_options=run_options,
+    run = spec.family.run
+    options = dict(run_options or {})
+    if capture_samples and _takes(run, "capture_samples"):
+        options["capture_samples"] = capture_samples
+    first = simulate_graph(spec, graph, x, y, seed=seeds[0], run_options=options,
                            progress=progress, timer=timer)
     result = first.result
     rows = [_chip_row(0, seeds[0], result)]
     reuse = dict(run_options or {})
-    run = spec.family.run
     if _takes(run, "ideal_logits"):
         reuse["ideal_logits"] = first.output.ideal_logits
     if _takes(run, "float_logits"):

@@ -40,3 +40,30 @@ def test_narrower_inputs_keep_the_pipelines_other_stages():
     preset = cycle_architecture(spec.config)
     assert arch.input_bits == 8 and preset.input_bits == 16
     assert arch.pipeline_stages - arch.input_bits == preset.pipeline_stages - preset.input_bits
+
+
+def test_simulate_costs_the_inputs_its_ideal_run_recorded(monkeypatch):
+    """``simulate`` takes the cost model's layer inputs from its ideal run (no second exact
+    pass): the cost equals the cycle model's own pass on the same first samples."""
+    import chipforge
+    import chipforge.sim.cycle.report as cycle_report
+
+    graph = load("lenet-digits-forms8")
+    spec = get_accelerator_spec("forms8", options={"variation": 0.1})
+    x, y = spec.family.load_data("digits", graph)
+    x, y = x[:24], y[:24]
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the cost model ran its own exact pass")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cycle_report, "capture_workloads", no_second_pass)
+        result = chipforge.simulate(graph, accelerator="forms8", data=(x, y), variation=0.1,
+                                    cycle_samples=10, progress=False)
+    sim = simulate_graph(spec, graph, x, y)
+    own_pass = spec.family.cost(graph, sim.mapped, spec.config, x[:10]).to_dict()
+    other_samples = spec.family.cost(graph, sim.mapped, spec.config, x[10:20]).to_dict()
+    # FORMS skips zero input bits: the cost depends on which samples it sees
+    assert other_samples["cycles"] != own_pass["cycles"]
+    assert result.cost == own_pass
+    assert result.accuracy_ideal == sim.result.accuracy_ideal

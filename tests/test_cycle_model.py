@@ -216,3 +216,20 @@ def test_main_job_cycle_model_uses_the_reram_placement():
                               placement=cycle_placement(mapped))
     assert [la.crossbars for la in report.layers] == \
         [mapped.layers[la.name].stats.crossbars for la in report.layers]
+
+
+def test_placed_group_cycles_are_each_groups_widest_input():
+    """Zero-skipping on a placement: a row group takes the bits of its widest input (a
+    negative input all bits, an empty row none), for narrow and wide input types."""
+    from chipforge.sim.cycle.model import _placed_group_eic
+
+    row_groups = np.array([[0, 1], [2, -1], [3, 3]])
+    expected = np.array([[1, 2, 8], [2, 8, 3]])
+    for x in (np.array([[0, 1, 2, 255], [3, 0, 128, 7]], dtype=np.uint8),
+              np.array([[0, 1, 2, -1], [3, 0, -128, 7]], dtype=np.int8),
+              np.array([[0, 1, 2, -1], [3, 0, -128, 7]], dtype=np.int64)):
+        got = _placed_group_eic(x, int(x.min()), int(x.max()), row_groups, 8)
+        assert got.tolist() == expected.tolist(), x.dtype
+    wide = np.array([[70000, 0]])          # more than 2**16 distinct values possible
+    assert _placed_group_eic(wide, 0, 70000, np.array([[0, 1], [1, -1]]), 17).tolist() \
+        == [[17, 0]]

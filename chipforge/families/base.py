@@ -91,6 +91,10 @@ class RunOutput:
     stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Optional breakdown of the run's time (:class:`chipforge.stages.StageTimer` rows:
     ``stage``, ``wall_s``, ``cpu_s``), e.g. hardware, ideal and float runs."""
+    workloads: Any = None
+    """The cost model's layer inputs recorded on the first samples during the ideal run
+    (where the family's ``run`` was asked to, ``capture_samples``), for its ``cost``
+    (``workloads=``), so the cost model needs no second exact pass; else None."""
 
 
 @dataclasses.dataclass

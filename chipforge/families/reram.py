@@ -253,7 +253,8 @@ class ReramFamily(AcceleratorFamily):
             device_kind: str = "cpu", layer_errors: int = 0,
             adc_range: str = "max", adc_calibration: tuple[str, np.ndarray] | None = None,
             progress: Callable[[int], None] | None = None,
-            programmed: ProgrammedChip | None = None, sample_offset: int = 0) -> RunOutput:
+            programmed: ProgrammedChip | None = None, sample_offset: int = 0,
+            capture_samples: int = 0) -> RunOutput:
         """``max_memory`` (bytes or ``"2G"``; default half the available memory) bounds the
         estimated peak: the batch is streamed in chunks that fit (:mod:`chipforge.sim.memory`),
         with the same result for any chunking. ``device_kind`` ``"cuda"`` runs the crossbars
@@ -268,7 +269,10 @@ class ReramFamily(AcceleratorFamily):
         ``programmed``: a chip from :meth:`program` with this ``seed`` (else the chip is
         programmed here, timed as the ``program`` stage); ``sample_offset``: the index of
         ``x[0]`` in the whole test set, so that the read noise of sample ``i`` is the same
-        whichever shard of a campaign reads it.
+        whichever shard of a campaign reads it. ``capture_samples`` > 0: the ideal run
+        records the cost model's layer inputs on the first that many samples
+        (``RunOutput.workloads``, for :meth:`cost`'s ``workloads``; quantized graphs, and
+        only where this run computes the ideal logits).
         """
         from chipforge.sim.executor import run_graph
         from chipforge.sim.memory import parse_size, plan_memory
@@ -321,9 +325,25 @@ class ReramFamily(AcceleratorFamily):
                 if progress is not None:
                     progress(len(parts[-1]))
         logits = np.concatenate(parts)
+        workloads = None
         if ideal_logits is None:
             with timer("ideal"):
-                ideal_logits = run_graph(graph, x, batch_size=plan.batch)
+                capture = min(capture_samples, len(x))
+                if capture and all(n.quantized for n in graph.weighted_nodes()):
+                    from chipforge.sim.cycle.model import WorkloadRecorder
+
+                    # the exact integer run, recording each layer's inputs on the first
+                    # samples as it goes (the cost model's second exact pass, saved):
+                    # the same logits, as every sample's run is its own
+                    recorder = WorkloadRecorder(graph)
+                    parts = [run_graph(graph, x[:capture], matmul=recorder,
+                                       batch_size=plan.batch)]
+                    workloads = recorder.workloads(capture)
+                    if capture < len(x):
+                        parts.append(run_graph(graph, x[capture:], batch_size=plan.batch))
+                    ideal_logits = np.concatenate(parts)
+                else:
+                    ideal_logits = run_graph(graph, x, batch_size=plan.batch)
         described = ", ".join(f"{k}={v}" for k, v in device.to_dict().items()
                               if k in ("programming_sigma", "read_noise", "p_stuck_off",
                                        "p_stuck_on") and v)
@@ -350,10 +370,12 @@ class ReramFamily(AcceleratorFamily):
                 float_out = run_graph(graph, x, quantized=False, batch_size=plan.batch)
         return RunOutput(logits, ideal_logits,
                          "quantized model, exact integer arithmetic", metrics, layers=layers,
-                         float_logits=float_out, stages=timer.rows())
+                         float_logits=float_out, stages=timer.rows(), workloads=workloads)
 
     def cost(self, graph, mapped: Mapping, config: ReramAcceleratorConfig,
-             x: np.ndarray) -> CostReport | None:
+             x: np.ndarray, *, workloads: list | None = None) -> CostReport | None:
+        """The cycle model on ``x``; ``workloads``: its layer inputs on ``x`` already
+        recorded (``RunOutput.workloads``), which skips its own exact pass."""
         try:
             from chipforge.sim.cycle.report import cycle_reports
         except ImportError:   # a build without the cycle-level models
@@ -361,7 +383,8 @@ class ReramFamily(AcceleratorFamily):
         arch = cycle_architecture(config, graph)
         if arch is None:
             return None
-        report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail))[0]
+        report = cycle_reports(graph, x, [arch], placement=cycle_placement(mapped.detail),
+                               workloads=workloads)[0]
         from chipforge.report import cycle_summary, plain
         from chipforge.sim.cycle.elementwise import ELEMENTWISE_SOURCE
 

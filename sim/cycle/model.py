@@ -58,6 +58,7 @@ __all__ = [
     "LayerActivity",
     "LayerWorkload",
     "ModelReport",
+    "WorkloadRecorder",
     "capture_workloads",
     "effective_bits",
     "replicate",
@@ -122,66 +123,95 @@ def _narrow_int(node: Node) -> type:
     return np.int64
 
 
-def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> list[LayerWorkload]:
-    """Run ``graph`` on ``x`` and record every weighted layer's integer inputs and weights.
+class WorkloadRecorder:
+    """A matmul hook for :func:`chipforge.sim.executor.run_graph` that computes the exact
+    integer product (the ideal run's arithmetic) and records each quantized weighted
+    layer's integer inputs and weights on the way; :meth:`workloads` makes them the cycle
+    model's :class:`LayerWorkload` list. So a caller that runs the ideal pass anyway
+    (``simulate``) gets the cost model's inputs without a second exact pass: the same
+    values :func:`capture_workloads` records. Quantized graphs only."""
 
-    Quantized nodes give their own integers (the executor's ``x_q``, ``w_q``). Float nodes
-    are quantized here to ``act_bits`` (activations, max-abs scale, unsigned when the input
-    is non-negative) and 8-bit weights (max-abs per layer), which only sets the bits the
-    cycle model sees.
-    """
-    recorded: dict[str, list[np.ndarray]] = {}
-    weights: dict[str, np.ndarray] = {}
-    nodes = {n.name: n for n in graph.weighted_nodes()}
+    takes_float_integers = True       # the executor skips its int64 conversion
 
-    def hook(node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.recorded: dict[str, list[np.ndarray]] = {}
+        self.weights: dict[str, np.ndarray] = {}
+
+    def __call__(self, node: Node, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
         # (a grouped conv comes as one product: all groups' patches, block-diagonal w_q)
-        # x_q: the quantized integers as float64 values (takes_float_integers below), kept
-        # in the narrowest integer type of the node's activation range (uint8 for 8-bit
-        # unsigned: an eighth of int64's memory and copies; the cycle model reads int64)
-        recorded.setdefault(node.name, []).append(x_q.astype(_narrow_int(node)))
-        weights[node.name] = w_q
+        # x_q: the quantized integers as float64 values (takes_float_integers), kept in the
+        # narrowest integer type of the node's activation range (uint8 for 8-bit unsigned:
+        # an eighth of int64's memory and copies; the cycle model reads int64)
+        self.recorded.setdefault(node.name, []).append(x_q.astype(_narrow_int(node)))
+        self.weights[node.name] = w_q
         # the exact integers by float32 GEMMs where they fit, bounded by the node's
         # activation range (the ideal run's arithmetic), else float64: the same values
         y = exact_product(node, x_q, w_q)
         return x_q @ w_q.astype(np.float64) if y is None else y
 
-    hook.takes_float_integers = True       # the executor skips its int64 conversion
-    if all(n.quantized for n in nodes.values()):
-        run_graph(graph, x, matmul=hook)
-    else:
-        values = run_graph(graph, x, quantized=False, return_all=True)
-        for name, node in nodes.items():
-            inp = values[node.inputs[0]]
-            if node.op is Op.CONV2D:
-                from chipforge.sim.executor import im2col
-                _, _, kh, kw = node.params["weight"].shape
-                cols, _, _ = im2col(inp, kh, kw, int(node.attrs.get("stride", 1)),
-                                    int(node.attrs.get("padding", 0)))
-            else:
-                cols = inp.reshape(inp.shape[0], -1)
-            signed = bool((cols < 0).any())
-            top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
-            scale = float(np.abs(cols).max()) / top or 1.0
-            recorded[name] = [np.rint(cols / scale).astype(np.int64)]
-            w = block_diagonal_weights(node)
-            wscale = float(np.abs(w).max()) / 127 or 1.0
-            weights[name] = np.rint(w / wscale).astype(np.int64)
+    def workloads(self, frames: int) -> list[LayerWorkload]:
+        """The recorded layers (in graph order) as workloads of ``frames`` inputs; the
+        recorded inputs are handed over (the recorder is emptied)."""
+        recorded, self.recorded = self.recorded, {}
+        return _workloads(self.graph, recorded, self.weights, frames)
+
+
+def _workloads(graph: Graph, recorded: dict[str, list[np.ndarray]],
+               weights: dict[str, np.ndarray], frames: int) -> list[LayerWorkload]:
     out = []
-    for name, node in nodes.items():
+    for node in graph.weighted_nodes():
+        name = node.name
         if name not in recorded:
             continue
-        inputs = np.concatenate(recorded[name])
+        parts = recorded.pop(name)        # drop each layer's parts once joined
+        inputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
         w = weights[name]
         if node.quantized and node.op is Op.CONV2D and int(node.attrs.get("groups", 1)) > 1:
             w = block_diagonal_weights(node, integer_weights(node))
         perm = _row_permutation(node)
         if perm is not None and perm.size == w.shape[0]:
             w, inputs = w[perm], inputs[:, perm]
-        out.append(LayerWorkload(name=name, weights=w, inputs=inputs, frames=len(x),
+        out.append(LayerWorkload(name=name, weights=w, inputs=inputs, frames=frames,
                                  input_bits_of_model=node.attrs.get("act_bits"),
                                  fragment_size=node.attrs.get("fragment_size")))
     return out
+
+
+def capture_workloads(graph: Graph, x: np.ndarray, *, act_bits: int = 16) -> list[LayerWorkload]:
+    """Run ``graph`` on ``x`` and record every weighted layer's integer inputs and weights.
+
+    Quantized nodes give their own integers (the executor's ``x_q``, ``w_q``; see
+    :class:`WorkloadRecorder`). Float nodes are quantized here to ``act_bits``
+    (activations, max-abs scale, unsigned when the input is non-negative) and 8-bit
+    weights (max-abs per layer), which only sets the bits the cycle model sees.
+    """
+    nodes = {n.name: n for n in graph.weighted_nodes()}
+    if all(n.quantized for n in nodes.values()):
+        recorder = WorkloadRecorder(graph)
+        run_graph(graph, x, matmul=recorder)
+        return recorder.workloads(len(x))
+    recorded: dict[str, list[np.ndarray]] = {}
+    weights: dict[str, np.ndarray] = {}
+    values = run_graph(graph, x, quantized=False, return_all=True)
+    for name, node in nodes.items():
+        inp = values[node.inputs[0]]
+        if node.op is Op.CONV2D:
+            from chipforge.sim.executor import im2col
+            _, _, kh, kw = node.params["weight"].shape
+            cols, _, _ = im2col(inp, kh, kw, int(node.attrs.get("stride", 1)),
+                                int(node.attrs.get("padding", 0)))
+        else:
+            cols = inp.reshape(inp.shape[0], -1)
+        signed = bool((cols < 0).any())
+        top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
+        scale = float(np.abs(cols).max()) / top or 1.0
+        recorded[name] = [np.rint(cols / scale).astype(np.int64)]
+        w = block_diagonal_weights(node)
+        wscale = float(np.abs(w).max()) / 127 or 1.0
+        weights[name] = np.rint(w / wscale).astype(np.int64)
+    return _workloads(graph, recorded, weights, len(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,12 +412,33 @@ def _vector_cycles(group_cycles: np.ndarray, row_tiles: int, arch: ReramArchConf
     return combine(axis=2).max(axis=1)
 
 
+def _placed_group_eic(x: np.ndarray, x_min: int, x_max: int, row_groups: np.ndarray,
+                      bits: int) -> np.ndarray:
+    """Effective input cycles of each placed row group: (M, K) integer inputs in
+    ``x_min..x_max`` -> (M, groups), an empty row (-1) feeding zero. ``effective_bits`` of
+    the inputs' few distinct values looked up (narrow inputs: uint8 indices and bits, no
+    int64 copy of the (M, groups, g) gather): the same numbers."""
+    m, k = x.shape
+    if x_max - x_min >= 1 << 16:          # wide values: the plain computation
+        padded = np.concatenate([x.astype(np.int64), np.zeros((m, 1), dtype=np.int64)], axis=1)
+        gathered = padded[:, np.where(row_groups >= 0, row_groups, k)]      # (M, G, g)
+        return effective_bits(gathered, bits).max(axis=2)
+    table = effective_bits(np.arange(x_min, x_max + 1), bits).astype(np.uint8)
+    index = x if x_min == 0 else x.astype(np.int64) - x_min
+    eb = np.zeros((m, k + 1), dtype=np.uint8)           # the last column: an empty row
+    eb[:, :k] = table[index]
+    return eb[:, np.where(row_groups >= 0, row_groups, k)].max(axis=2).astype(np.int64)
+
+
 def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
     """Replication-independent costs of one layer: crossbars, cycles, activity, energy."""
-    x = np.asarray(work.inputs, dtype=np.int64)
+    x = np.asarray(work.inputs)
+    if x.dtype.kind not in "ui":
+        x = x.astype(np.int64)
     lo, hi = -(1 << (arch.input_bits - 1)), (1 << arch.input_bits) - 1
-    if x.min(initial=0) < lo or x.max(initial=0) > hi:
-        raise ValueError(f"layer {work.name!r}: inputs span {int(x.min())}..{int(x.max())}, "
+    x_min, x_max = int(x.min(initial=0)), int(x.max(initial=0))
+    if x_min < lo or x_max > hi:
+        raise ValueError(f"layer {work.name!r}: inputs span {x_min}..{x_max}, "
                          f"which {arch.input_bits}-bit inputs cannot feed")
     g = arch.fragment_size
     if work.row_groups is not None:
@@ -396,14 +447,15 @@ def _layer_costs(work: LayerWorkload, arch: ReramArchConfig) -> dict:
         if row_groups.ndim != 2 or row_groups.shape[1] != g:
             raise ValueError(f"layer {work.name!r}: row_groups must be (groups, {g}) for "
                              f"fragment_size {g}, not {row_groups.shape}")
-        padded_x = np.concatenate([x, np.zeros((x.shape[0], 1), dtype=np.int64)], axis=1)
-        gathered = padded_x[:, np.where(row_groups >= 0, row_groups, x.shape[1])]  # (M, G, g)
-        eic_all = effective_bits(gathered, arch.input_bits).max(axis=2)
+        # only zero-skipping reads the inputs' bits (else every group takes input_bits)
+        eic_all = (_placed_group_eic(x, x_min, x_max, row_groups, arch.input_bits)
+                   if arch.zero_skipping else None)
         rows_in_group = (row_groups >= 0).sum(axis=1)
         k, n = int(rows_in_group.sum()), int(np.asarray(work.weights).shape[1])
         groups = row_groups.shape[0]
         row_tiles = -(-groups * g // arch.crossbar_rows)
     else:
+        x = x.astype(np.int64, copy=False)
         polarized = bool(work.fragment_size) and work.fragment_size % arch.fragment_size == 0
         w, x = _compact(np.asarray(work.weights), x, arch.fragment_size if polarized else None)
         k, n = w.shape

@@ -15,7 +15,12 @@ import numpy as np
 from chipforge.sim.cycle.arch import FORMS4, FORMS8, FORMS16, ISAAC, ISAAC8, ReramArchConfig
 from chipforge.sim.cycle.components import Category
 from chipforge.sim.cycle.elementwise import ELEMENTWISE_PJ_PER_VALUE, elementwise_activity
-from chipforge.sim.cycle.model import ModelReport, capture_workloads, simulate_cycles
+from chipforge.sim.cycle.model import (
+    LayerWorkload,
+    ModelReport,
+    capture_workloads,
+    simulate_cycles,
+)
 from chipforge.sim.graph import Graph
 
 __all__ = ["ARCHITECTURES", "arch_for", "breakdown_rows", "cycle_reports", "format_breakdown",
@@ -45,16 +50,21 @@ def arch_for(name: str | ReramArchConfig, *, weight_bits: int | None = None,
 
 
 def cycle_reports(graph: Graph, x: np.ndarray, archs: Sequence[ReramArchConfig | str], *,
-                  placement: Mapping[str, tuple[np.ndarray, int]] | None = None
-                  ) -> list[ModelReport]:
+                  placement: Mapping[str, tuple[np.ndarray, int]] | None = None,
+                  workloads: list[LayerWorkload] | None = None) -> list[ModelReport]:
     """Run ``graph`` on ``x`` once, then the cycle model of each architecture on its inputs.
+
+    ``workloads``: the layers' inputs already recorded on ``x`` (a
+    :class:`~chipforge.sim.cycle.model.WorkloadRecorder` on the caller's own exact run),
+    which skips the run here.
 
     ``placement`` (from a placement pass, as plain data): layer name -> (row groups
     ``(groups, rows_per_group)`` of input-row indices, -1 for empty rows; crossbars of one
     copy). Then the cycle model uses those rows and counts instead of its own tiling.
     """
     resolved = [arch_for(a) for a in archs]
-    workloads = capture_workloads(graph, x)
+    if workloads is None:
+        workloads = capture_workloads(graph, x)
     if placement is not None:
         for w in workloads:
             if w.name in placement:
