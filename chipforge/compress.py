@@ -385,15 +385,15 @@ def planned_epochs(method: str, opts) -> tuple[int, str]:
 
 
 EPOCH_COST = {
-    "admm": 1.25, "finetune": 1.15, "qat": 1.2,          # forms / isqed: the LeNet-sized CNN
-    "pim-qat digital": 4.5, "pim-aware": 13.3,           # the same CNN on cap-ram
-    "superbnn": 5.7,                                     # MLP 784-128-128-10
-    "heatvit warm-up": 1.55, "heatvit fine-tune": 1.8,   # ViT, 6 blocks, 32 wide, 49 patches
+    "admm": 1.03, "finetune": 0.98, "qat": 1.04,         # forms / isqed: the LeNet-sized CNN
+    "pim-qat digital": 4.1, "pim-aware": 13.2,           # the same CNN on cap-ram
+    "superbnn": 3.1,                                     # MLP 784-128-128-10
+    "heatvit warm-up": 1.2, "heatvit fine-tune": 2.1,    # ViT, 6 blocks, 32 wide, 49 patches
 }
 """CPU seconds of one epoch of each kind of compress stage, as a multiple of one plain torch
 training epoch of the same model on the same data (same batch, optimizer type and thread
-count, a validation forward each), **measured** by ``benchmarks/bench_compress.py`` (see
-docs/compress.md for the run); :func:`estimate_seconds` scales the measured float step by
+count, a validation forward each), **measured** by ``benchmarks/bench_compress.py`` on a
+quiet machine (forms and isqed averaged; see docs/compress.md for the run); :func:`estimate_seconds` scales the measured float step by
 them."""
 
 
