@@ -393,8 +393,8 @@ EPOCH_COST = {
 """CPU seconds of one epoch of each kind of compress stage, as a multiple of one plain torch
 training epoch of the same model on the same data (same batch, optimizer type and thread
 count, a validation forward each), **measured** by ``benchmarks/bench_compress.py`` on a
-quiet machine (forms and isqed averaged; see docs/compress.md for the run); :func:`estimate_seconds` scales the measured float step by
-them."""
+quiet machine (forms and isqed averaged; see docs/compress.md for the run);
+:func:`estimate_seconds` scales the measured float step by them."""
 
 
 def epoch_costs(method: str, opts) -> list[tuple[str, int, float]]:
