@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.files import array_sha256
+
 __all__ = ["MANIFEST_FILE", "RESULTS_FILE", "CampaignError", "default_chunk_size",
            "run_campaign"]
 
@@ -260,12 +262,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+    return array_sha256(*arrays)[:16]
 
 
 def _manifest(model_sha: str, spec, x, y, seed: int, chunk: int,

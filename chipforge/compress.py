@@ -74,6 +74,8 @@ from typing import Any
 
 import numpy as np
 
+from chipforge.files import array_sha256
+
 __all__ = ["METHODS", "Checkpoint", "CompressData", "MethodSpec", "Progress", "compress",
            "check_class_balance", "format_provenance", "graph_sha256", "register_method",
            "split_data"]
@@ -265,15 +267,6 @@ def _load_training(data: Any, graph) -> tuple[np.ndarray, np.ndarray, str]:
     return x, y.astype(np.int64), "(x, y) arrays"
 
 
-def _array_sha256(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def graph_sha256(graph) -> str:
     """Hash of a graph's structure, attributes and parameters (not its name or meta)."""
     h = hashlib.sha256()
@@ -283,7 +276,7 @@ def graph_sha256(graph) -> str:
     for n in graph.nodes:
         for k in sorted(n.params):
             h.update(f"{n.name}/{k}".encode())
-            h.update(_array_sha256(np.asarray(n.params[k], dtype=np.float64)).encode())
+            h.update(array_sha256(np.asarray(n.params[k], dtype=np.float64)).encode())
     return h.hexdigest()
 
 
@@ -695,7 +688,7 @@ def compress(method: str, model: Any, data: Any = "digits", *, out: str | Path |
                        label=data_label)
     fingerprint = {"method": method, "options": options_dict(opts), "seed": seed,
                    "val_fraction": val_fraction, "source_sha256": graph_sha256(graph),
-                   "data_sha256": _array_sha256(x, y)}
+                   "data_sha256": array_sha256(x, y)}
     ckpt_dir = checkpoint if checkpoint is not None else (
         None if out is None else out.with_name(out.name + ".ckpt"))
     ckpt = Checkpoint(ckpt_dir, fingerprint)

@@ -173,3 +173,19 @@ def exclusive_lock(path: str | Path, busy: Callable[[], Exception]) -> Iterator[
         except BlockingIOError:
             raise busy() from None
         yield
+
+
+def array_sha256(*arrays) -> str:
+    """SHA-256 of arrays, their dtypes and shapes included (so a reshaped or retyped copy
+    of the same bytes differs): the fingerprint of data and weights in manifests and
+    checkpoints."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
