@@ -156,6 +156,19 @@ def _parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def _check_run_counts(args: argparse.Namespace, counts: tuple[str, ...]) -> None:
+    """The run options simulate, compare and the sweeps share: each of ``counts`` (when
+    given) >= 1, ``--seed`` >= 0, ``--workers`` only without ``--scheduler``."""
+    for flag in counts:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, not {args.seed}")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+
+
 @command("simulate", "simulate a compressed model on a virtual accelerator")(_add_simulate)
 def _run_simulate(args: argparse.Namespace) -> int:
     from chipforge.families import get_accelerator_spec
@@ -166,20 +179,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     model = args.model or args.model_option
     if model is None:
         raise UsageError("give a MODEL: a zoo name, an .onnx file or an .npz graph")
-    if args.samples is not None and args.samples < 1:
-        raise UsageError(f"--samples must be >= 1, not {args.samples}")
-    if args.cycle_samples < 1:
-        raise UsageError(f"--cycle-samples must be >= 1, not {args.cycle_samples}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, not {args.seed}")
-    if args.chips < 1:
-        raise UsageError(f"--chips must be >= 1, not {args.chips}")
-    for flag in ("workers", "chunk_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
-    if args.scheduler and args.workers:
-        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    _check_run_counts(args, ("samples", "cycle_samples", "chips", "workers", "chunk_size"))
     sharded = bool(args.workers or args.dask or args.scheduler or args.chunk_size)
     options, overrides = _simulate_options(args), _parse_overrides(args.overrides)
     if (args.rtl_tile or args.rtl_dir or args.rtl_stalls) and not args.rtl:
@@ -269,14 +269,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from chipforge.compare import compare
 
-    for flag in ("chips", "samples", "cycle_samples", "workers"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, not {value}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, not {args.seed}")
-    if args.scheduler and args.workers:
-        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    _check_run_counts(args, ("chips", "samples", "cycle_samples", "workers"))
     out = args.out or Path("build/compare") / Path(str(args.model)).stem
     check_output_dir(out, option="--out")
     try:
@@ -356,14 +349,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             print(f"  {name}: {sweep.description}\n      metrics: {', '.join(sweep.metrics)}"
                   f"\n      default grid: {axes}; {sweep.trials} trials per point")
         return 0 if args.list else 2
-    for flag in ("trials", "workers", "batch", "chips"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag} must be >= 1, not {value}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, not {args.seed}")
-    if args.scheduler and args.workers:
-        raise UsageError("--workers does not apply to --scheduler (the cluster has its own)")
+    _check_run_counts(args, ("trials", "workers", "batch", "chips"))
     sweep = get_sweep(args.name)
     if args.chips is not None and args.trials is not None:
         raise UsageError("--chips N runs N chips per point: they are the trials; give --chips "
