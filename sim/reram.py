@@ -529,12 +529,8 @@ def _group_gemms(a: np.ndarray, cells: np.ndarray, cols: int, *, squared: bool) 
         if pool is None:
             pool = _gemm_pool[workers] = ThreadPoolExecutor(workers,
                                                             thread_name_prefix="crossbar-gemm")
-        blas = _blas_controller()
-        if blas is None:                                  # pragma: no cover
-            list(map(one_group, range(n_groups)))
-        else:
-            with blas.limit(limits=1):
-                list(pool.map(one_group, range(n_groups)))
+        with _blas_controller().limit(limits=1):   # not None: _gemm_workers checked it
+            list(pool.map(one_group, range(n_groups)))
     return sums
 
 
