@@ -3,14 +3,17 @@
 Every run starts from :func:`seed_everything` (fixed seeds) and trains under
 :func:`deterministic` (deterministic algorithms, a fixed thread count; the caller's settings
 are restored afterwards), so the same recipe gives the same weights on the same machine and
-torch version. Constraints (pruning masks, fragment signs) are re-applied after every
-optimizer step by :func:`apply_constraints` (projected gradient descent).
+torch version. Under :func:`portable_numerics` (with :data:`PORTABLE_ENV` set before torch
+first computes) the weights do not depend on the x86 CPU either. Constraints (pruning
+masks, fragment signs) are re-applied after every optimizer step by
+:func:`apply_constraints` (projected gradient descent).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -19,11 +22,43 @@ from torch import nn
 
 from chipforge.sim.fragments import expand_signs
 
-__all__ = ["TrainData", "apply_constraints", "deterministic", "latent_weight", "seed_everything",
-           "torch_accuracy", "train", "training_monitor", "weighted_layers"]
+__all__ = ["PORTABLE_ENV", "TrainData", "apply_constraints", "deterministic", "latent_weight",
+           "portable_numerics", "portable_numerics_ready", "seed_everything", "torch_accuracy",
+           "train", "training_monitor", "weighted_layers"]
 
 TRAIN_THREADS = 1
 """Thread count for training: results are bit-reproducible only at a fixed count."""
+
+
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+"""Environment for training whose floats do not depend on the x86 CPU: torch's baseline
+kernels (its AVX2 and AVX-512 kernels sum in other orders: on one machine, the FORMS
+LeNet-5 pipeline ends 0.3-1.7 points apart between them) and MKL's conditional numerical
+reproducibility (the same GEMM results on any x86-64 CPU). torch and MKL read these when
+they first compute, so they must be set before (a fresh process: ``env=...``)."""
+
+
+def portable_numerics_ready() -> bool:
+    """Whether this process computes with :data:`PORTABLE_ENV` (torch's baseline kernels
+    chosen; MKL_CBWR set in the environment)."""
+    return (torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+            and os.environ.get("MKL_CBWR") == PORTABLE_ENV["MKL_CBWR"])
+
+
+@contextlib.contextmanager
+def portable_numerics():
+    """Inside: training that gives the same weights on any x86-64 CPU (same torch version,
+    :func:`deterministic`): oneDNN and NNPACK convolutions off (they pick kernels by CPU),
+    so convolutions go through MKL's GEMM. Refuses a process not started with
+    :data:`PORTABLE_ENV`. About 2x slower than the default kernels."""
+    if not portable_numerics_ready():
+        raise RuntimeError("portable numerics need a process started with "
+                           + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+                           + f" (this one: CPU capability "
+                           f"{torch.backends.cpu.get_cpu_capability()}, MKL_CBWR="
+                           f"{os.environ.get('MKL_CBWR')!r})")
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+        yield
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -13,13 +13,19 @@ one FORMS-8 crossbar"; FORMS polarization by ADMM (:mod:`chipforge.mappings.pola
 two-column crossbars against the FORMS-8 model (structured + polarized + 8-bit).
 
 ``python -m chipforge.zoo.forms_mnist [--seeds 0 1 2] [--out results.json]`` runs it;
-``--ship`` also writes the seed-0 models into the zoo (``lenet5-mnist*.npz``).
+``--ship`` also writes the seed-0 models into the zoo (``lenet5-mnist*.npz``). It trains
+under :func:`chipforge.mappings.train.portable_numerics` (in a fresh process with
+``PORTABLE_ENV``), so the shipped models come out the same on any x86-64 CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import OrderedDict
 
@@ -121,21 +127,31 @@ def _float_acc(model, data) -> float:
 
 
 def run_seed(seed: int, fragments=(4, 8, 16), schedule=None, log=print,
-             plan: str = "paper") -> dict:
+             plan: str = "paper", portable: bool = True) -> dict:
     """Train float -> structured prune -> (8-bit | polarize m + 8-bit) for one seed.
 
+    ``portable``: train under :func:`chipforge.mappings.train.portable_numerics` (the
+    process must have been started with ``PORTABLE_ENV``: :func:`main` sees to it), as the
+    shipped models were; False: this CPU's fastest kernels (other floats, other models).
     Returns accuracies (percent), pruning statistics and the graphs."""
     from chipforge.mappings.polarize import PolarizeConfig, admm_polarize
     from chipforge.mappings.structured import StructuredConfig, structured_prune
-    from chipforge.mappings.train import TrainData, deterministic, seed_everything, train
+    from chipforge.mappings.train import (
+        TrainData,
+        deterministic,
+        portable_numerics,
+        seed_everything,
+        train,
+    )
     from chipforge.sim.compression import compression_stats
     from chipforge.zoo.data import mnist
 
     sch = {**SCHEDULE, **(schedule or {})}
     data = TrainData(mnist())
-    out: dict = {"seed": seed, "plan": plan, "graphs": {}}
+    out: dict = {"seed": seed, "plan": plan, "graphs": {},
+                 "numerics": "portable" if portable else "this CPU's kernels"}
     t0 = time.perf_counter()
-    with deterministic():
+    with deterministic(), portable_numerics() if portable else contextlib.nullcontext():
         seed_everything(seed)
         base = train(lenet5(), data, epochs=sch["base_epochs"], lr=sch["base_lr"], seed=seed)
         out["float"] = 100 * _float_acc(base, data)
@@ -205,19 +221,37 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m chipforge.zoo.forms_mnist")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None)
-    ap.add_argument("--ship", action="store_true")
+    ap.add_argument("--ship", action="store_true",
+                    help="write the first seed's models into the zoo")
+    ap.add_argument("--models-to", metavar="DIR",
+                    help="write the first seed's models to DIR (named as in the zoo)")
     ap.add_argument("--plan", choices=sorted(LENET5_PLANS), default="paper")
     args = ap.parse_args(argv)
+    from chipforge.mappings.train import PORTABLE_ENV, portable_numerics_ready
+
+    if not portable_numerics_ready():
+        # torch and MKL read PORTABLE_ENV when they first compute: train in a fresh process
+        env = {**os.environ, **PORTABLE_ENV}
+        sys.exit(subprocess.run([sys.executable, "-m", "chipforge.zoo.forms_mnist",
+                                 *(sys.argv[1:] if argv is None else argv)],
+                                env=env).returncode)
+    models_to = None
+    if args.models_to:
+        from chipforge.files import make_folder
+
+        models_to = make_folder(args.models_to)
     results = []
     for seed in args.seeds:
         r = run_seed(seed, plan=args.plan)
         r["crossbars"] = crossbar_counts(r["graphs"]["dense"], r["graphs"]["forms8"])
         print(f"seed {seed}: crossbars {r['crossbars']}")
-        if args.ship and seed == args.seeds[0]:
+        folders = ([ZOO_DIR] if args.ship else []) + ([models_to] if models_to else [])
+        if seed == args.seeds[0]:
             for key, g in r["graphs"].items():
                 name = "lenet5-mnist" if key == "dense" else f"lenet5-mnist-{key}"
                 g.name = name
-                save_graph(g, ZOO_DIR / f"{name}.npz")
+                for folder in folders:
+                    save_graph(g, folder / f"{name}.npz")
         results.append({k: v for k, v in r.items() if k != "graphs"})
     summary = summarize(results)
     print(json.dumps(summary, indent=1))
