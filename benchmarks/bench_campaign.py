@@ -25,7 +25,10 @@ start-up plus the busiest worker's CPU seconds, which the load inflates far less
 ratio of each campaign to one process (all cores; so the scaling is not mistaken for a
 gain over one multi-threaded process),
 the programmings (stage "program", per chip apart), the mean wall time of one hardware
-shard, and whether the per-chip results agree (they must; exit status 1 otherwise). Run:
+shard, where the machine's core-seconds went during each campaign (the shards' CPU seconds,
+everything else that ran, idle, and the time a hypervisor took from the virtual machine's
+cores, from /proc/stat), and whether the per-chip results agree (they must; exit status 1
+otherwise). Run:
 ``python benchmarks/bench_campaign.py [--chips 8] [--samples 8] [--chunk-size 4 8]
 [--arch isaac forms8] [--dask]``; the defaults (2 chips x 16 images) take a few minutes on
 2 cores. ``--write-inputs DIR`` writes the model and images instead, for the same campaign
@@ -70,15 +73,35 @@ def one_process(spec, graph, x, y, seeds) -> dict:
             "map_s": stages.get("map", 0.0)}
 
 
+def machine_cpu() -> dict[str, float] | None:
+    """The machine's CPU seconds so far, from /proc/stat (Linux; None elsewhere): busy (user,
+    nice, system, interrupts: every process), idle and steal (taken by the hypervisor from
+    a virtual machine whose vCPUs wanted to run)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (v / tick for v in fields)
+    return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait,
+            "steal": steal}
+
+
 def campaign(spec, graph, mapped, x, y, seeds, *, workers: int, dask: bool,
              chunk_size: int) -> dict:
     from chipforge.campaign import run_campaign
 
+    before = machine_cpu()
     start = time.perf_counter()
     sim = run_campaign(spec, graph, mapped, x, y, seeds, workers=workers, dask=dask,
                        chunk_size=chunk_size, progress=False)
     wall = time.perf_counter() - start
+    after = machine_cpu()
     c = sim.result.campaign
+    # where the cores went: the shards' own CPU seconds, everything else that ran (driver,
+    # scheduler, nannies, worker threads between shards, the OS), the hypervisor's steal
+    cores = ({k: after[k] - before[k] for k in after} if before and after else None)
     # wall: the call, closing the workers included; campaign_wall_s: start-up and shards
     return {"wall_s": wall, "chips": sim.result.chips, "startup_s": c["startup_s"],
             "campaign_wall_s": c["wall_s"], "busiest_lane_cpu_s": c["busiest_lane_cpu_s"],
@@ -86,7 +109,8 @@ def campaign(spec, graph, mapped, x, y, seeds, *, workers: int, dask: bool,
             # CPU seconds (one thread each); an estimate, labelled so where printed
             "idle_estimate_s": c["startup_s"] + c["busiest_lane_cpu_s"],
             "program_s_per_chip": c["program_s_per_chip"], "programmings": c["programmings"],
-            "shard_wall_s_mean": c["shard_wall_s_mean"], "backend": c["backend"]}
+            "shard_wall_s_mean": c["shard_wall_s_mean"], "backend": c["backend"],
+            "shards_cpu_s": c["shards_cpu_s"], "machine_cpu_s": cores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['program_s_per_chip']:.2f} s each); {alone['wall_s'] / r['wall_s']:.2f}x "
                   f"one process; load {load:.2f}; estimate on idle cores "
                   f"{r['idle_estimate_s']:.1f} s")
+            if r["machine_cpu_s"]:
+                m = r["machine_cpu_s"]
+                total = m["busy"] + m["idle"] + m["steal"]
+                print(f"    cores: {total:.1f} core-s in all; shards {r['shards_cpu_s']:.1f}, "
+                      f"everything else {m['busy'] - r['shards_cpu_s']:.1f}, idle "
+                      f"{m['idle']:.1f}, stolen by the hypervisor {m['steal']:.1f}")
         same = all(r["chips"] == alone["chips"] for r in runs.values())
         by_workers = {r["workers"]: r for r in runs.values()
                       if r["chunk_size"] == args.chunk_size[0]}

@@ -749,6 +749,7 @@ def _assemble(spec, graph, mapped, y, seeds, chunk, shards, done, timer, *, comp
         # its busy wall time on an idle core (start-up plus this: the wall time on an idle
         # machine with a core per lane, whatever the load when it ran)
         "busiest_lane_cpu_s": max(_lane_sums(ran, "cpu_s").values(), default=None),
+        "shards_cpu_s": sum(r["cpu_s"] for r in ran),
         "threads_per_lane": lanes[0].tag.threads if lanes else None,
         "programmings": len(programs),
         "program_s_per_chip": sum(program_s) / len(program_s) if program_s else None,
