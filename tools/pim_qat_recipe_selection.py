@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -205,7 +206,9 @@ def validation_table(rows: list[dict], seeds: list[int]) -> str:
 def run_grid(out: Path, seeds: list[int], workers: int, recipes: list[str]) -> None:
     user_cnn(out)                            # train the CNN once, before the pool
     jobs = [(r, s) for s in seeds for r in recipes]
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: the parent has run torch (OpenMP) to train the CNN, and a forked
+    # worker's first torch call can then hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(one_run, out, *job) for job in jobs]
         for f in futures:
             r = f.result()
