@@ -41,7 +41,7 @@ test: lint rtl-check
 
 # Paper reproductions and long sweeps (marked slow).
 test-slow: $(STAMP)
-	$(PYTEST) -m slow
+	$(PYTEST) -m slow -n 2
 
 # Sabotage runner (tools/mutate.py, docs/verification.md): one-line faults in the Python
 # models and the generated Verilog against the tests that guard them; prints the kill
