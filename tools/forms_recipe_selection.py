@@ -32,7 +32,6 @@ interrupted grid resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -43,7 +42,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 # the same user CNN, validation split and selection rule as the PIM-QAT selection
-from pim_qat_recipe_selection import _write_json, choose, user_cnn, validation_split  # noqa: E402
+from pim_qat_recipe_selection import (  # noqa: E402
+    _write_json,
+    choose,
+    load_rows,
+    parse_args,
+    user_cnn,
+    validation_split,
+)
 
 FRAGMENT_SIZE = 8
 CLAIM_POINTS = 1.0
@@ -148,10 +154,6 @@ def validation_table(rows: list[dict], seeds: list[int],
     return "\n".join(lines)
 
 
-def load_rows(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
-
-
 def test_once(out: Path, seeds: list[int], test_seeds: list[int]) -> None:
     """The chosen recipe on the digits test split, once, as the slow test measures it."""
     import chipforge
@@ -185,28 +187,11 @@ def test_once(out: Path, seeds: list[int], test_seeds: list[int]) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("forms-selection"))
-    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9",
-                   help="compress seeds of the selection grid")
-    p.add_argument("--test-seeds", default="0,1,2",
-                   help="compress seeds of the single test evaluation")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--recipes", default=",".join(RECIPES))
-    p.add_argument("--test", action="store_true",
-                   help="evaluate the chosen recipe on the test split, once")
-    a = p.parse_args(argv)
-    seeds = [int(s) for s in a.seeds.split(",")]
-    recipes = a.recipes.split(",")
-    unknown = set(recipes) - set(RECIPES)
-    if unknown:
-        p.error(f"--recipes: unknown {sorted(unknown)}; known: {', '.join(RECIPES)}")
-    if a.workers < 1:
-        p.error(f"--workers must be >= 1, not {a.workers}")
-    (a.out / "runs").mkdir(parents=True, exist_ok=True)
-    (a.out / "graphs").mkdir(exist_ok=True)
+    a, seeds, recipes, test_seeds = parse_args(
+        argv, description=__doc__.splitlines()[0], recipes=RECIPES, out="forms-selection",
+        seeds="0,1,2,3,4,5,6,7,8,9", test_seeds="0,1,2")
     if a.test:
-        test_once(a.out, seeds, [int(s) for s in a.test_seeds.split(",")])
+        test_once(a.out, seeds, test_seeds)
         return 0
     user_cnn(a.out)                          # train the CNN once, before the pool
     # pruned comparisons first, one per (options outside polarization, seed), so that two

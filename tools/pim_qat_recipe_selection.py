@@ -256,29 +256,40 @@ def test_once(out: Path, seeds: list[int], test_seeds: list[int]) -> None:
     _write_json(target, {"chosen": chosen, "results": results})
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("pim-qat-selection"))
-    p.add_argument("--seeds", default="0,1,2", help="compress seeds of the selection grid")
-    p.add_argument("--test-seeds", default=None,
-                   help="compress seeds of the single test evaluation (default: --seeds)")
+def parse_args(argv, *, description: str, recipes: dict[str, dict], out: str, seeds: str,
+               test_seeds: str | None):
+    """The command line every recipe-selection tool shares: (args, seeds, recipe names,
+    test seeds), the output folders made; a bad ``--recipes``/``--workers`` exits in a line."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--seeds", default=seeds, help="compress seeds of the selection grid")
+    p.add_argument("--test-seeds", default=test_seeds,
+                   help="compress seeds of the single test evaluation (default: "
+                        f"{test_seeds or '--seeds'})")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--recipes", default=",".join(recipes))
     p.add_argument("--test", action="store_true",
                    help="evaluate the chosen recipe on the test split, once")
     a = p.parse_args(argv)
-    seeds = [int(s) for s in a.seeds.split(",")]
-    recipes = a.recipes.split(",")
-    unknown = set(recipes) - set(RECIPES)
+    grid = [int(s) for s in a.seeds.split(",")]
+    names = a.recipes.split(",")
+    unknown = set(names) - set(recipes)
     if unknown:
-        p.error(f"--recipes: unknown {sorted(unknown)}; known: {', '.join(RECIPES)}")
+        p.error(f"--recipes: unknown {sorted(unknown)}; known: {', '.join(recipes)}")
     if a.workers < 1:
         p.error(f"--workers must be >= 1, not {a.workers}")
     (a.out / "runs").mkdir(parents=True, exist_ok=True)
     (a.out / "graphs").mkdir(exist_ok=True)
+    tested = grid if a.test_seeds is None else [int(s) for s in a.test_seeds.split(",")]
+    return a, grid, names, tested
+
+
+def main(argv=None) -> int:
+    a, seeds, recipes, test_seeds = parse_args(
+        argv, description=__doc__.splitlines()[0], recipes=RECIPES, out="pim-qat-selection",
+        seeds="0,1,2", test_seeds=None)
     if a.test:
-        test_once(a.out, seeds, seeds if a.test_seeds is None
-                  else [int(s) for s in a.test_seeds.split(",")])
+        test_once(a.out, seeds, test_seeds)
         return 0
     run_grid(a.out, seeds, a.workers, recipes)
     rows = load_rows(a.out)
