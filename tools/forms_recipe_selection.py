@@ -49,6 +49,7 @@ from pim_qat_recipe_selection import (  # noqa: E402
     parse_args,
     user_cnn,
     validation_split,
+    write_choice,
 )
 
 FRAGMENT_SIZE = 8
@@ -213,12 +214,7 @@ def main(argv=None) -> int:
     rows = [r for r in load_rows(a.out) if r["recipe"] in recipes]
     chosen, _ = choose(rows, seeds, {k: RECIPES[k] for k in recipes})
     table = validation_table(rows, seeds, {k: RECIPES[k] for k in recipes})
-    _write_json(a.out / "choice.json", {"seeds": seeds, "chosen": chosen})
-    tmp = a.out / "validation.md.tmp"
-    tmp.write_text(table + f"\n\nchosen: {chosen}\n")
-    os.replace(tmp, a.out / "validation.md")
-    print(table)
-    print(f"chosen: {chosen}")
+    write_choice(a.out, seeds, chosen, table)
     return 0
 
 

@@ -256,6 +256,16 @@ def test_once(out: Path, seeds: list[int], test_seeds: list[int]) -> None:
     _write_json(target, {"chosen": chosen, "results": results})
 
 
+def write_choice(out: Path, seeds: list[int], chosen: str, table: str) -> None:
+    """Record and print the choice: ``choice.json`` and ``validation.md``, atomically."""
+    _write_json(out / "choice.json", {"seeds": seeds, "chosen": chosen})
+    tmp = out / "validation.md.tmp"
+    tmp.write_text(table + f"\n\nchosen: {chosen}\n")
+    os.replace(tmp, out / "validation.md")
+    print(table)
+    print(f"chosen: {chosen}")
+
+
 def parse_args(argv, *, description: str, recipes: dict[str, dict], out: str, seeds: str,
                test_seeds: str | None):
     """The command line every recipe-selection tool shares: (args, seeds, recipe names,
@@ -295,12 +305,7 @@ def main(argv=None) -> int:
     rows = load_rows(a.out)
     chosen, _ = choose(rows, seeds)
     table = validation_table(rows, seeds)
-    _write_json(a.out / "choice.json", {"seeds": seeds, "chosen": chosen})
-    tmp = a.out / "validation.md.tmp"
-    tmp.write_text(table + f"\n\nchosen: {chosen}\n")
-    os.replace(tmp, a.out / "validation.md")
-    print(table)
-    print(f"chosen: {chosen}")
+    write_choice(a.out, seeds, chosen, table)
     return 0
 
 
