@@ -142,15 +142,9 @@ class HeatvitFamily(AcceleratorFamily):
                 raise ValueError(f"selectors={config.selectors} picks a variant of the bundled "
                                  f"vit-digits, not of {graph.name!r}; use selectors=model "
                                  "(the graph's own selectors) or none")
-            from chipforge import zoo
-            from chipforge.heatvit import calibrate_graph
-            from chipforge.zoo.data import digits
+            from chipforge.zoo.vit import calibrated_variant
 
-            graph = zoo.load(f"vit-digits-{config.selectors}")
-            net = graph_to_vit(graph)
-            graph.meta[CALIBRATION_META] = {
-                "fracs": list(calibrate_graph(net, digits(8).x_train)),
-                "label": "256 digits training images"}
+            graph = calibrated_variant(f"vit-digits-{config.selectors}", CALIBRATION_META)
         net = graph_to_vit(graph)
         if config.selectors == "none":
             net = without_selectors(net)

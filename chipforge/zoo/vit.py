@@ -604,3 +604,19 @@ SELECTOR_EPOCHS = 60
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def calibrated_variant(name: str, meta_key: str):
+    """The bundled ``vit-digits-keep*`` graph ``name`` with its fixed-point formats under
+    ``graph.meta[meta_key]``, calibrated on the data it was trained on (the first 256 digits
+    training images): the zoo owns its models' data, so the family gets the model ready."""
+    from chipforge import zoo
+    from chipforge.heatvit import calibrate_graph
+    from chipforge.sim.vit_graph import graph_to_vit
+    from chipforge.zoo.data import digits
+
+    graph = zoo.load(name)
+    graph.meta[meta_key] = {"fracs": list(calibrate_graph(graph_to_vit(graph),
+                                                          digits(8).x_train)),
+                            "label": "256 digits training images"}
+    return graph
